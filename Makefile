@@ -1,0 +1,41 @@
+# Thin wrappers. Each target sets up what it needs on a machine that has only Python:
+# a virtualenv in .venv with the package and its dev tools, and (where npm exists)
+# the pinned Claude Code CLI in tools/claude.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CLAUDE := tools/claude/node_modules/.bin/claude
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint unit bench demo clean
+
+setup: $(STAMP) $(CLAUDE)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# The real CLI for the executor and the e2e tests. Without npm the e2e tests say so
+# and are skipped (or fail, under ECHO_REQUIRE_SERVICES=1).
+$(CLAUDE): tools/claude/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tools/claude && npm install --no-audit --no-fund --silent && touch node_modules/.bin/claude; \
+	else \
+		echo "npm not found: the Claude CLI is not installed, e2e tests will be skipped"; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check echo tests bench
+	$(VENV)/bin/mypy echo
+
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	@for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) tools/claude/node_modules .pytest_cache .mypy_cache .ruff_cache

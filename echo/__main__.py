@@ -1,0 +1,5 @@
+"""`python -m echo` is the same program as `echoctl`."""
+
+from echo.cli import main
+
+main()

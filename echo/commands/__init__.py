@@ -1,0 +1,1 @@
+"""The `echoctl` command groups, one module per area; `echo.cli` assembles them."""

@@ -1,0 +1,166 @@
+"""Settings: config/echo.toml, then config/<ECHO_ENV>.toml, then ECHO_* environment, then flags.
+
+One `Settings` object carries every knob. Later sources win, so a developer can
+keep defaults in `config/echo.toml`, a profile in `config/dev.toml`, and override
+any single value with an environment variable (`ECHO_POOL_SIZE=4`) or a CLI flag.
+
+`namespace` isolates an organisation: it is the Postgres schema that holds the
+tables and the prefix of every Redis and NOTIFY channel. Tests give each test its
+own namespace; production keeps the default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from echo.errors import ConfigError
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+def project_path(name: str) -> Path:
+    """Find a project folder (`config`, `agents`, `shared`) in a checkout or an installed wheel."""
+    in_checkout = _PACKAGE_DIR.parent / name
+    if in_checkout.exists():
+        return in_checkout
+    return _PACKAGE_DIR / f"_{name}"
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "echo"
+
+
+def config_files(env: str | None = None) -> list[Path]:
+    """The TOML files that apply, lowest precedence first."""
+    env = env or os.environ.get("ECHO_ENV", "dev")
+    config_dir = Path(os.environ.get("ECHO_CONFIG_DIR") or project_path("config"))
+    return [p for p in (config_dir / "echo.toml", config_dir / f"{env}.toml") if p.exists()]
+
+
+class Settings(BaseSettings):
+    """Every setting of ECHO. Field names map to `ECHO_<NAME>` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ECHO_", extra="forbid", validate_default=True)
+
+    env: str = Field("dev", description="Profile: selects config/<env>.toml")
+    database_url: str | None = Field(None, description="libpq DSN; unset = embedded Postgres")
+    redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset = NOTIFY")
+    namespace: str = Field("echo", description="Postgres schema and channel prefix")
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    agents_dir: Path = Field(default_factory=lambda: project_path("agents"))
+    pool_size: int = Field(2, ge=1, le=100, description="Postgres connections per process")
+    connect_timeout: float = Field(5.0, gt=0, description="seconds to open a connection")
+    command_timeout: float = Field(10.0, gt=0, description="seconds for one query")
+    catchup_timeout: float = Field(2.0, gt=0, description="seconds catch-up may hold up a start")
+    poll_interval: float = Field(1.0, gt=0, description="seconds between Postgres polls without Redis")
+    worker_check_interval: float = Field(1.0, gt=0, description="seconds between queue polls")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest message body")
+    claude_bin: str = Field("claude", description="the Claude Code CLI to run")
+    log_level: str = Field("INFO")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_identifier(cls, value: str) -> str:
+        if not _NAMESPACE_RE.match(value):
+            raise ValueError("use lowercase letters, digits and _ (at most 41), starting with a letter")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("use DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @field_validator("database_url", "redis_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_files())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def public(self) -> dict[str, Any]:
+        """The settings as a user may see them: secrets redacted."""
+        data = self.model_dump(mode="json")
+        for key in ("database_url", "redis_url"):
+            if data[key]:
+                data[key] = redact_url(data[key])
+        return data
+
+    def child_env(self) -> dict[str, str]:
+        """Environment that makes a child process see exactly these settings."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is not None:
+                env[f"ECHO_{name.upper()}"] = str(value)
+        return env
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning every validation problem into one clear `ConfigError`."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(
+            f"bad setting {field} (ECHO_{field.upper()}): {first['msg']}; "
+            f"fix it in the flag, the environment or {', '.join(map(str, config_files())) or 'config/'}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file is not valid TOML ({exc}); fix {config_files()}") from None
+
+
+_KEYWORD_SECRET = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a DSN or URL, for logs, status output and error messages."""
+    if "://" not in url:
+        return _KEYWORD_SECRET.sub(r"\1***", url)
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        netloc = f"{user}:***@{hosts}" if sep else f"{user}@{hosts}"
+    query = re.sub(r"(password=)[^&]*", r"\1***", parts.query, flags=re.IGNORECASE)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def private_dir(path: Path) -> Path:
+    """Create a directory only its owner can read (state, logs, pid files)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path

@@ -1,0 +1,147 @@
+"""The one LISTEN connection of a process, kept alive across database failures.
+
+Real-time delivery without Redis, and the work queue's wake-ups, both ride on
+Postgres NOTIFY. A process holds exactly one connection for LISTEN (it cannot be
+pooled: a pooled connection forgets its LISTENs on release). When the database
+restarts or fails over, the connection dies; `Listener.run` reconnects with
+capped backoff, re-issues every LISTEN and then calls the `on_reconnect`
+callbacks, because a NOTIFY sent while nobody listened is gone for good and the
+consumers must catch up from the tables.
+
+Channel names are namespaced: `listen("messages", ...)` listens on
+`<namespace>:messages`, which is what `notify_channel("messages")` names in SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import anyio
+import asyncpg
+from anyio.abc import TaskStatus
+
+from echo import db
+from echo.config import Settings
+from echo.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str], None]
+
+
+def notify_channel(settings: Settings, name: str) -> str:
+    """The NOTIFY channel for `name` in this organisation."""
+    return f"{settings.namespace}:{name}"
+
+
+class Listener:
+    """Holds the process's LISTEN connection and dispatches payloads to handlers.
+
+    Handlers are plain callables run on the event loop: they must not block
+    (set an event, or `send_nowait` into a memory stream).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        keepalive: float = 5.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.keepalive = keepalive
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._handlers: dict[str, list[Handler]] = {}
+        self._reconnect_callbacks: list[Callable[[], None]] = []
+        self._conn: asyncpg.Connection | None = None
+        self._lost = anyio.Event()
+        self.connected = False
+        self.connects = 0
+        self.last_error: str | None = None
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every (re)connection: time to catch up."""
+        self._reconnect_callbacks.append(callback)
+
+    async def listen(self, name: str, handler: Handler) -> None:
+        """Deliver NOTIFY payloads of `<namespace>:<name>` to `handler` from now on."""
+        channel = notify_channel(self.settings, name)
+        first = channel not in self._handlers
+        self._handlers.setdefault(channel, []).append(handler)
+        if first and self._conn is not None and not self._conn.is_closed():
+            with contextlib.suppress(*db.STORE_ERRORS, asyncpg.PostgresError):
+                await self._conn.add_listener(channel, self._dispatch)
+
+    def _dispatch(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        for handler in self._handlers.get(channel, ()):
+            try:
+                handler(payload)
+            except Exception:
+                log.exception("NOTIFY handler for %s failed; payload dropped", channel)
+
+    def _on_terminate(self, _conn: object) -> None:
+        self._lost.set()
+
+    async def _connect(self) -> None:
+        conn = await db.connect(self.settings)
+        for channel in self._handlers:
+            await conn.add_listener(channel, self._dispatch)
+        conn.add_termination_listener(self._on_terminate)
+        self._conn = conn
+        self._lost = anyio.Event()
+        self.connected = True
+        self.connects += 1
+        self.last_error = None
+        for callback in self._reconnect_callbacks:
+            callback()
+
+    async def _watch(self) -> None:
+        """Return when the connection is gone; a keepalive query notices silent deaths."""
+        assert self._conn is not None
+        while True:
+            with anyio.move_on_after(self.keepalive):
+                await self._lost.wait()
+                return
+            try:
+                with anyio.fail_after(self.keepalive):
+                    await self._conn.fetchval("SELECT 1")
+            except (*db.STORE_ERRORS, asyncpg.PostgresError):
+                return
+
+    async def _drop(self) -> None:
+        self.connected = False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(*db.STORE_ERRORS, asyncpg.PostgresError, RuntimeError):
+                conn.terminate()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Keep the connection up until cancelled. Reports started after the first attempt,
+        connected or not: a process must be able to start while the database is down."""
+        delay = self.backoff_initial
+        started = False
+        try:
+            while True:
+                try:
+                    await self._connect()
+                    delay = self.backoff_initial
+                except (StoreUnavailable, *db.STORE_ERRORS, asyncpg.PostgresError) as exc:
+                    self.last_error = str(exc)
+                    log.warning("LISTEN connection unavailable: %s", exc)
+                if not started:
+                    task_status.started()
+                    started = True
+                if self._conn is not None:
+                    await self._watch()
+                    log.warning("LISTEN connection lost; reconnecting")
+                    await self._drop()
+                    continue
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._drop()

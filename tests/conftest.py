@@ -1,0 +1,174 @@
+"""The test harness: real Postgres and Redis, one namespace per test.
+
+CI sets ECHO_TEST_DATABASE_URL and ECHO_TEST_REDIS_URL to the machine's services.
+Where they are unset (a laptop), the suite starts its own embedded servers. A test
+whose server cannot be had is skipped with the reason, unless ECHO_REQUIRE_SERVICES=1
+(set by .ci/run), which makes that a failure.
+
+Each test gets its own namespace: a Postgres schema and a Redis channel prefix, so
+tests never see each other's rows or messages, and a schema left by a killed run
+is dropped by a later one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from echo.config import Settings
+from echo.db import Database, drop_namespace, migrate
+from echo.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from echo.errors import EchoError
+
+STALE_AFTER_S = 3600
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("ECHO_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"ECHO_REQUIRE_SERVICES=1 and {reason}")
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every `async def` test runs on anyio's asyncio backend without a marker."""
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.add_marker(pytest.mark.anyio)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Postgres every test shares (each in its own schema)."""
+    dsn = os.environ.get("ECHO_TEST_DATABASE_URL")
+    server = None
+    if not dsn:
+        server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), port=free_port())
+        try:
+            dsn = server.start()
+        except EchoError as exc:
+            unavailable(f"no Postgres: ECHO_TEST_DATABASE_URL unset and embedded failed ({exc})")
+    assert dsn
+    _drop_stale_schemas(dsn)
+    yield dsn
+    if server is not None:
+        server.destroy()
+
+
+def _drop_stale_schemas(dsn: str) -> None:
+    """Schemas of runs that were killed before their teardown."""
+    import asyncio
+
+    async def run() -> None:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+        except (OSError, asyncpg.PostgresError) as exc:
+            unavailable(f"cannot reach test Postgres ({exc})")
+            return
+        try:
+            rows = await conn.fetch("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+            cutoff = time.time() - STALE_AFTER_S
+            for row in rows:
+                parts = row["nspname"].split("_")
+                if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < cutoff:
+                    await conn.execute(f'DROP SCHEMA IF EXISTS "{row["nspname"]}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The Redis every test shares (each with its own channel prefix)."""
+    url = os.environ.get("ECHO_TEST_REDIS_URL")
+    server = None
+    if not url:
+        server = EmbeddedRedis()
+        try:
+            url = server.start()
+        except EchoError as exc:
+            unavailable(f"no Redis: ECHO_TEST_REDIS_URL unset and embedded failed ({exc})")
+    assert url
+    yield url
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t_{int(time.time())}_{secrets.token_hex(4)}"
+
+
+def make_settings(dsn: str, redis: str | None, namespace: str, state_dir: Path) -> Settings:
+    return Settings(
+        env="test",
+        database_url=dsn,
+        redis_url=redis,
+        namespace=namespace,
+        state_dir=state_dir,
+        poll_interval=0.2,
+        worker_check_interval=0.2,
+    )
+
+
+@pytest.fixture
+async def settings(
+    pg_dsn: str, redis_url: str, namespace: str, tmp_path: Path
+) -> AsyncIterator[Settings]:
+    """Settings for one isolated organisation, schema migrated, on Postgres and Redis."""
+    s = make_settings(pg_dsn, redis_url, namespace, tmp_path / "state")
+    await migrate(s)
+    yield s
+    await drop_namespace(s)
+
+
+@pytest.fixture
+async def notify_settings(settings: Settings) -> Settings:
+    """The same organisation with no Redis: real-time delivery over LISTEN/NOTIFY."""
+    return settings.model_copy(update={"redis_url": None})
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    """A pool that fails the test if any connection came back inside a transaction."""
+    database = await Database.open(settings, max_size=4)
+    yield database
+    leaks = database.leaks
+    await database.close()
+    assert leaks == 0, f"{leaks} connection(s) were released inside an open transaction"
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A Postgres this test may stop, kill and restart; never the shared one."""
+    server = EmbeddedPostgres(tmp_path / "own-pg", port=free_port())
+    try:
+        server.start()
+    except EchoError as exc:
+        unavailable(f"cannot start an embedded Postgres ({exc})")
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    """A redis-server this test may stop and restart; never the shared one."""
+    server = EmbeddedRedis()
+    try:
+        server.start()
+    except EchoError as exc:
+        unavailable(f"cannot start a redis-server ({exc})")
+    yield server
+    server.stop()

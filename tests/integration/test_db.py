@@ -1,0 +1,103 @@
+"""echo.db against the real Postgres: migrations, the leak guard, outages."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from echo import db
+from echo.config import Settings
+from echo.errors import StoreUnavailable
+from echo.listener import Listener, notify_channel
+
+
+async def test_migrate_is_idempotent_and_recorded(settings: Settings) -> None:
+    assert await db.migrate(settings) == []
+    async with db.connection(settings) as conn:
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+        assert versions == [m.version for m in db.migrations()]
+        assert await db.schema_version(conn) == db.migrations()[-1].version
+
+
+async def test_concurrent_migrations_are_serialised(
+    pg_dsn: str, namespace: str, tmp_path
+) -> None:
+    from tests.conftest import make_settings
+
+    s = make_settings(pg_dsn, None, namespace, tmp_path)
+    try:
+        results: list[int] = []
+
+        async def one() -> None:
+            results.append(len(await db.migrate(s)))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(one)
+        assert sorted(results) == [0, 0, 0, len(db.migrations())]
+    finally:
+        await db.drop_namespace(s)
+
+
+async def test_leak_guard_counts_a_connection_released_inside_a_transaction(
+    settings: Settings,
+) -> None:
+    database = await db.Database.open(settings, max_size=1)
+    try:
+        async with database.transaction() as conn:
+            await conn.execute("SELECT 1")
+        assert database.leaks == 0
+        async with database.acquire() as conn:
+            await conn.execute("BEGIN")  # the bug the guard exists for
+        assert database.leaks == 1
+        async with database.acquire() as conn:
+            assert not conn.is_in_transaction()  # rolled back before reuse
+    finally:
+        await database.close()
+
+
+async def test_unreachable_database_is_one_clear_error(settings: Settings) -> None:
+    bad = settings.model_copy(
+        update={"database_url": "postgresql://u:sekret@127.0.0.1:1/x", "connect_timeout": 1}
+    )
+    with pytest.raises(StoreUnavailable) as info:
+        await db.Database.open(bad)
+    message = str(info.value)
+    assert "sekret" not in message and "***" in message
+    assert "\n" not in message
+
+
+async def test_listener_reconnects_after_restart_and_asks_for_catch_up(
+    own_postgres, namespace: str, tmp_path
+) -> None:
+    from tests.conftest import make_settings
+
+    s = make_settings(own_postgres.dsn, None, namespace, tmp_path)
+    listener = Listener(s, keepalive=0.5, backoff_initial=0.05, backoff_max=0.2)
+    got: list[str] = []
+    arrived = anyio.Event()
+    reconnected = anyio.Event()
+
+    def on_payload(payload: str) -> None:
+        got.append(payload)
+        arrived.set()
+
+    def on_reconnect() -> None:
+        if listener.connects >= 2:
+            reconnected.set()
+
+    listener.on_reconnect(on_reconnect)
+    await listener.listen("ping", on_payload)
+    async with anyio.create_task_group() as tg:
+        await tg.start(listener.run)
+        assert listener.connected
+        await anyio.to_thread.run_sync(own_postgres.stop, "immediate")
+        await anyio.to_thread.run_sync(own_postgres.start)
+        with anyio.fail_after(20):
+            await reconnected.wait()
+        async with db.connection(s) as conn:
+            await conn.execute("SELECT pg_notify($1, 'after')", notify_channel(s, "ping"))
+        with anyio.fail_after(10):
+            await arrived.wait()
+        tg.cancel_scope.cancel()
+    assert got == ["after"]
