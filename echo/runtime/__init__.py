@@ -43,6 +43,7 @@ from echo.runtime.actor import Actor
 from echo.runtime.dynamic import DynamicSupervisor
 from echo.runtime.process import OSProcess
 from echo.runtime.registry import Registry
+from echo.runtime.service import Service
 from echo.runtime.supervisor import Backoff, ChildInfo, ChildSpec, Supervisor, SupervisorBase
 from echo.runtime.task import Task
 
@@ -69,6 +70,7 @@ __all__ = [
     "ProcessExited",
     "Registry",
     "RuntimeFault",
+    "Service",
     "Shutdown",
     "StartError",
     "StartTimeout",

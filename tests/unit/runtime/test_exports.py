@@ -11,7 +11,7 @@ EXPECTED = {
     "Actor", "ActorExit", "ActorNotAlive", "AlreadyRegistered", "Backoff", "CallTimeout",
     "ChildInfo", "ChildSpec", "Down", "DynamicSupervisor", "Exit", "ExitReason", "KILLED",
     "MaxChildrenReached", "MonitorRef", "NORMAL", "OSProcess", "Process", "ProcessExited",
-    "Registry", "RuntimeFault", "SHUTDOWN", "Shutdown", "StartError", "StartTimeout",
+    "Registry", "RuntimeFault", "SHUTDOWN", "Service", "Shutdown", "StartError", "StartTimeout",
     "Supervisor", "SupervisorBase", "SupervisorEscalation", "Task", "TaskTimeout",
     "UnexpectedMessage", "UnknownChild", "demonitor", "is_normal", "link", "monitor", "unlink",
 }  # fmt: skip
