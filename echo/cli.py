@@ -17,6 +17,7 @@ import typer
 from echo import __version__
 from echo.commands import bus as bus_commands
 from echo.commands import db as db_commands
+from echo.commands import org as org_commands
 from echo.commands import tasks as task_commands
 from echo.errors import EchoError
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(db_commands.app, name="db")
 bus_commands.register(app)
 task_commands.register(app)
+org_commands.register(app)
 
 
 def _version(value: bool) -> None:

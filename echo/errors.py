@@ -13,13 +13,26 @@ what to do about it.
     ├── TransportUnavailable  Redis cannot be reached
     ├── MigrationError        the schema could not be brought up to date
     ├── NotFound              a task, message or decision id that does not exist
-    └── ClaudeError           the Claude CLI failed (see echo.work.claude for the leaves)
+    ├── CommandFailed         a `command` task exited non-zero, timed out or was killed
+    └── ClaudeError           the Claude CLI failed
+        ├── ClaudeNotInstalled   no `claude` binary (ECHO_CLAUDE_BIN, @anthropic-ai/claude-code)
+        ├── ClaudeAuthError      not logged in, or an invalid API key (never retried)
+        ├── ClaudeCreditError    the credit balance is too low (never retried)
+        ├── ClaudeUsageLimit     the plan's usage limit; retried after its reset time
+        ├── ClaudeApiError       another API error: 429 and 5xx/529 retried, others not
+        ├── ClaudeCrashed        no JSON result: a crash or a signal (retried)
+        └── ClaudeTimeout        the wall-clock timeout passed; its process group was killed
+
+A task's executor raises these; `retryable` (and `retry_at`) tell the work queue
+whether and when the task runs again.
 
 The runtime (`echo.runtime`) has its own hierarchy because it imports nothing from
 the rest of ECHO.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class EchoError(Exception):
@@ -62,5 +75,59 @@ class NotFound(EchoError):
     """An id that does not exist."""
 
 
+class CommandFailed(EchoError):
+    """A `command` task failed; a timeout or a kill by signal may succeed next time."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
 class ClaudeError(EchoError):
     """The Claude CLI failed."""
+
+    retryable = True
+    retry_at: datetime | None = None
+
+
+class ClaudeNotInstalled(ClaudeError):
+    """No `claude` binary: a broken installation, not the task's fault, but not retried."""
+
+    retryable = False
+
+
+class ClaudeAuthError(ClaudeError):
+    """Not logged in, or the API key is invalid: retrying cannot help."""
+
+    retryable = False
+
+
+class ClaudeCreditError(ClaudeError):
+    """The account has no credit left: retrying cannot help."""
+
+    retryable = False
+
+
+class ClaudeUsageLimit(ClaudeError):
+    """The plan's usage limit; the task runs again at `retry_at` (the announced reset)."""
+
+    def __init__(self, message: str, retry_at: datetime) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class ClaudeApiError(ClaudeError):
+    """An API error the CLI reported: 429, 529 and 5xx are retried, the rest are not."""
+
+    def __init__(self, message: str, status: int | None, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class ClaudeCrashed(ClaudeError):
+    """The CLI printed no JSON result (a crash, or killed by a signal)."""
+
+
+class ClaudeTimeout(ClaudeError):
+    """The run passed its wall-clock timeout; its process group was killed."""

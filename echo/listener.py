@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import asyncpg
@@ -24,7 +25,6 @@ from anyio.abc import TaskStatus
 
 from echo import db
 from echo.config import Settings
-from echo.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,13 @@ class Listener:
         first = channel not in self._handlers
         self._handlers.setdefault(channel, []).append(handler)
         if first and self._conn is not None and not self._conn.is_closed():
-            with contextlib.suppress(*db.STORE_ERRORS, asyncpg.PostgresError):
+            with contextlib.suppress(*db.UNAVAILABLE):
                 await self._conn.add_listener(channel, self._dispatch)
 
-    def _dispatch(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+    def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
         for handler in self._handlers.get(channel, ()):
             try:
-                handler(payload)
+                handler(str(payload))
             except Exception:
                 log.exception("NOTIFY handler for %s failed; payload dropped", channel)
 
@@ -109,14 +109,14 @@ class Listener:
             try:
                 with anyio.fail_after(self.keepalive):
                     await self._conn.fetchval("SELECT 1")
-            except (*db.STORE_ERRORS, asyncpg.PostgresError):
+            except db.UNAVAILABLE:
                 return
 
     async def _drop(self) -> None:
         self.connected = False
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(*db.STORE_ERRORS, asyncpg.PostgresError, RuntimeError):
+            with contextlib.suppress(*db.UNAVAILABLE, RuntimeError):
                 conn.terminate()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -129,7 +129,7 @@ class Listener:
                 try:
                     await self._connect()
                     delay = self.backoff_initial
-                except (StoreUnavailable, *db.STORE_ERRORS, asyncpg.PostgresError) as exc:
+                except db.UNAVAILABLE as exc:
                     self.last_error = str(exc)
                     log.warning("LISTEN connection unavailable: %s", exc)
                 if not started:

@@ -61,3 +61,18 @@ async def test_failing_before_started_fails_the_start() -> None:
 
     with pytest.raises(StartError, match="cannot bind"):
         await Service(broken, name="broken").start()
+
+
+async def test_graceful_stop_lets_the_function_finish() -> None:
+    stopping = anyio.Event()
+    finished: list[str] = []
+
+    async def pool(*, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        await stopping.wait()
+        finished.append("drained")  # a cancelled function would never get here
+
+    service = Service(pool, graceful=stopping.set)
+    await service.start()
+    assert await service.stop("shutdown", 5) == "shutdown"
+    assert finished == ["drained"]

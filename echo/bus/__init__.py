@@ -1,0 +1,74 @@
+"""The durable message bus: Postgres is the record, Redis (or NOTIFY) the doorbell.
+
+A broadcast goes publisher → store → transport → subscriber, one module each:
+
+    async with Publisher(database) as pub:
+        result = await pub.publish(Message.build(from_role="cto", subject="Plan"))
+        result.db_id, result.receivers
+
+    sub = Subscriber(database, "ceo", handler)   # handler(StoredMessage) -> Awaitable
+    await task_group.start(sub.run)
+"""
+
+from echo.bus.envelope import (
+    ALL,
+    DEFAULT_ROLES,
+    HEALTH_CHANNEL,
+    NON_AGENT_SENDERS,
+    Kind,
+    Message,
+    Notice,
+    StoredMessage,
+    broadcast_channel,
+    check_role,
+    decision_channel,
+    known_roles,
+    parse_notice,
+    role_channel,
+    wire_channel,
+    workflow_channel,
+)
+from echo.bus.publisher import OutboxRelay, Published, Publisher
+from echo.bus.store import Inserted, MessageStore
+from echo.bus.subscriber import Handler, Subscriber, SubscriberStats
+from echo.bus.transport import (
+    NotifyTransport,
+    Received,
+    RedisTransport,
+    Subscription,
+    Transport,
+    make_transport,
+)
+
+__all__ = [
+    "ALL",
+    "DEFAULT_ROLES",
+    "HEALTH_CHANNEL",
+    "NON_AGENT_SENDERS",
+    "Handler",
+    "Inserted",
+    "Kind",
+    "Message",
+    "MessageStore",
+    "Notice",
+    "NotifyTransport",
+    "OutboxRelay",
+    "Published",
+    "Publisher",
+    "Received",
+    "RedisTransport",
+    "StoredMessage",
+    "Subscriber",
+    "SubscriberStats",
+    "Subscription",
+    "Transport",
+    "broadcast_channel",
+    "check_role",
+    "decision_channel",
+    "known_roles",
+    "make_transport",
+    "parse_notice",
+    "role_channel",
+    "wire_channel",
+    "workflow_channel",
+]

@@ -1,0 +1,335 @@
+"""The message envelope, the notification payload, channel names and role names.
+
+A `Message` is what a sender builds; `StoredMessage` is the committed row, with
+its `id` (the `db_id` everywhere else). Validation happens here, before anything
+touches the database, so a bad message is one clear `InvalidMessage` and never
+a half-written row or a driver error:
+
+- role names are identifiers (`^[a-z][a-z0-9_]{0,63}$`), or `all` as a recipient;
+- the subject is non-empty and at most `MAX_SUBJECT_CHARS`;
+- the body is JSON (no NaN) and at most `max_body_bytes` once encoded;
+- no text contains NUL, which Postgres refuses in both `text` and `jsonb`.
+
+Channels. The logical channels are `messages:all`, `messages:<role>`,
+`decisions:<id>`, `workflow:<id>` and `health`. On the wire every channel is
+prefixed with the namespace, so two organisations can share one Redis:
+`messages:all` in namespace `echo` is published as `echo:messages:all` (the same
+string `echo.listener.notify_channel` gives for NOTIFY).
+
+The payload that Redis or NOTIFY carries is a `Notice`: `db_id` plus the routing
+fields, never the body. Postgres is the source of truth; a receiver reads the row
+when it needs the body. `parse_notice` raises nothing but `InvalidMessage`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import uuid as uuid_mod
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from echo.errors import InvalidMessage, UnknownRole
+
+ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_TOPIC_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+#: The roles an organisation has before agents/<role>/role.toml exist. The one list.
+DEFAULT_ROLES: tuple[str, ...] = (
+    "ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head",
+)
+#: The recipient meaning "every role".
+ALL = "all"
+#: Senders that are not agents: a person at `echoctl`, and ECHO itself.
+NON_AGENT_SENDERS: tuple[str, ...] = ("operator", "system")
+
+MAX_SUBJECT_CHARS = 200
+#: A ceiling for any organisation; the publisher enforces `settings.max_body_bytes`.
+HARD_MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Largest notification accepted from the wire (NOTIFY's own limit is 8000 bytes).
+MAX_NOTICE_BYTES = 8000
+
+
+class Kind(StrEnum):
+    """What a message is for. Receivers route on it; add a member for a new use."""
+
+    BROADCAST = "broadcast"
+    DIRECT = "direct"
+    DISCUSSION = "discussion"
+    PROPOSAL = "proposal"
+    VOTE = "vote"
+    DECISION = "decision"
+    TASK = "task"
+    STATUS = "status"
+    HEALTH = "health"
+    SYSTEM = "system"
+
+
+# ---------------------------------------------------------------- channels and roles
+
+
+def broadcast_channel() -> str:
+    return "messages:all"
+
+
+def role_channel(role: str) -> str:
+    return f"messages:{role}"
+
+
+def decision_channel(decision_id: str | int) -> str:
+    return f"decisions:{decision_id}"
+
+
+def workflow_channel(workflow_id: str | int) -> str:
+    return f"workflow:{workflow_id}"
+
+
+HEALTH_CHANNEL = "health"
+
+
+def valid_channel(channel: str) -> bool:
+    """Whether `channel` is one of the logical channel forms above."""
+    if channel == HEALTH_CHANNEL:
+        return True
+    prefix, sep, rest = channel.partition(":")
+    if not sep:
+        return False
+    if prefix == "messages":
+        return rest == ALL or bool(ROLE_RE.match(rest))
+    return prefix in ("decisions", "workflow") and bool(_TOPIC_ID_RE.match(rest))
+
+
+def wire_channel(namespace: str, channel: str) -> str:
+    """The Redis channel of a logical channel: `<namespace>:<channel>`."""
+    return f"{namespace}:{channel}"
+
+
+def known_roles(agents_dir: Path) -> list[str]:
+    """The organisation's roles: folders under agents/ with a role.toml, else the defaults."""
+    if agents_dir.is_dir():
+        found = sorted(p.name for p in agents_dir.iterdir() if (p / "role.toml").is_file())
+        if found:
+            return found
+    return list(DEFAULT_ROLES)
+
+
+def check_role(name: str, agents_dir: Path, *, allow: tuple[str, ...] = ()) -> str:
+    """`name` if it is a known role (or one of `allow`), else `UnknownRole`."""
+    roles = known_roles(agents_dir)
+    if name in roles or name in allow:
+        return name
+    choices = ", ".join([*roles, *allow])
+    raise UnknownRole(f"unknown role {name!r}; use one of: {choices}")
+
+
+# ---------------------------------------------------------------- the envelope
+
+
+def _no_nul(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where} contains a NUL character, which Postgres cannot store")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key, where)
+            _no_nul(item, where)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _no_nul(item, where)
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    field = ".".join(str(p) for p in first["loc"])
+    return f"invalid message: {field}: {msg}" if field else f"invalid message: {msg}"
+
+
+class Message(BaseModel):
+    """A message to publish. Build it with `Message.build(...)` to get `InvalidMessage`
+    (a usage error with one clear line) instead of pydantic's `ValidationError`.
+
+    `channel` defaults from `to_role` (`messages:all` or `messages:<role>`); set it
+    for the topic channels (`decisions:<id>`, `workflow:<id>`, `health`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    uuid: uuid_mod.UUID = Field(default_factory=uuid_mod.uuid4)
+    channel: str = ""
+    kind: Kind = Kind.BROADCAST
+    from_role: str
+    to_role: str = ALL
+    thread_id: str | None = None
+    subject: str
+    body: Any = Field(default_factory=dict)
+    _encoded_body: str | None = PrivateAttr(None)
+
+    @field_validator("from_role")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        if not ROLE_RE.match(value):
+            raise ValueError("a role is lowercase letters, digits and _, starting with a letter")
+        return value
+
+    @field_validator("to_role")
+    @classmethod
+    def _recipient(cls, value: str) -> str:
+        if value != ALL and not ROLE_RE.match(value):
+            raise ValueError("use 'all' or a role: lowercase letters, digits and _")
+        return value
+
+    @field_validator("thread_id")
+    @classmethod
+    def _thread(cls, value: str | None) -> str | None:
+        if value is not None and not _TOPIC_ID_RE.match(value):
+            raise ValueError("a thread id is 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the subject is empty")
+        if len(value) > MAX_SUBJECT_CHARS:
+            raise ValueError(f"the subject is longer than {MAX_SUBJECT_CHARS} characters")
+        _no_nul(value, "the subject")
+        return value
+
+    @model_validator(mode="after")
+    def _route_and_body(self) -> Message:
+        if not self.channel:
+            object.__setattr__(self, "channel", role_channel(self.to_role))
+        elif not valid_channel(self.channel):
+            raise ValueError(
+                f"unknown channel {self.channel!r}; use messages:all, messages:<role>, "
+                "decisions:<id>, workflow:<id> or health"
+            )
+        elif self.channel.startswith("messages:") and self.channel != role_channel(self.to_role):
+            raise ValueError(f"channel {self.channel} does not match to_role {self.to_role!r}")
+        _no_nul(self.body, "the body")
+        try:
+            encoded = json.dumps(self.body, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the body is not JSON-serialisable ({exc})") from None
+        if len(encoded) > HARD_MAX_BODY_BYTES:  # characters <= bytes: a cheap first check
+            raise ValueError(f"the body is larger than {HARD_MAX_BODY_BYTES} bytes")
+        self._encoded_body = encoded
+        return self
+
+    @classmethod
+    def build(cls, *, max_body_bytes: int | None = None, **fields: Any) -> Message:
+        """Validate `fields` into a message, or raise `InvalidMessage` naming the problem.
+        Pass `settings.max_body_bytes` to check the size now rather than at publish."""
+        try:
+            message = cls(**fields)
+        except ValidationError as exc:
+            raise InvalidMessage(_first_error(exc)) from None
+        if max_body_bytes is not None:
+            message.check_size(max_body_bytes)
+        return message
+
+    @property
+    def encoded_body(self) -> str:
+        """The body as compact JSON text, encoded once (it is what the database stores)."""
+        if self._encoded_body is None:
+            self._encoded_body = json.dumps(self.body, allow_nan=False, separators=(",", ":"))
+        return self._encoded_body
+
+    def check_size(self, max_body_bytes: int) -> None:
+        """`InvalidMessage` if the body exceeds this organisation's `max_body_bytes`."""
+        size = len(self.encoded_body.encode())
+        if size > max_body_bytes:
+            raise InvalidMessage(
+                f"invalid message: body is {size} bytes, more than max_body_bytes={max_body_bytes}"
+            )
+
+
+class StoredMessage(Message):
+    """A committed message: what subscribers and `echoctl messages` see."""
+
+    id: int
+    created_at: datetime
+    published_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredMessage:
+        """From a database row, without re-validating what the database already holds."""
+        fields = dict(row.items())
+        with contextlib.suppress(ValueError):  # a kind this version does not know stays text
+            fields["kind"] = Kind(fields["kind"])
+        return cls.model_construct(**fields)
+
+
+# ---------------------------------------------------------------- the wire payload
+
+
+class Notice(BaseModel):
+    """The notification of one committed row: enough to route, never the body."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    db_id: int = Field(gt=0)
+    channel: str
+    kind: str
+    from_role: str
+    to_role: str
+    thread_id: str | None = None
+    subject: str = ""
+
+    @classmethod
+    def of(cls, message: Message, db_id: int) -> Notice:
+        return cls.model_construct(
+            db_id=db_id, channel=message.channel, kind=str(message.kind),
+            from_role=message.from_role, to_role=message.to_role,
+            thread_id=message.thread_id, subject=message.subject,
+        )
+
+    @classmethod
+    def of_row(cls, row: Any) -> Notice:
+        return cls.model_construct(
+            db_id=row["id"], channel=row["channel"], kind=row["kind"],
+            from_role=row["from_role"], to_role=row["to_role"],
+            thread_id=row["thread_id"], subject=row["subject"],
+        )
+
+    def encode(self) -> str:
+        return json.dumps(
+            {"db_id": self.db_id, "channel": self.channel, "kind": self.kind,
+             "from_role": self.from_role, "to_role": self.to_role,
+             "thread_id": self.thread_id, "subject": self.subject},
+            separators=(",", ":"),
+        )
+
+
+def parse_notice(data: bytes | str) -> Notice:
+    """A `Notice` from the wire. Anything wrong (size, encoding, JSON, fields) is
+    `InvalidMessage`: a receiver logs it, counts it and carries on."""
+    try:
+        size = len(data) if isinstance(data, bytes) else len(data.encode())
+        if size > MAX_NOTICE_BYTES:
+            raise InvalidMessage(f"notification of {size} bytes is larger than {MAX_NOTICE_BYTES}")
+        decoded = json.loads(data)
+        if not isinstance(decoded, dict):
+            raise InvalidMessage("notification is not a JSON object")
+        return Notice.model_validate(decoded)
+    except InvalidMessage:
+        raise
+    except ValidationError as exc:
+        raise InvalidMessage(_first_error(exc).replace("message", "notification", 1)) from None
+    except (ValueError, UnicodeError, RecursionError) as exc:
+        raise InvalidMessage(f"notification is not valid JSON ({type(exc).__name__})") from None

@@ -1,0 +1,249 @@
+"""Subscriber: one role's inbox, delivered exactly once per process and in id order.
+
+A role receives `messages:all`, `messages:<role>` and any extra channels. The
+transport's notices are only wake-up calls carrying a `db_id`: the messages
+themselves are always read from Postgres, `id > cursor`, in id order. Because
+ids commit in id order (002_messages.sql), the cursor is a complete summary of
+what was handled, and that makes deduplication exact with O(1) memory: a notice
+at or below the cursor is a duplicate (a relay re-announcement, a notice for a
+message a catch-up already read) and is dropped without a query.
+
+The cursor moves in memory after the handler returns, and is written to
+`agent_cursors` shortly after (coalesced, at most every `cursor_flush_interval`,
+and once more on shutdown). So processing is once per process, and at least once
+across a crash, where at most that interval is handed over again.
+
+Failure modes:
+- start: catch-up from the cursor holds `run`'s `started` for at most
+  `settings.catchup_timeout`; past that the subscriber starts and catches up in
+  the background.
+- transport down (Redis stopped): the subscription reconnects on its own; in the
+  meantime the table is polled every `settings.poll_interval`; after every
+  (re)connection the subscriber catches up.
+- Postgres down: `state` is `degraded`, `last_error` says why, and reads are
+  retried with capped backoff. The subscriber never dies of it.
+- a malformed or oversized notice: logged, counted in `stats.malformed`, dropped.
+- the handler raises: the subscriber fails (a supervisor restarts it); the
+  message was not acknowledged, so it is handed over again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from echo.bus.envelope import StoredMessage, broadcast_channel, parse_notice, role_channel
+from echo.bus.store import MessageStore
+from echo.bus.transport import Received, Subscription, Transport, make_transport
+from echo.db import Database
+from echo.errors import InvalidMessage, StoreUnavailable
+from echo.listener import Listener
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[StoredMessage], Awaitable[None]]
+
+
+@dataclass
+class SubscriberStats:
+    received: int = 0     # notices that arrived on the transport
+    delivered: int = 0    # messages handed to the handler (and acknowledged)
+    duplicates: int = 0   # notices for messages already delivered
+    malformed: int = 0    # notices that failed to parse (dropped)
+    caught_up: bool = False
+    lag: int = 0          # highest id announced minus the cursor (0 once drained)
+    cursor: int = 0
+    polls: int = 0        # table reads not prompted by a notice
+    db_errors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Subscriber:
+    """Delivers a role's messages to `handler`. Run it with `await tg.start(sub.run)`."""
+
+    def __init__(
+        self, database: Database, role: str, handler: Handler, *,
+        channels: Sequence[str] = (), transport: Transport | None = None,
+        listener: Listener | None = None, batch: int = 500,
+        cursor_flush_interval: float = 0.1, backoff_max: float = 5.0,
+    ) -> None:
+        self.db = database
+        self.settings = database.settings
+        self.role = role
+        self.handler = handler
+        self.channels = list(dict.fromkeys([broadcast_channel(), role_channel(role), *channels]))
+        self.store = MessageStore(database)
+        self._own_transport = transport is None
+        self.transport = transport or make_transport(self.settings, database, listener=listener)
+        self.batch = batch
+        self.cursor_flush_interval = cursor_flush_interval
+        self.backoff_max = backoff_max
+        self.stats = SubscriberStats()
+        self.last_error: str | None = None
+        self._cursor: int | None = None  # None until read from the database
+        self._saved = 0
+        self._heard = 0
+        self._degraded = False
+        self._sub: Subscription | None = None
+        self._wake = anyio.Event()
+        self._dirty = anyio.Event()
+        self._caught_up = anyio.Event()
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def cursor(self) -> int:
+        return self._cursor or 0
+
+    @property
+    def state(self) -> str:
+        """`starting`, `degraded` (Postgres failing), `polling` (transport away) or `live`."""
+        if self._degraded:
+            return "degraded"
+        if not self.stats.caught_up:
+            return "starting"
+        if self._sub is None or not self._sub.connected:
+            return "polling"
+        return "live"
+
+    async def wait_caught_up(self) -> None:
+        await self._caught_up.wait()
+
+    def kick(self) -> None:
+        """Read the table now (after a reconnection, or when told something is new)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------ running
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._listen)
+                tg.start_soon(self._pump)
+                tg.start_soon(self._poll)
+                tg.start_soon(self._cursor_writer)
+                with anyio.move_on_after(self.settings.catchup_timeout):
+                    await self._caught_up.wait()
+                if not self._caught_up.is_set():
+                    log.warning("%s: catch-up took over %.1fs; starting, catching up behind",
+                                self.role, self.settings.catchup_timeout)
+                task_status.started()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                try:
+                    await self._save_cursor()
+                except StoreUnavailable as exc:
+                    log.warning("%s: cursor %d not saved (%s); those messages will be "
+                                "handed over again", self.role, self.cursor, exc)
+                if self._own_transport:
+                    await self.transport.aclose()
+
+    async def _listen(self) -> None:
+        async with self.transport.subscribe(self.channels) as sub:
+            self._sub = sub
+            sub.on_connect(self.kick)
+            async for received in sub:
+                self._on_notice(received)
+
+    def _on_notice(self, received: Received) -> None:
+        self.stats.received += 1
+        try:
+            notice = parse_notice(received.data)
+        except InvalidMessage as exc:
+            self.stats.malformed += 1
+            log.warning("%s: dropped a notice on %s: %s", self.role, received.channel, exc)
+            return
+        if self._cursor is not None and notice.db_id <= self._cursor:
+            self.stats.duplicates += 1
+            return
+        self._heard = max(self._heard, notice.db_id)
+        self.stats.lag = max(0, self._heard - self.cursor)
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        delay = self.settings.poll_interval
+        while True:
+            self._wake = anyio.Event()
+            try:
+                await self._drain()
+            except StoreUnavailable as exc:
+                self._note_db_error(exc)
+                with anyio.move_on_after(delay):
+                    await self._wake.wait()
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            delay = self.settings.poll_interval
+            await self._wake.wait()
+
+    async def _drain(self) -> None:
+        """Hand over everything after the cursor, in id order."""
+        if self._cursor is None:
+            self._cursor = self._saved = await self.store.read_cursor(self.role)
+            self.stats.cursor = self._cursor
+        while True:
+            messages = await self.store.fetch_after(self._cursor, self.channels, self.batch)
+            self._recovered()
+            for message in messages:
+                await self.handler(message)
+                self._cursor = message.id
+                self.stats.delivered += 1
+                self.stats.cursor = message.id
+                self._dirty.set()
+            if len(messages) < self.batch:
+                break
+        self._heard = min(self._heard, self._cursor)
+        self.stats.lag = 0
+        if not self.stats.caught_up:
+            self.stats.caught_up = True
+            self._caught_up.set()
+
+    async def _poll(self) -> None:
+        """Read the table on a timer while the transport is away, and now and then
+        even when it is up, in case a notice was lost without a disconnection."""
+        safety_every = 10
+        ticks = 0
+        while True:
+            await anyio.sleep(self.settings.poll_interval)
+            ticks += 1
+            transport_away = self._sub is None or not self._sub.connected
+            if transport_away or ticks % safety_every == 0:
+                self.stats.polls += 1
+                self._wake.set()
+
+    async def _cursor_writer(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await anyio.sleep(self.cursor_flush_interval)
+            self._dirty = anyio.Event()
+            try:
+                await self._save_cursor()
+            except StoreUnavailable as exc:
+                self._note_db_error(exc)
+                self._dirty.set()
+                await anyio.sleep(self.settings.poll_interval)
+
+    async def _save_cursor(self) -> None:
+        cursor = self._cursor
+        if cursor is not None and cursor > self._saved:
+            await self.store.advance_cursor(self.role, cursor)
+            self._saved = cursor
+
+    def _note_db_error(self, exc: StoreUnavailable) -> None:
+        self.stats.db_errors += 1
+        if not self._degraded:
+            log.warning("%s: degraded: %s", self.role, exc)
+        self._degraded = True
+        self.last_error = str(exc)
+
+    def _recovered(self) -> None:
+        if self._degraded:
+            log.info("%s: database is back; catching up", self.role)
+        self._degraded = False
+        self.last_error = None

@@ -1,0 +1,336 @@
+"""Transports: how the notice of a committed message reaches the receivers.
+
+Two implementations behind one interface, chosen by `settings.redis_url`:
+
+- `RedisTransport`: PUBLISH to `<namespace>:<channel>`; subscriptions reconnect
+  with capped backoff when Redis drops. `publish` returns how many subscribers
+  Redis reached.
+- `NotifyTransport`: Postgres NOTIFY, for a setup without Redis. Its notices are
+  sent inside the inserting transaction (`in_transaction`), so they go out exactly
+  at commit and the row is published the moment it exists. Receiving rides on the
+  process's shared `Listener`. NOTIFY cannot count receivers (reports 0) and has
+  no pattern subscriptions.
+
+A transport only ever carries `Notice`s (db_id + routing). Losing one is never
+fatal: every `Subscription` reports (re)connections through `on_connect`, and
+the subscriber then catches up from Postgres.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+import asyncpg
+import redis.asyncio as aioredis
+import redis.exceptions
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from echo.bus.envelope import Notice, wire_channel
+from echo.bus.store import Q
+from echo.config import Settings, redact_url
+from echo.db import Database
+from echo.errors import TransportUnavailable
+from echo.listener import Listener, notify_channel
+
+log = logging.getLogger(__name__)
+
+#: What a dead, restarting or unreachable Redis raises through redis-py.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    TimeoutError,
+)
+_BUFFER = 10_000
+_NOTIFY_NAME_MAX = 63  # Postgres truncates identifiers (channel names) past this
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One notification off the wire: its logical channel and the raw payload."""
+
+    channel: str
+    data: bytes | str
+
+
+class Subscription:
+    """Notifications for a set of channels. Iterate it; it reconnects on its own.
+
+    `on_connect` callbacks run after every (re)connection and after any
+    notification had to be dropped: both mean "catch up from Postgres".
+    """
+
+    def __init__(
+        self, receive: MemoryObjectReceiveStream[Received], is_connected: Callable[[], bool]
+    ) -> None:
+        self._receive = receive
+        self._is_connected = is_connected
+        self._callbacks: list[Callable[[], None]] = []
+        self.connects = 0
+        self.last_error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._is_connected()
+
+    def on_connect(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every (re)connection; at once if connected already."""
+        self._callbacks.append(callback)
+        if self.connected:
+            callback()
+
+    def _signal(self) -> None:
+        for callback in self._callbacks:
+            callback()
+
+    def __aiter__(self) -> AsyncIterator[Received]:
+        return self._receive.__aiter__()
+
+
+@contextlib.asynccontextmanager
+async def _background() -> AsyncIterator[TaskGroup]:
+    """A task group for helper tasks that are cancelled when the body ends. An error
+    of the body propagates as itself, not wrapped in an exception group."""
+    error: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        try:
+            yield tg
+        except BaseException as exc:  # re-raised below, unwrapped
+            error = exc
+        tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+class Transport(abc.ABC):
+    """Publishes notices and opens subscriptions. One per process is enough."""
+
+    name: str = "transport"
+    #: True when notices must be published inside the inserting transaction.
+    in_transaction: bool = False
+
+    @abc.abstractmethod
+    async def publish(self, notices: Sequence[Notice]) -> int:
+        """Announce `notices`; return how many receivers were reached (0 if unknown).
+        Raises `TransportUnavailable` when the transport is down."""
+
+    async def publish_in(self, conn: asyncpg.Connection, notices: Sequence[Notice]) -> int:
+        """Announce inside the caller's transaction (only for `in_transaction` transports)."""
+        raise NotImplementedError(f"{self.name} does not publish inside a transaction")
+
+    @abc.abstractmethod
+    def subscribe(
+        self, channels: Sequence[str], *, patterns: Sequence[str] = ()
+    ) -> contextlib.AbstractAsyncContextManager[Subscription]:
+        """A `Subscription` to logical `channels` (and glob `patterns`, Redis only)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release the transport's connections."""
+
+
+class RedisTransport(Transport):
+    """Redis pub/sub. The URL may be `rediss://` (TLS) and may carry a password."""
+
+    name = "redis"
+
+    def __init__(
+        self, settings: Settings, *, keepalive: float = 5.0,
+        backoff_initial: float = 0.05, backoff_max: float = 2.0,
+    ) -> None:
+        if not settings.redis_url:
+            raise TransportUnavailable("no Redis configured (ECHO_REDIS_URL is unset)")
+        self.settings = settings
+        self.url = settings.redis_url
+        self.keepalive = keepalive
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._prefix = wire_channel(settings.namespace, "")
+        # One immediate retry: after a Redis restart the pooled connection is stale and
+        # the first command on it fails, while a fresh one works. More retries would
+        # only stall a publish that the outbox relay can finish later anyway.
+        self.client = aioredis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=min(settings.connect_timeout, 2.0),
+            socket_timeout=min(settings.command_timeout, 5.0),
+            retry=Retry(NoBackoff(), 1),
+        )
+
+    def _unavailable(self, exc: BaseException) -> TransportUnavailable:
+        reason = str(exc).strip() or type(exc).__name__
+        return TransportUnavailable(
+            f"Redis {redact_url(self.url)} is unavailable ({reason}); "
+            "check that Redis is running and ECHO_REDIS_URL is right"
+        )
+
+    async def publish(self, notices: Sequence[Notice]) -> int:
+        try:
+            if len(notices) == 1:
+                n = notices[0]
+                return int(await self.client.publish(self._prefix + n.channel, n.encode()))
+            async with self.client.pipeline(transaction=False) as pipe:
+                for n in notices:
+                    pipe.publish(self._prefix + n.channel, n.encode())
+                return sum(int(c) for c in await pipe.execute())
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, channels: Sequence[str], *, patterns: Sequence[str] = ()
+    ) -> AsyncIterator[Subscription]:
+        send, receive = anyio.create_memory_object_stream[Received](_BUFFER)
+        state = {"connected": False}
+        sub = Subscription(receive, lambda: state["connected"])
+        async with _background() as tg:
+            tg.start_soon(self._pump, sub, state, list(channels), list(patterns), send)
+            yield sub
+
+    async def _pump(
+        self, sub: Subscription, state: dict[str, bool], channels: list[str],
+        patterns: list[str], send: MemoryObjectSendStream[Received],
+    ) -> None:
+        delay = self.backoff_initial
+        async with send:
+            while True:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                try:
+                    if channels:
+                        await pubsub.subscribe(*(self._prefix + c for c in channels))
+                    if patterns:
+                        await pubsub.psubscribe(*(self._prefix + p for p in patterns))
+                    state["connected"] = True
+                    sub.connects += 1
+                    sub.last_error = None
+                    delay = self.backoff_initial
+                    sub._signal()
+                    await self._read(pubsub, send)
+                except REDIS_ERRORS as exc:
+                    sub.last_error = str(self._unavailable(exc))
+                    if state["connected"]:
+                        log.warning("Redis subscription lost: %s", sub.last_error)
+                finally:
+                    state["connected"] = False
+                    with anyio.CancelScope(shield=True), contextlib.suppress(*REDIS_ERRORS):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+
+    async def _read(
+        self, pubsub: aioredis.client.PubSub, send: MemoryObjectSendStream[Received]
+    ) -> None:
+        """Forward messages until the connection fails; a quiet connection is pinged so a
+        silently dead peer is noticed within a few keepalive periods."""
+        cut = len(self._prefix)
+        last_heard = time.monotonic()
+        while True:
+            msg = await pubsub.get_message(timeout=self.keepalive)
+            if msg is None:
+                if time.monotonic() - last_heard > 3 * self.keepalive:
+                    raise redis.exceptions.ConnectionError("no answer to PING")
+                await pubsub.ping()
+                continue
+            last_heard = time.monotonic()
+            if msg["type"] in ("message", "pmessage"):
+                channel = msg["channel"]
+                name = channel.decode() if isinstance(channel, bytes) else str(channel)
+                await send.send(Received(name[cut:], msg["data"]))
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self.client.aclose()
+
+
+class NotifyTransport(Transport):
+    """Postgres LISTEN/NOTIFY: real-time delivery with nothing but the database."""
+
+    name = "notify"
+    in_transaction = True
+
+    def __init__(
+        self, settings: Settings, database: Database, *, listener: Listener | None = None
+    ) -> None:
+        self.settings = settings
+        self.db = database
+        self.listener = listener
+
+    def listen_name(self, channel: str) -> str:
+        """The name to LISTEN on for `channel`: itself, or a digest when the namespaced
+        name would pass Postgres's 63-byte identifier limit."""
+        if len(notify_channel(self.settings, channel).encode()) <= _NOTIFY_NAME_MAX:
+            return channel
+        return "h:" + hashlib.sha256(channel.encode()).hexdigest()[:24]
+
+    def _args(self, notices: Sequence[Notice]) -> tuple[list[str], list[str]]:
+        return (
+            [notify_channel(self.settings, self.listen_name(n.channel)) for n in notices],
+            [n.encode() for n in notices],
+        )
+
+    async def publish(self, notices: Sequence[Notice]) -> int:
+        if notices:
+            async with self.db.acquire() as conn:
+                await conn.execute(Q["notify_many"], *self._args(notices))
+        return 0
+
+    async def publish_in(self, conn: asyncpg.Connection, notices: Sequence[Notice]) -> int:
+        if notices:
+            await conn.execute(Q["notify_many"], *self._args(notices))
+        return 0
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, channels: Sequence[str], *, patterns: Sequence[str] = ()
+    ) -> AsyncIterator[Subscription]:
+        if patterns:
+            raise ValueError("NOTIFY has no pattern subscriptions; name the channels")
+        listener = self.listener or Listener(self.settings)
+        send, receive = anyio.create_memory_object_stream[Received](_BUFFER)
+        sub = Subscription(receive, lambda: listener.connected)
+        open_ = [True]
+
+        def reconnected() -> None:
+            if open_[0]:
+                sub.connects += 1
+                sub._signal()
+
+        def handler(channel: str) -> Callable[[str], None]:
+            def deliver(payload: str) -> None:
+                if not open_[0]:
+                    return
+                try:
+                    send.send_nowait(Received(channel, payload))
+                except anyio.WouldBlock:
+                    sub._signal()  # dropped: the receiver must catch up from the table
+
+            return deliver
+
+        listener.on_reconnect(reconnected)
+        for channel in channels:
+            await listener.listen(self.listen_name(channel), handler(channel))
+        try:
+            async with _background() as tg:
+                if self.listener is None:
+                    await tg.start(listener.run)
+                yield sub
+        finally:
+            open_[0] = False
+            send.close()
+
+
+def make_transport(
+    settings: Settings, database: Database, *, listener: Listener | None = None
+) -> Transport:
+    """Redis when `settings.redis_url` is set, else NOTIFY on `database`."""
+    if settings.redis_url:
+        return RedisTransport(settings)
+    return NotifyTransport(settings, database, listener=listener)

@@ -1,0 +1,95 @@
+-- Named queries of the message bus (echo/bus/store.py). Each starts with `-- name: <name>`.
+-- Tables are unqualified: the connection's search_path is the organisation's namespace.
+
+-- name: insert_one
+-- One message. ON CONFLICT: a sender retrying after a lost commit acknowledgement
+-- gets no second row (the caller then looks the first one up by uuid).
+INSERT INTO messages (uuid, channel, kind, from_role, to_role, thread_id, subject, body,
+                      published_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, CASE WHEN $9::bool THEN now() END)
+ON CONFLICT (uuid) DO NOTHING
+RETURNING id, uuid, created_at;
+
+-- name: insert_many
+-- A batch in one statement, hence one transaction and one audit INSERT.
+INSERT INTO messages (uuid, channel, kind, from_role, to_role, thread_id, subject, body,
+                      published_at)
+SELECT m.uuid, m.channel, m.kind, m.from_role, m.to_role, m.thread_id, m.subject,
+       m.body::jsonb, CASE WHEN $9::bool THEN now() END
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[])
+     AS m(uuid, channel, kind, from_role, to_role, thread_id, subject, body)
+ON CONFLICT (uuid) DO NOTHING
+RETURNING id, uuid, created_at;
+
+-- name: ids_by_uuid
+SELECT id, uuid, created_at FROM messages WHERE uuid = ANY($1::uuid[]);
+
+-- name: mark_published
+UPDATE messages SET published_at = now()
+WHERE id = ANY($1::bigint[]) AND published_at IS NULL;
+
+-- name: lock_unpublished
+-- The outbox relay's batch. SKIP LOCKED: several relays share the work instead of
+-- waiting on each other; the grace leaves publishers time to mark their own rows.
+SELECT id, channel, kind, from_role, to_role, thread_id, subject
+FROM messages
+WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1)
+ORDER BY id
+LIMIT $2
+FOR UPDATE SKIP LOCKED;
+
+-- name: fetch_after
+-- Catch-up: a range scan of the primary key from the cursor, filtered by channel.
+SELECT id, uuid, channel, kind, from_role, to_role, thread_id, subject, body,
+       created_at, published_at
+FROM messages
+WHERE id > $1 AND channel = ANY($2::text[])
+ORDER BY id
+LIMIT $3;
+
+-- name: get_many
+SELECT id, uuid, channel, kind, from_role, to_role, thread_id, subject, body,
+       created_at, published_at
+FROM messages
+WHERE id = ANY($1::bigint[])
+ORDER BY id;
+
+-- name: list_since
+-- What a role sees (to it or to all) or sent, oldest first from an id.
+SELECT id, uuid, channel, kind, from_role, to_role, thread_id, subject, body,
+       created_at, published_at
+FROM messages
+WHERE id > $1
+  AND ($2::text IS NULL OR to_role IN ($2, 'all') OR from_role = $2)
+ORDER BY id
+LIMIT $3;
+
+-- name: list_latest
+SELECT id, uuid, channel, kind, from_role, to_role, thread_id, subject, body,
+       created_at, published_at
+FROM messages
+WHERE ($1::text IS NULL OR to_role IN ($1, 'all') OR from_role = $1)
+ORDER BY id DESC
+LIMIT $2;
+
+-- name: max_id
+SELECT coalesce(max(id), 0) FROM messages;
+
+-- name: read_cursor
+SELECT last_message_id FROM agent_cursors WHERE role = $1;
+
+-- name: advance_cursor
+-- Monotonic: the WHERE makes an older position a no-op, so a slow writer never
+-- moves a cursor back. Losing a cursor write only means a redelivery, so the
+-- commit does not wait for the disk (synchronous_commit is set off by the caller).
+INSERT INTO agent_cursors AS c (role, last_message_id) VALUES ($1, $2)
+ON CONFLICT (role) DO UPDATE SET last_message_id = excluded.last_message_id,
+                                 updated_at = now()
+WHERE c.last_message_id < excluded.last_message_id;
+
+-- name: notify_many
+-- NOTIFY mode: the announcements, sent inside the inserting transaction so they
+-- go out exactly when (and only if) it commits.
+SELECT pg_notify(n.channel, n.payload)
+FROM unnest($1::text[], $2::text[]) AS n(channel, payload);

@@ -1,0 +1,177 @@
+-- Named queries of the work queue (echo/work/queue.py). Each starts with `-- name: <name>`.
+-- Tables are unqualified: the connection's search_path is the organisation's namespace.
+-- Writes by a worker are guarded by (task_id, assigned_worker_id, attempt): a worker
+-- that lost its lease matches no row, so it cannot touch a task someone else owns.
+
+-- name: enqueue
+-- A batch in one statement: one transaction, one audit INSERT, one NOTIFY. A dedupe
+-- key already held by a live task inserts nothing (the caller looks the owner up).
+-- Rows are inserted, and returned, in the order given.
+INSERT INTO agent_tasks (task_type, task_description, task_priority, assigned_role,
+                         timeout_seconds, max_retries, dedupe_key, payload, run_after)
+SELECT t.task_type, t.description, t.priority, t.role, t.timeout, t.max_retries,
+       t.dedupe_key, t.payload::jsonb, now() + make_interval(secs => t.delay)
+FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[], $6::int[],
+            $7::text[], $8::text[], $9::float8[]) WITH ORDINALITY
+     AS t(task_type, description, priority, role, timeout, max_retries, dedupe_key,
+          payload, delay, ord)
+ORDER BY t.ord
+ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')
+DO NOTHING
+RETURNING task_id, dedupe_key;
+
+-- name: live_by_dedupe_key
+SELECT task_id, dedupe_key FROM agent_tasks
+WHERE dedupe_key = ANY($1::text[]) AND status IN ('pending', 'running');
+
+-- name: claim
+-- Capacity-aware: $1 holds one worker id (host:pid:slot) per free slot, so at most
+-- that many rows are taken. SKIP LOCKED lets claimers share the queue without waiting.
+-- $3 NULL: any role; otherwise only tasks assigned to one of those roles.
+WITH locked AS (
+    SELECT task_id FROM agent_tasks
+    WHERE status = 'pending' AND run_after <= now()
+      AND task_type = ANY($2::text[])
+      AND ($3::text[] IS NULL OR assigned_role = ANY($3::text[]))
+    ORDER BY task_priority DESC, task_id
+    LIMIT cardinality($1::text[])
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT task_id, row_number() OVER (ORDER BY task_id) AS slot FROM locked
+)
+UPDATE agent_tasks AS t
+SET status = 'running', assigned_worker_id = ($1::text[])[picked.slot],
+    attempt = t.attempt + 1, started_at = now(), heartbeat_at = now(),
+    lease_expires_at = now() + make_interval(secs => $4::float8),
+    completed_at = NULL, duration_sec = NULL
+FROM picked
+WHERE t.task_id = picked.task_id
+RETURNING t.task_id, t.task_type, t.task_description, t.task_priority, t.assigned_role,
+          t.assigned_worker_id, t.attempt, t.timeout_seconds, t.max_retries,
+          t.retry_count, t.payload, t.started_at;
+
+-- name: heartbeat
+-- Extends the leases of the tasks this worker still owns; the ids missing from the
+-- answer were rescued or cancelled, and their work must stop.
+UPDATE agent_tasks AS t
+SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => $4::float8)
+FROM unnest($1::bigint[], $2::text[], $3::int[]) AS h(task_id, worker, attempt)
+WHERE t.task_id = h.task_id AND t.status = 'running'
+  AND t.assigned_worker_id = h.worker AND t.attempt = h.attempt
+RETURNING t.task_id;
+
+-- name: complete
+UPDATE agent_tasks AS t
+SET status = 'completed', result = r.result::jsonb, cost_usd = r.cost,
+    session_id = r.session_id, error = NULL, lease_expires_at = NULL,
+    completed_at = now(), duration_sec = extract(epoch FROM now() - t.started_at)
+FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::numeric[], $6::text[])
+     AS r(task_id, worker, attempt, result, cost, session_id)
+WHERE t.task_id = r.task_id AND t.status = 'running'
+  AND t.assigned_worker_id = r.worker AND t.attempt = r.attempt
+RETURNING t.task_id;
+
+-- name: fail
+-- Retryable: back to pending after `delay` seconds (retry_count + 1 when `counted`),
+-- or dead once retries are exhausted. Permanent: failed.
+UPDATE agent_tasks AS t
+SET status = CASE WHEN NOT f.retryable THEN 'failed'
+                  WHEN f.counted AND t.retry_count >= t.max_retries THEN 'dead'
+                  ELSE 'pending' END,
+    retry_count = t.retry_count + CASE
+        WHEN f.retryable AND f.counted AND t.retry_count < t.max_retries THEN 1 ELSE 0 END,
+    run_after = CASE WHEN f.retryable AND (NOT f.counted OR t.retry_count < t.max_retries)
+                     THEN now() + make_interval(secs => f.delay) ELSE t.run_after END,
+    assigned_worker_id = CASE WHEN f.retryable AND (NOT f.counted OR t.retry_count < t.max_retries)
+                              THEN NULL ELSE t.assigned_worker_id END,
+    completed_at = CASE WHEN f.retryable AND (NOT f.counted OR t.retry_count < t.max_retries)
+                        THEN NULL ELSE now() END,
+    error = f.error, cost_usd = coalesce(f.cost, t.cost_usd),
+    session_id = coalesce(f.session_id, t.session_id),
+    lease_expires_at = NULL, duration_sec = extract(epoch FROM now() - t.started_at)
+FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[],
+            $7::float8[], $8::numeric[], $9::text[])
+     AS f(task_id, worker, attempt, error, retryable, counted, delay, cost, session_id)
+WHERE t.task_id = f.task_id AND t.status = 'running'
+  AND t.assigned_worker_id = f.worker AND t.attempt = f.attempt
+RETURNING t.task_id, t.status;
+
+-- name: release
+-- Graceful drain: work not finished within the grace period goes back untouched
+-- (no retry counted) for another worker.
+UPDATE agent_tasks AS t
+SET status = 'pending', assigned_worker_id = NULL, run_after = now(),
+    lease_expires_at = NULL, heartbeat_at = NULL
+FROM unnest($1::bigint[], $2::text[], $3::int[]) AS r(task_id, worker, attempt)
+WHERE t.task_id = r.task_id AND t.status = 'running'
+  AND t.assigned_worker_id = r.worker AND t.attempt = r.attempt
+RETURNING t.task_id;
+
+-- name: rescue
+-- Running rows whose lease ran out: their worker died or lost the database. Back to
+-- pending after an exponential backoff with jitter ($1 base, $2 cap), or dead.
+WITH expired AS (
+    SELECT task_id FROM agent_tasks
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE agent_tasks AS t
+SET status = CASE WHEN t.retry_count >= t.max_retries THEN 'dead' ELSE 'pending' END,
+    retry_count = least(t.retry_count + 1, t.max_retries),
+    run_after = now() + make_interval(
+        secs => least($2::float8, $1::float8 * power(2, t.retry_count)) * (0.5 + random() / 2)),
+    error = 'lease expired: worker ' || t.assigned_worker_id || ' stopped heartbeating',
+    assigned_worker_id = CASE WHEN t.retry_count >= t.max_retries
+                              THEN t.assigned_worker_id END,
+    completed_at = CASE WHEN t.retry_count >= t.max_retries THEN now() END,
+    lease_expires_at = NULL
+FROM expired
+WHERE t.task_id = expired.task_id
+RETURNING t.task_id, t.status;
+
+-- name: set_actor
+SELECT set_config('echo.actor', $1, true);
+
+-- name: cancel
+WITH old AS (
+    SELECT task_id, status FROM agent_tasks WHERE task_id = $1 FOR UPDATE
+)
+UPDATE agent_tasks AS t
+SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL,
+    duration_sec = CASE WHEN old.status = 'running'
+                        THEN extract(epoch FROM now() - t.started_at) END
+FROM old
+WHERE t.task_id = old.task_id AND old.status IN ('pending', 'running')
+RETURNING old.status AS previous;
+
+-- name: requeue
+UPDATE agent_tasks
+SET status = 'pending', retry_count = 0, run_after = now(), assigned_worker_id = NULL,
+    lease_expires_at = NULL, heartbeat_at = NULL, completed_at = NULL, duration_sec = NULL
+WHERE task_id = $1 AND status IN ('failed', 'dead', 'cancelled')
+RETURNING task_id;
+
+-- name: get
+SELECT * FROM agent_tasks WHERE task_id = $1;
+
+-- name: status_of
+SELECT status FROM agent_tasks WHERE task_id = $1;
+
+-- name: list
+SELECT task_id, task_type, task_description, task_priority, status, assigned_role,
+       assigned_worker_id, retry_count, max_retries, error, cost_usd, created_at,
+       started_at, completed_at, duration_sec
+FROM agent_tasks
+WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR assigned_role = $2)
+ORDER BY task_id DESC
+LIMIT $3;
+
+-- name: history
+SELECT at, actor, action, details FROM agent_actions
+WHERE subject_type = 'task' AND subject_id = $1::text
+ORDER BY id;
+
+-- name: counts
+SELECT status, count(*) AS n FROM agent_tasks GROUP BY status;

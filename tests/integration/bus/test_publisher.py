@@ -1,0 +1,195 @@
+"""Dual write and the outbox relay, seen from outside: raw Redis, raw SQL, raw LISTEN."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from echo import db as dbmod
+from echo.bus.envelope import Message, Notice
+from echo.bus.publisher import OutboxRelay, Publisher
+from echo.bus.transport import RedisTransport
+from echo.config import Settings
+from echo.embedded import EmbeddedRedis
+from echo.errors import EchoError, TransportUnavailable
+from echo.listener import notify_channel
+from tests.integration.bus.conftest import RawRedis, wait_until
+
+
+def msg(subject: str = "Plan", **kw: object) -> Message:
+    return Message.build(from_role="cto", subject=subject, **kw)
+
+
+async def published_at(db: dbmod.Database, db_id: int) -> object:
+    async with db.acquire() as conn:
+        return await conn.fetchval("SELECT published_at FROM messages WHERE id = $1", db_id)
+
+
+async def test_publish_commits_announces_and_marks(
+    db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    async with Publisher(db) as pub:
+        result = await pub.publish(msg(body={"detail": "x"}))
+    assert result.published and result.receivers == 1 and result.transport == "redis"
+    channel, payload = await raw_redis.next()
+    assert channel == f"{db.settings.namespace}:messages:all"
+    assert payload["db_id"] == result.db_id and payload["subject"] == "Plan"
+    assert "body" not in payload  # Postgres is the record; the wire only announces
+    async with db.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", result.db_id)
+        audit = await conn.fetchrow(
+            "SELECT * FROM agent_actions WHERE subject_type = 'message' AND subject_id = $1",
+            str(result.db_id),
+        )
+    assert row["body"] == {"detail": "x"} and row["published_at"] is not None
+    assert audit["action"] == "message.published" and audit["actor"] == "cto"
+
+
+async def test_publish_many_is_one_batch(db: dbmod.Database, raw_redis: RawRedis) -> None:
+    async with Publisher(db) as pub:
+        result = await pub.publish_many([msg(f"m{i}") for i in range(50)])
+        assert result.receivers == 50
+    assert result.db_ids == list(range(result.db_ids[0], result.db_ids[0] + 50))
+    seen = [(await raw_redis.next())[1]["db_id"] for _ in range(50)]
+    assert seen == result.db_ids
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM messages WHERE published_at IS NULL") == 0
+
+
+class CrashAfterCommit(RedisTransport):
+    """Fails the PUBLISH step, as if the process died right after the commit."""
+
+    async def publish(self, notices: Sequence[Notice]) -> int:
+        raise TransportUnavailable("injected: crashed between commit and PUBLISH")
+
+
+async def test_relay_delivers_what_a_crash_left_unpublished(
+    db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    async with Publisher(db, CrashAfterCommit(db.settings)) as pub:
+        lost = await pub.publish(msg("lost"))
+    assert not lost.published and lost.receivers == 0
+    assert await published_at(db, lost.db_id) is None
+    transport = RedisTransport(db.settings)
+    relay = OutboxRelay(db, transport, grace=0.0, interval=0.05)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(relay.run)
+            _, payload = await raw_redis.next()
+            assert payload["db_id"] == lost.db_id and payload["subject"] == "lost"
+            await wait_until(lambda: relay.relayed == 1)
+            tg.cancel_scope.cancel()
+    finally:
+        await transport.aclose()
+    assert await published_at(db, lost.db_id) is not None
+
+
+async def test_redis_down_the_publish_still_succeeds_and_relay_catches_up(
+    db: dbmod.Database, own_redis: EmbeddedRedis
+) -> None:
+    s = db.settings.model_copy(update={"redis_url": own_redis.url})
+    database = dbmod.Database(s, db.pool)  # same pool, other Redis
+    await anyio.to_thread.run_sync(own_redis.stop)
+    async with Publisher(database) as pub:
+        with anyio.fail_after(5):
+            stored = await pub.publish(msg("while redis was down"))
+    assert not stored.published and stored.receivers == 0
+    assert await published_at(db, stored.db_id) is None
+
+    await anyio.to_thread.run_sync(own_redis.start)
+    raw = RawRedis(own_redis.url, s.namespace)
+    await raw.start()
+    transport = RedisTransport(s)
+    try:
+        relay = OutboxRelay(database, transport, grace=0.0)
+        assert await relay.relay_once() == 1
+        _, payload = await raw.next()
+        assert payload["db_id"] == stored.db_id
+        assert await relay.relay_once() == 0
+    finally:
+        await raw.close()
+        await transport.aclose()
+    assert await published_at(db, stored.db_id) is not None
+
+
+async def test_notify_mode_announces_at_commit(notify_settings: Settings, tmp_path: Path) -> None:
+    database = await dbmod.Database.open(notify_settings, max_size=2)
+    conn = await dbmod.connect(notify_settings)
+    got: list[dict] = []
+    arrived = anyio.Event()
+
+    def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
+        got.append(json.loads(payload))
+        arrived.set()
+
+    try:
+        await conn.add_listener(notify_channel(notify_settings, "messages:all"), on_notify)
+        async with Publisher(database) as pub:
+            result = await pub.publish(msg("over NOTIFY"))
+        assert result.transport == "notify" and result.receivers == 0 and result.published
+        with anyio.fail_after(5):
+            await arrived.wait()
+        assert got[0]["db_id"] == result.db_id
+        assert await published_at(database, result.db_id) is not None
+        assert database.leaks == 0
+    finally:
+        await conn.close()
+        await database.close()
+
+
+async def test_unreachable_redis_fails_fast_without_the_password(db: dbmod.Database) -> None:
+    from echo.embedded import free_port
+
+    s = db.settings.model_copy(
+        update={"redis_url": f"redis://:hunter2@127.0.0.1:{free_port()}/0"}
+    )
+    transport = RedisTransport(s)
+    try:
+        with anyio.fail_after(5):
+            try:
+                await transport.publish([Notice.of(msg(), 1)])
+            except TransportUnavailable as exc:
+                assert "hunter2" not in str(exc) and "***" in str(exc)
+            else:
+                raise AssertionError("publish to a closed port succeeded")
+    finally:
+        await transport.aclose()
+
+
+async def test_password_protected_redis_with_the_password_in_the_url(
+    db: dbmod.Database,
+) -> None:
+    server = EmbeddedRedis(password="s3cret")
+    try:
+        server.start()
+    except EchoError as exc:  # no server binary: nothing to test here
+        import pytest
+
+        pytest.skip(f"cannot start redis-server ({exc})")
+    try:
+        s = db.settings.model_copy(update={"redis_url": server.url})
+        transport = RedisTransport(s)
+        try:
+            assert await transport.publish([Notice.of(msg(), 1)]) == 0
+        finally:
+            await transport.aclose()
+    finally:
+        server.stop()
+
+
+async def test_a_failed_relay_rolls_back_and_leaks_nothing(db: dbmod.Database) -> None:
+    """The relay holds its rows locked in a transaction while it publishes; a failed
+    publish must roll back (rows stay unpublished) and the `db` fixture asserts at
+    teardown that no connection went back to the pool inside that transaction."""
+    relay = OutboxRelay(db, CrashAfterCommit(db.settings), grace=0.0)
+    async with Publisher(db, CrashAfterCommit(db.settings)) as pub:
+        await pub.publish(msg())
+    with contextlib.suppress(TransportUnavailable):
+        await relay.relay_once()
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM messages WHERE published_at IS NULL") == 1
+    await relay.transport.aclose()

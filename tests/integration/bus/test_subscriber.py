@@ -1,0 +1,202 @@
+"""Subscriber end to end: exactly once, catch-up, Redis and Postgres outages, bad payloads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+
+from echo import db as dbmod
+from echo.bus.envelope import MAX_NOTICE_BYTES, Message
+from echo.bus.publisher import Publisher
+from echo.bus.subscriber import Subscriber
+from echo.config import Settings
+from echo.embedded import EmbeddedPostgres, EmbeddedRedis
+from tests.conftest import make_settings
+from tests.integration.bus.conftest import RawRedis, Recorder, wait_until
+
+
+def msg(subject: str, to: str = "all") -> Message:
+    return Message.build(from_role="cto", to_role=to, subject=subject)
+
+
+async def test_live_delivery_filters_roles_and_counts_duplicates(
+    db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    rec = Recorder()
+    sub = Subscriber(db, "ceo", rec)
+    async with anyio.create_task_group() as tg, Publisher(db) as pub:
+        await tg.start(sub.run)
+        await wait_until(lambda: sub.state == "live")
+        first = await pub.publish(msg("to all"))
+        await pub.publish(msg("to cto only", to="cto"))
+        last = await pub.publish(msg("to ceo", to="ceo"))
+        await rec.wait_for(2)
+        # A relay re-announcing, or anyone replaying, a notice: dropped as a duplicate.
+        dup = json.dumps({"db_id": first.db_id, "channel": "messages:all", "kind": "broadcast",
+                          "from_role": "cto", "to_role": "all"})
+        await raw_redis.send("messages:all", dup)
+        await wait_until(lambda: sub.stats.duplicates >= 1)
+        tg.cancel_scope.cancel()
+    assert rec.ids == [first.db_id, last.db_id]
+    assert [m.subject for m in rec.got] == ["to all", "to ceo"]
+    assert sub.stats.delivered == 2 and sub.stats.caught_up
+    assert await sub.store.read_cursor("ceo") == last.db_id
+
+
+async def test_malformed_and_oversized_notices_are_dropped(
+    db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    rec = Recorder()
+    sub = Subscriber(db, "cto", rec)
+    async with anyio.create_task_group() as tg, Publisher(db) as pub:
+        await tg.start(sub.run)
+        await wait_until(lambda: sub.state == "live")
+        oversized = b"x" * (MAX_NOTICE_BYTES + 1)
+        for bad in (b"not json", b"\xff\xfe", b'{"db_id": "x"}', b"[]", oversized):
+            await raw_redis.send("messages:cto", bad)
+        await wait_until(lambda: sub.stats.malformed == 5)
+        ok = await pub.publish(msg("still alive"))
+        await rec.wait_for(1)
+        tg.cancel_scope.cancel()
+    assert rec.ids == [ok.db_id]
+
+
+async def test_a_subscriber_that_was_down_gets_everything_once(db: dbmod.Database) -> None:
+    async with Publisher(db) as pub:
+        before = (await pub.publish_many([msg(f"b{i}") for i in range(5)])).db_ids
+        first = Recorder()
+        async with anyio.create_task_group() as tg:
+            await tg.start(Subscriber(db, "cto", first).run)
+            assert first.ids == before  # caught up before `started`
+            tg.cancel_scope.cancel()
+        during = (await pub.publish_many([msg(f"d{i}", to="cto") for i in range(5)])).db_ids
+    second = Recorder()
+    sub = Subscriber(db, "cto", second)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sub.run)
+        assert sub.stats.caught_up
+        tg.cancel_scope.cancel()
+    assert second.ids == during
+    assert await sub.store.read_cursor("cto") == during[-1]
+
+
+async def test_catch_up_is_bounded_by_the_timeout(settings: Settings, db: dbmod.Database) -> None:
+    async with Publisher(db) as pub:
+        await pub.publish_many([msg(f"m{i}") for i in range(3)])
+    release = anyio.Event()
+    got: list[int] = []
+
+    async def slow(message: object) -> None:
+        await release.wait()
+        got.append(message.id)  # type: ignore[attr-defined]
+
+    quick = dbmod.Database(settings.model_copy(update={"catchup_timeout": 0.2}), db.pool)
+    sub = Subscriber(quick, "ceo", slow)
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(3):
+            await tg.start(sub.run)
+        assert not sub.stats.caught_up and sub.state == "starting"
+        release.set()
+        with anyio.fail_after(5):
+            await sub.wait_caught_up()
+        tg.cancel_scope.cancel()
+    assert len(got) == 3
+
+
+async def test_redis_restart_mid_stream_loses_nothing(
+    db: dbmod.Database, own_redis: EmbeddedRedis
+) -> None:
+    s = db.settings.model_copy(update={"redis_url": own_redis.url})
+    database = dbmod.Database(s, db.pool)
+    rec = Recorder()
+    sub = Subscriber(database, "cto", rec)
+    sent: list[int] = []
+    async with anyio.create_task_group() as tg, Publisher(database) as pub:
+        await tg.start(sub.run)
+        await wait_until(lambda: sub.state == "live")
+        for i in range(10):
+            sent.append((await pub.publish(msg(f"a{i}"))).db_id)
+        await anyio.to_thread.run_sync(own_redis.stop)
+        for i in range(10):
+            sent.append((await pub.publish(msg(f"b{i}"))).db_id)  # stored, not announced
+        await rec.wait_for(20)  # the subscriber polls Postgres while Redis is away
+        assert sub.state == "polling"
+        await anyio.to_thread.run_sync(own_redis.start)
+        await wait_until(lambda: sub.state == "live")
+        for i in range(10):
+            sent.append((await pub.publish(msg(f"c{i}"))).db_id)
+        await rec.wait_for(30)
+        tg.cancel_scope.cancel()
+    assert rec.ids == sent  # each once, in order
+
+
+async def test_postgres_outage_degrades_and_recovers(
+    own_postgres: EmbeddedPostgres, redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    s = make_settings(own_postgres.dsn, redis_url, namespace, tmp_path / "state")
+    s = s.model_copy(update={"connect_timeout": 1.0, "command_timeout": 2.0})
+    await dbmod.migrate(s)
+    database = await dbmod.Database.open(s, max_size=2)
+    rec = Recorder()
+    sub = Subscriber(database, "ceo", rec)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(sub.run)
+            async with Publisher(database) as pub:
+                await pub.publish(msg("before"))
+            await rec.wait_for(1)
+
+            await anyio.to_thread.run_sync(own_postgres.stop, "immediate")
+            cli = await anyio.to_thread.run_sync(broadcast_cli, s, "during the outage")
+            assert cli.returncode == 1, cli.stderr
+            lines = cli.stderr.strip().splitlines()
+            assert len(lines) == 1 and "unavailable" in lines[0], cli.stderr
+            sub.kick()
+            await wait_until(lambda: sub.state == "degraded")
+            assert sub.last_error and "unavailable" in sub.last_error
+
+            await anyio.to_thread.run_sync(own_postgres.start)
+            async with Publisher(database) as pub:
+                after = await pub.publish(msg("after"))
+            await rec.wait_for(2, timeout=20)
+            await wait_until(lambda: sub.state == "live")
+            tg.cancel_scope.cancel()
+        assert [m.subject for m in rec.got] == ["before", "after"] and rec.ids[1] == after.db_id
+        assert database.leaks == 0
+    finally:
+        await database.close()
+
+
+def broadcast_cli(s: Settings, subject: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
+    env.update(s.child_env())
+    return subprocess.run(
+        [sys.executable, "-m", "echo", "broadcast", subject],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+async def test_notify_mode_end_to_end(notify_settings: Settings) -> None:
+    database = await dbmod.Database.open(notify_settings, max_size=3)
+    rec = Recorder()
+    sub = Subscriber(database, "cto", rec, channels=["decisions:7"])
+    try:
+        async with anyio.create_task_group() as tg, Publisher(database) as pub:
+            await tg.start(sub.run)
+            await wait_until(lambda: sub.state == "live")
+            a = await pub.publish(msg("notified"))
+            b = await pub.publish(Message.build(
+                from_role="ceo", subject="decided", channel="decisions:7", kind="decision"))
+            await pub.publish(msg("not for cto", to="chro"))
+            await rec.wait_for(2)
+            tg.cancel_scope.cancel()
+        assert rec.ids == [a.db_id, b.db_id]
+        assert sub.stats.received >= 2 and sub.stats.malformed == 0
+        assert database.leaks == 0
+    finally:
+        await database.close()

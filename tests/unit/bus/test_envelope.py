@@ -1,0 +1,119 @@
+"""The envelope: validation, channel names, and payloads that never crash a receiver."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from echo.bus.envelope import (
+    DEFAULT_ROLES,
+    MAX_NOTICE_BYTES,
+    MAX_SUBJECT_CHARS,
+    Kind,
+    Message,
+    Notice,
+    check_role,
+    decision_channel,
+    known_roles,
+    parse_notice,
+    valid_channel,
+    wire_channel,
+    workflow_channel,
+)
+from echo.errors import InvalidMessage, UnknownRole, UsageError
+
+
+def test_defaults_route_by_recipient() -> None:
+    m = Message.build(from_role="cto", subject="  Plan  ")
+    expected = ("messages:all", "all", Kind.BROADCAST, "Plan")
+    assert (m.channel, m.to_role, m.kind, m.subject) == expected
+    direct = Message.build(from_role="cto", to_role="ceo", subject="x", kind="direct")
+    assert direct.channel == "messages:ceo"
+    topic = Message.build(from_role="ceo", subject="x", channel=decision_channel(42))
+    assert topic.channel == "decisions:42"
+    assert wire_channel("echo", "messages:all") == "echo:messages:all"
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"from_role": "CTO"}, "from_role"),
+        ({"from_role": "1cto"}, "from_role"),
+        ({"to_role": "Everyone"}, "to_role"),
+        ({"subject": "   "}, "subject is empty"),
+        ({"subject": "x" * (MAX_SUBJECT_CHARS + 1)}, "longer than"),
+        ({"subject": "a\x00b"}, "NUL"),
+        ({"body": {"k\x00": 1}}, "NUL"),
+        ({"body": ["ok", {"deep": "nul\x00"}]}, "NUL"),
+        ({"body": {"x": float("nan")}}, "JSON"),
+        ({"body": {"x": object()}}, "JSON"),
+        ({"kind": "gossip"}, "kind"),
+        ({"channel": "news"}, "unknown channel"),
+        ({"channel": "messages:ceo"}, "does not match"),
+        ({"thread_id": "has space"}, "thread id"),
+    ],
+)
+def test_bad_messages_are_one_clear_usage_error(fields: dict, fragment: str) -> None:
+    base = {"from_role": "cto", "subject": "Plan"}
+    with pytest.raises(InvalidMessage) as info:
+        Message.build(**{**base, **fields})
+    assert fragment in str(info.value)
+    assert isinstance(info.value, UsageError) and "\n" not in str(info.value)
+
+
+def test_body_size_is_checked_against_the_setting() -> None:
+    body = {"text": "x" * 5000}
+    Message.build(from_role="cto", subject="x", body=body, max_body_bytes=6000)
+    with pytest.raises(InvalidMessage, match="max_body_bytes=4096"):
+        Message.build(from_role="cto", subject="x", body=body, max_body_bytes=4096)
+    m = Message.build(from_role="cto", subject="x", body={"é": "ü"})
+    assert json.loads(m.encoded_body) == {"é": "ü"}
+
+
+def test_channel_forms() -> None:
+    for ok in ("messages:all", "messages:cto", "decisions:7", "workflow:wf-1.a", "health"):
+        assert valid_channel(ok), ok
+    for bad in ("messages:", "messages:CTO", "decisions:", "other:1", "health:x", ""):
+        assert not valid_channel(bad), bad
+    assert workflow_channel("w1") == "workflow:w1"
+
+
+def test_roles_come_from_agents_dir_else_defaults(tmp_path: Path) -> None:
+    assert known_roles(tmp_path / "missing") == list(DEFAULT_ROLES)
+    (tmp_path / "agents" / "cfo").mkdir(parents=True)
+    (tmp_path / "agents" / "cfo" / "role.toml").write_text("")
+    (tmp_path / "agents" / "notarole").mkdir()
+    assert known_roles(tmp_path / "agents") == ["cfo"]
+    assert check_role("all", tmp_path / "agents", allow=("all",)) == "all"
+    with pytest.raises(UnknownRole, match="cfo"):
+        check_role("cto", tmp_path / "agents")
+
+
+def test_notice_round_trip() -> None:
+    m = Message.build(from_role="cto", to_role="ceo", subject="Ship", thread_id="t-1")
+    notice = parse_notice(Notice.of(m, 12).encode().encode())
+    assert notice.db_id == 12 and notice.channel == "messages:ceo" and notice.thread_id == "t-1"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\xff\xfe", b"null", b"[1]", b'"x"', b"{}", b'{"db_id": 0}', b'{"db_id": "x"}',
+     b'{"db_id": 1}', b"{" * 100_000, "x" * (MAX_NOTICE_BYTES + 1)],
+)
+def test_bad_payloads_raise_only_invalid_message(payload: bytes | str) -> None:
+    with pytest.raises(InvalidMessage):
+        parse_notice(payload)
+
+
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200),
+                 st.recursive(st.none() | st.integers() | st.text(max_size=5),
+                              lambda c: st.lists(c) | st.dictionaries(st.text(max_size=5), c),
+                              max_leaves=10).map(json.dumps)))
+def test_parse_notice_never_raises_anything_else(payload: bytes | str) -> None:
+    with contextlib.suppress(InvalidMessage):
+        parse_notice(payload)
