@@ -1,16 +1,22 @@
 """Bus benchmark: dual-write throughput and end-to-end latency, beside the raw limits.
 
-Prints one JSON line per figure. Each ECHO figure is measured next to the bare
-driver doing the least possible work in the same run, because on a shared,
-noisy machine a ratio is the figure that means something:
+Prints one JSON line per figure (value, baseline, baseline_value, ratio, target).
+Each ECHO figure is measured next to the bare driver doing the least possible work
+in the same run, with the same concurrency, because on a shared, noisy machine a
+ratio is the figure that means something:
 
-- publish_per_s: `Publisher.publish` in a loop (INSERT with audit trigger, commit,
-  PUBLISH, batched mark) vs a bare asyncpg INSERT (autocommit) loop. Target >= 70%.
+- publish_per_s: ONE caller doing `Publisher.publish` in a loop (INSERT with the
+  ordering lock and audit trigger, commit, PUBLISH, batched mark) vs ONE connection
+  doing a bare INSERT (autocommit) in a loop. Target >= 70%.
+- publish_concurrent_per_s: CONCURRENCY callers publishing single messages through
+  one process's `Publisher` vs CONCURRENCY connections each doing bare INSERTs.
+  Target >= 70%.
 - publish_many_per_s: `Publisher.publish_many` in batches of 500. Target >= 20,000/s.
 - redis_publish_per_s: the bare redis PUBLISH loop (the other raw limit).
-- latency p50/p99: publish at a fixed 500 msg/s to 6 `Subscriber`s, timed from
-  before the INSERT to the handler, vs a bare INSERT + PUBLISH to 6 plain redis-py
-  readers at the same rate. Target p99 < 10 ms.
+- latency p50/p99: publish at a fixed 500 msg/s to 6 `Subscriber`s, each in its OWN
+  OS process as agents are deployed, timed from before the INSERT to each handler
+  (CLOCK_MONOTONIC is system-wide), vs a bare INSERT + PUBLISH to 6 plain redis-py
+  readers, also one process each, at the same rate. Target p99 < 10 ms.
 
 Services: ECHO_BENCH_DATABASE_URL / ECHO_BENCH_REDIS_URL, else ECHO_TEST_*, else
 embedded servers started here. Runs in its own namespace, dropped at the end.
@@ -18,21 +24,29 @@ embedded servers started here. Runs in its own namespace, dropped at the end.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python bench/bus.py`, Python puts bench/ first on the path (as an absolute
+# path), where a sibling bench (bench/queue.py) would shadow the standard library's
+# `queue` that redis-py imports. Put the project root there instead, before anything
+# else is imported.
+if str(Path(__file__).resolve().parent) in sys.path:
+    sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import asyncio
 import json
 import os
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import anyio
 import redis.asyncio as aioredis
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from anyio.abc import Process
 
 from echo import db as dbmod
 from echo.bus import Message, MessageStore, Publisher, StoredMessage, Subscriber
@@ -40,10 +54,14 @@ from echo.config import Settings
 from echo.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 SECONDS = 3.0
+CONCURRENCY = 8
+BATCH = 500
 RATE = 500
 LATENCY_MESSAGES = 1500
 SUBSCRIBERS = 6
 ROLES = ["ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head"]
+DEPLOYMENT = f"{SUBSCRIBERS} subscriber OS processes (one per agent), publisher in the parent"
+BARE_INSERT = "INSERT INTO bare (subject, body) VALUES ($1, $2)"
 
 
 def emit(figure: str, value: float, baseline: str, baseline_value: float, **extra: object) -> None:
@@ -54,13 +72,23 @@ def emit(figure: str, value: float, baseline: str, baseline_value: float, **extr
     print(json.dumps(line), flush=True)
 
 
-async def rate(step: Callable[[], Awaitable[int]], seconds: float = SECONDS) -> float:
-    """Items per second that `step` (which returns how many it did) sustains."""
+async def rate(step: Callable[[], Awaitable[int]], seconds: float = SECONDS,
+               workers: int = 1) -> float:
+    """Items per second that `workers` concurrent loops of `step` (which returns how
+    many it did) sustain together."""
     done = 0
     start = time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        done += await step()
-    return done / elapsed
+
+    async def loop() -> None:
+        nonlocal done
+        while time.perf_counter() - start < seconds:
+            did = await step()  # not `done += await step()`: that reads `done` before the
+            done += did         # await and loses the other workers' increments
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(loop)
+    return done / (time.perf_counter() - start)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -78,59 +106,146 @@ async def paced(count: int, send: Callable[[int], Awaitable[None]]) -> None:
         await send(i)
 
 
-async def bare_latency(database: dbmod.Database, redis_url: str, ns: str) -> list[float]:
-    client = aioredis.Redis.from_url(redis_url)
-    readers = [client.pubsub() for _ in range(SUBSCRIBERS)]
+# ---------------------------------------------------------------- subscriber processes
+
+
+async def child(mode: str, role: str) -> None:
+    """One receiver process: print `ready` once subscribed, then the latencies of
+    LATENCY_MESSAGES messages as one JSON list."""
     latencies: list[float] = []
     done = anyio.Event()
-    subscribed = anyio.Event()
-    ready: list[int] = []
+    s = Settings()  # from the ECHO_* environment the parent passed
+    cpu_at_ready = 0.0
 
-    async def read(ps: aioredis.client.PubSub) -> None:
-        await ps.subscribe(f"{ns}:bare")
+    def ready() -> None:
+        nonlocal cpu_at_ready
+        cpu_at_ready = time.process_time()
+        print("ready", flush=True)
+
+    def got(sent: float) -> None:
+        latencies.append(time.monotonic() - sent)
+        if len(latencies) >= LATENCY_MESSAGES:
+            done.set()
+
+    if mode == "bare":
+        assert s.redis_url
+        client = aioredis.Redis.from_url(s.redis_url)
+        ps = client.pubsub(ignore_subscribe_messages=True)
+        await ps.subscribe(f"{s.namespace}:bare")
+        ready()
         async for msg in ps.listen():
-            if msg["type"] == "subscribe":
-                ready.append(1)
-                if len(ready) == SUBSCRIBERS:
-                    subscribed.set()
-            elif msg["type"] == "message":
-                latencies.append(time.perf_counter() - float(msg["data"]))
-                if len(latencies) >= LATENCY_MESSAGES * SUBSCRIBERS:
-                    done.set()
+            got(float(msg["data"]))
+            if done.is_set():
+                break
+        await ps.aclose()
+        await client.aclose()
+    else:
+        database = await dbmod.Database.open(s, min_size=1, max_size=2)
 
-    async with database.acquire() as conn:
-        async def send(_i: int) -> None:
-            t0 = time.perf_counter()
-            await conn.execute("INSERT INTO bare (subject, body) VALUES ($1, $2)", "x", {"t": t0})
-            await client.publish(f"{ns}:bare", repr(t0))
+        async def handler(message: StoredMessage) -> None:
+            got(message.body["t"])
 
+        sub = Subscriber(database, role, handler)
         async with anyio.create_task_group() as tg:
-            for ps in readers:
-                tg.start_soon(read, ps)
-            with anyio.fail_after(10):
-                await subscribed.wait()
-            await paced(LATENCY_MESSAGES, send)
-            with anyio.fail_after(30):
+            await tg.start(sub.run)
+            while sub.state != "live":  # noqa: ASYNC110 - a state, no event to await
+                await anyio.sleep(0.01)
+            ready()
+            with anyio.fail_after(60):
                 await done.wait()
             tg.cancel_scope.cancel()
-    for ps in readers:
-        await ps.aclose()
+        await database.close()
+    print(json.dumps({"latencies": latencies, "cpu_s": time.process_time() - cpu_at_ready}), flush=True)
+
+
+async def receivers(s: Settings, mode: str) -> list[Process]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
+    env.update(s.child_env())
+    procs = [await anyio.open_process([sys.executable, __file__, "--child", mode, role],
+                                      env=env, stderr=None)  # a child's errors show here
+             for role in ROLES[:SUBSCRIBERS]]
+    try:
+        for proc in procs:
+            with anyio.fail_after(30):
+                line = await _readline(proc)
+            if line != "ready":
+                raise SystemExit(f"a {mode} receiver failed to start: {line!r}")
+    except BaseException:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+        raise
+    return procs
+
+
+async def _readline(proc: Process) -> str:
+    assert proc.stdout is not None
+    buf = b""
+    while not buf.endswith(b"\n"):
+        try:
+            buf += await proc.stdout.receive(1)
+        except anyio.EndOfStream:
+            raise SystemExit(f"a receiver process ended early (exit {await proc.wait()})") from None
+    return buf.decode().strip()
+
+
+async def collect(procs: list[Process]) -> tuple[list[float], float]:
+    """All receivers' latencies, and their mean CPU time per message (ms)."""
+    latencies: list[float] = []
+    cpu = 0.0
+    for proc in procs:
+        with anyio.fail_after(60):
+            report = json.loads(await _readline(proc))
+            await proc.wait()
+        latencies += report["latencies"]
+        cpu += report["cpu_s"]
+    return latencies, cpu * 1000 / max(1, len(latencies))
+
+
+async def bare_latency(database: dbmod.Database, s: Settings) -> tuple[list[float], float]:
+    assert s.redis_url
+    procs = await receivers(s, "bare")
+    client = aioredis.Redis.from_url(s.redis_url)
+    async with database.acquire() as conn:
+        async def send(_i: int) -> None:
+            t0 = time.monotonic()
+            await conn.execute(BARE_INSERT, "x", {"t": t0})
+            await client.publish(f"{s.namespace}:bare", repr(t0))
+
+        await paced(LATENCY_MESSAGES, send)
     await client.aclose()
-    return latencies
+    return await collect(procs)
 
 
-async def echo_latency(database: dbmod.Database) -> tuple[list[float], list[Subscriber]]:
+async def echo_latency(database: dbmod.Database, s: Settings) -> tuple[list[float], float]:
+    store = MessageStore(database)
+    start = await store.max_id()
+    for role in ROLES[:SUBSCRIBERS]:  # only this phase's messages: skip the earlier ones
+        await store.advance_cursor(role, start)
+    procs = await receivers(s, "echo")
+    async with Publisher(database) as pub:
+        async def send(_i: int) -> None:
+            await pub.publish(Message.build(from_role="ceo", subject="bench",
+                                            body={"t": time.monotonic()}))
+
+        await paced(LATENCY_MESSAGES, send)
+    return await collect(procs)
+
+
+async def echo_latency_one_process(database: dbmod.Database) -> list[float]:
+    """The 6 subscribers as tasks of the publisher's own process (the previous layout,
+    kept for comparison: one interpreter, one pool, no CPU contention between them)."""
     latencies: list[float] = []
     done = anyio.Event()
 
     async def handler(message: StoredMessage) -> None:
-        latencies.append(time.perf_counter() - message.body["t"])
+        latencies.append(time.monotonic() - message.body["t"])
         if len(latencies) >= LATENCY_MESSAGES * SUBSCRIBERS:
             done.set()
 
     store = MessageStore(database)
     start = await store.max_id()
-    for role in ROLES[:SUBSCRIBERS]:  # only this phase's messages: skip the earlier ones
+    for role in ROLES[:SUBSCRIBERS]:
         await store.advance_cursor(role, start)
     subs = [Subscriber(database, role, handler) for role in ROLES[:SUBSCRIBERS]]
     async with anyio.create_task_group() as tg, Publisher(database) as pub:
@@ -139,13 +254,16 @@ async def echo_latency(database: dbmod.Database) -> tuple[list[float], list[Subs
 
         async def send(_i: int) -> None:
             await pub.publish(Message.build(from_role="ceo", subject="bench",
-                                            body={"t": time.perf_counter()}))
+                                            body={"t": time.monotonic()}))
 
         await paced(LATENCY_MESSAGES, send)
         with anyio.fail_after(30):
             await done.wait()
         tg.cancel_scope.cancel()
-    return latencies, subs
+    return latencies
+
+
+# ---------------------------------------------------------------- throughput
 
 
 async def main() -> None:
@@ -163,7 +281,7 @@ async def main() -> None:
     s = Settings(database_url=dsn, redis_url=redis_url, namespace=ns, state_dir=tmp / "state",
                  catchup_timeout=5.0, poll_interval=1.0)
     await dbmod.migrate(s)
-    database = await dbmod.Database.open(s, min_size=2, max_size=8)
+    database = await dbmod.Database.open(s, min_size=2, max_size=CONCURRENCY + 4)
     try:
         async with database.acquire() as conn:
             await conn.execute(
@@ -171,26 +289,32 @@ async def main() -> None:
             )
 
             async def bare_insert() -> int:
-                await conn.execute(
-                    "INSERT INTO bare (subject, body) VALUES ($1, $2)", "x", {"a": 1}
-                )
+                await conn.execute(BARE_INSERT, "x", {"a": 1})
                 return 1
 
             bare = await rate(bare_insert)
 
-        async with Publisher(database) as pub:
-            def message() -> Message:
-                return Message.build(from_role="cto", subject="bench", body={"a": 1})
+        async def bare_insert_pooled() -> int:  # each worker holds its own connection
+            async with database.acquire() as conn:
+                await conn.execute(BARE_INSERT, "x", {"a": 1})
+            return 1
 
+        bare_concurrent = await rate(bare_insert_pooled, workers=CONCURRENCY)
+
+        def message() -> Message:
+            return Message.build(from_role="cto", subject="bench", body={"a": 1})
+
+        async with Publisher(database) as pub:
             async def one() -> int:
                 await pub.publish(message())
                 return 1
 
             async def many() -> int:
-                await pub.publish_many([message() for _ in range(500)])
-                return 500
+                await pub.publish_many([message() for _ in range(BATCH)])
+                return BATCH
 
             single = await rate(one)
+            concurrent = await rate(one, workers=CONCURRENCY)
             batched = await rate(many)
 
         client = aioredis.Redis.from_url(redis_url)
@@ -202,18 +326,29 @@ async def main() -> None:
         redis_rate = await rate(bare_publish)
         await client.aclose()
 
-        emit("publish_per_s", single, "bare asyncpg INSERT+commit", bare, target_ratio=0.7)
-        emit("publish_many_per_s", batched, "bare asyncpg INSERT+commit", bare, target=20000)
-        emit("redis_publish_per_s", redis_rate, "bare asyncpg INSERT+commit", bare)
+        emit("publish_per_s", single, "bare asyncpg INSERT+commit, 1 connection", bare,
+             publishers=1, target_ratio=0.7)
+        emit("publish_concurrent_per_s", concurrent,
+             f"bare asyncpg INSERT+commit, {CONCURRENCY} connections", bare_concurrent,
+             publishers=CONCURRENCY, target_ratio=0.7)
+        emit("publish_many_per_s", batched, "bare asyncpg INSERT+commit, 1 connection", bare,
+             batch=BATCH, target=20000)
+        emit("redis_publish_per_s", redis_rate, "bare asyncpg INSERT+commit, 1 connection", bare)
 
-        raw = await bare_latency(database, redis_url, ns)
-        ours, subs = await echo_latency(database)
-        emit("latency_p50_ms", pct(ours, 0.5), "bare INSERT + PUBLISH to 6 redis-py readers",
-             pct(raw, 0.5), rate=RATE, subscribers=SUBSCRIBERS)
-        emit("latency_p99_ms", pct(ours, 0.99), "bare INSERT + PUBLISH to 6 redis-py readers",
-             pct(raw, 0.99), rate=RATE, subscribers=SUBSCRIBERS, target_ms=10,
-             mean_ms=round(statistics.fmean(ours) * 1000, 3),
-             duplicates=sum(sub.stats.duplicates for sub in subs))
+        raw, raw_cpu = await bare_latency(database, s)
+        ours, our_cpu = await echo_latency(database, s)
+        baseline = f"bare INSERT + PUBLISH to {SUBSCRIBERS} redis-py reader processes"
+        cpu = {"receiver_cpu_ms_per_msg": round(our_cpu, 3),
+               "baseline_receiver_cpu_ms_per_msg": round(raw_cpu, 3)}
+        emit("latency_p50_ms", pct(ours, 0.5), baseline, pct(raw, 0.5), rate=RATE,
+             subscribers=SUBSCRIBERS, deployment=DEPLOYMENT)
+        emit("latency_p99_ms", pct(ours, 0.99), baseline, pct(raw, 0.99), rate=RATE,
+             subscribers=SUBSCRIBERS, deployment=DEPLOYMENT, target_ms=10,
+             mean_ms=round(statistics.fmean(ours) * 1000, 3), **cpu)
+        inproc = await echo_latency_one_process(database)
+        emit("latency_p99_ms_one_process", pct(inproc, 0.99), baseline, pct(raw, 0.99),
+             rate=RATE, subscribers=SUBSCRIBERS, p50_ms=round(pct(inproc, 0.5), 3),
+             deployment=f"{SUBSCRIBERS} subscribers as tasks in the publisher's process")
     finally:
         leaks = database.leaks
         await database.close()
@@ -227,4 +362,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    if sys.argv[1:2] == ["--child"]:
+        anyio.run(child, sys.argv[2], sys.argv[3])
+    else:
+        anyio.run(main)

@@ -268,11 +268,24 @@ class StoredMessage(Message):
 
     @classmethod
     def from_row(cls, row: Any) -> StoredMessage:
-        """From a database row, without re-validating what the database already holds."""
-        fields = dict(row.items())
+        """From a database row, without re-validating what the database already holds.
+
+        What `model_construct` does for a row that has every field, without its generic
+        bookkeeping (a third of a subscriber's Python time per message)."""
+        fields = {name: row[name] for name in _STORED_FIELDS}
+        kind = fields["kind"]
         with contextlib.suppress(ValueError):  # a kind this version does not know stays text
-            fields["kind"] = Kind(fields["kind"])
-        return cls.model_construct(**fields)
+            fields["kind"] = _KINDS.get(kind) or Kind(kind)
+        message = cls.__new__(cls)
+        object.__setattr__(message, "__dict__", fields)
+        object.__setattr__(message, "__pydantic_fields_set__", set(_STORED_FIELDS))
+        object.__setattr__(message, "__pydantic_extra__", None)
+        object.__setattr__(message, "__pydantic_private__", {"_encoded_body": None})
+        return message
+
+
+_STORED_FIELDS: tuple[str, ...] = tuple(StoredMessage.model_fields)
+_KINDS: dict[str, Kind] = {k.value: k for k in Kind}
 
 
 # ---------------------------------------------------------------- the wire payload

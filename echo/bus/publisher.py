@@ -16,6 +16,12 @@ Marking rows published is batched: a background task flushes the ids every
 `mark_interval`, one UPDATE for many messages, which keeps the hot path at one
 INSERT round trip plus one PUBLISH. With NOTIFY the announcement is part of the
 inserting transaction and the row is born published.
+
+Concurrent publishes on one `Publisher` are combined (group commit): while a
+round is in flight the next callers queue, and the next round writes them all in
+one INSERT (one transaction, one audit statement, one hold of the ordering lock)
+and announces them in one Redis round trip. The order per message is unchanged:
+commit, then PUBLISH, then mark.
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ class Publisher:
         self.mark_interval = mark_interval
         self.relay = relay
         self._pending: list[int] = []
+        self._queue: list[_Job] = []
+        self._leading = False
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
         self._transport_down = False
@@ -110,31 +118,107 @@ class Publisher:
         return await self.publish_many([message])
 
     async def publish_many(self, messages: Sequence[Message]) -> Published:
-        """Commit `messages` in one transaction, then announce them together."""
+        """Commit `messages` in one transaction, then announce them together.
+
+        Concurrent calls on one publisher are combined (group commit): while one
+        round (INSERT+commit, PUBLISH) is in flight, later calls queue, and the next
+        round writes all of them in ONE statement. Each call still returns only after
+        its own rows are committed and announced, with its own ids and receivers.
+        """
         if not messages:
             return Published([], 0, True, self.transport.name)
         for m in messages:
             m.check_size(self.settings.max_body_bytes)
         if self.transport.in_transaction:
             return await self._publish_in_transaction(messages)
-        inserted = await self.store.insert(messages)
-        notices = _notices(messages, inserted)
-        if not notices:  # every one was a retry of a row that exists
-            return Published([i.id for i in inserted], 0, True, self.transport.name)
+        job = _Job(messages)
+        self._queue.append(job)
+        if self._leading:
+            try:
+                await job.wake.wait()
+            except BaseException:
+                if job.outcome is None:  # not written: withdraw it, pass the lead on
+                    if job in self._queue:
+                        self._queue.remove(job)
+                    if job.lead:
+                        self._hand_over()
+                raise
+            if job.outcome is not None:
+                return job.result()
+            # Woken to lead the next round: our job is still queued.
+        self._leading = True
         try:
-            receivers = await self.transport.publish(notices)
-        except TransportUnavailable as exc:
-            if not self._transport_down:
-                log.warning("message(s) stored but not announced: %s; the outbox relay "
-                            "will announce them", exc)
-            self._transport_down = True
-            return Published([i.id for i in inserted], 0, False, self.transport.name)
-        if self._transport_down:
-            self._transport_down = False
-            if self.relay is not None:
-                self.relay.kick()
-        await self._mark([n.db_id for n in notices])
-        return Published([i.id for i in inserted], receivers, True, self.transport.name)
+            # Shielded: the callers queued in this round wait on it. It is bounded by
+            # the database and Redis timeouts.
+            with anyio.CancelScope(shield=True):
+                jobs, self._queue = self._queue, []
+                await self._round(jobs)
+        finally:
+            self._hand_over()
+        return job.result()
+
+    def _hand_over(self) -> None:
+        """After a round: wake the first queued caller to lead the next one."""
+        if self._queue:
+            first = self._queue[0]
+            first.lead = True
+            first.wake.set()
+        else:
+            self._leading = False
+
+    async def _round(self, jobs: list[_Job]) -> None:
+        """Write, announce and mark the messages of `jobs`; settle every job."""
+        messages = [m for job in jobs for m in job.messages]
+        try:
+            inserted = await self.store.insert(messages)
+        except BaseException as exc:
+            for job in jobs:
+                job.settle(exc)
+            raise
+        notices: list[Notice] = []
+        owners: list[int] = []  # notices[k] belongs to jobs[owners[k]]
+        start = 0
+        for j, job in enumerate(jobs):
+            job.inserted = inserted[start:start + len(job.messages)]
+            start += len(job.messages)
+            for m, i in zip(job.messages, job.inserted, strict=True):
+                if i.new:
+                    notices.append(Notice.of(m, i.id))
+                    owners.append(j)
+        published = True
+        counts = [0] * len(notices)
+        if notices:
+            try:
+                counts = await self.transport.publish_counts(notices)
+            except TransportUnavailable as exc:
+                if not self._transport_down:
+                    log.warning("message(s) stored but not announced: %s; the outbox relay "
+                                "will announce them", exc)
+                self._transport_down = True
+                published = False
+            except BaseException as exc:
+                for job in jobs:
+                    job.settle(exc)
+                raise
+        if published and notices:
+            if self._transport_down:
+                self._transport_down = False
+                if self.relay is not None:
+                    self.relay.kick()
+            try:
+                await self._mark([n.db_id for n in notices])
+            except BaseException as exc:  # only inline marking (publisher not entered)
+                for job in jobs:
+                    job.settle(exc)
+                raise
+        receivers = [0] * len(jobs)
+        for j, c in zip(owners, counts, strict=True):
+            receivers[j] += c
+        name = self.transport.name
+        for j, job in enumerate(jobs):
+            fresh = any(i.new for i in job.inserted)
+            job.settle(Published([i.id for i in job.inserted], receivers[j],
+                                 published or not fresh, name))
 
     async def _publish_in_transaction(self, messages: Sequence[Message]) -> Published:
         async with self.db.transaction() as conn:
@@ -167,6 +251,31 @@ class Publisher:
                 await self.flush()
             except StoreUnavailable as exc:
                 log.warning("could not mark messages published (%s); retrying", exc)
+
+
+class _Job:
+    """One publish call waiting for (or leading) a round."""
+
+    __slots__ = ("inserted", "lead", "messages", "outcome", "wake")
+
+    def __init__(self, messages: Sequence[Message]) -> None:
+        self.messages = messages
+        self.inserted: list[Inserted] = []
+        self.wake = anyio.Event()
+        self.lead = False
+        self.outcome: Published | BaseException | None = None
+
+    def settle(self, outcome: Published | BaseException) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.wake.set()
+
+    def result(self) -> Published:
+        outcome = self.outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
 
 
 def _notices(messages: Sequence[Message], inserted: Sequence[Inserted]) -> list[Notice]:

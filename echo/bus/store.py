@@ -174,7 +174,6 @@ class MessageStore:
         The commit does not wait for the disk: a cursor lost in a crash only means
         messages are handed over again, and receivers deduplicate.
         """
-        async with self.db.transaction() as conn:
+        async with self.db.acquire() as conn:
             with _schema_guard(self.namespace):
-                await conn.execute("SET LOCAL synchronous_commit = off")
                 await conn.execute(Q["advance_cursor"], role, last_message_id)

@@ -90,6 +90,7 @@ class Subscriber:
         self._cursor: int | None = None  # None until read from the database
         self._saved = 0
         self._heard = 0
+        self._kicked = True  # a read is due whatever was heard (start, poll, reconnect)
         self._degraded = False
         self._sub: Subscription | None = None
         self._wake = anyio.Event()
@@ -118,6 +119,7 @@ class Subscriber:
 
     def kick(self) -> None:
         """Read the table now (after a reconnection, or when told something is new)."""
+        self._kicked = True
         self._wake.set()
 
     # ------------------------------------------------------------ running
@@ -171,6 +173,7 @@ class Subscriber:
         delay = self.settings.poll_interval
         while True:
             self._wake = anyio.Event()
+            self._kicked = False
             try:
                 await self._drain()
             except StoreUnavailable as exc:
@@ -180,7 +183,14 @@ class Subscriber:
                 delay = min(delay * 2, self.backoff_max)
                 continue
             delay = self.settings.poll_interval
-            await self._wake.wait()
+            # A notice that arrived while that read ran was (most often) for a row it
+            # already returned: read again only for something beyond the cursor, or
+            # when a read was asked for (poll, reconnection, kick).
+            while True:
+                await self._wake.wait()
+                if self._kicked or self._heard > self.cursor:
+                    break
+                self._wake = anyio.Event()
 
     async def _drain(self) -> None:
         """Hand over everything after the cursor, in id order."""
@@ -198,8 +208,9 @@ class Subscriber:
                 self._dirty.set()
             if len(messages) < self.batch:
                 break
-        self._heard = min(self._heard, self._cursor)
-        self.stats.lag = 0
+        # `_heard` is left alone: a notice that arrived after the query above is for a
+        # row it did not return, and must still prompt the next read.
+        self.stats.lag = max(0, self._heard - self._cursor)
         if not self.stats.caught_up:
             self.stats.caught_up = True
             self._caught_up.set()
@@ -215,7 +226,7 @@ class Subscriber:
             transport_away = self._sub is None or not self._sub.connected
             if transport_away or ticks % safety_every == 0:
                 self.stats.polls += 1
-                self._wake.set()
+                self.kick()
 
     async def _cursor_writer(self) -> None:
         while True:

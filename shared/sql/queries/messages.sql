@@ -82,8 +82,11 @@ SELECT last_message_id FROM agent_cursors WHERE role = $1;
 -- name: advance_cursor
 -- Monotonic: the WHERE makes an older position a no-op, so a slow writer never
 -- moves a cursor back. Losing a cursor write only means a redelivery, so the
--- commit does not wait for the disk (synchronous_commit is set off by the caller).
-INSERT INTO agent_cursors AS c (role, last_message_id) VALUES ($1, $2)
+-- commit does not wait for the disk: set_config(..., true) turns synchronous_commit
+-- off for this statement's own (implicit) transaction, in the one round trip.
+WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))
+INSERT INTO agent_cursors AS c (role, last_message_id)
+SELECT $1, $2 FROM async_commit
 ON CONFLICT (role) DO UPDATE SET last_message_id = excluded.last_message_id,
                                  updated_at = now()
 WHERE c.last_message_id < excluded.last_message_id;

@@ -11,7 +11,8 @@ import anyio
 
 from echo import db as dbmod
 from echo.bus.envelope import Message, Notice
-from echo.bus.publisher import OutboxRelay, Publisher
+from echo.bus.publisher import OutboxRelay, Published, Publisher
+from echo.bus.store import Inserted
 from echo.bus.transport import RedisTransport
 from echo.config import Settings
 from echo.embedded import EmbeddedRedis
@@ -63,7 +64,7 @@ async def test_publish_many_is_one_batch(db: dbmod.Database, raw_redis: RawRedis
 class CrashAfterCommit(RedisTransport):
     """Fails the PUBLISH step, as if the process died right after the commit."""
 
-    async def publish(self, notices: Sequence[Notice]) -> int:
+    async def publish_counts(self, notices: Sequence[Notice]) -> list[int]:
         raise TransportUnavailable("injected: crashed between commit and PUBLISH")
 
 
@@ -193,3 +194,83 @@ async def test_a_failed_relay_rolls_back_and_leaks_nothing(db: dbmod.Database) -
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM messages WHERE published_at IS NULL") == 1
     await relay.transport.aclose()
+
+
+async def test_concurrent_publishes_are_combined_each_with_its_own_result(
+    db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    async with Publisher(db) as pub:
+        statements = 0
+        insert = pub.store.insert
+
+        async def counting(messages: Sequence[Message], **kw: object) -> list[Inserted]:
+            nonlocal statements
+            statements += 1
+            return await insert(messages, **kw)  # type: ignore[arg-type]
+
+        pub.store.insert = counting  # type: ignore[method-assign]
+        results: dict[int, Published] = {}
+
+        async def one(i: int) -> None:
+            results[i] = await pub.publish(msg(f"c{i}"))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, i)
+    assert statements < 20  # group commit: later callers rode on one statement
+    assert all(r.published and r.receivers == 1 and len(r.db_ids) == 1
+               for r in results.values())
+    async with db.acquire() as conn:
+        subjects = {r["id"]: r["subject"] for r in await conn.fetch("SELECT * FROM messages")}
+        assert await conn.fetchval("SELECT count(*) FROM messages WHERE published_at IS NULL") == 0
+    assert {subjects[r.db_id] for r in results.values()} == {f"c{i}" for i in range(20)}
+    assert all(subjects[results[i].db_id] == f"c{i}" for i in range(20))
+    seen = [(await raw_redis.next())[1]["db_id"] for _ in range(20)]
+    assert seen == sorted(subjects)  # announced once each, in id order
+
+
+class Gated(RedisTransport):
+    """Holds the first PUBLISH until `gate` is set, so callers queue behind it."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.gate = anyio.Event()
+        self.calls = 0
+
+    async def publish_counts(self, notices: Sequence[Notice]) -> list[int]:
+        self.calls += 1
+        if self.calls == 1:
+            await self.gate.wait()
+        return await super().publish_counts(notices)
+
+
+async def test_a_cancelled_waiter_neither_stalls_nor_is_written(db: dbmod.Database) -> None:
+    transport = Gated(db.settings)
+    results: dict[str, Published] = {}
+    try:
+        async with Publisher(db, transport) as pub:
+            async def one(name: str) -> None:
+                results[name] = await pub.publish(msg(name))
+
+            scope = anyio.CancelScope()
+
+            async def cancellable() -> None:
+                with scope:
+                    await one("cancelled")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one, "first")
+                await wait_until(lambda: transport.calls == 1)  # first round holds
+                tg.start_soon(cancellable)  # queued first: next in line to lead
+                tg.start_soon(one, "third")
+                await wait_until(lambda: len(pub._queue) == 2)
+                scope.cancel()
+                await wait_until(lambda: len(pub._queue) == 1)
+                transport.gate.set()
+    finally:
+        await transport.aclose()
+    assert set(results) == {"first", "third"}
+    assert results["third"].db_id > results["first"].db_id
+    async with db.acquire() as conn:
+        assert [r["subject"] for r in await conn.fetch("SELECT subject FROM messages ORDER BY id")
+                ] == ["first", "third"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 
 from echo import db as dbmod
-from echo.bus.envelope import MAX_NOTICE_BYTES, Message
+from echo.bus.envelope import MAX_NOTICE_BYTES, Message, StoredMessage
 from echo.bus.publisher import Publisher
 from echo.bus.subscriber import Subscriber
 from echo.config import Settings
@@ -200,3 +200,31 @@ async def test_notify_mode_end_to_end(notify_settings: Settings) -> None:
         assert database.leaks == 0
     finally:
         await database.close()
+
+
+async def test_a_notice_that_arrives_after_the_read_still_prompts_the_next_read(
+    db: dbmod.Database,
+) -> None:
+    """The handler of the first message publishes a second: its notice arrives after
+    the read that returned the first. It must prompt a read at once, not wait for
+    the safety poll (10 x poll_interval = 50 s here)."""
+    slow_poll = dbmod.Database(db.settings.model_copy(update={"poll_interval": 5.0}), db.pool)
+    got: list[str] = []
+    second = anyio.Event()
+    async with anyio.create_task_group() as tg, Publisher(slow_poll) as pub:
+        async def handler(message: StoredMessage) -> None:
+            got.append(message.subject)
+            if message.subject == "first":
+                await pub.publish(msg("second"))
+                await wait_until(lambda: sub.stats.received == 2)  # heard mid-delivery
+            else:
+                second.set()
+
+        sub = Subscriber(slow_poll, "cto", handler)
+        await tg.start(sub.run)
+        await wait_until(lambda: sub.state == "live")
+        await pub.publish(msg("first"))
+        with anyio.fail_after(3):
+            await second.wait()
+        tg.cancel_scope.cancel()
+    assert got == ["first", "second"]
