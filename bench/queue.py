@@ -1,0 +1,278 @@
+"""Work-queue benchmarks. Prints one JSON line per figure, each beside its baseline
+measured in the same run (a ratio from one run is the figure that counts):
+
+- `claim_rate`: raw SKIP LOCKED claims (the pool's claim query, 100 per transaction);
+- `noop_throughput`: no-op tasks per second through 1, 2 and 4 `echoctl worker`
+  processes, at steady state (between 10% and 90% done), beside the claim rate and
+  beside pgqueuer's figure on the same database when pgqueuer is importable;
+- `notify_latency`: enqueue-to-claim latency of one idle worker (p50/p99), which
+  NOTIFY keeps far below the poll interval;
+- `claude_overhead`: the executor's time over a bare `claude` run against the fake
+  Anthropic API, and 10 concurrent runs against one.
+
+Database: ECHO_BENCH_DATABASE_URL, else ECHO_TEST_DATABASE_URL, else the embedded
+server; always in a fresh namespace that is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder comes first on sys.path and `queue` would
+# shadow the standard library's (which asyncio and anyio import).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+
+from echo.config import Settings  # noqa: E402
+from echo.db import Database, drop_namespace, migrate, resolve_dsn  # noqa: E402
+from echo.work import ClaudeExecutor, NewTask, Task, TaskQueue  # noqa: E402
+from echo.work.claude import LOCAL_CLAUDE  # noqa: E402
+
+NOOP_TASKS = int(os.environ.get("ECHO_BENCH_TASKS", "20000"))
+
+
+def emit(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def bench_settings() -> Settings:
+    url = os.environ.get("ECHO_BENCH_DATABASE_URL") or os.environ.get("ECHO_TEST_DATABASE_URL")
+    return Settings(database_url=url, namespace=f"bench_{os.getpid()}", pool_size=4)
+
+
+async def fill(db: Database, n: int, **kw: object) -> None:
+    q = TaskQueue(db)
+    for start in range(0, n, 5000):
+        await q.enqueue_many([NewTask(f"t{i}", task_type="noop", **kw)  # type: ignore[arg-type]
+                              for i in range(start, min(n, start + 5000))])
+
+
+async def clear(db: Database) -> None:
+    async with db.acquire() as conn:
+        await conn.execute("TRUNCATE agent_tasks, agent_actions")
+
+
+async def claim_rate(db: Database, n: int = 10000) -> float:
+    await clear(db)
+    await fill(db, n)
+    q = TaskQueue(db)
+    ids = [f"bench:0:{i}" for i in range(100)]
+    started = time.perf_counter()
+    claimed = 0
+    while batch := await q.claim(ids, task_types=["noop"]):
+        claimed += len(batch)
+    return claimed / (time.perf_counter() - started)
+
+
+async def steady_rate(done_count, n: int, limit: float = 60) -> float:  # type: ignore[no-untyped-def]
+    """Tasks per second between 10% and 90% done."""
+    t10 = t90 = None
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        done = await done_count()
+        now = time.perf_counter()
+        if t10 is None and done >= n * 0.1:
+            t10, d10 = now, done
+        if done >= n * 0.9:
+            t90, d90 = now, done
+            break
+        await asyncio.sleep(0.02)
+    if t10 is None or t90 is None or t90 == t10:
+        return 0.0
+    return (d90 - d10) / (t90 - t10)
+
+
+def spawn(argv: list[str], settings: Settings, dsn: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings.child_env(), "ECHO_DATABASE_URL": dsn}
+    return subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+async def echo_throughput(db: Database, s: Settings, dsn: str, workers: int) -> float:
+    await clear(db)
+    await fill(db, NOOP_TASKS)
+
+    async def done() -> int:
+        async with db.acquire() as conn:
+            return int(await conn.fetchval(
+                "SELECT count(*) FROM agent_tasks WHERE status = 'completed'"))
+
+    procs = [spawn(["-m", "echo", "worker", "--concurrency", "200", "--executor", "noop"],
+                   s, dsn) for _ in range(workers)]
+    try:
+        return await steady_rate(done, NOOP_TASKS)
+    finally:
+        stop(procs)
+
+
+async def pgqueuer_throughput(db: Database, s: Settings, dsn: str, workers: int) -> float | None:
+    try:
+        from pgqueuer import Queries
+        from pgqueuer.db import AsyncpgDriver
+    except ImportError:
+        return None
+    # A plain connection: ECHO's pool decodes jsonb, pgqueuer expects raw text.
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": s.namespace})
+    try:
+        queries = Queries(AsyncpgDriver(conn))
+        if not await queries.schema_is_installed():
+            await queries.install(create_schema=False)
+        for start in range(0, NOOP_TASKS, 5000):
+            n = min(NOOP_TASKS, start + 5000) - start
+            await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+    finally:
+        await conn.close()
+
+    async def done() -> int:
+        async with db.acquire() as conn:
+            left = await conn.fetchval("SELECT count(*) FROM pgqueuer")
+        return NOOP_TASKS - int(left)
+
+    procs = [spawn([__file__, "--pgqueuer-worker"], s, dsn) for _ in range(workers)]
+    try:
+        return await steady_rate(done, NOOP_TASKS)
+    finally:
+        stop(procs)
+
+
+async def pgqueuer_worker() -> None:
+    """One pgqueuer worker process (run by the benchmark itself)."""
+    from pgqueuer import Queries, QueueManager
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.domain.types import QueueExecutionMode
+
+    s = Settings()
+    conn = await asyncpg.connect(s.database_url, server_settings={"search_path": s.namespace})
+    qm = QueueManager(Queries(AsyncpgDriver(conn)))
+
+    @qm.entrypoint("noop")
+    async def noop(job: object) -> None:
+        return None
+
+    await qm.run(batch_size=100, mode=QueueExecutionMode.drain)
+
+
+async def wait_completed(q: TaskQueue, n: int) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            if (await q.counts())["completed"] >= n:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def notify_latency(db: Database, s: Settings, dsn: str, n: int = 200) -> list[float]:
+    await clear(db)
+    proc = spawn(["-m", "echo", "worker", "--concurrency", "4", "--executor", "noop"], s, dsn)
+    q = TaskQueue(db)
+    try:
+        await q.enqueue("warm-up", task_type="noop")
+        await wait_completed(q, 1)
+        for i in range(n):
+            await q.enqueue(f"t{i}", task_type="noop")
+            await asyncio.sleep(0.01)
+        await wait_completed(q, n + 1)
+        async with db.acquire() as conn:
+            rows = await conn.fetch("SELECT extract(epoch FROM started_at - created_at) AS d "
+                                    "FROM agent_tasks WHERE task_description <> 'warm-up'")
+        return sorted(float(r["d"]) * 1000 for r in rows)
+    finally:
+        stop([proc])
+
+
+def _task(i: int) -> Task:
+    return Task(i, "claude", "say hi", 0, None, f"bench:0:{i}", 1, 120, 0, 0, {},
+                datetime.now(UTC))
+
+
+async def claude_overhead(s: Settings) -> dict[str, float] | None:
+    if not os.access(LOCAL_CLAUDE, os.X_OK):
+        return None
+    from tests.fakes.anthropic import FakeAnthropic
+
+    with FakeAnthropic() as api, tempfile.TemporaryDirectory() as home:
+        env = {**api.env(), "HOME": home, "CLAUDE_CONFIG_DIR": f"{home}/cfg"}
+        bare_env = {"PATH": os.environ["PATH"], **env}
+        executor = ClaudeExecutor(s.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)}),
+                                  env=env, cwd=Path(home))
+        bare, wrapped = [], []
+        for i in range(5):
+            t = time.perf_counter()
+            await asyncio.to_thread(
+                subprocess.run, [str(LOCAL_CLAUDE), "-p", "--output-format", "json"],
+                input=b"say hi", env=bare_env, cwd=home, capture_output=True, check=True)
+            bare.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await executor.execute(_task(i))
+            wrapped.append(time.perf_counter() - t)
+        one = statistics.median(wrapped)
+        t = time.perf_counter()
+        await asyncio.gather(*(executor.execute(_task(100 + i)) for i in range(10)))
+        ten = time.perf_counter() - t
+    return {"bare_ms": statistics.median(bare) * 1000, "executor_ms": one * 1000,
+            "overhead_ms": (one - statistics.median(bare)) * 1000,
+            "ten_concurrent_ms": ten * 1000, "ten_vs_one": ten / one}
+
+
+async def main() -> None:
+    s = bench_settings()
+    dsn = await resolve_dsn(s)
+    s = s.model_copy(update={"database_url": dsn})
+    await migrate(s)
+    db = await Database.open(s, max_size=4)
+    try:
+        rate = await claim_rate(db)
+        emit(figure="claim_rate", claims_per_s=round(rate), batch=100, connections=1)
+        pgq = {}
+        for workers in (1, 2, 4):
+            got = await echo_throughput(db, s, dsn, workers)
+            line: dict[str, object] = {
+                "figure": "noop_throughput", "workers": workers, "tasks_per_s": round(got),
+                "claim_rate": round(rate), "tasks": NOOP_TASKS}
+            if workers == 4 or workers == 1:
+                other = await pgqueuer_throughput(db, s, dsn, workers)
+                if other is not None:
+                    pgq[workers] = other
+                    line.update(pgqueuer_tasks_per_s=round(other),
+                                vs_pgqueuer=round(got / other, 2) if other else None)
+            emit(**line)
+        lat = await notify_latency(db, s, dsn)
+        emit(figure="notify_latency", p50_ms=round(lat[len(lat) // 2], 2),
+             p99_ms=round(lat[int(len(lat) * 0.99) - 1], 2), poll_interval_ms=s.worker_check_interval * 1000,
+             claim_rate=round(rate), samples=len(lat))
+        claude = await claude_overhead(s)
+        if claude is not None:
+            emit(figure="claude_overhead", **{k: round(v, 2) for k, v in claude.items()},
+                 claim_rate=round(rate))
+    finally:
+        await db.close()
+        await drop_namespace(s)
+
+
+if __name__ == "__main__":
+    if "--pgqueuer-worker" in sys.argv:
+        asyncio.run(pgqueuer_worker())
+    else:
+        asyncio.run(main())

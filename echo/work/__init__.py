@@ -1,0 +1,54 @@
+"""Work queue and execution: `agent_tasks`, the executor pool and the executors.
+
+    queue = TaskQueue(database)
+    await queue.enqueue("review the design", role="cto", task_type="claude")
+
+    pool = ExecutorPool(settings, database, {"claude": ClaudeExecutor(settings)},
+                        concurrency=2, roles=["cto"], listener=listener)
+    await tg.start(pool.run)      # claims, runs, heartbeats, rescues
+    pool.stop()                   # graceful drain: finish or release, never lose
+
+Guarantees: a task is completed at most once (writes are guarded by its lease) and
+executed at least once (a dead worker's lease expires and the task is rescued).
+"""
+
+from echo.work.claude import ClaudeExecutor, ClaudeRunOptions, resolve_claude_bin
+from echo.work.executors import CommandExecutor, Executor, NoopExecutor, Result
+from echo.work.pool import ExecutorPool, PoolMetrics
+from echo.work.process import ProcessResult, run_process
+from echo.work.queue import (
+    FINAL_STATUSES,
+    STATUSES,
+    TASK_TYPES,
+    Backoff,
+    Completion,
+    Enqueued,
+    Failure,
+    NewTask,
+    Task,
+    TaskQueue,
+)
+
+__all__ = [
+    "FINAL_STATUSES",
+    "STATUSES",
+    "TASK_TYPES",
+    "Backoff",
+    "ClaudeExecutor",
+    "ClaudeRunOptions",
+    "CommandExecutor",
+    "Completion",
+    "Enqueued",
+    "Executor",
+    "ExecutorPool",
+    "Failure",
+    "NewTask",
+    "NoopExecutor",
+    "PoolMetrics",
+    "ProcessResult",
+    "Result",
+    "Task",
+    "TaskQueue",
+    "resolve_claude_bin",
+    "run_process",
+]

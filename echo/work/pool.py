@@ -1,0 +1,387 @@
+"""ExecutorPool: a worker's slots, and the loops that keep them busy and honest.
+
+One pool runs at most `concurrency` tasks at once and claims only as many tasks as
+it has free slots, so nothing it claims waits behind its own work. It is a plain
+anyio component: `await tg.start(pool.run)` starts it, `pool.stop()` asks for a
+graceful drain, and cancelling `run` releases what it holds (shielded, briefly).
+
+Inside `run`, alongside one runner per claimed task:
+
+- the claimer wakes on NOTIFY `<namespace>:tasks` (through the process's shared
+  `Listener`) and polls every `settings.worker_check_interval` seconds anyway;
+- the writer stores finished results in batches. A result that cannot be written
+  (the database is down) stays in memory and is retried until the database
+  answers; the write is guarded, so it lands only if this worker still owns the
+  task. The task keeps its slot, and its lease keeps being renewed, meanwhile;
+- the heartbeat renews leases every `lease_seconds / 3` and stops any task the
+  database says this worker no longer owns (rescued, or cancelled by a user);
+- the rescuer returns expired leases of dead workers to the queue.
+
+A database outage never crashes the pool: it reports `degraded` and keeps
+retrying with capped backoff. On `stop()`, claiming stops, running work has
+`grace_seconds` to finish, and whatever is still running is then cancelled and
+released back to pending: never lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+import asyncpg
+from anyio.abc import TaskGroup, TaskStatus
+
+from echo.config import Settings
+from echo.db import Database
+from echo.errors import EchoError, StoreUnavailable, UsageError
+from echo.listener import Listener
+from echo.work.executors import Executor, Result
+from echo.work.queue import DEFAULT_BACKOFF, Backoff, Completion, Failure, Task, TaskQueue
+
+log = logging.getLogger(__name__)
+
+_DB_ERRORS = (StoreUnavailable, asyncpg.PostgresError)
+_pool_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class PoolMetrics:
+    pool_size: int
+    active: int
+    available_slots: int
+    total_processed: int
+    succeeded: int
+    failed: int
+    released: int
+    lost: int
+    unwritten: int  # finished, result not yet stored (e.g. the database is down)
+    avg_duration_ms: float
+    success_rate: float
+    degraded: bool
+    last_error: str | None
+
+
+@dataclass(eq=False)
+class _Running:
+    task: Task
+    slot: int
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    started: float = field(default_factory=time.monotonic)
+    writing: bool = False
+
+
+def default_worker_prefix() -> str:
+    """host:pid, with a suffix for the second and later pools of one process."""
+    number = next(_pool_numbers)
+    pid = f"{os.getpid()}" if number == 1 else f"{os.getpid()}-{number}"
+    return f"{socket.gethostname()}:{pid}"
+
+
+class ExecutorPool:
+    """Claims and runs tasks of the types in `executors`, for `roles` (None: any role)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        executors: Mapping[str, Executor],
+        *,
+        concurrency: int = 4,
+        roles: Sequence[str] | None = None,
+        listener: Listener | None = None,
+        lease_seconds: float = 30.0,
+        grace_seconds: float = 10.0,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        worker_prefix: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise UsageError("a pool needs at least one slot (concurrency >= 1)")
+        if not executors:
+            raise UsageError("a pool needs at least one executor")
+        self.settings = settings
+        self.queue = TaskQueue(database)
+        self.executors = dict(executors)
+        self.concurrency = concurrency
+        self.roles = list(roles) if roles is not None else None
+        self.listener = listener
+        self.lease_seconds = lease_seconds
+        self.grace_seconds = grace_seconds
+        self.backoff = backoff
+        self.worker_prefix = worker_prefix or default_worker_prefix()
+        self.degraded = False
+        self.last_error: str | None = None
+        self._free = list(range(concurrency))
+        self._held: dict[int, _Running] = {}
+        self._outbox: list[tuple[_Running, Completion | Failure]] = []
+        self._outbox_ready = anyio.Event()
+        self._wake = anyio.Event()
+        self._slot_freed = anyio.Event()
+        self._idle = anyio.Event()
+        self._stopping = anyio.Event()
+        self._counts = {"succeeded": 0, "failed": 0, "released": 0, "lost": 0}
+        self._durations_ms = 0.0
+
+    # ------------------------------------------------------------------ public
+    def worker_id(self, slot: int) -> str:
+        return f"{self.worker_prefix}:{slot}"
+
+    def metrics(self) -> PoolMetrics:
+        processed = self._counts["succeeded"] + self._counts["failed"]
+        return PoolMetrics(
+            pool_size=self.concurrency, active=len(self._held),
+            available_slots=len(self._free), total_processed=processed,
+            succeeded=self._counts["succeeded"], failed=self._counts["failed"],
+            released=self._counts["released"], lost=self._counts["lost"],
+            unwritten=sum(1 for r in self._held.values() if r.writing),
+            avg_duration_ms=self._durations_ms / processed if processed else 0.0,
+            success_rate=self._counts["succeeded"] / processed if processed else 1.0,
+            degraded=self.degraded, last_error=self.last_error,
+        )
+
+    def wake(self) -> None:
+        """Claim now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Begin the graceful drain; `run` returns when it is over."""
+        self._stopping.set()
+        self._wake.set()
+        self._slot_freed.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        if self.listener is not None:
+            await self.listener.listen("tasks", self._on_notify)
+            self.listener.on_reconnect(self.wake)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._writer)
+                tg.start_soon(self._heartbeats)
+                tg.start_soon(self._rescues)
+                task_status.started()
+                await self._claim_loop(tg)
+                await self._drain()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._abandon()
+
+    # ---------------------------------------------------------------- claiming
+    def _on_notify(self, payload: str) -> None:
+        if payload.startswith("cancel:"):
+            with contextlib.suppress(ValueError):
+                running = self._held.get(int(payload[7:]))
+                if running is not None and not running.writing:
+                    running.scope.cancel()
+            return
+        self._wake.set()
+
+    def _trouble(self, exc: BaseException, doing: str) -> None:
+        if not self.degraded:
+            log.warning("work pool degraded: cannot %s: %s", doing, exc)
+        self.degraded = True
+        self.last_error = str(exc)
+
+    def _healthy(self) -> None:
+        if self.degraded:
+            log.warning("work pool recovered")
+        self.degraded = False
+
+    async def _claim_loop(self, tg: TaskGroup) -> None:
+        delay = 0.1
+        types = sorted(self.executors)
+        while not self._stopping.is_set():
+            if not self._free:
+                await self._slot_freed.wait()
+                self._slot_freed = anyio.Event()
+                continue
+            self._wake = anyio.Event()
+            slots = list(self._free)
+            try:
+                tasks = await self.queue.claim([self.worker_id(s) for s in slots],
+                                               task_types=types, roles=self.roles,
+                                               lease_seconds=self.lease_seconds)
+                self._healthy()
+                delay = 0.1
+            except _DB_ERRORS as exc:
+                self._trouble(exc, "claim tasks")
+                with anyio.move_on_after(delay):
+                    await self._stopping.wait()
+                delay = min(delay * 2, 5.0)
+                continue
+            for task in tasks:
+                slot = int(task.worker_id.rsplit(":", 1)[1])
+                self._free.remove(slot)
+                running = _Running(task, slot)
+                self._held[task.task_id] = running
+                self._idle = anyio.Event()
+                tg.start_soon(self._execute, running)
+            if len(tasks) < len(slots):
+                with anyio.move_on_after(self.settings.worker_check_interval):
+                    await self._wake.wait()
+
+    # --------------------------------------------------------------- executing
+    async def _execute(self, running: _Running) -> None:
+        task = running.task
+        outcome: Completion | Failure | None = None
+        with running.scope:
+            try:
+                result: Result = await self.executors[task.task_type].execute(task)
+                outcome = Completion(task, result.output, result.cost_usd, result.session_id)
+            except Exception as exc:
+                outcome = self._failure(task, exc)
+        if outcome is None:  # cancelled: a user cancelled it, its lease was lost, or a drain
+            self._free_slot(running)
+            return
+        running.writing = True
+        self._durations_ms += (time.monotonic() - running.started) * 1000
+        self._outbox.append((running, outcome))
+        self._outbox_ready.set()
+
+    def _failure(self, task: Task, exc: Exception) -> Failure:
+        retryable = getattr(exc, "retryable", None)
+        if retryable is None:
+            retryable = not isinstance(exc, UsageError)
+        if isinstance(exc, EchoError):
+            message = str(exc)
+        else:
+            log.exception("executor %s crashed on task %s", task.task_type, task.task_id)
+            message = f"executor crashed: {type(exc).__name__}: {exc}"
+        retry_at: datetime | None = getattr(exc, "retry_at", None)
+        if retry_at is not None:
+            delay = (retry_at - datetime.now(UTC)).total_seconds()
+            return Failure(task, message, True, delay=delay, counted=False)
+        return Failure(task, message, bool(retryable), delay=self.backoff.delay(task.retry_count))
+
+    def _free_slot(self, running: _Running) -> None:
+        if self._held.pop(running.task.task_id, None) is None:
+            return
+        self._free.append(running.slot)
+        self._slot_freed.set()
+        if not self._held:
+            self._idle.set()
+
+    # ----------------------------------------------------------------- writing
+    async def _writer(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready = anyio.Event()
+            batch, self._outbox = self._outbox, []
+            await self._write(batch)
+
+    async def _write(self, batch: list[tuple[_Running, Completion | Failure]], *,
+                     retry: bool = True) -> None:
+        """Store a batch, retrying through outages; the guards decide what lands."""
+        done = [o for _, o in batch if isinstance(o, Completion)]
+        failed = [o for _, o in batch if isinstance(o, Failure)]
+        applied: set[int] = set()
+        statuses: dict[int, str] = {}
+        delay = 0.1
+        while True:
+            try:
+                if done:
+                    applied = await self.queue.complete(done)
+                    done = []
+                statuses = await self.queue.fail(failed)
+                self._healthy()
+                break
+            except _DB_ERRORS as exc:
+                if not retry:
+                    raise
+                self._trouble(exc, "store task results")
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for running, _ in batch:
+            tid = running.task.task_id
+            if tid in applied:
+                self._counts["succeeded"] += 1
+            elif tid in statuses:
+                self._counts["failed"] += 1
+            else:
+                self._counts["lost"] += 1
+                log.warning("task %s finished after this worker lost its lease; result dropped",
+                            tid)
+            self._free_slot(running)
+
+    # ------------------------------------------------------------ leases, rescue
+    async def _heartbeats(self) -> None:
+        interval = max(self.lease_seconds / 3, 0.05)
+        while True:
+            await anyio.sleep(interval)
+            held = [r for r in self._held.values()]
+            if not held:
+                continue
+            try:
+                owned = await self.queue.heartbeat([r.task for r in held], self.lease_seconds)
+            except _DB_ERRORS as exc:
+                self._trouble(exc, "renew leases")
+                continue
+            for running in held:
+                if running.task.task_id not in owned and not running.writing:
+                    log.warning("task %s is no longer ours (cancelled or rescued); stopping it",
+                                running.task.task_id)
+                    self._counts["lost"] += 1
+                    running.scope.cancel()
+
+    async def _rescues(self) -> None:
+        while True:
+            try:
+                rescued = await self.queue.rescue(actor=f"{self.worker_prefix}:rescue",
+                                                  backoff=self.backoff)
+            except _DB_ERRORS as exc:
+                self._trouble(exc, "rescue expired leases")
+                rescued = {}
+            if rescued:
+                log.warning("rescued %d task(s) with expired leases: %s", len(rescued), rescued)
+                self._wake.set()
+            await anyio.sleep(max(self.settings.worker_check_interval, self.lease_seconds / 6))
+
+    # ---------------------------------------------------------------- draining
+    async def _drain(self) -> None:
+        """Let running work finish within the grace period, then give the rest back."""
+        if self._held:
+            with anyio.move_on_after(self.grace_seconds):
+                await self._idle.wait()
+        executing = [r for r in self._held.values() if not r.writing]
+        for running in executing:
+            running.scope.cancel()
+        await self._release(executing)
+        # Results already finished are written before the pool stops (or until the
+        # grace runs out a second time: their leases then expire and they are rescued).
+        with anyio.move_on_after(self.grace_seconds):
+            while self._held:
+                self._slot_freed = anyio.Event()
+                await self._slot_freed.wait()
+
+    async def _release(self, running: list[_Running]) -> None:
+        if not running:
+            return
+        try:
+            released = await self.queue.release([r.task for r in running])
+        except _DB_ERRORS as exc:
+            self._trouble(exc, "release tasks on shutdown")
+            log.warning("could not release %d task(s); their leases will expire and "
+                        "another worker will rescue them", len(running))
+            return
+        self._counts["released"] += len(released)
+        for r in running:
+            self._free_slot(r)
+
+    async def _abandon(self) -> None:
+        """`run` is ending (cancelled, or after a drain): one last try to store finished
+        results and to release unfinished work; what fails here is rescued later."""
+        batch, self._outbox = self._outbox, []
+        if batch:
+            with contextlib.suppress(*_DB_ERRORS):
+                await self._write(batch, retry=False)
+        executing = [r for r in self._held.values() if not r.writing]
+        for running in executing:
+            running.scope.cancel()
+        await self._release(executing)

@@ -1,0 +1,154 @@
+"""The one way the work queue runs a child process.
+
+Both the Claude executor and the `command` executor go through `run_process`, so
+every child gets the same guarantees:
+
+- arguments are a list, never a shell string;
+- stdin is written and then closed (the Claude CLI waits forever on an open stdin);
+- the child leads its own process group (`start_new_session`), so whatever it
+  spawns can be killed with it;
+- a wall-clock timeout, and any cancellation of the caller (a cancelled task, a
+  drain, a lost lease), sends TERM to the whole group, then KILL after a grace
+  period, and the child is always reaped: no zombie, no orphaned grandchild;
+- output is captured up to a limit, so a chatty child cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from anyio.abc import ByteReceiveStream, Process
+
+#: Bytes of stdout (and of stderr) kept; the rest is read and dropped.
+MAX_OUTPUT = 8 * 1024 * 1024
+
+#: Variables a child may inherit from the worker. Everything else (database URLs,
+#: cloud and CI secrets, CLAUDECODE) stays behind; callers add what they need.
+BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+            "SHELL", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS",
+            "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+def scrubbed_env(
+    extra: Mapping[str, str] | None = None,
+    *,
+    prefixes: Sequence[str] = (),
+    source: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The worker's environment reduced to `BASE_ENV`, `LC_*` and `prefixes`, plus `extra`."""
+    source = os.environ if source is None else source
+    keep = (*prefixes, "LC_")
+    env = {k: v for k, v in source.items() if k in BASE_ENV or k.startswith(keep)}
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    duration: float
+    timed_out: bool
+
+    @property
+    def signal(self) -> int | None:
+        """The signal that ended the child, if one did."""
+        return -self.returncode if self.returncode < 0 else None
+
+
+async def _drain(stream: ByteReceiveStream | None, sink: bytearray) -> None:
+    if stream is None:
+        return
+    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError,
+                             anyio.ClosedResourceError):
+        async for chunk in stream:
+            room = MAX_OUTPUT - len(sink)
+            if room > 0:
+                sink.extend(chunk[:room])
+
+
+async def _feed(process: Process, data: bytes | None) -> None:
+    if process.stdin is None:
+        return
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        if data:
+            await process.stdin.send(data)
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        await process.stdin.aclose()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    # The group id is the child's pid (start_new_session). Until the child is reaped
+    # its pid cannot be reused, so this never hits a stranger.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def _stop(process: Process, kill_grace: float) -> None:
+    """TERM the group, KILL it after `kill_grace`, and reap the child."""
+    _signal_group(process.pid, signal.SIGTERM)
+    with anyio.move_on_after(kill_grace):
+        await process.wait()
+    _signal_group(process.pid, signal.SIGKILL)
+    await process.wait()
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    time_limit: float,
+    kill_grace: float = 2.0,
+) -> ProcessResult:
+    """Run `argv` to completion or until `time_limit` seconds pass (then the group dies).
+
+    Raises `OSError` (e.g. `FileNotFoundError`) when the program cannot be started.
+    Cancelling the caller kills the group too, shielded, before the cancellation
+    propagates.
+    """
+    started = time.monotonic()
+    stdout, stderr = bytearray(), bytearray()
+    timed_out = False
+    process = await anyio.open_process(
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_drain, process.stdout, stdout)
+            tg.start_soon(_drain, process.stderr, stderr)
+            tg.start_soon(_feed, process, stdin)
+            with anyio.move_on_after(time_limit) as scope:
+                await process.wait()
+            if scope.cancelled_caught:
+                timed_out = True
+                await _stop(process, kill_grace)
+            # Grandchildren that outlived the child would hold the pipes open; one that
+            # left the group cannot be killed, so stop reading after a moment.
+            _signal_group(process.pid, signal.SIGKILL)
+            tg.cancel_scope.deadline = anyio.current_time() + 1.0
+    finally:
+        if process.returncode is None:
+            with anyio.CancelScope(shield=True):
+                await _stop(process, kill_grace)
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+    assert process.returncode is not None
+    return ProcessResult(process.returncode, bytes(stdout), bytes(stderr),
+                         time.monotonic() - started, timed_out)

@@ -1,0 +1,317 @@
+"""The work queue: `agent_tasks` rows and every way they change state.
+
+Postgres is the queue. `claim` takes pending rows with `FOR UPDATE SKIP LOCKED`
+inside a transaction that commits before the rows are returned, so a claim is
+either visible to every other worker or never happened: a claim can never be
+stranded in a pooled connection's open transaction (the failure that once stalled
+the original system for 7.5 hours).
+
+Ownership is a lease. A claimed row carries the worker id (host:pid:slot), an
+`attempt` number and `lease_expires_at`; the worker extends the lease with
+`heartbeat`. A worker that dies stops heartbeating and `rescue` (run by every
+worker) puts its task back, or marks it dead after `max_retries`. Every write a
+worker makes is guarded by (task_id, worker id, attempt), so a worker that lost
+its lease cannot complete a task that someone else now owns: completion is exactly
+once, execution at least once.
+
+The SQL lives in shared/sql/queries/tasks.sql; the audit rows and NOTIFY wake-ups
+are written by the triggers of shared/sql/003_tasks.sql.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from echo.db import Database, load_queries
+from echo.errors import NotFound, UsageError
+
+#: Every status a task can have; the last four are final.
+STATUSES = ("pending", "running", "completed", "failed", "cancelled", "dead")
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "dead"})
+#: The executors a task may name.
+TASK_TYPES = ("claude", "command", "noop")
+
+_Q = load_queries("tasks")
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to enqueue. `role` None means any role-less worker may run it."""
+
+    description: str
+    task_type: str = "claude"
+    priority: int = 0
+    role: str | None = None
+    timeout_seconds: int = 300
+    max_retries: int = 3
+    dedupe_key: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    delay: float = 0.0
+
+    def check(self) -> None:
+        """Reject bad input before it reaches the database, in one clear line."""
+        if not self.description.strip():
+            raise UsageError("a task needs a description")
+        if self.task_type not in TASK_TYPES:
+            raise UsageError(f"unknown task type {self.task_type!r}; use {', '.join(TASK_TYPES)}")
+        if not -1000 <= self.priority <= 1000:
+            raise UsageError("priority must be between -1000 and 1000 (higher runs first)")
+        if not 1 <= self.timeout_seconds <= 7 * 24 * 3600:
+            raise UsageError("timeout must be between 1 second and 7 days")
+        if not 0 <= self.max_retries <= 100:
+            raise UsageError("max retries must be between 0 and 100")
+        if self.delay < 0:
+            raise UsageError("delay cannot be negative")
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    task_id: int
+    created: bool  # False: the dedupe key belonged to a live task, whose id this is
+
+
+@dataclass(frozen=True)
+class Task:
+    """A claimed task, as its worker sees it. (worker_id, attempt) is the lease token."""
+
+    task_id: int
+    task_type: str
+    description: str
+    priority: int
+    role: str | None
+    worker_id: str
+    attempt: int
+    timeout_seconds: int
+    max_retries: int
+    retry_count: int
+    payload: dict[str, Any]
+    started_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Task:
+        return cls(row["task_id"], row["task_type"], row["task_description"],
+                   row["task_priority"], row["assigned_role"], row["assigned_worker_id"],
+                   row["attempt"], row["timeout_seconds"], row["max_retries"],
+                   row["retry_count"], row["payload"] or {}, row["started_at"])
+
+
+@dataclass(frozen=True)
+class Completion:
+    task: Task
+    result: Any
+    cost_usd: float | None = None
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """`retryable` failures run again after `delay` seconds; `counted` ones use up a retry."""
+
+    task: Task
+    error: str
+    retryable: bool
+    delay: float = 0.0
+    counted: bool = True
+    cost_usd: float | None = None
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: the n-th retry waits between d/2 and d,
+    where d = min(cap, base * 2**n). The jitter spreads out retries of tasks that
+    failed together (a rate limit hits every worker at once)."""
+
+    base: float = 1.0
+    cap: float = 300.0
+
+    def delay(self, retry_count: int) -> float:
+        d = float(min(self.cap, self.base * 2 ** min(retry_count, 32)))
+        return d / 2 + random.random() * d / 2  # noqa: S311 - jitter, not security
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+def _tokens(tasks: Sequence[Task]) -> tuple[list[int], list[str], list[int]]:
+    return [t.task_id for t in tasks], [t.worker_id for t in tasks], [t.attempt for t in tasks]
+
+
+class TaskQueue:
+    """The job operations on `agent_tasks`, each in its own committed transaction."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    # ------------------------------------------------------------------ producers
+    async def enqueue(self, description: str, **options: Any) -> Enqueued:
+        """One task; see `NewTask` for the options."""
+        return (await self.enqueue_many([NewTask(description, **options)]))[0]
+
+    async def enqueue_many(self, tasks: Sequence[NewTask]) -> list[Enqueued]:
+        """Many tasks in one statement (one transaction, one audit INSERT, one NOTIFY).
+        A task whose dedupe key a live task holds is not added; its entry names that task."""
+        for task in tasks:
+            task.check()
+        if not tasks:
+            return []
+        columns = (
+            [t.task_type for t in tasks], [t.description for t in tasks],
+            [t.priority for t in tasks], [t.role for t in tasks],
+            [t.timeout_seconds for t in tasks], [t.max_retries for t in tasks],
+            [t.dedupe_key for t in tasks], [json.dumps(dict(t.payload)) for t in tasks],
+            [float(t.delay) for t in tasks],
+        )
+        keys = [t.dedupe_key for t in tasks if t.dedupe_key is not None]
+        async with self.db.transaction() as conn:
+            inserted = await conn.fetch(_Q["enqueue"], *columns)
+            live = {}
+            if len(inserted) < len(tasks) and keys:
+                live = {r["dedupe_key"]: r["task_id"]
+                        for r in await conn.fetch(_Q["live_by_dedupe_key"], keys)}
+        out: list[Enqueued] = []
+        rows = iter(inserted)
+        pending = next(rows, None)
+        seen: set[str] = set()
+        for task in tasks:
+            key = task.dedupe_key
+            if pending is not None and pending["dedupe_key"] == key and (
+                key is None or key not in seen
+            ):
+                out.append(Enqueued(pending["task_id"], True))
+                pending = next(rows, None)
+            else:
+                out.append(Enqueued(live.get(key, 0) if key else 0, False))
+            if key is not None:
+                seen.add(key)
+        return out
+
+    # ------------------------------------------------------------------- workers
+    async def claim(
+        self,
+        worker_ids: Sequence[str],
+        *,
+        task_types: Sequence[str] = TASK_TYPES,
+        roles: Sequence[str] | None = None,
+        lease_seconds: float = 30.0,
+    ) -> list[Task]:
+        """At most one task per id in `worker_ids` (the free slots), highest priority
+        first, then oldest. Committed before it returns."""
+        if not worker_ids:
+            return []
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(_Q["claim"], list(worker_ids), list(task_types),
+                                    None if roles is None else list(roles), lease_seconds)
+        return [Task.from_row(r) for r in rows]
+
+    async def heartbeat(self, tasks: Sequence[Task], lease_seconds: float) -> set[int]:
+        """Extend the leases; return the ids still owned (the others must stop)."""
+        if not tasks:
+            return set()
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(_Q["heartbeat"], *_tokens(tasks), lease_seconds)
+        return {r["task_id"] for r in rows}
+
+    async def complete(self, done: Sequence[Completion]) -> set[int]:
+        """Store results; return the ids that were still owned (the others are ignored)."""
+        if not done:
+            return set()
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                _Q["complete"], *_tokens([d.task for d in done]),
+                [json.dumps(d.result, default=str) for d in done],
+                [d.cost_usd for d in done], [d.session_id for d in done],
+            )
+        return {r["task_id"] for r in rows}
+
+    async def fail(self, failures: Sequence[Failure]) -> dict[int, str]:
+        """Record failures; return the new status of each task that was still owned."""
+        if not failures:
+            return {}
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(
+                _Q["fail"], *_tokens([f.task for f in failures]),
+                [f.error[:4000] for f in failures], [f.retryable for f in failures],
+                [f.counted for f in failures], [max(0.0, f.delay) for f in failures],
+                [f.cost_usd for f in failures], [f.session_id for f in failures],
+            )
+        return {r["task_id"]: r["status"] for r in rows}
+
+    async def release(self, tasks: Sequence[Task]) -> set[int]:
+        """Give tasks back untouched (a drain ran out of time); return those released."""
+        if not tasks:
+            return set()
+        async with self.db.transaction() as conn:
+            rows = await conn.fetch(_Q["release"], *_tokens(tasks))
+        return {r["task_id"] for r in rows}
+
+    async def rescue(self, *, actor: str, backoff: Backoff = DEFAULT_BACKOFF,
+                     limit: int = 1000) -> dict[int, str]:
+        """Put back (or kill) tasks whose lease expired; return their new statuses."""
+        async with self.db.transaction() as conn:
+            await conn.fetchval(_Q["set_actor"], actor)
+            rows = await conn.fetch(_Q["rescue"], backoff.base, backoff.cap, limit)
+        return {r["task_id"]: r["status"] for r in rows}
+
+    # ----------------------------------------------------------------- operators
+    async def cancel(self, task_id: int, *, actor: str = "cli") -> str:
+        """Cancel a pending or running task; return the status it had. A running task's
+        worker is told by NOTIFY (and notices at its next heartbeat anyway)."""
+        async with self.db.transaction() as conn:
+            await conn.fetchval(_Q["set_actor"], actor)
+            previous = await conn.fetchval(_Q["cancel"], task_id)
+            status = None if previous else await conn.fetchval(_Q["status_of"], task_id)
+        if previous:
+            return str(previous)
+        if status is None:
+            raise NotFound(f"no task {task_id}; `echoctl tasks list` shows the tasks")
+        raise UsageError(f"task {task_id} is already {status}; only pending or running "
+                         "tasks can be cancelled")
+
+    async def requeue(self, task_id: int, *, actor: str = "cli") -> None:
+        """Run a failed, dead or cancelled task again, with its retries reset."""
+        try:
+            async with self.db.transaction() as conn:
+                await conn.fetchval(_Q["set_actor"], actor)
+                done = await conn.fetchval(_Q["requeue"], task_id)
+                status = None if done else await conn.fetchval(_Q["status_of"], task_id)
+        except asyncpg.UniqueViolationError:
+            raise UsageError(f"task {task_id} cannot run again: another live task holds "
+                             "its dedupe key") from None
+        if done:
+            return
+        if status is None:
+            raise NotFound(f"no task {task_id}; `echoctl tasks list` shows the tasks")
+        raise UsageError(f"task {task_id} is {status}; only failed, dead or cancelled tasks "
+                         "can be retried")
+
+    async def get(self, task_id: int) -> dict[str, Any]:
+        async with self.db.acquire() as conn:
+            row = await conn.fetchrow(_Q["get"], task_id)
+        if row is None:
+            raise NotFound(f"no task {task_id}; `echoctl tasks list` shows the tasks")
+        return dict(row)
+
+    async def history(self, task_id: int) -> list[dict[str, Any]]:
+        """The task's audit trail, oldest first."""
+        async with self.db.acquire() as conn:
+            return [dict(r) for r in await conn.fetch(_Q["history"], str(task_id))]
+
+    async def list(self, *, status: str | None = None, role: str | None = None,
+                   limit: int = 100) -> list[dict[str, Any]]:
+        if status is not None and status not in STATUSES:
+            raise UsageError(f"unknown status {status!r}; use {', '.join(STATUSES)}")
+        async with self.db.acquire() as conn:
+            return [dict(r) for r in await conn.fetch(_Q["list"], status, role, limit)]
+
+    async def counts(self) -> dict[str, int]:
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(_Q["counts"])
+        return {s: 0 for s in STATUSES} | {r["status"]: r["n"] for r in rows}

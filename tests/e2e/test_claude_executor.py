@@ -1,0 +1,183 @@
+"""The Claude executor with the REAL `claude` CLI (pinned 2.1.197) against a fake
+Anthropic API on 127.0.0.1: success, not logged in, 429 then success, an API that
+never answers (timeout, group killed, no zombie), and `claude` not installed."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from echo.config import Settings
+from echo.db import Database
+from echo.errors import ClaudeAuthError, ClaudeNotInstalled, ClaudeTimeout
+from echo.work import (
+    Backoff,
+    ClaudeExecutor,
+    ClaudeRunOptions,
+    ExecutorPool,
+    Task,
+    TaskQueue,
+)
+from echo.work.claude import LOCAL_CLAUDE
+from tests.conftest import unavailable
+from tests.fakes.anthropic import HANG, FakeAnthropic, error, text
+
+pytestmark = pytest.mark.e2e
+
+FAST = Backoff(base=0.05, cap=0.1)
+
+
+@pytest.fixture
+def claude_bin() -> str:
+    if not os.access(LOCAL_CLAUDE, os.X_OK):
+        unavailable(f"the pinned Claude CLI is not installed at {LOCAL_CLAUDE}; run `make setup`")
+    return str(LOCAL_CLAUDE)
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+                 "ANTHROPIC_BASE_URL", "CLAUDECODE"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeAnthropic() as fake:
+        yield fake
+
+
+def make_executor(settings: Settings, claude_bin: str, api: FakeAnthropic, tmp_path: Path,
+                  *, api_key: str | None = "sk-ant-test-0123456789", **kw: object) -> ClaudeExecutor:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {**api.env(api_key), "HOME": str(home), "ECHO_TEST_MARKER": kw.pop("marker", "x")}
+    return ClaudeExecutor(settings.model_copy(update={"claude_bin": claude_bin}), env=env,
+                          config_dir=tmp_path / "claude-config", cwd=tmp_path,
+                          **kw)  # type: ignore[arg-type]
+
+
+async def run_one(settings: Settings, db: Database, executor: ClaudeExecutor,
+                  **task: object) -> dict[str, object]:
+    """Enqueue one claude task, run a pool until it is final, return its row."""
+    q = TaskQueue(db)
+    made = await q.enqueue(str(task.pop("description", "say hello")), task_type="claude",
+                           **task)
+    pool = ExecutorPool(settings, db, {"claude": executor}, concurrency=1, backoff=FAST)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pool.run)
+        with anyio.fail_after(60):
+            while (row := await q.get(made.task_id))["status"] not in (
+                    "completed", "failed", "dead"):
+                await anyio.sleep(0.05)
+        pool.stop()
+    return row
+
+
+async def test_success_stores_result_cost_and_session(
+    settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    api.script(text("Hello from the fake API"))
+    options = ClaudeRunOptions(model="sonnet", system_prompt="You are the CTO.",
+                               allowed_tools=("Read", "Grep"), max_turns=3)
+    executor = make_executor(settings, claude_bin, api, tmp_path, options=options)
+    row = await run_one(settings, db, executor, description="Plan the migration")
+    assert row["status"] == "completed", row["error"]
+    result = row["result"]
+    assert isinstance(result, dict) and result["result"] == "Hello from the fake API"
+    assert float(row["cost_usd"]) > 0 and row["session_id"] == result["session_id"]
+    [request] = api.message_requests()
+    body = request.body
+    assert request.path == "/v1/messages?beta=true" and body["stream"] is True
+    assert "sonnet" in body["model"]
+    assert "Plan the migration" in str(body["messages"])
+    assert "You are the CTO." in str(body["system"])
+    assert request.headers.get("x-api-key") == "sk-ant-test-0123456789"
+    assert (tmp_path / "claude-config").is_dir()
+
+
+async def test_not_logged_in_fails_once_and_is_not_retried(
+    settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    executor = make_executor(settings, claude_bin, api, tmp_path, api_key=None)
+    row = await run_one(settings, db, executor, max_retries=3)
+    assert row["status"] == "failed" and row["retry_count"] == 0
+    assert "Not logged in" in str(row["error"]) and "ANTHROPIC_API_KEY" in str(row["error"])
+    assert api.message_requests() == []
+
+
+async def test_invalid_api_key_is_an_auth_error_without_the_key(
+    settings: Settings, claude_bin: str, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    api.script(error(401, "invalid x-api-key"))
+    executor = make_executor(settings, claude_bin, api, tmp_path, cli_max_retries=0)
+    task = _task(timeout=60)
+    with pytest.raises(ClaudeAuthError) as info:
+        await executor.execute(task)
+    assert "Invalid API key" in str(info.value)
+    assert "sk-ant-test" not in str(info.value)
+
+
+async def test_a_429_is_retried_by_the_queue_then_succeeds(
+    settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    api.script(error(429, "rate limited"), text("after the limit"))
+    executor = make_executor(settings, claude_bin, api, tmp_path, cli_max_retries=0)
+    row = await run_one(settings, db, executor, max_retries=2)
+    assert row["status"] == "completed" and row["retry_count"] == 1
+    assert isinstance(row["result"], dict) and row["result"]["result"] == "after the limit"
+    assert len(api.message_requests()) == 2
+    history = await TaskQueue(db).history(int(str(row["task_id"])))
+    assert [h["action"] for h in history] == [
+        "task.enqueued", "task.claimed", "task.retry_scheduled", "task.claimed", "task.completed"]
+    assert "429" in history[2]["details"]["error"]
+
+
+async def test_an_api_that_never_answers_times_out_and_leaves_no_process(
+    settings: Settings, claude_bin: str, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    api.script(HANG)
+    marker = uuid.uuid4().hex
+    executor = make_executor(settings, claude_bin, api, tmp_path, marker=marker, kill_grace=1.0)
+    with pytest.raises(ClaudeTimeout):
+        with anyio.fail_after(20):
+            await executor.execute(_task(timeout=3))
+    assert len(api.message_requests()) >= 1  # it really was waiting on the API
+    me = psutil.Process()
+    assert [c for c in me.children(recursive=True) if c.status() == psutil.STATUS_ZOMBIE] == []
+    assert _processes_with_marker(marker) == []
+
+
+async def test_claude_not_installed_is_one_clear_error(
+    settings: Settings, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    missing = settings.model_copy(update={"claude_bin": "/nonexistent/bin/claude"})
+    with pytest.raises(ClaudeNotInstalled) as info:
+        await ClaudeExecutor(missing).execute(_task(timeout=5))
+    message = str(info.value)
+    assert "ECHO_CLAUDE_BIN" in message and "@anthropic-ai/claude-code" in message
+    assert "\n" not in message
+    not_on_path = settings.model_copy(update={"claude_bin": f"claude-{uuid.uuid4().hex}"})
+    with pytest.raises(ClaudeNotInstalled):
+        ClaudeExecutor(not_on_path, local_bin=None).binary()
+
+
+def _task(*, timeout: int) -> Task:
+    from datetime import UTC, datetime
+
+    return Task(task_id=1, task_type="claude", description="say hello", priority=0, role=None,
+                worker_id="test:1:0", attempt=1, timeout_seconds=timeout, max_retries=0,
+                retry_count=0, payload={}, started_at=datetime.now(UTC))
+
+
+def _processes_with_marker(marker: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("ECHO_TEST_MARKER") == marker:
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found

@@ -1,0 +1,1 @@
+"""Stand-ins for external services that a test cannot run for real."""

@@ -1,0 +1,218 @@
+"""A fake Anthropic Messages API for the real `claude` CLI.
+
+The e2e tests and the benchmark run the pinned Claude Code CLI against this
+server (`ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`), so the executor is tested
+against the real client. Each `POST /v1/messages` takes the next scripted
+`Reply` (the last one repeats): streamed text, an HTTP error such as 429 or 529,
+or silence (the request is held open, for timeouts). Every request is recorded.
+
+It runs on its own thread (`ThreadingHTTPServer`), so it serves equally well a
+pytest test on an event loop and a plain benchmark script.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the fake answers to one /v1/messages request."""
+
+    text: str = "ok"
+    status: int = 200
+    error_type: str = ""
+    error_message: str = ""
+    hang: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    input_tokens: int = 10
+    output_tokens: int = 5
+
+
+def text(value: str) -> Reply:
+    return Reply(text=value)
+
+
+def error(status: int, message: str = "", *, kind: str = "", **headers: str) -> Reply:
+    kinds = {401: "authentication_error", 429: "rate_limit_error", 529: "overloaded_error",
+             400: "invalid_request_error", 500: "api_error"}
+    return Reply(status=status, error_type=kind or kinds.get(status, "api_error"),
+                 error_message=message or f"fake error {status}", headers=headers)
+
+
+HANG = Reply(hang=True)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class FakeAnthropic:
+    """`with FakeAnthropic() as api: api.script(text("hi")); env = api.env()`."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self._script: list[Reply] = [Reply()]
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def script(self, *replies: Reply) -> None:
+        """Answer the next requests with `replies`, in order; the last one repeats."""
+        with self._lock:
+            self._script = list(replies) or [Reply()]
+
+    def message_requests(self) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith("/v1/messages")
+                    and not r.path.startswith("/v1/messages/count_tokens")]
+
+    def env(self, api_key: str | None = "sk-ant-fake-key") -> dict[str, str]:
+        """The variables that point the CLI here and turn off its other traffic."""
+        env = {
+            "ANTHROPIC_BASE_URL": self.url,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+        }
+        if api_key is not None:
+            env["ANTHROPIC_API_KEY"] = api_key
+        return env
+
+    def start(self) -> FakeAnthropic:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeAnthropic:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _next_reply(self) -> Reply:
+        with self._lock:
+            return self._script.pop(0) if len(self._script) > 1 else self._script[0]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _record(self) -> Request:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                req = Request(self.command, self.path, dict(self.headers.items()), body)
+                with fake._lock:
+                    fake.requests.append(req)
+                return req
+
+            def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+                payload = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                self._record()
+                self._json(200, {"data": [], "has_more": False})
+
+            def do_HEAD(self) -> None:
+                self._record()
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                req = self._record()
+                if req.path.startswith("/v1/messages/count_tokens"):
+                    self._json(200, {"input_tokens": 10})
+                elif req.path.startswith("/v1/messages"):
+                    self._messages(req, fake._next_reply())
+                else:
+                    self._json(200, {})
+
+            def _messages(self, req: Request, reply: Reply) -> None:
+                if reply.hang:
+                    fake._release.wait()
+                    return
+                if reply.status != 200:
+                    self._json(reply.status, {"type": "error", "error": {
+                        "type": reply.error_type, "message": reply.error_message}},
+                        reply.headers)
+                    return
+                body = req.body if isinstance(req.body, dict) else {}
+                model = body.get("model", "claude-sonnet-4-5")
+                if not body.get("stream"):
+                    self._json(200, _message(model, reply))
+                    return
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("connection", "close")
+                self.end_headers()
+                for event, data in _events(model, reply):
+                    self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+                    self.wfile.flush()
+                self.close_connection = True
+
+        return Handler
+
+
+def _message(model: str, reply: Reply) -> dict[str, Any]:
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
+        "model": model, "content": [{"type": "text", "text": reply.text}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
+    }
+
+
+def _events(model: str, reply: Reply) -> Iterator[tuple[str, dict[str, Any]]]:
+    start = _message(model, reply)
+    start.update(content=[], stop_reason=None,
+                 usage={"input_tokens": reply.input_tokens, "output_tokens": 1})
+    yield "message_start", {"type": "message_start", "message": start}
+    yield "content_block_start", {"type": "content_block_start", "index": 0,
+                                  "content_block": {"type": "text", "text": ""}}
+    yield "content_block_delta", {"type": "content_block_delta", "index": 0,
+                                  "delta": {"type": "text_delta", "text": reply.text}}
+    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    yield "message_delta", {"type": "message_delta",
+                            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                            "usage": {"output_tokens": reply.output_tokens}}
+    yield "message_stop", {"type": "message_stop"}

@@ -1,0 +1,157 @@
+"""Real `python -m echo worker` processes sharing one database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from echo.config import Settings
+from echo.db import Database
+from echo.work import NewTask, TaskQueue
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class Workers:
+    """Starts worker processes and makes sure none outlives the test."""
+
+    def __init__(self, settings: Settings, tmp_path: Path) -> None:
+        self.env = {**os.environ, **settings.child_env(), "ECHO_LOG_LEVEL": "WARNING"}
+        self.env.pop("ECHO_ENV", None)
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp_path / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "echo", "worker", *args], cwd=ROOT,
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, i: int) -> str:
+        return (self.tmp_path / f"worker-{i}.log").read_text(errors="replace")
+
+    async def ready(self, i: int, timeout: float = 20) -> None:
+        with anyio.fail_after(timeout):
+            while " ready: " not in self.log(i):
+                assert self.procs[i].poll() is None, self.log(i)
+                await anyio.sleep(0.05)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def workers(settings: Settings, tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(settings, tmp_path)
+    yield w
+    w.stop_all()
+
+
+async def until(q: TaskQueue, condition, timeout: float) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    with anyio.fail_after(timeout):
+        while not condition(counts := await q.counts()):
+            await anyio.sleep(0.1)
+    return counts
+
+
+async def test_four_workers_execute_2000_tasks_exactly_once(
+    settings: Settings, db: Database, workers: Workers
+) -> None:
+    for _ in range(4):
+        workers.start("--concurrency", "32", "--executor", "noop")
+    for i in range(4):
+        await workers.ready(i)
+    q = TaskQueue(db)
+    for start in range(0, 2000, 200):
+        await q.enqueue_many([NewTask(f"t{i}", task_type="noop") for i in range(start, start + 200)])
+    await until(q, lambda c: c["completed"] == 2000, timeout=60)
+    for proc in workers.procs:
+        proc.send_signal(signal.SIGTERM)
+    for i, proc in enumerate(workers.procs):
+        assert proc.wait(timeout=20) == 0, workers.log(i)
+    async with db.acquire() as conn:
+        per_task = await conn.fetch(
+            "SELECT subject_id, count(*) FILTER (WHERE action = 'task.claimed') AS claims, "
+            "count(*) FILTER (WHERE action = 'task.completed') AS completions "
+            "FROM agent_actions WHERE subject_type = 'task' GROUP BY subject_id")
+        by_worker = await conn.fetch(
+            "SELECT split_part(assigned_worker_id, ':', 2) AS pid, count(*) AS n "
+            "FROM agent_tasks GROUP BY 1")
+    assert len(per_task) == 2000
+    assert {(r["claims"], r["completions"]) for r in per_task} == {(1, 1)}
+    assert len(by_worker) >= 2, by_worker  # the work was shared, not one worker's
+    assert sum(r["n"] for r in by_worker) == 2000
+
+
+async def test_a_worker_killed_mid_task_has_its_task_rescued_by_another(
+    settings: Settings, db: Database, workers: Workers
+) -> None:
+    # First attempt hangs (as if the worker were stuck in it); the rescued one finishes.
+    script = ("import os, time\n"
+              "if os.environ['ECHO_TASK_ATTEMPT'] == '1':\n    time.sleep(120)\n"
+              "print('done on attempt', os.environ['ECHO_TASK_ATTEMPT'])")
+    q = TaskQueue(db)
+    made = await q.enqueue("rescue me", task_type="command", max_retries=3,
+                           payload={"argv": [sys.executable, "-c", script]})
+    victim = workers.start("--executor", "command", "--lease", "1")
+    with anyio.fail_after(20):
+        while (await q.get(made.task_id))["status"] != "running":
+            await anyio.sleep(0.05)
+    row = await q.get(made.task_id)
+    assert f":{victim.pid}:" in row["assigned_worker_id"]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    workers.start("--executor", "command", "--lease", "1")
+    try:
+        await until(q, lambda c: c["completed"] == 1, timeout=30)
+    finally:
+        _kill_orphans(made.task_id)
+    row = await q.get(made.task_id)
+    assert row["retry_count"] == 1 and row["result"]["stdout"].strip() == "done on attempt 2"
+    actions = [h["action"] for h in await q.history(made.task_id)]
+    assert actions == ["task.enqueued", "task.claimed", "task.retry_scheduled",
+                       "task.claimed", "task.completed"]
+
+
+def _kill_orphans(task_id: int) -> None:
+    """A SIGKILLed worker cannot kill its child; the test cleans up after it."""
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if env.get("ECHO_TASK_ID") == str(task_id):
+            proc.kill()
+
+
+async def test_worker_rejects_bad_input_and_a_dead_database_in_one_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = {**os.environ, **settings.child_env()}
+    env.pop("ECHO_ENV", None)
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "echo", *args], cwd=ROOT,
+                              env={**env, **extra}, capture_output=True, text=True, timeout=30)
+
+    bad_role = run("worker", "--roles", "nobody")
+    assert bad_role.returncode == 2 and "unknown role" in bad_role.stderr
+    no_claude = run("worker", "--executor", "claude", ECHO_CLAUDE_BIN="/nonexistent/claude")
+    assert no_claude.returncode == 1 and "ECHO_CLAUDE_BIN" in no_claude.stderr
+    assert len(no_claude.stderr.strip().splitlines()) == 1
+    down = run("tasks", "list", ECHO_DATABASE_URL="postgresql://root@127.0.0.1:1/x",
+               ECHO_CONNECT_TIMEOUT="1")
+    assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1
+    assert "unavailable" in down.stderr

@@ -1,0 +1,131 @@
+"""The Claude executor's pure parts: argv, environment, classification, reset times."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from echo.config import Settings
+from echo.errors import (
+    ClaudeApiError,
+    ClaudeAuthError,
+    ClaudeCrashed,
+    ClaudeCreditError,
+    ClaudeTimeout,
+    ClaudeUsageLimit,
+    EchoError,
+)
+from echo.work import Backoff, ClaudeExecutor, ClaudeRunOptions, NewTask, Task
+from echo.work.claude import classify, claude_env, redact, usage_limit_reset
+from echo.work.process import ProcessResult
+
+
+def _out(rc: int = 1, **fields: object) -> ProcessResult:
+    data = {"type": "result", "subtype": "success", "is_error": rc != 0,
+            "api_error_status": None, "result": "ok", "session_id": "s", "total_cost_usd": 0.5}
+    data.update(fields)
+    return ProcessResult(rc, json.dumps(data).encode() + b"\n", b"", 0.1, False)
+
+
+def _task(**payload: object) -> Task:
+    return Task(1, "claude", "d", 0, "cto", "h:1:0", 1, 30, 3, 0, dict(payload),
+                datetime.now(UTC))
+
+
+def test_success_returns_result_cost_and_session() -> None:
+    result = classify(_out(0), timeout=5, env={})
+    assert (result.cost_usd, result.session_id, result.output["result"]) == (0.5, "s", "ok")
+
+
+@pytest.mark.parametrize(("fields", "leaf", "retryable"), [
+    ({"result": "Not logged in · Please run /login"}, ClaudeAuthError, False),
+    ({"result": "Invalid API key · Fix external API key", "api_error_status": 401},
+     ClaudeAuthError, False),
+    ({"result": "Credit balance is too low", "api_error_status": 400}, ClaudeCreditError, False),
+    ({"result": "API Error: Request rejected (429) · rate limited", "api_error_status": 429},
+     ClaudeApiError, True),
+    ({"result": "API Error: 529 overloaded", "api_error_status": 529}, ClaudeApiError, True),
+    ({"result": "API Error: 400 bad request", "api_error_status": 400}, ClaudeApiError, False),
+    ({"result": "You've hit your limit · resets 3pm (Europe/London)"}, ClaudeUsageLimit, True),
+])
+def test_reported_failures_map_to_leaves(fields: dict[str, object], leaf: type[EchoError],
+                                         retryable: bool) -> None:
+    with pytest.raises(leaf) as info:
+        classify(_out(1, **fields), timeout=5, env={})
+    assert info.value.retryable is retryable  # type: ignore[attr-defined]
+    if leaf is ClaudeUsageLimit:
+        assert info.value.retry_at > datetime.now(UTC)  # type: ignore[attr-defined]
+
+
+def test_crash_signal_and_timeout_are_retryable() -> None:
+    env = {"ANTHROPIC_API_KEY": "sk-ant-secret-value-123"}
+    crash = ProcessResult(1, b"TypeError: boom", b"key sk-ant-secret-value-123 leaked", 0.1, False)
+    with pytest.raises(ClaudeCrashed) as info:
+        classify(crash, timeout=5, env=env)
+    assert "secret" not in str(info.value) and info.value.retryable
+    with pytest.raises(ClaudeCrashed, match="signal 9"):
+        classify(ProcessResult(-9, b"", b"", 0.1, False), timeout=5, env={})
+    with pytest.raises(ClaudeTimeout):
+        classify(ProcessResult(-15, b"", b"", 5.0, True), timeout=5, env={})
+
+
+def test_usage_limit_reset_is_the_next_occurrence_in_its_zone() -> None:
+    now = datetime(2025, 1, 10, 16, 0, tzinfo=UTC)  # 16:00 in London (winter: UTC)
+    assert usage_limit_reset("resets 3pm (Europe/London)", now) == datetime(
+        2025, 1, 11, 15, 1, tzinfo=UTC)
+    assert usage_limit_reset("resets 5:30pm (UTC)", now) == datetime(2025, 1, 10, 17, 31,
+                                                                    tzinfo=UTC)
+    assert usage_limit_reset("no time here", now) == datetime(2025, 1, 10, 17, 0, tzinfo=UTC)
+
+
+def test_argv_uses_role_options_and_payload_cannot_grant_permissions(tmp_path: Path) -> None:
+    options = ClaudeRunOptions(model="opus", system_prompt="Be the CTO.",
+                               allowed_tools=("Read", "Grep"), max_turns=4, max_budget_usd=0.5)
+    ex = ClaudeExecutor(Settings(), options=options)
+    task = _task(claude={"model": "haiku", "skip_permissions": True,
+                         "allowed_tools": ["Bash"]})
+    argv = ex.argv("claude", ex.options_for(task))
+    assert argv == ["claude", "-p", "--output-format", "json", "--model", "haiku",
+                    "--append-system-prompt", "Be the CTO.", "--allowedTools", "Read,Grep",
+                    "--max-turns", "4", "--max-budget-usd", "0.5"]
+    bypass = ClaudeExecutor(Settings(), options=ClaudeRunOptions(skip_permissions=True))
+    assert "--dangerously-skip-permissions" in bypass.argv("claude", bypass.options_for(_task()))
+
+
+def test_environment_is_scrubbed_and_config_dir_is_per_slot(tmp_path: Path) -> None:
+    source = {"PATH": "/bin", "HOME": "/root", "CLAUDECODE": "1", "ANTHROPIC_API_KEY": "k",
+              "ECHO_DATABASE_URL": "postgresql://u:pw@h/db", "GITHUB_TOKEN": "ghp_x",
+              "CLAUDE_CODE_USE_BEDROCK": "", "AWS_SECRET_ACCESS_KEY": "a", "LC_ALL": "C"}
+    env = claude_env({"X": "1"}, source=source)
+    assert env == {"PATH": "/bin", "HOME": "/root", "ANTHROPIC_API_KEY": "k",
+                   "CLAUDE_CODE_USE_BEDROCK": "", "LC_ALL": "C", "X": "1"}
+    ex = ClaudeExecutor(Settings(), config_dir=tmp_path, config_dir_per_slot=True)
+    env = ex.environment(_task())
+    assert env["CLAUDE_CONFIG_DIR"] == str(tmp_path / "h_1_0")
+    assert env["CLAUDE_CODE_MAX_RETRIES"] == "1" and "CLAUDECODE" not in env
+
+
+def test_redact_hides_keys() -> None:
+    assert redact("x sk-ant-api03-abc_DEF y", {}) == "x sk-ant-*** y"
+    assert redact("token tok-12345678", {"ANTHROPIC_AUTH_TOKEN": "tok-12345678"}) == "token ***"
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    b = Backoff(base=1, cap=10)
+    for n, (lo, hi) in enumerate([(0.5, 1), (1, 2), (2, 4), (4, 8), (5, 10), (5, 10)]):
+        assert all(lo <= b.delay(n) <= hi for _ in range(50))
+
+
+@pytest.mark.parametrize("bad", [
+    {"description": " "}, {"task_type": "shell"}, {"priority": 5000}, {"timeout_seconds": 0},
+    {"max_retries": -1}, {"delay": -1},
+])
+def test_new_task_rejects_bad_input(bad: dict[str, object]) -> None:
+    from echo.errors import UsageError
+
+    fields: dict[str, object] = {"description": "x", **bad}
+    with pytest.raises(UsageError):
+        NewTask(**fields).check()  # type: ignore[arg-type]

@@ -1,0 +1,55 @@
+"""run_process: stdin closed, timeouts and cancellation kill the whole group."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+
+import anyio
+import psutil
+
+from echo.work.process import run_process
+
+
+def _with_marker(marker: str) -> list[int]:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.environ().get("MARK") == marker:
+                out.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return out
+
+
+async def test_stdin_is_delivered_then_closed() -> None:
+    done = await run_process([sys.executable, "-c", "import sys; print(sys.stdin.read()[::-1])"],
+                             stdin=b"abc", time_limit=10)
+    assert (done.returncode, done.stdout.strip(), done.timed_out) == (0, b"cba", False)
+
+
+async def test_timeout_kills_the_group_including_grandchildren() -> None:
+    marker = uuid.uuid4().hex
+    # The child ignores TERM and spawns a grandchild: only the group KILL ends both.
+    script = ("import signal, subprocess, sys, time\n"
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "print('up', flush=True); time.sleep(60)")
+    env = {**os.environ, "MARK": marker}
+    with anyio.fail_after(10):
+        done = await run_process([sys.executable, "-c", script], env=env, time_limit=1,
+                                 kill_grace=0.5)
+    assert done.timed_out and done.signal == 9 and done.stdout.strip() == b"up"
+    assert _with_marker(marker) == []
+    me = psutil.Process()
+    assert [c for c in me.children(recursive=True) if c.status() == psutil.STATUS_ZOMBIE] == []
+
+
+async def test_cancelling_the_caller_kills_the_child() -> None:
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "MARK": marker}
+    with anyio.move_on_after(1):
+        await run_process([sys.executable, "-c", "import time; time.sleep(60)"], env=env,
+                          time_limit=60, kill_grace=0.5)
+    assert _with_marker(marker) == []
