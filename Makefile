@@ -34,8 +34,13 @@ lint: $(STAMP)
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The main job for now: day 1 of the organisation, on the embedded Postgres unless
+# ECHO_DATABASE_URL says otherwise. Prints a check line per step.
+demo: setup
+	day_scripts/day1.sh
+
 bench: setup
-	@for b in bench/*.py; do $(PY) $$b || exit 1; done
+	@for b in runtime bus queue org; do $(PY) -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) tools/claude/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -148,7 +148,7 @@ async def child(mode: str, role: str) -> None:
         sub = Subscriber(database, role, handler)
         async with anyio.create_task_group() as tg:
             await tg.start(sub.run)
-            while sub.state != "live":  # noqa: ASYNC110 - a state, no event to await
+            while sub.state != "live":
                 await anyio.sleep(0.01)
             ready()
             with anyio.fail_after(60):

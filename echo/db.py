@@ -97,11 +97,21 @@ async def _release_reset(conn: asyncpg.Connection) -> None:
     `SET LOCAL`. asyncpg still rolls back a transaction left open before this runs."""
 
 
+_application_name = "echo"
+
+
+def set_application_name(name: str) -> None:
+    """Name this process's connections (`pg_stat_activity.application_name`), so a DBA
+    can see which agent holds which connection; an agent calls it with its role."""
+    global _application_name
+    _application_name = name[:63]
+
+
 def connect_kwargs(settings: Settings) -> dict[str, Any]:
     return {
         "timeout": settings.connect_timeout,
         "command_timeout": settings.command_timeout,
-        "server_settings": {"search_path": settings.namespace, "application_name": "echo"},
+        "server_settings": {"search_path": settings.namespace, "application_name": _application_name},
     }
 
 

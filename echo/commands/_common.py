@@ -20,8 +20,9 @@ from echo.config import Settings, load_settings
 
 T = TypeVar("T")
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (a script, a log) is not wrapped at 80 columns: tables stay readable.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
 

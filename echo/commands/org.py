@@ -1,0 +1,391 @@
+"""`echoctl up | down | status | logs | restart | agent`: running the organisation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from echo import db
+from echo.commands._common import JsonOpt, console, emit_json, err_console, run, settings
+from echo.config import Settings, private_dir
+from echo.errors import EchoError, StoreUnavailable, UsageError
+from echo.org import control
+from echo.org.health import read_health_file, row_to_health
+from echo.org.organisation import READY_LINE, Organisation, install_stop_signals
+from echo.org.roles import Role, load_role, load_roles
+from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
+
+STALE_AFTER = 5.0
+
+
+def _roles(s: Settings, names: list[str] | None) -> list[Role]:
+    everything = load_roles(s.agents_dir)
+    if not everything:
+        raise UsageError(f"no roles found under {s.agents_dir}; set ECHO_AGENTS_DIR")
+    if not names:
+        return list(everything.values())
+    wanted = [n.strip() for name in names for n in name.split(",") if n.strip()]
+    for name in wanted:
+        load_role(s.agents_dir, name)  # raises UnknownRole naming the known ones
+    return [r for r in everything.values() if r.name in wanted]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("status")(status)
+    app.command("logs")(logs)
+    app.command("restart")(restart)
+    app.command("agent")(agent)
+
+
+def up(
+    ctx: typer.Context,
+    staggered: bool = typer.Option(
+        False, "--staggered", help="Start each agent after the previous one is ready."
+    ),
+    stagger_delay: float = typer.Option(0.0, "--stagger-delay", min=0, help="Extra seconds between agents."),
+    roles: list[str] | None = typer.Option(
+        None, "--roles", help="Only these roles (repeat or comma-separate)."
+    ),
+    detach: bool = typer.Option(False, "--detach", help="Run in the background and return once started."),
+    max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Restart intensity: restarts..."),
+    max_seconds: float = typer.Option(5.0, "--max-seconds", min=0.1, help="...within this many seconds."),
+) -> None:
+    """Start the role agents as supervised processes (foreground unless --detach)."""
+    s = settings(ctx)
+    chosen = _roles(s, roles)
+    existing = running_org(s)
+    if existing:
+        raise EchoError(
+            f"an organisation is already running from {s.state_dir} (pid {existing.pid}); "
+            "`echoctl down` first"
+        )
+    private_dir(s.state_dir)
+    private_dir(s.log_dir)
+    if detach:
+        _detach(ctx, s, staggered, stagger_delay, chosen, max_restarts, max_seconds)
+        return
+
+    def on_event(event: str, rec: AgentRecord) -> None:
+        mark = {"ready": "[green]✓[/]", "exited": "[red]✗[/]", "stopped": "[dim]■[/]"}
+        console.print(
+            f"{mark.get(event, '·')} {rec.role:<18} {event:<8} pid {rec.pid}"
+            + (f"  restarts {rec.restarts}" if rec.restarts else "")
+            + (f"  [dim]{escape(rec.last_error)}[/]" if event == "exited" and rec.last_error else "")
+        )
+
+    async def body() -> str | None:
+        with anyio.move_on_after(10):
+            try:
+                await db.migrate(s)
+            except StoreUnavailable as exc:
+                err_console.print(f"[yellow]warning:[/] {exc}; agents start degraded and recover")
+        org = Organisation(
+            s,
+            chosen,
+            staggered=staggered,
+            stagger_delay=stagger_delay,
+            max_restarts=max_restarts,
+            max_seconds=max_seconds,
+            on_event=on_event,
+        )
+        stop = anyio.Event()
+        undo = install_stop_signals(stop)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(control.serve, s, org, stop)
+                console.print(
+                    f"starting {len(chosen)} agent(s){' staggered' if staggered else ''} "
+                    f"(logs in {s.log_dir}); Ctrl-C or `echoctl down` stops them"
+                )
+                failure = await org.run(
+                    stop=stop, on_started=lambda: console.print("[bold green]organisation up[/]")
+                )
+                tg.cancel_scope.cancel()
+            return failure
+        finally:
+            undo()
+
+    failure = run(body)
+    if failure:
+        typer.secho(f"error: {failure}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
+    console.print("organisation stopped")
+
+
+def _detach(
+    ctx: typer.Context,
+    s: Settings,
+    staggered: bool,
+    delay: float,
+    chosen: list[Role],
+    max_restarts: int,
+    max_seconds: float,
+) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "echo",
+        "up",
+        "--stagger-delay",
+        str(delay),
+        "--roles",
+        ",".join(r.name for r in chosen),
+        "--max-restarts",
+        str(max_restarts),
+        "--max-seconds",
+        str(max_seconds),
+    ]
+    if staggered:
+        argv.append("--staggered")
+    env = {**os.environ, **s.child_env()}
+    out = open(s.log_dir / "org.log", "ab")  # noqa: SIM115 - handed to the child
+    os.chmod(s.log_dir / "org.log", 0o600)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True
+    )
+    out.close()
+    deadline = time.monotonic() + 120
+    with console.status("starting the organisation…"):
+        while time.monotonic() < deadline:
+            record = read_org(s)
+            if proc.poll() is not None:
+                failure = record.failure if record and record.pid == proc.pid else None
+                raise EchoError(
+                    failure or f"the organisation exited ({proc.returncode}); see {s.log_dir}/org.log"
+                )
+            if record and record.pid == proc.pid and record.state == "running":
+                console.print(f"organisation up in the background (pid {proc.pid}); `echoctl status`")
+                return
+            time.sleep(0.1)
+    raise EchoError(f"the organisation did not start within 120 s; see {s.log_dir}/org.log")
+
+
+def down(
+    ctx: typer.Context, timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait.")
+) -> None:
+    """Stop the running organisation gracefully (agents in reverse start order)."""
+    s = settings(ctx)
+    record = running_org(s)
+    if record is None:
+        console.print("no organisation is running")
+        return
+    with contextlib.suppress(EchoError):
+        run(lambda: control.request(s, {"command": "down"}, within=10))
+    if pid_alive(record.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, 15)
+    deadline = time.monotonic() + timeout
+    with console.status("stopping the organisation…"):
+        while pid_alive(record.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    if pid_alive(record.pid):
+        raise EchoError(f"the organisation (pid {record.pid}) did not stop within {timeout:g} s")
+    console.print("organisation stopped")
+
+
+def restart(ctx: typer.Context, role: str = typer.Argument(..., help="The role to restart.")) -> None:
+    """Restart one agent of the running organisation (not counted as a crash)."""
+    s = settings(ctx)
+    load_role(s.agents_dir, role)
+    answer = run(lambda: control.request(s, {"command": "restart", "role": role}))
+    console.print(f"{role} restarted (pid {answer.get('pid')})")
+
+
+def logs(
+    ctx: typer.Context,
+    role: str = typer.Argument(..., help="The role whose log to show (or 'org')."),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
+    lines: int = typer.Option(50, "-n", "--lines", min=0, help="How many lines to show first."),
+) -> None:
+    """Show an agent's log file."""
+    s = settings(ctx)
+    if role != "org":
+        load_role(s.agents_dir, role)
+    path = s.log_dir / "org.log" if role == "org" else log_file(s, role)
+    if not path.exists():
+        raise UsageError(f"no log for {role} yet at {path}; start the organisation with `echoctl up`")
+    with open(path, "rb") as fh:
+        tail = fh.read().decode(errors="replace").splitlines()[-lines:] if lines else []
+        for line in tail:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        while follow:
+            chunk = fh.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+
+
+def _uptime(started: str | None) -> str:
+    if not started:
+        return "-"
+    seconds = int((datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds())
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+async def collect_status(s: Settings, *, remote: bool = True) -> dict[str, Any]:
+    """Everything `status` shows, from the state directory and (if it answers) Postgres."""
+    record = read_org(s)
+    org_alive = bool(record and pid_alive(record.pid))
+    agents: dict[str, dict[str, Any]] = {}
+    for role in load_roles(s.agents_dir):
+        rec = record.agents.get(role) if record else None
+        health = read_health_file(s, role, STALE_AFTER)
+        alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else False
+        state = health.state if health and alive else ("down" if rec else "not started")
+        if alive and health is None:
+            state = "starting"
+        details = health.details if health else {}
+        agents[role] = {
+            "role": role,
+            "pid": rec.pid if rec and alive else None,
+            "state": state,
+            "uptime": _uptime(rec.started_at) if rec and alive else "-",
+            "restarts": rec.restarts if rec else 0,
+            "last_heartbeat": health.last_heartbeat if health else None,
+            "inbox_lag": details.get("inbox_lag"),
+            "running_tasks": details.get("running_tasks"),
+            "processed": details.get("processed"),
+            "reason": health.reason if health else None,
+            "last_error": rec.last_error if rec else None,
+            "host": health.host if health else None,
+        }
+
+    async def from_database() -> None:
+        with anyio.move_on_after(2):
+            async with db.connection(s.model_copy(update={"connect_timeout": 1.5})) as conn:
+                for row in await conn.fetch("SELECT * FROM agent_health"):
+                    if agents.get(row["role"], {}).get("pid") is None and row["state"] != "down":
+                        agents[row["role"]] = {
+                            **agents.get(row["role"], {}),
+                            **_remote(row_to_health(row, STALE_AFTER)),
+                        }
+
+    if remote:
+        with contextlib.suppress(EchoError, OSError, *db.STORE_ERRORS):
+            await from_database()
+    return {
+        "organisation": {
+            "pid": record.pid if record and org_alive else None,
+            "state": (record.state if org_alive else "stopped") if record else "never started",
+            "failure": record.failure if record else None,
+            "database": db.describe(s),
+        },
+        "agents": list(agents.values()),
+    }
+
+
+def _remote(h: Any) -> dict[str, Any]:
+    return {
+        "role": h.role,
+        "pid": h.pid,
+        "state": h.state,
+        "host": h.host,
+        "last_heartbeat": h.last_heartbeat,
+        "reason": h.reason,
+        "inbox_lag": h.details.get("inbox_lag"),
+        "running_tasks": h.details.get("running_tasks"),
+    }
+
+
+def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
+    """Each agent: pid, state, uptime, restarts, last heartbeat, inbox lag, running tasks."""
+    s = settings(ctx)
+    info = run(lambda: collect_status(s))
+    if json_out:
+        emit_json(info)
+        return
+    org = info["organisation"]
+    console.print(
+        f"organisation: [bold]{org['state']}[/] (pid {org['pid'] or '-'}), database {org['database']}"
+    )
+    if org["failure"]:
+        console.print(f"[red]{org['failure']}[/]")
+    table = Table("role", "pid", "state", "uptime", "restarts", "heartbeat", "inbox lag", "tasks")
+    colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red"}
+    for a in info["agents"]:
+        beat = a["last_heartbeat"]
+        age = (
+            f"{(datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds():.1f}s ago" if beat else "-"
+        )
+        colour = colours.get(a["state"], "white")
+        table.add_row(
+            a["role"],
+            str(a["pid"] or "-"),
+            f"[{colour}]{a['state']}[/]",
+            a["uptime"],
+            str(a["restarts"]),
+            age,
+            str(a["inbox_lag"] if a["inbox_lag"] is not None else "-"),
+            str(a["running_tasks"] if a["running_tasks"] is not None else "-"),
+        )
+    console.print(table)
+
+
+def agent(
+    ctx: typer.Context,
+    role: str = typer.Argument(..., help="The role to run."),
+    autonomous: bool = typer.Option(False, "--autonomous", help="Run until stopped."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Run one role agent (--autonomous), or print its status and unread inbox."""
+    s = settings(ctx)
+    chosen = load_role(s.agents_dir, role)
+    if autonomous:
+        import logging
+
+        logging.getLogger().setLevel(s.log_level)
+        from echo.org.agent import run_agent
+
+        code = run(lambda: run_agent(s, chosen, ready_line=READY_LINE))
+        raise typer.Exit(code)
+    _agent_once(s, chosen, json_out)
+
+
+def _agent_once(s: Settings, role: Role, json_out: bool) -> None:
+    from echo.bus import MessageStore, broadcast_channel, role_channel
+
+    async def body() -> dict[str, Any]:
+        database = await db.Database.open(s, max_size=1)
+        try:
+            store = MessageStore(database)
+            cursor = await store.read_cursor(role.name)
+            unread = await store.fetch_after(cursor, [broadcast_channel(), role_channel(role.name)], limit=50)
+        finally:
+            await database.close()
+        health = read_health_file(s, role.name, STALE_AFTER)
+        return {
+            "role": role.name,
+            "title": role.title,
+            "state": health.state if health else "not running",
+            "cursor": cursor,
+            "unread": [
+                m.model_dump(mode="json", include={"id", "from_role", "to_role", "subject", "created_at"})
+                for m in unread
+            ],
+        }
+
+    info = run(body)
+    if json_out:
+        emit_json(info)
+        return
+    console.print(
+        f"[bold]{info['title']}[/] ({info['role']}): {info['state']}, "
+        f"cursor {info['cursor']}, {len(info['unread'])} unread"
+    )
+    for m in info["unread"]:
+        console.print(f"  #{m['id']} from {m['from_role']} to {m['to_role']}: {m['subject']}")

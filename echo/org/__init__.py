@@ -1,0 +1,1 @@
+"""The organisation: roles, role agents, health, and the collaborative workflow."""

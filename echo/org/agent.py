@@ -1,0 +1,295 @@
+"""RoleAgent: one agent's supervision tree, in its own OS process.
+
+    RoleAgent (one_for_one, 3 restarts in 5 s)
+    ├── listener      the process's one LISTEN connection (NOTIFY wake-ups)
+    ├── health        HealthMonitor: heartbeats, degraded/healthy
+    ├── participant   where messages land; the workflow acts on them
+    ├── messages      Subscriber: catch-up from the cursor, then live delivery
+    ├── relay         OutboxRelay (only with Redis): republishes unpublished rows
+    └── work          ExecutorPool: runs the tasks assigned to this role
+
+Order matters: the participant is up before the subscriber hands it anything, and
+the work pool starts last. The tree starts even when Postgres is down: every
+component treats the database as something that comes and goes, so the agent
+runs degraded and recovers on its own.
+
+Connection budget: one pooled connection plus the LISTEN connection, so at most 2
+Postgres connections per agent (the original ran a pool of 1 plus LISTEN too).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+
+from echo import db
+from echo.bus import OutboxRelay, StoredMessage, Subscriber, make_transport
+from echo.config import Settings
+from echo.errors import StoreUnavailable
+from echo.listener import Listener
+from echo.org.health import HealthMonitor
+from echo.org.roles import Role
+from echo.runtime import Actor, ChildSpec, Registry, Service, Supervisor
+from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
+from echo.work.executors import CommandExecutor, Executor, NoopExecutor
+from echo.work.pool import ExecutorPool
+
+log = logging.getLogger(__name__)
+
+_RECORD = """
+INSERT INTO agent_inbox (role, message_id) VALUES ($1, $2)
+ON CONFLICT DO NOTHING RETURNING message_id
+"""
+
+
+def role_executors(settings: Settings, role: Role) -> dict[str, Executor]:
+    """What this role's pool can run: Claude with the role's options, plain commands,
+    and no-ops. Permission bypass reaches the CLI only if the role's file asks for it."""
+    options = ClaudeRunOptions(
+        model=role.claude.model,
+        system_prompt=role.system_prompt,
+        allowed_tools=tuple(role.claude.allowed_tools),
+        max_turns=role.claude.max_turns,
+        max_budget_usd=role.claude.max_budget_usd,
+        skip_permissions=role.claude.skip_permissions,
+    )
+    return {
+        "claude": ClaudeExecutor(
+            settings,
+            options=options,
+            config_dir=settings.state_dir / "claude" / role.name if role.claude.isolate_config else None,
+            config_dir_per_slot=role.claude.isolate_config,
+        ),
+        "command": CommandExecutor(),
+        "noop": NoopExecutor(),
+    }
+
+
+class Participant(Actor):
+    """Processes each message once: the inbox row is the claim, a redelivery is skipped.
+
+    The workflow (self-selection, discussion, votes) acts on `processed` messages.
+    A database outage while recording is waited out with capped backoff rather than
+    crashing, since the message was already read and will be retried anyway.
+    """
+
+    def __init__(self, database: db.Database, role: str, registry: Registry) -> None:
+        super().__init__(name=f"{role}.participant")
+        self.db = database
+        self.role = role
+        self.registry = registry
+        self.processed = 0
+        self.redelivered = 0
+        self.last_message_id = 0
+
+    async def init(self) -> None:
+        self.registry.register("participant", self)
+
+    async def handle_call(self, request: Any) -> Any:
+        kind, message = request
+        if kind != "message":
+            raise ValueError(f"participant got an unknown request {kind!r}")
+        return await self._process(message)
+
+    async def _process(self, message: StoredMessage) -> bool:
+        delay = 0.1
+        while True:
+            try:
+                async with self.db.transaction() as conn:
+                    fresh = await conn.fetchval(_RECORD, self.role, message.id)
+                break
+            except StoreUnavailable as exc:
+                log.warning("cannot record message %s (%s); retrying", message.id, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.last_message_id = max(self.last_message_id, message.id)
+        if fresh is None:
+            self.redelivered += 1
+            return False
+        self.processed += 1
+        log.info(
+            "%s processed message %s from %s: %s", self.role, message.id, message.from_role, message.subject
+        )
+        return True
+
+
+class RoleAgent:
+    """Builds and owns one role's supervision tree."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        role: Role,
+        *,
+        executors: dict[str, Executor] | None = None,
+        heartbeat_interval: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.role = role
+        self.executors = executors
+        self.heartbeat_interval = heartbeat_interval
+        self.registry = Registry()
+        self.database: db.Database | None = None
+        self.listener = Listener(settings)
+        self.subscriber: Subscriber | None = None
+        self.pool: ExecutorPool | None = None
+        self.health: HealthMonitor | None = None
+
+    async def open(self) -> None:
+        """The pool is lazy (min_size=0), so opening it works with Postgres down."""
+        self.database = await db.Database.open(self.settings, min_size=0, max_size=1)
+        self.health = HealthMonitor(
+            self.settings,
+            self.database,
+            self.role.name,
+            interval=self.heartbeat_interval,
+            stats=self.stats,
+        )
+
+    async def close(self) -> None:
+        if self.database is not None:
+            await self.database.close()
+
+    # -- the tree ------------------------------------------------------------------
+
+    def supervisor(self) -> Supervisor:
+        assert self.database is not None and self.health is not None, "call open() first"
+        database, health = self.database, self.health
+        specs = [
+            ChildSpec("listener", lambda: Service(self.listener.run, name="listener")),
+            ChildSpec("health", lambda: Service(health.run, name="health")),
+            ChildSpec("participant", lambda: Participant(database, self.role.name, self.registry)),
+            ChildSpec("messages", lambda: Service(self._new_subscriber().run, name="messages")),
+        ]
+        if self.settings.redis_url:
+            specs.append(ChildSpec("relay", lambda: Service(self._new_relay().run, name="relay")))
+        if self.role.work.concurrency > 0:
+            specs.append(
+                ChildSpec(
+                    "work",
+                    lambda: self._pool_service(),
+                    shutdown=self._new_pool_grace() + 5,
+                )
+            )
+        return Supervisor(specs, strategy="one_for_one", name=f"{self.role.name}.agent")
+
+    async def _deliver(self, message: StoredMessage) -> None:
+        participant = self.registry.whereis("participant")
+        if participant is None or not isinstance(participant, Participant):
+            raise StoreUnavailable("participant is restarting")
+        await participant.call(("message", message), timeout=None)
+
+    def _new_subscriber(self) -> Subscriber:
+        assert self.database is not None
+        self.subscriber = Subscriber(self.database, self.role.name, self._deliver, listener=self.listener)
+        return self.subscriber
+
+    def _new_relay(self) -> OutboxRelay:
+        assert self.database is not None
+        transport = make_transport(self.settings, self.database, listener=self.listener)
+        return OutboxRelay(self.database, transport)
+
+    def _new_pool_grace(self) -> float:
+        return 10.0
+
+    def _pool_service(self) -> Service:
+        assert self.database is not None
+        self.pool = ExecutorPool(
+            self.settings,
+            self.database,
+            self.executors or role_executors(self.settings, self.role),
+            concurrency=self.role.work.concurrency,
+            roles=[self.role.name],
+            listener=self.listener,
+            grace_seconds=self._new_pool_grace(),
+        )
+        return Service(self.pool.run, name="work", graceful=self.pool.stop)
+
+    # -- what the health monitor reports ----------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        participant = self.registry.whereis("participant")
+        if isinstance(participant, Participant):
+            out["processed"] = participant.processed
+            out["redelivered"] = participant.redelivered
+        if self.subscriber is not None:
+            out["inbox_lag"] = self.subscriber.stats.lag
+            out["cursor"] = self.subscriber.cursor
+            out["messages_state"] = self.subscriber.state
+            if self.health is not None:
+                if self.subscriber.state == "degraded":
+                    self.health.problem("messages", self.subscriber.last_error or "degraded")
+                else:
+                    self.health.resolved("messages")
+        if self.pool is not None:
+            metrics = self.pool.metrics()
+            out["running_tasks"] = metrics.active
+            out["tasks_processed"] = metrics.total_processed
+        out["listener_connected"] = self.listener.connected
+        return out
+
+
+async def ensure_schema(settings: Settings, *, attempts: int | None = None) -> bool:
+    """Migrate, retrying while the database is away. True once the schema is current."""
+    delay, tries = 0.2, 0
+    while attempts is None or tries < attempts:
+        tries += 1
+        try:
+            await db.migrate(settings)
+            return True
+        except db.UNAVAILABLE as exc:
+            log.warning("cannot migrate yet (%s); retrying in %.1fs", exc, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    return False
+
+
+async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
+    """Run one agent until SIGTERM/SIGINT. Prints `ready_line` once the tree is up.
+
+    Returns the process exit status: 0 after a clean stop, 1 if the tree gave up.
+    """
+    import os
+    import sys
+
+    from echo.org.organisation import install_stop_signals
+    from echo.runtime import SupervisorEscalation
+
+    db.set_application_name(f"echo-agent:{settings.namespace}:{role.name}")
+    stop = anyio.Event()
+    undo = install_stop_signals(stop)
+    agent = RoleAgent(settings, role)
+    await agent.open()
+    try:
+        schema_ok = await ensure_schema(settings, attempts=1)
+        tree = agent.supervisor()
+        await tree.start()
+        sys.stdout.write(f"{ready_line} {role.name} {os.getpid()}\n")
+        sys.stdout.flush()
+        log.info("%s agent started (pid %s)", role.name, os.getpid())
+        async with anyio.create_task_group() as tg:
+            if not schema_ok:
+                tg.start_soon(ensure_schema, settings)
+
+            async def stop_on_exit() -> None:
+                await tree.wait()
+                stop.set()
+
+            tg.start_soon(stop_on_exit)
+            await stop.wait()
+            with anyio.CancelScope(shield=True):
+                reason = await tree.stop()
+            tg.cancel_scope.cancel()
+        if isinstance(reason, SupervisorEscalation):
+            log.error("%s agent gave up: %s", role.name, reason)
+            sys.stderr.write(f"error: {role.name} agent gave up: {reason}\n")
+            return 1
+        log.info("%s agent stopped", role.name)
+        return 0
+    finally:
+        undo()
+        with anyio.CancelScope(shield=True):
+            await agent.close()

@@ -1,0 +1,277 @@
+"""HealthMonitor: an agent's heartbeat, its own state, and the organisation's view.
+
+An agent is `healthy` when everything it depends on answers, `degraded` when it
+runs but something it needs (Postgres, Redis) does not, `unresponsive` when its
+heartbeat is stale, and `down` when it stopped cleanly. Readers derive
+`unresponsive`; agents report the rest.
+
+The monitor must never be what takes an agent down, so every query is guarded
+and the in-memory state is always served. A circuit breaker stops it from
+hammering a dead database: after a few failures it waits before trying again.
+Each beat is also written to a file in the state directory, so `echoctl status`
+on the same machine works while the database is away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+from anyio.abc import TaskStatus
+
+from echo import db
+from echo.config import Settings, private_dir
+
+log = logging.getLogger(__name__)
+
+HEALTHY, DEGRADED, UNRESPONSIVE, DOWN = "healthy", "degraded", "unresponsive", "down"
+
+
+class CircuitBreaker:
+    """Closed: calls go through. Open: calls are refused until `reset_timeout` passes.
+    Half-open: one trial call decides between the two."""
+
+    def __init__(
+        self,
+        failure_threshold: int = 3,
+        reset_timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        if self.clock() - self.opened_at >= self.reset_timeout:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        return self.state != "open"
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.failure_threshold or self.opened_at is not None:
+            self.opened_at = self.clock()
+
+
+@dataclass
+class AgentHealth:
+    """One agent as a reader sees it."""
+
+    role: str
+    state: str
+    pid: int | None = None
+    host: str | None = None
+    reason: str | None = None
+    started_at: str | None = None
+    last_heartbeat: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def classify(reported: str, last_heartbeat: datetime | None, stale_after: float) -> str:
+    """The state a reader should believe: a stale heartbeat means unresponsive."""
+    if reported == DOWN:
+        return DOWN
+    if last_heartbeat is None:
+        return UNRESPONSIVE
+    age = (datetime.now(UTC) - last_heartbeat).total_seconds()
+    return UNRESPONSIVE if age > stale_after else reported
+
+
+def health_file(settings: Settings, role: str) -> Path:
+    return settings.state_dir / "agents" / f"{role}.json"
+
+
+def read_health_file(settings: Settings, role: str, stale_after: float) -> AgentHealth | None:
+    """What an agent on this machine last wrote about itself."""
+    try:
+        data = json.loads(health_file(settings, role).read_text())
+    except (OSError, ValueError):
+        return None
+    beat = datetime.fromisoformat(data["last_heartbeat"]) if data.get("last_heartbeat") else None
+    data["state"] = classify(data.get("state", UNRESPONSIVE), beat, stale_after)
+    return AgentHealth(**{k: data.get(k) for k in AgentHealth.__dataclass_fields__ if k in data})
+
+
+_UPSERT = """
+INSERT INTO agent_health (role, host, pid, state, reason, started_at, last_heartbeat, details)
+VALUES ($1, $2, $3, $4, $5, $6, now(), $7)
+ON CONFLICT (role) DO UPDATE SET
+    host = EXCLUDED.host, pid = EXCLUDED.pid, state = EXCLUDED.state,
+    reason = EXCLUDED.reason, started_at = EXCLUDED.started_at,
+    last_heartbeat = now(), details = EXCLUDED.details
+"""
+
+
+class HealthMonitor:
+    """Heartbeats for one agent, and the organisation's health as last seen."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: db.Database,
+        role: str,
+        *,
+        interval: float = 1.0,
+        stale_after: float | None = None,
+        stats: Callable[[], dict[str, Any]] | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = database
+        self.role = role
+        self.interval = interval
+        self.stale_after = stale_after or interval * 5
+        self.stats = stats or dict
+        self.breaker = breaker or CircuitBreaker(reset_timeout=max(interval * 3, 1.0))
+        self.started_at = datetime.now(UTC)
+        self.host = socket.gethostname()
+        self._problems: dict[str, str] = {}
+        self._org: dict[str, AgentHealth] = {}
+        self.beats = 0
+        self.became_healthy = anyio.Event()
+
+    # What the agent's components say.
+
+    def problem(self, component: str, reason: str) -> None:
+        """`component` is not working (e.g. "database", "redis"); the agent is degraded."""
+        self._problems[component] = reason
+
+    def resolved(self, component: str) -> None:
+        self._problems.pop(component, None)
+
+    @property
+    def state(self) -> str:
+        return DEGRADED if self._problems else HEALTHY
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(f"{k}: {v}" for k, v in sorted(self._problems.items())) or None
+
+    def own(self) -> AgentHealth:
+        return AgentHealth(
+            role=self.role,
+            state=self.state,
+            pid=os.getpid(),
+            host=self.host,
+            reason=self.reason,
+            started_at=self.started_at.isoformat(),
+            last_heartbeat=datetime.now(UTC).isoformat(),
+            details=self._safe_stats(),
+        )
+
+    def _safe_stats(self) -> dict[str, Any]:
+        try:
+            return dict(self.stats())
+        except Exception:  # a broken stats callback must not stop the heartbeat
+            log.exception("stats callback failed")
+            return {}
+
+    # Writing.
+
+    def _write_file(self, health: AgentHealth) -> None:
+        path = health_file(self.settings, self.role)
+        private_dir(path.parent)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(health.__dict__, default=str))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    async def beat(self, state: str | None = None) -> None:
+        """One heartbeat: the file always, the database when the breaker allows."""
+        if self.breaker.allow():
+            try:
+                with anyio.fail_after(self.settings.command_timeout):
+                    async with self.db.acquire() as conn:
+                        health = self.own()
+                        await conn.execute(
+                            _UPSERT,
+                            self.role,
+                            self.host,
+                            os.getpid(),
+                            state or self.state,
+                            self.reason,
+                            self.started_at,
+                            health.details,
+                        )
+                self.breaker.success()
+                self.resolved("database")
+            except db.UNAVAILABLE as exc:
+                self.breaker.failure()
+                self.problem("database", _short(exc))
+        health = self.own()
+        if state:
+            health.state = state
+        with contextlib.suppress(OSError):
+            self._write_file(health)
+        self.beats += 1
+        if self.state == HEALTHY:
+            self.became_healthy.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Beat every `interval` until cancelled; on a clean stop, say `down`."""
+        await self.beat()
+        task_status.started()
+        try:
+            while True:
+                await anyio.sleep(self.interval)
+                await self.beat()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self.beat(DOWN)
+
+    # Reading.
+
+    async def snapshot(self) -> dict[str, AgentHealth]:
+        """Every agent's health: fresh from the database if it answers, else as last seen."""
+        if self.breaker.allow():
+            try:
+                with anyio.fail_after(self.settings.command_timeout):
+                    async with self.db.acquire() as conn:
+                        rows = await conn.fetch("SELECT * FROM agent_health ORDER BY role")
+                self.breaker.success()
+                self._org = {r["role"]: row_to_health(r, self.stale_after) for r in rows}
+            except db.UNAVAILABLE as exc:
+                self.breaker.failure()
+                self.problem("database", _short(exc))
+        self._org[self.role] = self.own()
+        return dict(self._org)
+
+
+def row_to_health(row: asyncpg.Record, stale_after: float) -> AgentHealth:
+    return AgentHealth(
+        role=row["role"],
+        state=classify(row["state"], row["last_heartbeat"], stale_after),
+        pid=row["pid"],
+        host=row["host"],
+        reason=row["reason"],
+        started_at=row["started_at"].isoformat(),
+        last_heartbeat=row["last_heartbeat"].isoformat(),
+        details=row["details"],
+    )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]

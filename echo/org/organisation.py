@@ -1,0 +1,275 @@
+"""The organisation: one supervised OS process per role agent (`echoctl up`).
+
+Each agent runs as its own OS process under a `one_for_one` supervisor, so a crash
+in one agent never touches another, and a crashed agent is restarted and catches
+up from its cursor. The supervisor's intensity (3 restarts in 5 s by default)
+stops an agent that crashes in a loop from spinning forever: the organisation
+stops and says which agent failed, how often, and its last error.
+
+Staggered start is the supervisor's ordered, synchronous start: an agent counts as
+started only once it prints its ready line, so the next one starts after it (plus
+`stagger_delay`). Without staggering, every agent is started as soon as it is
+spawned and they come up together.
+
+Other terminals see the organisation through the state directory (echo.org.state)
+and talk to it over its control socket (echo.org.control).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import anyio
+
+from echo.config import Settings, private_dir
+from echo.org.roles import Role
+from echo.org.state import AgentRecord, OrgRecord, log_file, now_iso, write_org
+from echo.runtime import (
+    NORMAL,
+    ChildSpec,
+    Down,
+    OSProcess,
+    Process,
+    ProcessExited,
+    Supervisor,
+    SupervisorEscalation,
+    is_normal,
+    monitor,
+)
+
+log = logging.getLogger(__name__)
+
+#: What an agent prints on stdout once its supervision tree is up.
+READY_LINE = "ECHO-READY"
+
+
+def agent_argv(role: str) -> list[str]:
+    return [sys.executable, "-m", "echo", "agent", role, "--autonomous"]
+
+
+class AgentProcess(OSProcess):
+    """An agent's OS process, reporting its readiness to the organisation's record."""
+
+    def __init__(self, on_ready: Callable[[AgentProcess], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_ready = on_ready
+
+    def _ready(self) -> None:
+        super()._ready()
+        self._on_ready(self)
+
+
+class Pause(Process):
+    """A temporary child that is 'started' after `delay` seconds: the stagger delay."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(name="stagger-delay")
+        self.delay = delay
+
+    async def _main(self) -> str:
+        await anyio.sleep(self.delay)
+        self._ready()
+        return NORMAL
+
+
+def last_error_line(path: os.PathLike[str] | str) -> str:
+    """The last line of an agent's log that reports an error, if any."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(fh.tell() - 16384, 0))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if re.search(r"\b(error|exception|traceback)\b", line, re.IGNORECASE):
+            return line.strip()
+    return ""
+
+
+def describe_exit(reason: object) -> str:
+    """An exit reason as a person reads it: a signal by name, a status by number."""
+    if isinstance(reason, ProcessExited):
+        if reason.returncode < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-reason.returncode).name}"
+        return f"exit status {reason.returncode}"
+    return reason if isinstance(reason, str) else repr(reason)
+
+
+class Organisation:
+    """Runs the role agents as supervised OS processes until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        roles: list[Role],
+        *,
+        staggered: bool = True,
+        stagger_delay: float = 0.0,
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+        agent_shutdown: float = 15.0,
+        start_timeout: float = 60.0,
+        on_event: Callable[[str, AgentRecord], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.roles = roles
+        self.staggered = staggered
+        self.stagger_delay = stagger_delay
+        self.agent_shutdown = agent_shutdown
+        self.start_timeout = start_timeout
+        self.on_event = on_event or (lambda _event, _rec: None)
+        self.record = OrgRecord(
+            pid=os.getpid(),
+            namespace=settings.namespace,
+            agents={r.name: AgentRecord(role=r.name) for r in roles},
+        )
+        self.supervisor = Supervisor(
+            self._specs(),
+            strategy="one_for_one",
+            max_restarts=max_restarts,
+            max_seconds=max_seconds,
+            name="org",
+        )
+        self.env = {**os.environ, **settings.child_env(), "PYTHONUNBUFFERED": "1"}
+        self.env.pop("CLAUDECODE", None)
+
+    def _specs(self) -> list[ChildSpec]:
+        specs: list[ChildSpec] = []
+        for index, role in enumerate(self.roles):
+            if self.staggered and self.stagger_delay > 0 and index > 0:
+                specs.append(
+                    ChildSpec(
+                        f"delay-{role.name}",
+                        partial(Pause, self.stagger_delay),
+                        restart="temporary",
+                    )
+                )
+            specs.append(ChildSpec(role.name, self._factory(role.name), shutdown=self.agent_shutdown))
+        return specs
+
+    def _factory(self, role: str) -> Callable[[], Process]:
+        def start() -> Process:
+            rec = self.record.agents[role]
+            if rec.started_at is not None:
+                rec.restarts += 1
+            rec.state = "restarting" if rec.started_at else "starting"
+            self.save()
+            proc = AgentProcess(
+                self._ready,
+                argv=agent_argv(role),
+                ready=re.compile(rf"^{READY_LINE}\b") if self.staggered else None,
+                start_timeout=self.start_timeout,
+                env=self.env,
+                log_path=log_file(self.settings, role),
+                name=role,
+            )
+            monitor(proc, self._down)
+            return proc
+
+        return start
+
+    def _ready(self, proc: AgentProcess) -> None:
+        rec = self.record.agents[str(proc.name)]
+        rec.pid = proc.pid
+        rec.started_at = now_iso()
+        rec.state = "running"
+        self.save()
+        self.on_event("ready", rec)
+
+    def _down(self, down: Down) -> None:
+        role = str(down.process.name)
+        rec = self.record.agents[role]
+        rec.last_exit = describe_exit(down.reason)
+        if is_normal(down.reason):
+            rec.state = "stopped"
+        else:
+            rec.state = "exited"
+            logged = last_error_line(log_file(self.settings, role))
+            rec.last_error = f"{rec.last_exit}: {logged}" if logged else rec.last_exit
+        self.save()
+        self.on_event(rec.state, rec)
+
+    def save(self) -> None:
+        write_org(self.settings, self.record)
+
+    def failure_line(self, exc: SupervisorEscalation) -> str:
+        role = str(exc.child_id)
+        rec = self.record.agents.get(role)
+        last = (rec.last_error if rec else None) or describe_exit(exc.last_error)
+        return (
+            f"agent {role} failed {exc.restarts} time(s) within {exc.max_seconds:g} s "
+            f"(limit {exc.max_restarts} restarts), so the organisation stopped; "
+            f"last error: {last}"
+        )
+
+    async def run(
+        self,
+        *,
+        stop: anyio.Event,
+        on_started: Callable[[], None] | None = None,
+    ) -> str | None:
+        """Start every agent, run until `stop` is set or intensity is exceeded.
+
+        Returns None after a clean stop, or the one-line failure.
+        """
+        private_dir(self.settings.log_dir)
+        self.save()
+        failure: str | None = None
+        try:
+            await self.supervisor.start()
+        except Exception as exc:  # a start failure of any child: say which and why
+            failure = f"the organisation could not start: {exc}"
+            self.record.state, self.record.failure = "failed", failure
+            self.save()
+            return failure
+        self.record.state = "running"
+        self.save()
+        if on_started is not None:
+            on_started()
+        async with anyio.create_task_group() as tg:
+
+            async def watch_supervisor() -> None:
+                nonlocal failure
+                reason = await self.supervisor.wait()
+                if isinstance(reason, SupervisorEscalation):
+                    failure = self.failure_line(reason)
+                elif isinstance(reason, BaseException):
+                    failure = f"the organisation's supervisor crashed: {reason!r}"
+                stop.set()
+
+            tg.start_soon(watch_supervisor)
+            await stop.wait()
+            self.record.state = "stopping" if failure is None else "failed"
+            self.save()
+            with anyio.CancelScope(shield=True):
+                await self.supervisor.stop()
+            tg.cancel_scope.cancel()
+        self.record.state = "stopped" if failure is None else "failed"
+        self.record.failure = failure
+        self.save()
+        return failure
+
+
+def install_stop_signals(stop: anyio.Event) -> Callable[[], None]:
+    """SIGTERM and SIGINT set `stop` (graceful shutdown); returns an undo function."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def undo() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    return undo

@@ -1,0 +1,116 @@
+"""Roles are data: one folder per role under `agents/`, holding `role.toml`.
+
+Nothing in the code lists the roles. A user adds a seventh by adding a folder
+with a `role.toml` and a copy of the launcher; `load_roles` finds it. A role file
+that does not validate is a `ConfigError` naming the file and the field, so a
+typo never starts a half-configured agent.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from echo.errors import ConfigError, UnknownRole
+
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class ClaudeOptions(BaseModel):
+    """How this role runs the Claude CLI. Permission bypass is opt-in per role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "sonnet"
+    allowed_tools: list[str] = Field(default_factory=lambda: ["Read", "Grep", "Glob"])
+    max_turns: int = Field(8, ge=1, le=200)
+    max_budget_usd: float | None = Field(None, gt=0)
+    skip_permissions: bool = False
+    timeout_seconds: int = Field(300, ge=1)
+    isolate_config: bool = Field(
+        False,
+        description="one CLAUDE_CONFIG_DIR per worker slot (needs ANTHROPIC_API_KEY: "
+        "a fresh config dir holds no login)",
+    )
+
+
+class WorkOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int = Field(1, ge=0, le=64)
+    executor: str = Field("claude", pattern="^(claude|command|noop)$")
+
+
+class Role(BaseModel):
+    """One role's configuration, from agents/<name>/role.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    title: str = Field(min_length=1)
+    start_order: int = Field(100, description="staggered start order; ties by name")
+    responsibilities: list[str] = Field(min_length=1)
+    keywords: list[str] = Field(min_length=1)
+    system_prompt: str = Field(min_length=1)
+    claude: ClaudeOptions = ClaudeOptions()
+    work: WorkOptions = WorkOptions()
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not ROLE_NAME.match(value):
+            raise ValueError("a role name is lowercase letters, digits and _, starting with a letter")
+        return value
+
+    @field_validator("keywords")
+    @classmethod
+    def _lowercase(cls, value: list[str]) -> list[str]:
+        return [k.strip().lower() for k in value if k.strip()]
+
+
+def role_dirs(agents_dir: Path) -> list[Path]:
+    if not agents_dir.is_dir():
+        return []
+    return sorted(p for p in agents_dir.iterdir() if (p / "role.toml").is_file())
+
+
+def role_names(agents_dir: Path) -> list[str]:
+    """The roles that exist, by folder name, without parsing them."""
+    return [p.name for p in role_dirs(agents_dir)]
+
+
+def load_role_file(path: Path) -> Role:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read role file ({exc}); fix the TOML") from None
+    data.setdefault("name", path.parent.name)
+    try:
+        role = Role.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "role"
+        raise ConfigError(f"{path}: {field}: {first['msg']}; fix the role file") from None
+    if role.name != path.parent.name:
+        raise ConfigError(
+            f"{path}: name {role.name!r} differs from its folder {path.parent.name!r}; make them the same"
+        )
+    return role
+
+
+def load_roles(agents_dir: Path) -> dict[str, Role]:
+    """Every role under `agents_dir`, by name, in start order."""
+    roles = [load_role_file(p / "role.toml") for p in role_dirs(agents_dir)]
+    return {r.name: r for r in sorted(roles, key=lambda r: (r.start_order, r.name))}
+
+
+def load_role(agents_dir: Path, name: str) -> Role:
+    """One role, or `UnknownRole` naming the roles that exist."""
+    path = agents_dir / name / "role.toml"
+    if not ROLE_NAME.match(name) or not path.is_file():
+        known = ", ".join(role_names(agents_dir)) or "none"
+        raise UnknownRole(f"unknown role {name!r}: no {path}; known roles: {known}")
+    return load_role_file(path)

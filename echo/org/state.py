@@ -1,0 +1,103 @@
+"""What the running organisation writes to the state directory for other terminals.
+
+`echoctl up` is one long-lived process; `status`, `logs`, `restart` and `down` run
+in other terminals. They find it through files in the state directory, which is
+private to the user (0700): the org's own record (`org.json`, rewritten
+atomically on every change), its control socket (`org.sock`), one log file per
+agent (`logs/<role>.log`) and each agent's heartbeat file (`agents/<role>.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from echo.config import Settings, private_dir
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class AgentRecord:
+    """One agent process as its supervisor sees it."""
+
+    role: str
+    state: str = "pending"  # pending, starting, running, restarting, stopped, failed
+    pid: int | None = None
+    started_at: str | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class OrgRecord:
+    pid: int
+    namespace: str
+    started_at: str = field(default_factory=now_iso)
+    state: str = "starting"  # starting, running, stopping, stopped, failed
+    failure: str | None = None
+    agents: dict[str, AgentRecord] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OrgRecord:
+        agents = {k: AgentRecord(**v) for k, v in data.pop("agents", {}).items()}
+        return cls(agents=agents, **data)
+
+
+def org_file(settings: Settings) -> Path:
+    return settings.state_dir / "org.json"
+
+
+def control_socket(settings: Settings) -> Path:
+    return settings.state_dir / "org.sock"
+
+
+def log_file(settings: Settings, role: str) -> Path:
+    return settings.log_dir / f"{role}.log"
+
+
+def write_org(settings: Settings, record: OrgRecord) -> None:
+    path = org_file(settings)
+    private_dir(path.parent)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def read_org(settings: Settings) -> OrgRecord | None:
+    try:
+        return OrgRecord.from_json(json.loads(org_file(settings).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def running_org(settings: Settings) -> OrgRecord | None:
+    """The organisation running from this state directory, if its process is alive."""
+    record = read_org(settings)
+    if record and pid_alive(record.pid) and record.state in {"starting", "running", "stopping"}:
+        return record
+    return None

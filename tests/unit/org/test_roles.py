@@ -1,0 +1,64 @@
+"""Roles load from agents/<role>/role.toml; bad files give one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from echo.config import project_path
+from echo.errors import ConfigError, UnknownRole
+from echo.org.roles import load_role, load_roles, role_names
+
+AGENTS = project_path("agents")
+
+
+def test_the_six_shipped_roles_load() -> None:
+    roles = load_roles(AGENTS)
+    assert set(roles) == {
+        "ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head",
+    }
+    for name, role in roles.items():
+        assert role.name == name
+        assert role.keywords and role.system_prompt
+        assert role.claude.skip_permissions is False  # bypass is opt-in, never shipped on
+        launcher = AGENTS / name / name
+        assert launcher.is_file() and launcher.stat().st_mode & 0o111
+
+
+def test_a_seventh_role_is_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "cfo").mkdir()
+    (tmp_path / "cfo" / "role.toml").write_text(
+        'title = "CFO"\nresponsibilities = ["money"]\nkeywords = ["Budget"]\n'
+        'system_prompt = "You are the CFO."\n'
+    )
+    assert role_names(tmp_path) == ["cfo"]
+    assert load_role(tmp_path, "cfo").keywords == ["budget"]
+
+
+def test_unknown_role_names_the_known_ones() -> None:
+    with pytest.raises(UnknownRole, match="known roles: ceo, chro"):
+        load_role(AGENTS, "cfo")
+    with pytest.raises(UnknownRole):
+        load_role(AGENTS, "../etc")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("title = ", "cannot read role file"),
+        ('title = "x"\nresponsibilities = []\nkeywords=["a"]\nsystem_prompt="p"', "responsibilities"),
+        ('title = "x"\nresponsibilities = ["r"]\nkeywords=["a"]\nsystem_prompt="p"\nbogus=1', "bogus"),
+        (
+            'title = "x"\nresponsibilities = ["r"]\nkeywords=["a"]\nsystem_prompt="p"\n'
+            "[work]\nconcurrency = -1",
+            "work.concurrency",
+        ),
+    ],
+)
+def test_bad_role_file_is_one_line(tmp_path: Path, text: str, fragment: str) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "role.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_role(tmp_path, "bad")
+    assert fragment in str(info.value) and "\n" not in str(info.value)
