@@ -8,15 +8,13 @@ typo never starts a half-configured agent.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from echo.bus.envelope import ROLE_RE
 from echo.errors import ConfigError, UnknownRole
-
-ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 class ClaudeOptions(BaseModel):
@@ -61,7 +59,7 @@ class Role(BaseModel):
     @field_validator("name")
     @classmethod
     def _identifier(cls, value: str) -> str:
-        if not ROLE_NAME.match(value):
+        if not ROLE_RE.match(value):
             raise ValueError("a role name is lowercase letters, digits and _, starting with a letter")
         return value
 
@@ -110,7 +108,7 @@ def load_roles(agents_dir: Path) -> dict[str, Role]:
 def load_role(agents_dir: Path, name: str) -> Role:
     """One role, or `UnknownRole` naming the roles that exist."""
     path = agents_dir / name / "role.toml"
-    if not ROLE_NAME.match(name) or not path.is_file():
+    if not ROLE_RE.match(name) or not path.is_file():
         known = ", ".join(role_names(agents_dir)) or "none"
         raise UnknownRole(f"unknown role {name!r}: no {path}; known roles: {known}")
     return load_role_file(path)

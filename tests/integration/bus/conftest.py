@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -11,13 +11,9 @@ import redis.asyncio as aioredis
 
 from echo.bus.envelope import StoredMessage
 from echo.config import Settings
+from tests.helpers import wait_until
 
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll a condition with a deadline (for state that has no event to await)."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)
+__all__ = ["RawRedis", "Recorder", "wait_until"]
 
 
 class Recorder:

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-
-import anyio
 
 from echo import db as dbmod
 from echo.config import Settings
 from echo.embedded import free_port
+from tests.helpers import run_cli
 from tests.integration.bus.conftest import RawRedis
-
-
-def echoctl(s: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
-    full.update(s.child_env())
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "echo", *args],
-        env=full, capture_output=True, text=True, timeout=60, check=False,
-    )
-
-
-async def run_cli(s: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return await anyio.to_thread.run_sync(lambda: echoctl(s, *args, **env))
 
 
 async def count_messages(db: dbmod.Database) -> int:
