@@ -21,7 +21,7 @@ from echo.config import Settings, private_dir
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control
 from echo.org.health import read_health_file, row_to_health
-from echo.org.organisation import READY_LINE, Organisation, install_stop_signals
+from echo.org.organisation import Organisation, install_stop_signals
 from echo.org.roles import Role, load_role, load_roles
 from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
 
@@ -346,13 +346,9 @@ def agent(
     s = settings(ctx)
     chosen = load_role(s.agents_dir, role)
     if autonomous:
-        import logging
+        from echo.org.__main__ import serve
 
-        logging.getLogger().setLevel(s.log_level)
-        from echo.org.agent import run_agent
-
-        code = run(lambda: run_agent(s, chosen, ready_line=READY_LINE))
-        raise typer.Exit(code)
+        raise typer.Exit(serve(s, chosen))
     _agent_once(s, chosen, json_out)
 
 

@@ -52,7 +52,9 @@ READY_LINE = "ECHO-READY"
 
 
 def agent_argv(role: str) -> list[str]:
-    return [sys.executable, "-m", "echo", "agent", role, "--autonomous"]
+    """The agent process: `python -m echo.org ROLE` (what `echoctl agent ROLE
+    --autonomous` runs, minus the CLI's imports)."""
+    return [sys.executable, "-m", "echo.org", role]
 
 
 class AgentProcess(OSProcess):
