@@ -34,10 +34,11 @@ lint: $(STAMP)
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The main job for now: day 1 of the organisation, on the embedded Postgres unless
-# ECHO_DATABASE_URL says otherwise. Prints a check line per step.
+# The main job: day 1 (the organisation runs, survives crashes) then day 2 (it decides
+# together: the workflow, a training scenario, a participant killed mid-way), on the
+# embedded Postgres unless ECHO_DATABASE_URL says otherwise. One check line per step.
 demo: setup
-	day_scripts/day1.sh
+	day_scripts/day1.sh && day_scripts/day2.sh
 
 bench: setup
 	@for b in runtime bus queue org; do $(PY) -m bench.$$b || exit 1; done

@@ -19,7 +19,13 @@ from echo.commands import bus as bus_commands
 from echo.commands import db as db_commands
 from echo.commands import org as org_commands
 from echo.commands import tasks as task_commands
+from echo.commands import workflow as workflow_commands
 from echo.errors import EchoError
+
+try:  # recent Typer versions vendor click; older ones use click itself
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef]
 
 app = typer.Typer(
     name="echoctl",
@@ -32,6 +38,7 @@ app.add_typer(db_commands.app, name="db")
 bus_commands.register(app)
 task_commands.register(app)
 org_commands.register(app)
+workflow_commands.register(app)
 
 
 def _version(value: bool) -> None:
@@ -73,16 +80,30 @@ def root(
     )
 
 
-def main() -> None:
-    """Entry point: one clear line instead of a traceback for every ECHO error.
+def _fail(message: str, code: int) -> None:
+    line = " ".join(message.split())  # one line, whatever the message held
+    typer.secho(f"error: {line}", err=True, fg=typer.colors.RED)
+    sys.exit(code)
 
-    Typer's standalone mode already exits 2 on usage errors; what is left to
-    translate is the `EchoError` family, which a command raises on purpose.
+
+def main() -> None:
+    """Entry point: one clear line instead of a traceback or a box for every error.
+
+    Bad arguments (an unknown option, a missing argument, a value of the wrong
+    type) exit 2 with one line naming the problem and where help is, like every
+    `UsageError` a command raises; any other `EchoError` exits with its code.
     """
     try:
-        app()
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        if not exc.format_message().strip():  # no arguments: the help was shown
+            sys.exit(exc.exit_code)
+        where = exc.ctx.command_path if exc.ctx is not None else "echoctl"
+        _fail(f"{exc.format_message()} (see `{where} --help`)", 2)
+    except ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
     except EchoError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+        _fail(str(exc), exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -6,6 +6,7 @@
     ├── participant   where messages land; the workflow acts on them
     ├── messages      Subscriber: catch-up from the cursor, then live delivery
     ├── relay         OutboxRelay (only with Redis): republishes unpublished rows
+    ├── workflow      WorkflowAgent: this role's part in open workflows (echo/org/workflow.py)
     └── work          ExecutorPool: runs the tasks assigned to this role
 
 Order matters: the participant is up before the subscriber hands it anything, and
@@ -20,6 +21,7 @@ Postgres connections per agent (the original ran a pool of 1 plus LISTEN too).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -29,8 +31,10 @@ from echo.bus import OutboxRelay, StoredMessage, Subscriber, make_transport
 from echo.config import Settings
 from echo.errors import StoreUnavailable
 from echo.listener import Listener
+from echo.org.deciders import ClaudeDecider
 from echo.org.health import HealthMonitor
 from echo.org.roles import Role
+from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent
 from echo.runtime import Actor, ChildSpec, Registry, Service, Supervisor
 from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor
@@ -70,16 +74,19 @@ def role_executors(settings: Settings, role: Role) -> dict[str, Executor]:
 class Participant(Actor):
     """Processes each message once: the inbox row is the claim, a redelivery is skipped.
 
-    The workflow (self-selection, discussion, votes) acts on `processed` messages.
+    A fresh message of a workflow (its body names one) kicks `on_workflow`, so the
+    role's `WorkflowAgent` does its part now rather than at its next tick.
     A database outage while recording is waited out with capped backoff rather than
     crashing, since the message was already read and will be retried anyway.
     """
 
-    def __init__(self, database: db.Database, role: str, registry: Registry) -> None:
+    def __init__(self, database: db.Database, role: str, registry: Registry,
+                 on_workflow: Callable[[], None] | None = None) -> None:
         super().__init__(name=f"{role}.participant")
         self.db = database
         self.role = role
         self.registry = registry
+        self.on_workflow = on_workflow
         self.processed = 0
         self.redelivered = 0
         self.last_message_id = 0
@@ -112,6 +119,8 @@ class Participant(Actor):
         log.info(
             "%s processed message %s from %s: %s", self.role, message.id, message.from_role, message.subject
         )
+        if self.on_workflow is not None and isinstance(message.body, dict) and "workflow" in message.body:
+            self.on_workflow()
         return True
 
 
@@ -136,6 +145,7 @@ class RoleAgent:
         self.subscriber: Subscriber | None = None
         self.pool: ExecutorPool | None = None
         self.health: HealthMonitor | None = None
+        self.workflow: WorkflowAgent | None = None
 
     async def open(self) -> None:
         """The pool is lazy (min_size=0), so opening it works with Postgres down."""
@@ -160,11 +170,13 @@ class RoleAgent:
         specs = [
             ChildSpec("listener", lambda: Service(self.listener.run, name="listener")),
             ChildSpec("health", lambda: Service(health.run, name="health")),
-            ChildSpec("participant", lambda: Participant(database, self.role.name, self.registry)),
+            ChildSpec("participant", lambda: Participant(database, self.role.name, self.registry,
+                                                         on_workflow=self._kick_workflow)),
             ChildSpec("messages", lambda: Service(self._new_subscriber().run, name="messages")),
         ]
         if self.settings.redis_url:
             specs.append(ChildSpec("relay", lambda: Service(self._new_relay().run, name="relay")))
+        specs.append(ChildSpec("workflow", lambda: Service(self._new_workflow().run, name="workflow")))
         if self.role.work.concurrency > 0:
             specs.append(
                 ChildSpec(
@@ -191,15 +203,29 @@ class RoleAgent:
         transport = make_transport(self.settings, self.database, listener=self.listener)
         return OutboxRelay(self.database, transport)
 
+    def _new_workflow(self) -> WorkflowAgent:
+        assert self.database is not None
+        self.workflow = WorkflowAgent(self.settings, self.database, self.role,
+                                      decider=ClaudeDecider(self.settings, self.role),
+                                      listener=self.listener)
+        return self.workflow
+
+    def _kick_workflow(self) -> None:
+        if self.workflow is not None:
+            self.workflow.kick()
+
     def _new_pool_grace(self) -> float:
         return 10.0
 
     def _pool_service(self) -> Service:
         assert self.database is not None
+        executors = dict(self.executors or role_executors(self.settings, self.role))
+        if "claude" in executors:  # workflow tasks: an unavailable Claude is `skipped`
+            executors["claude"] = SkipWhenUnavailable(executors["claude"])
         self.pool = ExecutorPool(
             self.settings,
             self.database,
-            self.executors or role_executors(self.settings, self.role),
+            executors,
             concurrency=self.role.work.concurrency,
             roles=[self.role.name],
             listener=self.listener,
@@ -228,6 +254,8 @@ class RoleAgent:
             metrics = self.pool.metrics()
             out["running_tasks"] = metrics.active
             out["tasks_processed"] = metrics.total_processed
+        if self.workflow is not None and self.workflow.last_error:
+            out["workflow_error"] = self.workflow.last_error
         out["listener_connected"] = self.listener.connected
         return out
 

@@ -4,7 +4,9 @@ The e2e tests and the benchmark run the pinned Claude Code CLI against this
 server (`ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`), so the executor is tested
 against the real client. Each `POST /v1/messages` takes the next scripted
 `Reply` (the last one repeats): streamed text, an HTTP error such as 429 or 529,
-or silence (the request is held open, for timeouts). Every request is recorded.
+or silence (the request is held open, for timeouts). `route(marker, reply)` answers
+every request whose prompt contains `marker` with `reply` instead (the workflow's
+prompts start with `[echo:<step>]`). Every request is recorded.
 
 It runs on its own thread (`ThreadingHTTPServer`), so it serves equally well a
 pytest test on an event loop and a plain benchmark script.
@@ -63,6 +65,7 @@ class FakeAnthropic:
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self._script: list[Reply] = [Reply()]
+        self._routes: list[tuple[str, Reply]] = []
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -78,6 +81,11 @@ class FakeAnthropic:
         """Answer the next requests with `replies`, in order; the last one repeats."""
         with self._lock:
             self._script = list(replies) or [Reply()]
+
+    def route(self, marker: str, reply: Reply) -> None:
+        """Answer any request whose messages contain `marker` with `reply` (always)."""
+        with self._lock:
+            self._routes.append((marker, reply))
 
     def message_requests(self) -> list[Request]:
         with self._lock:
@@ -112,8 +120,13 @@ class FakeAnthropic:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _next_reply(self) -> Reply:
+    def _next_reply(self, req: Request | None = None) -> Reply:
         with self._lock:
+            if req is not None and self._routes:
+                prompt = json.dumps(req.body.get("messages")) if isinstance(req.body, dict) else ""
+                for marker, reply in self._routes:
+                    if marker in prompt:
+                        return reply
             return self._script.pop(0) if len(self._script) > 1 else self._script[0]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -162,7 +175,7 @@ class FakeAnthropic:
                 if req.path.startswith("/v1/messages/count_tokens"):
                     self._json(200, {"input_tokens": 10})
                 elif req.path.startswith("/v1/messages"):
-                    self._messages(req, fake._next_reply())
+                    self._messages(req, fake._next_reply(req))
                 else:
                     self._json(200, {})
 

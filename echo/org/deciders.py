@@ -1,0 +1,212 @@
+"""Deciders: how an agent answers a workflow's questions, with Claude or without it.
+
+Every question (take part? a position, a vote, the CEO's decision) is first put to
+the Claude CLI as a short prompt from `shared/prompts/<step>.md` that asks for ONE
+JSON object, under the workflow's `decider_timeout`. The run is the executor's
+(`ClaudeExecutor.argv`, `run_process`, `classify`), so it has the same scrubbed
+environment, process group and kill on timeout, and its failures are the same
+`ClaudeError` leaves.
+
+When Claude cannot answer (not installed, not logged in, out of credit, too slow,
+or an answer that is not the JSON asked for), the deterministic fallback answers
+instead, and says so: an `Answer` carries `source` ("llm" or "fallback") and the
+reason the LLM was not used. Self-selection falls back to keyword scoring against
+the role's `keywords`; positions, votes and the decision fall back to templates
+built from the role's responsibilities, never dressed up as an LLM's words.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from echo.config import Settings, project_path
+from echo.errors import ClaudeAuthError, ClaudeCreditError, ClaudeError, ClaudeNotInstalled
+from echo.org.roles import Role
+from echo.work.claude import LOCAL_CLAUDE, ClaudeExecutor, ClaudeRunOptions, classify, claude_env
+from echo.work.process import run_process
+
+log = logging.getLogger(__name__)
+
+#: Failures that mean "no Claude here", as opposed to one bad run.
+CLAUDE_UNAVAILABLE: tuple[type[ClaudeError], ...] = (ClaudeNotInstalled, ClaudeAuthError,
+                                                     ClaudeCreditError)
+FALLBACK_MARK = "[fallback, no LLM]"
+
+
+@dataclass(frozen=True)
+class Answer:
+    data: dict[str, Any]
+    source: str  # "llm" or "fallback"
+    fallback_reason: str | None = None
+
+    @property
+    def decider(self) -> str:
+        """How self-selection names its decider: llm or keyword."""
+        return "llm" if self.source == "llm" else "keyword"
+
+
+def render(step: str, **values: object) -> str:
+    """The prompt of `step` from shared/prompts, with `$name` fields filled in."""
+    text = (project_path("shared") / "prompts" / f"{step}.md").read_text(encoding="utf-8")
+    return Template(text).safe_substitute({k: str(v) for k, v in values.items()})
+
+
+def parse_json_object(text: str) -> dict[str, Any]:
+    """The first JSON object in `text` (models sometimes wrap it in prose or fences)."""
+    start = text.find("{")
+    while start != -1:
+        try:
+            data, _ = json.JSONDecoder().raw_decode(text[start:])
+        except ValueError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(data, dict):
+            return data
+        start = text.find("{", start + 1)
+    raise ValueError(f"no JSON object in the answer: {text[:200]!r}")
+
+
+# ------------------------------------------------------------------ validators
+
+
+def _text(data: Mapping[str, Any], key: str, limit: int = 2000) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"the answer has no text {key!r}")
+    return value.replace("\x00", "").strip()[:limit]  # Postgres cannot store NUL
+
+
+def check_select(data: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(data.get("participate"), bool):
+        raise ValueError("the answer has no boolean 'participate'")
+    confidence = data.get("confidence", 0.5)
+    if not isinstance(confidence, int | float) or isinstance(confidence, bool):
+        raise ValueError("'confidence' is not a number")
+    return {"participate": data["participate"], "confidence": min(1.0, max(0.0, float(confidence))),
+            "reason": _text(data, "reason", 500)}
+
+
+def check_position(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {"position": _text(data, "position")}
+
+
+def check_vote(data: Mapping[str, Any]) -> dict[str, Any]:
+    if data.get("vote") not in ("approve", "reject"):
+        raise ValueError("'vote' is neither approve nor reject")
+    return {"vote": data["vote"], "reason": _text(data, "reason", 500)}
+
+
+def check_decision(data: Mapping[str, Any], roles: list[str]) -> dict[str, Any]:
+    if data.get("outcome") not in ("approved", "rejected"):
+        raise ValueError("'outcome' is neither approved nor rejected")
+    tasks = []
+    for item in data.get("tasks") or []:
+        if isinstance(item, dict) and item.get("role") in roles and str(item.get("description", "")).strip():
+            description = str(item["description"]).replace("\x00", "").strip()[:2000]
+            tasks.append({"role": item["role"], "description": description})
+    if data["outcome"] == "rejected":
+        tasks = []
+    return {"outcome": data["outcome"], "summary": _text(data, "summary", 4000), "tasks": tasks}
+
+
+# ------------------------------------------------------------------ fallbacks
+
+
+def keyword_matches(role: Role, text: str) -> list[str]:
+    lowered = text.lower()
+    return [k for k in role.keywords if re.search(rf"(?<![a-z0-9]){re.escape(k)}(?![a-z0-9])", lowered)]
+
+
+def keyword_select(role: Role, subject: str, body: str) -> dict[str, Any]:
+    """Take part when at least one of the role's keywords is in the subject or body."""
+    found = keyword_matches(role, f"{subject}\n{body}")
+    if not found:
+        return {"participate": False, "confidence": 0.0,
+                "reason": "no keyword of this role in the subject or body"}
+    return {"participate": True, "confidence": min(1.0, 0.4 + 0.2 * len(found)),
+            "reason": f"keywords matched: {', '.join(found)}"}
+
+
+def template_position(role: Role, subject: str, round_no: int, others: list[str]) -> dict[str, Any]:
+    heard = f" I have read the positions of {', '.join(others)}." if others else ""
+    duties = "; ".join(role.responsibilities)
+    return {"position": f"{FALLBACK_MARK} As {role.title} I take part in '{subject}' (round "
+                        f"{round_no}) for my responsibilities: {duties}.{heard} This is a "
+                        "templated position: no model was consulted."}
+
+
+def template_vote(role: Role, subject: str, body: str) -> dict[str, Any]:
+    found = keyword_matches(role, f"{subject}\n{body}")
+    return {"vote": "approve",
+            "reason": f"{FALLBACK_MARK} templated vote of the {role.title}: the proposal concerns "
+                      f"this role ({', '.join(found) or 'self-selected'}); approving so the work "
+                      "can proceed"}
+
+
+def template_decision(subject: str, consensus: str, tally: Mapping[str, int],
+                      approvers: list[Role]) -> dict[str, Any]:
+    """Follow the vote; on a tie or missing votes, approve only with more yes than no."""
+    approved = consensus == "approved" or (
+        consensus == "escalated" and tally.get("approve", 0) > tally.get("reject", 0))
+    outcome = "approved" if approved else "rejected"
+    tasks = [{"role": r.name, "description": f"{subject}: {r.responsibilities[0]}"}
+             for r in approvers] if approved else []
+    return {"outcome": outcome, "tasks": tasks,
+            "summary": f"{FALLBACK_MARK} '{subject}' is {outcome}: the vote was {consensus} "
+                       f"({tally.get('approve', 0)} approve, {tally.get('reject', 0)} reject); "
+                       "templated decision, no model was consulted."}
+
+
+# ------------------------------------------------------------------ the LLM
+
+
+class ClaudeDecider:
+    """Asks the Claude CLI one question as the role would (its model and system prompt)."""
+
+    def __init__(self, settings: Settings, role: Role, *, env: Mapping[str, str] | None = None,
+                 local_bin: Path | None = LOCAL_CLAUDE) -> None:
+        # One short turn, no tools: a JSON answer is all that is asked for.
+        self.options = ClaudeRunOptions(model=role.claude.model, system_prompt=role.system_prompt,
+                                        max_turns=2)
+        isolated = settings.state_dir / "claude" / role.name / "decider"
+        self.executor = ClaudeExecutor(settings, options=self.options, env=env, cli_max_retries=0,
+                                       config_dir=isolated if role.claude.isolate_config else None,
+                                       local_bin=local_bin)
+
+    async def ask(self, prompt: str, time_limit: float) -> dict[str, Any]:
+        binary = self.executor.binary()
+        extra = dict(self.executor.extra_env)
+        extra["CLAUDE_CODE_MAX_RETRIES"] = "0"
+        if self.executor.config_dir is not None:
+            self.executor.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            extra["CLAUDE_CONFIG_DIR"] = str(self.executor.config_dir)
+        env = claude_env(extra)
+        try:
+            done = await run_process(self.executor.argv(binary, self.options), stdin=prompt.encode(),
+                                     env=env, cwd=self.executor.cwd, time_limit=time_limit,
+                                     kill_grace=2.0)
+        except FileNotFoundError:
+            raise ClaudeNotInstalled(f"the Claude CLI {binary!r} disappeared") from None
+        result = classify(done, timeout=time_limit, env=env)
+        return parse_json_object(str((result.output or {}).get("result") or ""))
+
+
+async def answer(decider: ClaudeDecider | None, prompt: str, time_limit: float,
+                 check: Callable[[dict[str, Any]], dict[str, Any]],
+                 fallback: Callable[[], dict[str, Any]]) -> Answer:
+    """The LLM's checked answer, else the fallback's with the reason."""
+    if decider is None:
+        return Answer(fallback(), "fallback", "no LLM decider configured")
+    try:
+        return Answer(check(await decider.ask(prompt, time_limit)), "llm")
+    except (ClaudeError, ValueError, OSError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        log.info("LLM decider unavailable (%s); using the fallback", reason)
+        return Answer(fallback(), "fallback", reason)
