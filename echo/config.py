@@ -26,7 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from echo.errors import ConfigError
+from echo.errors import ConfigError, one_line
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -49,7 +49,15 @@ def config_files(env: str | None = None) -> list[Path]:
     """The TOML files that apply, lowest precedence first."""
     env = env or os.environ.get("ECHO_ENV", "dev")
     config_dir = Path(os.environ.get("ECHO_CONFIG_DIR") or project_path("config"))
-    return [p for p in (config_dir / "echo.toml", config_dir / f"{env}.toml") if p.exists()]
+    return [p for p in (config_dir / "echo.toml", config_dir / f"{env}.toml") if _is_file(p)]
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` is a file; a name the OS cannot even look up (too long) is not."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -93,6 +101,20 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value:
+            _check_postgres_url(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value:
+            _check_redis_url(value)
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -133,13 +155,49 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        field = one_line(".".join(str(p) for p in first["loc"])) or "settings"
         raise ConfigError(
-            f"bad setting {field} (ECHO_{field.upper()}): {first['msg']}; "
+            f"bad setting {field} (ECHO_{field.upper()}): "
+            f"{str(first['msg']).removeprefix('Value error, ')}; "
             f"fix it in the flag, the environment or {', '.join(map(str, config_files())) or 'config/'}"
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file is not valid TOML ({exc}); fix {config_files()}") from None
+
+
+def _check_postgres_url(url: str) -> None:
+    """The shape of a URL DSN (scheme, numeric ports), so a typo is a `ConfigError` and
+    not a driver traceback. A key=value DSN is libpq's own syntax, checked on connect.
+    Messages never quote the URL: it may hold a password."""
+    if "://" not in url:
+        return
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        raise ValueError("use postgresql://user:password@host:port/database or a key=value DSN")
+    hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    for host in hosts.split(",") if hosts else []:
+        port = ""
+        if host.startswith("["):
+            _address, closed, tail = host[1:].partition("]")
+            if not closed or (tail and not tail.startswith(":")):
+                raise ValueError("an IPv6 host is written [address]:port")
+            port = tail[1:]
+        elif ":" in host:
+            port = host.rpartition(":")[2]
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("a port in the URL is not a number from 1 to 65535")
+
+
+def _check_redis_url(url: str) -> None:
+    """What redis-py would refuse when it connects, refused now in one line."""
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        secret = urlsplit(url).password if "@" in url else None
+        reason = str(exc).replace(secret, "***") if secret else str(exc)
+        raise ValueError(f"use redis://[:password@]host:port/db or rediss:// ({reason})") from None
 
 
 _KEYWORD_SECRET = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)

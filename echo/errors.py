@@ -131,3 +131,9 @@ class ClaudeCrashed(ClaudeError):
 
 class ClaudeTimeout(ClaudeError):
     """The run passed its wall-clock timeout; its process group was killed."""
+
+
+def one_line(text: str) -> str:
+    """`text` fit for a one-line message: control characters (a newline in a TOML key,
+    an escape sequence) are shown escaped instead of breaking the line or the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -239,6 +239,8 @@ class Message(BaseModel):
             message = cls(**fields)
         except ValidationError as exc:
             raise InvalidMessage(_first_error(exc)) from None
+        except RecursionError:  # a body nested deeper than the interpreter can walk
+            raise InvalidMessage("invalid message: body: the body is nested too deeply") from None
         if max_body_bytes is not None:
             message.check_size(max_body_bytes)
         return message

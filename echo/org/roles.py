@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from echo.bus.envelope import ROLE_RE
-from echo.errors import ConfigError, UnknownRole
+from echo.errors import ConfigError, UnknownRole, one_line
 
 
 class ClaudeOptions(BaseModel):
@@ -90,7 +90,7 @@ def load_role_file(path: Path) -> Role:
         role = Role.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "role"
+        field = one_line(".".join(str(p) for p in first["loc"])) or "role"
         raise ConfigError(f"{path}: {field}: {first['msg']}; fix the role file") from None
     if role.name != path.parent.name:
         raise ConfigError(

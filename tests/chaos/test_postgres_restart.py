@@ -1,0 +1,98 @@
+"""Postgres restarted under a running organisation (a Postgres of the test's own).
+
+The promise: agents go `degraded` and come back `healthy` by themselves, with no
+restart; a `broadcast` during the outage fails with one clear line and writes
+nothing (no row, no Redis announcement); and every message sent before and after
+is processed exactly once by every agent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from echo import db as dbmod
+from echo.bus import Message, Publisher
+from echo.embedded import EmbeddedPostgres
+from tests.chaos.conftest import (
+    ROLES,
+    agent_pids,
+    agent_restarts,
+    assert_each_role_processed_each_once,
+    inbox_count,
+    stop_org,
+)
+from tests.conftest import make_settings
+from tests.helpers import run_cli, wait_until_async
+from tests.integration.bus.conftest import RawRedis
+from tests.integration.org.test_organisation import all_in, org_processes
+
+pytestmark = pytest.mark.chaos
+
+
+async def test_postgres_restart_degrades_recovers_and_an_outage_broadcast_writes_nothing(
+    own_postgres: EmbeddedPostgres, redis_url: str, namespace: str, tmp_path: Path, agents_dir: Path
+) -> None:
+    s = make_settings(own_postgres.dsn, redis_url, namespace, tmp_path / "state")
+    s = s.model_copy(update={"agents_dir": agents_dir, "connect_timeout": 1.0,
+                             "command_timeout": 2.0})
+    await dbmod.migrate(s)
+    database = await dbmod.Database.open(s, max_size=2)
+    raw = RawRedis(redis_url, namespace)
+    await raw.start()
+    sent: list[int] = []
+
+    async def publish(label: str, count: int) -> None:
+        async with Publisher(database) as pub:
+            sent.extend((await pub.publish_many(
+                [Message.build(from_role="operator", subject=f"{label} {i}") for i in range(count)]
+            )).db_ids)
+        for _ in range(count):  # drain our own announcements, so only later ones remain
+            await raw.next()
+
+    async def processed() -> bool:
+        return await inbox_count(database, sent) >= len(sent) * len(ROLES)
+
+    try:
+        started = await run_cli(s, "up", "--detach", timeout=120)
+        assert started.returncode == 0, started.stderr
+        await wait_until_async(all_in(s, "healthy"), timeout=60, interval=0.1)
+        pids, restarts = agent_pids(s, ROLES), agent_restarts(s, ROLES)
+        await publish("before", 100)
+        await wait_until_async(processed, timeout=30, interval=0.1)
+
+        await anyio.to_thread.run_sync(own_postgres.stop, "immediate")
+        await wait_until_async(all_in(s, "degraded"), timeout=60, interval=0.1)
+        during = await run_cli(s, "broadcast", "during the outage", timeout=60)
+        assert during.returncode == 1, during.stderr
+        lines = during.stderr.strip().splitlines()
+        assert len(lines) == 1 and "unavailable" in lines[0], during.stderr
+        assert "Traceback" not in during.stderr and during.stdout.strip() == ""
+
+        await anyio.to_thread.run_sync(own_postgres.start)
+        await wait_until_async(all_in(s, "healthy"), timeout=60, interval=0.1)
+        # The first announcement after the outage is the next message we send: the
+        # failed broadcast announced nothing (Redis keeps one sender's order, and the
+        # failed one ran to completion before this one began).
+        marker = await run_cli(s, "broadcast", "marker after the outage", "--json", timeout=60)
+        assert marker.returncode == 0, marker.stderr
+        _channel, first = await raw.next(timeout=10)
+        assert first["subject"] == "marker after the outage"
+        await publish("after", 100)
+        sent.append(first["db_id"])
+        await wait_until_async(processed, timeout=60, interval=0.1)
+
+        async with database.acquire() as conn:
+            ghosts = await conn.fetchval(
+                "SELECT count(*) FROM messages WHERE subject = 'during the outage'")
+        assert ghosts == 0  # not half-written
+        await assert_each_role_processed_each_once(database, ROLES, sent)
+        assert agent_pids(s, ROLES) == pids and agent_restarts(s, ROLES) == restarts
+        assert database.leaks == 0
+    finally:
+        stop_org(s)
+        await raw.close()
+        await database.close()
+    assert org_processes(s) == []
