@@ -6,23 +6,8 @@
 # Uses whatever database the environment names (ECHO_DATABASE_URL, ECHO_REDIS_URL),
 # else the embedded Postgres in ECHO_STATE_DIR (default: a fresh temporary folder).
 set -uo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-py="${ECHO_PYTHON:-$here/.venv/bin/python}"
-export ECHO_STATE_DIR="${ECHO_STATE_DIR:-$(mktemp -d -t echo-day1-XXXXXX)}"
-export ECHO_NAMESPACE="${ECHO_NAMESPACE:-day1_$(date +%s)}"
-ctl() { "$py" -m echo "$@"; }
-failed=0
-check() { # $1 description, rest: command that must succeed
-  local what=$1; shift
-  if "$@" >/dev/null 2>&1; then echo "✓ $what"; else echo "✗ $what"; failed=$((failed + 1)); fi
-}
+DAY=day1 . "$(dirname "$0")/lib.sh"
 agents_json() { ctl status --json; }
-count_state() { agents_json | "$py" -c "import json,sys; print(sum(a['state']=='$1' for a in json.load(sys.stdin)['agents']))"; }
-wait_for() { # $1 seconds, rest: command
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do [ $SECONDS -ge $deadline ] && return 1; sleep 0.2; done
-}
-six_healthy() { [ "$(count_state healthy)" = 6 ]; }
 trap 'ctl down >/dev/null 2>&1' EXIT
 
 echo "ECHO day 1 (state: $ECHO_STATE_DIR, namespace: $ECHO_NAMESPACE)"

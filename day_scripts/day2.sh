@@ -8,21 +8,7 @@
 # and the assigned work is reported as `skipped: claude unavailable (...)`.
 # Uses ECHO_DATABASE_URL / ECHO_REDIS_URL if set, else the embedded Postgres.
 set -uo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-py="${ECHO_PYTHON:-$here/.venv/bin/python}"
-export ECHO_STATE_DIR="${ECHO_STATE_DIR:-$(mktemp -d -t echo-day2-XXXXXX)}"
-export ECHO_NAMESPACE="${ECHO_NAMESPACE:-day2_$(date +%s)}"
-ctl() { "$py" -m echo "$@"; }
-failed=0
-check() { # $1 description, rest: command that must succeed
-  local what=$1; shift
-  if "$@" >/dev/null 2>&1; then echo "✓ $what"; else echo "✗ $what"; failed=$((failed + 1)); fi
-}
-wait_for() { # $1 seconds, rest: command
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do [ $SECONDS -ge $deadline ] && return 1; sleep 0.2; done
-}
-six_healthy() { [ "$(ctl status --json | "$py" -c "import json,sys; print(sum(a['state']=='healthy' for a in json.load(sys.stdin)['agents']))")" = 6 ]; }
+DAY=day2 . "$(dirname "$0")/lib.sh"
 field() { ctl workflow show "$1" --json | "$py" -c "import json,sys; d=json.load(sys.stdin); print($2)"; }
 trap 'ctl down >/dev/null 2>&1' EXIT
 

@@ -177,3 +177,18 @@ async def test_train_runs_a_scenario_and_checks_it(org_settings: Settings) -> No
     lines = trained.stdout.splitlines()
     assert "✓ the workflow completed" in lines and "✓ chro took part" in lines
     assert "✓ cto stayed out" in lines and not [line for line in lines if line.startswith("✗")]
+
+
+async def test_train_day2_starts_the_organisation_checks_it_and_stops_it(org_settings: Settings) -> None:
+    s = org_settings
+    assert read_org(s) is None
+    trained = await run_cli(s, "train", "day2", timeout=180, **NO_CLAUDE)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    lines = trained.stdout.splitlines()
+    for expected in ("✓ 6 agents started and healthy", "✓ agents stable for 3 s (healthy, no restarts)",
+                     "✓ the proposal was stored in Postgres and announced",
+                     "✓ the proposal reached all 6 agents", "✓ the workflow completed"):
+        assert expected in lines, trained.stdout
+    record = read_org(s)
+    assert record is not None and record.state == "stopped"  # it stopped what it started
+    assert org_tests.org_processes(s) == []
