@@ -22,3 +22,6 @@ wait_for() { # $1 seconds, rest: a command polled until it succeeds
 six_healthy() {
   [ "$(ctl status --json | "$py" -c "import json,sys; print(sum(a['state']=='healthy' for a in json.load(sys.stdin)['agents']))")" = 6 ]
 }
+
+# The banner: which mode this run is in (real Claude, or fallbacks) and how to switch.
+ctl claude || true

@@ -24,13 +24,14 @@ import anyio
 import asyncpg
 import typer
 from anyio.abc import TaskStatus
+from rich.markup import escape
 from rich.table import Table
 
 from echo.bus.envelope import check_role
 from echo.commands._common import JsonOpt, console, emit_json, run, settings
 from echo.config import Settings
 from echo.db import Database
-from echo.errors import ClaudeNotInstalled, ConfigError, MigrationError, UsageError
+from echo.errors import ClaudeNotInstalled, ConfigError, EchoError, MigrationError, UsageError
 from echo.listener import Listener
 from echo.work import (
     STATUSES,
@@ -307,3 +308,32 @@ def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     app.add_typer(tasks_app, name="tasks")
     app.command("worker")(worker)
+    app.command("claude")(claude_status)
+
+
+def claude_status(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
+    """Which Claude CLI runs the work and whether it has a login: the mode of a run."""
+    from echo.work.claude import login_hint, resolve_claude_bin
+
+    s = settings(ctx)
+    try:
+        binary: str | None = resolve_claude_bin(s)
+        missing = None
+    except EchoError as exc:
+        binary, missing = None, str(exc)
+    login = login_hint()
+    live = bool(binary and login)
+    info = {
+        "binary": binary, "login": login, "mode": "claude" if live else "fallback",
+        "reason": None if live else (missing or "no ANTHROPIC_API_KEY and no `claude /login` credentials"),
+    }
+    if as_json:
+        emit_json(info)
+    elif live:
+        console.print(f"mode: [green]claude[/] ({binary}, {login}): deciders and work use the real CLI")
+    else:
+        console.print(
+            f"mode: [yellow]fallback[/] ({escape(str(info['reason']))}): deciders use role keywords and "
+            "templates, assigned work is recorded as skipped. To switch: install the CLI "
+            "(`make setup`) and set ANTHROPIC_API_KEY or run `claude /login`."
+        )

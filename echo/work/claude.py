@@ -280,3 +280,20 @@ class ClaudeExecutor:
                 f"the Claude CLI {binary!r} disappeared; reinstall "
                 "@anthropic-ai/claude-code or fix ECHO_CLAUDE_BIN") from None
         return classify(done, timeout=task.timeout_seconds, env=env)
+
+
+def login_hint(env: Mapping[str, str] | None = None) -> str | None:
+    """Where the CLI would find credentials, without calling the API; None if nowhere.
+
+    Used to say up front which mode a run is in. It is a hint: only a real run can
+    tell that a key is valid, and every run classifies that failure on its own.
+    """
+    env = os.environ if env is None else env
+    if env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_AUTH_TOKEN"):
+        return "ANTHROPIC_API_KEY"
+    if env.get("CLAUDE_CODE_USE_BEDROCK") or env.get("CLAUDE_CODE_USE_VERTEX"):
+        return "cloud provider (Bedrock/Vertex)"
+    config = Path(env.get("CLAUDE_CONFIG_DIR") or Path(env.get("HOME", "~")).expanduser() / ".claude")
+    if (config / ".credentials.json").is_file():
+        return f"login in {config}"
+    return None

@@ -129,3 +129,26 @@ def test_new_task_rejects_bad_input(bad: dict[str, object]) -> None:
     fields: dict[str, object] = {"description": "x", **bad}
     with pytest.raises(UsageError):
         NewTask(**fields).check()  # type: ignore[arg-type]
+
+
+def test_login_hint_names_where_credentials_are_without_calling_the_api(tmp_path: Path) -> None:
+    from echo.work.claude import login_hint
+
+    assert login_hint({"HOME": str(tmp_path)}) is None
+    assert login_hint({"HOME": str(tmp_path), "ANTHROPIC_API_KEY": "k"}) == "ANTHROPIC_API_KEY"
+    (tmp_path / ".claude").mkdir()
+    (tmp_path / ".claude" / ".credentials.json").write_text("{}")
+    assert login_hint({"HOME": str(tmp_path)}) == f"login in {tmp_path / '.claude'}"
+
+
+def test_claude_command_says_which_mode_and_why(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECHO_", "ANTHROPIC_"))}
+    env.update(HOME=str(tmp_path), ECHO_CLAUDE_BIN="/nonexistent/claude")
+    done = subprocess.run([sys.executable, "-m", "echo", "claude", "--json"], env=env,
+                          capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+    info = json.loads(done.stdout)
+    assert info["mode"] == "fallback" and "ECHO_CLAUDE_BIN" in info["reason"]
