@@ -253,7 +253,7 @@ def worker(
         raise ConfigError("this worker has no executor it can run; see the warnings above")
 
     async def body() -> None:
-        database = await Database.open(s, max_size=4)
+        database = await Database.open(s, min_size=0, max_size=4)  # no floor to restore in an outage
         try:
             async with database.acquire() as conn:
                 if not await conn.fetchval("SELECT to_regclass('agent_tasks') IS NOT NULL"):
