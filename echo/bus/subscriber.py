@@ -198,6 +198,7 @@ class Subscriber:
             self._cursor = self._saved = await self.store.read_cursor(self.role)
             self.stats.cursor = self._cursor
         while True:
+            heard_before = self._heard
             messages = await self.store.fetch_after(self._cursor, self.channels, self.batch)
             self._recovered()
             for message in messages:
@@ -208,8 +209,13 @@ class Subscriber:
                 self._dirty.set()
             if len(messages) < self.batch:
                 break
-        # `_heard` is left alone: a notice that arrived after the query above is for a
-        # row it did not return, and must still prompt the next read.
+        # A notice that arrived after the query above is for a row it did not return,
+        # and must still prompt the next read. But one heard before the query was for a
+        # row already committed (notices follow commits, ids commit in order), so if the
+        # read did not return it, no such row exists for this role: a forged or foreign
+        # id must not leave a phantom lag or a read on every wake-up.
+        if self._heard == heard_before:
+            self._heard = min(self._heard, self._cursor)
         self.stats.lag = max(0, self._heard - self._cursor)
         if not self.stats.caught_up:
             self.stats.caught_up = True

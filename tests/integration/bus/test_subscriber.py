@@ -228,3 +228,22 @@ async def test_a_notice_that_arrives_after_the_read_still_prompts_the_next_read(
             await second.wait()
         tg.cancel_scope.cancel()
     assert got == ["first", "second"]
+
+
+async def test_a_notice_for_a_row_that_does_not_exist_leaves_no_phantom_lag(
+    db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    rec = Recorder()
+    sub = Subscriber(db, "cto", rec)
+    async with anyio.create_task_group() as tg, Publisher(db) as pub:
+        await tg.start(sub.run)
+        await wait_until(lambda: sub.state == "live")
+        forged = json.dumps({"db_id": 10**12, "channel": "messages:cto", "kind": "direct",
+                             "from_role": "ceo", "to_role": "cto", "subject": "forged"})
+        await raw_redis.send("messages:cto", forged)
+        await wait_until(lambda: sub.stats.received == 1)
+        real = await pub.publish(msg("real", to="cto"))
+        await rec.wait_for(1)
+        await wait_until(lambda: sub.stats.lag == 0)
+        tg.cancel_scope.cancel()
+    assert rec.ids == [real.db_id] and sub.cursor == real.db_id
