@@ -51,7 +51,7 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     database_url: str | None = typer.Option(
-        None, "--database-url", help="libpq DSN (default: ECHO_DATABASE_URL, else embedded)",
+        None, "--database-url", help="postgresql:// URL (default: ECHO_DATABASE_URL, else embedded)",
         show_default=False,
     ),
     redis_url: str | None = typer.Option(
