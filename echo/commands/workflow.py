@@ -43,6 +43,20 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
 
 
+def _rows(s: Settings, query: str, limit: int) -> list[dict[str, Any]]:
+    """The rows of one named workflow query, newest first."""
+
+    async def fetch() -> list[dict[str, Any]]:
+        database = await Database.open(s, max_size=1)
+        try:
+            async with database.acquire() as conn:
+                return [dict(r) for r in await conn.fetch(wf.Q[query], limit)]
+        finally:
+            await database.close()
+
+    return run(fetch)
+
+
 async def snapshot(database: Database, workflow_id: str) -> dict[str, Any]:
     """Everything about one workflow, as JSON-able data."""
     async with database.acquire() as conn:
@@ -151,15 +165,7 @@ def list_workflows(
     """Workflows, newest first, with their phase."""
     s = settings(ctx)
 
-    async def fetch() -> list[dict[str, Any]]:
-        database = await Database.open(s, max_size=1)
-        try:
-            async with database.acquire() as conn:
-                return [dict(r) for r in await conn.fetch(wf.Q["list"], limit)]
-        finally:
-            await database.close()
-
-    rows = run(fetch)
+    rows = _rows(s, "list", limit)
     if as_json:
         emit_json(rows)
         return
@@ -267,15 +273,7 @@ def decisions(
     """The decisions the CEO wrote, newest first."""
     s: Settings = settings(ctx)
 
-    async def fetch() -> list[dict[str, Any]]:
-        database = await Database.open(s, max_size=1)
-        try:
-            async with database.acquire() as conn:
-                return [dict(r) for r in await conn.fetch(wf.Q["decisions"], limit)]
-        finally:
-            await database.close()
-
-    rows = run(fetch)
+    rows = _rows(s, "decisions", limit)
     if as_json:
         emit_json(rows)
         return
