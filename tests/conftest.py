@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import os
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from echo.config import Settings
+from echo.config import Settings, project_path
 from echo.db import Database, drop_namespace, migrate
 from echo.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from echo.errors import EchoError
@@ -172,3 +173,22 @@ def own_redis() -> Iterator[EmbeddedRedis]:
         unavailable(f"cannot start a redis-server ({exc})")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def agents_dir(tmp_path: Path) -> Path:
+    """A private copy of agents/, so a test may break a role file."""
+    target = tmp_path / "agents"
+    shutil.copytree(project_path("agents"), target)
+    return target
+
+
+@pytest.fixture
+def org_settings(settings: Settings, agents_dir: Path) -> Iterator[Settings]:
+    """Settings for an organisation of real agent processes, stopped after the test."""
+    from tests.helpers import org_processes, stop_org
+
+    s = settings.model_copy(update={"agents_dir": agents_dir})
+    yield s
+    stop_org(s)
+    assert org_processes(s) == []

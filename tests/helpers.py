@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 
 import anyio
+import psutil
 
 from echo.config import Settings
+
+ROLES = ["ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head"]
 
 
 def cli_env(s: Settings, **extra: str) -> dict[str, str]:
@@ -39,17 +43,55 @@ async def run_cli(
     return await anyio.to_thread.run_sync(lambda: echoctl(s, *args, timeout=timeout, **env))
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Poll a condition with a deadline, for state that has no event to await
-    (another process's files, a row another process writes)."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(interval)
-
-
-async def wait_until_async(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, interval: float = 0.01
 ) -> None:
+    """Poll a condition, plain or async, with a deadline: for state that has no event to
+    await (another process's files, a row another process writes, a pool's counters)."""
     with anyio.fail_after(timeout):
-        while not await predicate():
+        while True:
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return
             await anyio.sleep(interval)
+
+
+async def states(s: Settings) -> dict[str, str]:
+    """Each agent's state as `echoctl status` reports it (this machine's state dir only)."""
+    from echo.commands.org import collect_status
+
+    return {a["role"]: a["state"] for a in (await collect_status(s, remote=False))["agents"]}
+
+
+def all_in(s: Settings, state: str, roles: list[str] = ROLES) -> Callable[[], Awaitable[bool]]:
+    """A condition for `wait_until`: every role in `roles` is in `state`."""
+
+    async def check() -> bool:
+        current = await states(s)
+        return all(current.get(r) == state for r in roles)
+
+    return check
+
+
+def org_processes(s: Settings) -> list[psutil.Process]:
+    """Every live process started for this test's organisation, found by its state dir."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.pid == os.getpid():
+                continue
+            if (proc.environ().get("ECHO_STATE_DIR") == str(s.state_dir)
+                    and proc.status() != psutil.STATUS_ZOMBIE):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def stop_org(s: Settings) -> None:
+    """`echoctl down`, then kill whatever is left: nothing may outlive a test."""
+    echoctl(s, "down", "--timeout", "30")
+    for proc in org_processes(s):
+        proc.kill()

@@ -67,6 +67,8 @@ class PoolMetrics:
     success_rate: float
     degraded: bool
     last_error: str | None
+    claim_rounds: int = 0  # claim queries made: an idle pool has made at least one
+    db_errors: int = 0     # failed database calls (claims, writes) while degraded
 
 
 @dataclass(eq=False)
@@ -128,6 +130,8 @@ class ExecutorPool:
         self._stopping = anyio.Event()
         self._counts = {"succeeded": 0, "failed": 0, "released": 0, "lost": 0}
         self._durations_ms = 0.0
+        self._claim_rounds = 0
+        self._db_errors = 0
 
     # ------------------------------------------------------------------ public
     def worker_id(self, slot: int) -> str:
@@ -144,6 +148,7 @@ class ExecutorPool:
             avg_duration_ms=self._durations_ms / processed if processed else 0.0,
             success_rate=self._counts["succeeded"] / processed if processed else 1.0,
             degraded=self.degraded, last_error=self.last_error,
+            claim_rounds=self._claim_rounds, db_errors=self._db_errors,
         )
 
     def wake(self) -> None:
@@ -184,6 +189,7 @@ class ExecutorPool:
         self._wake.set()
 
     def _trouble(self, exc: BaseException, doing: str) -> None:
+        self._db_errors += 1
         if not self.degraded:
             log.warning("work pool degraded: cannot %s: %s", doing, exc)
         self.degraded = True
@@ -208,6 +214,7 @@ class ExecutorPool:
                 tasks = await self.queue.claim([self.worker_id(s) for s in slots],
                                                task_types=types, roles=self.roles,
                                                lease_seconds=self.lease_seconds)
+                self._claim_rounds += 1
                 self._healthy()
                 delay = 0.1
             except _DB_ERRORS as exc:

@@ -8,25 +8,9 @@ failed test never leaves a process behind.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from echo import db as dbmod
-from echo.config import Settings, project_path
+from echo.config import Settings
 from echo.org.state import read_org
-from tests.helpers import echoctl
-from tests.integration.org.test_organisation import org_processes
-
-ROLES = ["ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head"]
-
-
-def stop_org(s: Settings) -> None:
-    echoctl(s, "down", "--timeout", "30")
-    for proc in org_processes(s):  # nothing may outlive a test, even a failed one
-        proc.kill()
 
 
 def agent_pids(s: Settings, roles: list[str]) -> dict[str, int | None]:
@@ -62,19 +46,3 @@ async def assert_each_role_processed_each_once(
     missing = expected - seen
     assert not missing, f"{len(missing)} (role, message) pairs never processed, e.g. {sorted(missing)[:5]}"
     assert seen == expected, f"unexpected inbox rows: {sorted(seen - expected)[:5]}"
-
-
-@pytest.fixture
-def agents_dir(tmp_path: Path) -> Path:
-    """A private copy of agents/."""
-    target = tmp_path / "agents"
-    shutil.copytree(project_path("agents"), target)
-    return target
-
-
-@pytest.fixture
-def org_settings(settings: Settings, agents_dir: Path) -> Iterator[Settings]:
-    s = settings.model_copy(update={"agents_dir": agents_dir})
-    yield s
-    stop_org(s)
-    assert org_processes(s) == []

@@ -18,13 +18,11 @@ from echo.bus import Message, Publisher
 from echo.config import Settings
 from echo.org.state import read_org
 from tests.chaos.conftest import (
-    ROLES,
     agent_restarts,
     assert_each_role_processed_each_once,
     inbox_count,
 )
-from tests.helpers import run_cli, wait_until_async
-from tests.integration.org.test_organisation import all_in
+from tests.helpers import ROLES, all_in, run_cli, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -38,7 +36,7 @@ async def test_random_sigkills_during_a_storm_lose_nothing_and_repeat_nothing(
     s = org_settings
     started = await run_cli(s, "up", "--detach", "--max-restarts", "100", timeout=120)
     assert started.returncode == 0, started.stderr
-    await wait_until_async(all_in(s, "healthy"), timeout=60, interval=0.1)
+    await wait_until(all_in(s, "healthy"), timeout=60, interval=0.1)
 
     rng = random.Random(7)
     killed: list[int] = []
@@ -62,7 +60,7 @@ async def test_random_sigkills_during_a_storm_lose_nothing_and_repeat_nothing(
     async def all_processed() -> bool:
         return await inbox_count(db, sent) >= MESSAGES * len(ROLES)
 
-    await wait_until_async(all_processed, timeout=90, interval=0.2)
+    await wait_until(all_processed, timeout=90, interval=0.2)
     await assert_each_role_processed_each_once(db, ROLES, sent)
     assert sum(agent_restarts(s, ROLES).values()) == len(killed)
     record = read_org(s)  # the organisation is still up: the kills were not fatal

@@ -17,17 +17,14 @@ from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.embedded import EmbeddedPostgres
 from tests.chaos.conftest import (
-    ROLES,
     agent_pids,
     agent_restarts,
     assert_each_role_processed_each_once,
     inbox_count,
-    stop_org,
 )
 from tests.conftest import make_settings
-from tests.helpers import run_cli, wait_until_async
+from tests.helpers import ROLES, all_in, org_processes, run_cli, stop_org, wait_until
 from tests.integration.bus.conftest import RawRedis
-from tests.integration.org.test_organisation import all_in, org_processes
 
 pytestmark = pytest.mark.chaos
 
@@ -58,13 +55,13 @@ async def test_postgres_restart_degrades_recovers_and_an_outage_broadcast_writes
     try:
         started = await run_cli(s, "up", "--detach", timeout=120)
         assert started.returncode == 0, started.stderr
-        await wait_until_async(all_in(s, "healthy"), timeout=60, interval=0.1)
+        await wait_until(all_in(s, "healthy"), timeout=60, interval=0.1)
         pids, restarts = agent_pids(s, ROLES), agent_restarts(s, ROLES)
         await publish("before", 100)
-        await wait_until_async(processed, timeout=30, interval=0.1)
+        await wait_until(processed, timeout=30, interval=0.1)
 
         await anyio.to_thread.run_sync(own_postgres.stop, "immediate")
-        await wait_until_async(all_in(s, "degraded"), timeout=60, interval=0.1)
+        await wait_until(all_in(s, "degraded"), timeout=60, interval=0.1)
         during = await run_cli(s, "broadcast", "during the outage", timeout=60)
         assert during.returncode == 1, during.stderr
         lines = during.stderr.strip().splitlines()
@@ -72,7 +69,7 @@ async def test_postgres_restart_degrades_recovers_and_an_outage_broadcast_writes
         assert "Traceback" not in during.stderr and during.stdout.strip() == ""
 
         await anyio.to_thread.run_sync(own_postgres.start)
-        await wait_until_async(all_in(s, "healthy"), timeout=60, interval=0.1)
+        await wait_until(all_in(s, "healthy"), timeout=60, interval=0.1)
         # The first announcement after the outage is the next message we send: the
         # failed broadcast announced nothing (Redis keeps one sender's order, and the
         # failed one ran to completion before this one began).
@@ -82,7 +79,7 @@ async def test_postgres_restart_degrades_recovers_and_an_outage_broadcast_writes
         assert first["subject"] == "marker after the outage"
         await publish("after", 100)
         sent.append(first["db_id"])
-        await wait_until_async(processed, timeout=60, interval=0.1)
+        await wait_until(processed, timeout=60, interval=0.1)
 
         async with database.acquire() as conn:
             ghosts = await conn.fetchval(

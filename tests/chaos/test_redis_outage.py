@@ -20,15 +20,12 @@ from echo.config import Settings
 from echo.embedded import EmbeddedRedis
 from echo.org.health import read_health_file
 from tests.chaos.conftest import (
-    ROLES,
     agent_pids,
     agent_restarts,
     assert_each_role_processed_each_once,
     inbox_count,
-    stop_org,
 )
-from tests.helpers import run_cli, wait_until, wait_until_async
-from tests.integration.org.test_organisation import all_in
+from tests.helpers import ROLES, all_in, run_cli, stop_org, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -62,7 +59,7 @@ async def test_redis_down_mid_storm_loses_nothing_and_restarts_no_agent(
     s = redis_org
     started = await run_cli(s, "up", "--detach", timeout=120)
     assert started.returncode == 0, started.stderr
-    await wait_until_async(all_in(s, "healthy"), timeout=60, interval=0.1)
+    await wait_until(all_in(s, "healthy"), timeout=60, interval=0.1)
     await wait_until(messages_state_is(s, "live"), timeout=30, interval=0.1)
     pids, restarts = agent_pids(s, ROLES), agent_restarts(s, ROLES)
 
@@ -87,7 +84,7 @@ async def test_redis_down_mid_storm_loses_nothing_and_restarts_no_agent(
     await storm("during", 20, pace=OUTAGE_S / 20)  # stored, not announced
     # Redis stays down until every agent has noticed and has read the lot by polling.
     await wait_until(messages_state_is(s, "polling"), timeout=30, interval=0.1)
-    await wait_until_async(processed(len(sent)), timeout=60, interval=0.2)
+    await wait_until(processed(len(sent)), timeout=60, interval=0.2)
     async with db.acquire() as conn:
         unannounced = await conn.fetchval("SELECT count(*) FROM messages WHERE published_at IS NULL")
     assert unannounced > 0  # the outage was real: the publisher could not announce them
@@ -95,14 +92,14 @@ async def test_redis_down_mid_storm_loses_nothing_and_restarts_no_agent(
     await anyio.to_thread.run_sync(own_redis.start)
     await wait_until(messages_state_is(s, "live"), timeout=30, interval=0.1)
     await storm("after", 10)
-    await wait_until_async(processed(len(sent)), timeout=60, interval=0.2)
+    await wait_until(processed(len(sent)), timeout=60, interval=0.2)
 
     async def all_announced() -> bool:  # the outbox relay announced what was left
         async with db.acquire() as conn:
             return await conn.fetchval(
                 "SELECT count(*) FROM messages WHERE published_at IS NULL") == 0
 
-    await wait_until_async(all_announced, timeout=30, interval=0.2)
+    await wait_until(all_announced, timeout=30, interval=0.2)
     assert len(sent) == 1000
     await assert_each_role_processed_each_once(db, ROLES, sent)
     assert agent_pids(s, ROLES) == pids

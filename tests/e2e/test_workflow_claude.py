@@ -14,15 +14,13 @@ import pytest
 from echo.commands.workflow import snapshot
 from echo.config import Settings
 from echo.db import Database
+from tests import helpers as org_tests
 from tests.e2e import test_claude_executor as executor_tests
 from tests.fakes.anthropic import HANG, FakeAnthropic, text
-from tests.helpers import run_cli, wait_until_async
-from tests.integration.org import test_organisation as org_tests
+from tests.helpers import run_cli, wait_until
 
 pytestmark = pytest.mark.e2e
 
-agents_dir = org_tests.agents_dir
-org_settings = org_tests.org_settings
 claude_bin = executor_tests.claude_bin
 api = executor_tests.api
 
@@ -39,7 +37,7 @@ async def up_with_claude(s: Settings, api: FakeAnthropic, claude_bin: str, tmp_p
     env = {**api.env(), "HOME": str(home), "ECHO_CLAUDE_BIN": claude_bin}
     started = await run_cli(s, "up", "--roles", ",".join(ROLES), "--detach", timeout=120, **env)
     assert started.returncode == 0, started.stderr
-    await wait_until_async(org_tests.all_in(s, "healthy", ROLES), timeout=60, interval=0.1)
+    await wait_until(org_tests.all_in(s, "healthy", ROLES), timeout=60, interval=0.1)
     return env
 
 
@@ -103,7 +101,7 @@ async def test_decider_timeout_falls_back_to_keywords(
     async def all_decided() -> bool:
         return len((await snapshot(db, wf_id))["participants"]) == len(ROLES)
 
-    await wait_until_async(all_decided, timeout=60, interval=0.1)
+    await wait_until(all_decided, timeout=60, interval=0.1)
     chosen = {p["role"]: p for p in (await snapshot(db, wf_id))["participants"]}
     for p in chosen.values():
         assert p["decider"] == "keyword" and "ClaudeTimeout" in p["fallback_reason"]

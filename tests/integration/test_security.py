@@ -19,10 +19,8 @@ from echo import db as dbmod
 from echo.config import Settings, project_path
 from echo.embedded import EmbeddedRedis
 from echo.errors import EchoError
-from tests.chaos.conftest import stop_org
 from tests.conftest import unavailable
-from tests.helpers import run_cli, wait_until_async
-from tests.integration.org.test_organisation import all_in, org_processes
+from tests.helpers import all_in, org_processes, run_cli, stop_org, wait_until
 
 DB_SECRET = "pgS3cretPw9"
 REDIS_SECRET = "rdS3cretPw9"
@@ -84,7 +82,7 @@ async def test_no_secret_in_output_logs_or_errors_and_state_is_private(
     try:
         await cli("status")  # before anything runs
         await cli("up", "--detach", "--roles", "ceo,cto")
-        await wait_until_async(all_in(s, "healthy", ["ceo", "cto"]), timeout=60, interval=0.1)
+        await wait_until(all_in(s, "healthy", ["ceo", "cto"]), timeout=60, interval=0.1)
         await cli("status")
         await cli("status", "--json")
         await cli("db", "status")
@@ -99,7 +97,7 @@ async def test_no_secret_in_output_logs_or_errors_and_state_is_private(
                 return await conn.fetchval(
                     "SELECT status FROM agent_tasks WHERE task_id = $1", int(task_id)) in ("failed", "dead")
 
-        await wait_until_async(failed, timeout=60, interval=0.1)
+        await wait_until(failed, timeout=60, interval=0.1)
         shown = await cli("tasks", "show", task_id)
         assert "without a JSON result" in shown or "exited with status 1" in shown, shown
         await cli("logs", "cto")

@@ -10,73 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
 import psutil
-import pytest
 
 from echo import db as dbmod
 from echo.bus import Message, Publisher
-from echo.commands.org import collect_status
-from echo.config import Settings, project_path
+from echo.config import Settings
 from echo.org.state import read_org
-from tests.helpers import cli_env, echoctl, run_cli, wait_until, wait_until_async
-
-ROLES = ["ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head"]
-
-
-async def states(s: Settings) -> dict[str, str]:
-    return {a["role"]: a["state"] for a in (await collect_status(s, remote=False))["agents"]}
-
-
-def all_in(s: Settings, state: str, roles: list[str] = ROLES) -> Callable[[], Awaitable[bool]]:
-    """A condition for `wait_until_async`: every role in `roles` is in `state`."""
-
-    async def check() -> bool:
-        current = await states(s)
-        return all(current.get(r) == state for r in roles)
-
-    return check
-
-
-def org_processes(s: Settings) -> list[psutil.Process]:
-    """Every live process started for this test's organisation (found by its state dir)."""
-    found = []
-    marker = f"ECHO_STATE_DIR={s.state_dir}"
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.pid == os.getpid():
-                continue
-            env = proc.environ()
-            if env.get("ECHO_STATE_DIR") == str(s.state_dir) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    assert marker  # documents how processes are matched
-    return found
-
-
-@pytest.fixture
-def agents_dir(tmp_path: Path) -> Path:
-    """A private copy of agents/, so a test may break a role file."""
-    target = tmp_path / "agents"
-    shutil.copytree(project_path("agents"), target)
-    return target
-
-
-@pytest.fixture
-def org_settings(settings: Settings, agents_dir: Path) -> Iterator[Settings]:
-    s = settings.model_copy(update={"agents_dir": agents_dir})
-    yield s
-    echoctl(s, "down", "--timeout", "30")
-    for proc in org_processes(s):  # nothing may outlive a test, even a failed one
-        proc.kill()
+from tests.helpers import ROLES, all_in, cli_env, echoctl, org_processes, run_cli, wait_until
 
 
 async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
@@ -85,7 +31,7 @@ async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
     s = org_settings
     started = await run_cli(s, "up", "--staggered", "--detach", timeout=120)
     assert started.returncode == 0, started.stderr
-    await wait_until_async(all_in(s, "healthy"), timeout=60, interval=0.1)
+    await wait_until(all_in(s, "healthy"), timeout=60, interval=0.1)
 
     record = read_org(s)
     assert record is not None and record.state == "running"
@@ -124,7 +70,7 @@ async def test_sigkilled_agent_restarts_and_catches_up_exactly_once(
 ) -> None:
     s = org_settings
     assert (await run_cli(s, "up", "--staggered", "--detach", timeout=120)).returncode == 0
-    await wait_until_async(all_in(s, "healthy"), timeout=60, interval=0.1)
+    await wait_until(all_in(s, "healthy"), timeout=60, interval=0.1)
     record = read_org(s)
     assert record is not None
     victim = record.agents["cto"].pid
@@ -177,9 +123,9 @@ async def test_database_down_at_start_agents_degraded_then_healthy(
     try:
         started = await run_cli(s, "up", "--roles", ",".join(roles), "--detach", timeout=120)
         assert started.returncode == 0, started.stderr
-        await wait_until_async(all_in(s, "degraded", roles), timeout=60, interval=0.1)
+        await wait_until(all_in(s, "degraded", roles), timeout=60, interval=0.1)
         await anyio.to_thread.run_sync(own_postgres.start)
-        await wait_until_async(all_in(s, "healthy", roles), timeout=60, interval=0.1)
+        await wait_until(all_in(s, "healthy", roles), timeout=60, interval=0.1)
         record = read_org(s)
         assert record is not None and all(record.agents[r].restarts == 0 for r in roles)
     finally:
@@ -198,7 +144,7 @@ async def test_crash_loop_exceeds_intensity_and_stops_with_one_clear_line(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
     try:
-        await wait_until_async(all_in(s, "healthy", ["ceo", "cto"]), timeout=60, interval=0.1)
+        await wait_until(all_in(s, "healthy", ["ceo", "cto"]), timeout=60, interval=0.1)
         # From now on the CTO cannot start: every restart exits at once.
         (agents_dir / "cto" / "role.toml").write_text("title = [broken")
         os.kill(read_org(s).agents["cto"].pid, signal.SIGKILL)  # type: ignore[arg-type, union-attr]

@@ -16,11 +16,8 @@ from echo.commands.workflow import snapshot
 from echo.config import Settings
 from echo.db import Database
 from echo.org.state import read_org
-from tests.helpers import run_cli, wait_until_async
-from tests.integration.org import test_organisation as org_tests
-
-agents_dir = org_tests.agents_dir
-org_settings = org_tests.org_settings
+from tests import helpers as org_tests
+from tests.helpers import run_cli, wait_until
 
 ROLES = ["ceo", "cto", "chro"]
 NO_CLAUDE = {"ECHO_CLAUDE_BIN": "/nonexistent/claude"}
@@ -29,7 +26,7 @@ NO_CLAUDE = {"ECHO_CLAUDE_BIN": "/nonexistent/claude"}
 async def up(s: Settings, roles: list[str] = ROLES) -> None:
     started = await run_cli(s, "up", "--roles", ",".join(roles), "--detach", timeout=120, **NO_CLAUDE)
     assert started.returncode == 0, started.stderr
-    await wait_until_async(org_tests.all_in(s, "healthy", roles), timeout=60, interval=0.1)
+    await wait_until(org_tests.all_in(s, "healthy", roles), timeout=60, interval=0.1)
 
 
 async def start(s: Settings, subject: str, *args: str) -> str:
@@ -40,7 +37,7 @@ async def start(s: Settings, subject: str, *args: str) -> str:
 
 
 def phase_is(db: Database, workflow_id: str, phase: str, round_no: int | None = None) -> Any:
-    """A condition for `wait_until_async`, read straight from Postgres."""
+    """A condition for `wait_until`, read straight from Postgres."""
     async def check() -> bool:
         w = (await snapshot(db, workflow_id))["workflow"]
         return bool(w["phase"] == phase and (round_no is None or w["round"] == round_no))
@@ -132,12 +129,12 @@ async def test_participant_killed_mid_workflow_is_restarted_and_the_workflow_com
         async def others_chose() -> bool:
             return len((await snapshot(db, wf_id))["participants"]) == 2
 
-        await wait_until_async(others_chose, timeout=30, interval=0.05)
+        await wait_until(others_chose, timeout=30, interval=0.05)
         assert (await snapshot(db, wf_id))["workflow"]["phase"] == "selecting"
     finally:
         killed_at = datetime.now(UTC)
         os.kill(cto, signal.SIGKILL)
-    await wait_until_async(phase_is(db, wf_id, "done"), timeout=60, interval=0.1)
+    await wait_until(phase_is(db, wf_id, "done"), timeout=60, interval=0.1)
     data = await snapshot(db, wf_id)
     from_cto = [m for m in data["messages"] if m["from_role"] == "cto"]
     assert [m["body"]["round"] for m in from_cto if m["kind"] == "discussion"] == [1, 2, 3]
@@ -155,13 +152,13 @@ async def test_ceo_down_at_the_deadline_then_back(org_settings: Settings, db: Da
         data = await snapshot(db, wf_id)
         return len(data["participants"]) == 2 and bool(data["workflow"]["overdue"])
 
-    await wait_until_async(selected_and_overdue, timeout=30, interval=0.1)
+    await wait_until(selected_and_overdue, timeout=30, interval=0.1)
     data = await snapshot(db, wf_id)
     assert data["workflow"]["phase"] == "selecting"  # the deadline passed; the CEO is away
     stopped = await run_cli(s, "down")
     assert stopped.returncode == 0, stopped.stderr
     await up(s, ["ceo", "cto", "chro"])  # the CEO is back: the workflow completes
-    await wait_until_async(phase_is(db, wf_id, "done"), timeout=60, interval=0.1)
+    await wait_until(phase_is(db, wf_id, "done"), timeout=60, interval=0.1)
     data = await snapshot(db, wf_id)
     assert data["decision"]["decided_by"] == "ceo"
     late = [a for a in data["timeline"] if a["action"] == "workflow.discussing"]

@@ -10,6 +10,7 @@ import pytest
 from echo.db import Database, migrate
 from echo.work import Backoff, ExecutorPool, NoopExecutor, TaskQueue
 from tests.conftest import make_settings
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -28,24 +29,18 @@ async def test_pool_survives_an_outage_and_writes_the_result_afterwards(
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)
-            with anyio.fail_after(10):
-                while pool.metrics().active == 0:
-                    await anyio.sleep(0.02)
+            await wait_until(lambda: pool.metrics().active == 1)
             await anyio.to_thread.run_sync(own_postgres.stop, "immediate")
-            with anyio.fail_after(15):  # the result is ready but cannot be written
-                while not (pool.degraded and pool.metrics().unwritten == 1):
-                    await anyio.sleep(0.05)
-            await anyio.sleep(0.5)  # a few failed write attempts: it keeps retrying
+            # The result is ready but cannot be written; it keeps retrying, and holds it.
+            await wait_until(lambda: pool.degraded and pool.metrics().unwritten == 1, timeout=15)
+            failed_writes = pool.metrics().db_errors
+            await wait_until(lambda: pool.metrics().db_errors >= failed_writes + 3, timeout=15)
             assert pool.metrics().active == 1 and pool.metrics().succeeded == 0
             await anyio.to_thread.run_sync(own_postgres.start)
-            with anyio.fail_after(30):
-                while pool.metrics().succeeded == 0:
-                    await anyio.sleep(0.05)
+            await wait_until(lambda: pool.metrics().succeeded == 1, timeout=30)
             assert not pool.degraded
             second = await q.enqueue("after the outage", task_type="noop")
-            with anyio.fail_after(10):
-                while pool.metrics().succeeded < 2:
-                    await anyio.sleep(0.05)
+            await wait_until(lambda: pool.metrics().succeeded == 2)
             pool.stop()
         assert (await q.get(made.task_id))["status"] == "completed"
         assert (await q.get(second.task_id))["status"] == "completed"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import anyio
 
 from echo import db as dbmod
@@ -12,20 +9,9 @@ from echo.config import Settings
 from echo.db import Database
 from echo.listener import Listener
 from echo.work import Backoff, ExecutorPool, NewTask, NoopExecutor, Result, Task, TaskQueue
+from tests.helpers import wait_until
 
 FAST = Backoff(base=0.01, cap=0.05)
-
-
-async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """Poll an (async or plain) condition until it holds; fail after `timeout`."""
-    with anyio.fail_after(timeout):
-        while True:
-            value = condition()
-            if hasattr(value, "__await__"):
-                value = await value  # type: ignore[misc]
-            if value:
-                return
-            await anyio.sleep(0.02)
 
 
 async def statuses(q: TaskQueue) -> dict[str, int]:
@@ -61,12 +47,12 @@ async def test_pool_runs_tasks_within_its_capacity_and_reports_metrics(
     pool = ExecutorPool(settings, db, {"noop": gate}, concurrency=3, backoff=FAST)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
-        await until(lambda: gate.running == 3)
+        await wait_until(lambda: gate.running == 3)
         m = pool.metrics()
         assert (m.pool_size, m.active, m.available_slots) == (3, 3, 0)
         assert (await statuses(q)) == {"pending": 7, "running": 3}
         gate.release.set()
-        await until(lambda: pool.metrics().total_processed == 10)
+        await wait_until(lambda: pool.metrics().total_processed == 10)
         pool.stop()
     m = pool.metrics()
     assert gate.peak == 3
@@ -85,12 +71,11 @@ async def test_notify_wakes_an_idle_pool_long_before_its_poll(
     async with anyio.create_task_group() as tg:
         await tg.start(listener.run)
         await tg.start(pool.run)
-        await until(lambda: pool.metrics().total_processed == 0 and listener.connected)
-        await anyio.sleep(0.3)  # let the pool go idle on its first empty claim
-        started = time.monotonic()
+        # Idle: its first claim found nothing, and its next poll is 30 s away.
+        await wait_until(lambda: pool.metrics().claim_rounds >= 1 and listener.connected)
         await q.enqueue("wake up", task_type="noop")
-        await until(lambda: pool.metrics().total_processed == 1, timeout=5)
-        assert time.monotonic() - started < 2.0
+        # Only the NOTIFY can bring the task in before the 30 s poll would.
+        await wait_until(lambda: pool.metrics().total_processed == 1, timeout=10)
         pool.stop()
         tg.cancel_scope.cancel()
 
@@ -104,9 +89,9 @@ async def test_cancelling_a_running_task_stops_its_work(settings: Settings, db: 
     async with anyio.create_task_group() as tg:
         await tg.start(listener.run)
         await tg.start(pool.run)
-        await until(lambda: gate.running == 1)
+        await wait_until(lambda: gate.running == 1)
         assert await q.cancel(made.task_id) == "running"
-        await until(lambda: gate.running == 0 and pool.metrics().active == 0, timeout=5)
+        await wait_until(lambda: gate.running == 0 and pool.metrics().active == 0, timeout=5)
         pool.stop()
         tg.cancel_scope.cancel()
     row = await q.get(made.task_id)
@@ -123,7 +108,7 @@ async def test_drain_finishes_quick_work_and_releases_the_rest(
                         grace_seconds=1.0)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
-        await until(lambda: pool.metrics().active == 2)
+        await wait_until(lambda: pool.metrics().active == 2)
         pool.stop()
     assert (await q.get(quick.task_id))["status"] == "completed"
     row = await q.get(slow.task_id)
@@ -138,7 +123,7 @@ async def test_cancelling_run_releases_what_it_holds(settings: Settings, db: Dat
     pool = ExecutorPool(settings, db, {"noop": NoopExecutor()})
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
-        await until(lambda: pool.metrics().active == 1)
+        await wait_until(lambda: pool.metrics().active == 1)
         tg.cancel_scope.cancel()
     assert (await q.get(made.task_id))["status"] == "pending"
 
@@ -165,7 +150,7 @@ async def test_failures_are_classified_and_retried_with_backoff(
     pool = ExecutorPool(settings, db, {"noop": Flaky()}, backoff=FAST)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
-        await until(lambda: pool.metrics().total_processed == 4)
+        await wait_until(lambda: pool.metrics().total_processed == 4)
         pool.stop()
     assert (await q.get(auth.task_id))["status"] == "failed"
     row = await q.get(flaky.task_id)
@@ -202,7 +187,7 @@ async def test_no_claim_is_lost_to_an_uncommitted_transaction(
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)
             # the 50 claimed above belong to no live worker: rescue brings them back
-            await until(lambda: _all_completed(q, 300), timeout=30)
+            await wait_until(lambda: _all_completed(q, 300), timeout=30)
             pool.stop()
         assert one_conn.leaks == 0
     finally:
