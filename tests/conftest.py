@@ -12,6 +12,7 @@ is dropped by a later one.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import secrets
@@ -163,16 +164,25 @@ def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
     server.destroy()
 
 
-@pytest.fixture
-def own_redis() -> Iterator[EmbeddedRedis]:
-    """A redis-server this test may stop and restart; never the shared one."""
-    server = EmbeddedRedis()
+@contextlib.contextmanager
+def running_redis(password: str | None = None) -> Iterator[EmbeddedRedis]:
+    """A redis-server of the test's own (with AUTH if `password`), stopped afterwards."""
+    server = EmbeddedRedis(password=password)
     try:
         server.start()
     except EchoError as exc:
         unavailable(f"cannot start a redis-server ({exc})")
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    """A redis-server this test may stop and restart; never the shared one."""
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture

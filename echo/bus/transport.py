@@ -139,7 +139,7 @@ class Transport(abc.ABC):
 
     async def publish_in(self, conn: asyncpg.Connection, notices: Sequence[Notice]) -> int:
         """Announce inside the caller's transaction (only for `in_transaction` transports)."""
-        raise NotImplementedError(f"{self.name} does not publish inside a transaction")
+        raise TypeError(f"{self.name} does not publish inside a transaction; check in_transaction first")
 
     @abc.abstractmethod
     def subscribe(

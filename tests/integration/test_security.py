@@ -18,8 +18,7 @@ import pytest
 from echo import db as dbmod
 from echo.config import Settings, project_path
 from echo.embedded import EmbeddedRedis
-from echo.errors import EchoError
-from tests.conftest import unavailable
+from tests.conftest import running_redis
 from tests.helpers import all_in, org_processes, run_cli, stop_org, wait_until
 
 DB_SECRET = "pgS3cretPw9"
@@ -36,13 +35,8 @@ def with_password(dsn: str, password: str) -> str:
 @pytest.fixture
 def secret_redis() -> Iterator[EmbeddedRedis]:
     """A redis-server of this test's own that requires a password (AUTH)."""
-    server = EmbeddedRedis(password=REDIS_SECRET)
-    try:
-        server.start()
-    except EchoError as exc:
-        unavailable(f"cannot start a redis-server ({exc})")
-    yield server
-    server.stop()
+    with running_redis(REDIS_SECRET) as server:
+        yield server
 
 
 LEAKY_CLAUDE = textwrap.dedent("""\

@@ -16,9 +16,9 @@ from echo.bus.store import Inserted
 from echo.bus.transport import RedisTransport
 from echo.config import Settings
 from echo.embedded import EmbeddedRedis
-from echo.errors import EchoError, TransportUnavailable
+from echo.errors import TransportUnavailable
 from echo.listener import notify_channel
-from tests.conftest import unavailable
+from tests.conftest import running_redis
 from tests.integration.bus.conftest import RawRedis, wait_until
 
 
@@ -165,20 +165,12 @@ async def test_unreachable_redis_fails_fast_without_the_password(db: dbmod.Datab
 async def test_password_protected_redis_with_the_password_in_the_url(
     db: dbmod.Database,
 ) -> None:
-    server = EmbeddedRedis(password="s3cret")
-    try:
-        server.start()
-    except EchoError as exc:  # no server binary: a failure under ECHO_REQUIRE_SERVICES=1
-        unavailable(f"cannot start redis-server ({exc})")
-    try:
-        s = db.settings.model_copy(update={"redis_url": server.url})
-        transport = RedisTransport(s)
+    with running_redis("s3cret") as server:
+        transport = RedisTransport(db.settings.model_copy(update={"redis_url": server.url}))
         try:
             assert await transport.publish([Notice.of(msg(), 1)]) == 0
         finally:
             await transport.aclose()
-    finally:
-        server.stop()
 
 
 async def test_a_failed_relay_rolls_back_and_leaks_nothing(db: dbmod.Database) -> None:
