@@ -17,20 +17,28 @@ prefixed with the namespace, so two organisations can share one Redis:
 string `echo.listener.notify_channel` gives for NOTIFY).
 
 The payload that Redis or NOTIFY carries is a `Notice`: `db_id` plus the routing
-fields, never the body. Postgres is the source of truth; a receiver reads the row
-when it needs the body. `parse_notice` raises nothing but `InvalidMessage`.
+fields. A plain notice is only a wake-up call: the receiver reads the row. Over
+Redis the publisher also sends the message itself, the id committed just before it
+(`prev`, see 007_bus_chain.sql) and an HMAC of all of it under the namespace's key
+(`sig`); a receiver that verifies the signature and finds `prev` equal to its
+cursor hands the message over without reading the table. A notice whose signature
+does not verify is treated as a plain wake-up, so whoever can PUBLISH on Redis
+without the key can at most make a receiver read Postgres. `parse_notice` raises
+nothing but `InvalidMessage`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import re
 import uuid as uuid_mod
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import (
     BaseModel,
@@ -61,6 +69,12 @@ MAX_SUBJECT_CHARS = 200
 HARD_MAX_BODY_BYTES = 16 * 1024 * 1024
 #: Largest notification accepted from the wire (NOTIFY's own limit is 8000 bytes).
 MAX_NOTICE_BYTES = 8000
+#: A body up to this size (encoded) travels in its signed notice; a larger one is read
+#: from the table, so that a notice always stays under `MAX_NOTICE_BYTES`.
+MAX_CARRIED_BODY_BYTES = 6000
+_SIG_HEX = 32  # 128 bits of HMAC-SHA256
+_SIG_OPEN: Final = b',"sig":"'
+_SIG_TAIL = len(_SIG_OPEN) + _SIG_HEX + 2  # ,"sig":"<hex>"}
 
 
 class Kind(StrEnum):
@@ -294,7 +308,13 @@ _KINDS: dict[str, Kind] = {k.value: k for k in Kind}
 
 
 class Notice(BaseModel):
-    """The notification of one committed row: enough to route, never the body."""
+    """The notification of one committed row.
+
+    The routing fields are always there. A signed notice (`sig`) also has `prev` (the
+    id committed just before this one), `uuid`, `created_at` and, unless the body is
+    larger than `MAX_CARRIED_BODY_BYTES`, `body`; `verified` says the signature was
+    checked against the namespace's key.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -305,46 +325,122 @@ class Notice(BaseModel):
     to_role: str
     thread_id: str | None = None
     subject: str = ""
+    prev: int | None = Field(None, ge=0)
+    uuid: uuid_mod.UUID | None = None
+    created_at: datetime | None = None
+    body: Any = None
+    sig: str | None = None
+    # Private: never read from the wire. `parse_notice` sets `_verified` when `sig` held;
+    # `_body_json` is the encoded body a publisher carries.
+    _verified: bool = PrivateAttr(False)
+    _body_json: str | None = PrivateAttr(None)
 
     @classmethod
-    def of(cls, message: Message, db_id: int) -> Notice:
-        return cls.model_construct(
-            db_id=db_id, channel=message.channel, kind=str(message.kind),
-            from_role=message.from_role, to_role=message.to_role,
-            thread_id=message.thread_id, subject=message.subject,
+    def of(cls, message: Message, db_id: int, *, prev: int | None = None,
+           created_at: datetime | None = None) -> Notice:
+        encoded = message.encoded_body
+        return cls._trusted(
+            {"db_id": db_id, "channel": message.channel, "kind": str(message.kind),
+             "from_role": message.from_role, "to_role": message.to_role,
+             "thread_id": message.thread_id, "subject": message.subject, "prev": prev,
+             "uuid": message.uuid, "created_at": created_at, "body": None, "sig": None},
+            encoded if len(encoded) <= MAX_CARRIED_BODY_BYTES else None,
         )
 
     @classmethod
     def of_row(cls, row: Any) -> Notice:
-        return cls.model_construct(
-            db_id=row["id"], channel=row["channel"], kind=row["kind"],
-            from_role=row["from_role"], to_role=row["to_role"],
-            thread_id=row["thread_id"], subject=row["subject"],
+        return cls._trusted(
+            {"db_id": row["id"], "channel": row["channel"], "kind": row["kind"],
+             "from_role": row["from_role"], "to_role": row["to_role"],
+             "thread_id": row["thread_id"], "subject": row["subject"], "prev": None,
+             "uuid": None, "created_at": None, "body": None, "sig": None},
+            None,
         )
 
-    def encode(self) -> str:
-        return json.dumps(
-            {"db_id": self.db_id, "channel": self.channel, "kind": self.kind,
-             "from_role": self.from_role, "to_role": self.to_role,
-             "thread_id": self.thread_id, "subject": self.subject},
-            separators=(",", ":"),
-        )
+    @classmethod
+    def _trusted(cls, fields: dict[str, Any], body_json: str | None) -> Notice:
+        """A notice of values this process produced: what `model_construct` does,
+        without its generic bookkeeping (a publisher makes one per message)."""
+        notice = cls.__new__(cls)
+        object.__setattr__(notice, "__dict__", fields)
+        object.__setattr__(notice, "__pydantic_fields_set__", set(_NOTICE_BUILT_FIELDS))
+        object.__setattr__(notice, "__pydantic_extra__", None)
+        object.__setattr__(notice, "__pydantic_private__",
+                           {"_verified": False, "_body_json": body_json})
+        return notice
+
+    @property
+    def verified(self) -> bool:
+        return self._verified
+
+    @property
+    def carries_body(self) -> bool:
+        return "body" in self.model_fields_set
+
+    def encode(self, key: bytes | None = None) -> str:
+        """The wire form: plain, or signed with `key` when this notice has a `prev`."""
+        head: dict[str, Any] = {
+            "db_id": self.db_id, "channel": self.channel, "kind": self.kind,
+            "from_role": self.from_role, "to_role": self.to_role,
+            "thread_id": self.thread_id, "subject": self.subject,
+        }
+        if key is None or self.prev is None or self.uuid is None or self.created_at is None:
+            return json.dumps(head, separators=(",", ":"))
+        head.update(prev=self.prev, uuid=str(self.uuid), created_at=self.created_at.isoformat())
+        text = json.dumps(head, separators=(",", ":"))
+        if self._body_json is not None:  # compact JSON already: spliced in, not re-encoded
+            text = f'{text[:-1]},"body":{self._body_json}}}'
+        return f'{text[:-1]},"sig":"{_sign(key, text.encode())}"}}'
+
+    def stored(self) -> StoredMessage:
+        """The message this verified notice carries, as the table would return it."""
+        if not (self.verified and self.carries_body):
+            raise ValueError("only a verified notice that carries its body is a message")
+        return StoredMessage.from_row({
+            "id": self.db_id, "uuid": self.uuid, "channel": self.channel, "kind": self.kind,
+            "from_role": self.from_role, "to_role": self.to_role, "thread_id": self.thread_id,
+            "subject": self.subject, "body": self.body, "created_at": self.created_at,
+            "published_at": None,
+        })
 
 
-def parse_notice(data: bytes | str) -> Notice:
+#: Fields a locally built notice counts as set: all but `body`, which only a notice
+#: off the wire has (see `carries_body`).
+_NOTICE_BUILT_FIELDS: frozenset[str] = frozenset(Notice.model_fields) - {"body"}
+
+
+def _sign(key: bytes, text: bytes) -> str:
+    return hmac.new(key, text, hashlib.sha256).hexdigest()[:_SIG_HEX]
+
+
+def _verify(key: bytes, data: bytes) -> bool:
+    """Whether `data` ends in a signature of everything before it, made with `key`."""
+    if len(data) <= _SIG_TAIL or data[-_SIG_TAIL:-_SIG_TAIL + len(_SIG_OPEN)] != _SIG_OPEN:
+        return False
+    if not data.endswith(b'"}'):
+        return False
+    signed = data[:-_SIG_TAIL] + b"}"
+    return hmac.compare_digest(_sign(key, signed).encode(), data[-_SIG_HEX - 2:-2])
+
+
+def parse_notice(data: bytes | str, key: bytes | None = None) -> Notice:
     """A `Notice` from the wire. Anything wrong (size, encoding, JSON, fields) is
-    `InvalidMessage`: a receiver logs it, counts it and carries on."""
+    `InvalidMessage`: a receiver logs it, counts it and carries on. With `key`, a
+    signed notice is checked, and `verified` says whether it held."""
     try:
-        size = len(data) if isinstance(data, bytes) else len(data.encode())
-        if size > MAX_NOTICE_BYTES:
-            raise InvalidMessage(f"notification of {size} bytes is larger than {MAX_NOTICE_BYTES}")
-        decoded = json.loads(data)
+        raw = data if isinstance(data, bytes) else data.encode()
+        if len(raw) > MAX_NOTICE_BYTES:
+            raise InvalidMessage(f"notification of {len(raw)} bytes is larger than {MAX_NOTICE_BYTES}")
+        decoded = json.loads(raw)
         if not isinstance(decoded, dict):
             raise InvalidMessage("notification is not a JSON object")
-        return Notice.model_validate(decoded)
+        notice = Notice.model_validate(decoded)
     except InvalidMessage:
         raise
     except ValidationError as exc:
         raise InvalidMessage(_first_error(exc).replace("message", "notification", 1)) from None
     except (ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidMessage(f"notification is not valid JSON ({type(exc).__name__})") from None
+    if key is not None and notice.sig is not None and notice.prev is not None and _verify(key, raw):
+        notice._verified = True
+    return notice

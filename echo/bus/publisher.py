@@ -5,23 +5,31 @@ commit, then announce it on the transport, then mark it published. A failure
 after the commit can no longer lose the message:
 
 - Redis down: the publish still succeeds (the row is committed, left with
-  `published_at IS NULL`) and reports 0 receivers and `published=False`.
+  `published_at IS NULL`) and the announcement reports `published=False`.
 - A crash between commit and PUBLISH: same state, same outcome.
 
 `OutboxRelay` finds those rows (older than a small grace, `FOR UPDATE SKIP
 LOCKED` so several relays share the work) and announces them. Receivers
 deduplicate by `db_id`, so an announcement that happens twice is harmless.
 
-Marking rows published is batched: a background task flushes the ids every
-`mark_interval`, one UPDATE for many messages, which keeps the hot path at one
-INSERT round trip plus one PUBLISH. With NOTIFY the announcement is part of the
-inserting transaction and the row is born published.
+Pipelining. Once a caller's rows are committed they are durable and will be
+announced whatever happens to this process, so `publish` returns at the commit and
+the announcement follows behind it, in commit order, from a background task
+(`published` and `receivers` are then None). A caller that wants to know how many
+receivers Redis reached passes `confirm=True` and waits for the PUBLISH too
+(`echoctl broadcast` does). Marking rows published is batched the same way: one
+UPDATE every `mark_interval` for many messages. So a publisher's hot path is one
+INSERT round trip; the PUBLISH of one message overlaps the INSERT of the next.
+With NOTIFY the announcement is part of the inserting transaction and the row is
+born published. A publisher that was not entered does each step inline.
 
 Concurrent publishes on one `Publisher` are combined (group commit): while a
 round is in flight the next callers queue, and the next round writes them all in
-one INSERT (one transaction, one audit statement, one hold of the ordering lock)
-and announces them in one Redis round trip. The order per message is unchanged:
-commit, then PUBLISH, then mark.
+one INSERT (one transaction, one audit statement, one hold of the ordering lock).
+
+Over Redis each notice carries its message, the id committed just before it and a
+signature under the namespace's key (see `echo.bus.envelope`), so subscribers can
+hand messages over without reading them back from Postgres.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import anyio
@@ -49,11 +57,13 @@ log = logging.getLogger(__name__)
 class Published:
     """The outcome of a publish: the rows' `db_ids`, how many receivers the transport
     reached (Redis counts them; NOTIFY and a down Redis give 0), and whether the
-    notices went out now (False: the outbox relay will announce them)."""
+    notices went out now (False: the outbox relay will announce them). For a publish
+    that returned at its commit (`confirm=False`), `receivers` and `published` are
+    None: the announcement follows behind."""
 
     db_ids: list[int]
-    receivers: int
-    published: bool
+    receivers: int | None
+    published: bool | None
     transport: str
 
     @property
@@ -61,11 +71,22 @@ class Published:
         return self.db_ids[0]
 
 
+@dataclass(slots=True)
+class _Announcement:
+    """Notices of one round waiting for the announcer, with the jobs that wait for it."""
+
+    notices: list[Notice]
+    owners: list[int]  # notices[k] belongs to jobs[owners[k]]
+    jobs: list[_Job]
+    fresh: list[bool] = field(default_factory=list)  # jobs[j] created a row
+
+
 class Publisher:
     """Publishes messages; use as `async with Publisher(database) as pub`.
 
-    Entering starts the background marker; leaving flushes it and closes a
-    transport the publisher created itself.
+    Entering starts the background announcer and marker; leaving announces what
+    is still queued, flushes the marks and closes a transport the publisher
+    created itself.
     """
 
     def __init__(
@@ -84,6 +105,14 @@ class Publisher:
         self._queue: list[_Job] = []
         self._leading = False
         self._wake = anyio.Event()
+        self._outbox: list[_Announcement] = []
+        self._out_wake = anyio.Event()
+        self._closing = False
+        self._announcer_done = anyio.Event()
+        self._rounds_queued = 0
+        self._rounds_announced = 0
+        self._announced = anyio.Event()
+        self._key: bytes | None = None
         self._tg: TaskGroup | None = None
         self._transport_down = False
 
@@ -91,6 +120,7 @@ class Publisher:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._marker)
+        self._tg.start_soon(self._announcer)
         return self
 
     async def __aexit__(
@@ -98,8 +128,15 @@ class Publisher:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._tg is not None
+        with anyio.CancelScope(shield=True):
+            # Committed rows go out before the publisher closes. Bounded by the Redis
+            # timeouts; what cannot go out now is left to the outbox relay.
+            self._closing = True
+            self._out_wake.set()
+            with anyio.move_on_after(self.settings.command_timeout + 1):
+                await self._announcer_done.wait()
         # The body's own exception propagates as itself, not wrapped in a group:
-        # the task group only ever held the marker, which is cancelled here.
+        # the task group only ever held the background tasks, cancelled here.
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
         self._tg = None
@@ -113,17 +150,18 @@ class Publisher:
                 await self.transport.aclose()
         return None
 
-    async def publish(self, message: Message) -> Published:
-        """Commit one message, announce it, and return its `db_id` (`.db_id`)."""
-        return await self.publish_many([message])
+    async def publish(self, message: Message, *, confirm: bool = False) -> Published:
+        """Commit one message and return its `db_id` (`.db_id`); see `publish_many`."""
+        return await self.publish_many([message], confirm=confirm)
 
-    async def publish_many(self, messages: Sequence[Message]) -> Published:
-        """Commit `messages` in one transaction, then announce them together.
+    async def publish_many(self, messages: Sequence[Message], *, confirm: bool = False) -> Published:
+        """Commit `messages` in one transaction; they are announced together.
 
+        Returns once the rows are committed; with `confirm=True` (or on a publisher
+        that was not entered) only once they are announced too, with the receivers.
         Concurrent calls on one publisher are combined (group commit): while one
-        round (INSERT+commit, PUBLISH) is in flight, later calls queue, and the next
-        round writes all of them in ONE statement. Each call still returns only after
-        its own rows are committed and announced, with its own ids and receivers.
+        round is in flight, later calls queue, and the next round writes all of them
+        in ONE statement. Each call still gets its own ids.
         """
         if not messages:
             return Published([], 0, True, self.transport.name)
@@ -131,7 +169,7 @@ class Publisher:
             m.check_size(self.settings.max_body_bytes)
         if self.transport.in_transaction:
             return await self._publish_in_transaction(messages)
-        job = _Job(messages)
+        job = _Job(messages, confirm or self._tg is None)
         self._queue.append(job)
         if self._leading:
             try:
@@ -145,16 +183,18 @@ class Publisher:
                 raise
             if job.outcome is not None:
                 return job.result()
-            # Woken to lead the next round: our job is still queued.
+            # Woken to lead the next round: our job is still queued. (A job written by
+            # someone else's round is only woken once settled.)
         self._leading = True
         try:
             # Shielded: the callers queued in this round wait on it. It is bounded by
-            # the database and Redis timeouts.
+            # the database timeouts.
             with anyio.CancelScope(shield=True):
                 jobs, self._queue = self._queue, []
                 await self._round(jobs)
         finally:
             self._hand_over()
+        await job.done.wait()
         return job.result()
 
     def _hand_over(self) -> None:
@@ -167,29 +207,71 @@ class Publisher:
             self._leading = False
 
     async def _round(self, jobs: list[_Job]) -> None:
-        """Write, announce and mark the messages of `jobs`; settle every job."""
+        """Write the messages of `jobs`; settle the jobs that do not wait for their
+        announcement and queue the announcement (or make it now, when not entered)."""
         messages = [m for job in jobs for m in job.messages]
         try:
+            if self._key is None and self.transport.carries_messages:
+                self._key = await self.store.bus_key()
             inserted = await self.store.insert(messages)
         except BaseException as exc:
             for job in jobs:
                 job.settle(exc)
             raise
-        notices: list[Notice] = []
-        owners: list[int] = []  # notices[k] belongs to jobs[owners[k]]
+        out = _Announcement([], [], jobs)
         start = 0
         for j, job in enumerate(jobs):
             job.inserted = inserted[start:start + len(job.messages)]
             start += len(job.messages)
+            out.fresh.append(any(i.new for i in job.inserted))
             for m, i in zip(job.messages, job.inserted, strict=True):
                 if i.new:
-                    notices.append(Notice.of(m, i.id))
-                    owners.append(j)
+                    out.notices.append(Notice.of(m, i.id, prev=i.prev, created_at=i.created_at))
+                    out.owners.append(j)
+            if not job.confirm:
+                job.settle(Published([i.id for i in job.inserted], None, None, self.transport.name))
+        if self._tg is None:
+            await self._announce([out])
+            return
+        if out.notices or any(job.confirm for job in jobs):
+            self._outbox.append(out)
+            self._rounds_queued += 1
+            self._out_wake.set()
+
+    async def drain(self) -> None:
+        """Wait until everything committed so far has been announced (or found
+        unannounceable, left to the relay)."""
+        target = self._rounds_queued
+        while self._rounds_announced < target and self._tg is not None:
+            await self._announced.wait()
+
+    async def _announcer(self) -> None:
+        """Announce queued rounds in commit order, several rounds per round trip."""
+        try:
+            while True:
+                if not self._outbox:
+                    if self._closing:
+                        return
+                    await self._out_wake.wait()
+                    self._out_wake = anyio.Event()
+                    continue
+                batch, self._outbox = self._outbox, []
+                await self._announce(batch)
+                self._rounds_announced += len(batch)
+                self._announced.set()
+                self._announced = anyio.Event()
+        finally:
+            self._announcer_done.set()
+
+    async def _announce(self, batch: list[_Announcement]) -> None:
+        """PUBLISH the notices of `batch` in one round trip, settle the jobs that wait
+        for it, and queue the ids to be marked."""
+        notices = [n for out in batch for n in out.notices]
         published = True
         counts = [0] * len(notices)
         if notices:
             try:
-                counts = await self.transport.publish_counts(notices)
+                counts = await self.transport.publish_counts(notices, key=self._key)
             except TransportUnavailable as exc:
                 if not self._transport_down:
                     log.warning("message(s) stored but not announced: %s; the outbox relay "
@@ -197,8 +279,9 @@ class Publisher:
                 self._transport_down = True
                 published = False
             except BaseException as exc:
-                for job in jobs:
-                    job.settle(exc)
+                for out in batch:
+                    for job in out.jobs:
+                        job.settle(exc)
                 raise
         if published and notices:
             if self._transport_down:
@@ -208,17 +291,20 @@ class Publisher:
             try:
                 await self._mark([n.db_id for n in notices])
             except BaseException as exc:  # only inline marking (publisher not entered)
-                for job in jobs:
-                    job.settle(exc)
+                for out in batch:
+                    for job in out.jobs:
+                        job.settle(exc)
                 raise
-        receivers = [0] * len(jobs)
-        for j, c in zip(owners, counts, strict=True):
-            receivers[j] += c
         name = self.transport.name
-        for j, job in enumerate(jobs):
-            fresh = any(i.new for i in job.inserted)
-            job.settle(Published([i.id for i in job.inserted], receivers[j],
-                                 published or not fresh, name))
+        k = 0
+        for out in batch:
+            receivers = [0] * len(out.jobs)
+            for j in out.owners:
+                receivers[j] += counts[k]
+                k += 1
+            for j, job in enumerate(out.jobs):
+                job.settle(Published([i.id for i in job.inserted], receivers[j],
+                                     published or not out.fresh[j], name))
 
     async def _publish_in_transaction(self, messages: Sequence[Message]) -> Published:
         async with self.db.transaction() as conn:
@@ -254,14 +340,16 @@ class Publisher:
 
 
 class _Job:
-    """One publish call waiting for (or leading) a round."""
+    """One publish call waiting for (or leading) a round, then for its outcome."""
 
-    __slots__ = ("inserted", "lead", "messages", "outcome", "wake")
+    __slots__ = ("confirm", "done", "inserted", "lead", "messages", "outcome", "wake")
 
-    def __init__(self, messages: Sequence[Message]) -> None:
+    def __init__(self, messages: Sequence[Message], confirm: bool) -> None:
         self.messages = messages
+        self.confirm = confirm
         self.inserted: list[Inserted] = []
-        self.wake = anyio.Event()
+        self.wake = anyio.Event()  # settled, or handed the lead
+        self.done = anyio.Event()  # settled
         self.lead = False
         self.outcome: Published | BaseException | None = None
 
@@ -269,6 +357,7 @@ class _Job:
         if self.outcome is None:
             self.outcome = outcome
             self.wake.set()
+            self.done.set()
 
     def result(self) -> Published:
         outcome = self.outcome

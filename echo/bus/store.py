@@ -29,12 +29,14 @@ Q = load_queries("messages")
 
 @dataclass(frozen=True, slots=True)
 class Inserted:
-    """Where one message landed: its `db_id` (`id`) and whether this call created it."""
+    """Where one message landed: its `db_id` (`id`), whether this call created it, and
+    for a new row the id committed just before it (`prev`; None when unknown)."""
 
     id: int
     uuid: UUID
     created_at: datetime
     new: bool = True
+    prev: int | None = None
 
 
 @contextlib.contextmanager
@@ -95,7 +97,13 @@ class MessageStore:
                 )
             else:
                 rows = await conn.fetch(Q["insert_many"], *_columns(messages), published)
-            by_uuid = {r["uuid"]: Inserted(r["id"], r["uuid"], r["created_at"]) for r in rows}
+            by_uuid: dict[UUID, Inserted] = {}
+            # The rows of one statement are consecutive in commit order: each one's
+            # predecessor is the row before it, and the first one's is the statement's.
+            prev = rows[0]["prev"] if rows else None
+            for r in sorted(rows, key=lambda r: r["id"]):
+                by_uuid[r["uuid"]] = Inserted(r["id"], r["uuid"], r["created_at"], prev=prev)
+                prev = r["id"] if prev is not None else None
             if len(by_uuid) < len(messages):  # retried uuids: the rows exist already
                 missing = [m.uuid for m in messages if m.uuid not in by_uuid]
                 for r in await conn.fetch(Q["ids_by_uuid"], missing):
@@ -158,6 +166,12 @@ class MessageStore:
         async with self.db.acquire() as conn:
             with _schema_guard(self.namespace):
                 return int(await conn.fetchval(Q["max_id"]))
+
+    async def bus_key(self) -> bytes:
+        """The namespace's key for signing notices (007_bus_chain.sql)."""
+        async with self.db.acquire() as conn:
+            with _schema_guard(self.namespace):
+                return str(await conn.fetchval(Q["bus_key"])).encode()
 
     # ------------------------------------------------------------ cursors
 

@@ -8,6 +8,18 @@ what was handled, and that makes deduplication exact with O(1) memory: a notice
 at or below the cursor is a duplicate (a relay re-announcement, a notice for a
 message a catch-up already read) and is dropped without a query.
 
+Live delivery without a read (Redis). The subscriber subscribes to every channel of
+the namespace (pattern `*`), so it sees the notice of every message, and a signed
+notice carries its message and the id committed just before it (`prev`; see
+007_bus_chain.sql). When `prev` is the cursor, nothing can lie between them: the
+message is handed over (if it is on one of the role's channels) straight from the
+notice and the cursor moves to its id, with no query. Notices that arrive out of
+order (two publishers) wait in `_chained` until the chain reaches them; a gap that
+lasts longer than `gap_grace` (a publisher died between commit and PUBLISH, a
+notice without a signature or without its body) is closed by reading the table,
+which then moves the cursor to the highest committed id. NOTIFY reaches a receiver
+on its own channels only, so there every notice prompts a read.
+
 The cursor moves in memory after the handler returns, and is written to
 `agent_cursors` shortly after (coalesced, at most every `cursor_flush_interval`,
 and once more on shutdown). So processing is once per process, and at least once
@@ -30,6 +42,7 @@ Failure modes:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,7 +50,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from echo.bus.envelope import StoredMessage, broadcast_channel, parse_notice, role_channel
+from echo.bus.envelope import Notice, StoredMessage, broadcast_channel, parse_notice, role_channel
 from echo.bus.store import MessageStore
 from echo.bus.transport import Received, Subscription, Transport, make_transport
 from echo.db import Database
@@ -59,6 +72,10 @@ class SubscriberStats:
     lag: int = 0          # highest id announced minus the cursor (0 once drained)
     cursor: int = 0
     polls: int = 0        # table reads not prompted by a notice
+    reads: int = 0        # table reads of any cause
+    live: int = 0         # messages handed over from their notice, without a read
+    gaps: int = 0         # reads that closed a gap in the chain
+    unverified: int = 0   # notices with a signature that did not verify (read instead)
     db_errors: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -72,7 +89,7 @@ class Subscriber:
         self, database: Database, role: str, handler: Handler, *,
         channels: Sequence[str] = (), transport: Transport | None = None,
         listener: Listener | None = None, batch: int = 500,
-        cursor_flush_interval: float = 0.1, backoff_max: float = 5.0,
+        cursor_flush_interval: float = 0.1, backoff_max: float = 5.0, gap_grace: float = 0.02,
     ) -> None:
         self.db = database
         self.settings = database.settings
@@ -85,6 +102,12 @@ class Subscriber:
         self.batch = batch
         self.cursor_flush_interval = cursor_flush_interval
         self.backoff_max = backoff_max
+        self.gap_grace = gap_grace
+        self._chain = self.transport.carries_messages
+        self._channel_set = frozenset(self.channels)
+        self._chained: dict[int, Notice] = {}  # verified notices, by their `prev`
+        self._gap_since: float | None = None
+        self._key: bytes | None = None
         self.stats = SubscriberStats()
         self.last_error: str | None = None
         self._cursor: int | None = None  # None until read from the database
@@ -148,7 +171,11 @@ class Subscriber:
                     await self.transport.aclose()
 
     async def _listen(self) -> None:
-        async with self.transport.subscribe(self.channels) as sub:
+        if self._chain:
+            subscription = self.transport.subscribe((), patterns=["*"])
+        else:
+            subscription = self.transport.subscribe(self.channels)
+        async with subscription as sub:
             self._sub = sub
             sub.on_connect(self.kick)
             async for received in sub:
@@ -157,7 +184,7 @@ class Subscriber:
     def _on_notice(self, received: Received) -> None:
         self.stats.received += 1
         try:
-            notice = parse_notice(received.data)
+            notice = parse_notice(received.data, self._key)
         except InvalidMessage as exc:
             self.stats.malformed += 1
             log.warning("%s: dropped a notice on %s: %s", self.role, received.channel, exc)
@@ -165,6 +192,16 @@ class Subscriber:
         if self._cursor is not None and notice.db_id <= self._cursor:
             self.stats.duplicates += 1
             return
+        if notice.verified and notice.channel == received.channel:
+            assert notice.prev is not None
+            self._chained[notice.prev] = notice
+            self.stats.lag = max(0, notice.db_id - self.cursor)
+            self._wake.set()
+            return
+        if notice.sig is not None and self._key is not None:
+            self.stats.unverified += 1
+        if received.channel not in self._channel_set:
+            return  # another role's (unsigned) notice, seen through the pattern
         self._heard = max(self._heard, notice.db_id)
         self.stats.lag = max(0, self._heard - self.cursor)
         self._wake.set()
@@ -173,9 +210,11 @@ class Subscriber:
         delay = self.settings.poll_interval
         while True:
             self._wake = anyio.Event()
-            self._kicked = False
             try:
-                await self._drain()
+                if self._read_due():
+                    self._kicked = False
+                    await self._drain()
+                await self._follow()
             except StoreUnavailable as exc:
                 self._note_db_error(exc)
                 with anyio.move_on_after(delay):
@@ -183,23 +222,68 @@ class Subscriber:
                 delay = min(delay * 2, self.backoff_max)
                 continue
             delay = self.settings.poll_interval
-            # A notice that arrived while that read ran was (most often) for a row it
-            # already returned: read again only for something beyond the cursor, or
-            # when a read was asked for (poll, reconnection, kick).
-            while True:
+            if self._read_due():
+                continue
+            # Sleep until a notice, a kick, or the end of a gap's grace.
+            wait = None if self._gap_since is None else max(
+                0.0, self._gap_since + self.gap_grace - time.monotonic())
+            with anyio.move_on_after(wait if wait is not None else float("inf")):
                 await self._wake.wait()
-                if self._kicked or self._heard > self.cursor:
-                    break
-                self._wake = anyio.Event()
+
+    def _read_due(self) -> bool:
+        """Whether the table must be read: at start, when asked (poll, reconnection,
+        kick), for a plain notice beyond the cursor, or for a gap past its grace. A
+        plain notice heard before the last read began was for a row it returned (or
+        for none: see `_drain`), so it does not count."""
+        if self._cursor is None or self._kicked or self._heard > self._cursor:
+            return True
+        return self._gap_since is not None and time.monotonic() - self._gap_since >= self.gap_grace
+
+    async def _follow(self) -> None:
+        """Hand over the chained notices that start at the cursor, in id order."""
+        assert self._cursor is not None
+        while (notice := self._chained.pop(self._cursor, None)) is not None:
+            if notice.channel in self._channel_set:
+                if not notice.carries_body:  # too large to carry: read it
+                    self._chained[notice.prev or 0] = notice
+                    self._kicked = True
+                    return
+                await self.handler(notice.stored())
+                self.stats.delivered += 1
+                self.stats.live += 1
+            self._cursor = notice.db_id
+            self.stats.cursor = notice.db_id
+            self._dirty.set()
+        if self._chained:
+            stale = [prev for prev, n in self._chained.items() if n.db_id <= self._cursor]
+            for prev in stale:
+                del self._chained[prev]
+                self.stats.duplicates += 1
+        if not self._chained:
+            self._gap_since = None
+        elif self._gap_since is None:
+            self._gap_since = time.monotonic()
+        self.stats.lag = max(0, self._heard - self._cursor,
+                             max((n.db_id for n in self._chained.values()), default=0) - self._cursor)
 
     async def _drain(self) -> None:
-        """Hand over everything after the cursor, in id order."""
+        """Hand over everything after the cursor, in id order, from the table; then move
+        the cursor to the highest committed id, which settles every id below it."""
         if self._cursor is None:
+            if self._chain:
+                self._key = await self.store.bus_key()
             self._cursor = self._saved = await self.store.read_cursor(self.role)
             self.stats.cursor = self._cursor
+        if self._gap_since is not None:
+            self.stats.gaps += 1
+            self._gap_since = None
         while True:
             heard_before = self._heard
+            # Read first: every id up to it has committed (or never will), so once the
+            # rows after the cursor are handed over, the cursor may move up to it.
+            settled = await self.store.max_id()
             messages = await self.store.fetch_after(self._cursor, self.channels, self.batch)
+            self.stats.reads += 1
             self._recovered()
             for message in messages:
                 await self.handler(message)
@@ -208,6 +292,9 @@ class Subscriber:
                 self.stats.cursor = message.id
                 self._dirty.set()
             if len(messages) < self.batch:
+                if settled > self._cursor:
+                    self._cursor = self.stats.cursor = settled
+                    self._dirty.set()
                 break
         # A notice that arrived after the query above is for a row it did not return,
         # and must still prompt the next read. But one heard before the query was for a

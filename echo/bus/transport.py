@@ -126,16 +126,22 @@ class Transport(abc.ABC):
     name: str = "transport"
     #: True when notices must be published inside the inserting transaction.
     in_transaction: bool = False
+    #: True when notices carry their messages, signed (`Notice.encode(key)`), and a
+    #: receiver can subscribe to every channel of the namespace at once (pattern `*`).
+    carries_messages: bool = False
 
-    async def publish(self, notices: Sequence[Notice]) -> int:
+    async def publish(self, notices: Sequence[Notice], *, key: bytes | None = None) -> int:
         """Announce `notices`; return how many receivers were reached (0 if unknown).
         Raises `TransportUnavailable` when the transport is down."""
-        return sum(await self.publish_counts(notices))
+        return sum(await self.publish_counts(notices, key=key))
 
     @abc.abstractmethod
-    async def publish_counts(self, notices: Sequence[Notice]) -> list[int]:
+    async def publish_counts(
+        self, notices: Sequence[Notice], *, key: bytes | None = None
+    ) -> list[int]:
         """Announce `notices` in order; how many receivers each reached (0 if unknown).
-        Raises `TransportUnavailable` when the transport is down."""
+        With `key` (and `carries_messages`), notices that can be are signed and carry
+        their message. Raises `TransportUnavailable` when the transport is down."""
 
     async def publish_in(self, conn: asyncpg.Connection, notices: Sequence[Notice]) -> int:
         """Announce inside the caller's transaction (only for `in_transaction` transports)."""
@@ -155,6 +161,7 @@ class RedisTransport(Transport):
     """Redis pub/sub. The URL may be `rediss://` (TLS) and may carry a password."""
 
     name = "redis"
+    carries_messages = True
 
     def __init__(
         self, settings: Settings, *, keepalive: float = 5.0,
@@ -187,7 +194,9 @@ class RedisTransport(Transport):
             "check that Redis is running and ECHO_REDIS_URL is right"
         )
 
-    async def publish_counts(self, notices: Sequence[Notice]) -> list[int]:
+    async def publish_counts(
+        self, notices: Sequence[Notice], *, key: bytes | None = None
+    ) -> list[int]:
         """One round trip whatever the count: a single PUBLISH, or a server-side script
         that PUBLISHes each notice in order and returns each one's receiver count (a
         pipeline of 500 PUBLISHes costs Python 4x more, in packing and parsing)."""
@@ -196,11 +205,11 @@ class RedisTransport(Transport):
         try:
             if len(notices) == 1:
                 n = notices[0]
-                return [int(await self.client.publish(self._prefix + n.channel, n.encode()))]
+                return [int(await self.client.publish(self._prefix + n.channel, n.encode(key)))]
             if self._script_ok:
                 args: list[str] = []
                 for n in notices:
-                    args += (self._prefix + n.channel, n.encode())
+                    args += (self._prefix + n.channel, n.encode(key))
                 try:
                     return [int(c) for c in await self._publish_script(args=args)]
                 except redis.exceptions.ResponseError as exc:  # scripting refused here
@@ -208,7 +217,7 @@ class RedisTransport(Transport):
                     self._script_ok = False
             async with self.client.pipeline(transaction=False) as pipe:
                 for n in notices:
-                    pipe.publish(self._prefix + n.channel, n.encode())
+                    pipe.publish(self._prefix + n.channel, n.encode(key))
                 return [int(c) for c in await pipe.execute()]
         except REDIS_ERRORS as exc:
             raise self._unavailable(exc) from exc
@@ -305,7 +314,11 @@ class NotifyTransport(Transport):
             [n.encode() for n in notices],
         )
 
-    async def publish_counts(self, notices: Sequence[Notice]) -> list[int]:
+    async def publish_counts(
+        self, notices: Sequence[Notice], *, key: bytes | None = None
+    ) -> list[int]:
+        # Plain notices only: NOTIFY payloads stop at 8000 bytes, and a LISTEN is per
+        # channel, so a receiver cannot see the whole chain anyway.
         if notices:
             async with self.db.acquire() as conn:
                 await conn.execute(Q["notify_many"], *self._args(notices))

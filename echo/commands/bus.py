@@ -94,7 +94,7 @@ def broadcast(
         database = await Database.open(s, max_size=1)
         try:
             async with Publisher(database) as pub:
-                return await pub.publish(message)
+                return await pub.publish(message, confirm=True)
         finally:
             await database.close()
 

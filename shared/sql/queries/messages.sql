@@ -3,12 +3,15 @@
 
 -- name: insert_one
 -- One message. ON CONFLICT: a sender retrying after a lost commit acknowledgement
--- gets no second row (the caller then looks the first one up by uuid).
+-- gets no second row (the caller then looks the first one up by uuid). `prev`: the
+-- id committed before this statement's rows, recorded by the ordering trigger
+-- (NULL outside READ COMMITTED; see 007_bus_chain.sql).
 INSERT INTO messages (uuid, channel, kind, from_role, to_role, thread_id, subject, body,
                       published_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, CASE WHEN $9::bool THEN now() END)
 ON CONFLICT (uuid) DO NOTHING
-RETURNING id, uuid, created_at;
+RETURNING id, uuid, created_at,
+          nullif(current_setting('echo.messages_prev', true), '')::bigint AS prev;
 
 -- name: insert_many
 -- A batch in one statement, hence one transaction and one audit INSERT.
@@ -20,7 +23,8 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
             $7::text[], $8::text[])
      AS m(uuid, channel, kind, from_role, to_role, thread_id, subject, body)
 ON CONFLICT (uuid) DO NOTHING
-RETURNING id, uuid, created_at;
+RETURNING id, uuid, created_at,
+          nullif(current_setting('echo.messages_prev', true), '')::bigint AS prev;
 
 -- name: ids_by_uuid
 SELECT id, uuid, created_at FROM messages WHERE uuid = ANY($1::uuid[]);
@@ -74,7 +78,12 @@ ORDER BY id DESC
 LIMIT $2;
 
 -- name: max_id
+-- Also what a reader may move its cursor to after reading: ids commit in order, so
+-- every id up to the highest committed one is settled.
 SELECT coalesce(max(id), 0) FROM messages;
+
+-- name: bus_key
+SELECT key FROM bus_key;
 
 -- name: read_cursor
 SELECT last_message_id FROM agent_cursors WHERE role = $1;

@@ -35,12 +35,16 @@ async def test_publish_commits_announces_and_marks(
     db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
     async with Publisher(db) as pub:
-        result = await pub.publish(msg(body={"detail": "x"}))
+        result = await pub.publish(msg(body={"detail": "x"}), confirm=True)
+        second = await pub.publish(msg("Next"), confirm=True)
     assert result.published and result.receivers == 1 and result.transport == "redis"
     channel, payload = await raw_redis.next()
     assert channel == f"{db.settings.namespace}:messages:all"
     assert payload["db_id"] == result.db_id and payload["subject"] == "Plan"
-    assert "body" not in payload  # Postgres is the record; the wire only announces
+    # The notice carries the message, signed, and the id committed just before it.
+    assert payload["body"] == {"detail": "x"} and len(payload["sig"]) == 32
+    _, next_payload = await raw_redis.next()
+    assert next_payload["db_id"] == second.db_id and next_payload["prev"] == result.db_id
     async with db.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", result.db_id)
         audit = await conn.fetchrow(
@@ -53,7 +57,7 @@ async def test_publish_commits_announces_and_marks(
 
 async def test_publish_many_is_one_batch(db: dbmod.Database, raw_redis: RawRedis) -> None:
     async with Publisher(db) as pub:
-        result = await pub.publish_many([msg(f"m{i}") for i in range(50)])
+        result = await pub.publish_many([msg(f"m{i}") for i in range(50)], confirm=True)
         assert result.receivers == 50
     assert result.db_ids == list(range(result.db_ids[0], result.db_ids[0] + 50))
     seen = [(await raw_redis.next())[1]["db_id"] for _ in range(50)]
@@ -65,7 +69,9 @@ async def test_publish_many_is_one_batch(db: dbmod.Database, raw_redis: RawRedis
 class CrashAfterCommit(RedisTransport):
     """Fails the PUBLISH step, as if the process died right after the commit."""
 
-    async def publish_counts(self, notices: Sequence[Notice]) -> list[int]:
+    async def publish_counts(
+        self, notices: Sequence[Notice], *, key: bytes | None = None
+    ) -> list[int]:
         raise TransportUnavailable("injected: crashed between commit and PUBLISH")
 
 
@@ -73,7 +79,7 @@ async def test_relay_delivers_what_a_crash_left_unpublished(
     db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
     async with Publisher(db, CrashAfterCommit(db.settings)) as pub:
-        lost = await pub.publish(msg("lost"))
+        lost = await pub.publish(msg("lost"), confirm=True)
     assert not lost.published and lost.receivers == 0
     assert await published_at(db, lost.db_id) is None
     transport = RedisTransport(db.settings)
@@ -98,7 +104,7 @@ async def test_redis_down_the_publish_still_succeeds_and_relay_catches_up(
     await anyio.to_thread.run_sync(own_redis.stop)
     async with Publisher(database) as pub:
         with anyio.fail_after(5):
-            stored = await pub.publish(msg("while redis was down"))
+            stored = await pub.publish(msg("while redis was down"), confirm=True)
     assert not stored.published and stored.receivers == 0
     assert await published_at(db, stored.db_id) is None
 
@@ -203,7 +209,7 @@ async def test_concurrent_publishes_are_combined_each_with_its_own_result(
         results: dict[int, Published] = {}
 
         async def one(i: int) -> None:
-            results[i] = await pub.publish(msg(f"c{i}"))
+            results[i] = await pub.publish(msg(f"c{i}"), confirm=True)
 
         async with anyio.create_task_group() as tg:
             for i in range(20):
@@ -220,46 +226,79 @@ async def test_concurrent_publishes_are_combined_each_with_its_own_result(
     assert seen == sorted(subjects)  # announced once each, in id order
 
 
+async def test_a_publish_returns_at_its_commit_and_is_announced_behind_it(
+    db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    """Unconfirmed publishes do not wait for Redis: with the PUBLISH held back they all
+    return, committed; once it is released every one goes out once, in id order."""
+    transport = Gated(db.settings)
+    try:
+        async with Publisher(db, transport) as pub:
+            results = [await pub.publish(msg(f"p{i}")) for i in range(5)]
+            assert all(r.published is None and r.receivers is None for r in results)
+            async with db.acquire() as conn:
+                assert await conn.fetchval("SELECT count(*) FROM messages") == 5
+            assert transport.calls == 1  # the first PUBLISH is held; the rest queue
+            transport.gate.set()
+        seen = [(await raw_redis.next())[1]["db_id"] for _ in range(5)]
+    finally:
+        await transport.aclose()
+    assert seen == [r.db_id for r in results]
+    async with db.acquire() as conn:  # leaving the publisher announced and marked them
+        assert await conn.fetchval("SELECT count(*) FROM messages WHERE published_at IS NULL") == 0
+
+
 class Gated(RedisTransport):
-    """Holds the first PUBLISH until `gate` is set, so callers queue behind it."""
+    """Holds the first PUBLISH until `gate` is set."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.gate = anyio.Event()
         self.calls = 0
 
-    async def publish_counts(self, notices: Sequence[Notice]) -> list[int]:
+    async def publish_counts(
+        self, notices: Sequence[Notice], *, key: bytes | None = None
+    ) -> list[int]:
         self.calls += 1
         if self.calls == 1:
             await self.gate.wait()
-        return await super().publish_counts(notices)
+        return await super().publish_counts(notices, key=key)
 
 
 async def test_a_cancelled_waiter_neither_stalls_nor_is_written(db: dbmod.Database) -> None:
-    transport = Gated(db.settings)
     results: dict[str, Published] = {}
-    try:
-        async with Publisher(db, transport) as pub:
-            async def one(name: str) -> None:
-                results[name] = await pub.publish(msg(name))
+    gate = anyio.Event()
+    inserts = 0
+    async with Publisher(db) as pub:
+        insert = pub.store.insert
 
-            scope = anyio.CancelScope()
+        async def held(messages: Sequence[Message], **kw: object) -> list[Inserted]:
+            nonlocal inserts
+            inserts += 1
+            if inserts == 1:
+                await gate.wait()  # the first round holds: later callers queue
+            return await insert(messages, **kw)  # type: ignore[arg-type]
 
-            async def cancellable() -> None:
-                with scope:
-                    await one("cancelled")
+        pub.store.insert = held  # type: ignore[method-assign]
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(one, "first")
-                await wait_until(lambda: transport.calls == 1)  # first round holds
-                tg.start_soon(cancellable)  # queued first: next in line to lead
-                tg.start_soon(one, "third")
-                await wait_until(lambda: len(pub._queue) == 2)
-                scope.cancel()
-                await wait_until(lambda: len(pub._queue) == 1)
-                transport.gate.set()
-    finally:
-        await transport.aclose()
+        async def one(name: str) -> None:
+            results[name] = await pub.publish(msg(name))
+
+        scope = anyio.CancelScope()
+
+        async def cancellable() -> None:
+            with scope:
+                await one("cancelled")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "first")
+            await wait_until(lambda: inserts == 1)
+            tg.start_soon(cancellable)  # queued first: next in line to lead
+            tg.start_soon(one, "third")
+            await wait_until(lambda: len(pub._queue) == 2)
+            scope.cancel()
+            await wait_until(lambda: len(pub._queue) == 1)
+            gate.set()
     assert set(results) == {"first", "third"}
     assert results["third"].db_id > results["first"].db_id
     async with db.acquire() as conn:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import anyio
+import asyncpg
 import pytest
 
 from echo import db as dbmod
 from echo.bus.envelope import Message
-from echo.bus.store import MessageStore
+from echo.bus.store import Inserted, MessageStore
 from echo.config import Settings
 from echo.errors import MigrationError
+from tests.helpers import wait_until
 
 
 def msg(subject: str = "Plan", **kw: object) -> Message:
@@ -120,3 +122,40 @@ async def test_unmigrated_schema_says_what_to_run(settings: Settings) -> None:
             await MessageStore(database).insert([msg()])
     finally:
         await database.close()
+
+
+async def test_prev_is_the_id_committed_just_before_even_across_waiting_writers(
+    db: dbmod.Database,
+) -> None:
+    """A second writer waits on the ordering lock while the first holds it; its `prev`
+    must be the first writer's id, committed while it waited (a stale snapshot would
+    give the id before that, and a receiver would then skip a message)."""
+    store = MessageStore(db)
+    [zero] = await store.insert([msg("zero")])
+    assert zero.prev == 0  # a new namespace: nothing before it
+    second: list[Inserted] = []
+
+    async def later() -> None:
+        second.extend(await store.insert([msg("second"), msg("third")]))
+
+    async with anyio.create_task_group() as tg, db.transaction() as first_conn:
+        [first] = await store.insert([msg("first")], conn=first_conn)
+        assert first.prev == zero.id
+        tg.start_soon(later)
+        async with db.acquire() as probe:
+            await wait_until(lambda: waiting_on_advisory_lock(probe))
+        # committed: the second writer goes on
+    assert [s.prev for s in second] == [first.id, second[0].id]
+    assert second[0].id > first.id
+
+
+async def waiting_on_advisory_lock(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
+
+
+async def test_no_prev_is_recorded_under_repeatable_read(db: dbmod.Database) -> None:
+    store = MessageStore(db)
+    async with db.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        [row] = await store.insert([msg()], conn=conn)
+    assert row.prev is None

@@ -6,16 +6,19 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 
 from echo import db as dbmod
-from echo.bus.envelope import MAX_NOTICE_BYTES, Message, StoredMessage
+from echo.bus.envelope import MAX_NOTICE_BYTES, Message, Notice, StoredMessage
 from echo.bus.publisher import Publisher
 from echo.bus.subscriber import Subscriber
+from echo.bus.transport import RedisTransport
 from echo.config import Settings
 from echo.embedded import EmbeddedPostgres, EmbeddedRedis
+from echo.errors import TransportUnavailable
 from tests.conftest import make_settings
 from tests.integration.bus.conftest import RawRedis, Recorder, wait_until
 
@@ -247,3 +250,120 @@ async def test_a_notice_for_a_row_that_does_not_exist_leaves_no_phantom_lag(
         await wait_until(lambda: sub.stats.lag == 0)
         tg.cancel_scope.cancel()
     assert rec.ids == [real.db_id] and sub.cursor == real.db_id
+
+
+def quiet(db: dbmod.Database) -> dbmod.Database:
+    """The same pool with a slow safety poll, so every table read in a test is one the
+    subscriber chose to make."""
+    return dbmod.Database(db.settings.model_copy(update={"poll_interval": 30.0}), db.pool)
+
+
+async def test_live_messages_come_from_their_notices_without_a_read(
+    db: dbmod.Database,
+) -> None:
+    database = quiet(db)
+    rec = Recorder()
+    sub = Subscriber(database, "ceo", rec)
+    async with anyio.create_task_group() as tg, Publisher(database) as pub:
+        await tg.start(sub.run)
+        await wait_until(lambda: sub.state == "live")
+        sent = []
+        for i in range(10):
+            sent.append((await pub.publish(msg(f"all {i}"))).db_id)
+            last = await pub.publish(msg(f"cto {i}", to="cto"))  # not ceo's: skipped over
+        await rec.wait_for(10)
+        await wait_until(lambda: sub.cursor == last.db_id)
+        tg.cancel_scope.cancel()
+    assert rec.ids == sent and sub.stats.live == 10  # handed over from their notices
+    assert sub.stats.reads <= 2  # the start and the connection's catch-up; none per message
+    assert rec.got[0].body == {} and rec.got[0].subject == "all 0"
+
+
+class HeldTransport(RedisTransport):
+    """Holds every PUBLISH until `release` is set; `fail` makes it fail instead."""
+
+    def __init__(self, settings: Settings, *, fail: bool = False) -> None:
+        super().__init__(settings)
+        self.release = anyio.Event()
+        self.held = 0
+        self.fail = fail
+
+    async def publish_counts(
+        self, notices: Sequence[Notice], *, key: bytes | None = None
+    ) -> list[int]:
+        if self.fail:
+            raise TransportUnavailable("injected: died between commit and PUBLISH")
+        self.held += 1
+        await self.release.wait()
+        return await super().publish_counts(notices, key=key)
+
+
+async def test_notices_out_of_order_are_handed_over_in_id_order(db: dbmod.Database) -> None:
+    """Two publishers: the first one's notice is late. The second one's waits in the
+    chain (no read: the grace is long) until the first arrives."""
+    database = quiet(db)
+    rec = Recorder()
+    sub = Subscriber(database, "cto", rec, gap_grace=30.0)
+    slow = HeldTransport(database.settings)
+    try:
+        async with anyio.create_task_group() as tg, Publisher(database, slow) as late, \
+                Publisher(database) as prompt:
+            await tg.start(sub.run)
+            await wait_until(lambda: sub.state == "live")
+            first = await late.publish(msg("first"))
+            await wait_until(lambda: slow.held == 1)
+            second = await prompt.publish(msg("second"))
+            await wait_until(lambda: sub.stats.lag == second.db_id - sub.cursor and sub.stats.received >= 1)
+            assert rec.ids == []  # the second waits for the first
+            slow.release.set()
+            await rec.wait_for(2)
+            tg.cancel_scope.cancel()
+    finally:
+        await slow.aclose()
+    assert rec.ids == [first.db_id, second.db_id]
+    assert sub.stats.live == 2 and sub.stats.gaps == 0  # the chain ordered them, no read
+
+
+async def test_a_gap_that_outlasts_its_grace_is_read_from_the_table(db: dbmod.Database) -> None:
+    """The first publisher dies between its commit and its PUBLISH: the chain of the
+    next notice points at a message nobody announced. The subscriber reads it."""
+    database = quiet(db)
+    rec = Recorder()
+    sub = Subscriber(database, "cto", rec, gap_grace=0.05)
+    dead = HeldTransport(database.settings, fail=True)
+    try:
+        async with anyio.create_task_group() as tg, Publisher(database) as pub:
+            await tg.start(sub.run)
+            await wait_until(lambda: sub.state == "live")
+            async with Publisher(database, dead) as crashed:
+                lost = await crashed.publish(msg("never announced"))
+            after = await pub.publish(msg("after"))
+            await rec.wait_for(2)
+            tg.cancel_scope.cancel()
+    finally:
+        await dead.aclose()
+    assert rec.ids == [lost.db_id, after.db_id]
+    assert sub.stats.gaps == 1
+
+
+async def test_a_forged_notice_is_never_handed_over(
+    db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    """Whoever can PUBLISH on Redis without the namespace's key can at most make a
+    subscriber read the table: a notice signed with another key is not believed."""
+    from datetime import UTC, datetime
+
+    database = quiet(db)
+    rec = Recorder()
+    sub = Subscriber(database, "cto", rec)
+    async with anyio.create_task_group() as tg, Publisher(database) as pub:
+        await tg.start(sub.run)
+        await wait_until(lambda: sub.state == "live")
+        fake = Message.build(from_role="ceo", to_role="cto", subject="wire the money")
+        forged = Notice.of(fake, sub.cursor + 1, prev=sub.cursor, created_at=datetime.now(UTC))
+        await raw_redis.send("messages:cto", forged.encode(b"not the key"))
+        await wait_until(lambda: sub.stats.unverified == 1)
+        real = await pub.publish(msg("real", to="cto"))
+        await rec.wait_for(1)
+        tg.cancel_scope.cancel()
+    assert [m.subject for m in rec.got] == ["real"] and rec.ids == [real.db_id]

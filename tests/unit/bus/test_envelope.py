@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,45 @@ def test_bad_payloads_raise_only_invalid_message(payload: bytes | str) -> None:
 def test_parse_notice_never_raises_anything_else(payload: bytes | str) -> None:
     with contextlib.suppress(InvalidMessage):
         parse_notice(payload)
+
+
+def _signed(key: bytes = b"k" * 64, body: object = None) -> tuple[Message, str]:
+    m = Message.build(from_role="cto", to_role="ceo", subject="Ship",
+                      body=body if body is not None else {"x": [1, "é"]})
+    return m, Notice.of(m, 12, prev=9, created_at=datetime.now(UTC)).encode(key)
+
+
+def test_a_signed_notice_carries_the_message_and_verifies_with_the_key() -> None:
+    m, wire = _signed()
+    notice = parse_notice(wire.encode(), b"k" * 64)
+    assert notice.verified and notice.prev == 9 and notice.carries_body
+    stored = notice.stored()
+    assert (stored.id, stored.uuid, stored.body, stored.subject) == (12, m.uuid, m.body, "Ship")
+    assert not parse_notice(wire.encode()).verified  # no key: a plain wake-up
+    assert not parse_notice(wire.encode(), b"other" * 13).verified
+
+
+@pytest.mark.parametrize("change", [("Ship", "Sink"), ('"prev":9', '"prev":11'),
+                                    ('"db_id":12', '"db_id":13'), ('"x"', '"y"')])
+def test_a_tampered_signed_notice_does_not_verify(change: tuple[str, str]) -> None:
+    _, wire = _signed()
+    tampered = wire.replace(*change)
+    assert tampered != wire
+    notice = parse_notice(tampered, b"k" * 64)
+    assert not notice.verified
+    with pytest.raises(ValueError, match="verified"):
+        notice.stored()
+
+
+def test_verified_cannot_come_from_the_wire() -> None:
+    forged = json.dumps({"db_id": 3, "channel": "messages:all", "kind": "broadcast",
+                         "from_role": "cto", "to_role": "all", "prev": 2, "body": {},
+                         "verified": True, "_verified": True, "sig": "0" * 32})
+    assert not parse_notice(forged, b"k" * 64).verified
+
+
+def test_a_large_body_is_signed_but_not_carried() -> None:
+    _, wire = _signed(b"k", body={"text": "x" * 7000})
+    assert len(wire) < MAX_NOTICE_BYTES
+    notice = parse_notice(wire, b"k")
+    assert notice.verified and not notice.carries_body
