@@ -1,10 +1,12 @@
-"""The durable message bus: Postgres is the record, Redis (or NOTIFY) the doorbell.
+"""The durable message bus: Postgres is the record, Redis (or NOTIFY) the courier.
 
 A broadcast goes publisher → store → transport → subscriber, one module each:
 
     async with Publisher(database) as pub:
         result = await pub.publish(Message.build(from_role="cto", subject="Plan"))
-        result.db_id, result.receivers
+        result.db_id                      # committed; announced behind the return
+        confirmed = await pub.publish(message, confirm=True)
+        confirmed.receivers               # how many subscribers Redis reached
 
     sub = Subscriber(database, "ceo", handler)   # handler(StoredMessage) -> Awaitable
     await task_group.start(sub.run)
