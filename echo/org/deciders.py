@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,10 +169,20 @@ def template_decision(subject: str, consensus: str, tally: Mapping[str, int],
 
 
 class ClaudeDecider:
-    """Asks the Claude CLI one question as the role would (its model and system prompt)."""
+    """Asks the Claude CLI one question as the role would (its model and system prompt).
+
+    "No Claude here" (not installed, not logged in, no credit) is believed for
+    `unavailable_for` seconds: within that, a question fails at once with the same
+    reason instead of starting a CLI only to hear it again (each start costs about a
+    second of CPU, and a workflow asks every role several questions). A login or a
+    top-up is noticed at the first question after that.
+    """
 
     def __init__(self, settings: Settings, role: Role, *, env: Mapping[str, str] | None = None,
-                 local_bin: Path | None = LOCAL_CLAUDE) -> None:
+                 local_bin: Path | None = LOCAL_CLAUDE, unavailable_for: float = 60.0) -> None:
+        self.unavailable_for = unavailable_for
+        self.runs = 0  # CLI processes started
+        self._unavailable: tuple[float, ClaudeError] | None = None
         # One short turn, no tools: a JSON answer is all that is asked for.
         self.options = ClaudeRunOptions(model=role.claude.model, system_prompt=role.system_prompt,
                                         max_turns=2)
@@ -181,6 +192,18 @@ class ClaudeDecider:
                                        local_bin=local_bin)
 
     async def ask(self, prompt: str, time_limit: float) -> dict[str, Any]:
+        if self._unavailable is not None:
+            since, known = self._unavailable
+            if time.monotonic() - since < self.unavailable_for:
+                raise type(known)(str(known))
+            self._unavailable = None
+        try:
+            return await self._ask(prompt, time_limit)
+        except CLAUDE_UNAVAILABLE as exc:
+            self._unavailable = (time.monotonic(), exc)
+            raise
+
+    async def _ask(self, prompt: str, time_limit: float) -> dict[str, Any]:
         binary = self.executor.binary()
         extra = dict(self.executor.extra_env)
         extra["CLAUDE_CODE_MAX_RETRIES"] = "0"
@@ -188,6 +211,7 @@ class ClaudeDecider:
             self.executor.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             extra["CLAUDE_CONFIG_DIR"] = str(self.executor.config_dir)
         env = claude_env(extra)
+        self.runs += 1
         try:
             done = await run_process(self.executor.argv(binary, self.options), stdin=prompt.encode(),
                                      env=env, cwd=self.executor.cwd, time_limit=time_limit,
