@@ -3,15 +3,17 @@ measured in the same run (a ratio from one run is the figure that counts):
 
 - `claim_rate`: raw SKIP LOCKED claims (the pool's claim query, 100 per transaction);
 - `noop_throughput`: no-op tasks per second through 1, 2 and 4 `echoctl worker`
-  processes, at steady state (between 10% and 90% done), beside the claim rate and
-  beside pgqueuer's figure on the same database when pgqueuer is importable;
+  processes, at steady state (between 10% and 90% done, and only once every worker
+  process is ready), beside the claim rate and beside pgqueuer's figure on the same
+  database, task count, probe and window, when pgqueuer is importable;
 - `notify_latency`: enqueue-to-claim latency of one idle worker (p50/p99), which
   NOTIFY keeps far below the poll interval;
 - `claude_overhead`: the executor's time over a bare `claude` run against the fake
   Anthropic API, and 10 concurrent runs against one.
 
 Database: ECHO_BENCH_DATABASE_URL, else ECHO_TEST_DATABASE_URL, else the embedded
-server; always in a fresh namespace that is dropped at the end.
+server; always in a fresh namespace that is dropped at the end. ECHO_BENCH_TASKS sets
+the task count (20,000) and ECHO_BENCH_FIGURES a comma-separated subset of figures.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +44,12 @@ from echo.work import ClaudeExecutor, NewTask, Task, TaskQueue  # noqa: E402
 from echo.work.claude import LOCAL_CLAUDE  # noqa: E402
 
 NOOP_TASKS = int(os.environ.get("ECHO_BENCH_TASKS", "20000"))
+#: Comma-separated figures to measure (default: all), e.g. `claim_rate,noop_throughput`.
+FIGURES = {f for f in os.environ.get("ECHO_BENCH_FIGURES", "").split(",") if f}
+
+
+def wanted(figure: str) -> bool:
+    return not FIGURES or figure in FIGURES
 
 
 def emit(**fields: object) -> None:
@@ -76,14 +85,53 @@ async def claim_rate(db: Database, n: int = 10000) -> float:
     return claimed / (time.perf_counter() - started)
 
 
-async def steady_rate(done_count, n: int, limit: float = 60) -> float:  # type: ignore[no-untyped-def]
-    """Tasks per second between 10% and 90% done."""
+class Workers:
+    """Worker processes started for one measurement. Each says on stderr when it is
+    ready (ECHO: `worker ... ready: ...`; the pgqueuer worker below: `ready`), so the
+    measured window can start only once all of them run: with 4 workers on 2 cores,
+    one worker's start-up (imports, connections) would otherwise overlap the others'
+    steady state and be counted against whichever queue starts slower."""
+
+    def __init__(self, argv: list[str], settings: Settings, dsn: str, count: int) -> None:
+        env = {**os.environ, **settings.child_env(), "ECHO_DATABASE_URL": dsn}
+        self.ready = 0
+        self.procs = [subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                      for _ in range(count)]
+        self.readers = [threading.Thread(target=self._read, args=(p,), daemon=True)
+                        for p in self.procs]
+        for t in self.readers:
+            t.start()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if b"ready" in line:
+                self.ready += 1
+                break
+        for _ in proc.stderr:  # keep draining so the child never blocks on a full pipe
+            pass
+
+    def all_ready(self) -> bool:
+        return self.ready == len(self.procs)
+
+    def stop(self) -> None:
+        stop(self.procs)
+        for t in self.readers:
+            t.join(timeout=5)
+
+
+async def steady_rate(done_count, n: int, workers: Workers,  # type: ignore[no-untyped-def]
+                      limit: float = 60) -> float:
+    """Tasks per second between 10% and 90% done, the window opening no earlier than
+    the moment every worker is ready. 0.0 when 90% were done before that (too few
+    tasks for the number of workers: raise ECHO_BENCH_TASKS)."""
     t10 = t90 = None
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         done = await done_count()
         now = time.perf_counter()
-        if t10 is None and done >= n * 0.1:
+        if t10 is None and done >= n * 0.1 and workers.all_ready():
             t10, d10 = now, done
         if done >= n * 0.9:
             t90, d90 = now, done
@@ -115,17 +163,19 @@ async def echo_throughput(db: Database, s: Settings, dsn: str, workers: int) -> 
     await clear(db)
     await fill(db, NOOP_TASKS)
 
+    # Done = the rows no longer live, as for pgqueuer (whose finished rows leave its
+    # table): the same probe on both sides.
     async def done() -> int:
         async with db.acquire() as conn:
-            return int(await conn.fetchval(
-                "SELECT count(*) FROM agent_tasks WHERE status = 'completed'"))
+            return NOOP_TASKS - int(await conn.fetchval(
+                "SELECT count(*) FROM agent_tasks WHERE status IN ('pending', 'running')"))
 
-    procs = [spawn(["-m", "echo", "worker", "--concurrency", "200", "--executor", "noop"],
-                   s, dsn) for _ in range(workers)]
+    procs = Workers(["-m", "echo", "worker", "--concurrency", "200", "--executor", "noop"],
+                    s, dsn, workers)
     try:
-        return await steady_rate(done, NOOP_TASKS)
+        return await steady_rate(done, NOOP_TASKS, procs)
     finally:
-        stop(procs)
+        procs.stop()
 
 
 async def pgqueuer_throughput(db: Database, s: Settings, dsn: str, workers: int) -> float | None:
@@ -151,11 +201,11 @@ async def pgqueuer_throughput(db: Database, s: Settings, dsn: str, workers: int)
             left = await conn.fetchval("SELECT count(*) FROM pgqueuer")
         return NOOP_TASKS - int(left)
 
-    procs = [spawn([__file__, "--pgqueuer-worker"], s, dsn) for _ in range(workers)]
+    procs = Workers([__file__, "--pgqueuer-worker"], s, dsn, workers)
     try:
-        return await steady_rate(done, NOOP_TASKS)
+        return await steady_rate(done, NOOP_TASKS, procs)
     finally:
-        stop(procs)
+        procs.stop()
 
 
 async def pgqueuer_worker() -> None:
@@ -172,6 +222,7 @@ async def pgqueuer_worker() -> None:
     async def noop(job: object) -> None:
         return None
 
+    print("pgqueuer worker ready", file=sys.stderr, flush=True)
     await qm.run(batch_size=100, mode=QueueExecutionMode.drain)
 
 
@@ -246,7 +297,7 @@ async def main() -> None:
         rate = await claim_rate(db)
         emit(figure="claim_rate", claims_per_s=round(rate), batch=100, connections=1)
         pgq = {}
-        for workers in (1, 2, 4):
+        for workers in (1, 2, 4) if wanted("noop_throughput") else ():
             got = await echo_throughput(db, s, dsn, workers)
             line: dict[str, object] = {
                 "figure": "noop_throughput", "workers": workers, "tasks_per_s": round(got),
@@ -258,11 +309,13 @@ async def main() -> None:
                     line.update(pgqueuer_tasks_per_s=round(other),
                                 vs_pgqueuer=round(got / other, 2) if other else None)
             emit(**line)
-        lat = await notify_latency(db, s, dsn)
-        emit(figure="notify_latency", p50_ms=round(lat[len(lat) // 2], 2),
-             p99_ms=round(lat[int(len(lat) * 0.99) - 1], 2), poll_interval_ms=s.worker_check_interval * 1000,
-             claim_rate=round(rate), samples=len(lat))
-        claude = await claude_overhead(s)
+        lat = await notify_latency(db, s, dsn) if wanted("notify_latency") else None
+        if lat:
+            emit(figure="notify_latency", p50_ms=round(lat[len(lat) // 2], 2),
+                 p99_ms=round(lat[int(len(lat) * 0.99) - 1], 2),
+                 poll_interval_ms=s.worker_check_interval * 1000,
+                 claim_rate=round(rate), samples=len(lat))
+        claude = await claude_overhead(s) if wanted("claude_overhead") else None
         if claude is not None:
             emit(figure="claude_overhead", **{k: round(v, 2) for k, v in claude.items()},
                  claim_rate=round(rate))

@@ -8,11 +8,17 @@ graceful drain, and cancelling `run` releases what it holds (shielded, briefly).
 Inside `run`, alongside one runner per claimed task:
 
 - the claimer wakes on NOTIFY `<namespace>:tasks` (through the process's shared
-  `Listener`) and polls every `settings.worker_check_interval` seconds anyway;
-- the writer stores finished results in batches. A result that cannot be written
-  (the database is down) stays in memory and is retried until the database
-  answers; the write is guarded, so it lands only if this worker still owns the
-  task. The task keeps its slot, and its lease keeps being renewed, meanwhile;
+  `Listener`) and polls every `settings.worker_check_interval` seconds anyway. It
+  stores the results finished since its last round together with its next claim, in
+  one statement (`complete_and_claim`): the slots those tasks free are claimed for
+  at once, and a busy pool pays one round trip and one commit per batch;
+- the writer stores failures, and every result once the pool is stopping. A result
+  that cannot be written (the database is down) stays in memory and is retried until
+  the database answers; the write is guarded, so it lands only if this worker still
+  owns the task. The task keeps its slot, and its lease keeps being renewed, meanwhile;
+- each slot has one long-lived runner task, started the first time the slot is used,
+  which runs the slot's tasks one after another: starting an anyio task costs more
+  than a no-op task's whole trip through the queue;
 - the heartbeat renews leases every `lease_seconds / 3` and stops any task the
   database says this worker no longer owns (rescued, or cancelled by a user);
 - the rescuer returns expired leases of dead workers to the queue.
@@ -122,6 +128,8 @@ class ExecutorPool:
         self.last_error: str | None = None
         self._free = list(range(concurrency))
         self._held: dict[int, _Running] = {}
+        self._assigned: dict[int, _Running] = {}  # slot -> task its runner is to run next
+        self._slot_ready: dict[int, anyio.Event] = {}  # slot -> its runner's wake-up
         self._outbox: list[tuple[_Running, Completion | Failure]] = []
         self._outbox_ready = anyio.Event()
         self._wake = anyio.Event()
@@ -160,6 +168,7 @@ class ExecutorPool:
         self._stopping.set()
         self._wake.set()
         self._slot_freed.set()
+        self._outbox_ready.set()  # the writer now stores completions too
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         if self.listener is not None:
@@ -200,39 +209,71 @@ class ExecutorPool:
             log.warning("work pool recovered")
         self.degraded = False
 
+    def _take_completions(self) -> list[tuple[_Running, Completion | Failure]]:
+        done = [item for item in self._outbox if isinstance(item[1], Completion)]
+        if done:
+            self._outbox = [item for item in self._outbox if not isinstance(item[1], Completion)]
+        return done
+
     async def _claim_loop(self, tg: TaskGroup) -> None:
         delay = 0.1
         types = sorted(self.executors)
         while not self._stopping.is_set():
-            if not self._free:
+            done = self._take_completions()
+            slots = self._free + [running.slot for running, _ in done]
+            if not slots:
                 await self._slot_freed.wait()
                 self._slot_freed = anyio.Event()
                 continue
             self._wake = anyio.Event()
-            slots = list(self._free)
             try:
-                tasks = await self.queue.claim([self.worker_id(s) for s in slots],
-                                               task_types=types, roles=self.roles,
-                                               lease_seconds=self.lease_seconds)
+                applied, tasks = await self.queue.complete_and_claim(
+                    [outcome for _, outcome in done if isinstance(outcome, Completion)],
+                    [self.worker_id(s) for s in slots], task_types=types, roles=self.roles,
+                    lease_seconds=self.lease_seconds)
                 self._claim_rounds += 1
                 self._healthy()
                 delay = 0.1
             except _DB_ERRORS as exc:
+                # The results stay in memory, their slots held, until a write lands.
+                self._outbox[:0] = done
+                self._outbox_ready.set()  # the writer's, should the pool be stopping
                 self._trouble(exc, "claim tasks")
                 with anyio.move_on_after(delay):
                     await self._stopping.wait()
                 delay = min(delay * 2, 5.0)
                 continue
+            self._settle(done, applied, {})
+            if tasks and not self._held:
+                self._idle = anyio.Event()
             for task in tasks:
                 slot = int(task.worker_id.rsplit(":", 1)[1])
                 self._free.remove(slot)
                 running = _Running(task, slot)
                 self._held[task.task_id] = running
-                self._idle = anyio.Event()
-                tg.start_soon(self._execute, running)
-            if len(tasks) < len(slots):
+                self._dispatch(tg, running)
+            if len(tasks) < len(slots):  # a result finished meanwhile sets _wake
                 with anyio.move_on_after(self.settings.worker_check_interval):
                     await self._wake.wait()
+
+    def _dispatch(self, tg: TaskGroup, running: _Running) -> None:
+        """Hand a task to its slot's runner, starting the runner on the slot's first use."""
+        ready = self._slot_ready.get(running.slot)
+        if ready is None:
+            self._slot_ready[running.slot] = anyio.Event()
+            tg.start_soon(self._slot_runner, running)
+        else:
+            self._assigned[running.slot] = running
+            ready.set()
+
+    async def _slot_runner(self, running: _Running) -> None:
+        slot = running.slot
+        while True:
+            await self._execute(running)
+            ready = self._slot_ready[slot]
+            await ready.wait()
+            self._slot_ready[slot] = anyio.Event()
+            running = self._assigned.pop(slot)
 
     # --------------------------------------------------------------- executing
     async def _execute(self, running: _Running) -> None:
@@ -250,7 +291,11 @@ class ExecutorPool:
         running.writing = True
         self._durations_ms += (time.monotonic() - running.started) * 1000
         self._outbox.append((running, outcome))
-        self._outbox_ready.set()
+        if isinstance(outcome, Completion) and not self._stopping.is_set():
+            self._wake.set()  # the claimer stores it with its next claim
+            self._slot_freed.set()
+        else:
+            self._outbox_ready.set()
 
     def _failure(self, task: Task, exc: Exception) -> Failure:
         retryable = getattr(exc, "retryable", None)
@@ -280,8 +325,13 @@ class ExecutorPool:
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready = anyio.Event()
-            batch, self._outbox = self._outbox, []
-            await self._write(batch)
+            if self._stopping.is_set():
+                batch, self._outbox = self._outbox, []
+            else:  # the claimer stores completions with its next claim
+                batch = [item for item in self._outbox if isinstance(item[1], Failure)]
+                self._outbox = [item for item in self._outbox if isinstance(item[1], Completion)]
+            if batch:
+                await self._write(batch)
 
     async def _write(self, batch: list[tuple[_Running, Completion | Failure]], *,
                      retry: bool = True) -> None:
@@ -305,6 +355,11 @@ class ExecutorPool:
                 self._trouble(exc, "store task results")
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        self._settle(batch, applied, statuses)
+
+    def _settle(self, batch: list[tuple[_Running, Completion | Failure]], applied: set[int],
+                statuses: Mapping[int, str]) -> None:
+        """Count what landed and free the slots of a written batch."""
         for running, _ in batch:
             tid = running.task.task_id
             if tid in applied:

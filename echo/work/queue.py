@@ -144,8 +144,24 @@ def _tokens(tasks: Sequence[Task]) -> tuple[list[int], list[str], list[int]]:
     return [t.task_id for t in tasks], [t.worker_id for t in tasks], [t.attempt for t in tasks]
 
 
+#: One encoder for every result: `json.dumps(default=...)` builds a new one per call.
+_encode_result = json.JSONEncoder(default=str).encode
+
+
+def _completion_columns(done: Sequence[Completion]) -> tuple[list[Any], ...]:
+    ids, workers, attempts = _tokens([d.task for d in done])
+    return (ids, workers, attempts, [_encode_result(d.result) for d in done],
+            [d.cost_usd for d in done], [d.session_id for d in done])
+
+
 class TaskQueue:
-    """The job operations on `agent_tasks`, each in its own committed transaction."""
+    """The job operations on `agent_tasks`, each in its own committed transaction.
+
+    A worker's operations are single statements, run in autocommit: the statement is
+    its own transaction (its audit rows included, written by the triggers), and asyncpg
+    returns its rows only once the server reports the commit. An explicit BEGIN and
+    COMMIT around them would only add two round trips.
+    """
 
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -206,16 +222,38 @@ class TaskQueue:
         first, then oldest. Committed before it returns."""
         if not worker_ids:
             return []
-        async with self.db.transaction() as conn:
+        async with self.db.acquire() as conn:
             rows = await conn.fetch(_Q["claim"], list(worker_ids), list(task_types),
                                     None if roles is None else list(roles), lease_seconds)
         return [Task.from_row(r) for r in rows]
+
+    async def complete_and_claim(
+        self,
+        done: Sequence[Completion],
+        worker_ids: Sequence[str],
+        *,
+        task_types: Sequence[str] = TASK_TYPES,
+        roles: Sequence[str] | None = None,
+        lease_seconds: float = 30.0,
+    ) -> tuple[set[int], list[Task]]:
+        """`complete(done)` and `claim(worker_ids)` in one statement (one round trip,
+        one commit): the ids that were still owned, and the tasks claimed. A slot may be
+        named both by a finished task and in `worker_ids`: the guard of the completion
+        names the old task and attempt, the claim a new task."""
+        if not worker_ids:
+            return await self.complete(done), []
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(
+                _Q["complete_and_claim"], *_completion_columns(done), list(worker_ids),
+                list(task_types), None if roles is None else list(roles), lease_seconds)
+        applied = {r["task_id"] for r in rows if r["completed"]}
+        return applied, [Task.from_row(r) for r in rows if not r["completed"]]
 
     async def heartbeat(self, tasks: Sequence[Task], lease_seconds: float) -> set[int]:
         """Extend the leases; return the ids still owned (the others must stop)."""
         if not tasks:
             return set()
-        async with self.db.transaction() as conn:
+        async with self.db.acquire() as conn:
             rows = await conn.fetch(_Q["heartbeat"], *_tokens(tasks), lease_seconds)
         return {r["task_id"] for r in rows}
 
@@ -223,19 +261,15 @@ class TaskQueue:
         """Store results; return the ids that were still owned (the others are ignored)."""
         if not done:
             return set()
-        async with self.db.transaction() as conn:
-            rows = await conn.fetch(
-                _Q["complete"], *_tokens([d.task for d in done]),
-                [json.dumps(d.result, default=str) for d in done],
-                [d.cost_usd for d in done], [d.session_id for d in done],
-            )
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(_Q["complete"], *_completion_columns(done))
         return {r["task_id"] for r in rows}
 
     async def fail(self, failures: Sequence[Failure]) -> dict[int, str]:
         """Record failures; return the new status of each task that was still owned."""
         if not failures:
             return {}
-        async with self.db.transaction() as conn:
+        async with self.db.acquire() as conn:
             rows = await conn.fetch(
                 _Q["fail"], *_tokens([f.task for f in failures]),
                 [f.error[:4000] for f in failures], [f.retryable for f in failures],
@@ -248,16 +282,15 @@ class TaskQueue:
         """Give tasks back untouched (a drain ran out of time); return those released."""
         if not tasks:
             return set()
-        async with self.db.transaction() as conn:
+        async with self.db.acquire() as conn:
             rows = await conn.fetch(_Q["release"], *_tokens(tasks))
         return {r["task_id"] for r in rows}
 
     async def rescue(self, *, actor: str, backoff: Backoff = DEFAULT_BACKOFF,
                      limit: int = 1000) -> dict[int, str]:
         """Put back (or kill) tasks whose lease expired; return their new statuses."""
-        async with self.db.transaction() as conn:
-            await conn.fetchval(_Q["set_actor"], actor)
-            rows = await conn.fetch(_Q["rescue"], backoff.base, backoff.cap, limit)
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(_Q["rescue"], backoff.base, backoff.cap, limit, actor)
         return {r["task_id"]: r["status"] for r in rows}
 
     # ----------------------------------------------------------------- operators

@@ -71,6 +71,54 @@ WHERE t.task_id = r.task_id AND t.status = 'running'
   AND t.assigned_worker_id = r.worker AND t.attempt = r.attempt
 RETURNING t.task_id;
 
+-- name: complete_and_claim
+-- The pool's hot path: store finished results ($1-$6, as in `complete`) and claim
+-- for the free slots ($7-$10, as in `claim`) in ONE statement, so one round trip and
+-- one commit serve both. The two UPDATEs touch disjoint rows (running ones are
+-- completed, pending ones claimed); the statement-level audit trigger fires once and
+-- sees the rows of both in its transition tables. Rows with `completed` true are the
+-- results that landed; the others are the claimed tasks.
+WITH done AS (
+    UPDATE agent_tasks AS t
+    SET status = 'completed', result = r.result::jsonb, cost_usd = r.cost,
+        session_id = r.session_id, error = NULL, lease_expires_at = NULL,
+        completed_at = now(), duration_sec = extract(epoch FROM now() - t.started_at)
+    FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::numeric[], $6::text[])
+         AS r(task_id, worker, attempt, result, cost, session_id)
+    WHERE t.task_id = r.task_id AND t.status = 'running'
+      AND t.assigned_worker_id = r.worker AND t.attempt = r.attempt
+    RETURNING t.task_id
+), locked AS (
+    SELECT task_id FROM agent_tasks
+    WHERE status = 'pending' AND run_after <= now()
+      AND task_type = ANY($8::text[])
+      AND ($9::text[] IS NULL OR assigned_role = ANY($9::text[]))
+    ORDER BY task_priority DESC, task_id
+    LIMIT cardinality($7::text[])
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT task_id, row_number() OVER (ORDER BY task_id) AS slot FROM locked
+), claimed AS (
+    UPDATE agent_tasks AS t
+    SET status = 'running', assigned_worker_id = ($7::text[])[picked.slot],
+        attempt = t.attempt + 1, started_at = now(), heartbeat_at = now(),
+        lease_expires_at = now() + make_interval(secs => $10::float8),
+        completed_at = NULL, duration_sec = NULL
+    FROM picked
+    WHERE t.task_id = picked.task_id
+    RETURNING t.task_id, t.task_type, t.task_description, t.task_priority, t.assigned_role,
+              t.assigned_worker_id, t.attempt, t.timeout_seconds, t.max_retries,
+              t.retry_count, t.payload, t.started_at
+)
+SELECT true AS completed, task_id, NULL::text AS task_type, NULL::text AS task_description,
+       NULL::integer AS task_priority, NULL::text AS assigned_role,
+       NULL::text AS assigned_worker_id, NULL::integer AS attempt,
+       NULL::integer AS timeout_seconds, NULL::integer AS max_retries,
+       NULL::integer AS retry_count, NULL::jsonb AS payload, NULL::timestamptz AS started_at
+FROM done
+UNION ALL
+SELECT false, * FROM claimed;
+
 -- name: fail
 -- Retryable: back to pending after `delay` seconds (retry_count + 1 when `counted`),
 -- or dead once retries are exhausted. Permanent: failed.
@@ -110,12 +158,17 @@ RETURNING t.task_id;
 -- name: rescue
 -- Running rows whose lease ran out: their worker died or lost the database. Back to
 -- pending after an exponential backoff with jitter ($1 base, $2 cap), or dead.
-WITH expired AS (
-    SELECT task_id FROM agent_tasks
-    WHERE status = 'running' AND lease_expires_at < now()
+-- One statement, so a cancelled caller can never leave a transaction open: `actor`
+-- sets `echo.actor` ($4) for this statement's transaction, where the audit trigger
+-- reads it.
+WITH actor AS MATERIALIZED (
+    SELECT set_config('echo.actor', $4, true) AS name
+), expired AS (
+    SELECT task_id FROM agent_tasks, actor
+    WHERE status = 'running' AND lease_expires_at < now() AND actor.name IS NOT NULL
     ORDER BY lease_expires_at
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF agent_tasks SKIP LOCKED
 )
 UPDATE agent_tasks AS t
 SET status = CASE WHEN t.retry_count >= t.max_retries THEN 'dead' ELSE 'pending' END,

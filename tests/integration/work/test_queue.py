@@ -33,6 +33,33 @@ async def test_enqueue_claim_complete_writes_one_audit_row_per_change(db: Databa
     assert await actions(db, task.task_id) == ["task.enqueued", "task.claimed", "task.completed"]
 
 
+async def test_complete_and_claim_is_one_statement_with_every_audit_row(db: Database) -> None:
+    q = TaskQueue(db)
+    first, second, third, fourth = await q.enqueue_many(
+        [NewTask(f"t{i}", task_type="noop") for i in range(4)])
+    a, b = await q.claim(["h:1:0", "h:1:1"])
+    # `b` lost its lease meanwhile (a user cancelled it): its result must not land.
+    assert await q.cancel(b.task_id) == "running"
+    # Slot 0 is freed by `a` and claimed again in the same statement.
+    applied, claimed = await q.complete_and_claim(
+        [Completion(a, {"n": 1}), Completion(b, {"n": 2})], ["h:1:0", "h:1:2"],
+        task_types=["noop"])
+    assert applied == {a.task_id}
+    assert [(t.task_id, t.worker_id, t.attempt) for t in claimed] == [
+        (third.task_id, "h:1:0", 1), (fourth.task_id, "h:1:2", 1)]
+    assert (await q.get(a.task_id))["result"] == {"n": 1}
+    assert (await q.get(b.task_id))["status"] == "cancelled"
+    assert await actions(db, first.task_id) == ["task.enqueued", "task.claimed", "task.completed"]
+    assert await actions(db, second.task_id) == ["task.enqueued", "task.claimed", "task.cancelled"]
+    for task in claimed:
+        assert await actions(db, task.task_id) == ["task.enqueued", "task.claimed"]
+    # Nothing to claim: the results still land.
+    applied, claimed = await q.complete_and_claim(
+        [Completion(t, "ok") for t in claimed], ["h:1:0"], task_types=["noop"])
+    assert applied == {third.task_id, fourth.task_id} and claimed == []
+    assert (await q.counts())["completed"] == 3
+
+
 async def test_claim_respects_priority_roles_types_run_after_and_capacity(db: Database) -> None:
     q = TaskQueue(db)
     low = await q.enqueue("low", task_type="noop", priority=0)
