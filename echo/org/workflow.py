@@ -16,7 +16,9 @@ names. Nothing is held in memory between wake-ups, so:
   and does what it had not done (each part is idempotent: a participant row has a
   primary key, a post's uuid is derived from workflow, role and step);
 - a CEO that is down at a deadline changes nothing until it is back; then its
-  first wake-up sees the deadline passed and the workflow moves on.
+  first wake-up sees the deadline passed and the workflow moves on;
+- a role whose agent is gone when the executing deadline passes cannot hold the
+  workflow: the CEO cancels that role's tasks still pending and reports them.
 
 A step that fails for another reason (a bug, a row it cannot read) is logged with
 its traceback in the agent's log and retried at the next tick, for that workflow
@@ -29,6 +31,7 @@ tick (`settings.poll_interval`) covers deadlines and posts on `workflow:<id>`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -137,7 +140,11 @@ async def start(database: db.Database, *, subject: str, body: str = "", started_
     return Started(workflow_id, published.db_id, list(roles))
 
 
-async def live_roles(database: db.Database, known: Sequence[str], *, fresh: float = 10.0) -> list[str]:
+#: An agent is up when its heartbeat is this recent (seconds).
+LIVE_WITHIN = 10.0
+
+
+async def live_roles(database: db.Database, known: Sequence[str], *, fresh: float = LIVE_WITHIN) -> list[str]:
     """The known roles whose agent is up (a fresh heartbeat), else every known role."""
     async with database.acquire() as conn:
         up = {r["role"] for r in await conn.fetch(Q["live_roles"], fresh)}
@@ -418,9 +425,37 @@ class WorkflowAgent:
             decision = await conn.fetchrow(Q["decision_of"], wf["id"])
             ids = [t["task_id"] for t in decision["tasks"] if t.get("task_id")] if decision else []
             rows = await conn.fetch(Q["tasks"], ids) if ids else []
+        if wf["overdue"] and rows:
+            rows = await self._settle_orphans(wf, rows)
         if any(r["status"] not in FINAL_STATUSES for r in rows):
             return
         for row in rows:
             if not await self._posted(post_uuid(wf["id"], "task", row["task_id"])):
                 return
         await self._advance(wf, "done", 0)
+
+    async def _settle_orphans(self, wf: Any, rows: list[Any]) -> list[Any]:
+        """Past the executing deadline, the tasks of roles with no live agent are
+        settled by the CEO, so a role that never comes back cannot hold the workflow:
+        one still pending is cancelled, and a final one nobody reported is reported.
+        A role whose agent is up keeps its tasks: they are queued or running, and a
+        running task ends by its own timeout."""
+        async with self.db.acquire() as conn:
+            live = {r["role"] for r in await conn.fetch(Q["live_roles"], LIVE_WITHIN)}
+        settled = []
+        for row in rows:
+            role = row["assigned_role"]
+            if role not in live and row["status"] == "pending":
+                with contextlib.suppress(UsageError):  # claimed or ended meanwhile: let it be
+                    await self.queue.cancel(row["task_id"], actor=self.role.name)
+                async with self.db.acquire() as conn:
+                    [row] = await conn.fetch(Q["tasks"], [row["task_id"]])
+            key = post_uuid(wf["id"], "task", row["task_id"])
+            if role not in live and row["status"] in FINAL_STATUSES and not await self._posted(key):
+                told = describe_task(row)
+                told["note"] = (f"no {role} agent was up by the executing deadline; "
+                                f"settled by the {self.role.name}")
+                await self._post(wf["id"], key, Kind.STATUS,
+                                 f"task {row['task_id']} {told['status']}", {"task": told})
+            settled.append(row)
+        return settled

@@ -164,6 +164,37 @@ async def test_ceo_down_at_the_deadline_then_back(org_settings: Settings, db: Da
     late = [a for a in data["timeline"] if a["action"] == "workflow.discussing"]
     assert late and late[0]["details"]["late"] is True
 
+async def test_a_role_gone_by_the_executing_deadline_does_not_hold_the_workflow(
+    org_settings: Settings, db: Database
+) -> None:
+    """The CTO votes, then freezes for good: its task is never claimed. Past the
+    executing deadline, once its heartbeat is stale, the CEO cancels that task and
+    reports it, and the workflow is done."""
+    s = org_settings
+    await up(s, ["ceo", "cto"])
+    record = read_org(s)
+    assert record is not None and record.agents["cto"].pid
+    cto = record.agents["cto"].pid
+    wf_id = await start(s, "Plan the API platform migration and its budget",
+                        "--phase-timeout", "2", "--rounds", "1")
+
+    async def cto_voted() -> bool:
+        data = await snapshot(db, wf_id)
+        return any(m["kind"] == "vote" and m["from_role"] == "cto" for m in data["messages"])
+
+    try:
+        await wait_until(cto_voted, timeout=30, interval=0.02)
+        os.kill(cto, signal.SIGSTOP)
+        await wait_until(phase_is(db, wf_id, "done"), timeout=60, interval=0.2)
+    finally:
+        os.kill(cto, signal.SIGKILL)
+    data = await snapshot(db, wf_id)
+    by_role = {t["role"]: t for t in data["tasks"]}
+    assert by_role["cto"]["status"] == "cancelled" and by_role["ceo"]["status"] == "skipped"
+    reports = {m["body"]["task"]["role"]: m for m in data["messages"]
+               if m["kind"] == "status" and "task" in m["body"]}
+    assert reports["cto"]["from_role"] == "ceo"
+    assert "no cto agent was up" in reports["cto"]["body"]["task"]["note"]
 
 
 async def test_train_runs_a_scenario_and_checks_it(org_settings: Settings) -> None:
