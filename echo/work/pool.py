@@ -81,9 +81,19 @@ class PoolMetrics:
 class _Running:
     task: Task
     slot: int
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     started: float = field(default_factory=time.monotonic)
     writing: bool = False
+    scope: anyio.CancelScope | None = None  # its runner's, while it executes
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Stop the work (a user cancelled it, its lease was lost, or a drain); a task
+        that already finished is left to its write."""
+        if self.writing:
+            return
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 def default_worker_prefix() -> str:
@@ -192,8 +202,8 @@ class ExecutorPool:
         if payload.startswith("cancel:"):
             with contextlib.suppress(ValueError):
                 running = self._held.get(int(payload[7:]))
-                if running is not None and not running.writing:
-                    running.scope.cancel()
+                if running is not None:
+                    running.cancel()
             return
         self._wake.set()
 
@@ -267,27 +277,37 @@ class ExecutorPool:
             ready.set()
 
     async def _slot_runner(self, running: _Running) -> None:
+        """Runs the slot's tasks one after another, all inside one cancel scope (a scope
+        per task costs as much again as the rest of a no-op task's path). Cancelling a
+        task cancels this scope: the runner frees the slot and ends, and the slot's next
+        task starts a new runner."""
         slot = running.slot
-        while True:
-            await self._execute(running)
-            ready = self._slot_ready[slot]
-            await ready.wait()
-            self._slot_ready[slot] = anyio.Event()
-            running = self._assigned.pop(slot)
+        with anyio.CancelScope() as scope:
+            while True:
+                if running.cancelled:  # cancelled before it started
+                    self._free_slot(running)
+                else:
+                    running.scope = scope
+                    await self._execute(running)
+                    running.scope = None
+                ready = self._slot_ready[slot]
+                await ready.wait()
+                self._slot_ready[slot] = anyio.Event()
+                running = self._assigned.pop(slot)
+        del self._slot_ready[slot]
+        if not running.writing:
+            self._free_slot(running)
 
     # --------------------------------------------------------------- executing
     async def _execute(self, running: _Running) -> None:
+        """Run one task; a cancellation (see `_Running.cancel`) propagates to the runner."""
         task = running.task
-        outcome: Completion | Failure | None = None
-        with running.scope:
-            try:
-                result: Result = await self.executors[task.task_type].execute(task)
-                outcome = Completion(task, result.output, result.cost_usd, result.session_id)
-            except Exception as exc:
-                outcome = self._failure(task, exc)
-        if outcome is None:  # cancelled: a user cancelled it, its lease was lost, or a drain
-            self._free_slot(running)
-            return
+        outcome: Completion | Failure
+        try:
+            result: Result = await self.executors[task.task_type].execute(task)
+            outcome = Completion(task, result.output, result.cost_usd, result.session_id)
+        except Exception as exc:
+            outcome = self._failure(task, exc)
         running.writing = True
         self._durations_ms += (time.monotonic() - running.started) * 1000
         self._outbox.append((running, outcome))
@@ -390,7 +410,7 @@ class ExecutorPool:
                     log.warning("task %s is no longer ours (cancelled or rescued); stopping it",
                                 running.task.task_id)
                     self._counts["lost"] += 1
-                    running.scope.cancel()
+                    running.cancel()
 
     async def _rescues(self) -> None:
         while True:
@@ -413,7 +433,7 @@ class ExecutorPool:
                 await self._idle.wait()
         executing = [r for r in self._held.values() if not r.writing]
         for running in executing:
-            running.scope.cancel()
+            running.cancel()
         await self._release(executing)
         # Results already finished are written before the pool stops (or until the
         # grace runs out a second time: their leases then expire and they are rescued).
@@ -445,5 +465,5 @@ class ExecutorPool:
                 await self._write(batch, retry=False)
         executing = [r for r in self._held.values() if not r.writing]
         for running in executing:
-            running.scope.cancel()
+            running.cancel()
         await self._release(executing)
