@@ -144,6 +144,7 @@ class ExecutorPool:
         self._outbox_ready = anyio.Event()
         self._wake = anyio.Event()
         self._slot_freed = anyio.Event()
+        self._poked = False  # the claimer was woken for results it has not taken yet
         self._idle = anyio.Event()
         self._stopping = anyio.Event()
         self._counts = {"succeeded": 0, "failed": 0, "released": 0, "lost": 0}
@@ -229,6 +230,7 @@ class ExecutorPool:
         delay = 0.1
         types = sorted(self.executors)
         while not self._stopping.is_set():
+            self._poked = False
             done = self._take_completions()
             slots = self._free + [running.slot for running, _ in done]
             if not slots:
@@ -312,8 +314,10 @@ class ExecutorPool:
         self._durations_ms += (time.monotonic() - running.started) * 1000
         self._outbox.append((running, outcome))
         if isinstance(outcome, Completion) and not self._stopping.is_set():
-            self._wake.set()  # the claimer stores it with its next claim
-            self._slot_freed.set()
+            if not self._poked:  # the claimer stores it with its next claim
+                self._poked = True
+                self._wake.set()
+                self._slot_freed.set()
         else:
             self._outbox_ready.set()
 
@@ -336,7 +340,8 @@ class ExecutorPool:
         if self._held.pop(running.task.task_id, None) is None:
             return
         self._free.append(running.slot)
-        self._slot_freed.set()
+        if not self._slot_freed.is_set():
+            self._slot_freed.set()
         if not self._held:
             self._idle.set()
 
