@@ -10,22 +10,40 @@ every child gets the same guarantees:
 - a wall-clock timeout, and any cancellation of the caller (a cancelled task, a
   drain, a lost lease), sends TERM to the whole group, then KILL after a grace
   period, and the child is always reaped: no zombie, no orphaned grandchild;
-- output is captured up to a limit, so a chatty child cannot exhaust memory.
+- output is captured up to a limit, so a chatty child cannot exhaust memory;
+- on Linux the child dies with its worker: it asks the kernel (prctl
+  PR_SET_PDEATHSIG) for SIGKILL when its parent goes, so a worker killed with
+  SIGKILL (or by the OOM killer) leaves no `claude` running on, spending tokens.
+  Elsewhere, and should the hook be unavailable, children are started as before.
+
+The death signal is tied to the *thread* that forked the child, not the process.
+With asyncio that is the thread running the event loop (`subprocess.Popen` runs
+there), so the signal fires when that loop's thread ends: for a worker, when the
+process dies. A loop run in a thread of its own has reaped its children before the
+thread can end, since `run_process` always waits for its child.
+
+Only the direct child is covered: a grandchild that left the child's process group
+is out of reach on every path, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 from anyio.abc import ByteReceiveStream, Process
+
+log = logging.getLogger(__name__)
 
 #: Bytes of stdout (and of stderr) kept; the rest is read and dropped.
 MAX_OUTPUT = 8 * 1024 * 1024
@@ -86,6 +104,64 @@ async def _feed(process: Process, data: bytes | None) -> None:
         await process.stdin.aclose()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_prctl = _load_prctl()
+
+
+def _open_with_death_signal() -> Callable[..., Awaitable[Process]] | None:
+    """anyio's backend `open_process`, which passes extra keyword arguments such as
+    `preexec_fn` through to the event loop; `anyio.open_process` takes none."""
+    if _prctl is None:
+        return None
+    try:
+        from anyio._core._eventloop import get_async_backend
+
+        opener: Callable[..., Awaitable[Process]] = get_async_backend().open_process
+        return opener
+    except Exception:  # an anyio without it: start children as before
+        return None
+
+
+def die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A `preexec_fn` for Linux: SIGKILL this child when the thread that forked it dies.
+    It runs in the child between fork and exec, so it only calls prctl and getppid. If
+    the parent died before prctl took effect the signal would never come: the child
+    then ends itself instead of running unsupervised."""
+    prctl = _prctl
+    if prctl is None:
+        return None
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
+
+
+async def _open(argv: list[str], **kwargs: object) -> Process:
+    hook = die_with_parent(os.getpid())
+    backend_open = _open_with_death_signal() if hook is not None else None
+    if backend_open is not None:
+        return await backend_open(argv, preexec_fn=hook, **kwargs)
+    return await anyio.open_process(argv, **kwargs)  # type: ignore[arg-type]
+
+
 def _signal_group(pid: int, sig: int) -> None:
     # The group id is the child's pid (start_new_session). Until the child is reaped
     # its pid cannot be reused, so this never hits a stranger.
@@ -120,7 +196,7 @@ async def run_process(
     started = time.monotonic()
     stdout, stderr = bytearray(), bytearray()
     timed_out = False
-    process = await anyio.open_process(
+    process = await _open(
         list(argv),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from echo.config import Settings
 from echo.db import Database
 from echo.work import NewTask, TaskQueue
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -123,6 +125,42 @@ async def test_a_worker_killed_mid_task_has_its_task_rescued_by_another(
     actions = [h["action"] for h in await q.history(made.task_id)]
     assert actions == ["task.enqueued", "task.claimed", "task.retry_scheduled",
                        "task.claimed", "task.completed"]
+
+
+def _gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie its new parent has not reaped yet."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+async def test_a_sigkilled_workers_child_dies_with_it(
+    settings: Settings, db: Database, workers: Workers
+) -> None:
+    q = TaskQueue(db)
+    made = await q.enqueue("sleep 1000", task_type="command", max_retries=0)
+    victim = workers.start("--executor", "command")
+
+    def task_child() -> psutil.Process | None:
+        for child in psutil.Process(victim.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if child.environ().get("ECHO_TASK_ID") == str(made.task_id):
+                    return child
+        return None
+
+    try:
+        await wait_until(lambda: task_child() is not None, timeout=20)
+        child = task_child()
+        assert child is not None and child.name() == "sleep"
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        # No SIGTERM, no drain, no `finally` ran in the worker: only the kernel can stop
+        # the child now, and it must, or `claude` would keep spending tokens.
+        await wait_until(lambda: _gone(child.pid), timeout=10)
+    finally:
+        _kill_orphans(made.task_id)
 
 
 def _kill_orphans(task_id: int) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 
 import anyio
 import psutil
+import pytest
 
 from echo.work.process import run_process
 
@@ -53,3 +55,17 @@ async def test_cancelling_the_caller_kills_the_child() -> None:
         await run_process([sys.executable, "-c", "import time; time.sleep(60)"], env=env,
                           time_limit=60, kill_grace=0.5)
     assert _with_marker(marker) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+async def test_the_child_is_set_to_die_with_its_parent() -> None:
+    # prctl(PR_GET_PDEATHSIG) in the child: the kernel's own record of the setting.
+    script = ("import ctypes; v = ctypes.c_int(); "
+              "ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0); print(v.value)")
+    done = await run_process([sys.executable, "-c", script], time_limit=10)
+    assert int(done.stdout) == signal.SIGKILL
+
+
+async def test_a_missing_program_is_still_an_oserror() -> None:
+    with pytest.raises(FileNotFoundError):
+        await run_process([f"/nonexistent/{uuid.uuid4().hex}"], time_limit=10)
