@@ -254,8 +254,14 @@ class RoleAgent:
             metrics = self.pool.metrics()
             out["running_tasks"] = metrics.active
             out["tasks_processed"] = metrics.total_processed
-        if self.workflow is not None and self.workflow.last_error:
-            out["workflow_error"] = self.workflow.last_error
+        if self.workflow is not None:
+            if self.workflow.last_error:
+                out["workflow_error"] = self.workflow.last_error
+            if self.health is not None:  # a deferred workflow step degrades the agent
+                if self.workflow.last_error:
+                    self.health.problem("workflow", self.workflow.last_error)
+                else:
+                    self.health.resolved("workflow")
         out["listener_connected"] = self.listener.connected
         return out
 

@@ -167,26 +167,31 @@ async def test_ceo_down_at_the_deadline_then_back(org_settings: Settings, db: Da
 async def test_a_role_gone_by_the_executing_deadline_does_not_hold_the_workflow(
     org_settings: Settings, db: Database
 ) -> None:
-    """The CTO votes, then freezes for good: its task is never claimed. Past the
-    executing deadline, once its heartbeat is stale, the CEO cancels that task and
-    reports it, and the workflow is done."""
+    """The CTO joins the workflow, then freezes for good: the deadlines move the
+    discussion and the vote on without it, the decision still gives it a task, and
+    nobody claims that task. Past the executing deadline, once the CTO's heartbeat is
+    stale, the CEO cancels the task and reports it, and the workflow is done."""
     s = org_settings
     await up(s, ["ceo", "cto"])
     record = read_org(s)
-    assert record is not None and record.agents["cto"].pid
-    cto = record.agents["cto"].pid
-    wf_id = await start(s, "Plan the API platform migration and its budget",
-                        "--phase-timeout", "2", "--rounds", "1")
-
-    async def cto_voted() -> bool:
-        data = await snapshot(db, wf_id)
-        return any(m["kind"] == "vote" and m["from_role"] == "cto" for m in data["messages"])
-
+    assert record is not None
+    ceo, cto = record.agents["ceo"].pid, record.agents["cto"].pid
+    assert ceo and cto
+    os.kill(ceo, signal.SIGSTOP)  # nothing moves on until the CTO is frozen too
     try:
-        await wait_until(cto_voted, timeout=30, interval=0.02)
+        wf_id = await start(s, "Plan the API platform migration and its budget",
+                            "--phase-timeout", "2", "--rounds", "1")
+
+        async def cto_joined() -> bool:
+            data = await snapshot(db, wf_id)
+            return any(p["role"] == "cto" and p["participate"] for p in data["participants"])
+
+        await wait_until(cto_joined, timeout=30, interval=0.05)
         os.kill(cto, signal.SIGSTOP)
-        await wait_until(phase_is(db, wf_id, "done"), timeout=60, interval=0.2)
+        os.kill(ceo, signal.SIGCONT)
+        await wait_until(phase_is(db, wf_id, "done"), timeout=90, interval=0.2)
     finally:
+        os.kill(ceo, signal.SIGCONT)
         os.kill(cto, signal.SIGKILL)
     data = await snapshot(db, wf_id)
     by_role = {t["role"]: t for t in data["tasks"]}
