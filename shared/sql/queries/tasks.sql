@@ -28,24 +28,19 @@ WHERE dedupe_key = ANY($1::text[]) AND status IN ('pending', 'running');
 -- Capacity-aware: $1 holds one worker id (host:pid:slot) per free slot, so at most
 -- that many rows are taken. SKIP LOCKED lets claimers share the queue without waiting.
 -- $3 NULL: any role; otherwise only tasks assigned to one of those roles.
+-- agent_tasks_claimable (008) walks the claim index in order and locks the rows; they
+-- are updated through the primary key (`= ANY`), whatever the statistics say.
 WITH locked AS (
-    SELECT task_id FROM agent_tasks
-    WHERE status = 'pending' AND run_after <= now()
-      AND task_type = ANY($2::text[])
-      AND ($3::text[] IS NULL OR assigned_role = ANY($3::text[]))
-    ORDER BY task_priority DESC, task_id
-    LIMIT cardinality($1::text[])
-    FOR UPDATE SKIP LOCKED
-), picked AS (
-    SELECT task_id, row_number() OVER (ORDER BY task_id) AS slot FROM locked
+    SELECT array_agg(c ORDER BY c) AS ids
+    FROM agent_tasks_claimable($2::text[], $3::text[], cardinality($1::text[])) AS c
 )
 UPDATE agent_tasks AS t
-SET status = 'running', assigned_worker_id = ($1::text[])[picked.slot],
+SET status = 'running', assigned_worker_id = ($1::text[])[array_position(locked.ids, t.task_id)],
     attempt = t.attempt + 1, started_at = now(), heartbeat_at = now(),
     lease_expires_at = now() + make_interval(secs => $4::float8),
     completed_at = NULL, duration_sec = NULL
-FROM picked
-WHERE t.task_id = picked.task_id
+FROM locked
+WHERE t.task_id = ANY(locked.ids)
 RETURNING t.task_id, t.task_type, t.task_description, t.task_priority, t.assigned_role,
           t.assigned_worker_id, t.attempt, t.timeout_seconds, t.max_retries,
           t.retry_count, t.payload, t.started_at;
@@ -89,23 +84,17 @@ WITH done AS (
       AND t.assigned_worker_id = r.worker AND t.attempt = r.attempt
     RETURNING t.task_id
 ), locked AS (
-    SELECT task_id FROM agent_tasks
-    WHERE status = 'pending' AND run_after <= now()
-      AND task_type = ANY($8::text[])
-      AND ($9::text[] IS NULL OR assigned_role = ANY($9::text[]))
-    ORDER BY task_priority DESC, task_id
-    LIMIT cardinality($7::text[])
-    FOR UPDATE SKIP LOCKED
-), picked AS (
-    SELECT task_id, row_number() OVER (ORDER BY task_id) AS slot FROM locked
+    SELECT array_agg(c ORDER BY c) AS ids
+    FROM agent_tasks_claimable($8::text[], $9::text[], cardinality($7::text[])) AS c
 ), claimed AS (
     UPDATE agent_tasks AS t
-    SET status = 'running', assigned_worker_id = ($7::text[])[picked.slot],
+    SET status = 'running',
+        assigned_worker_id = ($7::text[])[array_position(locked.ids, t.task_id)],
         attempt = t.attempt + 1, started_at = now(), heartbeat_at = now(),
         lease_expires_at = now() + make_interval(secs => $10::float8),
         completed_at = NULL, duration_sec = NULL
-    FROM picked
-    WHERE t.task_id = picked.task_id
+    FROM locked
+    WHERE t.task_id = ANY(locked.ids)
     RETURNING t.task_id, t.task_type, t.task_description, t.task_priority, t.assigned_role,
               t.assigned_worker_id, t.attempt, t.timeout_seconds, t.max_retries,
               t.retry_count, t.payload, t.started_at
