@@ -194,7 +194,8 @@ class Publisher:
                 await self._round(jobs)
         finally:
             self._hand_over()
-        await job.done.wait()
+        if job.outcome is None:  # waiting for its announcement (confirm=True)
+            await job.done.wait()
         return job.result()
 
     def _hand_over(self) -> None:
