@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from echo.bus.envelope import Message, Notice
@@ -190,6 +191,10 @@ class Publisher:
             # Shielded: the callers queued in this round wait on it. It is bounded by
             # the database timeouts.
             with anyio.CancelScope(shield=True):
+                # One turn of the event loop first, so that callers made ready by the
+                # last round (it just returned to all of them) join this one: without
+                # it, rounds alternate between this caller alone and everyone else.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
                 jobs, self._queue = self._queue, []
                 await self._round(jobs)
         finally:
