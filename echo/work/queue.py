@@ -240,8 +240,8 @@ class TaskQueue:
         one commit): the ids that were still owned, and the tasks claimed. A slot may be
         named both by a finished task and in `worker_ids`: the guard of the completion
         names the old task and attempt, the claim a new task."""
-        if not worker_ids:
-            return await self.complete(done), []
+        if not done and not worker_ids:
+            return set(), []
         async with self.db.acquire() as conn:
             rows = await conn.fetch(
                 _Q["complete_and_claim"], *_completion_columns(done), list(worker_ids),
@@ -258,12 +258,10 @@ class TaskQueue:
         return {r["task_id"] for r in rows}
 
     async def complete(self, done: Sequence[Completion]) -> set[int]:
-        """Store results; return the ids that were still owned (the others are ignored)."""
-        if not done:
-            return set()
-        async with self.db.acquire() as conn:
-            rows = await conn.fetch(_Q["complete"], *_completion_columns(done))
-        return {r["task_id"] for r in rows}
+        """Store results; return the ids that were still owned (the others are ignored).
+        The same statement as `complete_and_claim`, claiming for no slot."""
+        applied, _ = await self.complete_and_claim(done, [])
+        return applied
 
     async def fail(self, failures: Sequence[Failure]) -> dict[int, str]:
         """Record failures; return the new status of each task that was still owned."""

@@ -55,20 +55,9 @@ WHERE t.task_id = h.task_id AND t.status = 'running'
   AND t.assigned_worker_id = h.worker AND t.attempt = h.attempt
 RETURNING t.task_id;
 
--- name: complete
-UPDATE agent_tasks AS t
-SET status = 'completed', result = r.result::jsonb, cost_usd = r.cost,
-    session_id = r.session_id, error = NULL, lease_expires_at = NULL,
-    completed_at = now(), duration_sec = extract(epoch FROM now() - t.started_at)
-FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::numeric[], $6::text[])
-     AS r(task_id, worker, attempt, result, cost, session_id)
-WHERE t.task_id = r.task_id AND t.status = 'running'
-  AND t.assigned_worker_id = r.worker AND t.attempt = r.attempt
-RETURNING t.task_id;
-
 -- name: complete_and_claim
--- The pool's hot path: store finished results ($1-$6, as in `complete`) and claim
--- for the free slots ($7-$10, as in `claim`) in ONE statement, so one round trip and
+-- The pool's hot path: store finished results ($1-$6) and claim for the free slots
+-- ($7-$10, as in `claim`; none when $7 is empty) in ONE statement, so one round trip and
 -- one commit serve both. The two UPDATEs touch disjoint rows (running ones are
 -- completed, pending ones claimed); the statement-level audit trigger fires once and
 -- sees the rows of both in its transition tables. Rows with `completed` true are the
