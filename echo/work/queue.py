@@ -219,13 +219,11 @@ class TaskQueue:
         lease_seconds: float = 30.0,
     ) -> list[Task]:
         """At most one task per id in `worker_ids` (the free slots), highest priority
-        first, then oldest. Committed before it returns."""
-        if not worker_ids:
-            return []
-        async with self.db.acquire() as conn:
-            rows = await conn.fetch(_Q["claim"], list(worker_ids), list(task_types),
-                                    None if roles is None else list(roles), lease_seconds)
-        return [Task.from_row(r) for r in rows]
+        first, then oldest. Committed before it returns. The same statement as
+        `complete_and_claim`, storing no result."""
+        _, tasks = await self.complete_and_claim([], worker_ids, task_types=task_types,
+                                                 roles=roles, lease_seconds=lease_seconds)
+        return tasks
 
     async def complete_and_claim(
         self,

@@ -24,27 +24,6 @@ RETURNING task_id, dedupe_key;
 SELECT task_id, dedupe_key FROM agent_tasks
 WHERE dedupe_key = ANY($1::text[]) AND status IN ('pending', 'running');
 
--- name: claim
--- Capacity-aware: $1 holds one worker id (host:pid:slot) per free slot, so at most
--- that many rows are taken. SKIP LOCKED lets claimers share the queue without waiting.
--- $3 NULL: any role; otherwise only tasks assigned to one of those roles.
--- agent_tasks_claimable (008) walks the claim index in order and locks the rows; they
--- are updated through the primary key (`= ANY`), whatever the statistics say.
-WITH locked AS (
-    SELECT array_agg(c ORDER BY c) AS ids
-    FROM agent_tasks_claimable($2::text[], $3::text[], cardinality($1::text[])) AS c
-)
-UPDATE agent_tasks AS t
-SET status = 'running', assigned_worker_id = ($1::text[])[array_position(locked.ids, t.task_id)],
-    attempt = t.attempt + 1, started_at = now(), heartbeat_at = now(),
-    lease_expires_at = now() + make_interval(secs => $4::float8),
-    completed_at = NULL, duration_sec = NULL
-FROM locked
-WHERE t.task_id = ANY(locked.ids)
-RETURNING t.task_id, t.task_type, t.task_description, t.task_priority, t.assigned_role,
-          t.assigned_worker_id, t.attempt, t.timeout_seconds, t.max_retries,
-          t.retry_count, t.payload, t.started_at;
-
 -- name: heartbeat
 -- Extends the leases of the tasks this worker still owns; the ids missing from the
 -- answer were rescued or cancelled, and their work must stop.
@@ -61,7 +40,13 @@ RETURNING t.task_id;
 -- one commit serve both. The two UPDATEs touch disjoint rows (running ones are
 -- completed, pending ones claimed); the statement-level audit trigger fires once and
 -- sees the rows of both in its transition tables. Rows with `completed` true are the
--- results that landed; the others are the claimed tasks.
+-- results that landed; the others are the claimed tasks. `claim` and `complete` are
+-- this statement with nothing to store, or no slot to fill.
+-- Capacity-aware: $7 holds one worker id (host:pid:slot) per free slot, so at most
+-- that many rows are taken. SKIP LOCKED lets claimers share the queue without waiting.
+-- $9 NULL: any role; otherwise only tasks assigned to one of those roles.
+-- agent_tasks_claimable (008) walks the claim index in order and locks the rows; they
+-- are updated through the primary key (`= ANY`), whatever the statistics say.
 WITH done AS (
     UPDATE agent_tasks AS t
     SET status = 'completed', result = r.result::jsonb, cost_usd = r.cost,
