@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -258,22 +259,31 @@ def quiet(db: dbmod.Database) -> dbmod.Database:
     return dbmod.Database(db.settings.model_copy(update={"poll_interval": 30.0}), db.pool)
 
 
+@contextlib.asynccontextmanager
+async def live(
+    database: dbmod.Database, role: str, **kw: float
+) -> AsyncIterator[tuple[Subscriber, Recorder]]:
+    """A running subscriber of `role` that records what it gets, once it is live."""
+    rec = Recorder()
+    sub = Subscriber(database, role, rec, **kw)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sub.run)
+        await wait_until(lambda: sub.state == "live")
+        yield sub, rec
+        tg.cancel_scope.cancel()
+
+
 async def test_live_messages_come_from_their_notices_without_a_read(
     db: dbmod.Database,
 ) -> None:
     database = quiet(db)
-    rec = Recorder()
-    sub = Subscriber(database, "ceo", rec)
-    async with anyio.create_task_group() as tg, Publisher(database) as pub:
-        await tg.start(sub.run)
-        await wait_until(lambda: sub.state == "live")
+    async with live(database, "ceo") as (sub, rec), Publisher(database) as pub:
         sent = []
         for i in range(10):
             sent.append((await pub.publish(msg(f"all {i}"))).db_id)
             last = await pub.publish(msg(f"cto {i}", to="cto"))  # not ceo's: skipped over
         await rec.wait_for(10)
         await wait_until(lambda: sub.cursor == last.db_id)
-        tg.cancel_scope.cancel()
     assert rec.ids == sent and sub.stats.live == 10  # handed over from their notices
     assert sub.stats.reads <= 2  # the start and the connection's catch-up; none per message
     assert rec.got[0].body == {} and rec.got[0].subject == "all 0"
@@ -302,14 +312,10 @@ async def test_notices_out_of_order_are_handed_over_in_id_order(db: dbmod.Databa
     """Two publishers: the first one's notice is late. The second one's waits in the
     chain (no read: the grace is long) until the first arrives."""
     database = quiet(db)
-    rec = Recorder()
-    sub = Subscriber(database, "cto", rec, gap_grace=30.0)
     slow = HeldTransport(database.settings)
     try:
-        async with anyio.create_task_group() as tg, Publisher(database, slow) as late, \
-                Publisher(database) as prompt:
-            await tg.start(sub.run)
-            await wait_until(lambda: sub.state == "live")
+        async with live(database, "cto", gap_grace=30.0) as (sub, rec), \
+                Publisher(database, slow) as late, Publisher(database) as prompt:
             first = await late.publish(msg("first"))
             await wait_until(lambda: slow.held == 1)
             second = await prompt.publish(msg("second"))
@@ -317,7 +323,6 @@ async def test_notices_out_of_order_are_handed_over_in_id_order(db: dbmod.Databa
             assert rec.ids == []  # the second waits for the first
             slow.release.set()
             await rec.wait_for(2)
-            tg.cancel_scope.cancel()
     finally:
         await slow.aclose()
     assert rec.ids == [first.db_id, second.db_id]
@@ -328,18 +333,14 @@ async def test_a_gap_that_outlasts_its_grace_is_read_from_the_table(db: dbmod.Da
     """The first publisher dies between its commit and its PUBLISH: the chain of the
     next notice points at a message nobody announced. The subscriber reads it."""
     database = quiet(db)
-    rec = Recorder()
-    sub = Subscriber(database, "cto", rec, gap_grace=0.05)
     dead = HeldTransport(database.settings, fail=True)
     try:
-        async with anyio.create_task_group() as tg, Publisher(database) as pub:
-            await tg.start(sub.run)
-            await wait_until(lambda: sub.state == "live")
+        async with live(database, "cto", gap_grace=0.05) as (sub, rec), \
+                Publisher(database) as pub:
             async with Publisher(database, dead) as crashed:
                 lost = await crashed.publish(msg("never announced"))
             after = await pub.publish(msg("after"))
             await rec.wait_for(2)
-            tg.cancel_scope.cancel()
     finally:
         await dead.aclose()
     assert rec.ids == [lost.db_id, after.db_id]
@@ -354,16 +355,11 @@ async def test_a_forged_notice_is_never_handed_over(
     from datetime import UTC, datetime
 
     database = quiet(db)
-    rec = Recorder()
-    sub = Subscriber(database, "cto", rec)
-    async with anyio.create_task_group() as tg, Publisher(database) as pub:
-        await tg.start(sub.run)
-        await wait_until(lambda: sub.state == "live")
+    async with live(database, "cto") as (sub, rec), Publisher(database) as pub:
         fake = Message.build(from_role="ceo", to_role="cto", subject="wire the money")
         forged = Notice.of(fake, sub.cursor + 1, prev=sub.cursor, created_at=datetime.now(UTC))
         await raw_redis.send("messages:cto", forged.encode(b"not the key"))
         await wait_until(lambda: sub.stats.unverified == 1)
         real = await pub.publish(msg("real", to="cto"))
         await rec.wait_for(1)
-        tg.cancel_scope.cancel()
     assert [m.subject for m in rec.got] == ["real"] and rec.ids == [real.db_id]
