@@ -18,9 +18,10 @@ How a run is made (facts measured with @anthropic-ai/claude-code 2.1.197):
 How the outcome is read: exit status 0 and `is_error: false` is success (the JSON,
 its `total_cost_usd` and `session_id` are stored). Otherwise `result` names the
 failure: "Not logged in" and "Invalid API key" raise `ClaudeAuthError`, "Credit
-balance is too low" `ClaudeCreditError` (never retried); "You've hit your limit ·
-resets …" `ClaudeUsageLimit` (retried at the reset); `api_error_status` 429, 529
-or 5xx `ClaudeApiError` (retried); no JSON at all `ClaudeCrashed` (retried).
+balance is too low" `ClaudeCreditError` (never retried); "You've hit your [session|
+weekly|Opus|usage] limit · resets …" `ClaudeUsageLimit` (retried at the reset; the CLI
+prints it only for a claude.ai subscriber, from the 429's unified rate-limit headers);
+`api_error_status` 429, 529 or 5xx `ClaudeApiError` (retried); no JSON at all `ClaudeCrashed` (retried).
 """
 
 from __future__ import annotations
@@ -117,33 +118,56 @@ def redact(text: str, env: Mapping[str, str]) -> str:
 
 
 _RESET_RE = re.compile(
-    r"resets\s+(?:at\s+)?(\d{1,2})(?::(\d{2}))?\s*([ap]m)?(?:\s*\(([^)]+)\))?", re.IGNORECASE)
+    r"resets\s+(?:at\s+)?(?:([a-z]{3})[a-z]*\.?\s+(\d{1,2}),?\s+(?:(\d{4}),?\s+)?)?"
+    r"(\d{1,2})(?::(\d{2}))?\s*([ap]m)?(?:\s*\(([^)]+)\))?", re.IGNORECASE)
+#: "You've hit your limit", "… your session limit", "… weekly limit", "… Opus limit",
+#: "… usage limit", "… org's monthly usage limit" (2.1.197 names the plan's window);
+#: "You're out of usage credits · resets …".
+_USAGE_LIMIT_RE = re.compile(
+    r"\bhit your\b[^·\n]{0,40}?\blimit\b|\busage limit\b|\bout of usage credits\b",
+    re.IGNORECASE)
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
 
 def usage_limit_reset(message: str, now: datetime | None = None) -> datetime:
     """When "You've hit your limit · resets 3pm (Europe/London)" lifts, as an aware
-    datetime a minute past the reset; an hour from now if the time cannot be read."""
+    datetime a minute past the reset; an hour from now if the time cannot be read.
+
+    The CLI (2.1.197) prints the time alone when the reset is within 24 hours
+    ("resets 2:32pm (UTC)", the next such time) and the date too when it is later
+    ("resets Nov 27, 11am (UTC)", with ", 2027" when the year differs)."""
     now = now or datetime.now(UTC)
     match = _RESET_RE.search(message)
     if not match:
         return now + timedelta(hours=1)
-    hour, minute = int(match[1]), int(match[2] or 0)
-    if match[3]:
-        hour = hour % 12 + (12 if match[3].lower() == "pm" else 0)
+    month_name, day, year = match[1], match[2], match[3]
+    hour, minute = int(match[4]), int(match[5] or 0)
+    if match[6]:
+        hour = hour % 12 + (12 if match[6].lower() == "pm" else 0)
     if hour > 23 or minute > 59:
         return now + timedelta(hours=1)
     tz: Any = UTC
-    if match[4]:
+    if match[7]:
         try:
-            tz = ZoneInfo(match[4].strip())
+            tz = ZoneInfo(match[7].strip())
         except (ZoneInfoNotFoundError, ValueError):
             tz = datetime.now().astimezone().tzinfo
     else:
         tz = datetime.now().astimezone().tzinfo
     local_now = now.astimezone(tz)
-    reset = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    if reset <= local_now:
-        reset += timedelta(days=1)
+    if month_name:
+        if month_name.lower() not in _MONTHS:
+            return now + timedelta(hours=1)
+        try:
+            reset = datetime(int(year) if year else local_now.year,
+                             _MONTHS.index(month_name.lower()) + 1, int(day), hour, minute,
+                             tzinfo=tz)
+        except ValueError:
+            return now + timedelta(hours=1)
+    else:
+        reset = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if reset <= local_now:
+            reset += timedelta(days=1)
     return (reset + timedelta(minutes=1)).astimezone(UTC)
 
 
@@ -184,7 +208,7 @@ def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str]) -> 
     if "credit balance is too low" in lowered:
         raise ClaudeCreditError(f"the Anthropic account is out of credit ({text}); "
                                 "add credit, then `echoctl tasks retry ID`")
-    if "hit your limit" in lowered or "usage limit" in lowered:
+    if _USAGE_LIMIT_RE.search(text):
         reset = usage_limit_reset(text)
         raise ClaudeUsageLimit(f"usage limit reached ({text}); retrying after "
                                f"{reset:%Y-%m-%d %H:%M} UTC", reset)

@@ -1,12 +1,15 @@
 """The Claude executor with the REAL `claude` CLI (pinned 2.1.197) against a fake
-Anthropic API on 127.0.0.1: success, not logged in, 429 then success, an API that
-never answers (timeout, group killed, no zombie), and `claude` not installed."""
+Anthropic API on 127.0.0.1: success, not logged in, 429 then success, a subscriber's
+usage limit (back to pending until the announced reset), an API that never answers
+(timeout, group killed, no zombie), and `claude` not installed."""
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -26,7 +29,8 @@ from echo.work import (
 )
 from echo.work.claude import LOCAL_CLAUDE
 from tests.conftest import unavailable
-from tests.fakes.anthropic import HANG, FakeAnthropic, error, text
+from tests.fakes.anthropic import HANG, FakeAnthropic, error, text, usage_limit
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -50,10 +54,12 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
 
 
 def make_executor(settings: Settings, claude_bin: str, api: FakeAnthropic, tmp_path: Path,
-                  *, api_key: str | None = "sk-ant-test-0123456789", **kw: object) -> ClaudeExecutor:
+                  *, api_key: str | None = "sk-ant-test-0123456789", oauth_token: str | None = None,
+                  tz: str = "UTC", **kw: object) -> ClaudeExecutor:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    env = {**api.env(api_key), "HOME": str(home), "ECHO_TEST_MARKER": kw.pop("marker", "x")}
+    env = {**api.env(api_key, oauth_token=oauth_token), "HOME": str(home), "TZ": tz,
+           "ECHO_TEST_MARKER": kw.pop("marker", "x")}
     return ClaudeExecutor(settings.model_copy(update={"claude_bin": claude_bin}), env=env,
                           config_dir=tmp_path / "claude-config", cwd=tmp_path,
                           **kw)  # type: ignore[arg-type]
@@ -133,6 +139,52 @@ async def test_a_429_is_retried_by_the_queue_then_succeeds(
     assert [h["action"] for h in history] == [
         "task.enqueued", "task.claimed", "task.retry_scheduled", "task.claimed", "task.completed"]
     assert "429" in history[2]["details"]["error"]
+
+
+async def test_a_subscribers_usage_limit_waits_for_the_announced_reset(
+    settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    # Only a claude.ai (OAuth) session reads the plan's limit headers; an API key makes
+    # the same 429 a plain retryable one. Each reset is on a whole minute, as the CLI
+    # prints it, in a zone with a half-hour offset: within 24 hours the CLI prints the
+    # time alone ("resets 5:02pm (Asia/Kolkata)"), later the date too ("resets Nov 27, …").
+    executor = make_executor(settings, claude_bin, api, tmp_path, api_key=None,
+                             oauth_token="sk-ant-oat01-test-0123456789", tz="Asia/Kolkata",
+                             cli_max_retries=0)
+    q = TaskQueue(db)
+    cases = [("five_hour", timedelta(hours=3), "session limit · resets "),
+             ("seven_day", timedelta(days=3), "weekly limit · resets ")]
+    for n, (claim, ahead, words) in enumerate(cases, start=1):
+        reset = (int(time.time()) // 60) * 60 + int(ahead.total_seconds())
+        api.script(usage_limit(reset, claim))
+        made = await q.enqueue(f"say hello ({claim})", task_type="claude", max_retries=0)
+        pool = ExecutorPool(settings, db, {"claude": executor}, concurrency=1, backoff=FAST)
+        async with anyio.create_task_group() as tg:
+            await tg.start(pool.run)
+            await wait_until(lambda task_id=made.task_id: _has_error(q, task_id), timeout=60)
+            pool.stop()
+        row = await q.get(made.task_id)
+        # Back to pending, not counted as a retry (max_retries=0 would otherwise make it
+        # dead), to run a minute after the reset the CLI announced.
+        assert row["status"] == "pending" and row["retry_count"] == 0, row
+        assert words in str(row["error"]) and "(Asia/Kolkata)" in str(row["error"]), row
+        assert "oat01" not in str(row["error"])
+        expected = datetime.fromtimestamp(reset, UTC) + timedelta(minutes=1)
+        assert abs(row["run_after"] - expected) < timedelta(seconds=30), (row, expected)
+        history = await q.history(made.task_id)
+        assert [h["action"] for h in history] == [
+            "task.enqueued", "task.claimed", "task.released"]
+        # one request per task: neither the CLI nor the pool tried again before the reset
+        requests = api.message_requests()
+        assert len(requests) == n
+        headers = {k.lower(): v for k, v in requests[-1].headers.items()}
+        assert headers.get("authorization") == "Bearer sk-ant-oat01-test-0123456789"
+        assert "x-api-key" not in headers
+
+
+async def _has_error(q: TaskQueue, task_id: int) -> bool:
+    row = await q.get(task_id)
+    return row["status"] != "running" and row["error"] is not None
 
 
 async def test_an_api_that_never_answers_times_out_and_leaves_no_process(

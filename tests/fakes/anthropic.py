@@ -4,7 +4,9 @@ The e2e tests and the benchmark run the pinned Claude Code CLI against this
 server (`ANTHROPIC_BASE_URL=http://127.0.0.1:PORT`), so the executor is tested
 against the real client. Each `POST /v1/messages` takes the next scripted
 `Reply` (the last one repeats): streamed text, an HTTP error such as 429 or 529,
-or silence (the request is held open, for timeouts). `route(marker, reply)` answers
+or silence (the request is held open, for timeouts); `usage_limit(reset)` is the 429
+that makes a subscriber's CLI print "You've hit your … limit · resets …".
+`route(marker, reply)` answers
 every request whose prompt contains `marker` with `reply` instead (the workflow's
 prompts start with `[echo:<step>]`). Every request is recorded.
 
@@ -51,6 +53,20 @@ def error(status: int, message: str = "", *, kind: str = "", **headers: str) -> 
 HANG = Reply(hang=True)
 
 
+def usage_limit(reset: int, claim: str = "five_hour") -> Reply:
+    """The 429 of a claude.ai plan's exhausted limit: `reset` in epoch seconds, `claim`
+    five_hour ("session limit"), seven_day ("weekly limit"), seven_day_opus, ...
+
+    The CLI reads these `anthropic-ratelimit-unified-*` headers only for a subscriber
+    (OAuth) session, so run it with `env(api_key=None, oauth_token=...)`; with an API
+    key the same reply is a plain 429 (`api_error_status` 429, "rate limited")."""
+    return error(429, "rate limited", **{
+        "anthropic-ratelimit-unified-status": "rejected",
+        "anthropic-ratelimit-unified-reset": str(reset),
+        "anthropic-ratelimit-unified-representative-claim": claim,
+    })
+
+
 @dataclass
 class Request:
     method: str
@@ -92,8 +108,13 @@ class FakeAnthropic:
             return [r for r in self.requests if r.path.startswith("/v1/messages")
                     and not r.path.startswith("/v1/messages/count_tokens")]
 
-    def env(self, api_key: str | None = "sk-ant-fake-key") -> dict[str, str]:
-        """The variables that point the CLI here and turn off its other traffic."""
+    def env(self, api_key: str | None = "sk-ant-fake-key", *,
+            oauth_token: str | None = None) -> dict[str, str]:
+        """The variables that point the CLI here and turn off its other traffic.
+
+        `oauth_token` (with `api_key=None`) makes the CLI a claude.ai subscriber
+        (CLAUDE_CODE_OAUTH_TOKEN; it then sends `Authorization: Bearer` and applies the
+        plan's usage limits); an ANTHROPIC_API_KEY would take precedence over it."""
         env = {
             "ANTHROPIC_BASE_URL": self.url,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
@@ -103,6 +124,8 @@ class FakeAnthropic:
         }
         if api_key is not None:
             env["ANTHROPIC_API_KEY"] = api_key
+        if oauth_token is not None:
+            env["CLAUDE_CODE_OAUTH_TOKEN"] = oauth_token
         return env
 
     def start(self) -> FakeAnthropic:

@@ -50,6 +50,11 @@ def test_success_returns_result_cost_and_session() -> None:
     ({"result": "API Error: 529 overloaded", "api_error_status": 529}, ClaudeApiError, True),
     ({"result": "API Error: 400 bad request", "api_error_status": 400}, ClaudeApiError, False),
     ({"result": "You've hit your limit · resets 3pm (Europe/London)"}, ClaudeUsageLimit, True),
+    # what the real 2.1.197 CLI prints for a subscriber's 429 (see the e2e test)
+    ({"result": "You've hit your session limit · resets 2:32pm (UTC)", "api_error_status": 429},
+     ClaudeUsageLimit, True),
+    ({"result": "You've hit your weekly limit · resets Nov 27, 11am (UTC)",
+      "api_error_status": 429}, ClaudeUsageLimit, True),
 ])
 def test_reported_failures_map_to_leaves(fields: dict[str, object], leaf: type[EchoError],
                                          retryable: bool) -> None:
@@ -79,6 +84,11 @@ def test_usage_limit_reset_is_the_next_occurrence_in_its_zone() -> None:
     assert usage_limit_reset("resets 5:30pm (UTC)", now) == datetime(2025, 1, 10, 17, 31,
                                                                     tzinfo=UTC)
     assert usage_limit_reset("no time here", now) == datetime(2025, 1, 10, 17, 0, tzinfo=UTC)
+    # more than 24 hours ahead the CLI prints the date, and the year when it differs
+    assert usage_limit_reset("resets Jan 13, 11:30am (Asia/Kolkata)", now) == datetime(
+        2025, 1, 13, 6, 1, tzinfo=UTC)
+    assert usage_limit_reset("resets Feb 2, 2026, 3pm (UTC)", now) == datetime(
+        2026, 2, 2, 15, 1, tzinfo=UTC)
 
 
 def test_argv_uses_role_options_and_payload_cannot_grant_permissions(tmp_path: Path) -> None:
