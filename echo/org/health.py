@@ -170,6 +170,7 @@ class HealthMonitor:
         return "; ".join(f"{k}: {v}" for k, v in sorted(self._problems.items())) or None
 
     def own(self) -> AgentHealth:
+        details = self._safe_stats()  # first: the stats callback reports problems
         return AgentHealth(
             role=self.role,
             state=self.state,
@@ -178,7 +179,7 @@ class HealthMonitor:
             reason=self.reason,
             started_at=self.started_at.isoformat(),
             last_heartbeat=datetime.now(UTC).isoformat(),
-            details=self._safe_stats(),
+            details=details,
         )
 
     def _safe_stats(self) -> dict[str, Any]:
