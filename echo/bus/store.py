@@ -135,10 +135,18 @@ class MessageStore:
     ) -> list[StoredMessage]:
         """Messages on `channels` with id > `cursor`, oldest first. Ids commit in id order
         (see 002_messages.sql), so nothing can later appear below the last one read."""
+        return (await self.read_after(cursor, channels, limit))[0]
+
+    async def read_after(
+        self, cursor: int, channels: Sequence[str], limit: int = 500
+    ) -> tuple[list[StoredMessage], int]:
+        """`fetch_after`, and the highest committed id in the same snapshot: when fewer
+        than `limit` came back, every id up to it is settled for these channels."""
         async with self.db.acquire() as conn:
             with _schema_guard(self.namespace):
                 rows = await conn.fetch(Q["fetch_after"], cursor, list(channels), limit)
-        return [StoredMessage.from_row(r) for r in rows]
+        settled = int(rows[0]["settled"]) if rows else cursor
+        return [StoredMessage.from_row(r) for r in rows if r["id"] is not None], settled
 
     async def get_many(self, ids: Sequence[int]) -> list[StoredMessage]:
         async with self.db.acquire() as conn:

@@ -227,7 +227,7 @@ class Subscriber:
             # Sleep until a notice, a kick, or the end of a gap's grace.
             wait = None if self._gap_since is None else max(
                 0.0, self._gap_since + self.gap_grace - time.monotonic())
-            with anyio.move_on_after(wait if wait is not None else float("inf")):
+            with anyio.move_on_after(wait):
                 await self._wake.wait()
 
     def _read_due(self) -> bool:
@@ -279,10 +279,11 @@ class Subscriber:
             self._gap_since = None
         while True:
             heard_before = self._heard
-            # Read first: every id up to it has committed (or never will), so once the
-            # rows after the cursor are handed over, the cursor may move up to it.
-            settled = await self.store.max_id()
-            messages = await self.store.fetch_after(self._cursor, self.channels, self.batch)
+            # `settled`, from the same snapshot: every id up to it has committed (or never
+            # will), so once the rows after the cursor are handed over, the cursor may move
+            # up to it.
+            messages, settled = await self.store.read_after(self._cursor, self.channels,
+                                                            self.batch)
             self.stats.reads += 1
             self._recovered()
             for message in messages:

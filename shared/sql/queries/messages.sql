@@ -44,13 +44,21 @@ LIMIT $2
 FOR UPDATE SKIP LOCKED;
 
 -- name: fetch_after
--- Catch-up: a range scan of the primary key from the cursor, filtered by channel.
-SELECT id, uuid, channel, kind, from_role, to_role, thread_id, subject, body,
-       created_at, published_at
-FROM messages
-WHERE id > $1 AND channel = ANY($2::text[])
-ORDER BY id
-LIMIT $3;
+-- Catch-up: a range scan of the primary key from the cursor, filtered by channel, and
+-- in the same snapshot the highest committed id (`settled`; one row with NULL message
+-- columns when nothing matched). Ids commit in order, so once the rows up to it are
+-- handed over, a reader may move its cursor to `settled`.
+WITH top AS (SELECT coalesce(max(id), 0) AS settled FROM messages)
+SELECT top.settled, m.*
+FROM top LEFT JOIN LATERAL (
+    SELECT id, uuid, channel, kind, from_role, to_role, thread_id, subject, body,
+           created_at, published_at
+    FROM messages
+    WHERE id > $1 AND channel = ANY($2::text[])
+    ORDER BY id
+    LIMIT $3
+) AS m ON true
+ORDER BY m.id;
 
 -- name: get_many
 SELECT id, uuid, channel, kind, from_role, to_role, thread_id, subject, body,
@@ -78,8 +86,6 @@ ORDER BY id DESC
 LIMIT $2;
 
 -- name: max_id
--- Also what a reader may move its cursor to after reading: ids commit in order, so
--- every id up to the highest committed one is settled.
 SELECT coalesce(max(id), 0) FROM messages;
 
 -- name: bus_key

@@ -159,3 +159,13 @@ async def test_no_prev_is_recorded_under_repeatable_read(db: dbmod.Database) -> 
     async with db.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         [row] = await store.insert([msg()], conn=conn)
     assert row.prev is None
+
+
+async def test_read_after_reports_the_settled_id_beyond_other_channels(db: dbmod.Database) -> None:
+    store = MessageStore(db)
+    [mine] = await store.insert([msg("for cto", to_role="cto")])
+    [other] = await store.insert([msg("for chro", to_role="chro")])
+    got, settled = await store.read_after(0, ["messages:all", "messages:cto"])
+    assert [m.id for m in got] == [mine.id] and settled == other.id
+    got, settled = await store.read_after(other.id, ["messages:cto"])
+    assert got == [] and settled == other.id
