@@ -144,10 +144,16 @@ async def start(database: db.Database, *, subject: str, body: str = "", started_
 LIVE_WITHIN = 10.0
 
 
-async def live_roles(database: db.Database, known: Sequence[str], *, fresh: float = LIVE_WITHIN) -> list[str]:
-    """The known roles whose agent is up (a fresh heartbeat), else every known role."""
+async def up_roles(database: db.Database, *, fresh: float = LIVE_WITHIN) -> set[str]:
+    """The roles whose agent is up now: a heartbeat within `fresh` seconds."""
     async with database.acquire() as conn:
-        up = {r["role"] for r in await conn.fetch(Q["live_roles"], fresh)}
+        return {r["role"] for r in await conn.fetch(Q["live_roles"], fresh)}
+
+
+async def live_roles(database: db.Database, known: Sequence[str], *, fresh: float = LIVE_WITHIN) -> list[str]:
+    """The known roles whose agent is up, else every known role (who to ask to take part:
+    with no heartbeat anywhere yet, everyone)."""
+    up = await up_roles(database, fresh=fresh)
     return [r for r in known if r in up] or list(known)
 
 
@@ -440,8 +446,7 @@ class WorkflowAgent:
         one still pending is cancelled, and a final one nobody reported is reported.
         A role whose agent is up keeps its tasks: they are queued or running, and a
         running task ends by its own timeout."""
-        async with self.db.acquire() as conn:
-            live = {r["role"] for r in await conn.fetch(Q["live_roles"], LIVE_WITHIN)}
+        live = await up_roles(self.db)
         settled = []
         for row in rows:
             role = row["assigned_role"]
