@@ -74,12 +74,12 @@ async def run_one(settings: Settings, db: Database, executor: ClaudeExecutor,
     pool = ExecutorPool(settings, db, {"claude": executor}, concurrency=1, backoff=FAST)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
-        with anyio.fail_after(60):
-            while (row := await q.get(made.task_id))["status"] not in (
-                    "completed", "failed", "dead"):
-                await anyio.sleep(0.05)
+        async def final() -> bool:
+            return (await q.get(made.task_id))["status"] in ("completed", "failed", "dead")
+
+        await wait_until(final, timeout=60, interval=0.05)
         pool.stop()
-    return row
+    return await q.get(made.task_id)
 
 
 async def test_success_stores_result_cost_and_session(

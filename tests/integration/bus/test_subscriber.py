@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -28,14 +29,24 @@ def msg(subject: str, to: str = "all") -> Message:
     return Message.build(from_role="cto", to_role=to, subject=subject)
 
 
+@contextlib.asynccontextmanager
+async def live(
+    database: dbmod.Database, role: str, **kw: Any
+) -> AsyncIterator[tuple[Subscriber, Recorder]]:
+    """A running subscriber of `role` that records what it gets, once it is live."""
+    rec = Recorder()
+    sub = Subscriber(database, role, rec, **kw)
+    async with anyio.create_task_group() as tg:
+        await tg.start(sub.run)
+        await wait_until(lambda: sub.state == "live")
+        yield sub, rec
+        tg.cancel_scope.cancel()
+
+
 async def test_live_delivery_filters_roles_and_counts_duplicates(
     db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
-    rec = Recorder()
-    sub = Subscriber(db, "ceo", rec)
-    async with anyio.create_task_group() as tg, Publisher(db) as pub:
-        await tg.start(sub.run)
-        await wait_until(lambda: sub.state == "live")
+    async with live(db, "ceo") as (sub, rec), Publisher(db) as pub:
         first = await pub.publish(msg("to all"))
         await pub.publish(msg("to cto only", to="cto"))
         last = await pub.publish(msg("to ceo", to="ceo"))
@@ -45,7 +56,6 @@ async def test_live_delivery_filters_roles_and_counts_duplicates(
                           "from_role": "cto", "to_role": "all"})
         await raw_redis.send("messages:all", dup)
         await wait_until(lambda: sub.stats.duplicates >= 1)
-        tg.cancel_scope.cancel()
     assert rec.ids == [first.db_id, last.db_id]
     assert [m.subject for m in rec.got] == ["to all", "to ceo"]
     assert sub.stats.delivered == 2 and sub.stats.caught_up
@@ -55,18 +65,13 @@ async def test_live_delivery_filters_roles_and_counts_duplicates(
 async def test_malformed_and_oversized_notices_are_dropped(
     db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
-    rec = Recorder()
-    sub = Subscriber(db, "cto", rec)
-    async with anyio.create_task_group() as tg, Publisher(db) as pub:
-        await tg.start(sub.run)
-        await wait_until(lambda: sub.state == "live")
+    async with live(db, "cto") as (sub, rec), Publisher(db) as pub:
         oversized = b"x" * (MAX_NOTICE_BYTES + 1)
         for bad in (b"not json", b"\xff\xfe", b'{"db_id": "x"}', b"[]", oversized):
             await raw_redis.send("messages:cto", bad)
         await wait_until(lambda: sub.stats.malformed == 5)
         ok = await pub.publish(msg("still alive"))
         await rec.wait_for(1)
-        tg.cancel_scope.cancel()
     assert rec.ids == [ok.db_id]
 
 
@@ -117,12 +122,8 @@ async def test_redis_restart_mid_stream_loses_nothing(
 ) -> None:
     s = db.settings.model_copy(update={"redis_url": own_redis.url})
     database = dbmod.Database(s, db.pool)
-    rec = Recorder()
-    sub = Subscriber(database, "cto", rec)
     sent: list[int] = []
-    async with anyio.create_task_group() as tg, Publisher(database) as pub:
-        await tg.start(sub.run)
-        await wait_until(lambda: sub.state == "live")
+    async with live(database, "cto") as (sub, rec), Publisher(database) as pub:
         for i in range(10):
             sent.append((await pub.publish(msg(f"a{i}"))).db_id)
         await anyio.to_thread.run_sync(own_redis.stop)
@@ -135,7 +136,6 @@ async def test_redis_restart_mid_stream_loses_nothing(
         for i in range(10):
             sent.append((await pub.publish(msg(f"c{i}"))).db_id)
         await rec.wait_for(30)
-        tg.cancel_scope.cancel()
     assert rec.ids == sent  # each once, in order
 
 
@@ -187,18 +187,13 @@ def broadcast_cli(s: Settings, subject: str) -> subprocess.CompletedProcess[str]
 
 async def test_notify_mode_end_to_end(notify_settings: Settings) -> None:
     database = await dbmod.Database.open(notify_settings, max_size=3)
-    rec = Recorder()
-    sub = Subscriber(database, "cto", rec, channels=["decisions:7"])
     try:
-        async with anyio.create_task_group() as tg, Publisher(database) as pub:
-            await tg.start(sub.run)
-            await wait_until(lambda: sub.state == "live")
+        async with live(database, "cto", channels=["decisions:7"]) as (sub, rec), Publisher(database) as pub:
             a = await pub.publish(msg("notified"))
             b = await pub.publish(Message.build(
                 from_role="ceo", subject="decided", channel="decisions:7", kind="decision"))
             await pub.publish(msg("not for cto", to="chro"))
             await rec.wait_for(2)
-            tg.cancel_scope.cancel()
         assert rec.ids == [a.db_id, b.db_id]
         assert sub.stats.received >= 2 and sub.stats.malformed == 0
         assert database.leaks == 0
@@ -237,11 +232,7 @@ async def test_a_notice_that_arrives_after_the_read_still_prompts_the_next_read(
 async def test_a_notice_for_a_row_that_does_not_exist_leaves_no_phantom_lag(
     db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
-    rec = Recorder()
-    sub = Subscriber(db, "cto", rec)
-    async with anyio.create_task_group() as tg, Publisher(db) as pub:
-        await tg.start(sub.run)
-        await wait_until(lambda: sub.state == "live")
+    async with live(db, "cto") as (sub, rec), Publisher(db) as pub:
         forged = json.dumps({"db_id": 10**12, "channel": "messages:cto", "kind": "direct",
                              "from_role": "ceo", "to_role": "cto", "subject": "forged"})
         await raw_redis.send("messages:cto", forged)
@@ -249,7 +240,6 @@ async def test_a_notice_for_a_row_that_does_not_exist_leaves_no_phantom_lag(
         real = await pub.publish(msg("real", to="cto"))
         await rec.wait_for(1)
         await wait_until(lambda: sub.stats.lag == 0)
-        tg.cancel_scope.cancel()
     assert rec.ids == [real.db_id] and sub.cursor == real.db_id
 
 
@@ -257,20 +247,6 @@ def quiet(db: dbmod.Database) -> dbmod.Database:
     """The same pool with a slow safety poll, so every table read in a test is one the
     subscriber chose to make."""
     return dbmod.Database(db.settings.model_copy(update={"poll_interval": 30.0}), db.pool)
-
-
-@contextlib.asynccontextmanager
-async def live(
-    database: dbmod.Database, role: str, **kw: float
-) -> AsyncIterator[tuple[Subscriber, Recorder]]:
-    """A running subscriber of `role` that records what it gets, once it is live."""
-    rec = Recorder()
-    sub = Subscriber(database, role, rec, **kw)
-    async with anyio.create_task_group() as tg:
-        await tg.start(sub.run)
-        await wait_until(lambda: sub.state == "live")
-        yield sub, rec
-        tg.cancel_scope.cancel()
 
 
 async def test_live_messages_come_from_their_notices_without_a_read(

@@ -96,9 +96,10 @@ async def test_sigkilled_agent_restarts_and_catches_up_exactly_once(
             )
         return [r["message_id"] for r in rows]
 
-    with anyio.fail_after(30):
-        while set(sent.db_ids) - set(await processed()):
-            await anyio.sleep(0.1)
+    async def all_processed() -> bool:
+        return not set(sent.db_ids) - set(await processed())
+
+    await wait_until(all_processed, timeout=30, interval=0.1)
     assert sorted(await processed()) == sorted(sent.db_ids)  # each once: the primary key
     async with db.acquire() as conn:
         others = await conn.fetchval(

@@ -7,10 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import anyio
 import psutil
 import pytest
 
@@ -42,10 +41,11 @@ class Workers:
         return (self.tmp_path / f"worker-{i}.log").read_text(errors="replace")
 
     async def ready(self, i: int, timeout: float = 20) -> None:
-        with anyio.fail_after(timeout):
-            while " ready: " not in self.log(i):
-                assert self.procs[i].poll() is None, self.log(i)
-                await anyio.sleep(0.05)
+        def up() -> bool:
+            assert self.procs[i].poll() is None, self.log(i)
+            return " ready: " in self.log(i)
+
+        await wait_until(up, timeout=timeout, interval=0.05)
 
     def stop_all(self) -> None:
         for proc in self.procs:
@@ -61,11 +61,13 @@ def workers(settings: Settings, tmp_path: Path) -> Iterator[Workers]:
     w.stop_all()
 
 
-async def until(q: TaskQueue, condition, timeout: float) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    with anyio.fail_after(timeout):
-        while not condition(counts := await q.counts()):
-            await anyio.sleep(0.1)
-    return counts
+async def until(q: TaskQueue, condition: Callable[[dict[str, int]], bool],
+                timeout: float) -> dict[str, int]:
+    async def holds() -> bool:
+        return bool(condition(await q.counts()))
+
+    await wait_until(holds, timeout=timeout, interval=0.1)
+    return await q.counts()
 
 
 async def test_four_workers_execute_2000_tasks_exactly_once(
@@ -108,9 +110,10 @@ async def test_a_worker_killed_mid_task_has_its_task_rescued_by_another(
     made = await q.enqueue("rescue me", task_type="command", max_retries=3,
                            payload={"argv": [sys.executable, "-c", script]})
     victim = workers.start("--executor", "command", "--lease", "1")
-    with anyio.fail_after(20):
-        while (await q.get(made.task_id))["status"] != "running":
-            await anyio.sleep(0.05)
+    async def running() -> bool:
+        return bool((await q.get(made.task_id))["status"] == "running")
+
+    await wait_until(running, timeout=20, interval=0.05)
     row = await q.get(made.task_id)
     assert f":{victim.pid}:" in row["assigned_worker_id"]
     victim.send_signal(signal.SIGKILL)
