@@ -18,7 +18,7 @@ ratio is the figure that means something:
 - publish_many_per_s: `Publisher.publish_many` in batches of 500, drained likewise.
   Target >= 20,000/s.
 - redis_publish_per_s: the bare redis PUBLISH loop (the other raw limit).
-- latency_p99_ms_notify: the same without Redis (NOTIFY; each notice prompts a read).
+- latency_p99_ms_notify: the same without Redis (Postgres NOTIFY, the embedded default).
 - latency p50/p99: publish at a fixed 500 msg/s to 6 `Subscriber`s, each in its OWN
   OS process as agents are deployed, timed from before the INSERT to each handler
   (CLOCK_MONOTONIC is system-wide), vs a bare INSERT + PUBLISH to 6 plain redis-py
@@ -376,7 +376,7 @@ async def main() -> None:
         emit("latency_p99_ms_one_process", pct(inproc, 0.99), baseline, pct(raw, 0.99),
              rate=RATE, subscribers=SUBSCRIBERS, p50_ms=round(pct(inproc, 0.5), 3),
              deployment=f"{SUBSCRIBERS} subscribers as tasks in the publisher's process")
-        # No Redis (the embedded default): NOTIFY, and every notice is a table read.
+        # No Redis (the embedded default): the same signed notices over NOTIFY.
         notify = dbmod.Database(s.model_copy(update={"redis_url": None}), database.pool)
         by_notify, notify_cpu, _ = await echo_latency(notify, notify.settings)
         emit("latency_p99_ms_notify", pct(by_notify, 0.99), baseline, pct(raw, 0.99),

@@ -17,8 +17,8 @@ prefixed with the namespace, so two organisations can share one Redis:
 string `echo.listener.notify_channel` gives for NOTIFY).
 
 The payload that Redis or NOTIFY carries is a `Notice`: `db_id` plus the routing
-fields. A plain notice is only a wake-up call: the receiver reads the row. Over
-Redis the publisher also sends the message itself, the id committed just before it
+fields. A plain notice is only a wake-up call: the receiver reads the row. The
+publisher also sends, on the namespace-wide feed, the message itself, the id committed just before it
 (`prev`, see 007_bus_chain.sql) and an HMAC of all of it under the namespace's key
 (`sig`); a receiver that verifies the signature and finds `prev` equal to its
 cursor hands the message over without reading the table. A notice whose signature

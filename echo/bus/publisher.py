@@ -217,8 +217,7 @@ class Publisher:
         announcement and queue the announcement (or make it now, when not entered)."""
         messages = [m for job in jobs for m in job.messages]
         try:
-            if self._key is None and self.transport.carries_messages:
-                self._key = await self.store.bus_key()
+            await self._signing_key()
             inserted = await self.store.insert(messages)
         except BaseException as exc:
             for job in jobs:
@@ -230,10 +229,9 @@ class Publisher:
             job.inserted = inserted[start:start + len(job.messages)]
             start += len(job.messages)
             out.fresh.append(any(i.new for i in job.inserted))
-            for m, i in zip(job.messages, job.inserted, strict=True):
-                if i.new:
-                    out.notices.append(Notice.of(m, i.id, prev=i.prev, created_at=i.created_at))
-                    out.owners.append(j)
+            notices = _notices(job.messages, job.inserted)
+            out.notices += notices
+            out.owners += [j] * len(notices)
             if not job.confirm:
                 job.settle(Published([i.id for i in job.inserted], None, None, self.transport.name))
         if self._tg is None:
@@ -313,10 +311,18 @@ class Publisher:
                                      published or not out.fresh[j], name))
 
     async def _publish_in_transaction(self, messages: Sequence[Message]) -> Published:
+        key = await self._signing_key()
         async with self.db.transaction() as conn:
             inserted = await self.store.insert(messages, published=True, conn=conn)
-            receivers = await self.transport.publish_in(conn, _notices(messages, inserted))
+            receivers = await self.transport.publish_in(conn, _notices(messages, inserted),
+                                                        key=key)
         return Published([i.id for i in inserted], receivers, True, self.transport.name)
+
+    async def _signing_key(self) -> bytes | None:
+        """The namespace's key, read once, when the transport carries messages."""
+        if self._key is None and self.transport.carries_messages:
+            self._key = await self.store.bus_key()
+        return self._key
 
     async def _mark(self, ids: list[int]) -> None:
         if self._tg is None:  # not entered: mark inline
@@ -374,7 +380,8 @@ class _Job:
 
 
 def _notices(messages: Sequence[Message], inserted: Sequence[Inserted]) -> list[Notice]:
-    return [Notice.of(m, i.id) for m, i in zip(messages, inserted, strict=True) if i.new]
+    return [Notice.of(m, i.id, prev=i.prev, created_at=i.created_at)
+            for m, i in zip(messages, inserted, strict=True) if i.new]
 
 
 class OutboxRelay:

@@ -8,17 +8,17 @@ what was handled, and that makes deduplication exact with O(1) memory: a notice
 at or below the cursor is a duplicate (a relay re-announcement, a notice for a
 message a catch-up already read) and is dropped without a query.
 
-Live delivery without a read (Redis). The subscriber subscribes to every channel of
-the namespace (pattern `*`), so it sees the notice of every message, and a signed
-notice carries its message and the id committed just before it (`prev`; see
-007_bus_chain.sql). When `prev` is the cursor, nothing can lie between them: the
-message is handed over (if it is on one of the role's channels) straight from the
-notice and the cursor moves to its id, with no query. Notices that arrive out of
-order (two publishers) wait in `_chained` until the chain reaches them; a gap that
-lasts longer than `gap_grace` (a publisher died between commit and PUBLISH, a
-notice without a signature or without its body) is closed by reading the table,
-which then moves the cursor to the highest committed id. NOTIFY reaches a receiver
-on its own channels only, so there every notice prompts a read.
+Live delivery without a read. The subscriber follows the namespace's whole feed
+(`Transport.subscribe_all`: the Redis pattern `*`, or one namespace-wide NOTIFY
+channel), so it sees the notice of every message, and a signed notice carries its
+message and the id committed just before it (`prev`; see 007_bus_chain.sql). When
+`prev` is the cursor, nothing can lie between them: the message is handed over (if
+it is on one of the role's channels) straight from the notice and the cursor moves
+to its id, with no query. Notices that arrive out of order (two publishers over
+Redis) wait in `_chained` until the chain reaches them; a gap that lasts longer than
+`gap_grace` (a publisher died between commit and PUBLISH, a notice without a
+signature or without its body) is closed by reading the table, which then moves the
+cursor to the highest committed id.
 
 The cursor moves in memory after the handler returns, and is written to
 `agent_cursors` shortly after (coalesced, at most every `cursor_flush_interval`,
@@ -172,7 +172,7 @@ class Subscriber:
 
     async def _listen(self) -> None:
         if self._chain:
-            subscription = self.transport.subscribe((), patterns=["*"])
+            subscription = self.transport.subscribe_all()
         else:
             subscription = self.transport.subscribe(self.channels)
         async with subscription as sub:
@@ -192,7 +192,7 @@ class Subscriber:
         if self._cursor is not None and notice.db_id <= self._cursor:
             self.stats.duplicates += 1
             return
-        if notice.verified and notice.channel == received.channel:
+        if notice.verified:  # the signature covers the channel, whatever it came on
             assert notice.prev is not None
             self._chained[notice.prev] = notice
             self.stats.lag = max(0, notice.db_id - self.cursor)
@@ -200,8 +200,8 @@ class Subscriber:
             return
         if notice.sig is not None and self._key is not None:
             self.stats.unverified += 1
-        if received.channel not in self._channel_set:
-            return  # another role's (unsigned) notice, seen through the pattern
+        if notice.channel not in self._channel_set:
+            return  # another role's (unsigned) notice, seen on the namespace-wide feed
         self._heard = max(self._heard, notice.db_id)
         self.stats.lag = max(0, self._heard - self.cursor)
         self._wake.set()

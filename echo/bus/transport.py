@@ -9,7 +9,8 @@ Two implementations behind one interface, chosen by `settings.redis_url`:
   sent inside the inserting transaction (`in_transaction`), so they go out exactly
   at commit and the row is published the moment it exists. Receiving rides on the
   process's shared `Listener`. NOTIFY cannot count receivers (reports 0) and has
-  no pattern subscriptions.
+  no pattern subscriptions, so signed notices also go to one namespace-wide
+  channel (`EVERY`), which is what `subscribe_all` listens on.
 
 A transport only ever carries `Notice`s (db_id + routing). Losing one is never
 fatal: every `Subscription` reports (re)connections through `on_connect`, and
@@ -126,8 +127,8 @@ class Transport(abc.ABC):
     name: str = "transport"
     #: True when notices must be published inside the inserting transaction.
     in_transaction: bool = False
-    #: True when notices carry their messages, signed (`Notice.encode(key)`), and a
-    #: receiver can subscribe to every channel of the namespace at once (pattern `*`).
+    #: True when notices carry their messages, signed (`Notice.encode(key)`), and
+    #: `subscribe_all` sees every one of them.
     carries_messages: bool = False
 
     async def publish(self, notices: Sequence[Notice], *, key: bytes | None = None) -> int:
@@ -143,7 +144,9 @@ class Transport(abc.ABC):
         With `key` (and `carries_messages`), notices that can be are signed and carry
         their message. Raises `TransportUnavailable` when the transport is down."""
 
-    async def publish_in(self, conn: asyncpg.Connection, notices: Sequence[Notice]) -> int:
+    async def publish_in(
+        self, conn: asyncpg.Connection, notices: Sequence[Notice], *, key: bytes | None = None
+    ) -> int:
         """Announce inside the caller's transaction (only for `in_transaction` transports)."""
         raise TypeError(f"{self.name} does not publish inside a transaction; check in_transaction first")
 
@@ -152,6 +155,11 @@ class Transport(abc.ABC):
         self, channels: Sequence[str], *, patterns: Sequence[str] = ()
     ) -> contextlib.AbstractAsyncContextManager[Subscription]:
         """A `Subscription` to logical `channels` (and glob `patterns`, Redis only)."""
+
+    @abc.abstractmethod
+    def subscribe_all(self) -> contextlib.AbstractAsyncContextManager[Subscription]:
+        """A `Subscription` that sees the signed notice of every message of the
+        namespace (what a subscriber that follows the chain needs)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release the transport's connections."""
@@ -233,6 +241,9 @@ class RedisTransport(Transport):
             tg.start_soon(self._pump, sub, state, list(channels), list(patterns), send)
             yield sub
 
+    def subscribe_all(self) -> contextlib.AbstractAsyncContextManager[Subscription]:
+        return self.subscribe((), patterns=["*"])
+
     async def _pump(
         self, sub: Subscription, state: dict[str, bool], channels: list[str],
         patterns: list[str], send: MemoryObjectSendStream[Received],
@@ -293,6 +304,10 @@ class NotifyTransport(Transport):
 
     name = "notify"
     in_transaction = True
+    carries_messages = True
+    #: Where every signed notice goes too: NOTIFY has no pattern subscriptions, and a
+    #: subscriber that follows the chain must see the notices of every channel.
+    EVERY = "bus:every"
 
     def __init__(
         self, settings: Settings, database: Database, *, listener: Listener | None = None
@@ -308,26 +323,36 @@ class NotifyTransport(Transport):
             return channel
         return "h:" + hashlib.sha256(channel.encode()).hexdigest()[:24]
 
-    def _args(self, notices: Sequence[Notice]) -> tuple[list[str], list[str]]:
-        return (
-            [notify_channel(self.settings, self.listen_name(n.channel)) for n in notices],
-            [n.encode() for n in notices],
-        )
+    def _args(
+        self, notices: Sequence[Notice], key: bytes | None
+    ) -> tuple[list[str], list[str]]:
+        """Each notice, plain, on its own channel (for any LISTENer of that channel),
+        and with `key` also signed on `EVERY`. Both fit NOTIFY's 8000 bytes: a signed
+        notice carries at most MAX_CARRIED_BODY_BYTES of body."""
+        names = [notify_channel(self.settings, self.listen_name(n.channel)) for n in notices]
+        payloads = [n.encode() for n in notices]
+        if key is not None:
+            names += [notify_channel(self.settings, self.EVERY)] * len(notices)
+            payloads += [n.encode(key) for n in notices]
+        return names, payloads
 
     async def publish_counts(
         self, notices: Sequence[Notice], *, key: bytes | None = None
     ) -> list[int]:
-        # Plain notices only: NOTIFY payloads stop at 8000 bytes, and a LISTEN is per
-        # channel, so a receiver cannot see the whole chain anyway.
         if notices:
             async with self.db.acquire() as conn:
-                await conn.execute(Q["notify_many"], *self._args(notices))
+                await conn.execute(Q["notify_many"], *self._args(notices, key))
         return [0] * len(notices)
 
-    async def publish_in(self, conn: asyncpg.Connection, notices: Sequence[Notice]) -> int:
+    async def publish_in(
+        self, conn: asyncpg.Connection, notices: Sequence[Notice], *, key: bytes | None = None
+    ) -> int:
         if notices:
-            await conn.execute(Q["notify_many"], *self._args(notices))
+            await conn.execute(Q["notify_many"], *self._args(notices, key))
         return 0
+
+    def subscribe_all(self) -> contextlib.AbstractAsyncContextManager[Subscription]:
+        return self.subscribe([self.EVERY])
 
     @contextlib.asynccontextmanager
     async def subscribe(

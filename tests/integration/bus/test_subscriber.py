@@ -196,6 +196,7 @@ async def test_notify_mode_end_to_end(notify_settings: Settings) -> None:
             await rec.wait_for(2)
         assert rec.ids == [a.db_id, b.db_id]
         assert sub.stats.received >= 2 and sub.stats.malformed == 0
+        assert sub.stats.live == 2  # from the signed notices on the namespace-wide channel
         assert database.leaks == 0
     finally:
         await database.close()
