@@ -40,11 +40,12 @@ from echo.runtime._exceptions import (
     UnknownChild,
 )
 from echo.runtime.actor import Actor
+from echo.runtime.backoff import Attempts, Backoff
 from echo.runtime.dynamic import DynamicSupervisor
 from echo.runtime.process import OSProcess
 from echo.runtime.registry import Registry
 from echo.runtime.service import Service
-from echo.runtime.supervisor import Backoff, ChildInfo, ChildSpec, Supervisor, SupervisorBase
+from echo.runtime.supervisor import ChildInfo, ChildSpec, Supervisor, SupervisorBase
 from echo.runtime.task import Task
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "ActorExit",
     "ActorNotAlive",
     "AlreadyRegistered",
+    "Attempts",
     "Backoff",
     "CallTimeout",
     "ChildInfo",

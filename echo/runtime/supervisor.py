@@ -63,25 +63,13 @@ from echo.runtime._core import (
 )
 from echo.runtime._exceptions import StartError, SupervisorEscalation, UnknownChild
 from echo.runtime.actor import Actor
+from echo.runtime.backoff import Backoff
 
 Strategy: TypeAlias = Literal["one_for_one", "one_for_all", "rest_for_one"]
 Restart: TypeAlias = Literal["permanent", "transient", "temporary"]
 ChildType: TypeAlias = Literal["worker", "supervisor"]
 
-__all__ = ["Backoff", "ChildInfo", "ChildSpec", "Supervisor"]
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential restart delay with a cap: ``min(initial * factor**n, max)`` seconds."""
-
-    initial: float = 0.1
-    factor: float = 2.0
-    max: float = 5.0
-
-    def delay(self, attempt: int) -> float:
-        """The wait before restart number ``attempt`` (0-based) of a run of failures."""
-        return float(min(self.initial * self.factor**attempt, self.max))
+__all__ = ["ChildInfo", "ChildSpec", "Supervisor"]
 
 
 @dataclass(frozen=True, slots=True)

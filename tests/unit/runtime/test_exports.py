@@ -8,7 +8,7 @@ from pathlib import Path
 import echo.runtime
 
 EXPECTED = {
-    "Actor", "ActorExit", "ActorNotAlive", "AlreadyRegistered", "Backoff", "CallTimeout",
+    "Actor", "ActorExit", "ActorNotAlive", "AlreadyRegistered", "Attempts", "Backoff", "CallTimeout",
     "ChildInfo", "ChildSpec", "Down", "DynamicSupervisor", "Exit", "ExitReason", "KILLED",
     "MaxChildrenReached", "MonitorRef", "NORMAL", "OSProcess", "Process", "ProcessExited",
     "Registry", "RuntimeFault", "SHUTDOWN", "Service", "Shutdown", "StartError", "StartTimeout",
