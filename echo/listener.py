@@ -25,6 +25,7 @@ from anyio.abc import TaskStatus
 
 from echo import db
 from echo.config import Settings
+from echo.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Listener:
         first = channel not in self._handlers
         self._handlers.setdefault(channel, []).append(handler)
         if first and self._conn is not None and not self._conn.is_closed():
-            with contextlib.suppress(*db.UNAVAILABLE):
+            with contextlib.suppress(StoreUnavailable), db.translate_errors(self.settings, "listen"):
                 await self._conn.add_listener(channel, self._dispatch)
 
     def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
@@ -88,8 +89,9 @@ class Listener:
 
     async def _connect(self) -> None:
         conn = await db.connect(self.settings)
-        for channel in self._handlers:
-            await conn.add_listener(channel, self._dispatch)
+        with db.translate_errors(self.settings, "listen"):
+            for channel in self._handlers:
+                await conn.add_listener(channel, self._dispatch)
         conn.add_termination_listener(self._on_terminate)
         self._conn = conn
         self._lost = anyio.Event()
@@ -107,16 +109,17 @@ class Listener:
                 await self._lost.wait()
                 return
             try:
-                with anyio.fail_after(self.keepalive):
+                with anyio.fail_after(self.keepalive), db.translate_errors(self.settings, "listen"):
                     await self._conn.fetchval("SELECT 1")
-            except db.UNAVAILABLE:
+            except (StoreUnavailable, TimeoutError):
                 return
 
     async def _drop(self) -> None:
         self.connected = False
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(*db.UNAVAILABLE, RuntimeError):
+            with contextlib.suppress(StoreUnavailable, RuntimeError), \
+                    db.translate_errors(self.settings, "close"):
                 conn.terminate()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -129,7 +132,7 @@ class Listener:
                 try:
                     await self._connect()
                     delay = self.backoff_initial
-                except db.UNAVAILABLE as exc:
+                except StoreUnavailable as exc:
                     self.last_error = str(exc)
                     log.warning("LISTEN connection unavailable: %s", exc)
                 if not started:

@@ -274,7 +274,7 @@ async def ensure_schema(settings: Settings, *, attempts: int | None = None) -> b
         try:
             await db.migrate(settings)
             return True
-        except db.UNAVAILABLE as exc:
+        except StoreUnavailable as exc:
             log.warning("cannot migrate yet (%s); retrying in %.1fs", exc, delay)
             await anyio.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -32,6 +32,7 @@ from anyio.abc import TaskStatus
 
 from echo import db
 from echo.config import Settings, private_dir
+from echo.errors import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class HealthMonitor:
                         )
                 self.breaker.success()
                 self.resolved("database")
-            except db.UNAVAILABLE as exc:
+            except (StoreUnavailable, StoreRejected, TimeoutError) as exc:
                 self.breaker.failure()
                 self.problem("database", _short(exc))
         health = self.own()
@@ -253,7 +254,7 @@ class HealthMonitor:
                         rows = await conn.fetch("SELECT * FROM agent_health ORDER BY role")
                 self.breaker.success()
                 self._org = {r["role"]: row_to_health(r, self.stale_after) for r in rows}
-            except db.UNAVAILABLE as exc:
+            except (StoreUnavailable, StoreRejected, TimeoutError) as exc:
                 self.breaker.failure()
                 self.problem("database", _short(exc))
         self._org[self.role] = self.own()

@@ -45,7 +45,7 @@ from anyio.abc import TaskStatus
 from echo import db
 from echo.bus import Kind, Message, Publisher, StoredMessage, decision_channel, workflow_channel
 from echo.config import Settings
-from echo.errors import UsageError
+from echo.errors import StoreUnavailable, UsageError
 from echo.org import deciders
 from echo.org.roles import Role, load_roles
 from echo.work import NewTask, TaskQueue
@@ -187,7 +187,7 @@ class WorkflowAgent:
                 try:
                     self.last_error = None
                     await self.step()
-                except db.UNAVAILABLE as exc:
+                except StoreUnavailable as exc:
                     self.last_error = str(exc)
                     log.warning("%s: workflow step deferred (%s)", self.role.name, exc)
                 with anyio.move_on_after(self.tick):
@@ -201,7 +201,7 @@ class WorkflowAgent:
                 await self.my_part(row)
                 if self.role.name == DRIVER:
                     await self.drive(row)
-            except db.UNAVAILABLE:
+            except StoreUnavailable:
                 raise
             except Exception as exc:  # one broken workflow must not stop the others or the agent
                 self.last_error = f"{row['id']}: {type(exc).__name__}: {exc}"

@@ -42,19 +42,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import anyio
-import asyncpg
 from anyio.abc import TaskGroup, TaskStatus
 
 from echo.config import Settings
 from echo.db import Database
-from echo.errors import EchoError, StoreUnavailable, UsageError
+from echo.errors import EchoError, StoreRejected, StoreUnavailable, UsageError
 from echo.listener import Listener
 from echo.work.executors import Executor, Result
 from echo.work.queue import DEFAULT_BACKOFF, Backoff, Completion, Failure, Task, TaskQueue
 
 log = logging.getLogger(__name__)
 
-_DB_ERRORS = (StoreUnavailable, asyncpg.PostgresError)
 _pool_numbers = itertools.count(1)
 
 
@@ -246,7 +244,7 @@ class ExecutorPool:
                 self._claim_rounds += 1
                 self._healthy()
                 delay = 0.1
-            except _DB_ERRORS as exc:
+            except (StoreUnavailable, StoreRejected) as exc:
                 # The results stay in memory, their slots held, until a write lands.
                 self._outbox[:0] = done
                 self._outbox_ready.set()  # the writer's, should the pool be stopping
@@ -374,7 +372,7 @@ class ExecutorPool:
                 statuses = await self.queue.fail(failed)
                 self._healthy()
                 break
-            except _DB_ERRORS as exc:
+            except (StoreUnavailable, StoreRejected) as exc:
                 if not retry:
                     raise
                 self._trouble(exc, "store task results")
@@ -407,7 +405,7 @@ class ExecutorPool:
                 continue
             try:
                 owned = await self.queue.heartbeat([r.task for r in held], self.lease_seconds)
-            except _DB_ERRORS as exc:
+            except (StoreUnavailable, StoreRejected) as exc:
                 self._trouble(exc, "renew leases")
                 continue
             for running in held:
@@ -422,7 +420,7 @@ class ExecutorPool:
             try:
                 rescued = await self.queue.rescue(actor=f"{self.worker_prefix}:rescue",
                                                   backoff=self.backoff)
-            except _DB_ERRORS as exc:
+            except (StoreUnavailable, StoreRejected) as exc:
                 self._trouble(exc, "rescue expired leases")
                 rescued = {}
             if rescued:
@@ -452,7 +450,7 @@ class ExecutorPool:
             return
         try:
             released = await self.queue.release([r.task for r in running])
-        except _DB_ERRORS as exc:
+        except (StoreUnavailable, StoreRejected) as exc:
             self._trouble(exc, "release tasks on shutdown")
             log.warning("could not release %d task(s); their leases will expire and "
                         "another worker will rescue them", len(running))
@@ -466,7 +464,7 @@ class ExecutorPool:
         results and to release unfinished work; what fails here is rescued later."""
         batch, self._outbox = self._outbox, []
         if batch:
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(StoreUnavailable, StoreRejected):
                 await self._write(batch, retry=False)
         executing = [r for r in self._held.values() if not r.writing]
         for running in executing:

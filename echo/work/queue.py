@@ -30,7 +30,10 @@ from typing import Any
 import asyncpg
 
 from echo.db import Database, load_queries
-from echo.errors import NotFound, UsageError
+from echo.errors import NotFound, StoreRejected, UsageError
+
+#: SQLSTATE unique_violation: requeueing a task whose dedupe key a live task now holds.
+UNIQUE_VIOLATION = "23505"
 
 #: Every status a task can have; the last four are final.
 STATUSES = ("pending", "running", "completed", "failed", "cancelled", "dead")
@@ -311,7 +314,9 @@ class TaskQueue:
                 await conn.fetchval(_Q["set_actor"], actor)
                 done = await conn.fetchval(_Q["requeue"], task_id)
                 status = None if done else await conn.fetchval(_Q["status_of"], task_id)
-        except asyncpg.UniqueViolationError:
+        except StoreRejected as exc:
+            if exc.sqlstate != UNIQUE_VIOLATION:
+                raise
             raise UsageError(f"task {task_id} cannot run again: another live task holds "
                              "its dedupe key") from None
         if done:
