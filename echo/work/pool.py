@@ -32,6 +32,7 @@ released back to pending: never lost.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -45,7 +46,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from echo.config import Settings
-from echo.db import Database
+from echo.db import Database, nul_free
 from echo.errors import EchoError, StoreRejected, StoreUnavailable, UsageError
 from echo.listener import Listener
 from echo.work.executors import Executor, Result
@@ -54,6 +55,8 @@ from echo.work.queue import DEFAULT_BACKOFF, Backoff, Completion, Failure, Task,
 log = logging.getLogger(__name__)
 
 _pool_numbers = itertools.count(1)
+#: The error of a task whose result (or error) Postgres refused to store.
+NOT_STORABLE = "result not storable"
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,16 @@ class ExecutorPool:
                 self._claim_rounds += 1
                 self._healthy()
                 delay = 0.1
-            except (StoreUnavailable, StoreRejected) as exc:
+            except StoreRejected as exc:
+                if done:  # maybe a result Postgres refuses: store them on their own
+                    await self._write(done, singly=True)
+                    continue
+                self._trouble(exc, "claim tasks")  # a broken schema: nothing to fail
+                with anyio.move_on_after(delay):
+                    await self._stopping.wait()
+                delay = min(delay * 2, 5.0)
+                continue
+            except StoreUnavailable as exc:
                 # The results stay in memory, their slots held, until a write lands.
                 self._outbox[:0] = done
                 self._outbox_ready.set()  # the writer's, should the pool be stopping
@@ -305,7 +317,11 @@ class ExecutorPool:
         outcome: Completion | Failure
         try:
             result: Result = await self.executors[task.task_type].execute(task)
-            outcome = Completion(task, result.output, result.cost_usd, result.session_id)
+            if nul_free(result.output):
+                outcome = Completion(task, result.output, result.cost_usd, result.session_id)
+            else:  # Postgres stores no NUL in jsonb: fail it here, not in the batch
+                outcome = Failure(task, f"{NOT_STORABLE}: NUL byte", False,
+                                  cost_usd=result.cost_usd, session_id=result.session_id)
         except Exception as exc:
             outcome = self._failure(task, exc)
         running.writing = True
@@ -328,6 +344,7 @@ class ExecutorPool:
         else:
             log.exception("executor %s crashed on task %s", task.task_type, task.task_id)
             message = f"executor crashed: {type(exc).__name__}: {exc}"
+        message = message.replace("\x00", "\\0")  # Postgres stores no NUL in text
         retry_at: datetime | None = getattr(exc, "retry_at", None)
         if retry_at is not None:
             delay = (retry_at - datetime.now(UTC)).total_seconds()
@@ -357,8 +374,10 @@ class ExecutorPool:
                 await self._write(batch)
 
     async def _write(self, batch: list[tuple[_Running, Completion | Failure]], *,
-                     retry: bool = True) -> None:
-        """Store a batch, retrying through outages; the guards decide what lands."""
+                     retry: bool = True, singly: bool = False) -> None:
+        """Store a batch, retrying through outages; the guards decide what lands. What
+        Postgres rejects is stored item by item (`_complete`, `_fail`), so one result it
+        refuses fails its own task and never holds up the others."""
         done = [o for _, o in batch if isinstance(o, Completion)]
         failed = [o for _, o in batch if isinstance(o, Failure)]
         applied: set[int] = set()
@@ -366,19 +385,73 @@ class ExecutorPool:
         delay = 0.1
         while True:
             try:
-                if done:
-                    applied = await self.queue.complete(done)
-                    done = []
-                statuses = await self.queue.fail(failed)
+                failed += await self._complete(done, applied, singly=singly)
+                await self._fail(failed, statuses)
                 self._healthy()
                 break
-            except (StoreUnavailable, StoreRejected) as exc:
+            except StoreUnavailable as exc:
                 if not retry:
                     raise
                 self._trouble(exc, "store task results")
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self._settle(batch, applied, statuses)
+
+    async def _complete(self, done: list[Completion], applied: set[int], *,
+                        singly: bool = False) -> list[Failure]:
+        """Store `done`, emptying it as results land (so an outage midway retries only
+        the rest). A batch Postgres rejects is stored one by one; a result it rejects on
+        its own fails its task, permanently, with the reason (returned, to be stored).
+        `singly`: the batch was rejected already (with a claim), go one by one at once."""
+        if len(done) > 1 and not singly:
+            try:
+                applied |= await self.queue.complete(done)
+                done.clear()
+                return []
+            except StoreRejected:
+                pass
+        if len(done) > 1:
+            log.warning("%d results rejected together; storing them one by one", len(done))
+        failures = []
+        while done:
+            try:
+                applied |= await self.queue.complete(done[:1])
+            except StoreRejected as exc:
+                failures.append(self._unstorable(done[0], exc))
+            done.pop(0)
+        return failures
+
+    @staticmethod
+    def _unstorable(done: Completion, exc: StoreRejected) -> Failure:
+        log.error("task %s: result not storable (%s); the task fails", done.task.task_id, exc)
+        return Failure(done.task, f"{NOT_STORABLE}: {exc.reason}", False,
+                       cost_usd=done.cost_usd, session_id=done.session_id)
+
+    async def _fail(self, failed: list[Failure], statuses: dict[int, str]) -> None:
+        """Store failures, emptying `failed` as they land; item by item once Postgres
+        rejects the batch. A failure rejected on its own is stored once more with the
+        reason as its error; rejected again, it is given up (logged): its lease expires
+        and the rescue takes it, within its retries."""
+        if not failed:
+            return
+        try:
+            statuses.update(await self.queue.fail(failed))
+            failed.clear()
+            return
+        except StoreRejected as exc:
+            log.warning("%d failure(s) rejected (%s); storing them one by one", len(failed), exc)
+        while failed:
+            one = failed[0]
+            try:
+                statuses.update(await self.queue.fail([one]))
+            except StoreRejected as exc:
+                if not one.error.startswith(NOT_STORABLE):
+                    failed[0] = dataclasses.replace(
+                        one, error=f"{NOT_STORABLE}: its error was refused: {exc.reason}", retryable=False)
+                    continue
+                log.error("task %s: cannot store its failure (%s); its lease will expire",
+                          one.task.task_id, exc)
+            failed.pop(0)
 
     def _settle(self, batch: list[tuple[_Running, Completion | Failure]], applied: set[int],
                 statuses: Mapping[int, str]) -> None:
