@@ -20,9 +20,14 @@ names. Nothing is held in memory between wake-ups, so:
 - a role whose agent is gone when the executing deadline passes cannot hold the
   workflow: the CEO cancels that role's tasks still pending and reports them.
 
-A step that fails for another reason (a bug, a row it cannot read) is logged with
-its traceback in the agent's log and retried at the next tick, for that workflow
-only: one broken workflow does not stop the others, nor crash-loop the agent.
+Failures follow the failure model (echo/errors.py). The database unavailable
+(`StoreUnavailable`): the whole tick is deferred, and the agent reports degraded
+until a tick succeeds. Postgres refusing a statement of one workflow (`StoreRejected`:
+bad data, a constraint): that workflow is marked `error` with the reason (shown by
+`echoctl workflow show`) and leaves the open set; the others go on in the same tick.
+Any other exception (a bug) is logged with its traceback and retried at the next tick,
+for that workflow only. One broken workflow never stops the others, nor crash-loops
+the agent.
 
 Wake-ups: the `Participant` kicks the workflow agent when a message of a workflow
 lands (the start broadcast, the CEO's phase announcements on `messages:all`), and a
@@ -45,7 +50,7 @@ from anyio.abc import TaskStatus
 from echo import db
 from echo.bus import Kind, Message, Publisher, StoredMessage, decision_channel, workflow_channel
 from echo.config import Settings
-from echo.errors import StoreUnavailable, UsageError
+from echo.errors import StoreRejected, StoreUnavailable, UsageError
 from echo.org import deciders
 from echo.org.roles import Role, load_roles
 from echo.work import NewTask, TaskQueue
@@ -202,11 +207,25 @@ class WorkflowAgent:
                 if self.role.name == DRIVER:
                     await self.drive(row)
             except StoreUnavailable:
-                raise
+                raise  # the database, not this workflow: the whole tick waits
+            except StoreRejected as exc:
+                await self._mark_error(row, exc)
             except Exception as exc:  # one broken workflow must not stop the others or the agent
                 self.last_error = f"{row['id']}: {type(exc).__name__}: {exc}"
                 log.exception("%s: workflow %s failed a step; retrying at the next tick",
                               self.role.name, row["id"])
+
+    async def _mark_error(self, wf: Any, exc: StoreRejected) -> None:
+        """Postgres refuses this workflow's step and will refuse it again: mark the
+        workflow `error` with the reason, so no agent retries it every tick."""
+        reason = f"{self.role.name} could not do its part of {wf['phase']}: {exc}"
+        log.error("workflow %s: %s; marked error", wf["id"], reason)
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute(Q["set_actor"], self.role.name)
+                await conn.fetchval(Q["mark_error"], wf["id"], wf["phase"], reason[:4000])
+        except StoreRejected as again:  # cannot even mark it: leave it to the next tick
+            log.error("workflow %s: cannot mark it error either: %s", wf["id"], again)
 
     # ------------------------------------------------------------ reading the state
 
