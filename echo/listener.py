@@ -25,6 +25,7 @@ from anyio.abc import TaskStatus
 
 from echo import db
 from echo.config import Settings
+from echo.degradation import Condition
 from echo.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,12 @@ class Listener:
         self._lost = anyio.Event()
         self.connected = False
         self.connects = 0
-        self.last_error: str | None = None
+        #: Pushed to the agent's HealthMonitor once it has one (`condition.reporter`).
+        self.condition = Condition("listener", None, log)
+
+    @property
+    def last_error(self) -> str | None:
+        return self.condition.last_error
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call `callback` after every (re)connection: time to catch up."""
@@ -97,7 +103,7 @@ class Listener:
         self._lost = anyio.Event()
         self.connected = True
         self.connects += 1
-        self.last_error = None
+        self.condition.ok()
         for callback in self._reconnect_callbacks:
             callback()
 
@@ -133,8 +139,7 @@ class Listener:
                     await self._connect()
                     delay = self.backoff_initial
                 except StoreUnavailable as exc:
-                    self.last_error = str(exc)
-                    log.warning("LISTEN connection unavailable: %s", exc)
+                    self.condition.trouble(f"LISTEN connection unavailable: {exc}")
                 if not started:
                     task_status.started()
                     started = True

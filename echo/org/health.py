@@ -156,7 +156,9 @@ class HealthMonitor:
     # What the agent's components say.
 
     def problem(self, component: str, reason: str) -> None:
-        """`component` is not working (e.g. "database", "redis"); the agent is degraded."""
+        """`component` is not working (e.g. "database", "work"); the agent is degraded.
+        Components call this through their `echo.degradation.Condition`: the monitor is
+        the one place an agent's degradation is gathered."""
         self._problems[component] = reason
 
     def resolved(self, component: str) -> None:
@@ -171,7 +173,7 @@ class HealthMonitor:
         return "; ".join(f"{k}: {v}" for k, v in sorted(self._problems.items())) or None
 
     def own(self) -> AgentHealth:
-        details = self._safe_stats()  # first: the stats callback reports problems
+        details = self._safe_stats()  # figures only: components push their problems
         return AgentHealth(
             role=self.role,
             state=self.state,

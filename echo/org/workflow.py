@@ -50,6 +50,7 @@ from anyio.abc import TaskStatus
 from echo import db
 from echo.bus import Kind, Message, Publisher, StoredMessage, decision_channel, workflow_channel
 from echo.config import Settings
+from echo.degradation import Condition, Reporter
 from echo.errors import StoreRejected, StoreUnavailable, UsageError
 from echo.org import deciders
 from echo.org.roles import Role, load_roles
@@ -167,7 +168,7 @@ class WorkflowAgent:
 
     def __init__(self, settings: Settings, database: db.Database, role: Role, *,
                  decider: deciders.ClaudeDecider | None = None, listener: Any = None,
-                 tick: float | None = None) -> None:
+                 tick: float | None = None, reporter: Reporter | None = None) -> None:
         self.settings = settings
         self.db = database
         self.role = role
@@ -176,8 +177,13 @@ class WorkflowAgent:
         self.tick = tick if tick is not None else settings.poll_interval
         self.queue = TaskQueue(database)
         self.pub: Publisher | None = None
-        self.last_error: str | None = None
+        self.condition = Condition("workflow", reporter, log)
+        self._failed: str | None = None  # a workflow's step failed (a bug) this tick
         self._wake = anyio.Event()
+
+    @property
+    def last_error(self) -> str | None:
+        return self.condition.last_error
 
     def kick(self) -> None:
         """Look at the workflows now (a message of a workflow has landed)."""
@@ -190,11 +196,14 @@ class WorkflowAgent:
             while True:
                 self._wake = anyio.Event()
                 try:
-                    self.last_error = None
+                    self._failed = None
                     await self.step()
+                    if self._failed:
+                        self.condition.trouble(self._failed)
+                    else:
+                        self.condition.ok()
                 except StoreUnavailable as exc:
-                    self.last_error = str(exc)
-                    log.warning("%s: workflow step deferred (%s)", self.role.name, exc)
+                    self.condition.trouble(str(exc))  # the whole tick waits for the database
                 with anyio.move_on_after(self.tick):
                     await self._wake.wait()
 
@@ -211,7 +220,7 @@ class WorkflowAgent:
             except StoreRejected as exc:
                 await self._mark_error(row, exc)
             except Exception as exc:  # one broken workflow must not stop the others or the agent
-                self.last_error = f"{row['id']}: {type(exc).__name__}: {exc}"
+                self._failed = f"{row['id']}: {type(exc).__name__}: {exc}"
                 log.exception("%s: workflow %s failed a step; retrying at the next tick",
                               self.role.name, row["id"])
 

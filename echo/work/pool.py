@@ -23,10 +23,11 @@ Inside `run`, alongside one runner per claimed task:
   database says this worker no longer owns (rescued, or cancelled by a user);
 - the rescuer returns expired leases of dead workers to the queue.
 
-A database outage never crashes the pool: it reports `degraded` and keeps
-retrying with capped backoff. On `stop()`, claiming stops, running work has
-`grace_seconds` to finish, and whatever is still running is then cancelled and
-released back to pending: never lost.
+A database outage never crashes the pool: it reports `degraded` (its `Condition`,
+pushed to the agent's `HealthMonitor` as `work`) and keeps retrying with capped
+backoff. A statement Postgres rejects fails the one task it was about. On `stop()`,
+claiming stops, running work has `grace_seconds` to finish, and whatever is still
+running is then cancelled and released back to pending: never lost.
 """
 
 from __future__ import annotations
@@ -47,14 +48,18 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from echo.config import Settings
 from echo.db import Database, nul_free
+from echo.degradation import Condition, Reporter
 from echo.errors import EchoError, StoreRejected, StoreUnavailable, UsageError
 from echo.listener import Listener
+from echo.runtime import Backoff
 from echo.work.executors import Executor, Result
-from echo.work.queue import DEFAULT_BACKOFF, Backoff, Completion, Failure, Task, TaskQueue
+from echo.work.queue import DEFAULT_BACKOFF, Completion, Failure, Task, TaskQueue
 
 log = logging.getLogger(__name__)
 
 _pool_numbers = itertools.count(1)
+#: How the pool waits out a database that does not answer (claims, writes).
+DB_BACKOFF = Backoff(initial=0.1, max=5.0)
 #: The error of a task whose result (or error) Postgres refused to store.
 NOT_STORABLE = "result not storable"
 
@@ -120,6 +125,7 @@ class ExecutorPool:
         grace_seconds: float = 10.0,
         backoff: Backoff = DEFAULT_BACKOFF,
         worker_prefix: str | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError("a pool needs at least one slot (concurrency >= 1)")
@@ -135,8 +141,7 @@ class ExecutorPool:
         self.grace_seconds = grace_seconds
         self.backoff = backoff
         self.worker_prefix = worker_prefix or default_worker_prefix()
-        self.degraded = False
-        self.last_error: str | None = None
+        self.condition = Condition("work", reporter, log)
         self._free = list(range(concurrency))
         self._held: dict[int, _Running] = {}
         self._assigned: dict[int, _Running] = {}  # slot -> task its runner is to run next
@@ -167,7 +172,7 @@ class ExecutorPool:
             unwritten=sum(1 for r in self._held.values() if r.writing),
             avg_duration_ms=self._durations_ms / processed if processed else 0.0,
             success_rate=self._counts["succeeded"] / processed if processed else 1.0,
-            degraded=self.degraded, last_error=self.last_error,
+            degraded=self.condition.degraded, last_error=self.condition.last_error,
             claim_rounds=self._claim_rounds, db_errors=self._db_errors,
         )
 
@@ -209,17 +214,13 @@ class ExecutorPool:
             return
         self._wake.set()
 
+    @property
+    def degraded(self) -> bool:
+        return self.condition.degraded
+
     def _trouble(self, exc: BaseException, doing: str) -> None:
         self._db_errors += 1
-        if not self.degraded:
-            log.warning("work pool degraded: cannot %s: %s", doing, exc)
-        self.degraded = True
-        self.last_error = str(exc)
-
-    def _healthy(self) -> None:
-        if self.degraded:
-            log.warning("work pool recovered")
-        self.degraded = False
+        self.condition.trouble(f"cannot {doing}: {exc}")
 
     def _take_completions(self) -> list[tuple[_Running, Completion | Failure]]:
         done = [item for item in self._outbox if isinstance(item[1], Completion)]
@@ -228,7 +229,7 @@ class ExecutorPool:
         return done
 
     async def _claim_loop(self, tg: TaskGroup) -> None:
-        delay = 0.1
+        retry = DB_BACKOFF.attempts()
         types = sorted(self.executors)
         while not self._stopping.is_set():
             self._poked = False
@@ -245,25 +246,23 @@ class ExecutorPool:
                     [self.worker_id(s) for s in slots], task_types=types, roles=self.roles,
                     lease_seconds=self.lease_seconds)
                 self._claim_rounds += 1
-                self._healthy()
-                delay = 0.1
+                self.condition.ok()
+                retry.reset()
             except StoreRejected as exc:
                 if done:  # maybe a result Postgres refuses: store them on their own
                     await self._write(done, singly=True)
                     continue
                 self._trouble(exc, "claim tasks")  # a broken schema: nothing to fail
-                with anyio.move_on_after(delay):
+                with anyio.move_on_after(retry.next_delay()):
                     await self._stopping.wait()
-                delay = min(delay * 2, 5.0)
                 continue
             except StoreUnavailable as exc:
                 # The results stay in memory, their slots held, until a write lands.
                 self._outbox[:0] = done
                 self._outbox_ready.set()  # the writer's, should the pool be stopping
                 self._trouble(exc, "claim tasks")
-                with anyio.move_on_after(delay):
+                with anyio.move_on_after(retry.next_delay()):
                     await self._stopping.wait()
-                delay = min(delay * 2, 5.0)
                 continue
             self._settle(done, applied, {})
             if tasks and not self._held:
@@ -382,19 +381,18 @@ class ExecutorPool:
         failed = [o for _, o in batch if isinstance(o, Failure)]
         applied: set[int] = set()
         statuses: dict[int, str] = {}
-        delay = 0.1
+        attempts = DB_BACKOFF.attempts()
         while True:
             try:
                 failed += await self._complete(done, applied, singly=singly)
                 await self._fail(failed, statuses)
-                self._healthy()
+                self.condition.ok()
                 break
             except StoreUnavailable as exc:
                 if not retry:
                     raise
                 self._trouble(exc, "store task results")
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await anyio.sleep(attempts.next_delay())
         self._settle(batch, applied, statuses)
 
     async def _complete(self, done: list[Completion], applied: set[int], *,
