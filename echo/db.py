@@ -8,7 +8,11 @@ the original system for hours, so it is watched for on every release.
 
 The schema lives in `shared/sql/NNN_name.sql`. `migrate` applies the files that
 are missing, each in its own transaction, serialised by an advisory lock so two
-processes starting together do not race.
+processes starting together do not race, and refuses to go on when a file that was
+already applied has changed since (its checksum is recorded with it).
+
+Database errors are classified here, once, for every caller: see `classify` and
+`TRANSIENT_SQLSTATES`.
 """
 
 from __future__ import annotations
@@ -335,6 +339,17 @@ CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
 """
 
 
+def _check_unchanged(migration: Migration, applied_checksum: str) -> None:
+    """An applied migration is history: editing its file would leave databases migrated
+    before the edit different from those migrated after, with nothing to tell."""
+    if migration.checksum != applied_checksum:
+        raise MigrationError(
+            f"migration {migration.path.name} was changed after it was applied here "
+            f"(checksum {migration.checksum[:12]} != applied {applied_checksum[:12]}); restore "
+            "the file as it was and put the change in a new migration (shared/sql/NNN_name.sql)"
+        )
+
+
 async def migrate(settings: Settings) -> list[Migration]:
     """Bring the namespace's schema up to date; return the migrations applied now."""
     schema = settings.namespace
@@ -351,6 +366,7 @@ async def migrate(settings: Settings) -> list[Migration]:
                 }
                 for migration in migrations():
                     if migration.version in done:
+                        _check_unchanged(migration, done[migration.version])
                         continue
                     try:
                         async with conn.transaction():
@@ -384,6 +400,6 @@ async def schema_version(conn: asyncpg.Connection) -> int:
 
 
 async def drop_namespace(settings: Settings) -> None:
-    """Remove an organisation's schema and everything in it (tests, `echoctl db reset`)."""
+    """Remove an organisation's schema and everything in it (the tests, the benchmarks)."""
     async with connection(settings) as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.namespace}" CASCADE')

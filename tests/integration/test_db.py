@@ -7,8 +7,9 @@ import pytest
 
 from echo import db
 from echo.config import Settings
-from echo.errors import StoreRejected, StoreUnavailable
+from echo.errors import MigrationError, StoreRejected, StoreUnavailable
 from echo.listener import Listener, notify_channel
+from tests.helpers import run_cli
 
 
 async def test_migrate_is_idempotent_and_recorded(settings: Settings) -> None:
@@ -153,3 +154,18 @@ async def test_listener_reconnects_after_restart_and_asks_for_catch_up(
             await arrived.wait()
         tg.cancel_scope.cancel()
     assert got == ["after"]
+
+
+async def test_a_changed_applied_migration_is_one_clear_error(settings: Settings) -> None:
+    first = db.migrations()[0]
+    async with db.connection(settings) as conn:  # as if the file changed after it was applied
+        await conn.execute("UPDATE schema_migrations SET checksum = 'f00' WHERE version = $1",
+                           first.version)
+    with pytest.raises(MigrationError) as info:
+        await db.migrate(settings)
+    message = str(info.value)
+    assert first.path.name in message and "new migration" in message and "\n" not in message
+    refused = await run_cli(settings, "db", "migrate")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"error: migration {first.path.name} was changed")
+    assert refused.stderr.count("\n") == 1, refused.stderr
