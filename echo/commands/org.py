@@ -276,7 +276,7 @@ async def collect_status(s: Settings, *, remote: bool = True) -> dict[str, Any]:
                         }
 
     if remote:
-        with contextlib.suppress(EchoError, *db.UNAVAILABLE):  # unmigrated counts as nothing remote
+        with contextlib.suppress(EchoError):  # unmigrated counts as nothing remote
             await from_database()
     return {
         "organisation": {
