@@ -67,7 +67,17 @@ def _ensure_pg_user() -> pwd.struct_passwd:
 class EmbeddedPostgres:
     """One Postgres cluster in a directory, started on demand and shared between processes."""
 
-    def __init__(self, root: Path, *, port: int = 5432) -> None:
+    def __init__(
+        self, root: Path, *, port: int = 5432, tcp: bool = False,
+        standby_of: EmbeddedPostgres | None = None,
+    ) -> None:
+        """`tcp`: also listen on 127.0.0.1:`port`, with password (scram) authentication
+        there (set one with `set_password`); the Unix socket stays trust-only and private.
+        `standby_of`: the cluster starts as a streaming standby of that one, cloned from
+        it with pg_basebackup; `promote` makes it a primary. Both serve the tests and
+        benchmarks that fail a primary over; ECHO itself runs one socket-only cluster."""
+        self.tcp = tcp
+        self.standby_of = standby_of
         self.as_root = os.geteuid() == 0
         if self.as_root:
             digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
@@ -123,12 +133,13 @@ class EmbeddedPostgres:
             os.chown(self.log_file, pw.pw_uid, pw.pw_gid)
 
     def running_pid(self) -> int | None:
-        """The postmaster's pid if it is up and accepting connections."""
+        """The postmaster's pid if it is up and accepting connections (a hot standby
+        reports `standby` where a primary reports `ready`)."""
         try:
             lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
         except (FileNotFoundError, PermissionError):
             return None
-        if len(lines) < 8 or lines[7].strip() != "ready":
+        if len(lines) < 8 or lines[7].strip() not in ("ready", "standby"):
             return None
         pid = int(lines[0])
         try:
@@ -144,14 +155,10 @@ class EmbeddedPostgres:
                 return self.dsn
             self._prepare_dirs()
             if not (self.data_dir / "PG_VERSION").exists():
-                result = self._run(
-                    "initdb", "-D", str(self.data_dir), "-U", "postgres",
-                    "--auth=trust", "--encoding=UTF8", "--no-sync",
-                )
-                if result.returncode != 0:
-                    raise StoreUnavailable(f"embedded Postgres initdb failed: {result.stderr.strip()}")
+                self._create()
+            listen = "127.0.0.1" if self.tcp else ""
             options = (
-                f"-c listen_addresses='' -k {self.socket_dir} -p {self.port} "
+                f"-c listen_addresses='{listen}' -k {self.socket_dir} -p {self.port} "
                 "-c max_connections=200 -c fsync=on"
             )
             result = self._run(
@@ -162,6 +169,31 @@ class EmbeddedPostgres:
                 tail = self.log_tail()
                 raise StoreUnavailable(f"embedded Postgres did not start: {tail or result.stderr.strip()}")
             return self.dsn
+
+    def _create(self) -> None:
+        if self.standby_of is not None:
+            source = self.standby_of
+            result = self._run(
+                "pg_basebackup", "-D", str(self.data_dir), "-h", str(source.socket_dir),
+                "-p", str(source.port), "-U", "postgres", "-R", "-X", "stream", "-c", "fast",
+                "--no-sync", timeout=120,
+            )
+            what = "pg_basebackup"
+        else:
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256"] if self.tcp else ["--auth=trust"]
+            result = self._run(
+                "initdb", "-D", str(self.data_dir), "-U", "postgres",
+                *auth, "--encoding=UTF8", "--no-sync",
+            )
+            what = "initdb"
+        if result.returncode != 0:
+            raise StoreUnavailable(f"embedded Postgres {what} failed: {result.stderr.strip()}")
+
+    def promote(self) -> None:
+        """Make a standby the primary (`pg_ctl promote`); returns once it accepts writes."""
+        result = self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "promote")
+        if result.returncode != 0:
+            raise StoreUnavailable(f"embedded Postgres promote failed: {result.stderr.strip()}")
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the cluster (`fast` rolls back open transactions; `immediate` is a crash)."""
