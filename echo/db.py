@@ -42,7 +42,15 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.InterfaceError,
     asyncpg.ConnectionDoesNotExistError,
+    # Several hosts with target_session_attrs=read-write and none writable yet: a
+    # failover in progress (the old primary gone, the standby not yet promoted).
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
+
+#: SQLSTATE 25006: the server is read-only (a standby, or a primary being demoted). A
+#: connection that meets it is discarded, so the next one is opened afresh and, with
+#: several hosts and target_session_attrs=read-write, lands on the writable one.
+READ_ONLY_ERRORS: tuple[type[BaseException], ...] = (asyncpg.ReadOnlySQLTransactionError,)
 
 #: Anything that means "the database did not do it": down, slow, failing over. Long-lived
 #: components catch this, go degraded and retry; they never die of it.
@@ -153,6 +161,12 @@ class Database:
             async with self.pool.acquire() as conn:
                 try:
                     yield cast(asyncpg.Connection, conn)
+                except READ_ONLY_ERRORS as exc:
+                    conn.terminate()  # never used for a write again
+                    raise StoreUnavailable(
+                        f"cannot write: database {describe(self.settings)} is read-only "
+                        "(a standby or a demoted primary); reconnecting to find the primary"
+                    ) from exc
                 finally:
                     if not conn.is_closed() and conn.is_in_transaction():
                         self.leaks += 1

@@ -25,6 +25,7 @@ from anyio.abc import TaskStatus
 
 from echo import db
 from echo.config import Settings
+from echo.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,12 @@ Handler = Callable[[str], None]
 def notify_channel(settings: Settings, name: str) -> str:
     """The NOTIFY channel for `name` in this organisation."""
     return f"{settings.namespace}:{name}"
+
+
+async def _read_only(conn: asyncpg.Connection) -> bool:
+    """Whether the server behind `conn` refuses writes: a standby in recovery, or a
+    primary set `default_transaction_read_only` (how a demotion begins)."""
+    return bool(await conn.fetchval("SELECT current_setting('transaction_read_only') = 'on'"))
 
 
 class Listener:
@@ -88,6 +95,15 @@ class Listener:
 
     async def _connect(self) -> None:
         conn = await db.connect(self.settings)
+        try:
+            if await _read_only(conn):
+                raise StoreUnavailable(
+                    f"database {db.describe(self.settings)} is read-only (a standby or a "
+                    "demoted primary): NOTIFY is sent on the primary, so LISTEN waits for it"
+                )
+        except BaseException:
+            conn.terminate()
+            raise
         for channel in self._handlers:
             await conn.add_listener(channel, self._dispatch)
         conn.add_termination_listener(self._on_terminate)
@@ -100,7 +116,9 @@ class Listener:
             callback()
 
     async def _watch(self) -> None:
-        """Return when the connection is gone; a keepalive query notices silent deaths."""
+        """Return when the connection is gone, or its server turned read-only (demoted:
+        the primary, where NOTIFY is sent, is elsewhere now); a keepalive query notices
+        both, and silent deaths."""
         assert self._conn is not None
         while True:
             with anyio.move_on_after(self.keepalive):
@@ -108,7 +126,9 @@ class Listener:
                 return
             try:
                 with anyio.fail_after(self.keepalive):
-                    await self._conn.fetchval("SELECT 1")
+                    if await _read_only(self._conn):
+                        log.warning("LISTEN connection's server is read-only now")
+                        return
             except db.UNAVAILABLE:
                 return
 
