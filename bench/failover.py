@@ -165,26 +165,28 @@ async def sentinel_round(base: Settings, tmp: Path) -> tuple[float, float]:
             await database.close()
 
 
+def emit_rounds(figure: str, rounds: list[tuple[float, float]], *, baseline: str,
+                **extra: object) -> None:
+    """One line for a figure measured in several rounds, each with its own baseline."""
+    values, bases = [r[0] for r in rounds], [r[1] for r in rounds]
+    emit("failover", figure, statistics.median(values), baseline=baseline,
+         baseline_value=statistics.median(bases), max_s=round(max(values), 3),
+         rounds=[round(v, 3) for v in values], baseline_rounds=[round(b, 3) for b in bases],
+         **extra)
+
+
 async def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="echo-bench-failover-"))
     try:
         pg = [await postgres_round(tmp / f"pg{i}") for i in range(ROUNDS)]
-        healthy = [p[0] for p in pg]
-        bare = [p[1] for p in pg]
-        emit("failover", "postgres_promotion_to_all_agents_healthy_median_s", statistics.median(healthy),
-             baseline="bare asyncpg.connect with target_session_attrs reaching the new primary",
-             baseline_value=statistics.median(bare), max_s=round(max(healthy), 3),
-             rounds=[round(h, 3) for h in healthy], baseline_rounds=[round(b, 3) for b in bare],
-             agents=len(ROLES), heartbeat_interval_s=1.0)
+        emit_rounds("postgres_promotion_to_all_agents_healthy_median_s", pg,
+                    baseline="bare asyncpg.connect with target_session_attrs reaching the new primary",
+                    agents=len(ROLES), heartbeat_interval_s=1.0)
         async with bench_settings("failover", redis=False) as base:
             rd = [await sentinel_round(base, tmp / f"rd{i}") for i in range(ROUNDS)]
-        resumed = [r[0] for r in rd]
-        agreed = [r[1] for r in rd]
-        emit("failover", "sentinel_master_kill_to_live_delivery_median_s", statistics.median(resumed),
-             baseline="Sentinels naming the new master (the failover itself)",
-             baseline_value=statistics.median(agreed), max_s=round(max(resumed), 3),
-             rounds=[round(r, 3) for r in resumed], baseline_rounds=[round(a, 3) for a in agreed],
-             down_after_ms=DOWN_AFTER_MS, subscribers=3)
+        emit_rounds("sentinel_master_kill_to_live_delivery_median_s", rd,
+                    baseline="Sentinels naming the new master (the failover itself)",
+                    down_after_ms=DOWN_AFTER_MS, subscribers=3)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

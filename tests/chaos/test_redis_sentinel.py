@@ -20,6 +20,7 @@ import pytest
 from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.config import Settings
+from echo.errors import EchoError
 from tests.conftest import unavailable
 from tests.helpers import wait_until
 from tests.integration.bus.test_subscriber import live
@@ -37,7 +38,7 @@ def sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
     group = SentinelGroup(tmp_path / "sentinel")
     try:
         group.start()
-    except (RuntimeError, OSError) as exc:
+    except (EchoError, OSError) as exc:
         group.stop()
         unavailable(f"cannot start Redis with Sentinels ({exc})")
     yield group
