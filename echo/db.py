@@ -65,6 +65,9 @@ _DRIVER_UNAVAILABLE: tuple[type[Exception], ...] = (
     TimeoutError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
+    # Several hosts with target_session_attrs=read-write and none writable yet: a
+    # failover in progress (the old primary gone, the standby not yet promoted).
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
 
 _DRIVER_ERRORS: tuple[type[Exception], ...] = (asyncpg.PostgresError, *_DRIVER_UNAVAILABLE)

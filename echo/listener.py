@@ -38,6 +38,12 @@ def notify_channel(settings: Settings, name: str) -> str:
     return f"{settings.namespace}:{name}"
 
 
+async def _read_only(conn: asyncpg.Connection) -> bool:
+    """Whether the server behind `conn` refuses writes: a standby in recovery, or a
+    primary set `default_transaction_read_only` (how a demotion begins)."""
+    return bool(await conn.fetchval("SELECT current_setting('transaction_read_only') = 'on'"))
+
+
 class Listener:
     """Holds the process's LISTEN connection and dispatches payloads to handlers.
 
@@ -95,9 +101,18 @@ class Listener:
 
     async def _connect(self) -> None:
         conn = await db.connect(self.settings)
-        with db.translate_errors(self.settings, "listen"):
-            for channel in self._handlers:
-                await conn.add_listener(channel, self._dispatch)
+        try:
+            with db.translate_errors(self.settings, "listen"):
+                if await _read_only(conn):
+                    raise StoreUnavailable(
+                        f"database {db.describe(self.settings)} is read-only (a standby or a "
+                        "demoted primary): NOTIFY is sent on the primary, so LISTEN waits for it"
+                    )
+                for channel in self._handlers:
+                    await conn.add_listener(channel, self._dispatch)
+        except BaseException:
+            conn.terminate()
+            raise
         conn.add_termination_listener(self._on_terminate)
         self._conn = conn
         self._lost = anyio.Event()
@@ -108,7 +123,9 @@ class Listener:
             callback()
 
     async def _watch(self) -> None:
-        """Return when the connection is gone; a keepalive query notices silent deaths."""
+        """Return when the connection is gone, or its server turned read-only (demoted:
+        the primary, where NOTIFY is sent, is elsewhere now); a keepalive query notices
+        both, and silent deaths."""
         assert self._conn is not None
         while True:
             with anyio.move_on_after(self.keepalive):
@@ -116,7 +133,9 @@ class Listener:
                 return
             try:
                 with anyio.fail_after(self.keepalive), db.translate_errors(self.settings, "listen"):
-                    await self._conn.fetchval("SELECT 1")
+                    if await _read_only(self._conn):
+                        log.warning("LISTEN connection's server is read-only now")
+                        return
             except (StoreUnavailable, TimeoutError):
                 return
 

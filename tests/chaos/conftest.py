@@ -14,6 +14,7 @@ from collections import Counter
 from echo import db as dbmod
 from echo.config import Settings
 from echo.org.state import log_file, read_org
+from tests.helpers import run_cli
 
 
 def agent_pids(s: Settings, roles: list[str]) -> dict[str, int | None]:
@@ -81,3 +82,14 @@ async def assert_each_role_processed_each_once(
     missing = expected - seen
     assert not missing, f"{len(missing)} (role, message) pairs never processed, e.g. {sorted(missing)[:5]}"
     assert seen == expected, f"unexpected inbox rows: {sorted(seen - expected)[:5]}"
+
+
+async def assert_broadcast_refused(s: Settings, subject: str) -> str:
+    """`echoctl broadcast` while the database is away: exit 1, one line on stderr that
+    says the database is unavailable, no traceback, nothing on stdout. Returns the line."""
+    during = await run_cli(s, "broadcast", subject, timeout=60)
+    assert during.returncode == 1, during.stderr
+    lines = during.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unavailable" in lines[0], during.stderr
+    assert "Traceback" not in during.stderr and during.stdout.strip() == ""
+    return lines[0]
