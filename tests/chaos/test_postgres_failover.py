@@ -150,7 +150,7 @@ async def test_failover_degrades_recovers_on_the_new_primary_and_loses_nothing(
                 return (await queue.counts())["completed"] >= len(tasks)
 
             await wait_until(all_done, timeout=90, interval=0.1)
-            await assert_each_role_processed_each_once(database, ROLES, sent)
+            await assert_each_role_processed_each_once(s, database, ROLES, sent)
             async with database.acquire() as conn:
                 ghosts = await conn.fetchval(
                     "SELECT count(*) FROM messages WHERE subject = 'during the failover'")
