@@ -35,7 +35,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -48,6 +47,7 @@ from echo.config import Settings
 from echo.errors import UsageError
 from echo.org import deciders
 from echo.org.roles import Role, load_roles
+from echo.org.workflow.store import LIVE_WITHIN, SKIPPED
 from echo.work import NewTask, TaskQueue
 from echo.work.executors import Executor, Result
 from echo.work.queue import FINAL_STATUSES, Task
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 Q = db.load_queries("workflow")
 DRIVER = "ceo"
 QUORUMS = ("majority", "unanimous")
-SKIPPED = "skipped: claude unavailable"
 
 
 def post_uuid(workflow_id: str, *step: object) -> uuid.UUID:
@@ -109,52 +108,10 @@ class SkipWhenUnavailable:
             raise type(exc)(f"{SKIPPED} ({exc})") from exc
 
 
-@dataclass(frozen=True)
-class Started:
-    workflow_id: str
-    message_id: int
-    roles: list[str]
-
-
-async def start(database: db.Database, *, subject: str, body: str = "", started_by: str = "operator",
-                roles: Sequence[str], rounds: int = 2, quorum: str = "majority",
-                decider_timeout: float = 30.0, phase_timeout: float = 120.0) -> Started:
-    """Create a workflow and broadcast it; `roles` are asked to self-select (the agents
-    that are up: `live_roles`). Bad input is refused before anything is written."""
-    if quorum not in QUORUMS:
-        raise UsageError(f"unknown quorum {quorum!r}; use {' or '.join(QUORUMS)}")
-    Message.build(from_role=started_by, subject=f"[wf-0000000000] {subject}", body={"text": body},
-                  max_body_bytes=database.settings.max_body_bytes)  # InvalidMessage names the problem
-    async with database.transaction() as conn:
-        await conn.execute(Q["set_actor"], started_by)
-        workflow_id = await conn.fetchval(Q["create"], subject, body, started_by, list(roles),
-                                          rounds, quorum, decider_timeout, phase_timeout)
-    message = Message.build(
-        uuid=post_uuid(workflow_id, "start"), kind=Kind.BROADCAST, from_role=started_by,
-        thread_id=workflow_id, subject=f"[{workflow_id}] {subject}",
-        body={"workflow": workflow_id, "text": body}, max_body_bytes=database.settings.max_body_bytes)
-    async with Publisher(database) as pub:
-        published = await pub.publish(message)
-    async with database.acquire() as conn:
-        await conn.execute(Q["set_message"], workflow_id, published.db_id)
-    return Started(workflow_id, published.db_id, list(roles))
-
-
-#: An agent is up when its heartbeat is this recent (seconds).
-LIVE_WITHIN = 10.0
-
-
 async def up_roles(database: db.Database, *, fresh: float = LIVE_WITHIN) -> set[str]:
     """The roles whose agent is up now: a heartbeat within `fresh` seconds."""
     async with database.acquire() as conn:
         return {r["role"] for r in await conn.fetch(Q["live_roles"], fresh)}
-
-
-async def live_roles(database: db.Database, known: Sequence[str], *, fresh: float = LIVE_WITHIN) -> list[str]:
-    """The known roles whose agent is up, else every known role (who to ask to take part:
-    with no heartbeat anywhere yet, everyone)."""
-    up = await up_roles(database, fresh=fresh)
-    return [r for r in known if r in up] or list(known)
 
 
 class WorkflowAgent:
