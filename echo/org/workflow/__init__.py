@@ -1,19 +1,17 @@
 """The collaborative workflow: self-selection, discussion, consensus, CEO synthesis.
 
     store.py        WorkflowStore: every workflow query, typed models, the Phase enum
-    agent.py        WorkflowAgent: each role's part, and the CEO's driving
+    participant.py  RolePart: one role's own part (select, discuss, vote, report work)
+    driver.py       Driver: the CEO's part (phase transitions, the decision, the work)
+    agent.py        WorkflowAgent: the loop over open workflows; failures stay in one
+    training.py     Scenario: a training scenario and its checks (`echoctl train`)
 
 Import from here: `from echo.org.workflow import WorkflowStore, Phase, WorkflowAgent`.
 """
 
-from echo.org.workflow.agent import (
-    DRIVER,
-    QUORUMS,
-    SkipWhenUnavailable,
-    WorkflowAgent,
-    consensus,
-    post_uuid,
-)
+from echo.org.workflow.agent import SkipWhenUnavailable, WorkflowAgent, permanent
+from echo.org.workflow.driver import DRIVER, QUORUMS, Driver, consensus
+from echo.org.workflow.participant import RolePart, post_uuid
 from echo.org.workflow.store import (
     LIVE_WITHIN,
     SKIPPED,
@@ -36,8 +34,10 @@ __all__ = [
     "Action",
     "Decision",
     "Delivery",
+    "Driver",
     "Participant",
     "Phase",
+    "RolePart",
     "SkipWhenUnavailable",
     "TaskOutcome",
     "Workflow",
@@ -45,5 +45,6 @@ __all__ = [
     "WorkflowDetail",
     "WorkflowStore",
     "consensus",
+    "permanent",
     "post_uuid",
 ]
