@@ -63,7 +63,7 @@ def up(
     ),
     stagger_delay: float = typer.Option(0.0, "--stagger-delay", min=0, help="Extra seconds between agents."),
     roles: list[str] | None = typer.Option(
-        None, "--roles", help="Only these roles (repeat or comma-separate)."
+        None, "--roles", metavar="ROLES", help="Only these roles (repeat or comma-separate)."
     ),
     detach: bool = typer.Option(False, "--detach", help="Run in the background and return once started."),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Restart intensity: restarts..."),
