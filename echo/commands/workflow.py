@@ -187,7 +187,7 @@ def _said(m: StoredMessage) -> str:
 def _print(data: WorkflowDetail, *, verbose: bool) -> None:
     w = data.workflow
     console.print(
-        f"[bold]{w.id}[/bold] {escape(w.subject)}: {w.phase}"
+        f"[bold]{w.id}[/bold] {escape(w.subject)}: phase {w.phase}"
         f"{' (round ' + str(w.round) + ')' if w.phase == Phase.DISCUSSING else ''}, "
         f"consensus {w.consensus or '-'}, quorum {w.quorum}, {w.rounds} round(s)"
     )

@@ -135,10 +135,10 @@ class WorkflowAgent:
                 await part.drive(wf)
         except Exception as exc:
             if permanent(exc):
-                reason = f"{type(exc).__name__}: {exc}"
-                log.error("%s: workflow %s stopped: a permanent error (%s)", self.role.name, wf.id,
-                          reason, extra={"workflow": wf.id, "role": self.role.name})
-                await self.store.mark_error(wf.id, reason, actor=self.role.name)
+                reason = f"{self.role.name} could not do its part of {wf.phase}: {exc}"
+                log.error("workflow %s: %s; marked error", wf.id, reason,
+                          extra={"workflow": wf.id, "role": self.role.name})
+                await self.store.mark_error(wf, reason, actor=self.role.name)
                 return
             if isinstance(exc, _TRANSIENT):
                 raise
