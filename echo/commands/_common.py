@@ -87,6 +87,6 @@ def clip(text: str, limit: int) -> str:
     if len(line) <= limit:
         return line
     cut = line[: limit - 1]
-    if " " in cut[limit // 2:]:
+    if line[limit - 1] != " " and " " in cut[limit // 2:]:  # a word would be cut: drop it
         cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,;:") + "…"
