@@ -25,6 +25,8 @@ from anyio.abc import TaskStatus
 
 from echo import db
 from echo.config import Settings
+from echo.degradation import Condition
+from echo.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,12 @@ class Listener:
         self._lost = anyio.Event()
         self.connected = False
         self.connects = 0
-        self.last_error: str | None = None
+        #: Pushed to the agent's HealthMonitor once it has one (`condition.reporter`).
+        self.condition = Condition("listener", None, log)
+
+    @property
+    def last_error(self) -> str | None:
+        return self.condition.last_error
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call `callback` after every (re)connection: time to catch up."""
@@ -73,7 +80,7 @@ class Listener:
         first = channel not in self._handlers
         self._handlers.setdefault(channel, []).append(handler)
         if first and self._conn is not None and not self._conn.is_closed():
-            with contextlib.suppress(*db.UNAVAILABLE):
+            with contextlib.suppress(StoreUnavailable), db.translate_errors(self.settings, "listen"):
                 await self._conn.add_listener(channel, self._dispatch)
 
     def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
@@ -88,14 +95,15 @@ class Listener:
 
     async def _connect(self) -> None:
         conn = await db.connect(self.settings)
-        for channel in self._handlers:
-            await conn.add_listener(channel, self._dispatch)
+        with db.translate_errors(self.settings, "listen"):
+            for channel in self._handlers:
+                await conn.add_listener(channel, self._dispatch)
         conn.add_termination_listener(self._on_terminate)
         self._conn = conn
         self._lost = anyio.Event()
         self.connected = True
         self.connects += 1
-        self.last_error = None
+        self.condition.ok()
         for callback in self._reconnect_callbacks:
             callback()
 
@@ -107,16 +115,17 @@ class Listener:
                 await self._lost.wait()
                 return
             try:
-                with anyio.fail_after(self.keepalive):
+                with anyio.fail_after(self.keepalive), db.translate_errors(self.settings, "listen"):
                     await self._conn.fetchval("SELECT 1")
-            except db.UNAVAILABLE:
+            except (StoreUnavailable, TimeoutError):
                 return
 
     async def _drop(self) -> None:
         self.connected = False
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(*db.UNAVAILABLE, RuntimeError):
+            with contextlib.suppress(StoreUnavailable, RuntimeError), \
+                    db.translate_errors(self.settings, "close"):
                 conn.terminate()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -129,9 +138,8 @@ class Listener:
                 try:
                     await self._connect()
                     delay = self.backoff_initial
-                except db.UNAVAILABLE as exc:
-                    self.last_error = str(exc)
-                    log.warning("LISTEN connection unavailable: %s", exc)
+                except StoreUnavailable as exc:
+                    self.condition.trouble(f"LISTEN connection unavailable: {exc}")
                 if not started:
                     task_status.started()
                     started = True

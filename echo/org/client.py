@@ -28,13 +28,12 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import asyncpg
 from pydantic import BaseModel
 
 from echo import db
 from echo.bus import ALL, Kind, Message, MessageStore, Published, Publisher, StoredMessage
 from echo.config import Settings
-from echo.errors import EchoError, MigrationError, NotFound, UsageError
+from echo.errors import EchoError, NotFound, UsageError
 from echo.org import control
 from echo.org.health import read_health_file
 from echo.org.roles import NON_AGENT_SENDERS, check_role, load_role, role_names
@@ -161,15 +160,6 @@ def normalise_workflow_id(value: str) -> str:
     return f"wf-{value}" if value.isdigit() else value
 
 
-def _undefined_table(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):
-            return True
-        seen = seen.__cause__
-    return False
-
-
 class Client:
     """The operations users perform on one organisation (`settings.namespace`)."""
 
@@ -213,16 +203,8 @@ class Client:
     @contextlib.contextmanager
     def _migrated(self) -> Iterator[None]:
         """One line, not a traceback, on a namespace that has not been migrated."""
-        try:
+        with db.schema_guard(self.settings.namespace):
             yield
-        except MigrationError:
-            raise
-        except Exception as exc:
-            if _undefined_table(exc):
-                raise MigrationError(
-                    f"schema {self.settings.namespace!r} is not migrated (or is behind this "
-                    "version); run `echoctl db migrate`") from exc
-            raise
 
     @contextlib.asynccontextmanager
     async def _workflows(self) -> AsyncIterator[WorkflowStore]:
@@ -378,7 +360,8 @@ class Client:
         return wf
 
     async def wait_workflow(self, workflow_id: str, within: float = 600.0) -> Workflow:
-        """Follow a workflow until it is finished (done, cancelled or error)."""
+        """Follow a workflow until it is finished (done or cancelled); one that ends in
+        `error` raises `EchoError` with its reason."""
         workflow_id = normalise_workflow_id(workflow_id)
         phase = "unknown"
         async with self._workflows() as store:
@@ -387,6 +370,9 @@ class Client:
                     wf = await store.get(workflow_id)
                     if wf is None:
                         raise NotFound(f"no workflow {workflow_id!r}; `echoctl workflow list` lists them")
+                    if wf.phase == Phase.ERROR:
+                        raise EchoError(f"workflow {workflow_id} failed: {wf.error}; `echoctl "
+                                        f"workflow show {workflow_id}` has its timeline")
                     if wf.phase.final:
                         return wf
                     phase = str(wf.phase)

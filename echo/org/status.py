@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-import asyncpg
 from pydantic import BaseModel, Field
 
 from echo import db
@@ -28,9 +27,6 @@ from echo.org.state import pid_alive, read_org
 #: A heartbeat older than this (seconds) makes an agent `unresponsive`.
 STALE_AFTER = 5.0
 _HEALTH = db.load_queries("health")
-#: Postgres down, slow or not migrated: the status shows what this machine knows.
-_NOTHING_REMOTE: tuple[type[BaseException], ...] = (EchoError, asyncpg.PostgresError,
-                                                    *db.STORE_ERRORS)
 
 
 class AgentStatus(BaseModel):
@@ -135,7 +131,7 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
             reason=health.reason if health else None,
             last_error=rec.last_error if rec else None, host=health.host if health else None)
     if remote:
-        with contextlib.suppress(*_NOTHING_REMOTE):
+        with contextlib.suppress(EchoError):  # down, slow or unmigrated: what this machine knows
             for h in await _remote_health(s):
                 if agents.get(h.role) is None or (agents[h.role].pid is None and h.state != "down"):
                     base = agents.get(h.role) or AgentStatus(role=h.role, state=h.state)

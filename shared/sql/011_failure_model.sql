@@ -3,19 +3,16 @@
 -- reason, so it leaves the open set and stops costing every agent a failed step per tick,
 -- while the other workflows go on. `echoctl workflow show` shows the phase and the reason;
 -- the audit trigger records it in the timeline (`workflow.error`).
--- The workflow store (issue 15) adds `cancelled`: an operator stopped an unfinished
--- workflow (`echoctl workflow cancel`). Both are final, like `done`.
 
 ALTER TABLE workflows ADD COLUMN error text;
 
 ALTER TABLE workflows DROP CONSTRAINT workflows_phase_check;
 ALTER TABLE workflows ADD CONSTRAINT workflows_phase_check
     CHECK (phase IN ('selecting', 'discussing', 'voting', 'deciding', 'executing', 'done',
-                     'cancelled', 'error'));
+                     'error'));
 
 DROP INDEX workflows_open_idx;
-CREATE INDEX workflows_open_idx ON workflows (id)
-    WHERE phase NOT IN ('done', 'cancelled', 'error');
+CREATE INDEX workflows_open_idx ON workflows (id) WHERE phase NOT IN ('done', 'error');
 
 CREATE OR REPLACE FUNCTION workflows_audit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

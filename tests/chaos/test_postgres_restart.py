@@ -85,7 +85,7 @@ async def test_postgres_restart_degrades_recovers_and_an_outage_broadcast_writes
             ghosts = await conn.fetchval(
                 "SELECT count(*) FROM messages WHERE subject = 'during the outage'")
         assert ghosts == 0  # not half-written
-        await assert_each_role_processed_each_once(database, ROLES, sent)
+        await assert_each_role_processed_each_once(s, database, ROLES, sent)
         assert agent_pids(s, ROLES) == pids and agent_restarts(s, ROLES) == restarts
         assert database.leaks == 0
     finally:

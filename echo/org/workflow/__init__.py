@@ -9,7 +9,7 @@
 Import from here: `from echo.org.workflow import WorkflowStore, Phase, WorkflowAgent`.
 """
 
-from echo.org.workflow.agent import SkipWhenUnavailable, WorkflowAgent, permanent
+from echo.org.workflow.agent import SkipWhenUnavailable, WorkflowAgent
 from echo.org.workflow.driver import DRIVER, QUORUMS, Driver, consensus
 from echo.org.workflow.participant import RolePart, post_uuid
 from echo.org.workflow.store import (
@@ -45,6 +45,5 @@ __all__ = [
     "WorkflowDetail",
     "WorkflowStore",
     "consensus",
-    "permanent",
     "post_uuid",
 ]

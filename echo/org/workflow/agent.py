@@ -7,13 +7,13 @@ when a message of a workflow lands (the start broadcast, the CEO's phase
 announcements on `messages:all`), and a tick (`settings.poll_interval`) covers
 deadlines and posts on `workflow:<id>`.
 
-Failures are contained to one workflow:
+Failures follow the failure model (echo/errors.py) and stay in one workflow:
 
-- the database unavailable (transient): the whole step is deferred to the next
-  tick and the agent reports itself degraded (`last_error`), never dies of it;
-- a permanent database error in one workflow's step (Postgres rejected a row: data,
-  constraint, undefined object): that workflow is marked `error` with the reason
-  (visible in `workflow show`) and the others go on;
+- the database unavailable (`StoreUnavailable`): the whole tick is deferred, and the
+  agent reports itself degraded (its `Condition`) until a tick succeeds;
+- Postgres refusing a statement of one workflow (`StoreRejected`: bad data, a
+  constraint): that workflow is marked `error` with the reason (shown by `echoctl
+  workflow show`) and leaves the open set; the others go on in the same tick;
 - any other exception (a bug): logged with its traceback and retried at the next
   tick, for that workflow only.
 """
@@ -24,13 +24,13 @@ import logging
 from typing import Any
 
 import anyio
-import asyncpg
 from anyio.abc import TaskStatus
 
 from echo import db
 from echo.bus import Publisher
 from echo.config import Settings
-from echo.errors import StoreUnavailable
+from echo.degradation import Condition, Reporter
+from echo.errors import StoreRejected, StoreUnavailable
 from echo.org import deciders
 from echo.org.roles import Role, load_roles
 from echo.org.workflow.driver import DRIVER, Driver
@@ -41,26 +41,6 @@ from echo.work.executors import Executor, Result
 from echo.work.queue import Task
 
 log = logging.getLogger(__name__)
-
-#: SQLSTATE classes of errors that retrying cannot fix: data exception, integrity
-#: constraint violation, syntax error or access rule violation (undefined objects).
-_PERMANENT_CLASSES = ("22", "23", "42")
-#: The database unavailable: the whole step waits for the next tick.
-_TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailable, *db.STORE_ERRORS)
-#: What defers a whole step to the next tick: the database unavailable, or a query of
-#: the loop itself failing (an unmigrated schema); never the agent's death.
-_DEFERRED: tuple[type[BaseException], ...] = (StoreUnavailable, asyncpg.PostgresError,
-                                              *db.STORE_ERRORS)
-
-
-def permanent(exc: BaseException) -> bool:
-    """Whether `exc` is the database refusing this data for good (not an outage)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, asyncpg.PostgresError):
-            return str(getattr(seen, "sqlstate", "") or "")[:2] in _PERMANENT_CLASSES
-        seen = seen.__cause__
-    return False
 
 
 class SkipWhenUnavailable:
@@ -85,7 +65,7 @@ class WorkflowAgent:
 
     def __init__(self, settings: Settings, database: db.Database, role: Role, *,
                  decider: deciders.ClaudeDecider | None = None, listener: Any = None,
-                 tick: float | None = None) -> None:
+                 tick: float | None = None, reporter: Reporter | None = None) -> None:
         self.settings = settings
         self.db = database
         self.role = role
@@ -94,8 +74,14 @@ class WorkflowAgent:
         self.tick = tick if tick is not None else settings.poll_interval
         self.store = WorkflowStore(database)
         self.part: RolePart | None = None
-        self.last_error: str | None = None
+        self.condition = Condition("workflow", reporter, log)
+        self._failed: str | None = None  # a workflow's step failed (a bug) this tick
         self._wake = anyio.Event()
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last tick was degraded (None once a tick succeeded)."""
+        return self.condition.last_error
 
     def kick(self) -> None:
         """Look at the workflows now (a message of a workflow has landed)."""
@@ -115,11 +101,14 @@ class WorkflowAgent:
             while True:
                 self._wake = anyio.Event()
                 try:
-                    self.last_error = None
+                    self._failed = None
                     await self.step()
-                except _DEFERRED as exc:
-                    self.last_error = str(exc)
-                    log.warning("%s: workflow step deferred (%s)", self.role.name, exc)
+                    if self._failed:
+                        self.condition.trouble(self._failed)
+                    else:
+                        self.condition.ok()
+                except (StoreUnavailable, StoreRejected) as exc:
+                    self.condition.trouble(str(exc))  # the whole tick waits for the database
                 with anyio.move_on_after(self.tick):
                     await self._wake.wait()
 
@@ -136,15 +125,22 @@ class WorkflowAgent:
             await part.my_part(wf)
             if isinstance(part, Driver):
                 await part.drive(wf)
-        except Exception as exc:
-            if permanent(exc):
-                reason = f"{self.role.name} could not do its part of {wf.phase}: {exc}"
-                log.error("workflow %s: %s; marked error", wf.id, reason,
-                          extra={"workflow": wf.id, "role": self.role.name})
-                await self.store.mark_error(wf, reason, actor=self.role.name)
-                return
-            if isinstance(exc, _TRANSIENT):
-                raise
-            self.last_error = f"{wf.id}: {type(exc).__name__}: {exc}"
+        except StoreUnavailable:
+            raise  # the database, not this workflow: the whole tick waits
+        except StoreRejected as exc:
+            await self._mark_error(wf, exc)
+        except Exception as exc:  # one broken workflow must not stop the others or the agent
+            self._failed = f"{wf.id}: {type(exc).__name__}: {exc}"
             log.exception("%s: workflow %s failed a step; retrying at the next tick",
                           self.role.name, wf.id)
+
+    async def _mark_error(self, wf: Workflow, exc: StoreRejected) -> None:
+        """Postgres refuses this workflow's step and will refuse it again: mark the
+        workflow `error` with the reason, so no agent retries it every tick."""
+        reason = f"{self.role.name} could not do its part of {wf.phase}: {exc}"
+        log.error("workflow %s: %s; marked error", wf.id, reason,
+                  extra={"workflow": wf.id, "role": self.role.name})
+        try:
+            await self.store.mark_error(wf, reason, actor=self.role.name)
+        except StoreRejected as again:  # cannot even mark it: leave it to the next tick
+            log.error("workflow %s: cannot mark it error either: %s", wf.id, again)

@@ -5,12 +5,11 @@ the containment of failures are checked in milliseconds."""
 
 from __future__ import annotations
 
-import asyncpg
 import pytest
 
 from echo.bus import Kind
 from echo.config import Settings
-from echo.errors import StoreUnavailable
+from echo.errors import StoreRejected, StoreUnavailable
 from echo.org.roles import load_roles
 from echo.org.workflow import (
     SKIPPED,
@@ -19,7 +18,6 @@ from echo.org.workflow import (
     RolePart,
     WorkflowAgent,
     consensus,
-    permanent,
 )
 from tests.unit.org.workflow.fake_store import FakeQueue, FakeStore
 
@@ -162,12 +160,12 @@ async def test_a_permanent_error_stops_that_workflow_only() -> None:
     agent = agent_on(store, "cto")
     broken = store.add(roles=["cto"])
     fine = store.add(roles=["cto"])
-    rejected = asyncpg.UntranslatableCharacterError("unsupported Unicode escape sequence")
-    assert permanent(rejected) and not permanent(StoreUnavailable("down"))
-    store.fail_on["record_participant"] = rejected
+    store.fail_on["record_participant"] = StoreRejected(
+        "unsupported Unicode escape sequence", sqlstate="22P05")
     await agent.step()
     assert store.workflows[broken.id].phase == Phase.ERROR
-    assert "unsupported Unicode escape sequence" in (store.workflows[broken.id].error or "")
+    assert (store.workflows[broken.id].error or "").startswith(
+        "cto could not do its part of selecting: the database refused it: unsupported Unicode")
     assert [p.role for p in await store.participants(fine.id)] == ["cto"]
     assert [w.id for w in await store.open()] == [fine.id]
 
@@ -183,7 +181,7 @@ async def test_an_outage_defers_the_step_and_a_bug_stays_in_its_workflow() -> No
     store.fail_on["record_participant"] = RuntimeError("a bug")
     second = store.add(roles=["cto"])
     await agent.step()
-    assert agent.last_error == f"{first.id}: RuntimeError: a bug"
+    assert agent._failed == f"{first.id}: RuntimeError: a bug"
     assert store.workflows[first.id].phase == Phase.SELECTING  # retried at the next tick
     assert [p.workflow_id for p in store.people.values()] == [second.id]
     await agent.step()
