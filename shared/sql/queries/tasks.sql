@@ -181,7 +181,7 @@ SELECT status FROM agent_tasks WHERE task_id = $1;
 
 -- name: list
 SELECT task_id, task_type, task_description, task_priority, status, assigned_role,
-       assigned_worker_id, retry_count, max_retries, error, cost_usd, created_at,
+       assigned_worker_id, attempt, retry_count, max_retries, error, cost_usd, created_at,
        started_at, completed_at, duration_sec
 FROM agent_tasks
 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR assigned_role = $2)
@@ -195,3 +195,7 @@ ORDER BY id;
 
 -- name: counts
 SELECT status, count(*) AS n FROM agent_tasks GROUP BY status;
+
+-- name: installed
+-- Whether this namespace has a work queue at all (`echoctl worker` checks before serving).
+SELECT to_regclass('agent_tasks') IS NOT NULL;
