@@ -122,6 +122,7 @@ def make_settings(dsn: str, redis: str | None, namespace: str, state_dir: Path) 
         state_dir=state_dir,
         poll_interval=0.2,
         worker_check_interval=0.2,
+        console_port=0,  # each organisation's console on a free port of its own
     )
 
 

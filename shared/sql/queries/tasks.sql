@@ -191,3 +191,8 @@ ORDER BY id;
 
 -- name: counts
 SELECT status, count(*) AS n FROM agent_tasks GROUP BY status;
+
+-- name: spend
+-- What the Claude runs of finished tasks cost, per role (NULL: tasks of no role).
+SELECT assigned_role AS role, count(*) AS runs, coalesce(sum(cost_usd), 0)::float8 AS cost_usd
+FROM agent_tasks WHERE cost_usd IS NOT NULL GROUP BY assigned_role ORDER BY assigned_role;
