@@ -168,6 +168,13 @@ async def spend(request: Request) -> dict[str, Any]:
     return {"total_usd": sum(r["cost_usd"] for r in rows), "roles": rows}
 
 
+@router.get("/summary", summary="Tasks by status, spend, and the latest message id")
+async def summary(request: Request) -> dict[str, Any]:
+    data = _data(request)
+    return {"tasks": await data.task_counts(), "spend": await spend(request),
+            "messages": await data.message_count()}
+
+
 # ---------------------------------------------------------------------- events
 @router.get("/events", summary="Live events (SSE); Last-Event-ID resumes without a loss",
             response_class=StreamingResponse)
