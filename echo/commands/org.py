@@ -1,4 +1,7 @@
-"""`echoctl up | down | status | logs | restart | agent`: running the organisation."""
+"""`echoctl up | down | status | logs | restart | agent`: running the organisation.
+
+`status`, `restart` and `agent` ask echo.org.client; `up` and `down` run and stop
+the organisation's OS processes (echo.org.organisation, echo.org.control)."""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 import typer
@@ -16,18 +17,24 @@ from rich.markup import escape
 from rich.table import Table
 
 from echo import db
-from echo.commands._common import JsonOpt, console, emit_json, err_console, run, settings
+from echo.commands._common import (
+    JsonOpt,
+    console,
+    emit_json,
+    err_console,
+    role_column,
+    run,
+    settings,
+    with_client,
+)
 from echo.config import Settings, private_dir
 from echo.console.address import read_listening
 from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control
-from echo.org.health import read_health_file, row_to_health
 from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals
 from echo.org.roles import Role, load_role, load_roles
 from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
-
-STALE_AFTER = 5.0
 
 
 def _roles(s: Settings, names: list[str] | None) -> list[Role]:
@@ -235,9 +242,8 @@ def down(
 def restart(ctx: typer.Context, role: str = typer.Argument(..., help="The role to restart.")) -> None:
     """Restart one agent of the running organisation (not counted as a crash)."""
     s = settings(ctx)
-    load_role(s.agents_dir, role)
-    answer = run(lambda: control.request(s, {"command": "restart", "role": role}))
-    console.print(f"{role} restarted (pid {answer.get('pid')})")
+    pid = with_client(s, lambda c: c.restart_agent(role))
+    console.print(f"{role} restarted (pid {pid or '-'})")
 
 
 def logs(
@@ -267,110 +273,40 @@ def logs(
                 time.sleep(0.2)
 
 
-def _uptime(started: str | None) -> str:
-    if not started:
-        return "-"
-    seconds = int((datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds())
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
-
-
-async def collect_status(s: Settings, *, remote: bool = True) -> dict[str, Any]:
-    """Everything `status` shows, from the state directory and (if it answers) Postgres."""
-    record = read_org(s)
-    org_alive = bool(record and pid_alive(record.pid))
-    agents: dict[str, dict[str, Any]] = {}
-    for role in load_roles(s.agents_dir):
-        rec = record.agents.get(role) if record else None
-        health = read_health_file(s, role, STALE_AFTER)
-        alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else False
-        state = health.state if health and alive else ("down" if rec else "not started")
-        if alive and health is None:
-            state = "starting"
-        details = health.details if health else {}
-        agents[role] = {
-            "role": role,
-            "pid": rec.pid if rec and alive else None,
-            "state": state,
-            "uptime": _uptime(rec.started_at) if rec and alive else "-",
-            "restarts": rec.restarts if rec else 0,
-            "last_heartbeat": health.last_heartbeat if health else None,
-            "inbox_lag": details.get("inbox_lag"),
-            "running_tasks": details.get("running_tasks"),
-            "processed": details.get("processed"),
-            "reason": health.reason if health else None,
-            "last_error": rec.last_error if rec else None,
-            "host": health.host if health else None,
-        }
-
-    async def from_database() -> None:
-        with anyio.move_on_after(2):
-            async with db.connection(s.model_copy(update={"connect_timeout": 1.5})) as conn:
-                for row in await conn.fetch("SELECT * FROM agent_health"):
-                    if agents.get(row["role"], {}).get("pid") is None and row["state"] != "down":
-                        agents[row["role"]] = {
-                            **agents.get(row["role"], {}),
-                            **_remote(row_to_health(row, STALE_AFTER)),
-                        }
-
-    if remote:
-        with contextlib.suppress(EchoError, *db.UNAVAILABLE):  # unmigrated counts as nothing remote
-            await from_database()
-    return {
-        "organisation": {
-            "pid": record.pid if record and org_alive else None,
-            "state": (record.state if org_alive else "stopped") if record else "never started",
-            "failure": record.failure if record else None,
-            "database": db.describe(s),
-        },
-        "agents": list(agents.values()),
-    }
-
-
-def _remote(h: Any) -> dict[str, Any]:
-    return {
-        "role": h.role,
-        "pid": h.pid,
-        "state": h.state,
-        "host": h.host,
-        "last_heartbeat": h.last_heartbeat,
-        "reason": h.reason,
-        "inbox_lag": h.details.get("inbox_lag"),
-        "running_tasks": h.details.get("running_tasks"),
-    }
-
-
 def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     """Each agent: pid, state, uptime, restarts, last heartbeat, inbox lag, running tasks."""
     s = settings(ctx)
-    info = run(lambda: collect_status(s))
+    info = with_client(s, lambda c: c.status())
     if json_out:
         emit_json(info)
         return
-    org = info["organisation"]
+    org = info.organisation
     console.print(
-        f"organisation: [bold]{org['state']}[/] (pid {org['pid'] or '-'}), database {org['database']}"
+        f"organisation: [bold]{org.state}[/] (pid {org.pid or '-'}), database {escape(org.database)}"
     )
-    if org["failure"]:
-        console.print(f"[red]{org['failure']}[/]")
-    table = Table("role", "pid", "state", "uptime", "restarts", "heartbeat", "inbox lag", "tasks")
+    if org.failure:
+        console.print(f"[red]{escape(org.failure)}[/]")
+    table = Table()
+    role_column(table, "role", (a.role for a in info.agents))
+    for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox lag", "tasks"):
+        table.add_column(name, no_wrap=name in ("state", "heartbeat"))
     colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red"}
-    for a in info["agents"]:
-        beat = a["last_heartbeat"]
-        age = (
-            f"{(datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds():.1f}s ago" if beat else "-"
-        )
-        colour = colours.get(a["state"], "white")
+    for a in info.agents:
+        colour = colours.get(a.state, "white")
         table.add_row(
-            a["role"],
-            str(a["pid"] or "-"),
-            f"[{colour}]{a['state']}[/]",
-            a["uptime"],
-            str(a["restarts"]),
-            age,
-            str(a["inbox_lag"] if a["inbox_lag"] is not None else "-"),
-            str(a["running_tasks"] if a["running_tasks"] is not None else "-"),
+            a.role,
+            str(a.pid or "-"),
+            f"[{colour}]{a.state}[/]",
+            a.uptime,
+            str(a.restarts),
+            f"{a.heartbeat_age:.1f}s ago" if a.heartbeat_age is not None else "-",
+            str(a.inbox_lag if a.inbox_lag is not None else "-"),
+            str(a.running_tasks if a.running_tasks is not None else "-"),
         )
     console.print(table)
+    for a in info.agents:
+        if a.state in ("degraded", "unresponsive") and a.reason:
+            console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}")
 
 
 def agent(
@@ -390,35 +326,17 @@ def agent(
 
 
 def _agent_once(s: Settings, role: Role, json_out: bool) -> None:
-    from echo.bus import MessageStore, broadcast_channel, role_channel
-
-    async def body() -> dict[str, Any]:
-        database = await db.Database.open(s, max_size=1)
-        try:
-            store = MessageStore(database)
-            cursor = await store.read_cursor(role.name)
-            unread = await store.fetch_after(cursor, [broadcast_channel(), role_channel(role.name)], limit=50)
-        finally:
-            await database.close()
-        health = read_health_file(s, role.name, STALE_AFTER)
-        return {
-            "role": role.name,
-            "title": role.title,
-            "state": health.state if health else "not running",
-            "cursor": cursor,
-            "unread": [
-                m.model_dump(mode="json", include={"id", "from_role", "to_role", "subject", "created_at"})
-                for m in unread
-            ],
-        }
-
-    info = run(body)
+    info = with_client(s, lambda c: c.inbox(role.name))
     if json_out:
-        emit_json(info)
+        emit_json({
+            **info.model_dump(mode="json", exclude={"unread"}),
+            "unread": [m.model_dump(mode="json", include={"id", "from_role", "to_role", "subject",
+                                                          "created_at"}) for m in info.unread],
+        })
         return
     console.print(
-        f"[bold]{info['title']}[/] ({info['role']}): {info['state']}, "
-        f"cursor {info['cursor']}, {len(info['unread'])} unread"
+        f"[bold]{escape(info.title)}[/] ({info.role}): {info.state}, "
+        f"cursor {info.cursor}, {len(info.unread)} unread"
     )
-    for m in info["unread"]:
-        console.print(f"  #{m['id']} from {m['from_role']} to {m['to_role']}: {m['subject']}")
+    for m in info.unread:
+        console.print(f"  #{m.id} from {m.from_role} to {m.to_role}: {escape(m.subject)}")

@@ -64,7 +64,7 @@ class TaskIn(BaseModel):
 @router.get("/agents", summary="Every agent: state, pid, node, restarts, heartbeat, inbox lag, work")
 async def agents(request: Request) -> dict[str, Any]:
     hub = request.app.state.hub
-    status = await hub.refresh_status()
+    status = await hub.current_status()  # polled once a second for every client together
     return {"organisation": status["organisation"], "agents": status["agents"]}
 
 
@@ -109,6 +109,17 @@ async def workflows(request: Request, limit: int = Query(20, ge=1, le=1000)) -> 
             summary="One workflow: participants and why, positions, votes, decision, tasks, timeline")
 async def workflow(workflow_id: str, request: Request) -> dict[str, Any]:
     return await _data(request).show_workflow(workflow_id)
+
+
+@router.post("/workflows/{workflow_id}/cancel", summary="Cancel an unfinished workflow")
+async def cancel_workflow(workflow_id: str, request: Request) -> dict[str, Any]:
+    data = _data(request)
+    await data.show_workflow(workflow_id)  # 404 before 409
+    try:
+        before = await data.cancel_workflow(workflow_id)
+    except UsageError as exc:
+        raise Conflict(str(exc)) from None
+    return {"workflow_id": workflow_id, "phase": "cancelled", "was": before}
 
 
 @router.get("/decisions", summary="The CEO's decisions, newest first")

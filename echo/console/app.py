@@ -23,7 +23,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from echo import db
-from echo.bus import Publisher
 from echo.config import Settings
 from echo.console import auth
 from echo.console.api import Conflict, router
@@ -31,6 +30,7 @@ from echo.console.data import ConsoleData
 from echo.console.events import EventHub
 from echo.console.metrics import CONTENT_TYPE, Metrics
 from echo.errors import EchoError, NotFound, StoreUnavailable, UsageError
+from echo.org.client import Client, NoAgentsUp
 from echo.org.control import ControlUnavailable
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ STATIC = resources.files("echo.console") / "static"
 
 _STATUS: list[tuple[type[EchoError], int]] = [
     (Conflict, 409), (NotFound, 404), (UsageError, 400),
-    (StoreUnavailable, 503), (ControlUnavailable, 503),
+    (StoreUnavailable, 503), (ControlUnavailable, 503), (NoAgentsUp, 409),
 ]
 
 
@@ -70,15 +70,18 @@ def create_app(
         db.set_application_name(f"echo-console:{settings.namespace}")
         database = await db.Database.open(settings, min_size=0, max_size=4)
         try:
-            async with Publisher(database) as publisher, anyio.create_task_group() as tg:
-                data = ConsoleData(settings, database, publisher)
+            async with Client(settings, database=database) as client:
+                # Opened here, before the task group it must outlive, not in a request's task.
+                await client.open_publisher()
+                data = ConsoleData(settings, client)
                 hub = EventHub(settings, database, data, status_interval=status_interval)
                 metrics = Metrics()
                 hub.observers.append(metrics.observe)
                 app.state.data, app.state.hub, app.state.metrics = data, hub, metrics
-                await tg.start(hub.run)
-                yield
-                tg.cancel_scope.cancel()
+                async with anyio.create_task_group() as tg:
+                    await tg.start(hub.run)
+                    yield
+                    tg.cancel_scope.cancel()
         finally:
             await database.close()
 
@@ -175,7 +178,7 @@ async def _health(app: FastAPI) -> JSONResponse:
         reachable = True
     except (StoreUnavailable, TimeoutError):
         reachable = False
-    status = hub.status or await hub.refresh_status()
+    status = await hub.current_status()
     agents = [
         {k: a.get(k) for k in ("role", "state", "pid", "host", "restarts", "last_heartbeat", "reason")}
         for a in status["agents"]

@@ -175,13 +175,19 @@ class EventHub:
                 await self._wake.wait()
             self._wake = anyio.Event()
 
-    async def refresh_status(self) -> dict[str, Any]:
-        status = await self.data.status()
+    async def refresh_status(self, *, remote: bool = True) -> dict[str, Any]:
+        status = await self.data.status(remote=remote)
         changed = self.status is None or _visible(status) != _visible(self.status)
         self.status, self.status_at = status, time.monotonic()
         if changed:
             self._broadcast(("agents", status, None))
         return status
+
+    async def current_status(self) -> dict[str, Any]:
+        """The status the poll read last (at most two intervals old), else a fresh one."""
+        if self.status is not None and time.monotonic() - self.status_at < 2 * self.status_interval:
+            return self.status
+        return await self.refresh_status()
 
     async def _status_loop(self) -> None:
         while True:

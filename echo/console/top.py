@@ -17,10 +17,10 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from echo import db
 from echo.config import Settings
 from echo.console.data import ConsoleData
 from echo.errors import EchoError
+from echo.org.client import Client
 
 COLOURS = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red"}
 
@@ -76,9 +76,8 @@ async def watch(settings: Settings, *, interval: float = 1.0, once: bool = False
                 out: Console | None = None) -> None:
     """Redraw until Ctrl-C (or print one frame with `once`)."""
     out = out or Console()
-    database = await db.Database.open(settings, min_size=0, max_size=1)
-    try:
-        data = ConsoleData(settings, database, publisher=None)
+    async with Client(settings) as client:
+        data = ConsoleData(settings, client)
         if once:
             out.print(render(await snapshot(data)))
             return
@@ -86,5 +85,3 @@ async def watch(settings: Settings, *, interval: float = 1.0, once: bool = False
             while True:
                 await anyio.sleep(interval)
                 live.update(render(await snapshot(data)))
-    finally:
-        await database.close()

@@ -149,6 +149,8 @@ class Organisation:
         self.agent_shutdown = agent_shutdown
         self.start_timeout = start_timeout
         self.on_event = on_event or (lambda _event, _rec: None)
+        #: Roles a person asked to restart (`echoctl restart`): their next start is not a crash.
+        self.asked_restarts: set[str] = set()
         self.record = OrgRecord(
             pid=os.getpid(),
             namespace=settings.namespace,
@@ -184,8 +186,9 @@ class Organisation:
     def _factory(self, role: str) -> Callable[[], Process]:
         def start() -> Process:
             rec = self.record.agents[role]
-            if rec.started_at is not None:
+            if rec.started_at is not None and role not in self.asked_restarts:
                 rec.restarts += 1
+            self.asked_restarts.discard(role)
             rec.state = "restarting" if rec.started_at else "starting"
             self.save()
             proc = AgentProcess(

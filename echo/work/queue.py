@@ -345,6 +345,11 @@ class TaskQueue:
         async with self.db.acquire() as conn:
             return [dict(r) for r in await conn.fetch(_Q["list"], status, role, limit)]
 
+    async def installed(self) -> bool:
+        """Whether the namespace has been migrated far enough to hold a queue."""
+        async with self.db.acquire() as conn:
+            return bool(await conn.fetchval(_Q["installed"]))
+
     async def counts(self) -> dict[str, int]:
         async with self.db.acquire() as conn:
             rows = await conn.fetch(_Q["counts"])

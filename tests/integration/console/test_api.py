@@ -251,7 +251,9 @@ async def test_sse_fans_out_from_one_listen_connection_and_resumes_by_last_event
             assert [int(d["subject_id"]) for d in published] == ids, i
 
         held = await _console_connections(org)
-        assert held <= 5, held  # a pool of at most 4 plus ONE LISTEN, whatever the client count
+        # a pool of at most 4, ONE LISTEN, and the status poll's short probe of other machines'
+        # heartbeats: whatever the number of clients
+        assert held <= 6, held
 
         # Resume: the id of the first message's frame, then two more while away.
         frames: list[tuple[str | None, dict[str, Any]]] = []

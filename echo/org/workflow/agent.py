@@ -1,0 +1,147 @@
+"""The workflow agent: one role's loop over the open workflows.
+
+Every agent runs a `WorkflowAgent`. On each wake-up it reads the open workflows
+from the `WorkflowStore` and, for each, does its own part (participant.py); the
+CEO's also drives (driver.py). Wake-ups: the `Participant` kicks the workflow agent
+when a message of a workflow lands (the start broadcast, the CEO's phase
+announcements on `messages:all`), and a tick (`settings.poll_interval`) covers
+deadlines and posts on `workflow:<id>`.
+
+Failures are contained to one workflow:
+
+- the database unavailable (transient): the whole step is deferred to the next
+  tick and the agent reports itself degraded (`last_error`), never dies of it;
+- a permanent database error in one workflow's step (Postgres rejected a row: data,
+  constraint, undefined object): that workflow is marked `error` with the reason
+  (visible in `workflow show`) and the others go on;
+- any other exception (a bug): logged with its traceback and retried at the next
+  tick, for that workflow only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import asyncpg
+from anyio.abc import TaskStatus
+
+from echo import db
+from echo.bus import Publisher
+from echo.config import Settings
+from echo.errors import StoreUnavailable
+from echo.org import deciders
+from echo.org.roles import Role, load_roles
+from echo.org.workflow.driver import DRIVER, Driver
+from echo.org.workflow.participant import RolePart
+from echo.org.workflow.store import SKIPPED, Workflow, WorkflowStore
+from echo.work import TaskQueue
+from echo.work.executors import Executor, Result
+from echo.work.queue import Task
+
+log = logging.getLogger(__name__)
+
+#: SQLSTATE classes of errors that retrying cannot fix: data exception, integrity
+#: constraint violation, syntax error or access rule violation (undefined objects).
+_PERMANENT_CLASSES = ("22", "23", "42")
+#: The database unavailable: the whole step waits for the next tick.
+_TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailable, *db.STORE_ERRORS)
+#: What defers a whole step to the next tick: the database unavailable, or a query of
+#: the loop itself failing (an unmigrated schema); never the agent's death.
+_DEFERRED: tuple[type[BaseException], ...] = (StoreUnavailable, asyncpg.PostgresError,
+                                              *db.STORE_ERRORS)
+
+
+def permanent(exc: BaseException) -> bool:
+    """Whether `exc` is the database refusing this data for good (not an outage)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, asyncpg.PostgresError):
+            return str(getattr(seen, "sqlstate", "") or "")[:2] in _PERMANENT_CLASSES
+        seen = seen.__cause__
+    return False
+
+
+class SkipWhenUnavailable:
+    """Wraps a role's Claude executor: a workflow task that cannot run because Claude
+    is not installed, not logged in or out of credit fails (not retried) as
+    `skipped: claude unavailable (REASON)`; it is never recorded as done."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+
+    async def execute(self, task: Task) -> Result:
+        try:
+            return await self.inner.execute(task)
+        except deciders.CLAUDE_UNAVAILABLE as exc:
+            if "workflow" not in task.payload:
+                raise
+            raise type(exc)(f"{SKIPPED} ({exc})") from exc
+
+
+class WorkflowAgent:
+    """One role's part in every open workflow; the CEO's also drives the phases."""
+
+    def __init__(self, settings: Settings, database: db.Database, role: Role, *,
+                 decider: deciders.ClaudeDecider | None = None, listener: Any = None,
+                 tick: float | None = None) -> None:
+        self.settings = settings
+        self.db = database
+        self.role = role
+        self.decider = decider
+        self.listener = listener
+        self.tick = tick if tick is not None else settings.poll_interval
+        self.store = WorkflowStore(database)
+        self.part: RolePart | None = None
+        self.last_error: str | None = None
+        self._wake = anyio.Event()
+
+    def kick(self) -> None:
+        """Look at the workflows now (a message of a workflow has landed)."""
+        self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with Publisher(self.db, listener=self.listener) as pub:
+            if self.role.name == DRIVER:
+                self.part = Driver(self.role, self.store, pub.publish, TaskQueue(self.db),
+                                   roles=load_roles(self.settings.agents_dir), decider=self.decider)
+            else:
+                self.part = RolePart(self.role, self.store, pub.publish, decider=self.decider)
+            task_status.started()
+            while True:
+                self._wake = anyio.Event()
+                try:
+                    self.last_error = None
+                    await self.step()
+                except _DEFERRED as exc:
+                    self.last_error = str(exc)
+                    log.warning("%s: workflow step deferred (%s)", self.role.name, exc)
+                with anyio.move_on_after(self.tick):
+                    await self._wake.wait()
+
+    async def step(self) -> None:
+        """One pass over the open workflows."""
+        assert self.part is not None, "run() first"
+        for wf in await self.store.open():
+            await self.step_one(self.part, wf)
+
+    async def step_one(self, part: RolePart, wf: Workflow) -> None:
+        """This role's part of one workflow (and the driving, for the CEO); a failure
+        here stops this workflow at most, never the others."""
+        try:
+            await part.my_part(wf)
+            if isinstance(part, Driver):
+                await part.drive(wf)
+        except Exception as exc:
+            if permanent(exc):
+                reason = f"{type(exc).__name__}: {exc}"
+                log.error("%s: workflow %s stopped: a permanent error (%s)", self.role.name, wf.id,
+                          reason, extra={"workflow": wf.id, "role": self.role.name})
+                await self.store.mark_error(wf.id, reason, actor=self.role.name)
+                return
+            if isinstance(exc, _TRANSIENT):
+                raise
+            self.last_error = f"{wf.id}: {type(exc).__name__}: {exc}"
+            log.exception("%s: workflow %s failed a step; retrying at the next tick",
+                          self.role.name, wf.id)
