@@ -168,12 +168,19 @@ async def main() -> None:
         try:
             token = token_path(s).read_text().strip()
             rss_idle = psutil.Process(proc.pid).memory_info().rss
+            console_proc, here = psutil.Process(proc.pid), psutil.Process()
             for clients in (1, 50):
+                cpu0, mine0 = sum(console_proc.cpu_times()[:2]), sum(here.cpu_times()[:2])
                 ms = await sse_latency(s, url, token, clients)
+                cpu = sum(console_proc.cpu_times()[:2]) - cpu0
+                mine = sum(here.cpu_times()[:2]) - mine0
                 for q, name in ((0.5, "p50"), (0.99, "p99")):
                     emit("console", f"commit to SSE client, {clients} client(s), {name} ms",
                          percentile(ms, q), baseline="bare LISTEN/NOTIFY after the commit, ms",
-                         baseline_value=percentile(floor, q), events=len(ms), target="p99 < 250 ms")
+                         baseline_value=percentile(floor, q), events=len(ms), target="p99 < 250 ms",
+                         console_cpu_ms_per_frame=round(cpu * 1000 / len(ms), 3),
+                         clients_cpu_ms_per_frame=round(mine * 1000 / len(ms), 3),
+                         load_average=round(os.getloadavg()[0], 2))
 
             # With 50 clients connected: memory and connections.
             headers = {"Authorization": f"Bearer {token}"}

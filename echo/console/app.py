@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from echo import db
 from echo.config import Settings
@@ -98,31 +99,7 @@ def create_app(
     app.state.token = secret
     app.include_router(router)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        path = request.url.path
-        if path == "/health" or (path == "/metrics" and metrics_open):
-            return await call_next(request)
-        given = auth.bearer(request.headers.get("authorization")) or request.cookies.get(auth.COOKIE)
-        if auth.matches(given, secret):
-            return await call_next(request)
-        query_token = request.query_params.get("token")
-        if auth.matches(query_token, secret):
-            if request.method == "GET" and not path.startswith("/api/"):
-                # Once: the cookie from now on, and the token out of the address bar.
-                rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-                target = path + ("?" + urlencode(rest) if rest else "")
-                response: Response = RedirectResponse(target, status_code=303)
-            else:
-                response = await call_next(request)
-            response.set_cookie(auth.COOKIE, secret, httponly=True, samesite="strict",
-                                secure=request.url.scheme == "https", path="/")
-            return response
-        reason = "wrong token" if (given or query_token) else "no token"
-        if path.startswith("/api/") or path == "/metrics":
-            return error(401, f"{reason}: send Authorization: Bearer <token>; the token is in "
-                              "$ECHO_STATE_DIR/console.token")
-        return HTMLResponse(_LOGIN.format(reason=reason), status_code=401)
+    app.add_middleware(TokenGuard, token=secret, metrics_open=metrics_open)
 
     @app.exception_handler(EchoError)
     async def echo_error(_request: Request, exc: EchoError) -> JSONResponse:
@@ -166,6 +143,49 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
+
+
+class TokenGuard:
+    """Lets a request through only with the token (see `echo.console.auth`).
+
+    Plain ASGI rather than `@app.middleware("http")`: that wrapper would copy every
+    chunk of every event stream through an extra task and queue.
+    """
+
+    def __init__(self, app: ASGIApp, *, token: str, metrics_open: bool) -> None:
+        self.app = app
+        self.token = token
+        self.metrics_open = metrics_open
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        path = request.url.path
+        if path == "/health" or (path == "/metrics" and self.metrics_open):
+            await self.app(scope, receive, send)
+            return
+        given = auth.bearer(request.headers.get("authorization")) or request.cookies.get(auth.COOKIE)
+        if auth.matches(given, self.token):
+            await self.app(scope, receive, send)
+            return
+        query_token = request.query_params.get("token")
+        response: Response
+        if auth.matches(query_token, self.token) and request.method == "GET" and not path.startswith("/api/"):
+            # Once: the cookie from now on, and the token out of the address bar.
+            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            response = RedirectResponse(path + ("?" + urlencode(rest) if rest else ""), status_code=303)
+            response.set_cookie(auth.COOKIE, self.token, httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https", path="/")
+        else:
+            reason = "wrong token" if (given or query_token) else "no token"
+            if path.startswith("/api/") or path == "/metrics":
+                response = error(401, f"{reason}: send Authorization: Bearer <token>; the token is in "
+                                      "$ECHO_STATE_DIR/console.token")
+            else:
+                response = HTMLResponse(_LOGIN.format(reason=reason), status_code=401)
+        await response(scope, receive, send)
 
 
 async def _health(app: FastAPI) -> JSONResponse:

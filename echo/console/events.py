@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 REPLAY_LIMIT = 10_000
 KEEPALIVE = 15.0
 
-Frame = tuple[str, dict[str, Any], int | None]  # (event name, data, resume id)
+Frame = tuple[int | None, bytes]  # (the event's seq, if any; the SSE frame, encoded once)
 
 
 def frame(name: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
@@ -137,8 +137,7 @@ class EventHub:
         """The events after `after`, from Postgres, for a client that reconnects."""
         start = max(after, (self.feed.cursor.high if self.feed else after) - REPLAY_LIMIT)
         feed = Feed(self.db, FeedCursor(start, gap_wait=0.0))
-        events = await feed.read()
-        return [(event_name(e), e.to_json(), e.id) for e in events]
+        return [(e.id, frame(event_name(e), e.to_json(), e.id)) for e in await feed.read()]
 
     # ---------------------------------------------------------------- running
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -169,7 +168,7 @@ class EventHub:
             for event in events:
                 for observe in self.observers:
                     observe(event)
-                self._broadcast((event_name(event), event.to_json(), min(event.id, settled)))
+                self._broadcast((event.id, frame(event_name(event), event.to_json(), min(event.id, settled))))
             # Gaps are read again until they fill or expire; otherwise wait for a NOTIFY.
             with anyio.move_on_after(0.5 if self.feed.cursor.gaps else 30.0):
                 await self._wake.wait()
@@ -180,7 +179,7 @@ class EventHub:
         changed = self.status is None or _visible(status) != _visible(self.status)
         self.status, self.status_at = status, time.monotonic()
         if changed:
-            self._broadcast(("agents", status, None))
+            self._broadcast((None, frame("agents", status)))
         return status
 
     async def current_status(self) -> dict[str, Any]:
@@ -207,19 +206,19 @@ class EventHub:
             sent: set[int] = set()
             floor = last_event_id if last_event_id is not None else -1
             if last_event_id is not None:
-                for name, data, event_id in await self.replay(last_event_id):
-                    sent.add(data["seq"])
-                    yield frame(name, data, event_id)
+                for seq, data in await self.replay(last_event_id):
+                    if seq is not None:
+                        sent.add(seq)
+                    yield data
             while True:
                 with anyio.move_on_after(KEEPALIVE) as idle:
                     try:
-                        name, data, event_id = await inbox.receive()
+                        seq, data = await inbox.receive()
                     except anyio.EndOfStream:
                         return  # dropped for being slow: the browser reconnects
                 if idle.cancelled_caught:
                     yield b": keepalive\n\n"
                     continue
-                seq = data.get("seq") if isinstance(data, dict) else None
                 if seq is not None and (seq <= floor or seq in sent):
                     continue
-                yield frame(name, data, event_id)
+                yield data
