@@ -87,7 +87,8 @@ function agentCard(a) {
       h("dt", {}, "restarts"), h("dd", { class: "restarts" }, a.restarts ?? 0),
       h("dt", {}, "heartbeat"), h("dd", { class: "heartbeat", "data-at": a.last_heartbeat ?? "" }, age(a.last_heartbeat)),
       h("dt", {}, "inbox lag"), h("dd", {}, a.inbox_lag ?? "-"),
-      h("dt", {}, "working on"), h("dd", {}, a.running_tasks ? `${a.running_tasks} task(s)` : "-"),
+      h("dt", {}, "working on"),
+      h("dd", { class: "work" }, a.current_task ?? (a.running_tasks ? `${a.running_tasks} task(s)` : "-")),
       a.reason ? [h("dt", {}, "why"), h("dd", {}, a.reason)] : null,
     ));
 }

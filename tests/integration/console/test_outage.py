@@ -73,7 +73,7 @@ async def test_database_down_answers_503_then_recovers_with_live_events(
 
 
 async def test_a_taken_port_leaves_the_organisation_up_without_its_console(org_settings: Settings) -> None:
-    s = org_settings
+    s = org_settings.model_copy(update={"console": True})
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -31,3 +31,8 @@ def test_binding_beyond_loopback_without_tls_warns_naming_the_risk() -> None:
     assert warning and "clear text" in warning and "token" in warning and "--tls-cert" in warning
     assert exposure_warning("0.0.0.0", tls=True) is None
     assert not is_loopback("example.org")
+
+
+def test_up_starts_the_console_on_loopback_8765_by_default(tmp_path: Path) -> None:
+    s = Settings(state_dir=tmp_path)
+    assert s.console and s.console_host == "127.0.0.1" and s.console_port == 8765
