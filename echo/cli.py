@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -27,6 +28,22 @@ try:  # recent Typer versions vendor click; older ones use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+
+def _plain_flags() -> None:
+    """Help lists a flag (`--json`, `--detach`, `--help`) without a value placeholder:
+    typer 0.29 prints `<bool>` after each, as if it took a value. A value option keeps
+    its type (`<int range>`) or its metavar."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_plain_flags()
 
 app = typer.Typer(
     name="echoctl",

@@ -13,10 +13,18 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from echo.bus import ALL
-from echo.commands._common import JsonOpt, clip, console, emit_json, role_column, settings, with_client
+from echo.commands._common import (
+    JsonOpt,
+    clip,
+    console,
+    emit_json,
+    plain_table,
+    role_column,
+    settings,
+    with_client,
+)
 from echo.errors import InvalidMessage, UsageError
 from echo.org.client import SendKind, Sent
 
@@ -95,7 +103,7 @@ def messages(
     if not found:
         console.print("no messages")
         return
-    table = Table("id", "at")
+    table = plain_table("id", "at")
     role_column(table, "from", (m.from_role for m in found))
     role_column(table, "to", (m.to_role for m in found))
     table.add_column("kind")

@@ -14,7 +14,6 @@ import time
 import anyio
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from echo import db
 from echo.commands._common import (
@@ -22,6 +21,7 @@ from echo.commands._common import (
     console,
     emit_json,
     err_console,
+    plain_table,
     role_column,
     run,
     settings,
@@ -65,7 +65,7 @@ def up(
     ),
     stagger_delay: float = typer.Option(0.0, "--stagger-delay", min=0, help="Extra seconds between agents."),
     roles: list[str] | None = typer.Option(
-        None, "--roles", help="Only these roles (repeat or comma-separate)."
+        None, "--roles", metavar="ROLES", help="Only these roles (repeat or comma-separate)."
     ),
     detach: bool = typer.Option(False, "--detach", help="Run in the background and return once started."),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Restart intensity: restarts..."),
@@ -282,14 +282,15 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
         return
     org = info.organisation
     console.print(
-        f"organisation: [bold]{org.state}[/] (pid {org.pid or '-'}), database {escape(org.database)}"
+        f"organisation: [bold]{org.state}[/] (pid {org.pid or '-'}), database {escape(org.database)}",
+        soft_wrap=True,
     )
     if org.failure:
         console.print(f"[red]{escape(org.failure)}[/]")
-    table = Table()
+    table = plain_table()
     role_column(table, "role", (a.role for a in info.agents))
-    for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox lag", "tasks"):
-        table.add_column(name, no_wrap=name in ("state", "heartbeat"))
+    for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox", "tasks"):
+        table.add_column(name, no_wrap=True)
     colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red"}
     for a in info.agents:
         colour = colours.get(a.state, "white")

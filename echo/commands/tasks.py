@@ -25,6 +25,7 @@ from echo.commands._common import (
     clip,
     console,
     emit_json,
+    plain_table,
     role_column,
     run,
     settings,
@@ -101,7 +102,7 @@ def list_tasks(
     if not rows:
         console.print("no tasks")
         return
-    table = Table("id", "type", "status")
+    table = plain_table("id", "type", "status")
     role_column(table, "role", (r.assigned_role for r in rows))
     for name in ("prio", "tries", "description", "error"):
         table.add_column(name)

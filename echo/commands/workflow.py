@@ -19,10 +19,18 @@ from typing import Any
 import anyio
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from echo.bus import Kind, StoredMessage
-from echo.commands._common import JsonOpt, clip, console, emit_json, role_column, settings, with_client
+from echo.commands._common import (
+    JsonOpt,
+    clip,
+    console,
+    emit_json,
+    plain_table,
+    role_column,
+    settings,
+    with_client,
+)
 from echo.config import Settings
 from echo.errors import EchoError
 from echo.org.client import Client, OrgStatus
@@ -101,7 +109,7 @@ def list_workflows(
     if not rows:
         console.print("no workflows; `echoctl workflow start SUBJECT` starts one")
         return
-    table = Table("id", "subject", "phase", "round", "consensus")
+    table = plain_table("id", "subject", "phase", "round", "consensus")
     role_column(table, "started by", (r.started_by for r in rows))
     table.add_column("created", no_wrap=True)
     for r in rows:
@@ -179,7 +187,7 @@ def _said(m: StoredMessage) -> str:
 def _print(data: WorkflowDetail, *, verbose: bool) -> None:
     w = data.workflow
     console.print(
-        f"[bold]{w.id}[/bold] {escape(w.subject)}: {w.phase}"
+        f"[bold]{w.id}[/bold] {escape(w.subject)}: phase {w.phase}"
         f"{' (round ' + str(w.round) + ')' if w.phase == Phase.DISCUSSING else ''}, "
         f"consensus {w.consensus or '-'}, quorum {w.quorum}, {w.rounds} round(s)"
     )
@@ -190,7 +198,7 @@ def _print(data: WorkflowDetail, *, verbose: bool) -> None:
         console.print(f"[yellow]fallback[/] (no model used): {escape(clip(reason, 300))}")
     roles = [p.role for p in data.participants] + [m.from_role for m in data.messages]
 
-    table = Table(title="who took part", title_justify="left", box=None)
+    table = plain_table(title="who took part", title_justify="left")
     role_column(table, "role", roles)
     for name in ("takes part", "decider", "why"):
         table.add_column(name, no_wrap=name != "why")
@@ -201,14 +209,15 @@ def _print(data: WorkflowDetail, *, verbose: bool) -> None:
 
     posts = [m for m in data.messages if m.kind in (Kind.DISCUSSION, Kind.VOTE)]
     if posts:
-        table = Table(title="positions and votes", title_justify="left", box=None)
+        table = plain_table(title="positions and votes", title_justify="left")
         table.add_column("step", no_wrap=True)
         role_column(table, "role", roles)
-        table.add_column("said")
+        table.add_column("said", no_wrap=not verbose)
+        room = max(20, console.width - len("round 10 ") - max(len(r) for r in roles) - 2)
         for m in posts:
             body = _body(m)
             step = f"round {body.get('round', '-')}" if m.kind == Kind.DISCUSSION else "vote"
-            text = _said(m) if verbose else clip(_said(m), 240)
+            text = _said(m) if verbose else clip(_said(m), room)  # one line each
             table.add_row(step, m.from_role, escape(text))
         console.print(table)
 
@@ -217,7 +226,7 @@ def _print(data: WorkflowDetail, *, verbose: bool) -> None:
         console.print(escape(f"decision {d.id} by {d.decided_by} [{d.source}]: {d.outcome} "
                              f"(vote: {d.consensus}): {d.summary}"))
     if data.tasks:
-        table = Table(title="tasks", title_justify="left", box=None)
+        table = plain_table(title="tasks", title_justify="left")
         table.add_column("task")
         role_column(table, "role", [t.role for t in data.tasks])
         table.add_column("status", no_wrap=True)
@@ -230,7 +239,7 @@ def _print(data: WorkflowDetail, *, verbose: bool) -> None:
     if not verbose:
         console.print(f"[dim]`echoctl workflow show {w.id} --verbose` for every message and the timeline[/]")
         return
-    table = Table("id", "at", title="thread", title_justify="left")
+    table = plain_table("id", "at", title="thread", title_justify="left")
     role_column(table, "from", [m.from_role for m in data.messages])
     table.add_column("kind")
     table.add_column("said")
@@ -238,7 +247,7 @@ def _print(data: WorkflowDetail, *, verbose: bool) -> None:
         table.add_row(str(m.id), m.created_at.strftime("%H:%M:%S"), m.from_role, str(m.kind),
                       escape(_said(m)))
     console.print(table)
-    table = Table("at", title="timeline", title_justify="left")
+    table = plain_table("at", title="timeline", title_justify="left")
     role_column(table, "actor", [a.actor for a in data.timeline])
     table.add_column("action")
     for a in data.timeline:
@@ -261,7 +270,7 @@ def decisions(
     if not rows:
         console.print("no decisions yet; a workflow ends in one (`echoctl workflow list`)")
         return
-    table = Table("id", "workflow", "subject", "outcome", "vote")
+    table = plain_table("id", "workflow", "subject", "outcome", "vote")
     role_column(table, "by", (r.decided_by for r in rows))
     for name in ("source", "tasks", "summary"):
         table.add_column(name)

@@ -6,7 +6,7 @@
     ├── participant   where messages land; the workflow acts on them
     ├── messages      Subscriber: catch-up from the cursor, then live delivery
     ├── relay         OutboxRelay (only with Redis): republishes unpublished rows
-    ├── workflow      WorkflowAgent: this role's part in open workflows (echo/org/workflow.py)
+    ├── workflow      WorkflowAgent: this role's part in open workflows (echo/org/workflow/)
     └── work          ExecutorPool: runs the tasks assigned to this role
 
 Order matters: the participant is up before the subscriber hands it anything, and

@@ -22,23 +22,31 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
 import anyio
 import asyncpg
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from echo import db
 from echo.bus import ALL, Kind, Message, MessageStore, Published, Publisher, StoredMessage
 from echo.config import Settings
 from echo.errors import EchoError, MigrationError, NotFound, UsageError
 from echo.org import control
-from echo.org.health import read_health_file, row_to_health
+from echo.org.health import read_health_file
 from echo.org.roles import NON_AGENT_SENDERS, check_role, load_role, role_names
-from echo.org.state import pid_alive, read_org
+from echo.org.status import (
+    STALE_AFTER,
+    AgentStatus,
+    ClaudeMode,
+    OrgInfo,
+    OrgStatus,
+    claude_mode,
+    collect_status,
+)
 from echo.org.worker import executors as worker_executors
 from echo.org.worker import run_worker
 from echo.org.workflow import (
@@ -53,9 +61,6 @@ from echo.org.workflow import (
 )
 from echo.work import STATUSES, NewTask, TaskQueue
 
-#: A heartbeat older than this (seconds) makes an agent `unresponsive`.
-STALE_AFTER = 5.0
-
 
 class SendKind(StrEnum):
     """The kinds a person may send; the others (vote, decision, health, system) are
@@ -69,7 +74,6 @@ class SendKind(StrEnum):
     STATUS = "status"
 
 
-_HEALTH = db.load_queries("health")
 
 
 class NoAgentsUp(EchoError):
@@ -132,39 +136,6 @@ class TaskDetail(BaseModel):
     history: list[TaskEvent]
 
 
-class AgentStatus(BaseModel):
-    """One agent as `status` shows it."""
-
-    role: str
-    pid: int | None = None
-    state: str
-    uptime: str = "-"
-    restarts: int = 0
-    last_heartbeat: str | None = None
-    heartbeat_age: float | None = None
-    inbox_lag: int | None = None
-    running_tasks: int | None = None
-    processed: int | None = None
-    current_task: str | None = None
-    reason: str | None = None
-    last_error: str | None = None
-    host: str | None = None
-
-
-class OrgInfo(BaseModel):
-    pid: int | None
-    state: str
-    failure: str | None = None
-    database: str
-
-
-class OrgStatus(BaseModel):
-    """The organisation (from the state directory) and each agent."""
-
-    organisation: OrgInfo
-    agents: list[AgentStatus] = Field(default_factory=list)
-
-
 class Inbox(BaseModel):
     """One role's cursor and what it has not read yet."""
 
@@ -173,36 +144,6 @@ class Inbox(BaseModel):
     state: str
     cursor: int
     unread: list[StoredMessage]
-
-
-class ClaudeMode(BaseModel):
-    """Which Claude CLI runs the work and whether it has a login: the mode of a run.
-    `missing` says what is lacking: `cli` (no binary) or `login` (no credentials)."""
-
-    binary: str | None
-    login: str | None
-    mode: str  # claude or fallback
-    reason: str | None
-    missing: str | None = None
-
-
-def claude_mode(settings: Settings) -> ClaudeMode:
-    """Whether deciders and work will use the real Claude CLI, and if not, why."""
-    from echo.work.claude import login_hint, resolve_claude_bin
-
-    try:
-        binary: str | None = resolve_claude_bin(settings)
-        not_installed = None
-    except EchoError as exc:
-        binary, not_installed = None, str(exc)
-    login = login_hint()
-    if binary and login:
-        return ClaudeMode(binary=binary, login=login, mode="claude", reason=None)
-    if binary is None:
-        return ClaudeMode(binary=None, login=login, mode="fallback", reason=not_installed,
-                          missing="cli")
-    return ClaudeMode(binary=binary, login=None, mode="fallback", missing="login",
-                      reason="no ANTHROPIC_API_KEY and no `claude /login` credentials")
 
 
 __all__ = [
@@ -218,19 +159,6 @@ __all__ = [
 def normalise_workflow_id(value: str) -> str:
     """`12` and `wf-12` name the same workflow."""
     return f"wf-{value}" if value.isdigit() else value
-
-
-def _uptime(started: str | None) -> str:
-    if not started:
-        return "-"
-    seconds = int((datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds())
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
-
-
-def _age(beat: str | None) -> float | None:
-    if not beat:
-        return None
-    return round((datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds(), 1)
 
 
 def _undefined_table(exc: BaseException) -> bool:
@@ -514,52 +442,7 @@ class Client:
         """Each agent: role, pid, state, uptime, restarts, heartbeat age, inbox lag,
         running tasks, degraded reason. From the state directory (this machine's
         organisation) and, with `remote`, Postgres (agents on other machines)."""
-        s = self.settings
-        record = read_org(s)
-        org_alive = bool(record and pid_alive(record.pid))
-        agents: dict[str, AgentStatus] = {}
-        for role in role_names(s.agents_dir):
-            rec = record.agents.get(role) if record else None
-            health = read_health_file(s, role, STALE_AFTER)
-            alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else False
-            state = health.state if health and alive else ("down" if rec else "not started")
-            if alive and health is None:
-                state = "starting"
-            details = health.details if health else {}
-            agents[role] = AgentStatus(
-                role=role, pid=rec.pid if rec and alive else None, state=state,
-                uptime=_uptime(rec.started_at) if rec and alive else "-",
-                restarts=rec.restarts if rec else 0,
-                last_heartbeat=health.last_heartbeat if health else None,
-                heartbeat_age=_age(health.last_heartbeat) if health else None,
-                inbox_lag=details.get("inbox_lag"), running_tasks=details.get("running_tasks"),
-                processed=details.get("processed"), current_task=details.get("current_task"),
-                reason=health.reason if health else None,
-                last_error=rec.last_error if rec else None, host=health.host if health else None)
-        if remote:
-            with contextlib.suppress(EchoError, *db.UNAVAILABLE):  # unmigrated: nothing remote
-                for h in await self._remote_health():
-                    if agents.get(h.role) is None or (agents[h.role].pid is None and h.state != "down"):
-                        base = agents.get(h.role) or AgentStatus(role=h.role, state=h.state)
-                        agents[h.role] = base.model_copy(update={
-                            "pid": h.pid, "state": h.state, "host": h.host,
-                            "last_heartbeat": h.last_heartbeat, "heartbeat_age": _age(h.last_heartbeat),
-                            "reason": h.reason, "inbox_lag": h.details.get("inbox_lag"),
-                            "running_tasks": h.details.get("running_tasks")})
-        return OrgStatus(
-            organisation=OrgInfo(
-                pid=record.pid if record and org_alive else None,
-                state=(record.state if org_alive else "stopped") if record else "never started",
-                failure=record.failure if record else None, database=db.describe(s)),
-            agents=list(agents.values()))
-
-    async def _remote_health(self) -> list[Any]:
-        quick = self.settings.model_copy(update={"connect_timeout": 1.5})
-        with anyio.move_on_after(2):
-            async with db.connection(quick) as conn:
-                rows = await conn.fetch(_HEALTH["all"])
-            return [row_to_health(r, STALE_AFTER) for r in rows if r["state"] != "down"]
-        return []
+        return await collect_status(self.settings, remote=remote)
 
     async def restart_agent(self, role: str) -> int | None:
         """Restart one agent of the running organisation (a person's restart, not a

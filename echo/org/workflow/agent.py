@@ -34,7 +34,7 @@ from echo.errors import StoreUnavailable
 from echo.org import deciders
 from echo.org.roles import Role, load_roles
 from echo.org.workflow.driver import DRIVER, Driver
-from echo.org.workflow.participant import RolePart
+from echo.org.workflow.participant import Publish, RolePart
 from echo.org.workflow.store import SKIPPED, Workflow, WorkflowStore
 from echo.work import TaskQueue
 from echo.work.executors import Executor, Result
@@ -101,13 +101,16 @@ class WorkflowAgent:
         """Look at the workflows now (a message of a workflow has landed)."""
         self._wake.set()
 
+    def make_part(self, publish: Publish) -> RolePart:
+        """This role's part: the driver for the CEO, a participant for the others."""
+        if self.role.name == DRIVER:
+            return Driver(self.role, self.store, publish, TaskQueue(self.db),
+                          roles=load_roles(self.settings.agents_dir), decider=self.decider)
+        return RolePart(self.role, self.store, publish, decider=self.decider)
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with Publisher(self.db, listener=self.listener) as pub:
-            if self.role.name == DRIVER:
-                self.part = Driver(self.role, self.store, pub.publish, TaskQueue(self.db),
-                                   roles=load_roles(self.settings.agents_dir), decider=self.decider)
-            else:
-                self.part = RolePart(self.role, self.store, pub.publish, decider=self.decider)
+            self.part = self.make_part(pub.publish)
             task_status.started()
             while True:
                 self._wake = anyio.Event()
@@ -135,10 +138,10 @@ class WorkflowAgent:
                 await part.drive(wf)
         except Exception as exc:
             if permanent(exc):
-                reason = f"{type(exc).__name__}: {exc}"
-                log.error("%s: workflow %s stopped: a permanent error (%s)", self.role.name, wf.id,
-                          reason, extra={"workflow": wf.id, "role": self.role.name})
-                await self.store.mark_error(wf.id, reason, actor=self.role.name)
+                reason = f"{self.role.name} could not do its part of {wf.phase}: {exc}"
+                log.error("workflow %s: %s; marked error", wf.id, reason,
+                          extra={"workflow": wf.id, "role": self.role.name})
+                await self.store.mark_error(wf, reason, actor=self.role.name)
                 return
             if isinstance(exc, _TRANSIENT):
                 raise

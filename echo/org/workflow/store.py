@@ -221,11 +221,12 @@ class WorkflowStore:
             before = await conn.fetchval(Q["cancel"], workflow_id)
         return None if before is None else Phase(before)
 
-    async def mark_error(self, workflow_id: str, reason: str, *, actor: str) -> bool:
-        """Stop one workflow for good with `reason` (a permanent error in one of its steps)."""
+    async def mark_error(self, wf: Workflow, reason: str, *, actor: str) -> bool:
+        """Stop one workflow for good with `reason` (a permanent error in one of its
+        steps), only from the phase it was read in."""
         async with self.db.transaction() as conn:
             await conn.execute(Q["set_actor"], actor)
-            return bool(await conn.fetchval(Q["mark_error"], workflow_id, reason[:2000]))
+            return bool(await conn.fetchval(Q["mark_error"], wf.id, str(wf.phase), reason[:4000]))
 
     # ------------------------------------------------------------ participants and posts
 

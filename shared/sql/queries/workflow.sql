@@ -48,9 +48,11 @@ WHERE w.id = before.id AND before.phase NOT IN ('done', 'cancelled', 'error')
 RETURNING before.phase;
 
 -- name: mark_error
--- A step hit a permanent error: this workflow stops with the reason; the others go on.
-UPDATE workflows SET phase = 'error', error = $2, updated_at = now(), finished_at = now()
-WHERE id = $1 AND phase NOT IN ('done', 'cancelled', 'error')
+-- A permanent error in this workflow's step (011_failure_model.sql): it leaves the open
+-- set with the reason. Guarded like `advance`: only from the phase the agent read.
+UPDATE workflows
+SET phase = 'error', error = $3, updated_at = now(), finished_at = now()
+WHERE id = $1 AND phase = $2
 RETURNING id;
 
 -- name: record_participant

@@ -27,7 +27,6 @@ class FakeStore(WorkflowStore):
         self.messages: list[StoredMessage] = []
         self.task_rows: dict[int, dict[str, Any]] = {}
         self.live: set[str] = set()
-        self.errors: dict[str, str] = {}
         self.fail_on: dict[str, Exception] = {}  # method name -> error to raise once
 
     def _maybe_fail(self, name: str) -> None:
@@ -65,9 +64,10 @@ class FakeStore(WorkflowStore):
             "overdue": False})
         return True
 
-    async def mark_error(self, workflow_id: str, reason: str, *, actor: str) -> bool:
-        self.errors[workflow_id] = reason
-        self.workflows[workflow_id] = self.workflows[workflow_id].model_copy(
+    async def mark_error(self, wf: Workflow, reason: str, *, actor: str) -> bool:
+        if self.workflows[wf.id].phase != wf.phase:
+            return False
+        self.workflows[wf.id] = self.workflows[wf.id].model_copy(
             update={"phase": Phase.ERROR, "error": reason})
         return True
 

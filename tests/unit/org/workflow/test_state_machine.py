@@ -151,8 +151,7 @@ def test_consensus_rules() -> None:
 def agent_on(store: FakeStore, role: str) -> WorkflowAgent:
     agent = WorkflowAgent(Settings(), None, ROLES[role])  # type: ignore[arg-type]
     agent.store = store
-    agent.part = (Driver(ROLES[role], store, store.publish, FakeQueue(store), roles=ROLES)
-                  if role == "ceo" else RolePart(ROLES[role], store, store.publish))
+    agent.part = agent.make_part(store.publish)
     return agent
 
 
