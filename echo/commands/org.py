@@ -248,13 +248,13 @@ def restart(ctx: typer.Context, role: str = typer.Argument(..., help="The role t
 
 def logs(
     ctx: typer.Context,
-    role: str = typer.Argument(..., help="The role whose log to show (or 'org')."),
+    role: str = typer.Argument(..., help="The role whose log to show (or 'org', or 'console')."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     lines: int = typer.Option(50, "-n", "--lines", min=0, help="How many lines to show first."),
 ) -> None:
     """Show an agent's log file."""
     s = settings(ctx)
-    if role != "org":
+    if role not in ("org", "console"):
         load_role(s.agents_dir, role)
     path = s.log_dir / "org.log" if role == "org" else log_file(s, role)
     if not path.exists():
@@ -287,6 +287,10 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     )
     if org.failure:
         console.print(f"[red]{escape(org.failure)}[/]")
+    record = read_org(s)
+    if org.pid and record and record.console:
+        where = record.console_url or f"not answering ({record.console.state}; `echoctl logs console`)"
+        console.print(f"console: {where}, restarts {record.console.restarts}", soft_wrap=True)
     table = plain_table()
     role_column(table, "role", (a.role for a in info.agents))
     for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox", "tasks"):

@@ -17,7 +17,7 @@ import httpx
 
 from echo.org.state import read_org
 from tests.console_org import Console
-from tests.helpers import ROLES, all_in, wait_until
+from tests.helpers import ROLES, all_in, run_cli, wait_until
 
 
 async def test_health_is_open_and_lists_six_healthy_agents(org: Console) -> None:
@@ -329,3 +329,7 @@ async def test_a_killed_console_is_restarted_and_the_agents_never_notice(org: Co
     org.url = record.console_url or org.url  # port 0: a new free port
     async with org.client() as c:
         assert (await c.get("/api/v1/agents")).status_code == 200
+    shown = await run_cli(org.settings, "status")
+    assert f"console: {record.console_url}, restarts {record.console.restarts}" in shown.stdout, shown.stdout
+    logs = await run_cli(org.settings, "logs", "console", "-n", "50")
+    assert logs.returncode == 0 and "ECHO-READY console" in logs.stdout, logs.stderr

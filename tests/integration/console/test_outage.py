@@ -26,7 +26,10 @@ async def test_database_down_answers_503_then_recovers_with_live_events(
 ) -> None:
     from tests.conftest import make_settings
 
-    s = make_settings(own_postgres.dsn, None, namespace, tmp_path / "state")
+    # A password in the URL (trust auth ignores it) must never reach a response.
+    dsn = own_postgres.dsn.replace("postgres@", "postgres:sekret-pw@", 1)
+    assert "sekret-pw" in dsn
+    s = make_settings(dsn, None, namespace, tmp_path / "state")
     s = s.model_copy(update={"connect_timeout": 1.0, "command_timeout": 2.0})
     await migrate(s)
     proc = subprocess.Popen([sys.executable, "-m", "echo.console", "--port", "0"], env=cli_env(s),
@@ -37,8 +40,18 @@ async def test_database_down_answers_503_then_recovers_with_live_events(
         assert line.startswith("ECHO-READY console http://127.0.0.1:"), line
         url = line.split()[-1]
         headers = {"Authorization": f"Bearer {token_path(s).read_text().strip()}"}
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as c:
+        answers: list[str] = []
+
+        async def record(response: httpx.Response) -> None:
+            if response.headers.get("content-type", "").startswith("text/event-stream"):
+                return  # an endless stream: not read here
+            await response.aread()
+            answers.append(response.text)
+
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30,
+                                     event_hooks={"response": [record]}) as c:
             assert (await c.get("/health")).status_code == 200
+            assert (await c.get("/api/v1/agents")).json()["organisation"]["database"]
 
             await anyio.to_thread.run_sync(own_postgres.stop, "immediate")
             down = await c.get("/health")
@@ -67,6 +80,8 @@ async def test_database_down_answers_503_then_recovers_with_live_events(
                         if data.get("subject_id") == str(sent["db_id"]):
                             break
             assert [m["subject"] for m in (await c.get("/api/v1/messages")).json()] == ["after the outage"]
+        assert len(answers) >= 8 and not [a for a in answers if "sekret-pw" in a]
+        assert any("postgres:***@" in a for a in answers)  # shown, redacted
     finally:
         proc.terminate()
         await anyio.to_thread.run_sync(proc.wait)
