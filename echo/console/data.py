@@ -1,10 +1,9 @@
 """What the console reads and changes: the organisation's client, as JSON.
 
 The console holds no SQL. Every operation goes through `echo.org.client.Client`,
-the same API the CLI calls, on the one small pool the console opens at start; the
-few figures the client does not offer (task counts, spend, the latest message id)
-come from the stores behind it. This module is the one seam between HTTP and the
-organisation: it turns the client's typed results into JSON-able dicts.
+the same API the CLI calls, on the one small pool the console opens at start. This
+module is the one seam between HTTP and the organisation: it turns the client's
+typed results into JSON-able dicts.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from echo.bus import MessageStore
 from echo.config import Settings
 from echo.org.client import Client, normalise_workflow_id
-from echo.work import NewTask, TaskQueue
+from echo.work import NewTask
 
 
 def _json(value: BaseModel) -> dict[str, Any]:
@@ -89,10 +87,10 @@ class ConsoleData:
         await self.client.retry_task(task_id)
 
     async def task_counts(self) -> dict[str, int]:
-        return await TaskQueue(await self.client.database()).counts()
+        return await self.client.task_counts()
 
     async def spend(self) -> list[dict[str, Any]]:
-        return await TaskQueue(await self.client.database()).spend()
+        return await self.client.spend()
 
     async def message_count(self) -> int:
-        return await MessageStore(await self.client.database()).max_id()
+        return await self.client.latest_message_id()

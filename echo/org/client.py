@@ -340,6 +340,21 @@ class Client:
         async with self._queue() as q:
             await q.requeue(task_id, actor="operator")
 
+    async def task_counts(self) -> dict[str, int]:
+        """How many tasks are in each status (every status, zeros included)."""
+        async with self._queue() as q:
+            return await q.counts()
+
+    async def spend(self) -> list[dict[str, Any]]:
+        """The recorded cost of task runs per role: `{"role", "runs", "cost_usd"}`."""
+        async with self._queue() as q:
+            return await q.spend()
+
+    async def latest_message_id(self) -> int:
+        """The highest message id committed (0 for none): a cheap probe of the database."""
+        with self._migrated():
+            return await MessageStore(await self.database()).max_id()
+
     # ------------------------------------------------------------ workflows
 
     async def live_roles(self) -> list[str]:
