@@ -17,6 +17,7 @@ import typer
 
 from echo import __version__
 from echo.commands import bus as bus_commands
+from echo.commands import console as console_commands
 from echo.commands import db as db_commands
 from echo.commands import org as org_commands
 from echo.commands import tasks as task_commands
@@ -26,7 +27,7 @@ from echo.errors import EchoError
 try:  # recent Typer versions vendor click; older ones use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef]
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 
 def _plain_flags() -> None:
     """Help lists a flag (`--json`, `--detach`, `--help`) without a value placeholder:
@@ -56,6 +57,7 @@ bus_commands.register(app)
 task_commands.register(app)
 org_commands.register(app)
 workflow_commands.register(app)
+console_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     worker_check_interval: float = Field(1.0, gt=0, description="seconds between queue polls")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest message body")
     claude_bin: str = Field("claude", description="the Claude Code CLI to run")
+    console: bool = Field(True, description="`echoctl up` starts the operator console")
+    console_host: str = Field("127.0.0.1", description="where the console listens")
+    console_port: int = Field(8765, ge=0, le=65535, description="the console's port; 0: any free one")
     log_level: str = Field("INFO")
 
     @field_validator("namespace")

@@ -28,9 +28,11 @@ from echo.commands._common import (
     with_client,
 )
 from echo.config import Settings, private_dir
+from echo.console.address import read_listening
+from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control
-from echo.org.organisation import Organisation, install_stop_signals
+from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals
 from echo.org.roles import Role, load_role, load_roles
 from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
 
@@ -68,9 +70,16 @@ def up(
     detach: bool = typer.Option(False, "--detach", help="Run in the background and return once started."),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Restart intensity: restarts..."),
     max_seconds: float = typer.Option(5.0, "--max-seconds", min=0.1, help="...within this many seconds."),
+    console_host: str | None = typer.Option(
+        None, "--console-host", help="Where the console listens (default 127.0.0.1).", show_default=False),
+    console_port: int | None = typer.Option(
+        None, "--console-port", min=0, max=65535, help="The console's port (default 8765; 0: any free).",
+        show_default=False),
+    no_console: bool = typer.Option(False, "--no-console", help="Do not start the operator console."),
 ) -> None:
-    """Start the role agents as supervised processes (foreground unless --detach)."""
-    s = settings(ctx)
+    """Start the role agents as supervised processes (foreground unless --detach), and the console."""
+    s = settings(ctx, console_host=console_host, console_port=console_port,
+                 console=False if no_console else None)
     chosen = _roles(s, roles)
     existing = running_org(s)
     if existing:
@@ -84,8 +93,18 @@ def up(
         _detach(ctx, s, staggered, stagger_delay, chosen, max_restarts, max_seconds)
         return
 
+    if s.console:
+        warning = exposure_warning(s.console_host, tls=False)
+        if warning:
+            err_console.print(f"[yellow]warning:[/] {warning}")
+
     def on_event(event: str, rec: AgentRecord) -> None:
         mark = {"ready": "[green]✓[/]", "exited": "[red]✗[/]", "stopped": "[dim]■[/]"}
+        if rec.role == "console" and event == "ready":
+            here = read_listening(s)
+            console.print(f"[green]✓[/] console at {here.url if here else '?'} "
+                          f"(token in {token_path(s)})")
+            return
         console.print(
             f"{mark.get(event, '·')} {rec.role:<18} {event:<8} pid {rec.pid}"
             + (f"  restarts {rec.restarts}" if rec.restarts else "")
@@ -106,6 +125,7 @@ def up(
             max_restarts=max_restarts,
             max_seconds=max_seconds,
             on_event=on_event,
+            console=ConsoleOptions(s.console_host, s.console_port) if s.console else None,
         )
         stop = anyio.Event()
         undo = install_stop_signals(stop)
@@ -174,9 +194,26 @@ def _detach(
                 )
             if record and record.pid == proc.pid and record.state == "running":
                 console.print(f"organisation up in the background (pid {proc.pid}); `echoctl status`")
+                if s.console:
+                    _print_console_url(s, proc.pid)
                 return
             time.sleep(0.1)
     raise EchoError(f"the organisation did not start within 120 s; see {s.log_dir}/org.log")
+
+
+def _print_console_url(s: Settings, org_pid: int, within: float = 30.0) -> None:
+    """The console's address once it answers (it starts after the agents)."""
+    deadline = time.monotonic() + within
+    with console.status("starting the console…"):
+        while time.monotonic() < deadline:
+            record = read_org(s)
+            if record is None or record.pid != org_pid:
+                return
+            if record.console_url:
+                console.print(f"console at {record.console_url} (token in {token_path(s)})")
+                return
+            time.sleep(0.1)
+    console.print(f"the console is not up yet; see {log_file(s, 'console')}")
 
 
 def down(
@@ -211,13 +248,13 @@ def restart(ctx: typer.Context, role: str = typer.Argument(..., help="The role t
 
 def logs(
     ctx: typer.Context,
-    role: str = typer.Argument(..., help="The role whose log to show (or 'org')."),
+    role: str = typer.Argument(..., help="The role whose log to show (or 'org', or 'console')."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     lines: int = typer.Option(50, "-n", "--lines", min=0, help="How many lines to show first."),
 ) -> None:
     """Show an agent's log file."""
     s = settings(ctx)
-    if role != "org":
+    if role not in ("org", "console"):
         load_role(s.agents_dir, role)
     path = s.log_dir / "org.log" if role == "org" else log_file(s, role)
     if not path.exists():
@@ -250,6 +287,10 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     )
     if org.failure:
         console.print(f"[red]{escape(org.failure)}[/]")
+    record = read_org(s)
+    if org.pid and record and record.console:
+        where = record.console_url or f"not answering ({record.console.state}; `echoctl logs console`)"
+        console.print(f"console: {where}, restarts {record.console.restarts}", soft_wrap=True)
     table = plain_table()
     role_column(table, "role", (a.role for a in info.agents))
     for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox", "tasks"):

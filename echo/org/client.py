@@ -195,9 +195,16 @@ class Client:
             self._db = await db.Database.open(self.settings, min_size=0, max_size=2)
         return self._db
 
-    async def _publish(self, message: Message, *, confirm: bool = False) -> Published:
+    async def open_publisher(self) -> None:
+        """Open the publisher now, in the calling task. Its background tasks belong to the
+        task that opens it, so a server (the console) calls this at start, not from
+        inside one request; a command line client lets the first send open it."""
         if self._publisher is None:
             self._publisher = await self._stack.enter_async_context(Publisher(await self.database()))
+
+    async def _publish(self, message: Message, *, confirm: bool = False) -> Published:
+        await self.open_publisher()
+        assert self._publisher is not None
         return await self._publisher.publish(message, confirm=confirm)
 
     @contextlib.contextmanager
@@ -314,6 +321,21 @@ class Client:
         """Queue a failed, dead or cancelled task again, with its retries reset."""
         async with self._queue() as q:
             await q.requeue(task_id, actor="operator")
+
+    async def task_counts(self) -> dict[str, int]:
+        """How many tasks are in each status (every status, zeros included)."""
+        async with self._queue() as q:
+            return await q.counts()
+
+    async def spend(self) -> list[dict[str, Any]]:
+        """The recorded cost of task runs per role: `{"role", "runs", "cost_usd"}`."""
+        async with self._queue() as q:
+            return await q.spend()
+
+    async def latest_message_id(self) -> int:
+        """The highest message id committed (0 for none): a cheap probe of the database."""
+        with self._migrated():
+            return await MessageStore(await self.database()).max_id()
 
     # ------------------------------------------------------------ workflows
 

@@ -331,6 +331,11 @@ class TaskQueue:
         async with self.db.acquire() as conn:
             return [dict(r) for r in await conn.fetch(_Q["history"], str(task_id))]
 
+    async def spend(self) -> list[dict[str, Any]]:
+        """The recorded cost of task runs, per role."""
+        async with self.db.acquire() as conn:
+            return [dict(r) for r in await conn.fetch(_Q["spend"])]
+
     async def list(self, *, status: str | None = None, role: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
         if status is not None and status not in STATUSES:

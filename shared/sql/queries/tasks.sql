@@ -196,6 +196,11 @@ ORDER BY id;
 -- name: counts
 SELECT status, count(*) AS n FROM agent_tasks GROUP BY status;
 
+-- name: spend
+-- What the Claude runs of finished tasks cost, per role (NULL: tasks of no role).
+SELECT assigned_role AS role, count(*) AS runs, coalesce(sum(cost_usd), 0)::float8 AS cost_usd
+FROM agent_tasks WHERE cost_usd IS NOT NULL GROUP BY assigned_role ORDER BY assigned_role;
+
 -- name: installed
 -- Whether this namespace has a work queue at all (`echoctl worker` checks before serving).
 SELECT to_regclass('agent_tasks') IS NOT NULL;
