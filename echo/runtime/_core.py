@@ -284,17 +284,28 @@ class Process:
         if started is not None and not started.done():
             err = reason if isinstance(reason, StartError) else StartError(self.name, reason)
             started.set_exception(err)
-        self._after_exit(reason)
+        # Each observer is guarded: one faulty callback must not hide the exit from the
+        # other monitors, the links or the waiters. Its error is logged, not raised.
+        try:
+            self._after_exit(reason)
+        except Exception:
+            logger.exception("%r: releasing after exit failed", self)
         if self._monitors:
             monitors, self._monitors = self._monitors, None
             for ref, notify in monitors.items():
-                notify(Down(ref, self, reason))
+                try:
+                    notify(Down(ref, self, reason))
+                except Exception:
+                    logger.exception("%r: monitor callback %r raised", self, notify)
         if self._links:
             links, self._links = self._links, None
             for peer in links:
                 if peer._links is not None:
                     peer._links.discard(self)
-                peer._exit_signal(self, reason)
+                try:
+                    peer._exit_signal(self, reason)
+                except Exception:
+                    logger.exception("%r: exit signal to linked %r failed", self, peer)
         if self._exited is not None:
             self._exited.set()
 
