@@ -10,6 +10,11 @@ consumers must catch up from the tables.
 
 Channel names are namespaced: `listen("messages", ...)` listens on
 `<namespace>:messages`, which is what `notify_channel("messages")` names in SQL.
+
+The listener outlives the components that use it (a subscriber or a work pool is
+restarted in process by its supervisor; the listener is not), so `listen` and
+`on_reconnect` return a `Registration` that the component closes when it stops:
+otherwise every restart would add handlers that keep the old component alive.
 """
 
 from __future__ import annotations
@@ -29,6 +34,31 @@ from echo.config import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str], None]
+
+
+class Registration:
+    """A handler registered on a `Listener`; `close()` (or leaving ``with``) removes it.
+
+    Closing twice is harmless. A component registers when it starts and closes in its
+    ``finally``, so that a restarted component replaces its handlers rather than
+    adding to them.
+    """
+
+    __slots__ = ("_undo",)
+
+    def __init__(self, undo: Callable[[], None]) -> None:
+        self._undo: Callable[[], None] | None = undo
+
+    def close(self) -> None:
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            undo()
+
+    def __enter__(self) -> Registration:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def notify_channel(settings: Settings, name: str) -> str:
@@ -63,12 +93,28 @@ class Listener:
         self.connects = 0
         self.last_error: str | None = None
 
-    def on_reconnect(self, callback: Callable[[], None]) -> None:
-        """Call `callback` after every (re)connection: time to catch up."""
+    @property
+    def registered(self) -> int:
+        """How many handlers and reconnect callbacks are registered now."""
+        return sum(len(h) for h in self._handlers.values()) + len(self._reconnect_callbacks)
+
+    def on_reconnect(self, callback: Callable[[], None]) -> Registration:
+        """Call `callback` after every (re)connection: time to catch up. Close the
+        returned `Registration` to stop."""
         self._reconnect_callbacks.append(callback)
 
-    async def listen(self, name: str, handler: Handler) -> None:
-        """Deliver NOTIFY payloads of `<namespace>:<name>` to `handler` from now on."""
+        def undo() -> None:
+            with contextlib.suppress(ValueError):
+                self._reconnect_callbacks.remove(callback)
+
+        return Registration(undo)
+
+    async def listen(self, name: str, handler: Handler) -> Registration:
+        """Deliver NOTIFY payloads of `<namespace>:<name>` to `handler` from now on,
+        until the returned `Registration` is closed.
+
+        Closing removes the handler; the connection keeps its LISTEN on the channel
+        until it is next re-established (a payload nobody handles is dropped)."""
         channel = notify_channel(self.settings, name)
         first = channel not in self._handlers
         self._handlers.setdefault(channel, []).append(handler)
@@ -76,8 +122,18 @@ class Listener:
             with contextlib.suppress(*db.UNAVAILABLE):
                 await self._conn.add_listener(channel, self._dispatch)
 
+        def undo() -> None:
+            handlers = self._handlers.get(channel)
+            if handlers is not None:
+                with contextlib.suppress(ValueError):
+                    handlers.remove(handler)
+                if not handlers:
+                    del self._handlers[channel]
+
+        return Registration(undo)
+
     def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
-        for handler in self._handlers.get(channel, ()):
+        for handler in tuple(self._handlers.get(channel, ())):
             try:
                 handler(str(payload))
             except Exception:
@@ -96,7 +152,7 @@ class Listener:
         self.connected = True
         self.connects += 1
         self.last_error = None
-        for callback in self._reconnect_callbacks:
+        for callback in tuple(self._reconnect_callbacks):
             callback()
 
     async def _watch(self) -> None:

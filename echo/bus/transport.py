@@ -381,16 +381,19 @@ class NotifyTransport(Transport):
 
             return deliver
 
-        listener.on_reconnect(reconnected)
-        for channel in channels:
-            await listener.listen(self.listen_name(channel), handler(channel))
+        registrations = [listener.on_reconnect(reconnected)]
         try:
+            for channel in channels:
+                registrations.append(
+                    await listener.listen(self.listen_name(channel), handler(channel)))
             async with _background() as tg:
                 if self.listener is None:
                     await tg.start(listener.run)
                 yield sub
         finally:
             open_[0] = False
+            for registration in registrations:
+                registration.close()
             send.close()
 
 

@@ -48,7 +48,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from echo.config import Settings
 from echo.db import Database
 from echo.errors import EchoError, StoreUnavailable, UsageError
-from echo.listener import Listener
+from echo.listener import Listener, Registration
 from echo.work.executors import Executor, Result
 from echo.work.queue import DEFAULT_BACKOFF, Backoff, Completion, Failure, Task, TaskQueue
 
@@ -182,9 +182,10 @@ class ExecutorPool:
         self._outbox_ready.set()  # the writer now stores completions too
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        registrations: list[Registration] = []
         if self.listener is not None:
-            await self.listener.listen("tasks", self._on_notify)
-            self.listener.on_reconnect(self.wake)
+            registrations += [await self.listener.listen("tasks", self._on_notify),
+                              self.listener.on_reconnect(self.wake)]
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer)
@@ -195,6 +196,8 @@ class ExecutorPool:
                 await self._drain()
                 tg.cancel_scope.cancel()
         finally:
+            for registration in registrations:
+                registration.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self._abandon()
 
