@@ -41,6 +41,7 @@ from echo.runtime import (
     ProcessExited,
     Supervisor,
     SupervisorEscalation,
+    gave_up,
     is_normal,
     monitor,
 )
@@ -243,8 +244,9 @@ class Organisation:
             async def watch_supervisor() -> None:
                 nonlocal failure
                 reason = await self.supervisor.wait()
-                if isinstance(reason, SupervisorEscalation):
-                    failure = self.failure_line(reason)
+                escalation = gave_up(reason)  # ("shutdown", escalation), as OTP's shutdown
+                if escalation is not None:
+                    failure = self.failure_line(escalation)
                 elif isinstance(reason, BaseException):
                     failure = f"the organisation's supervisor crashed: {reason!r}"
                 stop.set()

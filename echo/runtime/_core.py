@@ -199,8 +199,9 @@ class Process:
         """Start, then wait until the process exits; stop it if the waiter is cancelled.
 
         This is how to run a tree until it is stopped (``await sup.run()``): it returns a
-        normal reason, and raises the reason of an abnormal exit (for a supervisor, a
-        `SupervisorEscalation`).
+        normal reason, and raises the reason of an abnormal exit, or the error a
+        ``("shutdown", error)`` carries (a supervisor that gave up exits with
+        ``("shutdown", SupervisorEscalation(...))``, as OTP's exits with ``shutdown``).
         """
         await self.start()
         try:
@@ -211,6 +212,8 @@ class Process:
             raise
         if isinstance(reason, BaseException):
             raise reason
+        if isinstance(reason, tuple) and isinstance(reason[1], BaseException):
+            raise reason[1]  # ("shutdown", error): it gave up (a supervisor past intensity)
         return reason
 
     async def __aenter__(self) -> Self:
