@@ -30,6 +30,7 @@ from anyio.abc import TaskStatus
 
 from echo import db
 from echo.config import Settings
+from echo.runtime import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ class Listener:
     ) -> None:
         self.settings = settings
         self.keepalive = keepalive
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(initial=backoff_initial, max=backoff_max)
         self._handlers: dict[str, list[Handler]] = {}
         self._reconnect_callbacks: list[Callable[[], None]] = []
         self._conn: asyncpg.Connection | None = None
@@ -178,13 +178,13 @@ class Listener:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep the connection up until cancelled. Reports started after the first attempt,
         connected or not: a process must be able to start while the database is down."""
-        delay = self.backoff_initial
+        retry = self.backoff.attempts()
         started = False
         try:
             while True:
                 try:
                     await self._connect()
-                    delay = self.backoff_initial
+                    retry.reset()
                 except db.UNAVAILABLE as exc:
                     self.last_error = str(exc)
                     log.warning("LISTEN connection unavailable: %s", exc)
@@ -196,8 +196,7 @@ class Listener:
                     log.warning("LISTEN connection lost; reconnecting")
                     await self._drop()
                     continue
-                await anyio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
+                await retry.wait()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._drop()

@@ -56,6 +56,7 @@ from echo.bus.transport import Received, Subscription, Transport, make_transport
 from echo.db import Database
 from echo.errors import InvalidMessage, StoreUnavailable
 from echo.listener import Listener
+from echo.runtime import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Subscriber:
         self.transport = transport or make_transport(self.settings, database, listener=listener)
         self.batch = batch
         self.cursor_flush_interval = cursor_flush_interval
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(initial=self.settings.poll_interval, max=backoff_max)
         self.gap_grace = gap_grace
         self._chain = self.transport.carries_messages
         self._channel_set = frozenset(self.channels)
@@ -207,7 +208,7 @@ class Subscriber:
         self._wake.set()
 
     async def _pump(self) -> None:
-        delay = self.settings.poll_interval
+        retry = self.backoff.attempts()
         while True:
             self._wake = anyio.Event()
             try:
@@ -217,11 +218,10 @@ class Subscriber:
                 await self._follow()
             except StoreUnavailable as exc:
                 self._note_db_error(exc)
-                with anyio.move_on_after(delay):
+                with anyio.move_on_after(retry.next_delay()):
                     await self._wake.wait()
-                delay = min(delay * 2, self.backoff_max)
                 continue
-            delay = self.settings.poll_interval
+            retry.reset()
             if self._read_due():
                 continue
             # Sleep until a notice, a kick, or the end of a gap's grace.

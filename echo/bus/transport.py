@@ -42,6 +42,7 @@ from echo.config import Settings, redact_url
 from echo.db import Database
 from echo.errors import TransportUnavailable
 from echo.listener import Listener, notify_channel
+from echo.runtime import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,7 @@ class RedisTransport(Transport):
         self.settings = settings
         self.url = settings.redis_url
         self.keepalive = keepalive
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(initial=backoff_initial, max=backoff_max)
         self._prefix = wire_channel(settings.namespace, "")
         # One immediate retry: after a Redis restart the pooled connection is stale and
         # the first command on it fails, while a fresh one works. More retries would
@@ -248,7 +248,7 @@ class RedisTransport(Transport):
         self, sub: Subscription, state: dict[str, bool], channels: list[str],
         patterns: list[str], send: MemoryObjectSendStream[Received],
     ) -> None:
-        delay = self.backoff_initial
+        retry = self.backoff.attempts()
         async with send:
             while True:
                 pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -260,7 +260,7 @@ class RedisTransport(Transport):
                     state["connected"] = True
                     sub.connects += 1
                     sub.last_error = None
-                    delay = self.backoff_initial
+                    retry.reset()
                     sub._signal()
                     await self._read(pubsub, send)
                 except REDIS_ERRORS as exc:
@@ -271,8 +271,7 @@ class RedisTransport(Transport):
                     state["connected"] = False
                     with anyio.CancelScope(shield=True), contextlib.suppress(*REDIS_ERRORS):
                         await pubsub.aclose()  # type: ignore[no-untyped-call]
-                await anyio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
+                await retry.wait()
 
     async def _read(
         self, pubsub: aioredis.client.PubSub, send: MemoryObjectSendStream[Received]
