@@ -12,9 +12,12 @@ Two implementations behind one interface, chosen by `settings.redis_url`:
   no pattern subscriptions, so signed notices also go to one namespace-wide
   channel (`EVERY`), which is what `subscribe_all` listens on.
 
-A transport only ever carries `Notice`s (db_id + routing). Losing one is never
-fatal: every `Subscription` reports (re)connections through `on_connect`, and
-the subscriber then catches up from Postgres.
+A transport only ever carries `Notice`s (`echo.bus.wire`): a plain one (`db_id` and
+routing) on the message's own channel, and, where the transport `carries_messages`,
+a signed one that also carries the message, its predecessor's id and an HMAC, which
+`subscribe_all` sees. Losing one is never fatal: every `Subscription` reports
+(re)connections through `on_connect`, and the subscriber then catches up from
+Postgres.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from echo.bus.envelope import Notice, wire_channel
+from echo.bus.channels import wire_channel
 from echo.bus.store import Q
+from echo.bus.wire import Notice
 from echo.config import Settings, redact_url
 from echo.db import Database
 from echo.errors import TransportUnavailable

@@ -24,42 +24,41 @@ from tests.helpers import wait_until
 RESTARTS = 5
 
 
-async def _restarts(
-    listener: Listener, run_once: Callable[[], Awaitable[weakref.ref[object]]]
-) -> tuple[list[int], list[weakref.ref[object]]]:
+async def assert_restarts_leave_nothing(
+    listener: Listener, run_once: Callable[[int], Awaitable[weakref.ref[object]]]
+) -> None:
+    """Run a component `RESTARTS` times on one running listener (`run_once(baseline)`
+    starts and stops it, returning a weak reference to it); the listener's registrations
+    must be back at the baseline after each stop, and no stopped component kept alive."""
     counts: list[int] = []
     refs: list[weakref.ref[object]] = []
-    for _ in range(RESTARTS):
-        refs.append(await run_once())
-        counts.append(listener.registered)
+    async with anyio.create_task_group() as tg:
+        await tg.start(listener.run)
+        baseline = listener.registered
+        for _ in range(RESTARTS):
+            refs.append(await run_once(baseline))
+            counts.append(listener.registered)
+        tg.cancel_scope.cancel()
     gc.collect()
-    return counts, refs
+    assert counts == [baseline] * RESTARTS
+    assert [r() for r in refs] == [None] * RESTARTS
 
 
 async def test_a_restarted_work_pool_leaves_no_handlers_behind(
     notify_settings: Settings, db: Database
 ) -> None:
     listener = Listener(notify_settings)
-    async with anyio.create_task_group() as tg:
-        await tg.start(listener.run)
-        baseline = listener.registered
 
-        async def run_once() -> weakref.ref[object]:
-            pool = ExecutorPool(notify_settings, db, {"noop": NoopExecutor()},
-                                concurrency=1, listener=listener)
-            async with anyio.create_task_group() as inner:
-                await inner.start(pool.run)
-                assert listener.registered > baseline  # it did register
-                pool.stop()
-            return weakref.ref(pool)
+    async def run_once(baseline: int) -> weakref.ref[object]:
+        pool = ExecutorPool(notify_settings, db, {"noop": NoopExecutor()},
+                            concurrency=1, listener=listener)
+        async with anyio.create_task_group() as inner:
+            await inner.start(pool.run)
+            assert listener.registered > baseline  # it did register
+            pool.stop()
+        return weakref.ref(pool)
 
-        try:
-            counts, refs = await _restarts(listener, run_once)
-        finally:
-            await db.close()
-        tg.cancel_scope.cancel()
-    assert counts == [baseline] * RESTARTS
-    assert [r() for r in refs] == [None] * RESTARTS
+    await assert_restarts_leave_nothing(listener, run_once)
 
 
 async def test_a_restarted_subscriber_leaves_no_handlers_behind(
@@ -71,23 +70,16 @@ async def test_a_restarted_subscriber_leaves_no_handlers_behind(
     async def handler(message: object) -> None:
         pass
 
-    async with anyio.create_task_group() as tg:
-        await tg.start(listener.run)
-        baseline = listener.registered
+    async def run_once(baseline: int) -> weakref.ref[object]:
+        sub = Subscriber(db, "cto", handler, listener=listener)
+        async with anyio.create_task_group() as inner:
+            await inner.start(sub.run)
+            await sub.wait_caught_up()
+            await wait_until(lambda: listener.registered > baseline)  # it did register
+            inner.cancel_scope.cancel()
+        return weakref.ref(sub)
 
-        async def run_once() -> weakref.ref[object]:
-            sub = Subscriber(db, "cto", handler, listener=listener)
-            async with anyio.create_task_group() as inner:
-                await inner.start(sub.run)
-                await sub.wait_caught_up()
-                await wait_until(lambda: listener.registered > baseline)  # it did register
-                inner.cancel_scope.cancel()
-            return weakref.ref(sub)
-
-        try:
-            counts, refs = await _restarts(listener, run_once)
-        finally:
-            await db.close()
-        tg.cancel_scope.cancel()
-    assert counts == [baseline] * RESTARTS
-    assert [r() for r in refs] == [None] * RESTARTS
+    try:
+        await assert_restarts_leave_nothing(listener, run_once)
+    finally:
+        await db.close()
