@@ -30,6 +30,7 @@ $(CLAUDE): tools/claude/package.json
 lint: $(STAMP)
 	$(VENV)/bin/ruff check echo tests bench
 	$(VENV)/bin/mypy echo
+	$(VENV)/bin/lint-imports
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)

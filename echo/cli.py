@@ -25,7 +25,7 @@ from echo.errors import EchoError
 try:  # recent Typer versions vendor click; older ones use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef]
+    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef,assignment,unused-ignore]
 
 app = typer.Typer(
     name="echoctl",
