@@ -42,6 +42,7 @@ setup-browser:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check echo tests bench
 	$(VENV)/bin/mypy echo
+	$(VENV)/bin/lint-imports
 
 test: setup setup-browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -27,7 +27,7 @@ from echo.errors import EchoError
 try:  # recent Typer versions vendor click; older ones use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef,assignment,unused-ignore]
 
 def _plain_flags() -> None:
     """Help lists a flag (`--json`, `--detach`, `--help`) without a value placeholder:

@@ -196,6 +196,19 @@ def connect_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _left_in_transaction(conn: Any) -> bool:
+    """Whether a pooled connection is being released inside an open transaction.
+
+    This runs in a ``finally``, so it must never raise over the error it cleans up
+    after: when the server drops a connection, asyncpg releases its proxy at once,
+    and any method called on it then raises `InterfaceError`. A released or closed
+    connection holds no transaction of ours."""
+    try:
+        return not conn.is_closed() and bool(conn.is_in_transaction())
+    except asyncpg.InterfaceError:
+        return False
+
+
 class Database:
     """A process's connection pool, with the only two ways to use it.
 
@@ -242,7 +255,7 @@ class Database:
                         await self._expire()
                     raise
                 finally:
-                    if not conn.is_closed() and conn.is_in_transaction():
+                    if _left_in_transaction(conn):
                         self.leaks += 1
                         log.error("a connection came back to the pool inside a transaction")
 

@@ -28,10 +28,10 @@ from echo.commands._common import (
     with_client,
 )
 from echo.config import Settings, private_dir
-from echo.console.address import read_listening
 from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control
+from echo.org.console_address import read_listening
 from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals
 from echo.org.roles import Role, load_role, load_roles
 from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org

@@ -23,9 +23,9 @@ from anyio.abc import TaskStatus
 
 from echo.config import Settings
 from echo.console import auth
-from echo.console.address import Listening, url, write_listening
 from echo.console.app import create_app
 from echo.errors import ConfigError, UsageError
+from echo.org.console_address import Listening, url, write_listening
 
 log = logging.getLogger(__name__)
 

@@ -285,7 +285,7 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
     import sys
 
     from echo.org.organisation import install_stop_signals
-    from echo.runtime import SupervisorEscalation
+    from echo.runtime import gave_up
 
     db.set_application_name(f"echo-agent:{settings.namespace}:{role.name}")
     stop = anyio.Event()
@@ -312,9 +312,10 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
             with anyio.CancelScope(shield=True):
                 reason = await tree.stop()
             tg.cancel_scope.cancel()
-        if isinstance(reason, SupervisorEscalation):
-            log.error("%s agent gave up: %s", role.name, reason)
-            sys.stderr.write(f"error: {role.name} agent gave up: {reason}\n")
+        escalation = gave_up(reason)
+        if escalation is not None:
+            log.error("%s agent gave up: %s", role.name, escalation)
+            sys.stderr.write(f"error: {role.name} agent gave up: {escalation}\n")
             return 1
         log.info("%s agent stopped", role.name)
         return 0

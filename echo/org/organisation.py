@@ -49,6 +49,7 @@ from echo.runtime import (
     ProcessExited,
     Supervisor,
     SupervisorEscalation,
+    gave_up,
     is_normal,
     monitor,
 )
@@ -252,7 +253,7 @@ class Organisation:
         return proc
 
     def _console_ready(self, proc: AgentProcess) -> None:
-        from echo.console.address import read_listening  # the console's own record of its URL
+        from echo.org.console_address import read_listening  # the console's own record of its URL
 
         rec = self.record.console
         assert rec is not None
@@ -347,8 +348,9 @@ class Organisation:
             async def watch_supervisor() -> None:
                 nonlocal failure
                 reason = await self.supervisor.wait()
-                if isinstance(reason, SupervisorEscalation):
-                    failure = self.failure_line(reason)
+                escalation = gave_up(reason)  # ("shutdown", escalation), as OTP's shutdown
+                if escalation is not None:
+                    failure = self.failure_line(escalation)
                 elif isinstance(reason, BaseException):
                     failure = f"the organisation's supervisor crashed: {reason!r}"
                 stop.set()

@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from echo.bus.envelope import (
+from echo.bus import (
     MAX_NOTICE_BYTES,
-    MAX_SUBJECT_CHARS,
     Kind,
     Message,
     Notice,
@@ -22,6 +21,7 @@ from echo.bus.envelope import (
     wire_channel,
     workflow_channel,
 )
+from echo.bus.envelope import MAX_SUBJECT_CHARS
 from echo.errors import InvalidMessage, UsageError
 
 
