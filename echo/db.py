@@ -28,7 +28,7 @@ import asyncpg
 
 from echo.config import Settings, project_path, redact_url
 from echo.embedded import EmbeddedPostgres
-from echo.errors import MigrationError, StoreUnavailable
+from echo.errors import LeaseLost, MigrationError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ def describe(settings: Settings) -> str:
     return f"embedded ({embedded_server(settings).data_dir})"
 
 
+#: The SQLSTATE of a write refused by the role-lease fence (shared/sql/009_role_leases.sql).
+FENCED = "EL001"
+
+
 @contextlib.contextmanager
 def translate_errors(settings: Settings, doing: str) -> Iterator[None]:
     """Turn driver-level failures into one clear `StoreUnavailable` line."""
@@ -82,6 +86,10 @@ def translate_errors(settings: Settings, doing: str) -> Iterator[None]:
             f"cannot {doing}: database {describe(settings)} is unavailable ({reason}); "
             "check that Postgres is running and ECHO_DATABASE_URL is right"
         ) from exc
+    except asyncpg.PostgresError as exc:  # a write as a role whose lease moved on
+        if getattr(exc, "sqlstate", None) != FENCED:
+            raise
+        raise LeaseLost(f"cannot {doing}: {str(exc).strip().splitlines()[0]}") from exc
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -107,11 +115,17 @@ def set_application_name(name: str) -> None:
     _application_name = name[:63]
 
 
-def connect_kwargs(settings: Settings) -> dict[str, Any]:
+def connect_kwargs(settings: Settings, *, fence: str | None = None) -> dict[str, Any]:
+    """`fence` ('role/epoch/holder') makes every write of these connections checked
+    against the role's lease in the database (009_role_leases.sql). It is a startup
+    parameter, so it costs no round trip and survives the pool's resets."""
+    server_settings = {"search_path": settings.namespace, "application_name": _application_name}
+    if fence:
+        server_settings["echo.fence"] = fence
     return {
         "timeout": settings.connect_timeout,
         "command_timeout": settings.command_timeout,
-        "server_settings": {"search_path": settings.namespace, "application_name": _application_name},
+        "server_settings": server_settings,
     }
 
 
@@ -130,8 +144,11 @@ class Database:
         self.leaks = 0
 
     @classmethod
-    async def open(cls, settings: Settings, *, min_size: int = 1, max_size: int | None = None) -> Database:
-        """A pool for this process: `settings.pool_size` connections unless told otherwise."""
+    async def open(
+        cls, settings: Settings, *, min_size: int = 1, max_size: int | None = None, fence: str | None = None
+    ) -> Database:
+        """A pool for this process: `settings.pool_size` connections unless told otherwise.
+        With `fence`, every write checks the role's lease (see `connect_kwargs`)."""
         dsn = await resolve_dsn(settings)
         size = max_size or settings.pool_size
         with translate_errors(settings, "connect"):
@@ -141,7 +158,7 @@ class Database:
                 max_size=size,
                 init=_init_connection,
                 reset=_release_reset,
-                **connect_kwargs(settings),
+                **connect_kwargs(settings, fence=fence),
             )
         return cls(settings, pool)
 

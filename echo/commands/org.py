@@ -21,9 +21,10 @@ from echo.config import Settings, private_dir
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control
 from echo.org.health import read_health_file, row_to_health
-from echo.org.organisation import Organisation, install_stop_signals
+from echo.org.leases import NodeSeat, agent_processes, claim_node, keep_node
+from echo.org.organisation import Organisation, install_stop_signals, last_error_line
 from echo.org.roles import Role, load_role, load_roles
-from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
+from echo.org.state import AgentRecord, live_agents, log_file, pid_alive, read_org, running_org
 
 STALE_AFTER = 5.0
 
@@ -61,10 +62,28 @@ def up(
     detach: bool = typer.Option(False, "--detach", help="Run in the background and return once started."),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Restart intensity: restarts..."),
     max_seconds: float = typer.Option(5.0, "--max-seconds", min=0.1, help="...within this many seconds."),
+    node: str | None = typer.Option(
+        None, "--node", help="This node's name (default: the host name); unique per organisation."
+    ),
+    prefer: list[str] | None = typer.Option(
+        None, "--prefer", help="Roles this node takes back when it returns (repeat or comma-separate)."
+    ),
 ) -> None:
-    """Start the role agents as supervised processes (foreground unless --detach)."""
-    s = settings(ctx)
+    """Start the role agents as supervised processes (foreground unless --detach).
+
+    Each role is active on one agent process of the whole organisation (a lease in
+    Postgres); an agent whose role is active elsewhere stands by and takes over."""
+    s = settings(ctx, node=node)
     chosen = _roles(s, roles)
+    if prefer:
+        preferred = _roles(s, prefer)
+        offered = {r.name for r in chosen}
+        if not_offered := [r.name for r in preferred if r.name not in offered]:
+            raise UsageError(
+                f"--prefer names {', '.join(not_offered)}, which this node does not run; "
+                "add it to --roles or drop it from --prefer"
+            )
+        s = settings(ctx, node=node, prefer=",".join(r.name for r in preferred))
     existing = running_org(s)
     if existing:
         raise EchoError(
@@ -76,6 +95,7 @@ def up(
     if detach:
         _detach(ctx, s, staggered, stagger_delay, chosen, max_restarts, max_seconds)
         return
+    seat: NodeSeat | None = None
 
     def on_event(event: str, rec: AgentRecord) -> None:
         mark = {"ready": "[green]✓[/]", "exited": "[red]✗[/]", "stopped": "[dim]■[/]"}
@@ -86,9 +106,11 @@ def up(
         )
 
     async def body() -> str | None:
+        nonlocal seat
         with anyio.move_on_after(10):
             try:
                 await db.migrate(s)
+                seat = await claim_node(s, pid_alive)
             except StoreUnavailable as exc:
                 err_console.print(f"[yellow]warning:[/] {exc}; agents start degraded and recover")
         org = Organisation(
@@ -105,6 +127,8 @@ def up(
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(control.serve, s, org, stop)
+                if seat is not None:
+                    tg.start_soon(keep_node, s, seat)
                 console.print(
                     f"starting {len(chosen)} agent(s){' staggered' if staggered else ''} "
                     f"(logs in {s.log_dir}); Ctrl-C or `echoctl down` stops them"
@@ -146,7 +170,11 @@ def _detach(
         str(max_restarts),
         "--max-seconds",
         str(max_seconds),
+        "--node",
+        s.node,
     ]
+    if s.prefer:
+        argv += ["--prefer", s.prefer]
     if staggered:
         argv.append("--staggered")
     env = {**os.environ, **s.child_env()}
@@ -161,6 +189,8 @@ def _detach(
         while time.monotonic() < deadline:
             record = read_org(s)
             if proc.poll() is not None:
+                if proc.returncode == UsageError.exit_code:  # e.g. a node name in use
+                    raise UsageError(last_error_line(s.log_dir / "org.log").removeprefix("error: "))
                 failure = record.failure if record and record.pid == proc.pid else None
                 raise EchoError(
                     failure or f"the organisation exited ({proc.returncode}); see {s.log_dir}/org.log"
@@ -178,20 +208,34 @@ def down(
     """Stop the running organisation gracefully (agents in reverse start order)."""
     s = settings(ctx)
     record = running_org(s)
-    if record is None:
+    orphans = live_agents(s, read_org(s))
+    if record is None and not orphans:
         console.print("no organisation is running")
         return
-    with contextlib.suppress(EchoError):
-        run(lambda: control.request(s, {"command": "down"}, within=10))
-    if pid_alive(record.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, 15)
+    if record is not None:
+        with contextlib.suppress(EchoError):
+            run(lambda: control.request(s, {"command": "down"}, within=10))
+        if pid_alive(record.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, 15)
+    else:  # agents that outlived their supervisor: stop them (they release their leases)
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 15)
     deadline = time.monotonic() + timeout
+    left = [record.pid] if record is not None else []
+
+    def alive() -> bool:
+        return any(pid_alive(p) for p in left) or bool(live_agents(s, read_org(s)))
+
     with console.status("stopping the organisation…"):
-        while pid_alive(record.pid) and time.monotonic() < deadline:
+        while alive() and time.monotonic() < deadline:
             time.sleep(0.1)
-    if pid_alive(record.pid):
-        raise EchoError(f"the organisation (pid {record.pid}) did not stop within {timeout:g} s")
+    if alive():
+        raise EchoError(
+            f"the organisation of {s.state_dir} did not stop within {timeout:g} s "
+            f"(still alive: {', '.join(map(str, left + live_agents(s, read_org(s))))})"
+        )
     console.print("organisation stopped")
 
 
@@ -241,11 +285,13 @@ async def collect_status(s: Settings, *, remote: bool = True) -> dict[str, Any]:
     """Everything `status` shows, from the state directory and (if it answers) Postgres."""
     record = read_org(s)
     org_alive = bool(record and pid_alive(record.pid))
+    orphans = live_agents(s, record) if not org_alive else []
     agents: dict[str, dict[str, Any]] = {}
     for role in load_roles(s.agents_dir):
         rec = record.agents.get(role) if record else None
         health = read_health_file(s, role, STALE_AFTER)
-        alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else False
+        alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else bool(
+            rec and rec.pid in orphans)
         state = health.state if health and alive else ("down" if rec else "not started")
         if alive and health is None:
             state = "starting"
@@ -265,8 +311,13 @@ async def collect_status(s: Settings, *, remote: bool = True) -> dict[str, Any]:
             "host": health.host if health else None,
         }
 
+    processes: list[dict[str, Any]] | None = None
+
     async def from_database() -> None:
+        nonlocal processes
         with anyio.move_on_after(2):
+            processes = await agent_processes(s.model_copy(update={"connect_timeout": 1.5}),
+                                              STALE_AFTER)
             async with db.connection(s.model_copy(update={"connect_timeout": 1.5})) as conn:
                 for row in await conn.fetch("SELECT * FROM agent_health"):
                     if agents.get(row["role"], {}).get("pid") is None and row["state"] != "down":
@@ -278,14 +329,22 @@ async def collect_status(s: Settings, *, remote: bool = True) -> dict[str, Any]:
     if remote:
         with contextlib.suppress(EchoError, *db.UNAVAILABLE):  # unmigrated counts as nothing remote
             await from_database()
+    if record is None:
+        org_state = "never started"
+    elif org_alive:
+        org_state = record.state
+    else:  # never "stopped" while agents of this state directory live on
+        org_state = f"supervisor gone, {len(orphans)} agent(s) alive" if orphans else "stopped"
     return {
         "organisation": {
             "pid": record.pid if record and org_alive else None,
-            "state": (record.state if org_alive else "stopped") if record else "never started",
+            "state": org_state,
+            "node": s.node,
             "failure": record.failure if record else None,
             "database": db.describe(s),
         },
         "agents": list(agents.values()),
+        "processes": processes,
     }
 
 
@@ -333,6 +392,20 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
             str(a["inbox_lag"] if a["inbox_lag"] is not None else "-"),
             str(a["running_tasks"] if a["running_tasks"] is not None else "-"),
         )
+    console.print(table)
+    if info.get("processes"):
+        _print_processes(info["processes"], colours)
+
+
+def _print_processes(processes: list[dict[str, Any]], colours: dict[str, str]) -> None:
+    """Every agent process of the organisation, on every node (from the database)."""
+    table = Table("role", "node", "pid", "state", "active", "epoch", "heartbeat",
+                  title="agent processes on every node")
+    for p in processes:
+        colour = colours.get(p["state"], "white")
+        table.add_row(p["role"], p["node"], str(p["pid"]), f"[{colour}]{p['state']}[/]",
+                      "[bold]✓[/]" if p["active"] else "", str(p["epoch"] or "-"),
+                      f"{p['heartbeat_age']:.1f}s ago")
     console.print(table)
 
 

@@ -174,6 +174,7 @@ class Organisation:
                 env=self.env,
                 log_path=log_file(self.settings, role),
                 name=role,
+                die_with_parent=True,
             )
             monitor(proc, self._down)
             return proc
