@@ -21,7 +21,8 @@ from echo.config import Settings, private_dir
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control
 from echo.org.health import read_health_file, row_to_health
-from echo.org.leases import NodeSeat, agent_processes, claim_node, keep_node
+from echo.org.leases import agent_processes
+from echo.org.nodes import NodeSeat, claim_node, keep_node
 from echo.org.organisation import Organisation, install_stop_signals, last_error_line
 from echo.org.roles import Role, load_role, load_roles
 from echo.org.state import AgentRecord, live_agents, log_file, pid_alive, read_org, running_org
