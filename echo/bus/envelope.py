@@ -1,4 +1,6 @@
-"""The message envelope, the notification payload, channel names and role names.
+"""The message envelope, the notification payload, channel names and the role-name rule.
+
+Which roles exist is the organisation's business: echo.org.roles.
 
 A `Message` is what a sender builds; `StoredMessage` is the committed row, with
 its `id` (the `db_id` everywhere else). Validation happens here, before anything
@@ -38,7 +40,6 @@ import uuid as uuid_mod
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Final
 
 from pydantic import (
@@ -51,19 +52,16 @@ from pydantic import (
     model_validator,
 )
 
-from echo.errors import InvalidMessage, UnknownRole
+from echo.db import nul_free
+from echo.errors import InvalidMessage
 
 ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TOPIC_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-#: The roles an organisation has before agents/<role>/role.toml exist. The one list.
-DEFAULT_ROLES: tuple[str, ...] = (
-    "ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head",
-)
+#: The one rule for a role's name, and its one message (echo.org.roles uses both).
+ROLE_RULE = "a role name is lowercase letters, digits and _, starting with a letter"
 #: The recipient meaning "every role".
 ALL = "all"
-#: Senders that are not agents: a person at `echoctl`, and ECHO itself.
-NON_AGENT_SENDERS: tuple[str, ...] = ("operator", "system")
 
 MAX_SUBJECT_CHARS = 200
 #: A ceiling for any organisation; the publisher enforces `settings.max_body_bytes`.
@@ -132,38 +130,12 @@ def wire_channel(namespace: str, channel: str) -> str:
     return f"{namespace}:{channel}"
 
 
-def known_roles(agents_dir: Path) -> list[str]:
-    """The organisation's roles: folders under agents/ with a role.toml, else the defaults."""
-    if agents_dir.is_dir():
-        found = sorted(p.name for p in agents_dir.iterdir() if (p / "role.toml").is_file())
-        if found:
-            return found
-    return list(DEFAULT_ROLES)
-
-
-def check_role(name: str, agents_dir: Path, *, allow: tuple[str, ...] = ()) -> str:
-    """`name` if it is a known role (or one of `allow`), else `UnknownRole`."""
-    roles = known_roles(agents_dir)
-    if name in roles or name in allow:
-        return name
-    choices = ", ".join([*roles, *allow])
-    raise UnknownRole(f"unknown role {name!r}; use one of: {choices}")
-
-
 # ---------------------------------------------------------------- the envelope
 
 
 def _no_nul(value: Any, where: str) -> None:
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{where} contains a NUL character, which Postgres cannot store")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key, where)
-            _no_nul(item, where)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _no_nul(item, where)
+    if not nul_free(value):
+        raise ValueError(f"{where} contains a NUL character, which Postgres cannot store")
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -197,14 +169,14 @@ class Message(BaseModel):
     @classmethod
     def _sender(cls, value: str) -> str:
         if not ROLE_RE.match(value):
-            raise ValueError("a role is lowercase letters, digits and _, starting with a letter")
+            raise ValueError(ROLE_RULE)
         return value
 
     @field_validator("to_role")
     @classmethod
     def _recipient(cls, value: str) -> str:
         if value != ALL and not ROLE_RE.match(value):
-            raise ValueError("use 'all' or a role: lowercase letters, digits and _")
+            raise ValueError(f"use 'all' or a role: {ROLE_RULE}")
         return value
 
     @field_validator("thread_id")

@@ -9,6 +9,7 @@ Every organisation runs from its own state directory; all share the test's names
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -222,7 +223,7 @@ async def test_two_nodes_share_the_roles_and_down_hands_them_over_at_once(
                                 "this agent takes over if that one dies")
         shown = await run_cli(b, "status", "--json")  # one view, from any node
         assert shown.returncode == 0, shown.stderr
-        assert len([p for p in __import__("json").loads(shown.stdout)["processes"]
+        assert len([p for p in json.loads(shown.stdout)["processes"]
                     if p["role"] == "cto"]) == 3
 
         stopped = await run_cli(a, "down", timeout=120)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from echo.config import Settings
 from echo.org.state import AgentRecord, OrgRecord, write_org
+from echo.org.status import collect_status
 from tests.helpers import echoctl
 
 
@@ -27,17 +28,15 @@ async def test_status_and_down_see_agents_whose_supervisor_is_gone(tmp_path: Pat
     try:
         write_org(s, OrgRecord(pid=dead_pid(), namespace=s.namespace, state="running",
                                agents={"cto": AgentRecord(role="cto", state="running", pid=orphan.pid)}))
-        from echo.commands.org import collect_status
-
         info = await collect_status(s, remote=False)
-        assert info["organisation"]["state"] == "supervisor gone, 1 agent(s) alive"
-        assert {a["role"]: a["pid"] for a in info["agents"]}["cto"] == orphan.pid
+        assert info.organisation.state == "supervisor gone, 1 agent(s) alive"
+        assert {a.role: a.pid for a in info.agents}["cto"] == orphan.pid
 
         stopped = echoctl(s, "down", "--timeout", "20")
         assert stopped.returncode == 0, stopped.stderr
         assert orphan.wait(timeout=20) is not None
         info = await collect_status(s, remote=False)
-        assert info["organisation"]["state"] == "stopped"
+        assert info.organisation.state == "stopped"
     finally:
         if orphan.poll() is None:
             orphan.kill()
