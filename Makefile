@@ -54,7 +54,7 @@ demo: setup
 	day_scripts/day1.sh && day_scripts/day2.sh
 
 bench: setup
-	@for b in runtime bus queue org failover console; do $(PY) -m bench.$$b || exit 1; done
+	@for b in runtime bus queue org failover console leases; do $(PY) -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) tools/claude/node_modules .pytest_cache .mypy_cache .ruff_cache

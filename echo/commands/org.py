@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import anyio
 import typer
@@ -32,9 +33,11 @@ from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control
 from echo.org.console_address import read_listening
-from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals
+from echo.org.nodes import NodeSeat, claim_node, keep_node
+from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals, last_error_line
 from echo.org.roles import Role, load_role, load_roles
-from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
+from echo.org.state import AgentRecord, live_agents, log_file, pid_alive, read_org, running_org
+from echo.org.status import AgentProcessStatus
 
 
 def _roles(s: Settings, names: list[str] | None) -> list[Role]:
@@ -76,11 +79,30 @@ def up(
         None, "--console-port", min=0, max=65535, help="The console's port (default 8765; 0: any free).",
         show_default=False),
     no_console: bool = typer.Option(False, "--no-console", help="Do not start the operator console."),
+    node: str | None = typer.Option(
+        None, "--node", help="This node's name (default: the host name); unique per organisation."
+    ),
+    prefer: list[str] | None = typer.Option(
+        None, "--prefer", help="Roles this node takes back when it returns (repeat or comma-separate)."
+    ),
 ) -> None:
-    """Start the role agents as supervised processes (foreground unless --detach), and the console."""
-    s = settings(ctx, console_host=console_host, console_port=console_port,
-                 console=False if no_console else None)
+    """Start the role agents as supervised processes (foreground unless --detach), and the console.
+
+    Each role is active on one agent process of the whole organisation (a lease in
+    Postgres); an agent whose role is active elsewhere stands by and takes over."""
+    overrides: dict[str, Any] = {"console_host": console_host, "console_port": console_port,
+                                 "console": False if no_console else None, "node": node}
+    s = settings(ctx, **overrides)
     chosen = _roles(s, roles)
+    if prefer:
+        preferred = _roles(s, prefer)
+        offered = {r.name for r in chosen}
+        if not_offered := [r.name for r in preferred if r.name not in offered]:
+            raise UsageError(
+                f"--prefer names {', '.join(not_offered)}, which this node does not run; "
+                "add it to --roles or drop it from --prefer"
+            )
+        s = settings(ctx, **overrides, prefer=",".join(r.name for r in preferred))
     existing = running_org(s)
     if existing:
         raise EchoError(
@@ -92,6 +114,7 @@ def up(
     if detach:
         _detach(ctx, s, staggered, stagger_delay, chosen, max_restarts, max_seconds)
         return
+    seat: NodeSeat | None = None
 
     if s.console:
         warning = exposure_warning(s.console_host, tls=False)
@@ -112,9 +135,11 @@ def up(
         )
 
     async def body() -> str | None:
+        nonlocal seat
         with anyio.move_on_after(10):
             try:
                 await db.migrate(s)
+                seat = await claim_node(s, pid_alive)
             except StoreUnavailable as exc:
                 err_console.print(f"[yellow]warning:[/] {exc}; agents start degraded and recover")
         org = Organisation(
@@ -132,6 +157,8 @@ def up(
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(control.serve, s, org, stop)
+                if seat is not None:
+                    tg.start_soon(keep_node, s, seat)
                 console.print(
                     f"starting {len(chosen)} agent(s){' staggered' if staggered else ''} "
                     f"(logs in {s.log_dir}); Ctrl-C or `echoctl down` stops them"
@@ -173,7 +200,11 @@ def _detach(
         str(max_restarts),
         "--max-seconds",
         str(max_seconds),
+        "--node",
+        s.node,
     ]
+    if s.prefer:
+        argv += ["--prefer", s.prefer]
     if staggered:
         argv.append("--staggered")
     env = {**os.environ, **s.child_env()}
@@ -188,6 +219,8 @@ def _detach(
         while time.monotonic() < deadline:
             record = read_org(s)
             if proc.poll() is not None:
+                if proc.returncode == UsageError.exit_code:  # e.g. a node name in use
+                    raise UsageError(last_error_line(s.log_dir / "org.log").removeprefix("error: "))
                 failure = record.failure if record and record.pid == proc.pid else None
                 raise EchoError(
                     failure or f"the organisation exited ({proc.returncode}); see {s.log_dir}/org.log"
@@ -222,20 +255,34 @@ def down(
     """Stop the running organisation gracefully (agents in reverse start order)."""
     s = settings(ctx)
     record = running_org(s)
-    if record is None:
+    orphans = live_agents(s, read_org(s))
+    if record is None and not orphans:
         console.print("no organisation is running")
         return
-    with contextlib.suppress(EchoError):
-        run(lambda: control.request(s, {"command": "down"}, within=10))
-    if pid_alive(record.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, 15)
+    if record is not None:
+        with contextlib.suppress(EchoError):
+            run(lambda: control.request(s, {"command": "down"}, within=10))
+        if pid_alive(record.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, 15)
+    else:  # agents that outlived their supervisor: stop them (they release their leases)
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 15)
     deadline = time.monotonic() + timeout
+    left = [record.pid] if record is not None else []
+
+    def alive() -> bool:
+        return any(pid_alive(p) for p in left) or bool(live_agents(s, read_org(s)))
+
     with console.status("stopping the organisation…"):
-        while pid_alive(record.pid) and time.monotonic() < deadline:
+        while alive() and time.monotonic() < deadline:
             time.sleep(0.1)
-    if pid_alive(record.pid):
-        raise EchoError(f"the organisation (pid {record.pid}) did not stop within {timeout:g} s")
+    if alive():
+        raise EchoError(
+            f"the organisation of {s.state_dir} did not stop within {timeout:g} s "
+            f"(still alive: {', '.join(map(str, left + live_agents(s, read_org(s))))})"
+        )
     console.print("organisation stopped")
 
 
@@ -312,6 +359,22 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     for a in info.agents:
         if a.state in ("degraded", "unresponsive") and a.reason:
             console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}")
+    if info.processes:
+        _print_processes(info.processes, colours)
+
+
+def _print_processes(processes: list[AgentProcessStatus], colours: dict[str, str]) -> None:
+    """Every agent process of the organisation, on every node (from the database)."""
+    console.print("agent processes on every node (✓ active):")
+    table = plain_table()
+    role_column(table, "role", (p.role for p in processes))
+    for name in ("node", "pid", "state", "active", "epoch", "heartbeat"):
+        table.add_column(name, no_wrap=True)
+    for p in processes:
+        colour = colours.get(p.state, "white")
+        table.add_row(p.role, escape(p.node), str(p.pid), f"[{colour}]{p.state}[/]",
+                      "✓" if p.active else "", str(p.epoch or "-"), f"{p.heartbeat_age:.1f}s ago")
+    console.print(table)
 
 
 def agent(

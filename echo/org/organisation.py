@@ -200,6 +200,7 @@ class Organisation:
                 env=self.env,
                 log_path=log_file(self.settings, role),
                 name=role,
+                die_with_parent=True,
             )
             monitor(proc, self._down)
             return proc
@@ -248,6 +249,7 @@ class Organisation:
             env=self.env,
             log_path=log_file(self.settings, "console"),
             name="console",
+            die_with_parent=True,
         )
         monitor(proc, self._console_exit)
         return proc

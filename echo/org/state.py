@@ -104,3 +104,23 @@ def running_org(settings: Settings) -> OrgRecord | None:
     if record and pid_alive(record.pid) and record.state in {"starting", "running", "stopping"}:
         return record
     return None
+
+
+def _is_agent(pid: int) -> bool:
+    """Whether `pid` is an agent process (`python -m echo.org ROLE`), not a stranger
+    that reused a recorded pid. Where /proc is missing, a live pid is taken as one."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"echo.org" in fh.read()
+    except FileNotFoundError:
+        return os.path.isdir("/proc") is False
+    except OSError:
+        return True
+
+
+def live_agents(settings: Settings, record: OrgRecord | None) -> list[int]:
+    """The pids of this state directory's agents that are still alive, whether or not
+    their supervisor is."""
+    if record is None:
+        return []
+    return [a.pid for a in record.agents.values() if a.pid and pid_alive(a.pid) and _is_agent(a.pid)]

@@ -21,8 +21,9 @@ from echo import db
 from echo.config import Settings
 from echo.errors import EchoError
 from echo.org.health import read_health_file, row_to_health
+from echo.org.leases import agent_processes
 from echo.org.roles import role_names
-from echo.org.state import pid_alive, read_org
+from echo.org.state import live_agents, pid_alive, read_org
 
 #: A heartbeat older than this (seconds) makes an agent `unresponsive`.
 STALE_AFTER = 5.0
@@ -53,13 +54,31 @@ class OrgInfo(BaseModel):
     state: str
     failure: str | None = None
     database: str
+    node: str | None = None
+
+
+class AgentProcessStatus(BaseModel):
+    """One agent process of the organisation, on any node (echo/org/leases.py): the
+    active one of its role or a standby."""
+
+    role: str
+    node: str
+    host: str
+    pid: int
+    state: str  # healthy, degraded, starting (active); standby; unresponsive
+    active: bool
+    epoch: int | None = None
+    heartbeat_age: float
+    reason: str | None = None
 
 
 class OrgStatus(BaseModel):
-    """The organisation (from the state directory) and each agent."""
+    """The organisation (from the state directory), each agent of this machine, and
+    (when Postgres answers) every agent process of the organisation on every node."""
 
     organisation: OrgInfo
     agents: list[AgentStatus] = Field(default_factory=list)
+    processes: list[AgentProcessStatus] | None = None
 
 
 class ClaudeMode(BaseModel):
@@ -111,11 +130,13 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
     organisation) and, with `remote`, Postgres (agents on other machines)."""
     record = read_org(s)
     org_alive = bool(record and pid_alive(record.pid))
+    orphans = live_agents(s, record) if not org_alive else []
     agents: dict[str, AgentStatus] = {}
     for role in role_names(s.agents_dir):
         rec = record.agents.get(role) if record else None
         health = read_health_file(s, role, STALE_AFTER)
-        alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else False
+        alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else bool(
+            rec and rec.pid in orphans)
         state = health.state if health and alive else ("down" if rec else "not started")
         if alive and health is None:
             state = "starting"
@@ -130,8 +151,11 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
             processed=details.get("processed"), current_task=details.get("current_task"),
             reason=health.reason if health else None,
             last_error=rec.last_error if rec else None, host=health.host if health else None)
+    processes: list[AgentProcessStatus] | None = None
     if remote:
         with contextlib.suppress(EchoError):  # down, slow or unmigrated: what this machine knows
+            processes = await _processes(s)
+        with contextlib.suppress(EchoError):
             for h in await _remote_health(s):
                 if agents.get(h.role) is None or (agents[h.role].pid is None and h.state != "down"):
                     base = agents.get(h.role) or AgentStatus(role=h.role, state=h.state)
@@ -140,12 +164,24 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
                         "last_heartbeat": h.last_heartbeat, "heartbeat_age": _age(h.last_heartbeat),
                         "reason": h.reason, "inbox_lag": h.details.get("inbox_lag"),
                         "running_tasks": h.details.get("running_tasks")})
+    if record is None:
+        org_state = "never started"
+    elif org_alive:
+        org_state = record.state
+    else:  # never "stopped" while agents of this state directory live on
+        org_state = f"supervisor gone, {len(orphans)} agent(s) alive" if orphans else "stopped"
     return OrgStatus(
         organisation=OrgInfo(
-            pid=record.pid if record and org_alive else None,
-            state=(record.state if org_alive else "stopped") if record else "never started",
-            failure=record.failure if record else None, database=db.describe(s)),
-        agents=list(agents.values()))
+            pid=record.pid if record and org_alive else None, state=org_state,
+            failure=record.failure if record else None, database=db.describe(s), node=s.node),
+        agents=list(agents.values()), processes=processes)
+
+
+async def _processes(settings: Settings) -> list[AgentProcessStatus] | None:
+    quick = settings.model_copy(update={"connect_timeout": 1.5})
+    with anyio.move_on_after(2):
+        return [AgentProcessStatus(**p) for p in await agent_processes(quick, STALE_AFTER)]
+    return None
 
 
 async def _remote_health(settings: Settings) -> list[Any]:

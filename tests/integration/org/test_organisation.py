@@ -47,13 +47,15 @@ async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
         assert a["pid"] and a["last_heartbeat"] and a["restarts"] == 0
     assert "sekret" not in shown.stdout
 
-    async with db.acquire() as conn:  # the connection budget: pool of 1 + LISTEN
+    # The connection budget: pool of 1 + LISTEN + the lease keeper's own connection
+    # (renewals must not queue behind the role's writes).
+    async with db.acquire() as conn:
         held = dict(await conn.fetch(
             "SELECT application_name, count(*) FROM pg_stat_activity "
             "WHERE application_name LIKE $1 GROUP BY 1", f"echo-agent:{s.namespace}:%",
         ))
     assert set(held) == {f"echo-agent:{s.namespace}:{r}" for r in ROLES}
-    assert max(held.values()) <= 2, held
+    assert max(held.values()) <= 3, held
 
     restarted = await run_cli(s, "restart", "cto")  # a person's restart: not a crash
     assert restarted.returncode == 0 and "cto restarted (pid " in restarted.stdout, restarted.stderr
