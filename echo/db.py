@@ -275,9 +275,23 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a transaction that commits on success and rolls back on
+        any error, cancellation included. The commit and the rollback are shielded: a
+        cancel arriving while the body runs (a supervisor stopping a relay, a timeout
+        scope) must not cut the rollback short and send the connection back to the pool
+        inside an open transaction."""
         with translate_errors(self.settings, "reach the database"):
-            async with self.acquire() as conn, conn.transaction():
-                yield conn
+            async with self.acquire() as conn:
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    yield conn
+                except BaseException:
+                    with anyio.CancelScope(shield=True), contextlib.suppress(*_DRIVER_ERRORS):
+                        await tx.rollback()
+                    raise
+                with anyio.CancelScope(shield=True):
+                    await tx.commit()
 
     async def _expire(self) -> None:
         """The server is read-only (a failover demoted it): no connection of the pool is

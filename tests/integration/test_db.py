@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import anyio
+import asyncpg
 import pytest
 
 from echo import db
@@ -81,7 +82,7 @@ async def test_acquire_cleanup_never_masks_the_error_it_cleans_up_after(
         # An error of the caller's own, raised after the connection died.
         with pytest.raises(_RealError):
             async with database.acquire() as conn:
-                with contextlib.suppress(StoreUnavailable, *db.STORE_ERRORS):
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                     await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
                 raise _RealError("the error that matters")
 
@@ -203,3 +204,23 @@ async def test_a_changed_applied_migration_is_one_clear_error(settings: Settings
     assert refused.returncode == 1
     assert refused.stderr.startswith(f"error: migration {first.path.name} was changed")
     assert refused.stderr.count("\n") == 1, refused.stderr
+
+
+async def test_a_cancelled_transaction_is_rolled_back_before_its_connection_returns(
+    settings: Settings,
+) -> None:
+    """A cancel scope firing inside `transaction()` (a supervisor stopping a relay, a
+    timeout) must not cut the rollback short: the connection would go back to the pool
+    inside an open transaction."""
+    database = await db.Database.open(settings, max_size=1)
+    try:
+        for _ in range(5):
+            with anyio.move_on_after(0.05):
+                async with database.transaction() as conn:
+                    await conn.execute("SELECT pg_sleep(2)")
+        assert database.leaks == 0
+        async with database.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await database.close()
