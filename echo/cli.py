@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from echo import __version__
+from echo.commands import budget as budget_commands
 from echo.commands import bus as bus_commands
 from echo.commands import db as db_commands
 from echo.commands import org as org_commands
@@ -39,6 +40,7 @@ bus_commands.register(app)
 task_commands.register(app)
 org_commands.register(app)
 workflow_commands.register(app)
+budget_commands.register(app)
 
 
 def _version(value: bool) -> None:

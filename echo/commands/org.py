@@ -17,6 +17,7 @@ from rich.table import Table
 
 from echo import db
 from echo.commands._common import JsonOpt, console, emit_json, err_console, run, settings
+from echo.commands.budget import governor_lines, governor_summary
 from echo.config import Settings, private_dir
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control
@@ -275,10 +276,17 @@ async def collect_status(s: Settings, *, remote: bool = True) -> dict[str, Any]:
                             **_remote(row_to_health(row, STALE_AFTER)),
                         }
 
+    governor = None
     if remote:
         with contextlib.suppress(EchoError, *db.UNAVAILABLE):  # unmigrated counts as nothing remote
             await from_database()
+        with contextlib.suppress(EchoError, TimeoutError, *db.UNAVAILABLE):
+            governor = await governor_summary(s, list(agents))
+        for role, why in (governor or {}).get("waiting", {}).items():
+            if role in agents:
+                agents[role]["claude"] = f"waiting: {why}"
     return {
+        "governor": governor,
         "organisation": {
             "pid": record.pid if record and org_alive else None,
             "state": (record.state if org_alive else "stopped") if record else "never started",
@@ -334,6 +342,8 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
             str(a["running_tasks"] if a["running_tasks"] is not None else "-"),
         )
     console.print(table)
+    for line in governor_lines(info.get("governor")):
+        console.print(line)
 
 
 def agent(

@@ -29,10 +29,17 @@ from rich.table import Table
 
 from echo.bus.envelope import check_role
 from echo.commands._common import JsonOpt, console, emit_json, run, settings
+from echo.commands.budget import (
+    annotate_waiting,
+    governor_for,
+    governor_lines,
+    governor_summary,
+)
 from echo.config import Settings
-from echo.db import Database
+from echo.db import UNAVAILABLE, Database
 from echo.errors import ClaudeNotInstalled, ConfigError, EchoError, MigrationError, UsageError
 from echo.listener import Listener
+from echo.org.roles import load_roles, role_names
 from echo.work import (
     STATUSES,
     TASK_TYPES,
@@ -124,7 +131,11 @@ def list_tasks(
     s = settings(ctx)
     if status is not None and status not in STATUSES:
         raise UsageError(f"unknown status {status!r}; use {', '.join(STATUSES)}")
-    rows = run(lambda: _with_queue(s, lambda q: q.list(status=status, role=role, limit=limit)))
+    async def body(q: TaskQueue) -> list[dict[str, Any]]:
+        found = await q.list(status=status, role=role, limit=limit)
+        return await annotate_waiting(s, q.db, found)
+
+    rows = run(lambda: _with_queue(s, body))
     if json_out:
         emit_json(rows)
         return
@@ -135,7 +146,7 @@ def list_tasks(
     for r in rows:
         table.add_row(str(r["task_id"]), r["task_type"], r["status"], r["assigned_role"] or "",
                       str(r["task_priority"]), f"{r['retry_count']}/{r['max_retries']}",
-                      r["task_description"][:50], (r["error"] or "")[:40])
+                      r["task_description"][:50], (r.get("waiting") or r["error"] or "")[:60])
     console.print(table)
 
 
@@ -146,6 +157,7 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool 
 
     async def body(q: TaskQueue) -> dict[str, Any]:
         row = await q.get(task_id)
+        await annotate_waiting(s, q.db, [row])
         row["history"] = await q.history(task_id)
         return row
 
@@ -199,7 +211,7 @@ def _role_options(s: Settings) -> Any:
                     model=role.claude.model, system_prompt=role.system_prompt,
                     allowed_tools=tuple(role.claude.allowed_tools),
                     max_turns=role.claude.max_turns, max_budget_usd=role.claude.max_budget_usd,
-                    skip_permissions=role.claude.skip_permissions)
+                    skip_permissions=role.claude.skip_permissions, account=role.claude.account)
             cache[task.role] = found
         return cache[task.role]
 
@@ -260,9 +272,12 @@ def worker(
                     raise MigrationError(f"schema {s.namespace!r} has no work queue; "
                                          "run `echoctl db migrate`")
             listener = Listener(s)
+            governor = governor_for(s, database)
+            await governor.sync({name: r.budget.daily_usd
+                                 for name, r in load_roles(s.agents_dir).items()})
             pool = ExecutorPool(s, database, executors, concurrency=concurrency,
                                 roles=role_list, listener=listener, lease_seconds=lease,
-                                grace_seconds=grace)
+                                grace_seconds=grace, gate=governor.gate)
             await _serve(pool, listener)
             m = pool.metrics()
             typer.echo(f"worker {pool.worker_prefix} stopped: {m.succeeded} completed, "
@@ -323,10 +338,17 @@ def claude_status(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
         binary, missing = None, str(exc)
     login = login_hint()
     live = bool(binary and login)
-    info = {
+    info: dict[str, Any] = {
         "binary": binary, "login": login, "mode": "claude" if live else "fallback",
         "reason": None if live else (missing or "no ANTHROPIC_API_KEY and no `claude /login` credentials"),
+        "account": s.claude_account, "billing": s.claude_billing, "governor": None,
     }
+
+    async def governor() -> None:
+        with contextlib.suppress(EchoError, TimeoutError, *UNAVAILABLE):
+            info["governor"] = await governor_summary(s, role_names(s.agents_dir))
+
+    run(governor)
     if as_json:
         emit_json(info)
     elif live:
@@ -337,3 +359,7 @@ def claude_status(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
             "templates, assigned work is recorded as skipped. To switch: install the CLI "
             "(`make setup`) and set ANTHROPIC_API_KEY or run `claude /login`."
         )
+    console.print(f"account: {escape(s.claude_account)}, billing: {s.claude_billing}"
+                  + (" (costs are list-price estimates)" if s.claude_billing == "subscription" else ""))
+    for line in governor_lines(info["governor"]):
+        console.print(line)

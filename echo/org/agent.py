@@ -21,7 +21,8 @@ Postgres connections per agent (the original ran a pool of 1 plus LISTEN too).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -38,6 +39,7 @@ from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent
 from echo.runtime import Actor, ChildSpec, Registry, Service, Supervisor
 from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor
+from echo.work.governor import ClaimGate, Governor
 from echo.work.pool import ExecutorPool
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ def role_executors(settings: Settings, role: Role) -> dict[str, Executor]:
         max_turns=role.claude.max_turns,
         max_budget_usd=role.claude.max_budget_usd,
         skip_permissions=role.claude.skip_permissions,
+        account=role.claude.account,
     )
     return {
         "claude": ClaudeExecutor(
@@ -203,11 +206,23 @@ class RoleAgent:
         transport = make_transport(self.settings, self.database, listener=self.listener)
         return OutboxRelay(self.database, transport)
 
+    def _role_accounts(self) -> dict[str, str]:
+        return {self.role.name: self.role.claude.account} if self.role.claude.account else {}
+
+    def governor(self) -> Governor:
+        assert self.database is not None
+        return Governor(self.settings, self.database, role_accounts=self._role_accounts())
+
+    async def sync_governor(self) -> None:
+        """Write the configured budgets (the organisation's, this role's) and the
+        breaker's threshold; an operator's `echoctl budget set` still wins."""
+        await self.governor().sync({self.role.name: self.role.budget.daily_usd})
+
     def _new_workflow(self) -> WorkflowAgent:
         assert self.database is not None
+        decider = ClaudeDecider(self.settings, self.role, governor=self.governor())
         self.workflow = WorkflowAgent(self.settings, self.database, self.role,
-                                      decider=ClaudeDecider(self.settings, self.role),
-                                      listener=self.listener)
+                                      decider=decider, listener=self.listener)
         return self.workflow
 
     def _kick_workflow(self) -> None:
@@ -230,6 +245,7 @@ class RoleAgent:
             roles=[self.role.name],
             listener=self.listener,
             grace_seconds=self._new_pool_grace(),
+            gate=ClaimGate.from_settings(self.settings, role_accounts=self._role_accounts()),
         )
         return Service(self.pool.run, name="work", graceful=self.pool.stop)
 
@@ -266,13 +282,17 @@ class RoleAgent:
         return out
 
 
-async def ensure_schema(settings: Settings, *, attempts: int | None = None) -> bool:
-    """Migrate, retrying while the database is away. True once the schema is current."""
+async def ensure_schema(settings: Settings, *, attempts: int | None = None,
+                        then: Callable[[], Awaitable[None]] | None = None) -> bool:
+    """Migrate (and run `then`), retrying while the database is away. True once the
+    schema is current."""
     delay, tries = 0.2, 0
     while attempts is None or tries < attempts:
         tries += 1
         try:
             await db.migrate(settings)
+            if then is not None:
+                await then()
             return True
         except db.UNAVAILABLE as exc:
             log.warning("cannot migrate yet (%s); retrying in %.1fs", exc, delay)
@@ -298,7 +318,7 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
     agent = RoleAgent(settings, role)
     await agent.open()
     try:
-        schema_ok = await ensure_schema(settings, attempts=1)
+        schema_ok = await ensure_schema(settings, attempts=1, then=agent.sync_governor)
         tree = agent.supervisor()
         await tree.start()
         sys.stdout.write(f"{ready_line} {role.name} {os.getpid()}\n")
@@ -306,7 +326,7 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
         log.info("%s agent started (pid %s)", role.name, os.getpid())
         async with anyio.create_task_group() as tg:
             if not schema_ok:
-                tg.start_soon(ensure_schema, settings)
+                tg.start_soon(partial(ensure_schema, settings, then=agent.sync_governor))
 
             async def stop_on_exit() -> None:
                 await tree.wait()

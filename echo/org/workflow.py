@@ -270,7 +270,8 @@ class WorkflowAgent:
     async def select(self, wf: Any) -> None:
         got = await deciders.answer(
             self.decider, deciders.render("select", **self._values(wf)), wf["decider_timeout"],
-            deciders.check_select, lambda: deciders.keyword_select(self.role, wf["subject"], wf["body"]))
+            deciders.check_select, lambda: deciders.keyword_select(self.role, wf["subject"], wf["body"]),
+            workflow=wf["id"], step="select")
         async with self.db.transaction() as conn:
             await conn.execute(Q["set_actor"], self.role.name)
             await conn.execute(Q["record_participant"], wf["id"], self.role.name,
@@ -287,7 +288,8 @@ class WorkflowAgent:
             wf, round=wf["round"], thread=self._render_thread(thread)))
         got = await deciders.answer(
             self.decider, prompt, wf["decider_timeout"], deciders.check_position,
-            lambda: deciders.template_position(self.role, wf["subject"], wf["round"], others))
+            lambda: deciders.template_position(self.role, wf["subject"], wf["round"], others),
+            workflow=wf["id"], step="position")
         await self._post(wf["id"], key, Kind.DISCUSSION, f"{self.role.title}, round {wf['round']}",
                          {"round": wf["round"], **got.data, "source": got.source,
                           "fallback_reason": got.fallback_reason})
@@ -297,7 +299,8 @@ class WorkflowAgent:
         prompt = deciders.render("vote", **self._values(wf, thread=self._render_thread(thread)))
         got = await deciders.answer(
             self.decider, prompt, wf["decider_timeout"], deciders.check_vote,
-            lambda: deciders.template_vote(self.role, wf["subject"], wf["body"]))
+            lambda: deciders.template_vote(self.role, wf["subject"], wf["body"]),
+            workflow=wf["id"], step="vote")
         await self._post(wf["id"], key, Kind.VOTE, f"{self.role.title} votes {got.data['vote']}",
                          {**got.data, "source": got.source, "fallback_reason": got.fallback_reason})
 
@@ -386,7 +389,8 @@ class WorkflowAgent:
             got = await deciders.answer(
                 self.decider, prompt, wf["decider_timeout"],
                 lambda d: deciders.check_decision(d, names),
-                lambda: deciders.template_decision(wf["subject"], agreed, tally, approvers))
+                lambda: deciders.template_decision(wf["subject"], agreed, tally, approvers),
+            workflow=wf["id"], step="decide")
             async with self.db.transaction() as conn:
                 await conn.execute(Q["set_actor"], self.role.name)
                 await conn.execute(Q["insert_decision"], wf_id, self.role.name, got.data["outcome"],

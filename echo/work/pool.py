@@ -50,6 +50,7 @@ from echo.db import Database
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.listener import Listener
 from echo.work.executors import Executor, Result
+from echo.work.governor.gate import ClaimGate
 from echo.work.queue import DEFAULT_BACKOFF, Backoff, Completion, Failure, Task, TaskQueue
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class ExecutorPool:
         grace_seconds: float = 10.0,
         backoff: Backoff = DEFAULT_BACKOFF,
         worker_prefix: str | None = None,
+        gate: ClaimGate | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError("a pool needs at least one slot (concurrency >= 1)")
@@ -134,6 +136,8 @@ class ExecutorPool:
         self.grace_seconds = grace_seconds
         self.backoff = backoff
         self.worker_prefix = worker_prefix or default_worker_prefix()
+        #: The governor's part of every claim: budgets, account pauses, the breaker.
+        self.gate = gate or ClaimGate.from_settings(settings)
         self.degraded = False
         self.last_error: str | None = None
         self._free = list(range(concurrency))
@@ -242,7 +246,7 @@ class ExecutorPool:
                 applied, tasks = await self.queue.complete_and_claim(
                     [outcome for _, outcome in done if isinstance(outcome, Completion)],
                     [self.worker_id(s) for s in slots], task_types=types, roles=self.roles,
-                    lease_seconds=self.lease_seconds)
+                    lease_seconds=self.lease_seconds, gate=self.gate)
                 self._claim_rounds += 1
                 self._healthy()
                 delay = 0.1
@@ -307,7 +311,8 @@ class ExecutorPool:
         outcome: Completion | Failure
         try:
             result: Result = await self.executors[task.task_type].execute(task)
-            outcome = Completion(task, result.output, result.cost_usd, result.session_id)
+            outcome = Completion(task, result.output, result.cost_usd, result.session_id,
+                                 result.run)
         except Exception as exc:
             outcome = self._failure(task, exc)
         running.writing = True
@@ -330,11 +335,15 @@ class ExecutorPool:
         else:
             log.exception("executor %s crashed on task %s", task.task_type, task.task_id)
             message = f"executor crashed: {type(exc).__name__}: {exc}"
+        run = getattr(exc, "run", None)
         retry_at: datetime | None = getattr(exc, "retry_at", None)
+        if run is not None and run.pause_until is not None:
+            retry_at = run.pause_until  # the account's pause: no run before it anyway
         if retry_at is not None:
             delay = (retry_at - datetime.now(UTC)).total_seconds()
-            return Failure(task, message, True, delay=delay, counted=False)
-        return Failure(task, message, bool(retryable), delay=self.backoff.delay(task.retry_count))
+            return Failure(task, message, True, delay=delay, counted=False, run=run)
+        return Failure(task, message, bool(retryable), delay=self.backoff.delay(task.retry_count),
+                       run=run)
 
     def _free_slot(self, running: _Running) -> None:
         if self._held.pop(running.task.task_id, None) is None:
@@ -369,9 +378,9 @@ class ExecutorPool:
         while True:
             try:
                 if done:
-                    applied = await self.queue.complete(done)
+                    applied = await self.queue.complete(done, gate=self.gate)
                     done = []
-                statuses = await self.queue.fail(failed)
+                statuses = await self.queue.fail(failed, gate=self.gate)
                 self._healthy()
                 break
             except _DB_ERRORS as exc:
