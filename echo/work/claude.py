@@ -45,6 +45,7 @@ from echo.errors import (
     ClaudeCrashed,
     ClaudeCreditError,
     ClaudeError,
+    ClaudeHeld,
     ClaudeNotInstalled,
     ClaudeTimeout,
     ClaudeUsageLimit,
@@ -338,12 +339,23 @@ class ClaudeExecutor:
         binary = self.binary()
         prompt = str(task.payload.get("prompt") or task.description)
         env = self.environment(task)
-        options = self.budgeted(task, self.options_for(task))
+        base = self.options_for(task)
+        options = self.budgeted(task, base)
         try:
             return await run_claude(
                 self.argv(binary, options), prompt=prompt, env=env,
                 cwd=self.cwd or task.payload.get("cwd"), time_limit=task.timeout_seconds,
                 kill_grace=self.kill_grace, record=self.record(task, options))
+        except ClaudeApiError as exc:
+            if options.max_budget_usd == base.max_budget_usd or exc.run is None \
+                    or exc.run.outcome != "max_budget":
+                raise
+            # Cut at what was left of its budget, not at the role's own cap: the task
+            # waits (uncounted) until the budget allows it, as if it had not started.
+            held = ClaudeHeld(f"stopped at --max-budget-usd {options.max_budget_usd:g}, what "
+                              "was left of its budget; it runs again when the budget allows")
+            held.retry_at, held.run = datetime.now(UTC), exc.run
+            raise held from exc
         except FileNotFoundError:
             raise ClaudeNotInstalled(
                 f"the Claude CLI {binary!r} disappeared; reinstall "

@@ -35,7 +35,7 @@ CREATE TABLE claude_runs (
     turns         integer,
     outcome       text NOT NULL CHECK (outcome IN ('ok', 'auth', 'credit', 'usage_limit',
                                                    'rate_limited', 'overloaded', 'api_error',
-                                                   'timeout', 'crash')),
+                                                   'max_budget', 'timeout', 'crash')),
     session_id    text,
     estimated     boolean NOT NULL DEFAULT false       -- subscription: list-price estimate
 );
@@ -72,7 +72,8 @@ CREATE TABLE claude_pauses (
 CREATE TABLE governor_config (
     only_one      boolean PRIMARY KEY DEFAULT true CHECK (only_one),
     burst_usd     numeric(12, 2),                     -- NULL: no breaker
-    burst_minutes double precision NOT NULL DEFAULT 10
+    burst_minutes double precision NOT NULL DEFAULT 10,
+    resumed_at    timestamptz NOT NULL DEFAULT '-infinity'  -- the breaker counts spend after it
 );
 
 -- The budget day of `at` in zone `tz`.
@@ -215,7 +216,7 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT coalesce(sum(cost_usd), 0) INTO burst FROM claude_runs
-    WHERE at > now() - make_interval(secs => cfg.burst_minutes * 60);
+    WHERE at > greatest(now() - make_interval(secs => cfg.burst_minutes * 60), cfg.resumed_at);
     IF burst <= cfg.burst_usd THEN
         RETURN NULL;
     END IF;
@@ -223,7 +224,8 @@ BEGIN
         'spent_usd', burst, 'burst_usd', cfg.burst_usd, 'minutes', cfg.burst_minutes,
         'top', coalesce((SELECT jsonb_agg(t ORDER BY t.spent_usd DESC) FROM (
             SELECT coalesce(role, '(none)') AS role, sum(cost_usd) AS spent_usd, count(*) AS runs
-            FROM claude_runs WHERE at > now() - make_interval(secs => cfg.burst_minutes * 60)
+            FROM claude_runs
+            WHERE at > greatest(now() - make_interval(secs => cfg.burst_minutes * 60), cfg.resumed_at)
             GROUP BY 1 ORDER BY 2 DESC LIMIT 3) AS t), '[]'::jsonb))
     INTO details;
     INSERT INTO claude_pauses (account, until, reason, details)

@@ -26,8 +26,9 @@ from echo.errors import (
     ClaudeUsageLimit,
 )
 
+#: max_budget: the CLI stopped the run at its --max-budget-usd.
 Outcome = Literal["ok", "auth", "credit", "usage_limit", "rate_limited", "overloaded",
-                  "api_error", "timeout", "crash"]
+                  "api_error", "max_budget", "timeout", "crash"]
 
 #: After the reset the CLI announces (already rounded up to the next whole minute), a
 #: margin for clocks that disagree; and the shortest pause, so a limit that is still
@@ -81,6 +82,8 @@ def outcome_of(exc: BaseException) -> Outcome:
         return "timeout"
     if isinstance(exc, ClaudeCrashed):
         return "crash"
+    if "error_max_budget_usd" in str(exc):
+        return "max_budget"
     if isinstance(exc, ClaudeApiError):
         if exc.status == 429:
             return "rate_limited"
@@ -106,6 +109,9 @@ def usage(data: dict[str, Any]) -> dict[str, Any]:
     raw_tokens, raw_models = data.get("usage"), data.get("modelUsage")
     tokens: dict[str, Any] = raw_tokens if isinstance(raw_tokens, dict) else {}
     models: dict[str, Any] = raw_models if isinstance(raw_models, dict) else {}
+    if models and not tokens.get("input_tokens"):  # a failed run reports zeros in `usage`
+        tokens = {"input_tokens": sum(int(m.get("inputTokens") or 0) for m in models.values()),
+                  "output_tokens": sum(int(m.get("outputTokens") or 0) for m in models.values())}
     cost = data.get("total_cost_usd")
 
     def number(value: Any) -> int | None:

@@ -49,7 +49,14 @@ WHERE until > coalesce($1::timestamptz, now())
 ORDER BY account;
 
 -- name: resume
-DELETE FROM claude_pauses WHERE account = '*' RETURNING reason, details;
+-- Lift the breaker; it counts only what is spent from now on, so the spend that
+-- tripped it cannot trip it again at the next run.
+WITH lifted AS (
+    DELETE FROM claude_pauses WHERE account = '*' RETURNING reason, details
+), marked AS (
+    UPDATE governor_config SET resumed_at = now() WHERE EXISTS (SELECT 1 FROM lifted)
+)
+SELECT reason, details FROM lifted;
 
 -- name: record_runs
 -- Ledger rows of runs made outside the queue (workflow questions), with the plan
