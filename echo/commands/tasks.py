@@ -351,7 +351,8 @@ def claude_status(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
     run(governor)
     if as_json:
         emit_json(info)
-    elif live:
+        return
+    if live:
         console.print(f"mode: [green]claude[/] ({binary}, {login}): deciders and work use the real CLI")
     else:
         console.print(

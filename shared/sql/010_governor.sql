@@ -72,9 +72,23 @@ CREATE TABLE claude_pauses (
 CREATE TABLE governor_config (
     only_one      boolean PRIMARY KEY DEFAULT true CHECK (only_one),
     burst_usd     numeric(12, 2),                     -- NULL: no breaker
-    burst_minutes double precision NOT NULL DEFAULT 10,
-    resumed_at    timestamptz NOT NULL DEFAULT '-infinity'  -- the breaker counts spend after it
+    burst_minutes double precision NOT NULL DEFAULT 10
 );
+
+-- What was spent in each minute, for the burn-rate breaker: its window is a sum of at
+-- most burst_minutes rows, whatever the number of runs. `echoctl budget resume` empties
+-- it, so the spend that tripped the breaker cannot trip it again at the next run.
+CREATE TABLE claude_burst (
+    minute    timestamptz PRIMARY KEY,
+    spent_usd numeric(14, 6) NOT NULL DEFAULT 0
+);
+
+-- The spend within the breaker's window (whole minutes, the current one included).
+CREATE FUNCTION claude_burst_spent(minutes double precision) RETURNS numeric
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(sum(spent_usd), 0) FROM claude_burst
+    WHERE minute > now() - make_interval(secs => minutes * 60)
+$$;
 
 -- The budget day of `at` in zone `tz`.
 CREATE FUNCTION governor_day(at timestamptz, tz text) RETURNS date
@@ -122,8 +136,10 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- What a claim needs to know, read once per claim: for each budget, what is left of it
--- today (`lefts`: {"org:": 1.5, "role:cto": -0.3, "workflow:wf-1": 2}), counting the
--- runs `fresh` that the same statement is writing; and the accounts paused at `at`.
+-- today (`lefts`: {"org:": 1.5, "role:cto": -0.3, "workflow:wf-1": 2}, and "burst:" for
+-- the breaker's window), counting the runs `fresh` that the same statement is writing;
+-- and the accounts paused at `at`. Counting `fresh` is what makes a worker's own
+-- finished run stop the claim made in the same statement.
 CREATE FUNCTION claude_gate(at timestamptz, tz text, fresh jsonb,
                             OUT lefts jsonb, OUT paused text[])
 LANGUAGE sql STABLE AS $$
@@ -142,7 +158,13 @@ LANGUAGE sql STABLE AS $$
     )
     SELECT (SELECT coalesce(jsonb_object_agg(b.scope || ':' || b.key,
                                              b.daily_usd - coalesce(spent.usd, 0)), '{}'::jsonb)
-            FROM budgets AS b LEFT JOIN spent USING (scope, key)),
+            FROM budgets AS b LEFT JOIN spent USING (scope, key))
+           || coalesce((SELECT jsonb_build_object('burst:', g.burst_usd
+                            - claude_burst_spent(g.burst_minutes)
+                            - (SELECT coalesce(sum(r.cost_usd), 0)
+                               FROM jsonb_to_recordset(coalesce(fresh, '[]'::jsonb))
+                                    AS r(cost_usd numeric)))
+                        FROM governor_config AS g WHERE g.burst_usd IS NOT NULL), '{}'::jsonb),
            array(SELECT p.account FROM claude_pauses AS p WHERE p.until > at)
 $$;
 
@@ -151,6 +173,7 @@ CREATE FUNCTION claude_may_start(lefts jsonb, paused text[], role text, workflow
                                  account text) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
     SELECT NOT ('*' = ANY(paused) OR account = ANY(paused))
+       AND coalesce((lefts ->> 'burst:')::numeric >= 0, true)
        AND coalesce((lefts ->> 'org:')::numeric > 0, true)
        AND coalesce((lefts ->> ('role:' || role))::numeric > 0, true)
        AND coalesce((lefts ->> ('workflow:' || workflow))::numeric > 0, true)
@@ -211,12 +234,14 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM new_rows WHERE cost_usd > 0) THEN
         RETURN NULL;
     END IF;
+    INSERT INTO claude_burst AS b (minute, spent_usd)
+    SELECT date_trunc('minute', now()), sum(cost_usd) FROM new_rows
+    ON CONFLICT (minute) DO UPDATE SET spent_usd = b.spent_usd + excluded.spent_usd;
     SELECT * INTO cfg FROM governor_config;
     IF cfg.burst_usd IS NULL OR EXISTS (SELECT 1 FROM claude_pauses WHERE account = '*') THEN
         RETURN NULL;
     END IF;
-    SELECT coalesce(sum(cost_usd), 0) INTO burst FROM claude_runs
-    WHERE at > greatest(now() - make_interval(secs => cfg.burst_minutes * 60), cfg.resumed_at);
+    burst := claude_burst_spent(cfg.burst_minutes);
     IF burst <= cfg.burst_usd THEN
         RETURN NULL;
     END IF;
@@ -225,7 +250,7 @@ BEGIN
         'top', coalesce((SELECT jsonb_agg(t ORDER BY t.spent_usd DESC) FROM (
             SELECT coalesce(role, '(none)') AS role, sum(cost_usd) AS spent_usd, count(*) AS runs
             FROM claude_runs
-            WHERE at > greatest(now() - make_interval(secs => cfg.burst_minutes * 60), cfg.resumed_at)
+            WHERE at > now() - make_interval(secs => cfg.burst_minutes * 60)
             GROUP BY 1 ORDER BY 2 DESC LIMIT 3) AS t), '[]'::jsonb))
     INTO details;
     INSERT INTO claude_pauses (account, until, reason, details)

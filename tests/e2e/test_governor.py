@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -280,8 +279,7 @@ async def test_two_workers_on_one_account_stop_at_a_usage_limit_until_the_reset(
     settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path,
     worker_procs: list[subprocess.Popen[bytes]],
 ) -> None:
-    reset = int(time.time()) + 20
-    api.limit_until(reset, "five_hour")  # a subscriber's session limit until `reset`
+    api.limit_for(20, "five_hour")  # a subscriber's session limit, 20 s from the first run
     api.script(Reply(text="after the reset"))
     q = TaskQueue(db)
     for i in range(4):
@@ -314,6 +312,8 @@ async def test_two_workers_on_one_account_stop_at_a_usage_limit_until_the_reset(
     assert shown in status.stdout, status.stdout
 
     await wait_until(completed(q, 4), timeout=180, interval=0.2)
+    reset = api.limit_reset
+    assert reset is not None
     requests = api.message_requests()
     # Before the pause ends, each worker made at most the one run it had started.
     assert len([r for r in requests if r.at < pause.until.timestamp()]) <= 2

@@ -53,8 +53,8 @@ ORDER BY account;
 -- tripped it cannot trip it again at the next run.
 WITH lifted AS (
     DELETE FROM claude_pauses WHERE account = '*' RETURNING reason, details
-), marked AS (
-    UPDATE governor_config SET resumed_at = now() WHERE EXISTS (SELECT 1 FROM lifted)
+), emptied AS (
+    DELETE FROM claude_burst WHERE EXISTS (SELECT 1 FROM lifted)
 )
 SELECT reason, details FROM lifted;
 
