@@ -25,6 +25,7 @@ from rich.table import Table
 
 from echo.bus.envelope import NON_AGENT_SENDERS, check_role
 from echo.commands._common import JsonOpt, console, emit_json, run, settings
+from echo.commands.budget import annotate_waiting
 from echo.config import Settings, project_path
 from echo.db import Database
 from echo.errors import ConfigError, EchoError, NotFound, UsageError
@@ -69,6 +70,12 @@ async def snapshot(database: Database, workflow_id: str) -> dict[str, Any]:
         ids = [t["task_id"] for t in decision["tasks"] if t.get("task_id")] if decision else []
         tasks = [wf.describe_task(r) for r in await conn.fetch(wf.Q["tasks"], ids)] if ids else []
         actions = [dict(r) for r in await conn.fetch(wf.Q["actions"], workflow_id)]
+    if any(t["status"] == "pending" for t in tasks):  # why the governor holds them back
+        rows = await annotate_waiting(database.settings, database, [
+            {**t, "task_type": "claude", "assigned_role": t["role"], "workflow": workflow_id}
+            for t in tasks])
+        tasks = [{**t, "waiting": r["waiting"]} if r.get("waiting") else t
+                 for t, r in zip(tasks, rows, strict=True)]
     return {
         "workflow": dict(row),
         "participants": participants,
@@ -257,7 +264,7 @@ def _print(data: dict[str, Any]) -> None:
         )
     table = Table("task", "role", "status", "outcome", title="tasks")
     for t in data["tasks"]:
-        outcome = t.get("error") or t.get("result") or ""
+        outcome = t.get("waiting") or t.get("error") or t.get("result") or ""
         table.add_row(str(t["task_id"]), t["role"] or "-", t["status"], escape(str(outcome))[:200])
     if data["tasks"]:
         console.print(table)

@@ -186,9 +186,12 @@ LANGUAGE sql IMMUTABLE AS $$
                  (lefts ->> ('workflow:' || workflow))::numeric)
 $$;
 
--- The claim with the governor (008's function, plus the gate). Task types in
+-- The claim with the governor: 008's function, which it replaces, plus the gate
+-- (the planner settings and the ordered, locking scan are 008's). Task types in
 -- `governed` (claude) start only when `claude_may_start`; the others never wait.
 -- A role's account is `role_accounts ->> role`, else the worker's `account`.
+DROP FUNCTION agent_tasks_claimable(text[], text[], integer);
+
 CREATE FUNCTION agent_tasks_claimable(types text[], roles text[], n integer,
                                       governed text[], lefts jsonb, paused text[],
                                       account text, role_accounts jsonb)
