@@ -140,13 +140,15 @@ $$;
 -- the breaker's window), counting the runs `fresh` that the same statement is writing;
 -- and the accounts paused at `at`. Counting `fresh` is what makes a worker's own
 -- finished run stop the claim made in the same statement.
-CREATE FUNCTION claude_gate(at timestamptz, tz text, fresh jsonb,
-                            OUT lefts jsonb, OUT paused text[])
+-- A table function of one SELECT, so the planner inlines it into the claim statement
+-- (planned once per prepared statement, not at every claim).
+CREATE FUNCTION claude_gate(at timestamptz, tz text, fresh jsonb)
+RETURNS TABLE (lefts jsonb, paused text[])
 LANGUAGE sql STABLE AS $$
     WITH spent AS (
         SELECT x.scope, x.key, sum(x.usd) AS usd FROM (
             SELECT s.scope, s.key, s.spent_usd AS usd
-            FROM claude_spend AS s WHERE s.day = governor_day(at, tz) AND s.scope <> 'account'
+            FROM claude_spend AS s WHERE s.day = (at AT TIME ZONE tz)::date AND s.scope <> 'account'
             UNION ALL
             SELECT v.scope, v.key, coalesce(r.cost_usd, 0)
             FROM jsonb_to_recordset(coalesce(fresh, '[]'::jsonb))
@@ -160,7 +162,8 @@ LANGUAGE sql STABLE AS $$
                                              b.daily_usd - coalesce(spent.usd, 0)), '{}'::jsonb)
             FROM budgets AS b LEFT JOIN spent USING (scope, key))
            || coalesce((SELECT jsonb_build_object('burst:', g.burst_usd
-                            - claude_burst_spent(g.burst_minutes)
+                            - (SELECT coalesce(sum(w.spent_usd), 0) FROM claude_burst AS w
+                               WHERE w.minute > now() - make_interval(secs => g.burst_minutes * 60))
                             - (SELECT coalesce(sum(r.cost_usd), 0)
                                FROM jsonb_to_recordset(coalesce(fresh, '[]'::jsonb))
                                     AS r(cost_usd numeric)))
