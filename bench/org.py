@@ -24,8 +24,8 @@ import psutil
 
 from bench._common import bench_settings, emit, percentile
 from echo import db as dbmod
-from echo.commands.org import collect_status
 from echo.config import Settings
+from echo.org.client import Client
 from echo.org.state import read_org
 
 ROLES = ["ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head"]
@@ -39,8 +39,9 @@ def env_for(s: Settings) -> dict[str, str]:
 
 
 async def healthy(s: Settings) -> dict[str, dict]:
-    status = await collect_status(s, remote=False)
-    return {a["role"]: a for a in status["agents"] if a["state"] == "healthy"}
+    async with Client(s) as client:
+        status = await client.status(remote=False)
+    return {a.role: a.model_dump() for a in status.agents if a.state == "healthy"}
 
 
 async def wait_healthy(s: Settings, roles: list[str], pid_not: dict[str, int] | None = None) -> None:

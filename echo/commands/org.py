@@ -1,4 +1,7 @@
-"""`echoctl up | down | status | logs | restart | agent`: running the organisation."""
+"""`echoctl up | down | status | logs | restart | agent`: running the organisation.
+
+`status`, `restart` and `agent` ask echo.org.client; `up` and `down` run and stop
+the organisation's OS processes (echo.org.organisation, echo.org.control)."""
 
 from __future__ import annotations
 
@@ -7,26 +10,32 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from echo import db
-from echo.commands._common import JsonOpt, console, emit_json, err_console, run, settings
-from echo.commands.budget import governor_lines, governor_summary
+from echo.commands._common import (
+    JsonOpt,
+    console,
+    emit_json,
+    err_console,
+    plain_table,
+    role_column,
+    run,
+    settings,
+    with_client,
+)
+from echo.commands.budget import governor_lines
 from echo.config import Settings, private_dir
+from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control
-from echo.org.health import read_health_file, row_to_health
-from echo.org.organisation import Organisation, install_stop_signals
+from echo.org.console_address import read_listening
+from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals
 from echo.org.roles import Role, load_role, load_roles
 from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
-
-STALE_AFTER = 5.0
 
 
 def _roles(s: Settings, names: list[str] | None) -> list[Role]:
@@ -57,14 +66,21 @@ def up(
     ),
     stagger_delay: float = typer.Option(0.0, "--stagger-delay", min=0, help="Extra seconds between agents."),
     roles: list[str] | None = typer.Option(
-        None, "--roles", help="Only these roles (repeat or comma-separate)."
+        None, "--roles", metavar="ROLES", help="Only these roles (repeat or comma-separate)."
     ),
     detach: bool = typer.Option(False, "--detach", help="Run in the background and return once started."),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Restart intensity: restarts..."),
     max_seconds: float = typer.Option(5.0, "--max-seconds", min=0.1, help="...within this many seconds."),
+    console_host: str | None = typer.Option(
+        None, "--console-host", help="Where the console listens (default 127.0.0.1).", show_default=False),
+    console_port: int | None = typer.Option(
+        None, "--console-port", min=0, max=65535, help="The console's port (default 8765; 0: any free).",
+        show_default=False),
+    no_console: bool = typer.Option(False, "--no-console", help="Do not start the operator console."),
 ) -> None:
-    """Start the role agents as supervised processes (foreground unless --detach)."""
-    s = settings(ctx)
+    """Start the role agents as supervised processes (foreground unless --detach), and the console."""
+    s = settings(ctx, console_host=console_host, console_port=console_port,
+                 console=False if no_console else None)
     chosen = _roles(s, roles)
     existing = running_org(s)
     if existing:
@@ -78,8 +94,18 @@ def up(
         _detach(ctx, s, staggered, stagger_delay, chosen, max_restarts, max_seconds)
         return
 
+    if s.console:
+        warning = exposure_warning(s.console_host, tls=False)
+        if warning:
+            err_console.print(f"[yellow]warning:[/] {warning}")
+
     def on_event(event: str, rec: AgentRecord) -> None:
         mark = {"ready": "[green]✓[/]", "exited": "[red]✗[/]", "stopped": "[dim]■[/]"}
+        if rec.role == "console" and event == "ready":
+            here = read_listening(s)
+            console.print(f"[green]✓[/] console at {here.url if here else '?'} "
+                          f"(token in {token_path(s)})")
+            return
         console.print(
             f"{mark.get(event, '·')} {rec.role:<18} {event:<8} pid {rec.pid}"
             + (f"  restarts {rec.restarts}" if rec.restarts else "")
@@ -100,6 +126,7 @@ def up(
             max_restarts=max_restarts,
             max_seconds=max_seconds,
             on_event=on_event,
+            console=ConsoleOptions(s.console_host, s.console_port) if s.console else None,
         )
         stop = anyio.Event()
         undo = install_stop_signals(stop)
@@ -168,9 +195,26 @@ def _detach(
                 )
             if record and record.pid == proc.pid and record.state == "running":
                 console.print(f"organisation up in the background (pid {proc.pid}); `echoctl status`")
+                if s.console:
+                    _print_console_url(s, proc.pid)
                 return
             time.sleep(0.1)
     raise EchoError(f"the organisation did not start within 120 s; see {s.log_dir}/org.log")
+
+
+def _print_console_url(s: Settings, org_pid: int, within: float = 30.0) -> None:
+    """The console's address once it answers (it starts after the agents)."""
+    deadline = time.monotonic() + within
+    with console.status("starting the console…"):
+        while time.monotonic() < deadline:
+            record = read_org(s)
+            if record is None or record.pid != org_pid:
+                return
+            if record.console_url:
+                console.print(f"console at {record.console_url} (token in {token_path(s)})")
+                return
+            time.sleep(0.1)
+    console.print(f"the console is not up yet; see {log_file(s, 'console')}")
 
 
 def down(
@@ -199,20 +243,19 @@ def down(
 def restart(ctx: typer.Context, role: str = typer.Argument(..., help="The role to restart.")) -> None:
     """Restart one agent of the running organisation (not counted as a crash)."""
     s = settings(ctx)
-    load_role(s.agents_dir, role)
-    answer = run(lambda: control.request(s, {"command": "restart", "role": role}))
-    console.print(f"{role} restarted (pid {answer.get('pid')})")
+    pid = with_client(s, lambda c: c.restart_agent(role))
+    console.print(f"{role} restarted (pid {pid or '-'})")
 
 
 def logs(
     ctx: typer.Context,
-    role: str = typer.Argument(..., help="The role whose log to show (or 'org')."),
+    role: str = typer.Argument(..., help="The role whose log to show (or 'org', or 'console')."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     lines: int = typer.Option(50, "-n", "--lines", min=0, help="How many lines to show first."),
 ) -> None:
     """Show an agent's log file."""
     s = settings(ctx)
-    if role != "org":
+    if role not in ("org", "console"):
         load_role(s.agents_dir, role)
     path = s.log_dir / "org.log" if role == "org" else log_file(s, role)
     if not path.exists():
@@ -231,118 +274,46 @@ def logs(
                 time.sleep(0.2)
 
 
-def _uptime(started: str | None) -> str:
-    if not started:
-        return "-"
-    seconds = int((datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds())
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
-
-
-async def collect_status(s: Settings, *, remote: bool = True) -> dict[str, Any]:
-    """Everything `status` shows, from the state directory and (if it answers) Postgres."""
-    record = read_org(s)
-    org_alive = bool(record and pid_alive(record.pid))
-    agents: dict[str, dict[str, Any]] = {}
-    for role in load_roles(s.agents_dir):
-        rec = record.agents.get(role) if record else None
-        health = read_health_file(s, role, STALE_AFTER)
-        alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else False
-        state = health.state if health and alive else ("down" if rec else "not started")
-        if alive and health is None:
-            state = "starting"
-        details = health.details if health else {}
-        agents[role] = {
-            "role": role,
-            "pid": rec.pid if rec and alive else None,
-            "state": state,
-            "uptime": _uptime(rec.started_at) if rec and alive else "-",
-            "restarts": rec.restarts if rec else 0,
-            "last_heartbeat": health.last_heartbeat if health else None,
-            "inbox_lag": details.get("inbox_lag"),
-            "running_tasks": details.get("running_tasks"),
-            "processed": details.get("processed"),
-            "reason": health.reason if health else None,
-            "last_error": rec.last_error if rec else None,
-            "host": health.host if health else None,
-        }
-
-    async def from_database() -> None:
-        with anyio.move_on_after(2):
-            async with db.connection(s.model_copy(update={"connect_timeout": 1.5})) as conn:
-                for row in await conn.fetch("SELECT * FROM agent_health"):
-                    if agents.get(row["role"], {}).get("pid") is None and row["state"] != "down":
-                        agents[row["role"]] = {
-                            **agents.get(row["role"], {}),
-                            **_remote(row_to_health(row, STALE_AFTER)),
-                        }
-
-    governor = None
-    if remote:
-        with contextlib.suppress(EchoError, *db.UNAVAILABLE):  # unmigrated counts as nothing remote
-            await from_database()
-        with contextlib.suppress(EchoError, TimeoutError, *db.UNAVAILABLE):
-            governor = await governor_summary(s, list(agents))
-        for role, why in (governor or {}).get("waiting", {}).items():
-            if role in agents:
-                agents[role]["claude"] = f"waiting: {why}"
-    return {
-        "governor": governor,
-        "organisation": {
-            "pid": record.pid if record and org_alive else None,
-            "state": (record.state if org_alive else "stopped") if record else "never started",
-            "failure": record.failure if record else None,
-            "database": db.describe(s),
-        },
-        "agents": list(agents.values()),
-    }
-
-
-def _remote(h: Any) -> dict[str, Any]:
-    return {
-        "role": h.role,
-        "pid": h.pid,
-        "state": h.state,
-        "host": h.host,
-        "last_heartbeat": h.last_heartbeat,
-        "reason": h.reason,
-        "inbox_lag": h.details.get("inbox_lag"),
-        "running_tasks": h.details.get("running_tasks"),
-    }
-
-
 def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     """Each agent: pid, state, uptime, restarts, last heartbeat, inbox lag, running tasks."""
     s = settings(ctx)
-    info = run(lambda: collect_status(s))
+    info = with_client(s, lambda c: c.status())
     if json_out:
         emit_json(info)
         return
-    org = info["organisation"]
+    org = info.organisation
     console.print(
-        f"organisation: [bold]{org['state']}[/] (pid {org['pid'] or '-'}), database {org['database']}"
+        f"organisation: [bold]{org.state}[/] (pid {org.pid or '-'}), database {escape(org.database)}",
+        soft_wrap=True,
     )
-    if org["failure"]:
-        console.print(f"[red]{org['failure']}[/]")
-    table = Table("role", "pid", "state", "uptime", "restarts", "heartbeat", "inbox lag", "tasks")
+    if org.failure:
+        console.print(f"[red]{escape(org.failure)}[/]")
+    record = read_org(s)
+    if org.pid and record and record.console:
+        where = record.console_url or f"not answering ({record.console.state}; `echoctl logs console`)"
+        console.print(f"console: {where}, restarts {record.console.restarts}", soft_wrap=True)
+    table = plain_table()
+    role_column(table, "role", (a.role for a in info.agents))
+    for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox", "tasks"):
+        table.add_column(name, no_wrap=True)
     colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red"}
-    for a in info["agents"]:
-        beat = a["last_heartbeat"]
-        age = (
-            f"{(datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds():.1f}s ago" if beat else "-"
-        )
-        colour = colours.get(a["state"], "white")
+    for a in info.agents:
+        colour = colours.get(a.state, "white")
         table.add_row(
-            a["role"],
-            str(a["pid"] or "-"),
-            f"[{colour}]{a['state']}[/]",
-            a["uptime"],
-            str(a["restarts"]),
-            age,
-            str(a["inbox_lag"] if a["inbox_lag"] is not None else "-"),
-            str(a["running_tasks"] if a["running_tasks"] is not None else "-"),
+            a.role,
+            str(a.pid or "-"),
+            f"[{colour}]{a.state}[/]",
+            a.uptime,
+            str(a.restarts),
+            f"{a.heartbeat_age:.1f}s ago" if a.heartbeat_age is not None else "-",
+            str(a.inbox_lag if a.inbox_lag is not None else "-"),
+            str(a.running_tasks if a.running_tasks is not None else "-"),
         )
     console.print(table)
-    for line in governor_lines(info.get("governor")):
+    for a in info.agents:
+        if a.state in ("degraded", "unresponsive") and a.reason:
+            console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}")
+    for line in governor_lines(info.governor):
         console.print(line)
 
 
@@ -363,35 +334,17 @@ def agent(
 
 
 def _agent_once(s: Settings, role: Role, json_out: bool) -> None:
-    from echo.bus import MessageStore, broadcast_channel, role_channel
-
-    async def body() -> dict[str, Any]:
-        database = await db.Database.open(s, max_size=1)
-        try:
-            store = MessageStore(database)
-            cursor = await store.read_cursor(role.name)
-            unread = await store.fetch_after(cursor, [broadcast_channel(), role_channel(role.name)], limit=50)
-        finally:
-            await database.close()
-        health = read_health_file(s, role.name, STALE_AFTER)
-        return {
-            "role": role.name,
-            "title": role.title,
-            "state": health.state if health else "not running",
-            "cursor": cursor,
-            "unread": [
-                m.model_dump(mode="json", include={"id", "from_role", "to_role", "subject", "created_at"})
-                for m in unread
-            ],
-        }
-
-    info = run(body)
+    info = with_client(s, lambda c: c.inbox(role.name))
     if json_out:
-        emit_json(info)
+        emit_json({
+            **info.model_dump(mode="json", exclude={"unread"}),
+            "unread": [m.model_dump(mode="json", include={"id", "from_role", "to_role", "subject",
+                                                          "created_at"}) for m in info.unread],
+        })
         return
     console.print(
-        f"[bold]{info['title']}[/] ({info['role']}): {info['state']}, "
-        f"cursor {info['cursor']}, {len(info['unread'])} unread"
+        f"[bold]{escape(info.title)}[/] ({info.role}): {info.state}, "
+        f"cursor {info.cursor}, {len(info.unread)} unread"
     )
-    for m in info["unread"]:
-        console.print(f"  #{m['id']} from {m['from_role']} to {m['to_role']}: {m['subject']}")
+    for m in info.unread:
+        console.print(f"  #{m.id} from {m.from_role} to {m.to_role}: {escape(m.subject)}")

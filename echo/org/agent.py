@@ -6,7 +6,7 @@
     ├── participant   where messages land; the workflow acts on them
     ├── messages      Subscriber: catch-up from the cursor, then live delivery
     ├── relay         OutboxRelay (only with Redis): republishes unpublished rows
-    ├── workflow      WorkflowAgent: this role's part in open workflows (echo/org/workflow.py)
+    ├── workflow      WorkflowAgent: this role's part in open workflows (echo/org/workflow/)
     └── work          ExecutorPool: runs the tasks assigned to this role
 
 Order matters: the participant is up before the subscriber hands it anything, and
@@ -36,13 +36,16 @@ from echo.org.deciders import ClaudeDecider
 from echo.org.health import HealthMonitor
 from echo.org.roles import Role
 from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent
-from echo.runtime import Actor, ChildSpec, Registry, Service, Supervisor
+from echo.runtime import Actor, Backoff, ChildSpec, Registry, Service, Supervisor
 from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor
 from echo.work.governor import ClaimGate, Governor
 from echo.work.pool import ExecutorPool
 
 log = logging.getLogger(__name__)
+
+#: How a participant waits out a database that cannot record a message.
+DB_BACKOFF = Backoff(initial=0.1, max=5.0)
 
 _RECORD = """
 INSERT INTO agent_inbox (role, message_id) VALUES ($1, $2)
@@ -104,7 +107,7 @@ class Participant(Actor):
         return await self._process(message)
 
     async def _process(self, message: StoredMessage) -> bool:
-        delay = 0.1
+        retry = DB_BACKOFF.attempts()
         while True:
             try:
                 async with self.db.transaction() as conn:
@@ -112,8 +115,7 @@ class Participant(Actor):
                 break
             except StoreUnavailable as exc:
                 log.warning("cannot record message %s (%s); retrying", message.id, exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await anyio.sleep(retry.next_delay())
         self.last_message_id = max(self.last_message_id, message.id)
         if fresh is None:
             self.redelivered += 1
@@ -160,6 +162,7 @@ class RoleAgent:
             interval=self.heartbeat_interval,
             stats=self.stats,
         )
+        self.listener.condition.reporter = self.health
 
     async def close(self) -> None:
         if self.database is not None:
@@ -198,13 +201,14 @@ class RoleAgent:
 
     def _new_subscriber(self) -> Subscriber:
         assert self.database is not None
-        self.subscriber = Subscriber(self.database, self.role.name, self._deliver, listener=self.listener)
+        self.subscriber = Subscriber(self.database, self.role.name, self._deliver,
+                                     listener=self.listener, reporter=self.health)
         return self.subscriber
 
     def _new_relay(self) -> OutboxRelay:
         assert self.database is not None
         transport = make_transport(self.settings, self.database, listener=self.listener)
-        return OutboxRelay(self.database, transport)
+        return OutboxRelay(self.database, transport, reporter=self.health)
 
     def _role_accounts(self) -> dict[str, str]:
         return {self.role.name: self.role.claude.account} if self.role.claude.account else {}
@@ -222,7 +226,8 @@ class RoleAgent:
         assert self.database is not None
         decider = ClaudeDecider(self.settings, self.role, governor=self.governor())
         self.workflow = WorkflowAgent(self.settings, self.database, self.role,
-                                      decider=decider, listener=self.listener)
+                                      decider=decider, listener=self.listener,
+                                      reporter=self.health)
         return self.workflow
 
     def _kick_workflow(self) -> None:
@@ -246,12 +251,15 @@ class RoleAgent:
             listener=self.listener,
             grace_seconds=self._new_pool_grace(),
             gate=ClaimGate.from_settings(self.settings, role_accounts=self._role_accounts()),
+            reporter=self.health,
         )
         return Service(self.pool.run, name="work", graceful=self.pool.stop)
 
     # -- what the health monitor reports ----------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        """Figures for the heartbeat's details. A pure read: problems and recoveries are
+        pushed to the HealthMonitor by the components themselves (echo/degradation.py)."""
         out: dict[str, Any] = {}
         participant = self.registry.whereis("participant")
         if isinstance(participant, Participant):
@@ -261,23 +269,12 @@ class RoleAgent:
             out["inbox_lag"] = self.subscriber.stats.lag
             out["cursor"] = self.subscriber.cursor
             out["messages_state"] = self.subscriber.state
-            if self.health is not None:
-                if self.subscriber.state == "degraded":
-                    self.health.problem("messages", self.subscriber.last_error or "degraded")
-                else:
-                    self.health.resolved("messages")
         if self.pool is not None:
             metrics = self.pool.metrics()
             out["running_tasks"] = metrics.active
             out["tasks_processed"] = metrics.total_processed
-        if self.workflow is not None:
-            if self.workflow.last_error:
-                out["workflow_error"] = self.workflow.last_error
-            if self.health is not None:  # a deferred workflow step degrades the agent
-                if self.workflow.last_error:
-                    self.health.problem("workflow", self.workflow.last_error)
-                else:
-                    self.health.resolved("workflow")
+        if self.workflow is not None and self.workflow.last_error:
+            out["workflow_error"] = self.workflow.last_error
         out["listener_connected"] = self.listener.connected
         return out
 
@@ -286,18 +283,17 @@ async def ensure_schema(settings: Settings, *, attempts: int | None = None,
                         then: Callable[[], Awaitable[None]] | None = None) -> bool:
     """Migrate (and run `then`), retrying while the database is away. True once the
     schema is current."""
-    delay, tries = 0.2, 0
-    while attempts is None or tries < attempts:
-        tries += 1
+    retry = Backoff(initial=0.2, max=5.0).attempts()
+    while attempts is None or retry.failures < attempts:
         try:
             await db.migrate(settings)
             if then is not None:
                 await then()
             return True
-        except db.UNAVAILABLE as exc:
+        except StoreUnavailable as exc:
+            delay = retry.next_delay()
             log.warning("cannot migrate yet (%s); retrying in %.1fs", exc, delay)
             await anyio.sleep(delay)
-            delay = min(delay * 2, 5.0)
     return False
 
 
@@ -310,7 +306,7 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
     import sys
 
     from echo.org.organisation import install_stop_signals
-    from echo.runtime import SupervisorEscalation
+    from echo.runtime import gave_up
 
     db.set_application_name(f"echo-agent:{settings.namespace}:{role.name}")
     stop = anyio.Event()
@@ -337,9 +333,10 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
             with anyio.CancelScope(shield=True):
                 reason = await tree.stop()
             tg.cancel_scope.cancel()
-        if isinstance(reason, SupervisorEscalation):
-            log.error("%s agent gave up: %s", role.name, reason)
-            sys.stderr.write(f"error: {role.name} agent gave up: {reason}\n")
+        escalation = gave_up(reason)
+        if escalation is not None:
+            log.error("%s agent gave up: %s", role.name, escalation)
+            sys.stderr.write(f"error: {role.name} agent gave up: {escalation}\n")
             return 1
         log.info("%s agent stopped", role.name)
         return 0

@@ -44,11 +44,14 @@ class OrgRecord:
     state: str = "starting"  # starting, running, stopping, stopped, failed
     failure: str | None = None
     agents: dict[str, AgentRecord] = field(default_factory=dict)
+    console: AgentRecord | None = None  # the operator console process, when it runs
+    console_url: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OrgRecord:
         agents = {k: AgentRecord(**v) for k, v in data.pop("agents", {}).items()}
-        return cls(agents=agents, **data)
+        console = data.pop("console", None)
+        return cls(agents=agents, console=AgentRecord(**console) if console else None, **data)
 
 
 def org_file(settings: Settings) -> Path:

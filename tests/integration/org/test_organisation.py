@@ -35,6 +35,7 @@ async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
 
     record = read_org(s)
     assert record is not None and record.state == "running"
+    pids_before = {r: record.agents[r].pid for r in ROLES}
     order = sorted(ROLES, key=lambda r: record.agents[r].started_at or "")
     assert order == ROLES  # staggered: each started after the previous one was ready
 
@@ -53,6 +54,13 @@ async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
         ))
     assert set(held) == {f"echo-agent:{s.namespace}:{r}" for r in ROLES}
     assert max(held.values()) <= 2, held
+
+    restarted = await run_cli(s, "restart", "cto")  # a person's restart: not a crash
+    assert restarted.returncode == 0 and "cto restarted (pid " in restarted.stdout, restarted.stderr
+    record = read_org(s)
+    assert record is not None and record.agents["cto"].restarts == 0
+    assert record.agents["cto"].pid not in (None, pids_before["cto"])
+    await wait_until(all_in(s, "healthy"), timeout=60, interval=0.1)
 
     pids = [record.agents[r].pid for r in ROLES] + [record.pid]
     stopped = await run_cli(s, "down")
