@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from echo import __version__
+from echo.commands import budget as budget_commands
 from echo.commands import bus as bus_commands
 from echo.commands import console as console_commands
 from echo.commands import db as db_commands
@@ -57,6 +58,7 @@ bus_commands.register(app)
 task_commands.register(app)
 org_commands.register(app)
 workflow_commands.register(app)
+budget_commands.register(app)
 console_commands.register(app)
 
 

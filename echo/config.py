@@ -17,15 +17,16 @@ import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from echo.errors import ConfigError, one_line
@@ -89,6 +90,17 @@ class Settings(BaseSettings):
     worker_check_interval: float = Field(1.0, gt=0, description="seconds between queue polls")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest message body")
     claude_bin: str = Field("claude", description="the Claude Code CLI to run")
+    claude_account: str = Field(
+        "default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$",
+        description="the name of the Claude credentials this process runs with (plan pauses)")
+    claude_billing: Literal["api", "subscription"] = Field(
+        "api", description="api: costs are billed; subscription: costs are list-price estimates")
+    budget_daily_usd: float | None = Field(
+        None, ge=0, description="the organisation's daily Claude budget; unset: none")
+    budget_timezone: str = Field("UTC", description="the zone whose midnight starts a budget day")
+    budget_burst_usd: float | None = Field(
+        25.0, gt=0, description="burn-rate breaker: spend within burst_minutes that pauses Claude")
+    budget_burst_minutes: float = Field(10.0, gt=0, le=24 * 60)
     console: bool = Field(True, description="`echoctl up` starts the operator console")
     console_host: str = Field("127.0.0.1", description="where the console listens")
     console_port: int = Field(8765, ge=0, le=65535, description="the console's port; 0: any free one")
@@ -133,6 +145,16 @@ class Settings(BaseSettings):
         """The roles this node takes back from another node (`--prefer`, ECHO_PREFER)."""
         return {name.strip() for name in self.prefer.split(",") if name.strip()}
 
+    @field_validator("budget_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC "
+                             "or Europe/Paris") from None
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -169,8 +191,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_files())
-        return (init_settings, env_settings, toml)
+        return (init_settings, env_settings, _FlatToml(settings_cls, config_files()))
 
     @property
     def log_dir(self) -> Path:
@@ -191,6 +212,29 @@ class Settings(BaseSettings):
             if value is not None:
                 env[f"ECHO_{name.upper()}"] = str(value)
         return env
+
+
+class _FlatToml(InitSettingsSource):
+    """config/*.toml, later files winning. A table is a prefix: `[budget] daily_usd` is
+    the setting `budget_daily_usd` (ECHO_BUDGET_DAILY_USD), `[claude] account` is
+    `claude_account`, so a file reads like the role files while the settings stay flat."""
+
+    def __init__(self, settings_cls: type[BaseSettings], files: list[Path]) -> None:
+        data: dict[str, Any] = {}
+        for path in files:
+            with path.open("rb") as handle:
+                data.update(_flatten(tomllib.load(handle)))
+        super().__init__(settings_cls, data)
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}_"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def load_settings(**overrides: Any) -> Settings:

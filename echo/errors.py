@@ -23,7 +23,9 @@ what to do about it.
         ├── ClaudeUsageLimit     the plan's usage limit; retried after its reset time
         ├── ClaudeApiError       another API error: 429 and 5xx/529 retried, others not
         ├── ClaudeCrashed        no JSON result: a crash or a signal (retried)
-        └── ClaudeTimeout        the wall-clock timeout passed; its process group was killed
+        ├── ClaudeTimeout        the wall-clock timeout passed; its process group was killed
+        └── ClaudeHeld           the governor holds Claude runs back: a budget is spent, the
+                                 account is paused (plan window) or the burn-rate breaker tripped
 
 The two store errors are the failure model of every component: `echo.db.Database`
 classifies each driver error once (`echo.db.TRANSIENT_SQLSTATES`). On
@@ -41,6 +43,7 @@ the rest of ECHO.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 
 class EchoError(Exception):
@@ -115,10 +118,12 @@ class CommandFailed(EchoError):
 
 
 class ClaudeError(EchoError):
-    """The Claude CLI failed."""
+    """The Claude CLI failed. `run` is the run's ledger row (a `RunRecord`) when the CLI
+    was started."""
 
     retryable = True
     retry_at: datetime | None = None
+    run: Any = None
 
 
 class ClaudeNotInstalled(ClaudeError):
@@ -162,6 +167,11 @@ class ClaudeCrashed(ClaudeError):
 
 class ClaudeTimeout(ClaudeError):
     """The run passed its wall-clock timeout; its process group was killed."""
+
+
+class ClaudeHeld(ClaudeError):
+    """The governor starts no run now (its message says why: `budget — cto spent $6.30
+    of $5.00 today`, `paused until 02:19 UTC (session limit)`); retried later."""
 
 
 def one_line(text: str) -> str:

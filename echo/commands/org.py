@@ -28,6 +28,7 @@ from echo.commands._common import (
     settings,
     with_client,
 )
+from echo.commands.budget import governor_lines
 from echo.config import Settings, private_dir
 from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
@@ -359,6 +360,8 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     for a in info.agents:
         if a.state in ("degraded", "unresponsive") and a.reason:
             console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}")
+    for line in governor_lines(info.governor):
+        console.print(line)
     if info.processes:
         _print_processes(info.processes, colours)
 

@@ -31,6 +31,7 @@ from echo.commands._common import (
     settings,
     with_client,
 )
+from echo.commands.budget import governor_lines
 from echo.errors import ConfigError, UsageError
 from echo.org.client import claude_mode, run_worker, worker_executors
 from echo.work import STATUSES, TASK_TYPES
@@ -109,7 +110,7 @@ def list_tasks(
     for r in rows:
         table.add_row(str(r.task_id), r.task_type, _status(r.status, r.error), r.assigned_role or "",
                       str(r.task_priority), f"{r.attempt}/{r.max_retries + 1}",
-                      escape(clip(r.task_description, 60)), escape(clip(r.error or "", 60)))
+                      escape(clip(r.task_description, 60)), escape(clip(r.waiting or r.error or "", 60)))
     console.print(table)
 
 
@@ -187,10 +188,15 @@ def register(app: typer.Typer) -> None:
 
 def claude_status(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
     """Which Claude CLI runs the work and whether it has a login: the mode of a run."""
-    info = claude_mode(settings(ctx))
+    s = settings(ctx)
+    info = claude_mode(s)
+    governor = with_client(s, lambda c: c.governor_summary())
     if as_json:
-        emit_json(info.model_dump(mode="json", exclude={"missing"}))
-    elif info.mode == "claude":
+        emit_json({**info.model_dump(mode="json", exclude={"missing"}),
+                   "account": s.claude_account, "billing": s.claude_billing,
+                   "governor": governor})
+        return
+    if info.mode == "claude":
         console.print(f"mode: [green]claude[/] ({info.binary}, {info.login}): deciders and work "
                       "use the real CLI")
     else:
@@ -200,3 +206,7 @@ def claude_status(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
         console.print(
             f"mode: [yellow]fallback[/] ({escape(str(info.reason))}): deciders use role keywords and "
             f"templates, assigned work is recorded as skipped. To switch: {todo}.")
+    console.print(f"account: {escape(s.claude_account)}, billing: {s.claude_billing}"
+                  + (" (costs are list-price estimates)" if s.claude_billing == "subscription" else ""))
+    for line in governor_lines(governor):
+        console.print(line)

@@ -232,7 +232,7 @@ def _print(data: WorkflowDetail, *, verbose: bool) -> None:
         table.add_column("status", no_wrap=True)
         table.add_column("outcome")
         for t in data.tasks:
-            outcome = "" if t.status == "skipped" else str(t.error or t.result or "")
+            outcome = "" if t.status == "skipped" else str(t.waiting or t.error or t.result or "")
             table.add_row(str(t.task_id), t.role or "-", t.status,
                           escape(outcome if verbose else clip(outcome, 200)))
         console.print(table)

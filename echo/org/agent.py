@@ -23,7 +23,7 @@ holds only the keeper's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -40,6 +40,7 @@ from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent
 from echo.runtime import Actor, Backoff, ChildSpec, Registry, Service, Supervisor
 from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor
+from echo.work.governor import ClaimGate, Governor
 from echo.work.pool import ExecutorPool
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def role_executors(settings: Settings, role: Role) -> dict[str, Executor]:
         max_turns=role.claude.max_turns,
         max_budget_usd=role.claude.max_budget_usd,
         skip_permissions=role.claude.skip_permissions,
+        account=role.claude.account,
     )
     return {
         "claude": ClaudeExecutor(
@@ -212,11 +214,24 @@ class RoleAgent:
         transport = make_transport(self.settings, self.database, listener=self.listener)
         return OutboxRelay(self.database, transport, reporter=self.health)
 
+    def _role_accounts(self) -> dict[str, str]:
+        return {self.role.name: self.role.claude.account} if self.role.claude.account else {}
+
+    def governor(self) -> Governor:
+        assert self.database is not None
+        return Governor(self.settings, self.database, role_accounts=self._role_accounts())
+
+    async def sync_governor(self) -> None:
+        """Write the configured budgets (the organisation's, this role's) and the
+        breaker's threshold; an operator's `echoctl budget set` still wins."""
+        await self.governor().sync({self.role.name: self.role.budget.daily_usd})
+
     def _new_workflow(self) -> WorkflowAgent:
         assert self.database is not None
+        decider = ClaudeDecider(self.settings, self.role, governor=self.governor())
         self.workflow = WorkflowAgent(self.settings, self.database, self.role,
-                                      decider=ClaudeDecider(self.settings, self.role),
-                                      listener=self.listener, reporter=self.health)
+                                      decider=decider, listener=self.listener,
+                                      reporter=self.health)
         return self.workflow
 
     def _kick_workflow(self) -> None:
@@ -239,6 +254,7 @@ class RoleAgent:
             roles=[self.role.name],
             listener=self.listener,
             grace_seconds=self._new_pool_grace(),
+            gate=ClaimGate.from_settings(self.settings, role_accounts=self._role_accounts()),
             reporter=self.health,
         )
         return Service(self.pool.run, name="work", graceful=self.pool.stop)
@@ -267,12 +283,16 @@ class RoleAgent:
         return out
 
 
-async def ensure_schema(settings: Settings, *, attempts: int | None = None) -> bool:
-    """Migrate, retrying while the database is away. True once the schema is current."""
+async def ensure_schema(settings: Settings, *, attempts: int | None = None,
+                        then: Callable[[], Awaitable[None]] | None = None) -> bool:
+    """Migrate (and run `then`), retrying while the database is away. True once the
+    schema is current."""
     retry = Backoff(initial=0.2, max=5.0).attempts()
     while attempts is None or retry.failures < attempts:
         try:
             await db.migrate(settings)
+            if then is not None:
+                await then()
             return True
         except StoreUnavailable as exc:
             delay = retry.next_delay()
@@ -323,6 +343,10 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
         agent = RoleAgent(settings, role, fence=lease.fence)
         await agent.open()
         try:
+            try:
+                await agent.sync_governor()
+            except StoreUnavailable as exc:  # the tree degrades and retries by itself
+                log.warning("%s: budgets not written yet: %s", role.name, exc)
             tree = agent.supervisor()
             await tree.start()
             log.info("%s agent active (pid %s, epoch %s)", role.name, os.getpid(), lease.epoch)

@@ -35,6 +35,7 @@ from echo.bus import ALL, Kind, Message, MessageStore, Published, Publisher, Sto
 from echo.config import Settings
 from echo.errors import EchoError, NotFound, UsageError
 from echo.org import control
+from echo.org.governance import annotate_waiting, governor_summary, synced_governor
 from echo.org.health import read_health_file
 from echo.org.roles import NON_AGENT_SENDERS, check_role, load_role, role_names
 from echo.org.status import (
@@ -59,6 +60,7 @@ from echo.org.workflow import (
     post_uuid,
 )
 from echo.work import STATUSES, NewTask, TaskQueue
+from echo.work.governor import Governor, SpendReport, check_amount, spend_report
 
 
 class SendKind(StrEnum):
@@ -119,6 +121,8 @@ class TaskSummary(BaseModel):
     completed_at: datetime | None = None
     duration_sec: float | None = None
     attempt: int = 0
+    workflow: str | None = None
+    waiting: str | None = None  # why the governor holds it back (`budget — ...`)
 
 
 class TaskEvent(BaseModel):
@@ -302,13 +306,15 @@ class Client:
         if status is not None and status not in STATUSES:
             raise UsageError(f"unknown status {status!r}; use {', '.join(STATUSES)}")
         async with self._queue() as q:
-            rows = await q.list(status=status, role=role, limit=limit)
+            rows = await annotate_waiting(self.settings, q.db,
+                                          await q.list(status=status, role=role, limit=limit))
         return [TaskSummary.model_validate(r) for r in rows]
 
     async def task(self, task_id: int) -> TaskDetail:
         """One task (every column) and its audit trail; `NotFound` if there is none."""
         async with self._queue() as q:
             row = await q.get(task_id)
+            await annotate_waiting(self.settings, q.db, [row])
             history = await q.history(task_id)
         return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history])
 
@@ -328,9 +334,73 @@ class Client:
             return await q.counts()
 
     async def spend(self) -> list[dict[str, Any]]:
-        """The recorded cost of task runs per role: `{"role", "runs", "cost_usd"}`."""
+        """The recorded cost of task runs per role: `{"role", "runs", "cost_usd"}`, with
+        the governor's figures for today: `spent_today_usd` and `budget_usd` (None: no
+        budget), for the roles with a budget or a run today too."""
         async with self._queue() as q:
-            return await q.spend()
+            rows = await q.spend()
+        report = await self.spend_report()
+        today = {r.role: r for r in report.roles}
+        by_role = {r["role"]: r for r in rows}
+        for name in today:
+            if name not in by_role and name != "(none)":
+                by_role[name] = {"role": name, "runs": 0, "cost_usd": 0.0}
+        for name, row in by_role.items():
+            found = today.get(name or "(none)")
+            row["spent_today_usd"] = found.spent_usd if found else 0.0
+            row["budget_usd"] = found.budget_usd if found else None
+        return sorted(by_role.values(), key=lambda r: r["role"] or "")
+
+    # ------------------------------------------------------------ the governor
+
+    async def governor(self, *, sync: bool = True) -> Governor:
+        """The organisation's governor, the configured budgets written (as at an agent's start)."""
+        with self._migrated():
+            return await synced_governor(self.settings, await self.database(), sync=sync)
+
+    async def set_budget(self, scope: str, key: str, daily_usd: float) -> float:
+        """Set the daily budget of the organisation (`org`, key ""), a role or a workflow:
+        effective at the next claim on every machine, audited. Returns the amount."""
+        amount = check_amount(daily_usd)
+        known = role_names(self.settings.agents_dir)
+        if scope == "role" and key not in known:
+            raise UsageError(f"unknown role {key!r}; known roles: {', '.join(known) or 'none'}")
+        governor = await self.governor()
+        with self._migrated():
+            await governor.set_budget(scope, key, amount, known_roles=known)
+        return amount
+
+    async def budgets(self) -> dict[str, Any]:
+        """Every budget with today's spend, the pauses in force, the billing mode."""
+        governor = await self.governor()
+        with self._migrated():
+            return {"budgets": await governor.budgets(),
+                    "paused": [{"account": p.account, "until": p.until, "reason": p.reason,
+                                "text": p.describe(governor.gate.timezone)}
+                               for p in await governor.pauses()],
+                    "billing": self.settings.claude_billing,
+                    "timezone": self.settings.budget_timezone}
+
+    async def resume_budget(self) -> bool:
+        """Lift the burn-rate breaker (audited); False if it was not tripped."""
+        governor = await self.governor(sync=False)
+        with self._migrated():
+            return await governor.resume() is not None
+
+    async def spend_report(self, *, by: str = "role", since: str | None = None) -> SpendReport:
+        """Today's spend against the budgets, what waits and why, the pauses, and the
+        ledger since `since` grouped `by` role, workflow, day or account."""
+        governor = await self.governor()
+        with self._migrated():
+            return await spend_report(governor, by=by, since=since,
+                                      roles=role_names(self.settings.agents_dir))
+
+    async def governor_summary(self) -> dict[str, Any] | None:
+        """The pauses in force and why each role's Claude runs wait (for `status` and
+        `echoctl claude`); None when the database is away or not started."""
+        with contextlib.suppress(EchoError, TimeoutError, OSError):
+            return await governor_summary(self.settings, role_names(self.settings.agents_dir))
+        return None
 
     async def latest_message_id(self) -> int:
         """The highest message id committed (0 for none): a cheap probe of the database."""
@@ -410,8 +480,16 @@ class Client:
 
     async def workflow(self, workflow_id: str) -> WorkflowDetail:
         """One workflow with its participants, thread, decision, tasks and timeline."""
+        workflow_id = normalise_workflow_id(workflow_id)
         async with self._workflows() as store:
-            return await store.detail(normalise_workflow_id(workflow_id))
+            detail = await store.detail(workflow_id)
+            if any(t.status == "pending" for t in detail.tasks):  # why the governor holds them
+                rows = await annotate_waiting(self.settings, store.db, [
+                    {"status": t.status, "task_type": "claude", "assigned_role": t.role,
+                     "workflow": workflow_id} for t in detail.tasks])
+                detail.tasks = [t.model_copy(update={"waiting": r.get("waiting")})
+                                for t, r in zip(detail.tasks, rows, strict=True)]
+        return detail
 
     async def cancel_workflow(self, workflow_id: str) -> Phase:
         """Cancel an unfinished workflow; returns the phase it was in. Its pending tasks

@@ -27,11 +27,20 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+import asyncpg
+
 from echo.config import Settings, project_path
-from echo.errors import ClaudeAuthError, ClaudeCreditError, ClaudeError, ClaudeNotInstalled
+from echo.errors import (
+    ClaudeAuthError,
+    ClaudeCreditError,
+    ClaudeError,
+    ClaudeHeld,
+    ClaudeNotInstalled,
+    StoreUnavailable,
+)
 from echo.org.roles import Role
-from echo.work.claude import LOCAL_CLAUDE, ClaudeExecutor, ClaudeRunOptions, classify, claude_env
-from echo.work.process import run_process
+from echo.work.claude import LOCAL_CLAUDE, ClaudeExecutor, ClaudeRunOptions, claude_env, run_claude
+from echo.work.governor import Governor, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +188,15 @@ class ClaudeDecider:
     """
 
     def __init__(self, settings: Settings, role: Role, *, env: Mapping[str, str] | None = None,
-                 local_bin: Path | None = LOCAL_CLAUDE, unavailable_for: float = 60.0) -> None:
+                 local_bin: Path | None = LOCAL_CLAUDE, unavailable_for: float = 60.0,
+                 governor: Governor | None = None) -> None:
         self.unavailable_for = unavailable_for
+        self.settings = settings
+        self.role_name = role.name
+        self.account = role.claude.account or settings.claude_account
+        #: Budgets and pauses hold questions too (the fallback answers, reason `budget`),
+        #: and every question's run is a ledger row.
+        self.governor = governor
         self.runs = 0  # CLI processes started
         self._unavailable: tuple[float, ClaudeError] | None = None
         # One short turn, no tools: a JSON answer is all that is asked for.
@@ -191,19 +207,39 @@ class ClaudeDecider:
                                        config_dir=isolated if role.claude.isolate_config else None,
                                        local_bin=local_bin)
 
-    async def ask(self, prompt: str, time_limit: float) -> dict[str, Any]:
+    async def ask(self, prompt: str, time_limit: float, *, workflow: str | None = None,
+                  step: str | None = None) -> dict[str, Any]:
+        await self._check(workflow)
         if self._unavailable is not None:
             since, known = self._unavailable
             if time.monotonic() - since < self.unavailable_for:
                 raise type(known)(str(known))
             self._unavailable = None
         try:
-            return await self._ask(prompt, time_limit)
+            return await self._ask(prompt, time_limit, workflow, step)
         except CLAUDE_UNAVAILABLE as exc:
             self._unavailable = (time.monotonic(), exc)
             raise
 
-    async def _ask(self, prompt: str, time_limit: float) -> dict[str, Any]:
+    async def _check(self, workflow: str | None) -> None:
+        if self.governor is None:
+            return
+        try:
+            await self.governor.check(self.role_name, workflow)
+        except (StoreUnavailable, asyncpg.PostgresError, OSError) as exc:
+            # The workflow's own writes wait for the database; the question need not.
+            log.warning("governor unreachable (%s); asking anyway", exc)
+
+    async def _record(self, run: RunRecord | None) -> None:
+        if self.governor is None or run is None:
+            return
+        try:
+            await self.governor.record([run])
+        except (StoreUnavailable, asyncpg.PostgresError, OSError) as exc:
+            log.warning("could not write the ledger row of a %s question: %s", run.step, exc)
+
+    async def _ask(self, prompt: str, time_limit: float, workflow: str | None,
+                   step: str | None) -> dict[str, Any]:
         binary = self.executor.binary()
         extra = dict(self.executor.extra_env)
         extra["CLAUDE_CODE_MAX_RETRIES"] = "0"
@@ -212,25 +248,35 @@ class ClaudeDecider:
             extra["CLAUDE_CONFIG_DIR"] = str(self.executor.config_dir)
         env = claude_env(extra)
         self.runs += 1
+        record = RunRecord(kind="question", outcome="ok", account=self.account,
+                           role=self.role_name, workflow_id=workflow, step=step,
+                           model=self.options.model,
+                           estimated=self.settings.claude_billing == "subscription")
         try:
-            done = await run_process(self.executor.argv(binary, self.options), stdin=prompt.encode(),
-                                     env=env, cwd=self.executor.cwd, time_limit=time_limit,
-                                     kill_grace=2.0)
+            result = await run_claude(self.executor.argv(binary, self.options), prompt=prompt,
+                                      env=env, cwd=self.executor.cwd, time_limit=time_limit,
+                                      kill_grace=2.0, record=record)
         except FileNotFoundError:
             raise ClaudeNotInstalled(f"the Claude CLI {binary!r} disappeared") from None
-        result = classify(done, timeout=time_limit, env=env)
+        except ClaudeError as exc:
+            await self._record(exc.run)
+            raise
+        await self._record(result.run)
         return parse_json_object(str((result.output or {}).get("result") or ""))
 
 
 async def answer(decider: ClaudeDecider | None, prompt: str, time_limit: float,
                  check: Callable[[dict[str, Any]], dict[str, Any]],
-                 fallback: Callable[[], dict[str, Any]]) -> Answer:
-    """The LLM's checked answer, else the fallback's with the reason."""
+                 fallback: Callable[[], dict[str, Any]], *, workflow: str | None = None,
+                 step: str | None = None) -> Answer:
+    """The LLM's checked answer, else the fallback's with the reason (a spent budget or
+    a paused account: the governor's own words, `budget — cto spent $6.30 of $5.00 today`)."""
     if decider is None:
         return Answer(fallback(), "fallback", "no LLM decider configured")
     try:
-        return Answer(check(await decider.ask(prompt, time_limit)), "llm")
+        return Answer(check(await decider.ask(prompt, time_limit, workflow=workflow, step=step)),
+                      "llm")
     except (ClaudeError, ValueError, OSError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"[:500]
+        reason = (str(exc) if isinstance(exc, ClaudeHeld) else f"{type(exc).__name__}: {exc}")[:500]
         log.info("LLM decider unavailable (%s); using the fallback", reason)
         return Answer(fallback(), "fallback", reason)

@@ -33,11 +33,22 @@ class ClaudeOptions(BaseModel):
     max_turns: int = Field(8, ge=1, le=200)
     max_budget_usd: float | None = Field(None, gt=0)
     skip_permissions: bool = False
+    account: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$",
+        description="the Claude credentials this role runs with (default: ECHO_CLAUDE_ACCOUNT)")
     isolate_config: bool = Field(
         False,
         description="one CLAUDE_CONFIG_DIR per worker slot (needs ANTHROPIC_API_KEY: "
         "a fresh config dir holds no login)",
     )
+
+
+class BudgetOptions(BaseModel):
+    """The role's daily Claude budget (USD); `echoctl budget set --role` overrides it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    daily_usd: float | None = Field(None, ge=0)
 
 
 class WorkOptions(BaseModel):
@@ -59,6 +70,7 @@ class Role(BaseModel):
     system_prompt: str = Field(min_length=1)
     claude: ClaudeOptions = ClaudeOptions()
     work: WorkOptions = WorkOptions()
+    budget: BudgetOptions = BudgetOptions()
 
     @field_validator("name")
     @classmethod

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from echo import db
 from echo.config import Settings
 from echo.errors import EchoError
+from echo.org.governance import governor_summary
 from echo.org.health import read_health_file, row_to_health
 from echo.org.leases import agent_processes
 from echo.org.roles import role_names
@@ -47,6 +48,7 @@ class AgentStatus(BaseModel):
     reason: str | None = None
     last_error: str | None = None
     host: str | None = None
+    claude: str | None = None  # `waiting: budget — ...`: why its Claude runs wait
 
 
 class OrgInfo(BaseModel):
@@ -79,6 +81,8 @@ class OrgStatus(BaseModel):
     organisation: OrgInfo
     agents: list[AgentStatus] = Field(default_factory=list)
     processes: list[AgentProcessStatus] | None = None
+    #: The governor's pauses in force and why each role's runs wait (None: not known).
+    governor: dict[str, Any] | None = None
 
 
 class ClaudeMode(BaseModel):
@@ -170,7 +174,15 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
         org_state = record.state
     else:  # never "stopped" while agents of this state directory live on
         org_state = f"supervisor gone, {len(orphans)} agent(s) alive" if orphans else "stopped"
+    governor = None
+    if remote:
+        with contextlib.suppress(EchoError, TimeoutError, OSError):
+            governor = await governor_summary(s, list(agents))
+        for role, why in (governor or {}).get("waiting", {}).items():
+            if role in agents:
+                agents[role] = agents[role].model_copy(update={"claude": f"waiting: {why}"})
     return OrgStatus(
+        governor=governor,
         organisation=OrgInfo(
             pid=record.pid if record and org_alive else None, state=org_state,
             failure=record.failure if record else None, database=db.describe(s), node=s.node),

@@ -21,6 +21,7 @@ from echo.config import Settings
 from echo.db import Database
 from echo.errors import ClaudeNotInstalled, MigrationError, UsageError
 from echo.listener import Listener
+from echo.org.governance import synced_governor
 from echo.org.roles import check_role, load_role
 from echo.work import (
     TASK_TYPES,
@@ -49,7 +50,7 @@ def role_options(s: Settings) -> Callable[[Task], ClaudeRunOptions]:
                     model=role.claude.model, system_prompt=role.system_prompt,
                     allowed_tools=tuple(role.claude.allowed_tools),
                     max_turns=role.claude.max_turns, max_budget_usd=role.claude.max_budget_usd,
-                    skip_permissions=role.claude.skip_permissions)
+                    skip_permissions=role.claude.skip_permissions, account=role.claude.account)
             cache[task.role] = found
         return cache[task.role]
 
@@ -92,8 +93,10 @@ async def run_worker(s: Settings, served: dict[str, Executor], *, concurrency: i
         if not await TaskQueue(database).installed():
             raise MigrationError(f"schema {s.namespace!r} has no work queue; run `echoctl db migrate`")
         listener = Listener(s)
+        governor = await synced_governor(s, database)  # the configured budgets, as agents do
         pool = ExecutorPool(s, database, served, concurrency=concurrency, roles=roles,
-                            listener=listener, lease_seconds=lease, grace_seconds=grace)
+                            listener=listener, lease_seconds=lease, grace_seconds=grace,
+                            gate=governor.gate)
         await _serve(pool, listener)
         return pool.worker_prefix, pool.metrics()
     finally:

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -43,11 +44,14 @@ from echo.errors import (
     ClaudeAuthError,
     ClaudeCrashed,
     ClaudeCreditError,
+    ClaudeError,
+    ClaudeHeld,
     ClaudeNotInstalled,
     ClaudeTimeout,
     ClaudeUsageLimit,
 )
 from echo.work.executors import Result
+from echo.work.governor.ledger import RunRecord, usage
 from echo.work.process import ProcessResult, run_process, scrubbed_env
 from echo.work.queue import Task
 
@@ -70,6 +74,7 @@ class ClaudeRunOptions:
     max_turns: int | None = None
     max_budget_usd: float | None = None
     skip_permissions: bool = False
+    account: str | None = None  # the credentials' name (plan pauses); None: the process's
 
 
 #: What a task's payload may override under "claude"; never permissions or tools.
@@ -165,8 +170,10 @@ def usage_limit_reset(message: str, now: datetime | None = None) -> datetime:
         except ValueError:
             return now + timedelta(hours=1)
     else:
+        # The CLI shows the reset rounded down to the minute, so the shown minute may be
+        # the current one: only a time whose whole minute has passed means tomorrow.
         reset = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-        if reset <= local_now:
+        if reset + timedelta(minutes=1) <= local_now:
             reset += timedelta(days=1)
     return (reset + timedelta(minutes=1)).astimezone(UTC)
 
@@ -220,6 +227,27 @@ def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str]) -> 
     if subtype.startswith("error_max"):
         raise ClaudeApiError(f"claude stopped: {subtype} ({text})", None, retryable=False)
     raise ClaudeApiError(f"claude failed: {text}", None, retryable=True)
+
+
+async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cwd: Any,
+                     time_limit: float, kill_grace: float, record: RunRecord) -> Result:
+    """One CLI run, classified, with its ledger row: on the `Result` (`run`), or on the
+    `ClaudeError` raised (`exc.run`: outcome class, cost, tokens, the pause a usage
+    limit asks for). A run that never reached the API is a row too, with cost 0."""
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    done = await run_process(argv, stdin=prompt.encode(), env=env, cwd=cwd,
+                             time_limit=time_limit, kill_grace=kill_grace)
+    ran = replace(record, started_at=started, duration_ms=int((time.monotonic() - clock) * 1000))
+    try:
+        result = classify(done, timeout=time_limit, env=env)
+    except ClaudeError as exc:
+        data = _last_json(done.stdout)
+        if data is not None:
+            ran = replace(ran, **usage(data))
+        exc.run = ran.with_failure(exc, datetime.now(UTC))
+        raise
+    return replace(result, run=replace(ran, **usage(result.output)))
 
 
 class ClaudeExecutor:
@@ -289,21 +317,49 @@ class ClaudeExecutor:
             extra.setdefault("CLAUDE_CODE_MAX_RETRIES", str(self.cli_max_retries))
         return claude_env(extra)
 
+    def budgeted(self, task: Task, options: ClaudeRunOptions) -> ClaudeRunOptions:
+        """Billing by API key, a run may spend at most what is left of its budgets
+        (`--max-budget-usd` = the smaller of the role's per-run cap and that)."""
+        left = task.budget_left_usd
+        if self.settings.claude_billing != "api" or left is None:
+            return options
+        cap = left if options.max_budget_usd is None else min(options.max_budget_usd, left)
+        return replace(options, max_budget_usd=max(round(cap, 4), 0.0001))
+
+    def record(self, task: Task, options: ClaudeRunOptions) -> RunRecord:
+        workflow = task.payload.get("workflow")
+        return RunRecord(kind="task", outcome="ok",
+                         account=options.account or self.settings.claude_account,
+                         role=task.role, task_id=task.task_id, attempt=task.attempt,
+                         workflow_id=workflow if isinstance(workflow, str) else None,
+                         model=options.model,
+                         estimated=self.settings.claude_billing == "subscription")
+
     async def execute(self, task: Task) -> Result:
         binary = self.binary()
         prompt = str(task.payload.get("prompt") or task.description)
         env = self.environment(task)
+        base = self.options_for(task)
+        options = self.budgeted(task, base)
         try:
-            done = await run_process(
-                self.argv(binary, self.options_for(task)), stdin=prompt.encode(), env=env,
+            return await run_claude(
+                self.argv(binary, options), prompt=prompt, env=env,
                 cwd=self.cwd or task.payload.get("cwd"), time_limit=task.timeout_seconds,
-                kill_grace=self.kill_grace,
-            )
+                kill_grace=self.kill_grace, record=self.record(task, options))
+        except ClaudeApiError as exc:
+            if options.max_budget_usd == base.max_budget_usd or exc.run is None \
+                    or exc.run.outcome != "max_budget":
+                raise
+            # Cut at what was left of its budget, not at the role's own cap: the task
+            # waits (uncounted) until the budget allows it, as if it had not started.
+            held = ClaudeHeld(f"stopped at --max-budget-usd {options.max_budget_usd:g}, what "
+                              "was left of its budget; it runs again when the budget allows")
+            held.retry_at, held.run = datetime.now(UTC), exc.run
+            raise held from exc
         except FileNotFoundError:
             raise ClaudeNotInstalled(
                 f"the Claude CLI {binary!r} disappeared; reinstall "
                 "@anthropic-ai/claude-code or fix ECHO_CLAUDE_BIN") from None
-        return classify(done, timeout=task.timeout_seconds, env=env)
 
 
 def login_hint(env: Mapping[str, str] | None = None) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import anyio
 
 from echo.errors import CommandFailed
+from echo.work.governor.ledger import RunRecord
 from echo.work.process import run_process, scrubbed_env
 from echo.work.queue import Task
 
@@ -27,6 +28,7 @@ class Result:
     output: Any
     cost_usd: float | None = None
     session_id: str | None = None
+    run: RunRecord | None = None  # a Claude run: its ledger row
 
 
 class Executor(Protocol):

@@ -53,6 +53,7 @@ from echo.errors import EchoError, StoreRejected, StoreUnavailable, UsageError
 from echo.listener import Listener, Registration
 from echo.runtime import Backoff
 from echo.work.executors import Executor, Result
+from echo.work.governor.gate import ClaimGate
 from echo.work.queue import DEFAULT_BACKOFF, Completion, Failure, Task, TaskQueue
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class ExecutorPool:
         grace_seconds: float = 10.0,
         backoff: Backoff = DEFAULT_BACKOFF,
         worker_prefix: str | None = None,
+        gate: ClaimGate | None = None,
         reporter: Reporter | None = None,
     ) -> None:
         if concurrency < 1:
@@ -141,6 +143,8 @@ class ExecutorPool:
         self.grace_seconds = grace_seconds
         self.backoff = backoff
         self.worker_prefix = worker_prefix or default_worker_prefix()
+        #: The governor's part of every claim: budgets, account pauses, the breaker.
+        self.gate = gate or ClaimGate.from_settings(settings)
         self.condition = Condition("work", reporter, log)
         self._free = list(range(concurrency))
         self._held: dict[int, _Running] = {}
@@ -247,7 +251,7 @@ class ExecutorPool:
                 applied, tasks = await self.queue.complete_and_claim(
                     [outcome for _, outcome in done if isinstance(outcome, Completion)],
                     [self.worker_id(s) for s in slots], task_types=types, roles=self.roles,
-                    lease_seconds=self.lease_seconds)
+                    lease_seconds=self.lease_seconds, gate=self.gate)
                 self._claim_rounds += 1
                 self.condition.ok()
                 retry.reset()
@@ -320,10 +324,12 @@ class ExecutorPool:
         try:
             result: Result = await self.executors[task.task_type].execute(task)
             if nul_free(result.output):
-                outcome = Completion(task, result.output, result.cost_usd, result.session_id)
+                outcome = Completion(task, result.output, result.cost_usd, result.session_id,
+                                     result.run)
             else:  # Postgres stores no NUL in jsonb: fail it here, not in the batch
                 outcome = Failure(task, f"{NOT_STORABLE}: NUL byte", False,
-                                  cost_usd=result.cost_usd, session_id=result.session_id)
+                                  cost_usd=result.cost_usd, session_id=result.session_id,
+                                  run=result.run)
         except Exception as exc:
             outcome = self._failure(task, exc)
         running.writing = True
@@ -346,12 +352,16 @@ class ExecutorPool:
         else:
             log.exception("executor %s crashed on task %s", task.task_type, task.task_id)
             message = f"executor crashed: {type(exc).__name__}: {exc}"
+        run = getattr(exc, "run", None)
         message = message.replace("\x00", "\\0")  # Postgres stores no NUL in text
         retry_at: datetime | None = getattr(exc, "retry_at", None)
+        if run is not None and run.pause_until is not None:
+            retry_at = run.pause_until  # the account's pause: no run before it anyway
         if retry_at is not None:
             delay = (retry_at - datetime.now(UTC)).total_seconds()
-            return Failure(task, message, True, delay=delay, counted=False)
-        return Failure(task, message, bool(retryable), delay=self.backoff.delay(task.retry_count))
+            return Failure(task, message, True, delay=delay, counted=False, run=run)
+        return Failure(task, message, bool(retryable), delay=self.backoff.delay(task.retry_count),
+                       run=run)
 
     def _free_slot(self, running: _Running) -> None:
         if self._held.pop(running.task.task_id, None) is None:
@@ -406,7 +416,7 @@ class ExecutorPool:
         `singly`: the batch was rejected already (with a claim), go one by one at once."""
         if len(done) > 1 and not singly:
             try:
-                applied |= await self.queue.complete(done)
+                applied |= await self.queue.complete(done, gate=self.gate)
                 done.clear()
                 return []
             except StoreRejected:
@@ -416,7 +426,7 @@ class ExecutorPool:
         failures = []
         while done:
             try:
-                applied |= await self.queue.complete(done[:1])
+                applied |= await self.queue.complete(done[:1], gate=self.gate)
             except StoreRejected as exc:
                 failures.append(self._unstorable(done[0], exc))
             done.pop(0)
@@ -426,7 +436,7 @@ class ExecutorPool:
     def _unstorable(done: Completion, exc: StoreRejected) -> Failure:
         log.error("task %s: result not storable (%s); the task fails", done.task.task_id, exc)
         return Failure(done.task, f"{NOT_STORABLE}: {exc.reason}", False,
-                       cost_usd=done.cost_usd, session_id=done.session_id)
+                       cost_usd=done.cost_usd, session_id=done.session_id, run=done.run)
 
     async def _fail(self, failed: list[Failure], statuses: dict[int, str]) -> None:
         """Store failures, emptying `failed` as they land; item by item once Postgres
@@ -436,7 +446,7 @@ class ExecutorPool:
         if not failed:
             return
         try:
-            statuses.update(await self.queue.fail(failed))
+            statuses.update(await self.queue.fail(failed, gate=self.gate))
             failed.clear()
             return
         except StoreRejected as exc:
@@ -444,7 +454,7 @@ class ExecutorPool:
         while failed:
             one = failed[0]
             try:
-                statuses.update(await self.queue.fail([one]))
+                statuses.update(await self.queue.fail([one], gate=self.gate))
             except StoreRejected as exc:
                 if not one.error.startswith(NOT_STORABLE):
                     failed[0] = dataclasses.replace(

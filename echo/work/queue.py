@@ -31,6 +31,8 @@ import asyncpg
 from echo.db import Database, load_queries
 from echo.errors import NotFound, StoreRejected, UsageError
 from echo.runtime import Backoff
+from echo.work.governor.gate import ClaimGate
+from echo.work.governor.ledger import RunRecord, ledger_rows
 
 #: SQLSTATE unique_violation: requeueing a task whose dedupe key a live task now holds.
 UNIQUE_VIOLATION = "23505"
@@ -96,13 +98,17 @@ class Task:
     retry_count: int
     payload: dict[str, Any]
     started_at: datetime
+    #: What is left of the smallest budget that applies to this run (the governor's
+    #: claim says; None: no budget applies, or not a governed task type).
+    budget_left_usd: float | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Task:
         return cls(row["task_id"], row["task_type"], row["task_description"],
                    row["task_priority"], row["assigned_role"], row["assigned_worker_id"],
                    row["attempt"], row["timeout_seconds"], row["max_retries"],
-                   row["retry_count"], row["payload"] or {}, row["started_at"])
+                   row["retry_count"], row["payload"] or {}, row["started_at"],
+                   row.get("budget_left_usd"))
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class Completion:
     result: Any
     cost_usd: float | None = None
     session_id: str | None = None
+    run: RunRecord | None = None  # the Claude run's ledger row, written with the result
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ class Failure:
     counted: bool = True
     cost_usd: float | None = None
     session_id: str | None = None
+    run: RunRecord | None = None  # the Claude run's ledger row, written with the failure
 
 
 #: How long a failed task waits before its next attempt: the n-th retry waits between
@@ -145,6 +153,10 @@ def _completion_columns(done: Sequence[Completion]) -> tuple[list[Any], ...]:
     ids, workers, attempts = _tokens([d.task for d in done])
     return (ids, workers, attempts, [_encode_result(d.result) for d in done],
             [d.cost_usd for d in done], [d.session_id for d in done])
+
+
+#: No governor: nothing is held back (tools and tests that build a bare queue).
+UNGOVERNED = ClaimGate(governed=())
 
 
 class TaskQueue:
@@ -210,12 +222,14 @@ class TaskQueue:
         task_types: Sequence[str] = TASK_TYPES,
         roles: Sequence[str] | None = None,
         lease_seconds: float = 30.0,
+        gate: ClaimGate = UNGOVERNED,
     ) -> list[Task]:
         """At most one task per id in `worker_ids` (the free slots), highest priority
         first, then oldest. Committed before it returns. The same statement as
         `complete_and_claim`, storing no result."""
         _, tasks = await self.complete_and_claim([], worker_ids, task_types=task_types,
-                                                 roles=roles, lease_seconds=lease_seconds)
+                                                 roles=roles, lease_seconds=lease_seconds,
+                                                 gate=gate)
         return tasks
 
     async def complete_and_claim(
@@ -226,17 +240,23 @@ class TaskQueue:
         task_types: Sequence[str] = TASK_TYPES,
         roles: Sequence[str] | None = None,
         lease_seconds: float = 30.0,
+        gate: ClaimGate = UNGOVERNED,
     ) -> tuple[set[int], list[Task]]:
         """`complete(done)` and `claim(worker_ids)` in one statement (one round trip,
         one commit): the ids that were still owned, and the tasks claimed. A slot may be
         named both by a finished task and in `worker_ids`: the guard of the completion
-        names the old task and attempt, the claim a new task."""
+        names the old task and attempt, the claim a new task.
+
+        The ledger rows of the finished runs are written in the same statement, and
+        `gate` (the governor) decides which governed tasks may start, counting them."""
         if not done and not worker_ids:
             return set(), []
+        runs = ledger_rows([d.run for d in done if d.run is not None])
         async with self.db.acquire() as conn:
             rows = await conn.fetch(
                 _Q["complete_and_claim"], *_completion_columns(done), list(worker_ids),
-                list(task_types), None if roles is None else list(roles), lease_seconds)
+                list(task_types), None if roles is None else list(roles), lease_seconds,
+                runs, *gate.params())
         applied = {r["task_id"] for r in rows if r["completed"]}
         return applied, [Task.from_row(r) for r in rows if not r["completed"]]
 
@@ -248,22 +268,28 @@ class TaskQueue:
             rows = await conn.fetch(_Q["heartbeat"], *_tokens(tasks), lease_seconds)
         return {r["task_id"] for r in rows}
 
-    async def complete(self, done: Sequence[Completion]) -> set[int]:
+    async def complete(self, done: Sequence[Completion], *,
+                       gate: ClaimGate = UNGOVERNED) -> set[int]:
         """Store results; return the ids that were still owned (the others are ignored).
         The same statement as `complete_and_claim`, claiming for no slot."""
-        applied, _ = await self.complete_and_claim(done, [])
+        applied, _ = await self.complete_and_claim(done, [], gate=gate)
         return applied
 
-    async def fail(self, failures: Sequence[Failure]) -> dict[int, str]:
-        """Record failures; return the new status of each task that was still owned."""
+    async def fail(self, failures: Sequence[Failure], *,
+                   gate: ClaimGate = UNGOVERNED) -> dict[int, str]:
+        """Record failures; return the new status of each task that was still owned.
+        The runs' ledger rows (and the account pause of a usage limit) are written in
+        the same statement, whether or not the task was still owned."""
         if not failures:
             return {}
+        now, timezone, *_ = gate.params()
         async with self.db.acquire() as conn:
             rows = await conn.fetch(
                 _Q["fail"], *_tokens([f.task for f in failures]),
                 [f.error[:4000] for f in failures], [f.retryable for f in failures],
                 [f.counted for f in failures], [max(0.0, f.delay) for f in failures],
                 [f.cost_usd for f in failures], [f.session_id for f in failures],
+                ledger_rows([f.run for f in failures if f.run is not None]), now, timezone,
             )
         return {r["task_id"]: r["status"] for r in rows}
 

@@ -28,6 +28,7 @@ from echo.work import (
     TaskQueue,
 )
 from echo.work.claude import LOCAL_CLAUDE
+from echo.work.governor import Governor
 from tests.conftest import unavailable
 from tests.fakes.anthropic import HANG, FakeAnthropic, error, text, usage_limit
 from tests.helpers import wait_until
@@ -148,17 +149,19 @@ async def test_a_subscribers_usage_limit_waits_for_the_announced_reset(
     # the same 429 a plain retryable one. Each reset is on a whole minute, as the CLI
     # prints it, in a zone with a half-hour offset: within 24 hours the CLI prints the
     # time alone ("resets 5:02pm (Asia/Kolkata)"), later the date too ("resets Nov 27, …").
-    executor = make_executor(settings, claude_bin, api, tmp_path, api_key=None,
-                             oauth_token="sk-ant-oat01-test-0123456789", tz="Asia/Kolkata",
-                             cli_max_retries=0)
+    # Each case runs as its own account: the first limit pauses its account for hours.
     q = TaskQueue(db)
-    cases = [("five_hour", timedelta(hours=3), "session limit · resets "),
-             ("seven_day", timedelta(days=3), "weekly limit · resets ")]
-    for n, (claim, ahead, words) in enumerate(cases, start=1):
+    cases = [("five_hour", timedelta(hours=3), "session limit · resets ", "session limit"),
+             ("seven_day", timedelta(days=3), "weekly limit · resets ", "weekly limit")]
+    for n, (claim, ahead, words, window) in enumerate(cases, start=1):
+        account = settings.model_copy(update={"claude_account": f"plan-{n}"})
+        executor = make_executor(account, claude_bin, api, tmp_path, api_key=None,
+                                 oauth_token="sk-ant-oat01-test-0123456789", tz="Asia/Kolkata",
+                                 cli_max_retries=0)
         reset = (int(time.time()) // 60) * 60 + int(ahead.total_seconds())
         api.script(usage_limit(reset, claim))
         made = await q.enqueue(f"say hello ({claim})", task_type="claude", max_retries=0)
-        pool = ExecutorPool(settings, db, {"claude": executor}, concurrency=1, backoff=FAST)
+        pool = ExecutorPool(account, db, {"claude": executor}, concurrency=1, backoff=FAST)
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)
             await wait_until(lambda task_id=made.task_id: _has_error(q, task_id), timeout=60)
@@ -171,6 +174,11 @@ async def test_a_subscribers_usage_limit_waits_for_the_announced_reset(
         assert "oat01" not in str(row["error"])
         expected = datetime.fromtimestamp(reset, UTC) + timedelta(minutes=1)
         assert abs(row["run_after"] - expected) < timedelta(seconds=30), (row, expected)
+        # The account is paused until then, for every worker: the governor's record.
+        [pause] = [p for p in await Governor(account, db).pauses() if p.account == f"plan-{n}"]
+        assert pause.reason == window and abs(pause.until - expected) < timedelta(seconds=30)
+        [run] = await Governor(account, db).runs_of_task(made.task_id)
+        assert run["outcome"] == "usage_limit" and float(run["cost_usd"]) == 0
         history = await q.history(made.task_id)
         assert [h["action"] for h in history] == [
             "task.enqueued", "task.claimed", "task.released"]

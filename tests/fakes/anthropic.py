@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.time)  # when it arrived (epoch seconds)
 
 
 class FakeAnthropic:
@@ -82,6 +84,9 @@ class FakeAnthropic:
         self.requests: list[Request] = []
         self._script: list[Reply] = [Reply()]
         self._routes: list[tuple[str, Reply]] = []
+        self._limited: tuple[float, Reply] | None = None
+        self._limit_seconds: int | None = None
+        self._limit_claim = "five_hour"
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -102,6 +107,18 @@ class FakeAnthropic:
         """Answer any request whose messages contain `marker` with `reply` (always)."""
         with self._lock:
             self._routes.append((marker, reply))
+
+    def limit_for(self, seconds: int, claim: str = "five_hour") -> None:
+        """From the next request on, answer every request with the plan's usage limit for
+        `seconds` (its reset, in epoch seconds, is then `limit_reset`), then as
+        scripted: a window that really resets, however slowly the clients start."""
+        with self._lock:
+            self._limit_seconds, self._limit_claim = seconds, claim
+
+    @property
+    def limit_reset(self) -> float | None:
+        with self._lock:
+            return self._limited[0] if self._limited else None
 
     def message_requests(self) -> list[Request]:
         with self._lock:
@@ -145,6 +162,11 @@ class FakeAnthropic:
 
     def _next_reply(self, req: Request | None = None) -> Reply:
         with self._lock:
+            if self._limit_seconds is not None and self._limited is None:
+                reset = int(time.time()) + self._limit_seconds
+                self._limited = (float(reset), usage_limit(reset, self._limit_claim))
+            if self._limited is not None and time.time() < self._limited[0]:
+                return self._limited[1]
             if req is not None and self._routes:
                 prompt = json.dumps(req.body.get("messages")) if isinstance(req.body, dict) else ""
                 for marker, reply in self._routes:

@@ -245,7 +245,9 @@ async function loadSummary() {
     Object.entries(summary.tasks).filter(([, n]) => n).map(([s, n]) => `${s} ${n}`).join(" · ");
   document.getElementById("spend-total").textContent = `spend $${summary.spend.total_usd.toFixed(4)}`;
   document.querySelector("#spend tbody").replaceChildren(...summary.spend.roles.map((r) =>
-    h("tr", {}, h("td", {}, r.role ?? "-"), h("td", {}, r.runs), h("td", {}, `$${Number(r.cost_usd).toFixed(4)}`))));
+    h("tr", {}, h("td", {}, r.role ?? "-"), h("td", {}, r.runs), h("td", {}, `$${Number(r.cost_usd).toFixed(4)}`),
+    h("td", {}, `$${Number(r.spent_today_usd ?? 0).toFixed(2)}` +
+      (r.budget_usd === null || r.budget_usd === undefined ? "" : ` of $${Number(r.budget_usd).toFixed(2)}`)))));
 }
 const refreshSummary = debounced(loadSummary, 300);
 

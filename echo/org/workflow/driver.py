@@ -117,7 +117,8 @@ class Driver(RolePart):
             got = await deciders.answer(
                 self.decider, prompt, wf.decider_timeout,
                 lambda d: deciders.check_decision(d, names),
-                lambda: deciders.template_decision(wf.subject, agreed, tally, approvers))
+                lambda: deciders.template_decision(wf.subject, agreed, tally, approvers),
+                workflow=wf.id, step="decide")
             decision = await self.store.decide(
                 wf.id, actor=self.role.name, outcome=got.data["outcome"], consensus=agreed,
                 summary=got.data["summary"], source=got.source, fallback_reason=got.fallback_reason,

@@ -98,7 +98,8 @@ class RolePart:
     async def select(self, wf: Workflow) -> None:
         got = await deciders.answer(
             self.decider, deciders.render("select", **self.values(wf)), wf.decider_timeout,
-            deciders.check_select, lambda: deciders.keyword_select(self.role, wf.subject, wf.body))
+            deciders.check_select, lambda: deciders.keyword_select(self.role, wf.subject, wf.body),
+            workflow=wf.id, step="select")
         await self.store.record_participant(
             wf.id, self.role.name, participate=got.data["participate"],
             confidence=got.data["confidence"], reason=got.data["reason"], decider=got.decider,
@@ -114,7 +115,8 @@ class RolePart:
             wf, round=wf.round, thread=render_thread(thread)))
         got = await deciders.answer(
             self.decider, prompt, wf.decider_timeout, deciders.check_position,
-            lambda: deciders.template_position(self.role, wf.subject, wf.round, others))
+            lambda: deciders.template_position(self.role, wf.subject, wf.round, others),
+            workflow=wf.id, step="position")
         await self.post(wf.id, key, Kind.DISCUSSION, f"{self.role.title}, round {wf.round}",
                         {"round": wf.round, **got.data, "source": got.source,
                          "fallback_reason": got.fallback_reason})
@@ -124,7 +126,8 @@ class RolePart:
         prompt = deciders.render("vote", **self.values(wf, thread=render_thread(thread)))
         got = await deciders.answer(
             self.decider, prompt, wf.decider_timeout, deciders.check_vote,
-            lambda: deciders.template_vote(self.role, wf.subject, wf.body))
+            lambda: deciders.template_vote(self.role, wf.subject, wf.body),
+            workflow=wf.id, step="vote")
         await self.post(wf.id, key, Kind.VOTE, f"{self.role.title} votes {got.data['vote']}",
                         {**got.data, "source": got.source, "fallback_reason": got.fallback_reason})
 

@@ -118,6 +118,7 @@ class TaskOutcome(BaseModel):
     error: str | None = None
     result: Any = None
     note: str | None = None
+    waiting: str | None = None  # why the governor holds it back (a pending Claude task)
 
     @property
     def final(self) -> bool:

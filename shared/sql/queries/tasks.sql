@@ -45,9 +45,20 @@ RETURNING t.task_id;
 -- Capacity-aware: $7 holds one worker id (host:pid:slot) per free slot, so at most
 -- that many rows are taken. SKIP LOCKED lets claimers share the queue without waiting.
 -- $9 NULL: any role; otherwise only tasks assigned to one of those roles.
--- agent_tasks_claimable (008) walks the claim index in order and locks the rows; they
--- are updated through the primary key (`= ANY`), whatever the statistics say.
-WITH done AS (
+-- agent_tasks_claimable (008, 010) walks the claim index in order and locks the rows;
+-- they are updated through the primary key (`= ANY`), whatever the statistics say.
+-- The governor (010): $11 the ledger rows of the finished runs (JSON, written here, in
+-- the same transaction as the results, and counted by the gate), $12 the clock (NULL:
+-- the database's), $13 the organisation's time zone, $14 the governed task types, $15
+-- the worker's Claude account, $16 {role: account}. A governed task starts only while
+-- no budget of its own is spent and its account is not paused; `budget_left_usd` is
+-- what is left of the smallest budget that applies (the run's --max-budget-usd).
+WITH ledger AS (
+    INSERT INTO claude_runs SELECT * FROM claude_runs_rows($11::jsonb, coalesce($12::timestamptz, now()), $13::text)
+), gate AS MATERIALIZED (
+    SELECT * FROM claude_gate(coalesce($12::timestamptz, now()), $13::text, $11::jsonb)
+    WHERE cardinality($7::text[]) > 0 AND cardinality($14::text[]) > 0
+), done AS (
     UPDATE agent_tasks AS t
     SET status = 'completed', result = r.result::jsonb, cost_usd = r.cost,
         session_id = r.session_id, error = NULL, lease_expires_at = NULL,
@@ -59,7 +70,10 @@ WITH done AS (
     RETURNING t.task_id
 ), locked AS (
     SELECT array_agg(c ORDER BY c) AS ids
-    FROM agent_tasks_claimable($8::text[], $9::text[], cardinality($7::text[])) AS c
+    FROM (SELECT 1) AS one LEFT JOIN gate ON true,
+         agent_tasks_claimable($8::text[], $9::text[], cardinality($7::text[]),
+                               CASE WHEN gate.lefts IS NULL THEN '{}'::text[] ELSE $14::text[] END,
+                               gate.lefts, gate.paused, $15::text, $16::jsonb) AS c
 ), claimed AS (
     UPDATE agent_tasks AS t
     SET status = 'running',
@@ -77,14 +91,28 @@ SELECT true AS completed, task_id, NULL::text AS task_type, NULL::text AS task_d
        NULL::integer AS task_priority, NULL::text AS assigned_role,
        NULL::text AS assigned_worker_id, NULL::integer AS attempt,
        NULL::integer AS timeout_seconds, NULL::integer AS max_retries,
-       NULL::integer AS retry_count, NULL::jsonb AS payload, NULL::timestamptz AS started_at
+       NULL::integer AS retry_count, NULL::jsonb AS payload, NULL::timestamptz AS started_at,
+       NULL::float8 AS budget_left_usd
 FROM done
 UNION ALL
-SELECT false, * FROM claimed;
+SELECT false, claimed.*,
+       CASE WHEN claimed.task_type = ANY($14::text[])
+            THEN claude_left(gate.lefts, claimed.assigned_role, claimed.payload ->> 'workflow')::float8
+       END
+FROM claimed LEFT JOIN gate ON true;
 
 -- name: fail
 -- Retryable: back to pending after `delay` seconds (retry_count + 1 when `counted`),
 -- or dead once retries are exhausted. Permanent: failed.
+-- The governor (010): $10 the ledger rows of the failed runs (JSON), written in this
+-- transaction whether or not the task was still ours (the run cost what it cost), with
+-- the plan windows they met (an account pause until the reset); $11 the clock (NULL:
+-- the database's), $12 the organisation's time zone.
+WITH ledger AS (
+    INSERT INTO claude_runs SELECT * FROM claude_runs_rows($10::jsonb, coalesce($11::timestamptz, now()), $12::text)
+), paused AS (
+    SELECT claude_pauses_record($10::jsonb) AS n
+)
 UPDATE agent_tasks AS t
 SET status = CASE WHEN NOT f.retryable THEN 'failed'
                   WHEN f.counted AND t.retry_count >= t.max_retries THEN 'dead'
@@ -102,7 +130,8 @@ SET status = CASE WHEN NOT f.retryable THEN 'failed'
     lease_expires_at = NULL, duration_sec = extract(epoch FROM now() - t.started_at)
 FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[],
             $7::float8[], $8::numeric[], $9::text[])
-     AS f(task_id, worker, attempt, error, retryable, counted, delay, cost, session_id)
+     AS f(task_id, worker, attempt, error, retryable, counted, delay, cost, session_id),
+     paused
 WHERE t.task_id = f.task_id AND t.status = 'running'
   AND t.assigned_worker_id = f.worker AND t.attempt = f.attempt
 RETURNING t.task_id, t.status;
@@ -182,7 +211,7 @@ SELECT status FROM agent_tasks WHERE task_id = $1;
 -- name: list
 SELECT task_id, task_type, task_description, task_priority, status, assigned_role,
        assigned_worker_id, attempt, retry_count, max_retries, error, cost_usd, created_at,
-       started_at, completed_at, duration_sec
+       started_at, completed_at, duration_sec, payload ->> 'workflow' AS workflow
 FROM agent_tasks
 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR assigned_role = $2)
 ORDER BY task_id DESC

@@ -169,3 +169,22 @@ async def test_inbox_is_the_unread_part_of_a_role(client: Client, tmp_path: Path
     inbox = await client.inbox("cto")
     assert inbox.cursor == 0 and [m.subject for m in inbox.unread] == ["for everyone"]
     assert inbox.state == "not running" and inbox.title
+
+
+async def test_governor_through_the_client(client: Client, db: dbmod.Database) -> None:
+    """A budget set through the client holds back the role's Claude tasks (they say why),
+    and `spend` (what the console shows) carries today's spend and the budget."""
+    assert await client.set_budget("role", "cto", 0.0) == 0.0
+    submitted = await client.submit_task("Review the plan", role="cto")
+    [row] = [t for t in await client.tasks(status="pending") if t.task_id == submitted.task_id]
+    assert row.waiting is not None and row.waiting.startswith("waiting: budget — cto"), row.waiting
+    assert (await client.task(submitted.task_id)).task["waiting"] == row.waiting
+    spend = {r["role"]: r for r in await client.spend()}
+    assert spend["cto"]["budget_usd"] == 0.0 and spend["cto"]["spent_today_usd"] == 0.0
+    shown = await client.budgets()
+    assert any(b["scope"] == "role" and b["key"] == "cto" for b in shown["budgets"])
+    assert await client.resume_budget() is False  # the breaker is not tripped
+    with pytest.raises(UsageError):
+        await client.set_budget("role", "nobody", 1.0)
+    with pytest.raises(UsageError):
+        await client.set_budget("org", "", -1.0)
