@@ -32,11 +32,31 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 _NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
 
+#: The folders `echoctl init` copies: a user's own organisation, editable.
+ORG_FOLDERS = ("agents", "config", "training")
+
+
+def organisation_dir() -> Path | None:
+    """The current directory if it holds an organisation (`agents/` and
+    `config/echo.toml`, as `echoctl init` writes them), else None."""
+    here = Path.cwd()
+    if (here / "agents").is_dir() and (here / "config" / "echo.toml").is_file():
+        return here
+    return None
+
+
 def project_path(name: str) -> Path:
-    """Find a project folder (`config`, `agents`, `shared`) in a checkout or an installed wheel."""
-    in_checkout = _PACKAGE_DIR.parent / name
-    if in_checkout.exists():
-        return in_checkout
+    """Find a project folder (`config`, `agents`, `training`, `shared`).
+
+    In order: the organisation in the current directory (`echoctl init`), the
+    checkout this package runs from, and the copy shipped inside the wheel
+    (`echo/_<name>`), so an installed ECHO has its default organisation too."""
+    own = organisation_dir()
+    if own is not None and name in ORG_FOLDERS:
+        return own / name
+    checkout = _PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / name).exists():
+        return checkout / name
     return _PACKAGE_DIR / f"_{name}"
 
 
@@ -66,7 +86,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ECHO_", extra="forbid", validate_default=True)
 
     env: str = Field("dev", description="Profile: selects config/<env>.toml")
-    database_url: str | None = Field(None, description="libpq DSN; unset = embedded Postgres")
+    database_url: str | None = Field(None, description="postgresql:// URL; unset = embedded Postgres")
     redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset = NOTIFY")
     namespace: str = Field("echo", description="Postgres schema and channel prefix")
     state_dir: Path = Field(default_factory=_default_state_dir)
@@ -166,14 +186,13 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _check_postgres_url(url: str) -> None:
-    """The shape of a URL DSN (scheme, numeric ports), so a typo is a `ConfigError` and
-    not a driver traceback. A key=value DSN is libpq's own syntax, checked on connect.
+    """The shape of the URL (scheme, numeric ports), so a typo is a `ConfigError` naming
+    the setting and not a driver traceback or "Postgres unavailable". asyncpg takes
+    only URLs, so a key=value DSN (or any other text) is refused here too.
     Messages never quote the URL: it may hold a password."""
-    if "://" not in url:
-        return
-    scheme, _, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres"):
-        raise ValueError("use postgresql://user:password@host:port/database or a key=value DSN")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        raise ValueError("use a URL postgresql://user:password@host:port/database")
     hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
     for host in hosts.split(",") if hosts else []:
         port = ""

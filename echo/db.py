@@ -57,10 +57,20 @@ def embedded_server(settings: Settings) -> EmbeddedPostgres:
     return EmbeddedPostgres(settings.state_dir / "postgres")
 
 
+#: The state directories whose embedded server this process used, so the CLI can stop
+#: it again when the command ends (echo.org.lifecycle.release_embedded).
+_embedded_used: dict[Path, Settings] = {}
+
+
+def embedded_used() -> list[Settings]:
+    return list(_embedded_used.values())
+
+
 async def resolve_dsn(settings: Settings) -> str:
     """The configured DSN, or the embedded server's (started if it is not running)."""
     if settings.database_url:
         return settings.database_url
+    _embedded_used.setdefault(settings.state_dir.resolve(), settings)
     return await anyio.to_thread.run_sync(embedded_server(settings).start)
 
 

@@ -19,13 +19,14 @@ from echo import db
 from echo.commands._common import JsonOpt, console, emit_json, err_console, run, settings
 from echo.config import Settings, private_dir
 from echo.errors import EchoError, StoreUnavailable, UsageError
-from echo.org import control
-from echo.org.health import read_health_file, row_to_health
+from echo.org import control, lifecycle
+from echo.org.health import read_health_file
 from echo.org.organisation import Organisation, install_stop_signals
 from echo.org.roles import Role, load_role, load_roles
 from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
+from echo.org.status import STALE_AFTER, collect_status, wait_settled
 
-STALE_AFTER = 5.0
+__all__ = ["collect_status"]
 
 
 def _roles(s: Settings, names: list[str] | None) -> list[Role]:
@@ -166,6 +167,13 @@ def _detach(
                     failure or f"the organisation exited ({proc.returncode}); see {s.log_dir}/org.log"
                 )
             if record and record.pid == proc.pid and record.state == "running":
+                degraded = wait_settled(s, list(record.agents))
+                if degraded:
+                    raise EchoError(
+                        f"the organisation runs in the background (pid {proc.pid}) but "
+                        f"{len(degraded)} agent(s) are degraded: {degraded[0]}; they retry on "
+                        "their own (`echoctl status`), `echoctl down` stops them"
+                    )
                 console.print(f"organisation up in the background (pid {proc.pid}); `echoctl status`")
                 return
             time.sleep(0.1)
@@ -175,12 +183,15 @@ def _detach(
 def down(
     ctx: typer.Context, timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait.")
 ) -> None:
-    """Stop the running organisation gracefully (agents in reverse start order)."""
+    """Stop the running organisation gracefully (agents in reverse start order), then
+    the embedded Postgres it ran on once nothing else uses it."""
     s = settings(ctx)
     record = running_org(s)
     if record is None:
         console.print("no organisation is running")
+        _stop_server(s)
         return
+    server_pid = lifecycle.running_pid(s)
     with contextlib.suppress(EchoError):
         run(lambda: control.request(s, {"command": "down"}, within=10))
     if pid_alive(record.pid):
@@ -193,6 +204,13 @@ def down(
     if pid_alive(record.pid):
         raise EchoError(f"the organisation (pid {record.pid}) did not stop within {timeout:g} s")
     console.print("organisation stopped")
+    _stop_server(s, server_pid)
+
+
+def _stop_server(s: Settings, was: int | None = None) -> None:
+    line = run(lambda: lifecycle.stop_if_unused(s, was=was))
+    if line:
+        console.print(line)
 
 
 def restart(ctx: typer.Context, role: str = typer.Argument(..., help="The role to restart.")) -> None:
@@ -230,93 +248,22 @@ def logs(
                 time.sleep(0.2)
 
 
-def _uptime(started: str | None) -> str:
-    if not started:
-        return "-"
-    seconds = int((datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds())
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
-
-
-async def collect_status(s: Settings, *, remote: bool = True) -> dict[str, Any]:
-    """Everything `status` shows, from the state directory and (if it answers) Postgres."""
-    record = read_org(s)
-    org_alive = bool(record and pid_alive(record.pid))
-    agents: dict[str, dict[str, Any]] = {}
-    for role in load_roles(s.agents_dir):
-        rec = record.agents.get(role) if record else None
-        health = read_health_file(s, role, STALE_AFTER)
-        alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else False
-        state = health.state if health and alive else ("down" if rec else "not started")
-        if alive and health is None:
-            state = "starting"
-        details = health.details if health else {}
-        agents[role] = {
-            "role": role,
-            "pid": rec.pid if rec and alive else None,
-            "state": state,
-            "uptime": _uptime(rec.started_at) if rec and alive else "-",
-            "restarts": rec.restarts if rec else 0,
-            "last_heartbeat": health.last_heartbeat if health else None,
-            "inbox_lag": details.get("inbox_lag"),
-            "running_tasks": details.get("running_tasks"),
-            "processed": details.get("processed"),
-            "reason": health.reason if health else None,
-            "last_error": rec.last_error if rec else None,
-            "host": health.host if health else None,
-        }
-
-    async def from_database() -> None:
-        with anyio.move_on_after(2):
-            async with db.connection(s.model_copy(update={"connect_timeout": 1.5})) as conn:
-                for row in await conn.fetch("SELECT * FROM agent_health"):
-                    if agents.get(row["role"], {}).get("pid") is None and row["state"] != "down":
-                        agents[row["role"]] = {
-                            **agents.get(row["role"], {}),
-                            **_remote(row_to_health(row, STALE_AFTER)),
-                        }
-
-    if remote:
-        with contextlib.suppress(EchoError, *db.UNAVAILABLE):  # unmigrated counts as nothing remote
-            await from_database()
-    return {
-        "organisation": {
-            "pid": record.pid if record and org_alive else None,
-            "state": (record.state if org_alive else "stopped") if record else "never started",
-            "failure": record.failure if record else None,
-            "database": db.describe(s),
-        },
-        "agents": list(agents.values()),
-    }
-
-
-def _remote(h: Any) -> dict[str, Any]:
-    return {
-        "role": h.role,
-        "pid": h.pid,
-        "state": h.state,
-        "host": h.host,
-        "last_heartbeat": h.last_heartbeat,
-        "reason": h.reason,
-        "inbox_lag": h.details.get("inbox_lag"),
-        "running_tasks": h.details.get("running_tasks"),
-    }
-
-
 def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     """Each agent: pid, state, uptime, restarts, last heartbeat, inbox lag, running tasks."""
     s = settings(ctx)
     info = run(lambda: collect_status(s))
     if json_out:
         emit_json(info)
-        return
+        raise typer.Exit(1 if info["problems"] else 0)
     org = info["organisation"]
     console.print(
-        f"organisation: [bold]{org['state']}[/] (pid {org['pid'] or '-'}), database {org['database']}"
+        f"organisation: [bold]{org['state']}[/] (pid {org['pid'] or '-'}), database {escape(org['database'])}"
     )
-    if org["failure"]:
-        console.print(f"[red]{org['failure']}[/]")
-    table = Table("role", "pid", "state", "uptime", "restarts", "heartbeat", "inbox lag", "tasks")
-    colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red"}
+    for problem in info["problems"]:
+        console.print(f"[red]{escape(problem)}[/]")
+    table = Table("role", "pid", "state", "uptime", "restarts", "heartbeat", "inbox lag", "tasks", "reason")
+    colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red",
+               "crashed": "red"}
     for a in info["agents"]:
         beat = a["last_heartbeat"]
         age = (
@@ -332,8 +279,11 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
             age,
             str(a["inbox_lag"] if a["inbox_lag"] is not None else "-"),
             str(a["running_tasks"] if a["running_tasks"] is not None else "-"),
+            escape(a["reason"] or ""),
         )
     console.print(table)
+    if info["problems"]:
+        raise typer.Exit(1)
 
 
 def agent(

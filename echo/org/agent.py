@@ -31,6 +31,7 @@ from echo.bus import OutboxRelay, StoredMessage, Subscriber, make_transport
 from echo.config import Settings
 from echo.errors import StoreUnavailable
 from echo.listener import Listener
+from echo.logs import fields
 from echo.org.deciders import ClaudeDecider
 from echo.org.health import HealthMonitor
 from echo.org.roles import Role
@@ -281,8 +282,8 @@ async def ensure_schema(settings: Settings, *, attempts: int | None = None) -> b
     return False
 
 
-async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
-    """Run one agent until SIGTERM/SIGINT. Prints `ready_line` once the tree is up.
+async def run_agent(settings: Settings, role: Role, *, ready_line: str | None) -> int:
+    """Run one agent until SIGTERM/SIGINT. Prints `ready_line` (if any) once the tree is up.
 
     Returns the process exit status: 0 after a clean stop, 1 if the tree gave up.
     """
@@ -301,9 +302,10 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
         schema_ok = await ensure_schema(settings, attempts=1)
         tree = agent.supervisor()
         await tree.start()
-        sys.stdout.write(f"{ready_line} {role.name} {os.getpid()}\n")
-        sys.stdout.flush()
-        log.info("%s agent started (pid %s)", role.name, os.getpid())
+        if ready_line:
+            sys.stdout.write(f"{ready_line} {role.name} {os.getpid()}\n")
+            sys.stdout.flush()
+        log.info("%s agent started (pid %s)", role.name, os.getpid(), extra=fields(role=role.name))
         async with anyio.create_task_group() as tg:
             if not schema_ok:
                 tg.start_soon(ensure_schema, settings)

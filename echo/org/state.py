@@ -18,6 +18,12 @@ from typing import Any
 
 from echo.config import Settings, private_dir
 
+#: What an agent prints on stdout once its supervision tree is up, when started with
+#: READY_FLAG (a staggered start waits for it). The organisation keeps it out of the
+#: log, and an agent run by hand (`./cto --autonomous`) never prints it.
+READY_LINE = "ECHO-READY"
+READY_FLAG = "--announce-ready"
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
@@ -43,12 +49,15 @@ class OrgRecord:
     started_at: str = field(default_factory=now_iso)
     state: str = "starting"  # starting, running, stopping, stopped, failed
     failure: str | None = None
+    #: The database the organisation runs on, as safe to print (password redacted).
+    database: str | None = None
     agents: dict[str, AgentRecord] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OrgRecord:
         agents = {k: AgentRecord(**v) for k, v in data.pop("agents", {}).items()}
-        return cls(agents=agents, **data)
+        known = set(cls.__dataclass_fields__)
+        return cls(agents=agents, **{k: v for k, v in data.items() if k in known})
 
 
 def org_file(settings: Settings) -> Path:

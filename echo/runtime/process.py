@@ -25,7 +25,8 @@ leads its own process group: signals reach its children too, and whatever is lef
 the group is killed when the process exits, so a restart never leaks processes. The
 process is always reaped before the `OSProcess` counts as exited (no zombies).
 Without ``log_path`` the output is inherited (a ``ready`` regex needs a pipe, whose
-lines are then copied to this process's stdout).
+lines are then copied to this process's stdout). With ``log_ready_line=False`` the
+line that matched ``ready`` is a protocol line and is not copied anywhere.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class OSProcess(Process):
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
+        log_ready_line: bool = True,
         name: str | None = None,
     ) -> None:
         if isinstance(argv, str) or not argv:
@@ -76,6 +78,7 @@ class OSProcess(Process):
         self.cwd = cwd
         self.env = dict(env) if env is not None else None
         self.log_path = log_path
+        self.log_ready_line = log_ready_line
         self._proc: asyncio.subprocess.Process | None = None
         self._stop_reason: ExitReason | None = None
         self._log_fd: int | None = None
@@ -155,9 +158,11 @@ class OSProcess(Process):
     async def _await_line(self, proc: asyncio.subprocess.Process, pattern: re.Pattern[str]) -> bool:
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
-            self._copy(line)
             if pattern.search(line.decode(errors="replace")):
+                if self.log_ready_line:
+                    self._copy(line)
                 return True
+            self._copy(line)
         return False
 
     async def _await_check(self, proc: asyncio.subprocess.Process, check: ReadyCheck) -> bool:
