@@ -63,11 +63,11 @@ def configure(level: str) -> None:
 
 
 def parse_line(line: str) -> dict[str, Any]:
-    """A log line as a dict (time, level, logger, message, fields); a line that is not
-    in the format (a traceback, a child's output) is `{"message": line}`."""
+    """A log line as a dict (time, level, logger, message, fields, raw); a line that is
+    not in the format (a traceback, a child's output) has only a message."""
     match = _LINE.match(line)
     if match is None:
-        return {"message": line, "fields": {}}
+        return {"message": line, "fields": {}, "raw": line}
     rest = match["rest"]
     found: dict[str, str] = {}
     while (field := _FIELD.search(rest)) is not None:
@@ -80,4 +80,11 @@ def parse_line(line: str) -> dict[str, Any]:
         "logger": match["logger"],
         "message": rest,
         "fields": dict(reversed(found.items())),
+        "raw": line,
     }
+
+
+def select(lines: list[str], wanted: dict[str, str]) -> list[dict[str, Any]]:
+    """The parsed lines whose fields hold every `wanted` value (compared as text)."""
+    entries = [parse_line(line) for line in lines]
+    return [e for e in entries if all(str(e["fields"].get(k)) == v for k, v in wanted.items())]

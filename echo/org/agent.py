@@ -231,6 +231,7 @@ class RoleAgent:
             roles=[self.role.name],
             listener=self.listener,
             grace_seconds=self._new_pool_grace(),
+            lease_seconds=self.settings.task_lease_seconds,
         )
         return Service(self.pool.run, name="work", graceful=self.pool.stop)
 

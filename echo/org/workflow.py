@@ -46,6 +46,7 @@ from echo import db
 from echo.bus import Kind, Message, Publisher, StoredMessage, decision_channel, workflow_channel
 from echo.config import Settings
 from echo.errors import UsageError
+from echo.logs import fields
 from echo.org import deciders
 from echo.org.roles import Role, load_roles
 from echo.work import NewTask, TaskQueue
@@ -276,8 +277,10 @@ class WorkflowAgent:
             await conn.execute(Q["record_participant"], wf["id"], self.role.name,
                                got.data["participate"], got.data["confidence"], got.data["reason"],
                                got.decider, got.fallback_reason)
-        log.info("%s: %s %s (%s)", self.role.name, "joins" if got.data["participate"] else "declines",
-                 wf["id"], got.decider)
+        joins = "joins" if got.data["participate"] else "declines"
+        log.info("%s: %s %s (%s)", self.role.name, joins, wf["id"], got.decider,
+                 extra=fields(role=self.role.name, workflow=wf["id"], step="select", outcome=joins,
+                              source=got.source))
 
     async def discuss(self, wf: Any, key: uuid.UUID) -> None:
         thread = await self._thread(wf["id"])
@@ -291,6 +294,9 @@ class WorkflowAgent:
         await self._post(wf["id"], key, Kind.DISCUSSION, f"{self.role.title}, round {wf['round']}",
                          {"round": wf["round"], **got.data, "source": got.source,
                           "fallback_reason": got.fallback_reason})
+        log.info("%s: position posted on %s, round %s", self.role.name, wf["id"], wf["round"],
+                 extra=fields(role=self.role.name, workflow=wf["id"], step="discuss", round=wf["round"],
+                              source=got.source))
 
     async def vote(self, wf: Any, key: uuid.UUID) -> None:
         thread = await self._thread(wf["id"])
@@ -300,6 +306,9 @@ class WorkflowAgent:
             lambda: deciders.template_vote(self.role, wf["subject"], wf["body"]))
         await self._post(wf["id"], key, Kind.VOTE, f"{self.role.title} votes {got.data['vote']}",
                          {**got.data, "source": got.source, "fallback_reason": got.fallback_reason})
+        log.info("%s: votes %s on %s", self.role.name, got.data["vote"], wf["id"],
+                 extra=fields(role=self.role.name, workflow=wf["id"], step="vote", outcome=got.data["vote"],
+                              source=got.source))
 
     async def report_tasks(self, wf: Any) -> None:
         """Post the outcome of each of this role's tasks once it is final."""
@@ -316,6 +325,9 @@ class WorkflowAgent:
                 told = describe_task(row)
                 await self._post(wf["id"], key, Kind.STATUS, f"task {row['task_id']} {told['status']}",
                                  {"task": told})
+                log.info("%s: task %s %s, reported on %s", self.role.name, row["task_id"], told["status"],
+                         wf["id"], extra=fields(role=self.role.name, workflow=wf["id"], step="report",
+                                                task=row["task_id"], outcome=told["status"]))
 
     # ------------------------------------------------------------ driving (the CEO)
 
@@ -330,7 +342,9 @@ class WorkflowAgent:
                              what, {"phase": phase, "round": round_no, "consensus": agreed},
                              channel="messages:all")
         if moved:
-            log.info("workflow %s: %s -> %s %s", wf["id"], wf["phase"], phase, round_no or "")
+            log.info("workflow %s: %s -> %s %s", wf["id"], wf["phase"], phase, round_no or "",
+                     extra=fields(role=self.role.name, workflow=wf["id"], step="advance", outcome=phase,
+                                  round=round_no or None))
         return bool(moved)
 
     async def drive(self, wf: Any) -> None:

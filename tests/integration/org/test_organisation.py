@@ -45,6 +45,13 @@ async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
     for a in info["agents"]:
         assert a["pid"] and a["last_heartbeat"] and a["restarts"] == 0
     assert "sekret" not in shown.stdout
+    # The ready line is between the agent and its supervisor: never in a log.
+    for role in ROLES:
+        assert "ECHO-READY" not in (s.log_dir / f"{role}.log").read_text()
+    lines = await run_cli(s, "logs", "cto", "--json")
+    assert lines.returncode == 0, lines.stderr
+    entries = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert any(e["fields"].get("role") == "cto" and "agent started" in e["message"] for e in entries)
 
     async with db.acquire() as conn:  # the connection budget: pool of 1 + LISTEN
         held = dict(await conn.fetch(
