@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 import typer
@@ -22,11 +21,10 @@ from echo.commands._common import JsonOpt, console, emit_json, err_console, run,
 from echo.config import Settings, private_dir
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control, lifecycle
-from echo.org.health import read_health_file
 from echo.org.organisation import Organisation, install_stop_signals
 from echo.org.roles import Role, load_role, load_roles
 from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
-from echo.org.status import STALE_AFTER, collect_status, wait_settled
+from echo.org.status import collect_status, wait_settled
 
 __all__ = ["collect_status"]
 
@@ -322,35 +320,23 @@ def agent(
 
 
 def _agent_once(s: Settings, role: Role, json_out: bool) -> None:
-    from echo.bus import MessageStore, broadcast_channel, role_channel
+    from echo.org.overview import role_overview
 
-    async def body() -> dict[str, Any]:
-        database = await db.Database.open(s, max_size=1)
-        try:
-            store = MessageStore(database)
-            cursor = await store.read_cursor(role.name)
-            unread = await store.fetch_after(cursor, [broadcast_channel(), role_channel(role.name)], limit=50)
-        finally:
-            await database.close()
-        health = read_health_file(s, role.name, STALE_AFTER)
-        return {
-            "role": role.name,
-            "title": role.title,
-            "state": health.state if health else "not running",
-            "cursor": cursor,
-            "unread": [
-                m.model_dump(mode="json", include={"id", "from_role", "to_role", "subject", "created_at"})
-                for m in unread
-            ],
-        }
-
-    info = run(body)
+    info = run(lambda: role_overview(s, role))
     if json_out:
         emit_json(info)
         return
     console.print(
-        f"[bold]{info['title']}[/] ({info['role']}): {info['state']}, "
-        f"cursor {info['cursor']}, {len(info['unread'])} unread"
+        f"[bold]{escape(info['title'])}[/] ({info['role']}): {info['state']}, "
+        f"{len(info['unread'])} unread (cursor {info['cursor']})"
     )
-    for m in info["unread"]:
-        console.print(f"  #{m['id']} from {m['from_role']} to {m['to_role']}: {m['subject']}")
+    console.print("recent messages:" if info["recent"] else "no messages yet")
+    for m in info["recent"]:
+        mark = "" if m["read"] else " [yellow](unread)[/]"
+        console.print(f"  #{m['id']} {m['from_role']} → {m['to_role']}: {escape(m['subject'])}{mark}")
+    if info["tasks"]:
+        console.print("working on:")
+        for t in info["tasks"]:
+            console.print(f"  task {t['task_id']} {t['status']}: {escape(t['task_description'])}")
+    else:
+        console.print("working on: nothing (no running or pending task)")
