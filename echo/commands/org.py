@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 import typer
@@ -32,7 +33,10 @@ __all__ = ["collect_status"]
 def _roles(s: Settings, names: list[str] | None) -> list[Role]:
     everything = load_roles(s.agents_dir)
     if not everything:
-        raise UsageError(f"no roles found under {s.agents_dir}; set ECHO_AGENTS_DIR")
+        raise UsageError(
+            f"no roles found under {s.agents_dir}; set ECHO_AGENTS_DIR, or write an editable "
+            "organisation with `echoctl init DIR` and run echoctl from DIR"
+        )
     if not names:
         return list(everything.values())
     wanted = [n.strip() for name in names for n in name.split(",") if n.strip()]
@@ -42,12 +46,28 @@ def _roles(s: Settings, names: list[str] | None) -> list[Role]:
 
 
 def register(app: typer.Typer) -> None:
+    app.command("init")(init)
     app.command("up")(up)
     app.command("down")(down)
     app.command("status")(status)
     app.command("logs")(logs)
     app.command("restart")(restart)
     app.command("agent")(agent)
+
+
+def init(
+    directory: Path = typer.Argument(Path("."), help="Where to write agents/, config/ and training/."),
+    force: bool = typer.Option(False, "--force", help="Write into existing folders (same names replaced)."),
+) -> None:
+    """Write an editable copy of the default organisation (roles, config, training scenarios)."""
+    from echo.org.scaffold import write_organisation
+
+    written = write_organisation(directory, force=force)
+    console.print(f"wrote {', '.join(p.name + '/' for p in written)} in {written[0].parent}")
+    console.print(
+        f"run echoctl from there (`cd {directory}`; `echoctl up`): it uses this organisation; "
+        "edit agents/<role>/role.toml to change a role"
+    )
 
 
 def up(
