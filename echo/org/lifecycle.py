@@ -4,9 +4,10 @@ With no `ECHO_DATABASE_URL`, the first command that needs a database starts a re
 Postgres in the state directory (echo.embedded) and every later process reuses it.
 This module decides when it stops: when the organisation of that state directory
 is not running and no other client is connected. `echoctl down` asks for that
-after the agents stopped; every other `echoctl` command that used the server asks
-for it when it ends (`release_embedded`), so a `status` or `broadcast` run against
-a stopped organisation does not leave a server behind. `echoctl db stop` stops it
+after the agents stopped; every other `echoctl` command that started the server
+asks for it when it ends (`release_embedded`), so a `broadcast` or `workflow show`
+run against a stopped organisation does not leave a server behind (and `status`
+does not start one just to say that nothing runs). `echoctl db stop` stops it
 whoever is connected (never under a running organisation), and `--purge` deletes
 its data.
 """
@@ -184,12 +185,13 @@ async def stop(settings: Settings, *, purge: bool = False) -> list[str]:
 
 
 def release_embedded() -> None:
-    """After a CLI command: stop each embedded server it used that its organisation
-    does not run on and no one else uses (quietly: the command's output is what counts)."""
-    for settings in db.embedded_used():
+    """After a CLI command: stop each embedded server it started that its organisation
+    does not run on and no one else uses (quietly: the command's output is what counts).
+    A server the command found running is left as it was."""
+    for settings in db.embedded_started():
 
         async def one(s: Settings = settings) -> str | None:
-            return await stop_if_unused(s, grace=1.0)
+            return await stop_if_unused(s)
 
         try:
             line = anyio.run(one)
