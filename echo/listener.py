@@ -25,6 +25,8 @@ from anyio.abc import TaskStatus
 
 from echo import db
 from echo.config import Settings
+from echo.degradation import Condition
+from echo.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,12 @@ Handler = Callable[[str], None]
 def notify_channel(settings: Settings, name: str) -> str:
     """The NOTIFY channel for `name` in this organisation."""
     return f"{settings.namespace}:{name}"
+
+
+async def _read_only(conn: asyncpg.Connection) -> bool:
+    """Whether the server behind `conn` refuses writes: a standby in recovery, or a
+    primary set `default_transaction_read_only` (how a demotion begins)."""
+    return bool(await conn.fetchval("SELECT current_setting('transaction_read_only') = 'on'"))
 
 
 class Listener:
@@ -61,7 +69,12 @@ class Listener:
         self._lost = anyio.Event()
         self.connected = False
         self.connects = 0
-        self.last_error: str | None = None
+        #: Pushed to the agent's HealthMonitor once it has one (`condition.reporter`).
+        self.condition = Condition("listener", None, log)
+
+    @property
+    def last_error(self) -> str | None:
+        return self.condition.last_error
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call `callback` after every (re)connection: time to catch up."""
@@ -73,7 +86,7 @@ class Listener:
         first = channel not in self._handlers
         self._handlers.setdefault(channel, []).append(handler)
         if first and self._conn is not None and not self._conn.is_closed():
-            with contextlib.suppress(*db.UNAVAILABLE):
+            with contextlib.suppress(StoreUnavailable), db.translate_errors(self.settings, "listen"):
                 await self._conn.add_listener(channel, self._dispatch)
 
     def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
@@ -88,35 +101,50 @@ class Listener:
 
     async def _connect(self) -> None:
         conn = await db.connect(self.settings)
-        for channel in self._handlers:
-            await conn.add_listener(channel, self._dispatch)
+        try:
+            with db.translate_errors(self.settings, "listen"):
+                if await _read_only(conn):
+                    raise StoreUnavailable(
+                        f"database {db.describe(self.settings)} is read-only (a standby or a "
+                        "demoted primary): NOTIFY is sent on the primary, so LISTEN waits for it"
+                    )
+                for channel in self._handlers:
+                    await conn.add_listener(channel, self._dispatch)
+        except BaseException:
+            conn.terminate()
+            raise
         conn.add_termination_listener(self._on_terminate)
         self._conn = conn
         self._lost = anyio.Event()
         self.connected = True
         self.connects += 1
-        self.last_error = None
+        self.condition.ok()
         for callback in self._reconnect_callbacks:
             callback()
 
     async def _watch(self) -> None:
-        """Return when the connection is gone; a keepalive query notices silent deaths."""
+        """Return when the connection is gone, or its server turned read-only (demoted:
+        the primary, where NOTIFY is sent, is elsewhere now); a keepalive query notices
+        both, and silent deaths."""
         assert self._conn is not None
         while True:
             with anyio.move_on_after(self.keepalive):
                 await self._lost.wait()
                 return
             try:
-                with anyio.fail_after(self.keepalive):
-                    await self._conn.fetchval("SELECT 1")
-            except db.UNAVAILABLE:
+                with anyio.fail_after(self.keepalive), db.translate_errors(self.settings, "listen"):
+                    if await _read_only(self._conn):
+                        log.warning("LISTEN connection's server is read-only now")
+                        return
+            except (StoreUnavailable, TimeoutError):
                 return
 
     async def _drop(self) -> None:
         self.connected = False
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(*db.UNAVAILABLE, RuntimeError):
+            with contextlib.suppress(StoreUnavailable, RuntimeError), \
+                    db.translate_errors(self.settings, "close"):
                 conn.terminate()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -129,9 +157,8 @@ class Listener:
                 try:
                     await self._connect()
                     delay = self.backoff_initial
-                except db.UNAVAILABLE as exc:
-                    self.last_error = str(exc)
-                    log.warning("LISTEN connection unavailable: %s", exc)
+                except StoreUnavailable as exc:
+                    self.condition.trouble(f"LISTEN connection unavailable: {exc}")
                 if not started:
                     task_status.started()
                     started = True

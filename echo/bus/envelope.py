@@ -51,6 +51,7 @@ from pydantic import (
     model_validator,
 )
 
+from echo.db import nul_free
 from echo.errors import InvalidMessage, UnknownRole
 
 ROLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -154,16 +155,8 @@ def check_role(name: str, agents_dir: Path, *, allow: tuple[str, ...] = ()) -> s
 
 
 def _no_nul(value: Any, where: str) -> None:
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{where} contains a NUL character, which Postgres cannot store")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key, where)
-            _no_nul(item, where)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _no_nul(item, where)
+    if not nul_free(value):
+        raise ValueError(f"{where} contains a NUL character, which Postgres cannot store")
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -48,6 +48,7 @@ from echo.bus.envelope import Message, Notice
 from echo.bus.store import Inserted, MessageStore
 from echo.bus.transport import Transport, make_transport
 from echo.db import Database
+from echo.degradation import Condition, Reporter
 from echo.errors import StoreUnavailable, TransportUnavailable
 from echo.listener import Listener
 
@@ -394,7 +395,7 @@ class OutboxRelay:
 
     def __init__(
         self, database: Database, transport: Transport, *, grace: float = 2.0,
-        interval: float | None = None, batch: int = 500,
+        interval: float | None = None, batch: int = 500, reporter: Reporter | None = None,
     ) -> None:
         self.db = database
         self.store = MessageStore(database)
@@ -403,8 +404,12 @@ class OutboxRelay:
         self.interval = interval if interval is not None else database.settings.poll_interval
         self.batch = batch
         self.relayed = 0
-        self.last_error: str | None = None
+        self.condition = Condition("relay", reporter, log)
         self._kick = anyio.Event()
+
+    @property
+    def last_error(self) -> str | None:
+        return self.condition.last_error
 
     def kick(self) -> None:
         self._kick.set()
@@ -433,9 +438,9 @@ class OutboxRelay:
             try:
                 while await self.relay_once() == self.batch:
                     pass
-                self.last_error = None
+                self.condition.ok()
             except (StoreUnavailable, TransportUnavailable) as exc:
-                self.last_error = str(exc)
+                self.condition.trouble(str(exc))
             with anyio.move_on_after(max(0.0, self.interval - (time.monotonic() - started))):
                 await self._kick.wait()
             self._kick = anyio.Event()

@@ -12,8 +12,7 @@ A missing table means the namespace was never migrated; that surfaces as a
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -21,8 +20,7 @@ from uuid import UUID
 import asyncpg
 
 from echo.bus.envelope import Message, StoredMessage
-from echo.db import Database, load_queries
-from echo.errors import MigrationError
+from echo.db import Database, load_queries, schema_guard
 
 Q = load_queries("messages")
 
@@ -37,16 +35,6 @@ class Inserted:
     created_at: datetime
     new: bool = True
     prev: int | None = None
-
-
-@contextlib.contextmanager
-def _schema_guard(namespace: str) -> Iterator[None]:
-    try:
-        yield
-    except asyncpg.UndefinedTableError as exc:
-        raise MigrationError(
-            f"schema {namespace!r} is not migrated ({exc}); run `echoctl db migrate`"
-        ) from exc
 
 
 def _columns(messages: Sequence[Message]) -> list[list[object]]:
@@ -88,7 +76,7 @@ class MessageStore:
     async def _insert(
         self, conn: asyncpg.Connection, messages: Sequence[Message], published: bool
     ) -> list[Inserted]:
-        with _schema_guard(self.namespace):
+        with schema_guard(self.namespace):
             if len(messages) == 1:
                 m = messages[0]
                 rows = await conn.fetch(
@@ -125,7 +113,7 @@ class MessageStore:
         self, conn: asyncpg.Connection, *, older_than: float, limit: int
     ) -> list[asyncpg.Record]:
         """Unpublished rows for the relay, locked in the caller's transaction (SKIP LOCKED)."""
-        with _schema_guard(self.namespace):
+        with schema_guard(self.namespace):
             return list(await conn.fetch(Q["lock_unpublished"], older_than, limit))
 
     # ------------------------------------------------------------ reading
@@ -143,14 +131,14 @@ class MessageStore:
         """`fetch_after`, and the highest committed id in the same snapshot: when fewer
         than `limit` came back, every id up to it is settled for these channels."""
         async with self.db.acquire() as conn:
-            with _schema_guard(self.namespace):
+            with schema_guard(self.namespace):
                 rows = await conn.fetch(Q["fetch_after"], cursor, list(channels), limit)
         settled = int(rows[0]["settled"]) if rows else cursor
         return [StoredMessage.from_row(r) for r in rows if r["id"] is not None], settled
 
     async def get_many(self, ids: Sequence[int]) -> list[StoredMessage]:
         async with self.db.acquire() as conn:
-            with _schema_guard(self.namespace):
+            with schema_guard(self.namespace):
                 rows = await conn.fetch(Q["get_many"], list(ids))
         return [StoredMessage.from_row(r) for r in rows]
 
@@ -163,7 +151,7 @@ class MessageStore:
     ) -> list[StoredMessage]:
         """For `echoctl messages`: after `since` (oldest first), else the latest `limit`."""
         async with self.db.acquire() as conn:
-            with _schema_guard(self.namespace):
+            with schema_guard(self.namespace):
                 if since is not None:
                     rows = await conn.fetch(Q["list_since"], since, role, limit)
                 else:
@@ -172,13 +160,13 @@ class MessageStore:
 
     async def max_id(self) -> int:
         async with self.db.acquire() as conn:
-            with _schema_guard(self.namespace):
+            with schema_guard(self.namespace):
                 return int(await conn.fetchval(Q["max_id"]))
 
     async def bus_key(self) -> bytes:
         """The namespace's key for signing notices (007_bus_chain.sql)."""
         async with self.db.acquire() as conn:
-            with _schema_guard(self.namespace):
+            with schema_guard(self.namespace):
                 return str(await conn.fetchval(Q["bus_key"])).encode()
 
     # ------------------------------------------------------------ cursors
@@ -186,7 +174,7 @@ class MessageStore:
     async def read_cursor(self, role: str) -> int:
         """The highest id `role` has handled; 0 for a role that never ran."""
         async with self.db.acquire() as conn:
-            with _schema_guard(self.namespace):
+            with schema_guard(self.namespace):
                 value = await conn.fetchval(Q["read_cursor"], role)
         return int(value or 0)
 
@@ -197,5 +185,5 @@ class MessageStore:
         messages are handed over again, and receivers deduplicate.
         """
         async with self.db.acquire() as conn:
-            with _schema_guard(self.namespace):
+            with schema_guard(self.namespace):
                 await conn.execute(Q["advance_cursor"], role, last_message_id)

@@ -54,6 +54,7 @@ from echo.bus.envelope import Notice, StoredMessage, broadcast_channel, parse_no
 from echo.bus.store import MessageStore
 from echo.bus.transport import Received, Subscription, Transport, make_transport
 from echo.db import Database
+from echo.degradation import Condition, Reporter
 from echo.errors import InvalidMessage, StoreUnavailable
 from echo.listener import Listener
 
@@ -90,6 +91,7 @@ class Subscriber:
         channels: Sequence[str] = (), transport: Transport | None = None,
         listener: Listener | None = None, batch: int = 500,
         cursor_flush_interval: float = 0.1, backoff_max: float = 5.0, gap_grace: float = 0.02,
+        reporter: Reporter | None = None,
     ) -> None:
         self.db = database
         self.settings = database.settings
@@ -109,12 +111,11 @@ class Subscriber:
         self._gap_since: float | None = None
         self._key: bytes | None = None
         self.stats = SubscriberStats()
-        self.last_error: str | None = None
+        self.condition = Condition("messages", reporter, log)
         self._cursor: int | None = None  # None until read from the database
         self._saved = 0
         self._heard = 0
         self._kicked = True  # a read is due whatever was heard (start, poll, reconnect)
-        self._degraded = False
         self._sub: Subscription | None = None
         self._wake = anyio.Event()
         self._dirty = anyio.Event()
@@ -129,7 +130,7 @@ class Subscriber:
     @property
     def state(self) -> str:
         """`starting`, `degraded` (Postgres failing), `polling` (transport away) or `live`."""
-        if self._degraded:
+        if self.condition.degraded:
             return "degraded"
         if not self.stats.caught_up:
             return "starting"
@@ -340,15 +341,13 @@ class Subscriber:
             await self.store.advance_cursor(self.role, cursor)
             self._saved = cursor
 
+    @property
+    def last_error(self) -> str | None:
+        return self.condition.last_error
+
     def _note_db_error(self, exc: StoreUnavailable) -> None:
         self.stats.db_errors += 1
-        if not self._degraded:
-            log.warning("%s: degraded: %s", self.role, exc)
-        self._degraded = True
-        self.last_error = str(exc)
+        self.condition.trouble(str(exc))
 
     def _recovered(self) -> None:
-        if self._degraded:
-            log.info("%s: database is back; catching up", self.role)
-        self._degraded = False
-        self.last_error = None
+        self.condition.ok()

@@ -37,6 +37,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from echo.bus.envelope import Notice, wire_channel
+from echo.bus.redis_client import redis_client
 from echo.bus.store import Q
 from echo.config import Settings, redact_url
 from echo.db import Database
@@ -166,7 +167,8 @@ class Transport(abc.ABC):
 
 
 class RedisTransport(Transport):
-    """Redis pub/sub. The URL may be `rediss://` (TLS) and may carry a password."""
+    """Redis pub/sub. The URL may be `rediss://` (TLS), may carry a password, and may
+    name Sentinels (`redis+sentinel://`), whose current master is used."""
 
     name = "redis"
     carries_messages = True
@@ -186,8 +188,8 @@ class RedisTransport(Transport):
         # One immediate retry: after a Redis restart the pooled connection is stale and
         # the first command on it fails, while a fresh one works. More retries would
         # only stall a publish that the outbox relay can finish later anyway.
-        self.client = aioredis.Redis.from_url(
-            self.url,
+        self.client = redis_client(
+            settings,
             socket_connect_timeout=min(settings.connect_timeout, 2.0),
             socket_timeout=min(settings.command_timeout, 5.0),
             retry=Retry(NoBackoff(), 1),

@@ -12,16 +12,13 @@ signal stops at once (what is held is still released).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 import typer
 from anyio.abc import TaskStatus
 from rich.markup import escape
@@ -30,7 +27,7 @@ from rich.table import Table
 from echo.bus.envelope import check_role
 from echo.commands._common import JsonOpt, console, emit_json, run, settings
 from echo.config import Settings
-from echo.db import Database
+from echo.db import Database, schema_guard
 from echo.errors import ClaudeNotInstalled, ConfigError, EchoError, MigrationError, UsageError
 from echo.listener import Listener
 from echo.work import (
@@ -51,19 +48,10 @@ tasks_app = typer.Typer(help="The work queue: submit, list, show, cancel, retry.
                         no_args_is_help=True)
 
 
-@contextlib.contextmanager
-def _schema_guard(s: Settings) -> Iterator[None]:
-    try:
-        yield
-    except asyncpg.UndefinedTableError as exc:
-        raise MigrationError(f"schema {s.namespace!r} is not migrated ({exc}); "
-                             "run `echoctl db migrate`") from exc
-
-
 async def _with_queue(s: Settings, fn: Any) -> Any:
     database = await Database.open(s, max_size=1)
     try:
-        with _schema_guard(s):
+        with schema_guard(s.namespace):
             return await fn(TaskQueue(database))
     finally:
         await database.close()

@@ -150,6 +150,9 @@ async def _wait_done(database: Database, workflow_id: str, limit: float) -> None
         phase = row["phase"] if row else None
         if phase == "done":
             return
+        if phase == "error":
+            raise EchoError(f"workflow {workflow_id} failed: {row['error'] if row else ''}; "
+                            f"`echoctl workflow show {workflow_id}` has its timeline")
         if time.monotonic() > deadline:
             raise EchoError(
                 f"workflow {workflow_id} is still {phase} after {limit:g}s; are the agents "
@@ -230,6 +233,8 @@ def _print(data: dict[str, Any]) -> None:
         f"{' (round ' + str(w['round']) + ')' if w['phase'] == 'discussing' else ''}, "
         f"consensus {w['consensus'] or '-'}, quorum {w['quorum']}, rounds {w['rounds']}"
     )
+    if w.get("error"):
+        console.print(f"[red]error[/red]: {escape(w['error'])}")
     table = Table("role", "takes part", "confidence", "decider", "reason", title="self-selection")
     for p in data["participants"]:
         reason = p["reason"] + (f" (LLM not used: {p['fallback_reason']})" if p["fallback_reason"] else "")

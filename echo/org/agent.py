@@ -36,12 +36,15 @@ from echo.org.deciders import ClaudeDecider
 from echo.org.health import HealthMonitor
 from echo.org.roles import Role
 from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent
-from echo.runtime import Actor, ChildSpec, Registry, Service, Supervisor
+from echo.runtime import Actor, Backoff, ChildSpec, Registry, Service, Supervisor
 from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor
 from echo.work.pool import ExecutorPool
 
 log = logging.getLogger(__name__)
+
+#: How a participant waits out a database that cannot record a message.
+DB_BACKOFF = Backoff(initial=0.1, max=5.0)
 
 _RECORD = """
 INSERT INTO agent_inbox (role, message_id) VALUES ($1, $2)
@@ -102,7 +105,7 @@ class Participant(Actor):
         return await self._process(message)
 
     async def _process(self, message: StoredMessage) -> bool:
-        delay = 0.1
+        retry = DB_BACKOFF.attempts()
         while True:
             try:
                 async with self.db.transaction() as conn:
@@ -110,8 +113,7 @@ class Participant(Actor):
                 break
             except StoreUnavailable as exc:
                 log.warning("cannot record message %s (%s); retrying", message.id, exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await anyio.sleep(retry.next_delay())
         self.last_message_id = max(self.last_message_id, message.id)
         if fresh is None:
             self.redelivered += 1
@@ -158,6 +160,7 @@ class RoleAgent:
             interval=self.heartbeat_interval,
             stats=self.stats,
         )
+        self.listener.condition.reporter = self.health
 
     async def close(self) -> None:
         if self.database is not None:
@@ -196,19 +199,20 @@ class RoleAgent:
 
     def _new_subscriber(self) -> Subscriber:
         assert self.database is not None
-        self.subscriber = Subscriber(self.database, self.role.name, self._deliver, listener=self.listener)
+        self.subscriber = Subscriber(self.database, self.role.name, self._deliver,
+                                     listener=self.listener, reporter=self.health)
         return self.subscriber
 
     def _new_relay(self) -> OutboxRelay:
         assert self.database is not None
         transport = make_transport(self.settings, self.database, listener=self.listener)
-        return OutboxRelay(self.database, transport)
+        return OutboxRelay(self.database, transport, reporter=self.health)
 
     def _new_workflow(self) -> WorkflowAgent:
         assert self.database is not None
         self.workflow = WorkflowAgent(self.settings, self.database, self.role,
                                       decider=ClaudeDecider(self.settings, self.role),
-                                      listener=self.listener)
+                                      listener=self.listener, reporter=self.health)
         return self.workflow
 
     def _kick_workflow(self) -> None:
@@ -232,12 +236,15 @@ class RoleAgent:
             listener=self.listener,
             grace_seconds=self._new_pool_grace(),
             lease_seconds=self.settings.task_lease_seconds,
+            reporter=self.health,
         )
         return Service(self.pool.run, name="work", graceful=self.pool.stop)
 
     # -- what the health monitor reports ----------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        """Figures for the heartbeat's details. A pure read: problems and recoveries are
+        pushed to the HealthMonitor by the components themselves (echo/degradation.py)."""
         out: dict[str, Any] = {}
         participant = self.registry.whereis("participant")
         if isinstance(participant, Participant):
@@ -247,39 +254,27 @@ class RoleAgent:
             out["inbox_lag"] = self.subscriber.stats.lag
             out["cursor"] = self.subscriber.cursor
             out["messages_state"] = self.subscriber.state
-            if self.health is not None:
-                if self.subscriber.state == "degraded":
-                    self.health.problem("messages", self.subscriber.last_error or "degraded")
-                else:
-                    self.health.resolved("messages")
         if self.pool is not None:
             metrics = self.pool.metrics()
             out["running_tasks"] = metrics.active
             out["tasks_processed"] = metrics.total_processed
-        if self.workflow is not None:
-            if self.workflow.last_error:
-                out["workflow_error"] = self.workflow.last_error
-            if self.health is not None:  # a deferred workflow step degrades the agent
-                if self.workflow.last_error:
-                    self.health.problem("workflow", self.workflow.last_error)
-                else:
-                    self.health.resolved("workflow")
+        if self.workflow is not None and self.workflow.last_error:
+            out["workflow_error"] = self.workflow.last_error
         out["listener_connected"] = self.listener.connected
         return out
 
 
 async def ensure_schema(settings: Settings, *, attempts: int | None = None) -> bool:
     """Migrate, retrying while the database is away. True once the schema is current."""
-    delay, tries = 0.2, 0
-    while attempts is None or tries < attempts:
-        tries += 1
+    retry = Backoff(initial=0.2, max=5.0).attempts()
+    while attempts is None or retry.failures < attempts:
         try:
             await db.migrate(settings)
             return True
-        except db.UNAVAILABLE as exc:
+        except StoreUnavailable as exc:
+            delay = retry.next_delay()
             log.warning("cannot migrate yet (%s); retrying in %.1fs", exc, delay)
             await anyio.sleep(delay)
-            delay = min(delay * 2, 5.0)
     return False
 
 

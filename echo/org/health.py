@@ -32,6 +32,7 @@ from anyio.abc import TaskStatus
 
 from echo import db
 from echo.config import Settings, private_dir
+from echo.errors import StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,9 @@ class HealthMonitor:
     # What the agent's components say.
 
     def problem(self, component: str, reason: str) -> None:
-        """`component` is not working (e.g. "database", "redis"); the agent is degraded."""
+        """`component` is not working (e.g. "database", "work"); the agent is degraded.
+        Components call this through their `echo.degradation.Condition`: the monitor is
+        the one place an agent's degradation is gathered."""
         self._problems[component] = reason
 
     def resolved(self, component: str) -> None:
@@ -170,7 +173,7 @@ class HealthMonitor:
         return "; ".join(f"{k}: {v}" for k, v in sorted(self._problems.items())) or None
 
     def own(self) -> AgentHealth:
-        details = self._safe_stats()  # first: the stats callback reports problems
+        details = self._safe_stats()  # figures only: components push their problems
         return AgentHealth(
             role=self.role,
             state=self.state,
@@ -218,7 +221,7 @@ class HealthMonitor:
                         )
                 self.breaker.success()
                 self.resolved("database")
-            except db.UNAVAILABLE as exc:
+            except (StoreUnavailable, StoreRejected, TimeoutError) as exc:
                 self.breaker.failure()
                 self.problem("database", _short(exc))
         health = self.own()
@@ -253,7 +256,7 @@ class HealthMonitor:
                         rows = await conn.fetch("SELECT * FROM agent_health ORDER BY role")
                 self.breaker.success()
                 self._org = {r["role"]: row_to_health(r, self.stale_after) for r in rows}
-            except db.UNAVAILABLE as exc:
+            except (StoreUnavailable, StoreRejected, TimeoutError) as exc:
                 self.breaker.failure()
                 self.problem("database", _short(exc))
         self._org[self.role] = self.own()

@@ -27,7 +27,6 @@ class ClaudeOptions(BaseModel):
     max_turns: int = Field(8, ge=1, le=200)
     max_budget_usd: float | None = Field(None, gt=0)
     skip_permissions: bool = False
-    timeout_seconds: int = Field(300, ge=1)
     isolate_config: bool = Field(
         False,
         description="one CLAUDE_CONFIG_DIR per worker slot (needs ANTHROPIC_API_KEY: "
@@ -39,7 +38,6 @@ class WorkOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     concurrency: int = Field(1, ge=0, le=64)
-    executor: str = Field("claude", pattern="^(claude|command|noop)$")
 
 
 class Role(BaseModel):

@@ -24,7 +24,7 @@ import anyio
 
 from echo import db
 from echo.config import Settings
-from echo.errors import EchoError
+from echo.errors import EchoError, StoreRejected
 from echo.org.health import AgentHealth, read_health_file, row_to_health
 from echo.org.roles import load_roles
 from echo.org.state import AgentRecord, OrgRecord, pid_alive, read_org
@@ -144,18 +144,18 @@ async def _merge_database(s: Settings, agents: dict[str, dict[str, Any]]) -> tup
     try:
         with anyio.fail_after(3):
             async with db.connection(quick) as conn:
-                with contextlib.suppress(*db.UNAVAILABLE):  # unmigrated: nothing remote
-                    for row in await conn.fetch("SELECT * FROM agent_health"):
-                        h = row_to_health(row, STALE_AFTER)
-                        if agents.get(h.role, {}).get("pid") is None and h.state != "down" \
-                                and not _is_stale_here(h):
-                            agents[h.role] = {**agents.get(h.role, {}), **_remote(h)}
+                rows = []
+                # A refusal (an unmigrated namespace) is an answer: nothing runs elsewhere.
+                with contextlib.suppress(StoreRejected), db.translate_errors(quick, "read agent health"):
+                    rows = await conn.fetch("SELECT * FROM agent_health")
     except TimeoutError:
         return False, "no answer within 3 s"
-    except db.UNAVAILABLE as exc:
-        return False, _reason(exc)
     except EchoError as exc:
         return False, _reason(exc)
+    for row in rows:
+        h = row_to_health(row, STALE_AFTER)
+        if agents.get(h.role, {}).get("pid") is None and h.state != "down" and not _is_stale_here(h):
+            agents[h.role] = {**agents.get(h.role, {}), **_remote(h)}
     return True, None
 
 

@@ -20,9 +20,14 @@ names. Nothing is held in memory between wake-ups, so:
 - a role whose agent is gone when the executing deadline passes cannot hold the
   workflow: the CEO cancels that role's tasks still pending and reports them.
 
-A step that fails for another reason (a bug, a row it cannot read) is logged with
-its traceback in the agent's log and retried at the next tick, for that workflow
-only: one broken workflow does not stop the others, nor crash-loop the agent.
+Failures follow the failure model (echo/errors.py). The database unavailable
+(`StoreUnavailable`): the whole tick is deferred, and the agent reports degraded
+until a tick succeeds. Postgres refusing a statement of one workflow (`StoreRejected`:
+bad data, a constraint): that workflow is marked `error` with the reason (shown by
+`echoctl workflow show`) and leaves the open set; the others go on in the same tick.
+Any other exception (a bug) is logged with its traceback and retried at the next tick,
+for that workflow only. One broken workflow never stops the others, nor crash-loops
+the agent.
 
 Wake-ups: the `Participant` kicks the workflow agent when a message of a workflow
 lands (the start broadcast, the CEO's phase announcements on `messages:all`), and a
@@ -45,7 +50,8 @@ from anyio.abc import TaskStatus
 from echo import db
 from echo.bus import Kind, Message, Publisher, StoredMessage, decision_channel, workflow_channel
 from echo.config import Settings
-from echo.errors import UsageError
+from echo.degradation import Condition, Reporter
+from echo.errors import StoreRejected, StoreUnavailable, UsageError
 from echo.logs import fields
 from echo.org import deciders
 from echo.org.roles import Role, load_roles
@@ -163,7 +169,7 @@ class WorkflowAgent:
 
     def __init__(self, settings: Settings, database: db.Database, role: Role, *,
                  decider: deciders.ClaudeDecider | None = None, listener: Any = None,
-                 tick: float | None = None) -> None:
+                 tick: float | None = None, reporter: Reporter | None = None) -> None:
         self.settings = settings
         self.db = database
         self.role = role
@@ -172,8 +178,13 @@ class WorkflowAgent:
         self.tick = tick if tick is not None else settings.poll_interval
         self.queue = TaskQueue(database)
         self.pub: Publisher | None = None
-        self.last_error: str | None = None
+        self.condition = Condition("workflow", reporter, log)
+        self._failed: str | None = None  # a workflow's step failed (a bug) this tick
         self._wake = anyio.Event()
+
+    @property
+    def last_error(self) -> str | None:
+        return self.condition.last_error
 
     def kick(self) -> None:
         """Look at the workflows now (a message of a workflow has landed)."""
@@ -186,11 +197,14 @@ class WorkflowAgent:
             while True:
                 self._wake = anyio.Event()
                 try:
-                    self.last_error = None
+                    self._failed = None
                     await self.step()
-                except db.UNAVAILABLE as exc:
-                    self.last_error = str(exc)
-                    log.warning("%s: workflow step deferred (%s)", self.role.name, exc)
+                    if self._failed:
+                        self.condition.trouble(self._failed)
+                    else:
+                        self.condition.ok()
+                except StoreUnavailable as exc:
+                    self.condition.trouble(str(exc))  # the whole tick waits for the database
                 with anyio.move_on_after(self.tick):
                     await self._wake.wait()
 
@@ -202,12 +216,26 @@ class WorkflowAgent:
                 await self.my_part(row)
                 if self.role.name == DRIVER:
                     await self.drive(row)
-            except db.UNAVAILABLE:
-                raise
+            except StoreUnavailable:
+                raise  # the database, not this workflow: the whole tick waits
+            except StoreRejected as exc:
+                await self._mark_error(row, exc)
             except Exception as exc:  # one broken workflow must not stop the others or the agent
-                self.last_error = f"{row['id']}: {type(exc).__name__}: {exc}"
+                self._failed = f"{row['id']}: {type(exc).__name__}: {exc}"
                 log.exception("%s: workflow %s failed a step; retrying at the next tick",
                               self.role.name, row["id"])
+
+    async def _mark_error(self, wf: Any, exc: StoreRejected) -> None:
+        """Postgres refuses this workflow's step and will refuse it again: mark the
+        workflow `error` with the reason, so no agent retries it every tick."""
+        reason = f"{self.role.name} could not do its part of {wf['phase']}: {exc}"
+        log.error("workflow %s: %s; marked error", wf["id"], reason)
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute(Q["set_actor"], self.role.name)
+                await conn.fetchval(Q["mark_error"], wf["id"], wf["phase"], reason[:4000])
+        except StoreRejected as again:  # cannot even mark it: leave it to the next tick
+            log.error("workflow %s: cannot mark it error either: %s", wf["id"], again)
 
     # ------------------------------------------------------------ reading the state
 

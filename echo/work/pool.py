@@ -23,15 +23,17 @@ Inside `run`, alongside one runner per claimed task:
   database says this worker no longer owns (rescued, or cancelled by a user);
 - the rescuer returns expired leases of dead workers to the queue.
 
-A database outage never crashes the pool: it reports `degraded` and keeps
-retrying with capped backoff. On `stop()`, claiming stops, running work has
-`grace_seconds` to finish, and whatever is still running is then cancelled and
-released back to pending: never lost.
+A database outage never crashes the pool: it reports `degraded` (its `Condition`,
+pushed to the agent's `HealthMonitor` as `work`) and keeps retrying with capped
+backoff. A statement Postgres rejects fails the one task it was about. On `stop()`,
+claiming stops, running work has `grace_seconds` to finish, and whatever is still
+running is then cancelled and released back to pending: never lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -42,21 +44,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import anyio
-import asyncpg
 from anyio.abc import TaskGroup, TaskStatus
 
 from echo.config import Settings
-from echo.db import Database
-from echo.errors import EchoError, StoreUnavailable, UsageError
+from echo.db import Database, nul_free
+from echo.degradation import Condition, Reporter
+from echo.errors import EchoError, StoreRejected, StoreUnavailable, UsageError
 from echo.listener import Listener
 from echo.logs import fields
+from echo.runtime import Backoff
 from echo.work.executors import Executor, Result
-from echo.work.queue import DEFAULT_BACKOFF, Backoff, Completion, Failure, Task, TaskQueue
+from echo.work.queue import DEFAULT_BACKOFF, Completion, Failure, Task, TaskQueue
 
 log = logging.getLogger(__name__)
 
-_DB_ERRORS = (StoreUnavailable, asyncpg.PostgresError)
 _pool_numbers = itertools.count(1)
+#: How the pool waits out a database that does not answer (claims, writes).
+DB_BACKOFF = Backoff(initial=0.1, max=5.0)
+#: The error of a task whose result (or error) Postgres refused to store.
+NOT_STORABLE = "result not storable"
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,7 @@ class ExecutorPool:
         grace_seconds: float = 10.0,
         backoff: Backoff = DEFAULT_BACKOFF,
         worker_prefix: str | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError("a pool needs at least one slot (concurrency >= 1)")
@@ -135,8 +142,7 @@ class ExecutorPool:
         self.grace_seconds = grace_seconds
         self.backoff = backoff
         self.worker_prefix = worker_prefix or default_worker_prefix()
-        self.degraded = False
-        self.last_error: str | None = None
+        self.condition = Condition("work", reporter, log)
         self._free = list(range(concurrency))
         self._held: dict[int, _Running] = {}
         self._assigned: dict[int, _Running] = {}  # slot -> task its runner is to run next
@@ -167,7 +173,7 @@ class ExecutorPool:
             unwritten=sum(1 for r in self._held.values() if r.writing),
             avg_duration_ms=self._durations_ms / processed if processed else 0.0,
             success_rate=self._counts["succeeded"] / processed if processed else 1.0,
-            degraded=self.degraded, last_error=self.last_error,
+            degraded=self.condition.degraded, last_error=self.condition.last_error,
             claim_rounds=self._claim_rounds, db_errors=self._db_errors,
         )
 
@@ -209,17 +215,13 @@ class ExecutorPool:
             return
         self._wake.set()
 
+    @property
+    def degraded(self) -> bool:
+        return self.condition.degraded
+
     def _trouble(self, exc: BaseException, doing: str) -> None:
         self._db_errors += 1
-        if not self.degraded:
-            log.warning("work pool degraded: cannot %s: %s", doing, exc)
-        self.degraded = True
-        self.last_error = str(exc)
-
-    def _healthy(self) -> None:
-        if self.degraded:
-            log.warning("work pool recovered")
-        self.degraded = False
+        self.condition.trouble(f"cannot {doing}: {exc}")
 
     def _take_completions(self) -> list[tuple[_Running, Completion | Failure]]:
         done = [item for item in self._outbox if isinstance(item[1], Completion)]
@@ -228,7 +230,7 @@ class ExecutorPool:
         return done
 
     async def _claim_loop(self, tg: TaskGroup) -> None:
-        delay = 0.1
+        retry = DB_BACKOFF.attempts()
         types = sorted(self.executors)
         while not self._stopping.is_set():
             self._poked = False
@@ -245,16 +247,23 @@ class ExecutorPool:
                     [self.worker_id(s) for s in slots], task_types=types, roles=self.roles,
                     lease_seconds=self.lease_seconds)
                 self._claim_rounds += 1
-                self._healthy()
-                delay = 0.1
-            except _DB_ERRORS as exc:
+                self.condition.ok()
+                retry.reset()
+            except StoreRejected as exc:
+                if done:  # maybe a result Postgres refuses: store them on their own
+                    await self._write(done, singly=True)
+                    continue
+                self._trouble(exc, "claim tasks")  # a broken schema: nothing to fail
+                with anyio.move_on_after(retry.next_delay()):
+                    await self._stopping.wait()
+                continue
+            except StoreUnavailable as exc:
                 # The results stay in memory, their slots held, until a write lands.
                 self._outbox[:0] = done
                 self._outbox_ready.set()  # the writer's, should the pool be stopping
                 self._trouble(exc, "claim tasks")
-                with anyio.move_on_after(delay):
+                with anyio.move_on_after(retry.next_delay()):
                     await self._stopping.wait()
-                delay = min(delay * 2, 5.0)
                 continue
             self._settle(done, applied, {})
             if tasks and not self._held:
@@ -308,7 +317,11 @@ class ExecutorPool:
         outcome: Completion | Failure
         try:
             result: Result = await self.executors[task.task_type].execute(task)
-            outcome = Completion(task, result.output, result.cost_usd, result.session_id)
+            if nul_free(result.output):
+                outcome = Completion(task, result.output, result.cost_usd, result.session_id)
+            else:  # Postgres stores no NUL in jsonb: fail it here, not in the batch
+                outcome = Failure(task, f"{NOT_STORABLE}: NUL byte", False,
+                                  cost_usd=result.cost_usd, session_id=result.session_id)
         except Exception as exc:
             outcome = self._failure(task, exc)
         _log_outcome(task, outcome)
@@ -332,6 +345,7 @@ class ExecutorPool:
         else:
             log.exception("executor %s crashed on task %s", task.task_type, task.task_id)
             message = f"executor crashed: {type(exc).__name__}: {exc}"
+        message = message.replace("\x00", "\\0")  # Postgres stores no NUL in text
         retry_at: datetime | None = getattr(exc, "retry_at", None)
         if retry_at is not None:
             delay = (retry_at - datetime.now(UTC)).total_seconds()
@@ -361,28 +375,83 @@ class ExecutorPool:
                 await self._write(batch)
 
     async def _write(self, batch: list[tuple[_Running, Completion | Failure]], *,
-                     retry: bool = True) -> None:
-        """Store a batch, retrying through outages; the guards decide what lands."""
+                     retry: bool = True, singly: bool = False) -> None:
+        """Store a batch, retrying through outages; the guards decide what lands. What
+        Postgres rejects is stored item by item (`_complete`, `_fail`), so one result it
+        refuses fails its own task and never holds up the others."""
         done = [o for _, o in batch if isinstance(o, Completion)]
         failed = [o for _, o in batch if isinstance(o, Failure)]
         applied: set[int] = set()
         statuses: dict[int, str] = {}
-        delay = 0.1
+        attempts = DB_BACKOFF.attempts()
         while True:
             try:
-                if done:
-                    applied = await self.queue.complete(done)
-                    done = []
-                statuses = await self.queue.fail(failed)
-                self._healthy()
+                failed += await self._complete(done, applied, singly=singly)
+                await self._fail(failed, statuses)
+                self.condition.ok()
                 break
-            except _DB_ERRORS as exc:
+            except StoreUnavailable as exc:
                 if not retry:
                     raise
                 self._trouble(exc, "store task results")
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await anyio.sleep(attempts.next_delay())
         self._settle(batch, applied, statuses)
+
+    async def _complete(self, done: list[Completion], applied: set[int], *,
+                        singly: bool = False) -> list[Failure]:
+        """Store `done`, emptying it as results land (so an outage midway retries only
+        the rest). A batch Postgres rejects is stored one by one; a result it rejects on
+        its own fails its task, permanently, with the reason (returned, to be stored).
+        `singly`: the batch was rejected already (with a claim), go one by one at once."""
+        if len(done) > 1 and not singly:
+            try:
+                applied |= await self.queue.complete(done)
+                done.clear()
+                return []
+            except StoreRejected:
+                pass
+        if len(done) > 1:
+            log.warning("%d results rejected together; storing them one by one", len(done))
+        failures = []
+        while done:
+            try:
+                applied |= await self.queue.complete(done[:1])
+            except StoreRejected as exc:
+                failures.append(self._unstorable(done[0], exc))
+            done.pop(0)
+        return failures
+
+    @staticmethod
+    def _unstorable(done: Completion, exc: StoreRejected) -> Failure:
+        log.error("task %s: result not storable (%s); the task fails", done.task.task_id, exc)
+        return Failure(done.task, f"{NOT_STORABLE}: {exc.reason}", False,
+                       cost_usd=done.cost_usd, session_id=done.session_id)
+
+    async def _fail(self, failed: list[Failure], statuses: dict[int, str]) -> None:
+        """Store failures, emptying `failed` as they land; item by item once Postgres
+        rejects the batch. A failure rejected on its own is stored once more with the
+        reason as its error; rejected again, it is given up (logged): its lease expires
+        and the rescue takes it, within its retries."""
+        if not failed:
+            return
+        try:
+            statuses.update(await self.queue.fail(failed))
+            failed.clear()
+            return
+        except StoreRejected as exc:
+            log.warning("%d failure(s) rejected (%s); storing them one by one", len(failed), exc)
+        while failed:
+            one = failed[0]
+            try:
+                statuses.update(await self.queue.fail([one]))
+            except StoreRejected as exc:
+                if not one.error.startswith(NOT_STORABLE):
+                    failed[0] = dataclasses.replace(
+                        one, error=f"{NOT_STORABLE}: its error was refused: {exc.reason}", retryable=False)
+                    continue
+                log.error("task %s: cannot store its failure (%s); its lease will expire",
+                          one.task.task_id, exc)
+            failed.pop(0)
 
     def _settle(self, batch: list[tuple[_Running, Completion | Failure]], applied: set[int],
                 statuses: Mapping[int, str]) -> None:
@@ -409,7 +478,7 @@ class ExecutorPool:
                 continue
             try:
                 owned = await self.queue.heartbeat([r.task for r in held], self.lease_seconds)
-            except _DB_ERRORS as exc:
+            except (StoreUnavailable, StoreRejected) as exc:
                 self._trouble(exc, "renew leases")
                 continue
             for running in held:
@@ -424,7 +493,7 @@ class ExecutorPool:
             try:
                 rescued = await self.queue.rescue(actor=f"{self.worker_prefix}:rescue",
                                                   backoff=self.backoff)
-            except _DB_ERRORS as exc:
+            except (StoreUnavailable, StoreRejected) as exc:
                 self._trouble(exc, "rescue expired leases")
                 rescued = {}
             if rescued:
@@ -454,7 +523,7 @@ class ExecutorPool:
             return
         try:
             released = await self.queue.release([r.task for r in running])
-        except _DB_ERRORS as exc:
+        except (StoreUnavailable, StoreRejected) as exc:
             self._trouble(exc, "release tasks on shutdown")
             log.warning("could not release %d task(s); their leases will expire and "
                         "another worker will rescue them", len(running))
@@ -468,7 +537,7 @@ class ExecutorPool:
         results and to release unfinished work; what fails here is rescued later."""
         batch, self._outbox = self._outbox, []
         if batch:
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(StoreUnavailable, StoreRejected):
                 await self._write(batch, retry=False)
         executing = [r for r in self._held.values() if not r.writing]
         for running in executing:

@@ -21,7 +21,6 @@ are written by the triggers of shared/sql/003_tasks.sql.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +29,11 @@ from typing import Any
 import asyncpg
 
 from echo.db import Database, load_queries
-from echo.errors import NotFound, UsageError
+from echo.errors import NotFound, StoreRejected, UsageError
+from echo.runtime import Backoff
+
+#: SQLSTATE unique_violation: requeueing a task whose dedupe key a live task now holds.
+UNIQUE_VIOLATION = "23505"
 
 #: Every status a task can have; the last four are final.
 STATUSES = ("pending", "running", "completed", "failed", "cancelled", "dead")
@@ -123,21 +126,11 @@ class Failure:
     session_id: str | None = None
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter: the n-th retry waits between d/2 and d,
-    where d = min(cap, base * 2**n). The jitter spreads out retries of tasks that
-    failed together (a rate limit hits every worker at once)."""
-
-    base: float = 1.0
-    cap: float = 300.0
-
-    def delay(self, retry_count: int) -> float:
-        d = float(min(self.cap, self.base * 2 ** min(retry_count, 32)))
-        return d / 2 + random.random() * d / 2  # noqa: S311 - jitter, not security
-
-
-DEFAULT_BACKOFF = Backoff()
+#: How long a failed task waits before its next attempt: the n-th retry waits between
+#: d/2 and d, d = min(300, 2**n) seconds. The jitter spreads out retries of tasks that
+#: failed together (a rate limit hits every worker at once). The rescue statement
+#: computes the same delay in SQL from these four numbers (see `rescue`).
+DEFAULT_BACKOFF = Backoff(initial=1.0, factor=2.0, max=300.0, jitter=0.5)
 
 
 def _tokens(tasks: Sequence[Task]) -> tuple[list[int], list[str], list[int]]:
@@ -284,9 +277,12 @@ class TaskQueue:
 
     async def rescue(self, *, actor: str, backoff: Backoff = DEFAULT_BACKOFF,
                      limit: int = 1000) -> dict[int, str]:
-        """Put back (or kill) tasks whose lease expired; return their new statuses."""
+        """Put back (or kill) tasks whose lease expired; return their new statuses. Each
+        waits `backoff.delay(retry_count)`, drawn in SQL per row from the backoff's four
+        numbers (the statement mirrors `Backoff.delay`; the formula is not repeated here)."""
         async with self.db.acquire() as conn:
-            rows = await conn.fetch(_Q["rescue"], backoff.base, backoff.cap, limit, actor)
+            rows = await conn.fetch(_Q["rescue"], backoff.initial, backoff.factor, backoff.max,
+                                    backoff.jitter, limit, actor)
         return {r["task_id"]: r["status"] for r in rows}
 
     # ----------------------------------------------------------------- operators
@@ -311,7 +307,9 @@ class TaskQueue:
                 await conn.fetchval(_Q["set_actor"], actor)
                 done = await conn.fetchval(_Q["requeue"], task_id)
                 status = None if done else await conn.fetchval(_Q["status_of"], task_id)
-        except asyncpg.UniqueViolationError:
+        except StoreRejected as exc:
+            if exc.sqlstate != UNIQUE_VIOLATION:
+                raise
             raise UsageError(f"task {task_id} cannot run again: another live task holds "
                              "its dedupe key") from None
         if done:

@@ -61,7 +61,7 @@ async def test_random_sigkills_during_a_storm_lose_nothing_and_repeat_nothing(
         return await inbox_count(db, sent) >= MESSAGES * len(ROLES)
 
     await wait_until(all_processed, timeout=90, interval=0.2)
-    await assert_each_role_processed_each_once(db, ROLES, sent)
+    await assert_each_role_processed_each_once(s, db, ROLES, sent)
     assert sum(agent_restarts(s, ROLES).values()) == len(killed)
     record = read_org(s)  # the organisation is still up: the kills were not fatal
     assert record is not None and record.state == "running"

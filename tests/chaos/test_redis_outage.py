@@ -101,6 +101,6 @@ async def test_redis_down_mid_storm_loses_nothing_and_restarts_no_agent(
 
     await wait_until(all_announced, timeout=30, interval=0.2)
     assert len(sent) == 1000
-    await assert_each_role_processed_each_once(db, ROLES, sent)
+    await assert_each_role_processed_each_once(s, db, ROLES, sent)
     assert agent_pids(s, ROLES) == pids
     assert agent_restarts(s, ROLES) == restarts

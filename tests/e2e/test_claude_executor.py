@@ -19,8 +19,8 @@ import pytest
 from echo.config import Settings
 from echo.db import Database
 from echo.errors import ClaudeAuthError, ClaudeNotInstalled, ClaudeTimeout
+from echo.runtime import Backoff
 from echo.work import (
-    Backoff,
     ClaudeExecutor,
     ClaudeRunOptions,
     ExecutorPool,
@@ -34,7 +34,7 @@ from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
-FAST = Backoff(base=0.05, cap=0.1)
+FAST = Backoff(initial=0.05, max=0.1)
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ import pytest
 
 from echo import db
 from echo.config import Settings
-from echo.errors import StoreUnavailable
+from echo.errors import MigrationError, StoreRejected, StoreUnavailable
 from echo.listener import Listener, notify_channel
+from tests.helpers import run_cli
 
 
 async def test_migrate_is_idempotent_and_recorded(settings: Settings) -> None:
@@ -67,6 +68,58 @@ async def test_unreachable_database_is_one_clear_error(settings: Settings) -> No
     assert "\n" not in message
 
 
+async def test_a_missing_table_is_rejected_not_unavailable(settings: Settings) -> None:
+    """A permanent error: the statement is refused, and the connection stays good."""
+    database = await db.Database.open(settings, max_size=1)
+    try:
+        for use in (database.acquire, database.transaction):
+            with pytest.raises(StoreRejected) as info:
+                async with use() as conn:
+                    await conn.fetch("SELECT * FROM no_such_table")
+            assert info.value.sqlstate == "42P01"
+            assert 'relation "no_such_table" does not exist' in str(info.value)
+        async with database.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await database.close()
+
+
+async def test_a_killed_backend_is_unavailable_and_the_pool_reconnects(settings: Settings) -> None:
+    database = await db.Database.open(settings, max_size=1)
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            async with database.acquire() as conn, db.connection(settings) as admin:
+                pid = conn.get_server_pid()
+                assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+                await conn.fetchval("SELECT 1")  # its backend is gone
+        assert "is unavailable" in str(info.value) and "\n" not in str(info.value)
+        async with database.acquire() as conn:  # a new backend
+            assert conn.get_server_pid() != pid and await conn.fetchval("SELECT 1") == 1
+    finally:
+        await database.close()
+
+
+async def test_a_read_only_server_is_unavailable_and_its_connection_not_reused(
+    settings: Settings,
+) -> None:
+    """A demoted primary answers writes with SQLSTATE 25006: transient (the new primary
+    will take them), and the connection that reached it must not carry the next write."""
+    database = await db.Database.open(settings, max_size=1)
+    try:
+        async with database.acquire() as conn:
+            pid = conn.get_server_pid()
+            await conn.execute("SET default_transaction_read_only = on")  # as if demoted
+        with pytest.raises(StoreUnavailable) as info:
+            async with database.acquire() as conn:
+                await conn.execute("CREATE TEMP TABLE t (x int)")
+        assert info.value.sqlstate == "25006"
+        async with database.acquire() as conn:
+            assert conn.get_server_pid() != pid
+            await conn.execute("CREATE TEMP TABLE t (x int)")  # writable again
+    finally:
+        await database.close()
+
+
 async def test_listener_reconnects_after_restart_and_asks_for_catch_up(
     own_postgres, namespace: str, tmp_path
 ) -> None:
@@ -101,3 +154,18 @@ async def test_listener_reconnects_after_restart_and_asks_for_catch_up(
             await arrived.wait()
         tg.cancel_scope.cancel()
     assert got == ["after"]
+
+
+async def test_a_changed_applied_migration_is_one_clear_error(settings: Settings) -> None:
+    first = db.migrations()[0]
+    async with db.connection(settings) as conn:  # as if the file changed after it was applied
+        await conn.execute("UPDATE schema_migrations SET checksum = 'f00' WHERE version = $1",
+                           first.version)
+    with pytest.raises(MigrationError) as info:
+        await db.migrate(settings)
+    message = str(info.value)
+    assert first.path.name in message and "new migration" in message and "\n" not in message
+    refused = await run_cli(settings, "db", "migrate")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"error: migration {first.path.name} was changed")
+    assert refused.stderr.count("\n") == 1, refused.stderr

@@ -120,24 +120,28 @@ RETURNING t.task_id;
 
 -- name: rescue
 -- Running rows whose lease ran out: their worker died or lost the database. Back to
--- pending after an exponential backoff with jitter ($1 base, $2 cap), or dead.
+-- pending after the task queue's backoff, or dead. The delay of each row mirrors
+-- echo.runtime.Backoff.delay(retry_count), the one formula, from its numbers passed in:
+-- $1 initial, $2 factor, $3 max, $4 jitter: min(max, initial * factor^n) * (1 - jitter * u),
+-- u uniform in [0, 1) (the exponent capped at 64, as there).
 -- One statement, so a cancelled caller can never leave a transaction open: `actor`
--- sets `echo.actor` ($4) for this statement's transaction, where the audit trigger
+-- sets `echo.actor` ($6) for this statement's transaction, where the audit trigger
 -- reads it.
 WITH actor AS MATERIALIZED (
-    SELECT set_config('echo.actor', $4, true) AS name
+    SELECT set_config('echo.actor', $6, true) AS name
 ), expired AS (
     SELECT task_id FROM agent_tasks, actor
     WHERE status = 'running' AND lease_expires_at < now() AND actor.name IS NOT NULL
     ORDER BY lease_expires_at
-    LIMIT $3
+    LIMIT $5
     FOR UPDATE OF agent_tasks SKIP LOCKED
 )
 UPDATE agent_tasks AS t
 SET status = CASE WHEN t.retry_count >= t.max_retries THEN 'dead' ELSE 'pending' END,
     retry_count = least(t.retry_count + 1, t.max_retries),
     run_after = now() + make_interval(
-        secs => least($2::float8, $1::float8 * power(2, t.retry_count)) * (0.5 + random() / 2)),
+        secs => least($3::float8, $1::float8 * power($2::float8, least(t.retry_count, 64)))
+                 * (1 - $4::float8 * random())),
     error = 'lease expired: worker ' || t.assigned_worker_id || ' stopped heartbeating',
     assigned_worker_id = CASE WHEN t.retry_count >= t.max_retries
                               THEN t.assigned_worker_id END,

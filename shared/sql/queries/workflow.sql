@@ -20,7 +20,16 @@ RETURNING id;
 UPDATE workflows SET message_id = $2 WHERE id = $1;
 
 -- name: open
-SELECT *, phase_deadline <= now() AS overdue FROM workflows WHERE phase <> 'done' ORDER BY id;
+SELECT *, phase_deadline <= now() AS overdue FROM workflows
+WHERE phase NOT IN ('done', 'error') ORDER BY id;
+
+-- name: mark_error
+-- A permanent error in this workflow's step (011_failure_model.sql): it leaves the open
+-- set with the reason. Guarded like `advance`: only from the phase the agent read.
+UPDATE workflows
+SET phase = 'error', error = $3, updated_at = now(), finished_at = now()
+WHERE id = $1 AND phase = $2
+RETURNING id;
 
 -- name: get
 SELECT *, phase_deadline <= now() AS overdue FROM workflows WHERE id = $1;

@@ -8,7 +8,8 @@ import anyio
 import pytest
 
 from echo.db import Database, migrate
-from echo.work import Backoff, ExecutorPool, NoopExecutor, TaskQueue
+from echo.runtime import Backoff
+from echo.work import ExecutorPool, NoopExecutor, TaskQueue
 from tests.conftest import make_settings
 from tests.helpers import wait_until
 
@@ -25,7 +26,7 @@ async def test_pool_survives_an_outage_and_writes_the_result_afterwards(
     q = TaskQueue(database)
     made = await q.enqueue("outlives the outage", task_type="noop", payload={"sleep": 1.0})
     pool = ExecutorPool(s, database, {"noop": NoopExecutor()}, lease_seconds=60,
-                        backoff=Backoff(0.05, 0.1))
+                        backoff=Backoff(initial=0.05, max=0.1))
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)

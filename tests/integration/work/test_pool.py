@@ -11,10 +11,11 @@ from echo import db as dbmod
 from echo.config import Settings
 from echo.db import Database
 from echo.listener import Listener
-from echo.work import Backoff, ExecutorPool, NewTask, NoopExecutor, Result, Task, TaskQueue
+from echo.runtime import Backoff
+from echo.work import ExecutorPool, NewTask, NoopExecutor, Result, Task, TaskQueue
 from tests.helpers import wait_until
 
-FAST = Backoff(base=0.01, cap=0.05)
+FAST = Backoff(initial=0.01, max=0.05)
 
 
 async def statuses(q: TaskQueue) -> dict[str, int]:

@@ -9,9 +9,10 @@ from echo.config import Settings
 from echo.db import Database
 from echo.errors import NotFound, UsageError
 from echo.listener import Listener
-from echo.work import Backoff, Completion, Failure, NewTask, TaskQueue
+from echo.runtime import Backoff
+from echo.work import Completion, Failure, NewTask, TaskQueue
 
-FAST = Backoff(base=0.01, cap=0.05)
+FAST = Backoff(initial=0.01, max=0.05)
 
 
 async def actions(db: Database, task_id: int) -> list[str]:
@@ -98,7 +99,7 @@ async def test_a_worker_that_lost_its_lease_cannot_complete(db: Database) -> Non
     made = await q.enqueue("x", task_type="noop")
     [old] = await q.claim(["a:1:0"], lease_seconds=0.01)
     await anyio.sleep(0.05)  # let the lease run out (a time condition, not synchronisation)
-    assert await q.rescue(actor="b:2:rescue", backoff=Backoff(base=0.0, cap=0.0)) == {
+    assert await q.rescue(actor="b:2:rescue", backoff=Backoff(initial=0.0, max=0.0)) == {
         made.task_id: "pending"}
     [new] = await q.claim(["b:2:0"])
     assert new.attempt == old.attempt + 1
@@ -182,3 +183,35 @@ async def test_enqueue_and_cancel_of_running_task_notify(settings: Settings, db:
             await arrived.wait()
         tg.cancel_scope.cancel()
     assert got == ["new", f"cancel:{made.task_id}"]
+
+
+async def test_rescue_delays_mirror_backoff_delay(db: Database) -> None:
+    """The rescue statement draws each row's delay from the Backoff's numbers with the
+    same formula as `Backoff.delay`: min(max, initial * factor**n) * (1 - jitter * u)."""
+    q = TaskQueue(db)
+    for jitter, (lo, hi) in ((0.0, (90.0, 90.0)), (0.5, (45.0, 90.0))):
+        made = await q.enqueue("x", task_type="noop", max_retries=5)
+        await q.claim(["a:1:0"])
+        async with db.acquire() as conn:  # two retries used, lease run out
+            await conn.execute("UPDATE agent_tasks SET retry_count = 2, "
+                               "lease_expires_at = now() - interval '1 s' WHERE task_id = $1",
+                               made.task_id)
+        backoff = Backoff(initial=10.0, factor=3.0, max=1000.0, jitter=jitter)
+        assert backoff.ceiling(2) == 90.0
+        assert await q.rescue(actor="r", backoff=backoff) == {made.task_id: "pending"}
+        async with db.acquire() as conn:
+            wait = await conn.fetchval("SELECT extract(epoch FROM run_after - now()) "
+                                       "FROM agent_tasks WHERE task_id = $1", made.task_id)
+        assert lo - 1 <= float(wait) <= hi, (jitter, wait)
+    capped = Backoff(initial=10.0, factor=3.0, max=20.0)
+    made = await q.enqueue("y", task_type="noop", max_retries=5)
+    await q.claim(["a:1:0"])
+    async with db.acquire() as conn:
+        await conn.execute("UPDATE agent_tasks SET retry_count = 4, "
+                           "lease_expires_at = now() - interval '1 s' WHERE task_id = $1",
+                           made.task_id)
+    await q.rescue(actor="r", backoff=capped)
+    async with db.acquire() as conn:
+        wait = await conn.fetchval("SELECT extract(epoch FROM run_after - now()) "
+                                   "FROM agent_tasks WHERE task_id = $1", made.task_id)
+    assert 19 <= float(wait) <= 20

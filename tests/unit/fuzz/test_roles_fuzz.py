@@ -56,4 +56,3 @@ def test_any_role_file_gives_a_role_or_one_config_error_line(text: str | bytes, 
             return
     assert isinstance(role, Role) and role.name == folder
     assert role.title and role.keywords and role.responsibilities
-    assert role.work.executor in {"claude", "command", "noop"}

@@ -18,9 +18,10 @@ from echo.errors import (
     ClaudeUsageLimit,
     EchoError,
 )
-from echo.work import Backoff, ClaudeExecutor, ClaudeRunOptions, NewTask, Task
+from echo.work import ClaudeExecutor, ClaudeRunOptions, NewTask, Task
 from echo.work.claude import classify, claude_env, redact, usage_limit_reset
 from echo.work.process import ProcessResult
+from echo.work.queue import DEFAULT_BACKOFF
 
 
 def _out(rc: int = 1, **fields: object) -> ProcessResult:
@@ -123,10 +124,12 @@ def test_redact_hides_keys() -> None:
     assert redact("token tok-12345678", {"ANTHROPIC_AUTH_TOKEN": "tok-12345678"}) == "token ***"
 
 
-def test_backoff_grows_with_jitter_and_caps() -> None:
-    b = Backoff(base=1, cap=10)
-    for n, (lo, hi) in enumerate([(0.5, 1), (1, 2), (2, 4), (4, 8), (5, 10), (5, 10)]):
+def test_task_retry_backoff_grows_with_jitter_and_caps() -> None:
+    """A task's n-th retry waits between d/2 and d, d = min(300, 2**n) seconds."""
+    b = DEFAULT_BACKOFF
+    for n, (lo, hi) in enumerate([(0.5, 1), (1, 2), (2, 4), (4, 8)]):
         assert all(lo <= b.delay(n) <= hi for _ in range(50))
+    assert all(150 <= b.delay(n) <= 300 for n in (9, 10, 1000))
 
 
 @pytest.mark.parametrize("bad", [
