@@ -21,7 +21,8 @@ import pytest
 
 from echo.config import Settings
 
-pytestmark = pytest.mark.package
+# Building, installing and starting an organisation from the wheel: slow on a loaded machine.
+pytestmark = [pytest.mark.package, pytest.mark.timeout(300)]
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 

@@ -19,6 +19,10 @@ from echo.config import Settings
 from echo.embedded import EmbeddedPostgres
 from tests.helpers import echoctl, org_processes
 
+# A fresh embedded cluster (initdb, first start, migrations) and an organisation on it
+# take a minute on a loaded 2-core machine; the default 120 s is too tight for that.
+pytestmark = pytest.mark.timeout(300)
+
 
 def _postgres_of(data_dir: Path) -> list[psutil.Process]:
     """Every live process whose command line names this cluster's data directory."""
