@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CLAUDE := tools/claude/node_modules/.bin/claude
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint unit bench demo clean
+.PHONY: setup setup-browser test lint unit bench demo clean
 
 setup: $(STAMP) $(CLAUDE)
 
@@ -27,11 +27,24 @@ $(CLAUDE): tools/claude/package.json
 		echo "npm not found: the Claude CLI is not installed, e2e tests will be skipped"; \
 	fi
 
+# The browser tests drive Debian's chromium through Playwright (Playwright's own browser
+# download is not used). Installed here when missing, where apt-get exists and we are
+# root; elsewhere the browser tests say why they skip (or fail under ECHO_REQUIRE_SERVICES=1).
+setup-browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium for the browser tests (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium not found and cannot be installed here: browser tests will be skipped"; \
+	fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check echo tests bench
 	$(VENV)/bin/mypy echo
+	$(VENV)/bin/lint-imports
 
-test: setup lint
+test: setup setup-browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The main job: day 1 (the organisation runs, survives crashes) then day 2 (it decides
@@ -41,7 +54,7 @@ demo: setup
 	day_scripts/day1.sh && ECHO_DEMO_BANNER=0 day_scripts/day2.sh
 
 bench: setup
-	@for b in runtime bus queue org failover; do $(PY) -m bench.$$b || exit 1; done
+	@for b in runtime bus queue org failover console leases; do $(PY) -m bench.$$b || exit 1; done
 
 # Never delete the Postgres binaries under a running embedded server: refuse, in one line.
 clean:

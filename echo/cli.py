@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from echo import __version__
 from echo.commands import bus as bus_commands
+from echo.commands import console as console_commands
 from echo.commands import db as db_commands
 from echo.commands import org as org_commands
 from echo.commands import tasks as task_commands
@@ -25,7 +27,23 @@ from echo.errors import EchoError
 try:  # recent Typer versions vendor click; older ones use click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef]
+    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef,assignment,unused-ignore]
+
+def _plain_flags() -> None:
+    """Help lists a flag (`--json`, `--detach`, `--help`) without a value placeholder:
+    typer 0.29 prints `<bool>` after each, as if it took a value. A value option keeps
+    its type (`<int range>`) or its metavar."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_plain_flags()
 
 app = typer.Typer(
     name="echoctl",
@@ -39,6 +57,7 @@ bus_commands.register(app)
 task_commands.register(app)
 org_commands.register(app)
 workflow_commands.register(app)
+console_commands.register(app)
 
 
 def _version(value: bool) -> None:

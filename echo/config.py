@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +32,13 @@ from echo.errors import ConfigError, one_line
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _default_node() -> str:
+    """The host name, shortened to a valid node name."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63].lstrip("._-")
+    return name or "node"
 
 
 #: The folders `echoctl init` copies: a user's own organisation, editable.
@@ -105,7 +113,17 @@ class Settings(BaseSettings):
         description="a claimed task's lease: a killed worker's task waits this long before a rescue",
     )
     claude_bin: str = Field("claude", description="the Claude Code CLI to run")
+    console: bool = Field(True, description="`echoctl up` starts the operator console")
+    console_host: str = Field("127.0.0.1", description="where the console listens")
+    console_port: int = Field(8765, ge=0, le=65535, description="the console's port; 0: any free one")
     log_level: str = Field("INFO")
+    node: str = Field(default_factory=lambda: _default_node(), description="this machine's node name")
+    lease_seconds: float = Field(5.0, gt=0, le=3600, description="how long a role lease lasts unrenewed")
+    lease_renew_interval: float = Field(1.0, gt=0, description="seconds between lease renewals")
+    lease_takeover_grace: float = Field(
+        5.0, ge=0, description="seconds a preferred node waits to take a role back"
+    )
+    prefer: str = Field("", description="comma-separated roles this node takes back when it returns")
 
     @field_validator("namespace")
     @classmethod
@@ -113,6 +131,31 @@ class Settings(BaseSettings):
         if not _NAMESPACE_RE.match(value):
             raise ValueError("use lowercase letters, digits and _ (at most 41), starting with a letter")
         return value
+
+    @field_validator("node")
+    @classmethod
+    def _node_name(cls, value: str) -> str:
+        if not _NODE_RE.match(value):
+            raise ValueError(
+                "use letters, digits, '.', '_' and '-' (at most 63), starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("lease_renew_interval")
+    @classmethod
+    def _renewal_inside_lease(cls, value: float, info: ValidationInfo) -> float:
+        lease = info.data.get("lease_seconds")
+        if lease is not None and value * 2 > lease:
+            raise ValueError(
+                f"must be at most half of lease_seconds ({lease:g} s), "
+                "so a lease survives one missed renewal"
+            )
+        return value
+
+    @property
+    def preferred_roles(self) -> set[str]:
+        """The roles this node takes back from another node (`--prefer`, ECHO_PREFER)."""
+        return {name.strip() for name in self.prefer.split(",") if name.strip()}
 
     @field_validator("log_level")
     @classmethod

@@ -32,7 +32,7 @@ import asyncpg
 
 from echo.config import Settings, project_path, redact_url
 from echo.embedded import EmbeddedPostgres
-from echo.errors import MigrationError, StoreRejected, StoreUnavailable
+from echo.errors import LeaseLost, MigrationError, StoreRejected, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ TRANSIENT_SQLSTATES: dict[str, str] = {
     "55P03": "lock not available",
     "0A000": "cached statement invalidated by a schema change (asyncpg's own code for it)",
 }
+#: The SQLSTATE of a write refused by the role-lease fence (shared/sql/009_role_leases.sql):
+#: `LeaseLost`, a kind of `StoreUnavailable`.
+FENCED = "EL001"
 #: The SQLSTATE of a read-only transaction: the server we reached is no longer the primary.
 READ_ONLY = "25006"
 #: Raised below the SQL level: the socket, a timeout, a closed or released connection,
@@ -97,6 +100,8 @@ def classify(exc: BaseException, doing: str, where: str) -> StoreUnavailable | S
         return StoreUnavailable(
             f"cannot {doing}: database {where} is unavailable ({reason}); "
             "check that Postgres is running and ECHO_DATABASE_URL is right")
+    if code == FENCED:  # a write as a role whose lease moved on: not this agent's to make
+        return LeaseLost(f"cannot {doing}: {reason}", sqlstate=code)
     if is_transient(code):
         return StoreUnavailable(
             f"cannot {doing}: database {where} is unavailable ({reason}) [SQLSTATE {code}]; "
@@ -200,12 +205,31 @@ def set_application_name(name: str) -> None:
     _application_name = name[:63]
 
 
-def connect_kwargs(settings: Settings) -> dict[str, Any]:
+def connect_kwargs(settings: Settings, *, fence: str | None = None) -> dict[str, Any]:
+    """`fence` ('role/epoch/holder') makes every write of these connections checked
+    against the role's lease in the database (009_role_leases.sql). It is a startup
+    parameter, so it costs no round trip and survives the pool's resets."""
+    server_settings = {"search_path": settings.namespace, "application_name": _application_name}
+    if fence:
+        server_settings["echo.fence"] = fence
     return {
         "timeout": settings.connect_timeout,
         "command_timeout": settings.command_timeout,
-        "server_settings": {"search_path": settings.namespace, "application_name": _application_name},
+        "server_settings": server_settings,
     }
+
+
+def _left_in_transaction(conn: Any) -> bool:
+    """Whether a pooled connection is being released inside an open transaction.
+
+    This runs in a ``finally``, so it must never raise over the error it cleans up
+    after: when the server drops a connection, asyncpg releases its proxy at once,
+    and any method called on it then raises `InterfaceError`. A released or closed
+    connection holds no transaction of ours."""
+    try:
+        return not conn.is_closed() and bool(conn.is_in_transaction())
+    except asyncpg.InterfaceError:
+        return False
 
 
 class Database:
@@ -226,8 +250,11 @@ class Database:
         self.leaks = 0
 
     @classmethod
-    async def open(cls, settings: Settings, *, min_size: int = 1, max_size: int | None = None) -> Database:
-        """A pool for this process: `settings.pool_size` connections unless told otherwise."""
+    async def open(
+        cls, settings: Settings, *, min_size: int = 1, max_size: int | None = None, fence: str | None = None
+    ) -> Database:
+        """A pool for this process: `settings.pool_size` connections unless told otherwise.
+        With `fence`, every write checks the role's lease (see `connect_kwargs`)."""
         dsn = await resolve_dsn(settings)
         size = max_size or settings.pool_size
         with translate_errors(settings, "connect"):
@@ -237,7 +264,7 @@ class Database:
                 max_size=size,
                 init=_init_connection,
                 reset=_release_reset,
-                **connect_kwargs(settings),
+                **connect_kwargs(settings, fence=fence),
             )
         return cls(settings, pool)
 
@@ -254,7 +281,7 @@ class Database:
                         await self._expire()
                     raise
                 finally:
-                    if not conn.is_closed() and conn.is_in_transaction():
+                    if _left_in_transaction(conn):
                         self.leaks += 1
                         log.error("a connection came back to the pool inside a transaction")
 

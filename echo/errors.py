@@ -10,6 +10,7 @@ what to do about it.
     │   ├── UnknownRole       a role with no agents/<role>/role.toml
     │   └── InvalidMessage    an envelope that fails validation (empty subject, too large...)
     ├── StoreUnavailable      Postgres cannot be reached or answered too slowly (transient)
+    │   └── LeaseLost         a write as a role after its lease passed to another agent
     ├── StoreRejected         Postgres refused a statement: data, constraint, schema (permanent)
     ├── TransportUnavailable  Redis cannot be reached
     ├── MigrationError        the schema could not be brought up to date
@@ -83,6 +84,14 @@ class StoreRejected(EchoError):
         super().__init__(f"the database refused it: {reason} [SQLSTATE {sqlstate}]")
         self.reason = reason
         self.sqlstate = sqlstate
+
+
+class LeaseLost(StoreUnavailable):
+    """The database refused a write made as a role: this agent's lease epoch is no longer
+    the role's (another agent took over, or the lease expired). It is a kind of
+    `StoreUnavailable` so every component treats it as "this write did not happen, try
+    later" and none crashes on it; the agent's lease keeper meanwhile notices the loss,
+    stops the role's tree and stands by."""
 
 
 class TransportUnavailable(EchoError):

@@ -10,6 +10,11 @@ consumers must catch up from the tables.
 
 Channel names are namespaced: `listen("messages", ...)` listens on
 `<namespace>:messages`, which is what `notify_channel("messages")` names in SQL.
+
+The listener outlives the components that use it (a subscriber or a work pool is
+restarted in process by its supervisor; the listener is not), so `listen` and
+`on_reconnect` return a `Registration` that the component closes when it stops:
+otherwise every restart would add handlers that keep the old component alive.
 """
 
 from __future__ import annotations
@@ -27,10 +32,36 @@ from echo import db
 from echo.config import Settings
 from echo.degradation import Condition
 from echo.errors import StoreUnavailable
+from echo.runtime import Backoff
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str], None]
+
+
+class Registration:
+    """A handler registered on a `Listener`; `close()` (or leaving ``with``) removes it.
+
+    Closing twice is harmless. A component registers when it starts and closes in its
+    ``finally``, so that a restarted component replaces its handlers rather than
+    adding to them.
+    """
+
+    __slots__ = ("_undo",)
+
+    def __init__(self, undo: Callable[[], None]) -> None:
+        self._undo: Callable[[], None] | None = undo
+
+    def close(self) -> None:
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            undo()
+
+    def __enter__(self) -> Registration:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def notify_channel(settings: Settings, name: str) -> str:
@@ -61,8 +92,7 @@ class Listener:
     ) -> None:
         self.settings = settings
         self.keepalive = keepalive
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(initial=backoff_initial, max=backoff_max)
         self._handlers: dict[str, list[Handler]] = {}
         self._reconnect_callbacks: list[Callable[[], None]] = []
         self._conn: asyncpg.Connection | None = None
@@ -76,12 +106,28 @@ class Listener:
     def last_error(self) -> str | None:
         return self.condition.last_error
 
-    def on_reconnect(self, callback: Callable[[], None]) -> None:
-        """Call `callback` after every (re)connection: time to catch up."""
+    @property
+    def registered(self) -> int:
+        """How many handlers and reconnect callbacks are registered now."""
+        return sum(len(h) for h in self._handlers.values()) + len(self._reconnect_callbacks)
+
+    def on_reconnect(self, callback: Callable[[], None]) -> Registration:
+        """Call `callback` after every (re)connection: time to catch up. Close the
+        returned `Registration` to stop."""
         self._reconnect_callbacks.append(callback)
 
-    async def listen(self, name: str, handler: Handler) -> None:
-        """Deliver NOTIFY payloads of `<namespace>:<name>` to `handler` from now on."""
+        def undo() -> None:
+            with contextlib.suppress(ValueError):
+                self._reconnect_callbacks.remove(callback)
+
+        return Registration(undo)
+
+    async def listen(self, name: str, handler: Handler) -> Registration:
+        """Deliver NOTIFY payloads of `<namespace>:<name>` to `handler` from now on,
+        until the returned `Registration` is closed.
+
+        Closing removes the handler; the connection keeps its LISTEN on the channel
+        until it is next re-established (a payload nobody handles is dropped)."""
         channel = notify_channel(self.settings, name)
         first = channel not in self._handlers
         self._handlers.setdefault(channel, []).append(handler)
@@ -89,8 +135,18 @@ class Listener:
             with contextlib.suppress(StoreUnavailable), db.translate_errors(self.settings, "listen"):
                 await self._conn.add_listener(channel, self._dispatch)
 
+        def undo() -> None:
+            handlers = self._handlers.get(channel)
+            if handlers is not None:
+                with contextlib.suppress(ValueError):
+                    handlers.remove(handler)
+                if not handlers:
+                    del self._handlers[channel]
+
+        return Registration(undo)
+
     def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
-        for handler in self._handlers.get(channel, ()):
+        for handler in tuple(self._handlers.get(channel, ())):
             try:
                 handler(str(payload))
             except Exception:
@@ -119,7 +175,7 @@ class Listener:
         self.connected = True
         self.connects += 1
         self.condition.ok()
-        for callback in self._reconnect_callbacks:
+        for callback in tuple(self._reconnect_callbacks):
             callback()
 
     async def _watch(self) -> None:
@@ -150,13 +206,13 @@ class Listener:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep the connection up until cancelled. Reports started after the first attempt,
         connected or not: a process must be able to start while the database is down."""
-        delay = self.backoff_initial
+        retry = self.backoff.attempts()
         started = False
         try:
             while True:
                 try:
                     await self._connect()
-                    delay = self.backoff_initial
+                    retry.reset()
                 except StoreUnavailable as exc:
                     self.condition.trouble(f"LISTEN connection unavailable: {exc}")
                 if not started:
@@ -167,8 +223,7 @@ class Listener:
                     log.warning("LISTEN connection lost; reconnecting")
                     await self._drop()
                     continue
-                await anyio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
+                await retry.wait()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._drop()

@@ -122,6 +122,10 @@ def make_settings(dsn: str, redis: str | None, namespace: str, state_dir: Path) 
         state_dir=state_dir,
         poll_interval=0.2,
         worker_check_interval=0.2,
+        # The console is tested where it is asked for (tests/integration/console,
+        # tests/browser): elsewhere it would only add a process to every organisation.
+        console=False,
+        console_port=0,  # when it runs, each organisation's console on a free port
     )
 
 

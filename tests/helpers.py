@@ -60,9 +60,10 @@ async def wait_until(
 
 async def states(s: Settings) -> dict[str, str]:
     """Each agent's state as `echoctl status` reports it (this machine's state dir only)."""
-    from echo.commands.org import collect_status
+    from echo.org.client import Client
 
-    return {a["role"]: a["state"] for a in (await collect_status(s, remote=False))["agents"]}
+    async with Client(s) as client:
+        return {a.role: a.state for a in (await client.status(remote=False)).agents}
 
 
 def all_in(s: Settings, state: str, roles: list[str] = ROLES) -> Callable[[], Awaitable[bool]]:

@@ -1,36 +1,39 @@
 """The durable message bus: Postgres is the record, Redis (or NOTIFY) the courier.
 
-A broadcast goes publisher → store → transport → subscriber, one module each:
+A broadcast goes along its data path, one module each: envelope (the message) →
+publisher (dual write; group commit in batcher) → store (Postgres) → wire (the signed
+notice) → transport (Redis or NOTIFY) → subscriber (catch-up, then live delivery, with
+the chain buffer); relay announces what a publisher left unannounced, and channels
+names where everything goes. Import from here: the modules behind it may move.
 
-    async with Publisher(database) as pub:
+    async with anyio.create_task_group() as tg:
+        pub = Publisher(database)
+        await tg.start(pub.run)                  # or: async with Publisher(database) as pub
         result = await pub.publish(Message.build(from_role="cto", subject="Plan"))
-        result.db_id                      # committed; announced behind the return
+        result.db_id                             # committed; announced behind the return
         confirmed = await pub.publish(message, confirm=True)
-        confirmed.receivers               # how many subscribers Redis reached
+        confirmed.receivers                      # how many subscribers Redis reached
 
     sub = Subscriber(database, "ceo", handler)   # handler(StoredMessage) -> Awaitable
     await task_group.start(sub.run)
 """
 
-from echo.bus.envelope import (
+from echo.bus.batcher import GroupCommit, Job
+from echo.bus.chain import ChainBuffer
+from echo.bus.channels import (
     ALL,
-    DEFAULT_ROLES,
     HEALTH_CHANNEL,
-    NON_AGENT_SENDERS,
-    Kind,
-    Message,
-    Notice,
-    StoredMessage,
+    ROLE_RE,
     broadcast_channel,
-    check_role,
     decision_channel,
-    known_roles,
-    parse_notice,
     role_channel,
+    valid_channel,
     wire_channel,
     workflow_channel,
 )
-from echo.bus.publisher import OutboxRelay, Published, Publisher
+from echo.bus.envelope import ROLE_RULE, Kind, Message, StoredMessage
+from echo.bus.publisher import Published, Publisher
+from echo.bus.relay import OutboxRelay
 from echo.bus.store import Inserted, MessageStore
 from echo.bus.subscriber import Handler, Subscriber, SubscriberStats
 from echo.bus.transport import (
@@ -41,14 +44,20 @@ from echo.bus.transport import (
     Transport,
     make_transport,
 )
+from echo.bus.wire import MAX_CARRIED_BODY_BYTES, MAX_NOTICE_BYTES, Notice, parse_notice
 
 __all__ = [
     "ALL",
-    "DEFAULT_ROLES",
     "HEALTH_CHANNEL",
-    "NON_AGENT_SENDERS",
+    "MAX_CARRIED_BODY_BYTES",
+    "MAX_NOTICE_BYTES",
+    "ROLE_RE",
+    "ROLE_RULE",
+    "ChainBuffer",
+    "GroupCommit",
     "Handler",
     "Inserted",
+    "Job",
     "Kind",
     "Message",
     "MessageStore",
@@ -65,12 +74,11 @@ __all__ = [
     "Subscription",
     "Transport",
     "broadcast_channel",
-    "check_role",
     "decision_channel",
-    "known_roles",
     "make_transport",
     "parse_notice",
     "role_channel",
+    "valid_channel",
     "wire_channel",
     "workflow_channel",
 ]

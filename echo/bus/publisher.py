@@ -1,4 +1,4 @@
-"""Dual write and the outbox relay.
+"""Dual write: commit, then announce, then mark published.
 
 `Publisher.publish` follows the order the design fixes: insert the message and
 commit, then announce it on the transport, then mark it published. A failure
@@ -8,8 +8,7 @@ after the commit can no longer lose the message:
   `published_at IS NULL`) and the announcement reports `published=False`.
 - A crash between commit and PUBLISH: same state, same outcome.
 
-`OutboxRelay` finds those rows (older than a small grace, `FOR UPDATE SKIP
-LOCKED` so several relays share the work) and announces them. Receivers
+The outbox relay (`echo.bus.relay`) finds those rows and announces them. Receivers
 deduplicate by `db_id`, so an announcement that happens twice is harmless.
 
 Pipelining. Once a caller's rows are committed they are durable and will be
@@ -23,19 +22,21 @@ INSERT round trip; the PUBLISH of one message overlaps the INSERT of the next.
 With NOTIFY the announcement is part of the inserting transaction and the row is
 born published. A publisher that was not entered does each step inline.
 
-Concurrent publishes on one `Publisher` are combined (group commit): while a
-round is in flight the next callers queue, and the next round writes them all in
-one INSERT (one transaction, one audit statement, one hold of the ordering lock).
+Concurrent publishes on one `Publisher` are combined (group commit, `echo.bus.batcher`):
+while a round is in flight the next callers queue, and the next round writes them all
+in one INSERT (one transaction, one audit statement, one hold of the ordering lock).
 
 Over Redis each notice carries its message, the id committed just before it and a
-signature under the namespace's key (see `echo.bus.envelope`), so subscribers can
-hand messages over without reading them back from Postgres.
+signature under the namespace's key (see `echo.bus.wire`), so subscribers can hand
+messages over without reading them back from Postgres.
+
+Run it like every other component, as a service (``await tg.start(pub.run)``, or
+``Service(pub.run)`` under a supervisor), or as ``async with Publisher(...) as pub``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -44,11 +45,13 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
-from echo.bus.envelope import Message, Notice
+from echo.bus.batcher import GroupCommit, Job
+from echo.bus.envelope import Message
+from echo.bus.relay import OutboxRelay
 from echo.bus.store import Inserted, MessageStore
 from echo.bus.transport import Transport, make_transport
+from echo.bus.wire import Notice
 from echo.db import Database
-from echo.degradation import Condition, Reporter
 from echo.errors import StoreUnavailable, TransportUnavailable
 from echo.listener import Listener
 
@@ -83,12 +86,16 @@ class _Announcement:
     fresh: list[bool] = field(default_factory=list)  # jobs[j] created a row
 
 
-class Publisher:
-    """Publishes messages; use as `async with Publisher(database) as pub`.
+_Job = Job[Message, Published]
 
-    Entering starts the background announcer and marker; leaving announces what
-    is still queued, flushes the marks and closes a transport the publisher
-    created itself.
+
+class Publisher:
+    """Publishes messages. Run it as a service (`run`), or use it as
+    `async with Publisher(database) as pub`.
+
+    Starting it starts the background announcer and marker; stopping announces what
+    is still queued, flushes the marks and closes a transport the publisher created
+    itself. A publisher that is not running does each step inline.
     """
 
     def __init__(
@@ -104,8 +111,7 @@ class Publisher:
         self.mark_interval = mark_interval
         self.relay = relay
         self._pending: list[int] = []
-        self._queue: list[_Job] = []
-        self._leading = False
+        self._batcher: GroupCommit[Message, Published] = GroupCommit(self._round)
         self._wake = anyio.Event()
         self._outbox: list[_Announcement] = []
         self._out_wake = anyio.Event()
@@ -131,26 +137,52 @@ class Publisher:
     ) -> bool | None:
         assert self._tg is not None
         with anyio.CancelScope(shield=True):
-            # Committed rows go out before the publisher closes. Bounded by the Redis
-            # timeouts; what cannot go out now is left to the outbox relay.
-            self._closing = True
-            self._out_wake.set()
-            with anyio.move_on_after(self.settings.command_timeout + 1):
-                await self._announcer_done.wait()
+            await self._announce_the_rest()
         # The body's own exception propagates as itself, not wrapped in a group:
         # the task group only ever held the background tasks, cancelled here.
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
         self._tg = None
         with anyio.CancelScope(shield=True):
-            try:
-                await self.flush()
-            except StoreUnavailable as error:
-                log.warning("could not mark %d message(s) published: %s; the relay will "
-                            "announce them again", len(self._pending), error)
-            if self._own_transport:
-                await self.transport.aclose()
+            await self._mark_the_rest()
         return None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Publish until cancelled: the service form (``Service(pub.run)``, or
+        ``await tg.start(pub.run)``). Stopping announces and marks what was committed,
+        as leaving ``async with`` does, whichever way the task is cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._marker)
+            tg.start_soon(self._announcer)
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                # Done inside the task group: a task cancelled from outside anyio (a
+                # supervisor's stop) may not get past the group's exit to run more.
+                with anyio.CancelScope(shield=True):
+                    await self._announce_the_rest()
+                    await self._mark_the_rest()
+                tg.cancel_scope.cancel()
+        self._tg = None
+
+    async def _announce_the_rest(self) -> None:
+        """Committed rows go out before the publisher closes. Bounded by the Redis
+        timeouts; what cannot go out now is left to the outbox relay."""
+        self._closing = True
+        self._out_wake.set()
+        with anyio.move_on_after(self.settings.command_timeout + 1):
+            await self._announcer_done.wait()
+
+    async def _mark_the_rest(self) -> None:
+        try:
+            await self.flush()
+        except StoreUnavailable as error:
+            log.warning("could not mark %d message(s) published: %s; the relay will "
+                        "announce them again", len(self._pending), error)
+        if self._own_transport:
+            await self.transport.aclose()
 
     async def publish(self, message: Message, *, confirm: bool = False) -> Published:
         """Commit one message and return its `db_id` (`.db_id`); see `publish_many`."""
@@ -171,70 +203,25 @@ class Publisher:
             m.check_size(self.settings.max_body_bytes)
         if self.transport.in_transaction:
             return await self._publish_in_transaction(messages)
-        job = _Job(messages, confirm or self._tg is None)
-        self._queue.append(job)
-        if self._leading:
-            try:
-                await job.wake.wait()
-            except BaseException:
-                if job.outcome is None:  # not written: withdraw it, pass the lead on
-                    if job in self._queue:
-                        self._queue.remove(job)
-                    if job.lead:
-                        self._hand_over()
-                raise
-            if job.outcome is not None:
-                return job.result()
-            # Woken to lead the next round: our job is still queued. (A job written by
-            # someone else's round is only woken once settled.)
-        self._leading = True
-        try:
-            # Shielded: the callers queued in this round wait on it. It is bounded by
-            # the database timeouts.
-            with anyio.CancelScope(shield=True):
-                # One turn of the event loop first, so that callers made ready by the
-                # last round (it just returned to all of them) join this one: without
-                # it, rounds alternate between this caller alone and everyone else.
-                await anyio.lowlevel.cancel_shielded_checkpoint()
-                jobs, self._queue = self._queue, []
-                await self._round(jobs)
-        finally:
-            self._hand_over()
-        if job.outcome is None:  # waiting for its announcement (confirm=True)
-            await job.done.wait()
-        return job.result()
-
-    def _hand_over(self) -> None:
-        """After a round: wake the first queued caller to lead the next one."""
-        if self._queue:
-            first = self._queue[0]
-            first.lead = True
-            first.wake.set()
-        else:
-            self._leading = False
+        return await self._batcher.submit(messages, confirm=confirm or self._tg is None)
 
     async def _round(self, jobs: list[_Job]) -> None:
         """Write the messages of `jobs`; settle the jobs that do not wait for their
         announcement and queue the announcement (or make it now, when not entered)."""
-        messages = [m for job in jobs for m in job.messages]
-        try:
-            await self._signing_key()
-            inserted = await self.store.insert(messages)
-        except BaseException as exc:
-            for job in jobs:
-                job.settle(exc)
-            raise
+        messages = [m for job in jobs for m in job.items]
+        await self._signing_key()
+        inserted = await self.store.insert(messages)  # an error settles every job (batcher)
         out = _Announcement([], [], jobs)
         start = 0
         for j, job in enumerate(jobs):
-            job.inserted = inserted[start:start + len(job.messages)]
-            start += len(job.messages)
-            out.fresh.append(any(i.new for i in job.inserted))
-            notices = _notices(job.messages, job.inserted)
+            job.written = written = inserted[start:start + len(job.items)]
+            start += len(job.items)
+            out.fresh.append(any(i.new for i in written))
+            notices = _notices(job.items, written)
             out.notices += notices
             out.owners += [j] * len(notices)
             if not job.confirm:
-                job.settle(Published([i.id for i in job.inserted], None, None, self.transport.name))
+                job.settle(Published(_ids(job), None, None, self.transport.name))
         if self._tg is None:
             await self._announce([out])
             return
@@ -308,8 +295,7 @@ class Publisher:
                 receivers[j] += counts[k]
                 k += 1
             for j, job in enumerate(out.jobs):
-                job.settle(Published([i.id for i in job.inserted], receivers[j],
-                                     published or not out.fresh[j], name))
+                job.settle(Published(_ids(job), receivers[j], published or not out.fresh[j], name))
 
     async def _publish_in_transaction(self, messages: Sequence[Message]) -> Published:
         key = await self._signing_key()
@@ -352,95 +338,10 @@ class Publisher:
                 log.warning("could not mark messages published (%s); retrying", exc)
 
 
-class _Job:
-    """One publish call waiting for (or leading) a round, then for its outcome."""
-
-    __slots__ = ("confirm", "done", "inserted", "lead", "messages", "outcome", "wake")
-
-    def __init__(self, messages: Sequence[Message], confirm: bool) -> None:
-        self.messages = messages
-        self.confirm = confirm
-        self.inserted: list[Inserted] = []
-        self.wake = anyio.Event()  # settled, or handed the lead
-        self.done = anyio.Event()  # settled
-        self.lead = False
-        self.outcome: Published | BaseException | None = None
-
-    def settle(self, outcome: Published | BaseException) -> None:
-        if self.outcome is None:
-            self.outcome = outcome
-            self.wake.set()
-            self.done.set()
-
-    def result(self) -> Published:
-        outcome = self.outcome
-        if isinstance(outcome, BaseException):
-            raise outcome
-        assert outcome is not None
-        return outcome
+def _ids(job: _Job) -> list[int]:
+    return [i.id for i in job.written]
 
 
 def _notices(messages: Sequence[Message], inserted: Sequence[Inserted]) -> list[Notice]:
     return [Notice.of(m, i.id, prev=i.prev, created_at=i.created_at)
             for m, i in zip(messages, inserted, strict=True) if i.new]
-
-
-class OutboxRelay:
-    """Announces committed messages that were never announced.
-
-    Runs every `interval` seconds, and at once after `kick()` (the publisher
-    kicks it when Redis comes back). Rows younger than `grace` are left to
-    their own publisher, which may be about to mark them.
-    """
-
-    def __init__(
-        self, database: Database, transport: Transport, *, grace: float = 2.0,
-        interval: float | None = None, batch: int = 500, reporter: Reporter | None = None,
-    ) -> None:
-        self.db = database
-        self.store = MessageStore(database)
-        self.transport = transport
-        self.grace = grace
-        self.interval = interval if interval is not None else database.settings.poll_interval
-        self.batch = batch
-        self.relayed = 0
-        self.condition = Condition("relay", reporter, log)
-        self._kick = anyio.Event()
-
-    @property
-    def last_error(self) -> str | None:
-        return self.condition.last_error
-
-    def kick(self) -> None:
-        self._kick.set()
-
-    async def relay_once(self) -> int:
-        """Announce one batch of old unpublished rows; return how many."""
-        async with self.db.transaction() as conn:
-            rows = await self.store.lock_unpublished(conn, older_than=self.grace, limit=self.batch)
-            if not rows:
-                return 0
-            notices = [Notice.of_row(r) for r in rows]
-            if self.transport.in_transaction:
-                await self.transport.publish_in(conn, notices)
-            else:
-                await self.transport.publish(notices)  # a failure rolls back: rows stay
-            await self.store.mark_published([n.db_id for n in notices], conn=conn)
-        self.relayed += len(notices)
-        log.info("outbox relay announced %d message(s)", len(notices))
-        return len(notices)
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Relay until cancelled. Database and transport outages are waited out."""
-        task_status.started()
-        while True:
-            started = time.monotonic()
-            try:
-                while await self.relay_once() == self.batch:
-                    pass
-                self.condition.ok()
-            except (StoreUnavailable, TransportUnavailable) as exc:
-                self.condition.trouble(str(exc))
-            with anyio.move_on_after(max(0.0, self.interval - (time.monotonic() - started))):
-                await self._kick.wait()
-            self._kick = anyio.Event()

@@ -1,12 +1,14 @@
 """Subscriber: one role's inbox, delivered exactly once per process and in id order.
 
-A role receives `messages:all`, `messages:<role>` and any extra channels. The
-transport's notices are only wake-up calls carrying a `db_id`: the messages
-themselves are always read from Postgres, `id > cursor`, in id order. Because
-ids commit in id order (002_messages.sql), the cursor is a complete summary of
-what was handled, and that makes deduplication exact with O(1) memory: a notice
-at or below the cursor is a duplicate (a relay re-announcement, a notice for a
-message a catch-up already read) and is dropped without a query.
+A role receives `messages:all`, `messages:<role>` and any extra channels. Messages
+are handed over in id order, strictly after the role's cursor: from the table
+(`id > cursor`, read at start, after a reconnection, on a poll, for a plain notice)
+or straight from a signed notice (below). Because ids commit in id order
+(002_messages.sql), the cursor is a complete summary of what was handled, and that
+makes deduplication exact with O(1) memory: a notice at or below the cursor is a
+duplicate (a relay re-announcement, a notice for a message a catch-up already read)
+and is dropped without a query. A plain notice (`db_id` and routing, see
+`echo.bus.wire`) is only a wake-up call: the message is read from the table.
 
 Live delivery without a read. The subscriber follows the namespace's whole feed
 (`Transport.subscribe_all`: the Redis pattern `*`, or one namespace-wide NOTIFY
@@ -15,10 +17,10 @@ message and the id committed just before it (`prev`; see 007_bus_chain.sql). Whe
 `prev` is the cursor, nothing can lie between them: the message is handed over (if
 it is on one of the role's channels) straight from the notice and the cursor moves
 to its id, with no query. Notices that arrive out of order (two publishers over
-Redis) wait in `_chained` until the chain reaches them; a gap that lasts longer than
-`gap_grace` (a publisher died between commit and PUBLISH, a notice without a
-signature or without its body) is closed by reading the table, which then moves the
-cursor to the highest committed id.
+Redis) wait in a `ChainBuffer` (`echo.bus.chain`) until the chain reaches them; a gap
+that lasts longer than `gap_grace` (a publisher died between commit and PUBLISH, a
+notice without a signature or without its body) is closed by reading the table, which
+then moves the cursor to the highest committed id.
 
 The cursor moves in memory after the handler returns, and is written to
 `agent_cursors` shortly after (coalesced, at most every `cursor_flush_interval`,
@@ -42,7 +44,6 @@ Failure modes:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -50,13 +51,17 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from echo.bus.envelope import Notice, StoredMessage, broadcast_channel, parse_notice, role_channel
+from echo.bus.chain import ChainBuffer
+from echo.bus.channels import broadcast_channel, role_channel
+from echo.bus.envelope import StoredMessage
 from echo.bus.store import MessageStore
 from echo.bus.transport import Received, Subscription, Transport, make_transport
+from echo.bus.wire import Notice, parse_notice
 from echo.db import Database
 from echo.degradation import Condition, Reporter
 from echo.errors import InvalidMessage, StoreUnavailable
 from echo.listener import Listener
+from echo.runtime import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +108,11 @@ class Subscriber:
         self.transport = transport or make_transport(self.settings, database, listener=listener)
         self.batch = batch
         self.cursor_flush_interval = cursor_flush_interval
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(initial=self.settings.poll_interval, max=backoff_max)
         self.gap_grace = gap_grace
         self._chain = self.transport.carries_messages
         self._channel_set = frozenset(self.channels)
-        self._chained: dict[int, Notice] = {}  # verified notices, by their `prev`
-        self._gap_since: float | None = None
+        self._chained: ChainBuffer[Notice] = ChainBuffer(gap_grace)  # verified, ahead
         self._key: bytes | None = None
         self.stats = SubscriberStats()
         self.condition = Condition("messages", reporter, log)
@@ -194,8 +198,7 @@ class Subscriber:
             self.stats.duplicates += 1
             return
         if notice.verified:  # the signature covers the channel, whatever it came on
-            assert notice.prev is not None
-            self._chained[notice.prev] = notice
+            self._chained.add(notice)
             self.stats.lag = max(0, notice.db_id - self.cursor)
             self._wake.set()
             return
@@ -208,7 +211,7 @@ class Subscriber:
         self._wake.set()
 
     async def _pump(self) -> None:
-        delay = self.settings.poll_interval
+        retry = self.backoff.attempts()
         while True:
             self._wake = anyio.Event()
             try:
@@ -218,17 +221,14 @@ class Subscriber:
                 await self._follow()
             except StoreUnavailable as exc:
                 self._note_db_error(exc)
-                with anyio.move_on_after(delay):
+                with anyio.move_on_after(retry.next_delay()):
                     await self._wake.wait()
-                delay = min(delay * 2, self.backoff_max)
                 continue
-            delay = self.settings.poll_interval
+            retry.reset()
             if self._read_due():
                 continue
             # Sleep until a notice, a kick, or the end of a gap's grace.
-            wait = None if self._gap_since is None else max(
-                0.0, self._gap_since + self.gap_grace - time.monotonic())
-            with anyio.move_on_after(wait):
+            with anyio.move_on_after(self._chained.gap_wait()):
                 await self._wake.wait()
 
     def _read_due(self) -> bool:
@@ -238,15 +238,15 @@ class Subscriber:
         for none: see `_drain`), so it does not count."""
         if self._cursor is None or self._kicked or self._heard > self._cursor:
             return True
-        return self._gap_since is not None and time.monotonic() - self._gap_since >= self.gap_grace
+        return self._chained.gap_due()
 
     async def _follow(self) -> None:
         """Hand over the chained notices that start at the cursor, in id order."""
         assert self._cursor is not None
-        while (notice := self._chained.pop(self._cursor, None)) is not None:
+        while (notice := self._chained.next(self._cursor)) is not None:
             if notice.channel in self._channel_set:
                 if not notice.carries_body:  # too large to carry: read it
-                    self._chained[notice.prev or 0] = notice
+                    self._chained.add(notice)
                     self._kicked = True
                     return
                 await self.handler(notice.stored())
@@ -255,17 +255,8 @@ class Subscriber:
             self._cursor = notice.db_id
             self.stats.cursor = notice.db_id
             self._dirty.set()
-        if self._chained:
-            stale = [prev for prev, n in self._chained.items() if n.db_id <= self._cursor]
-            for prev in stale:
-                del self._chained[prev]
-                self.stats.duplicates += 1
-        if not self._chained:
-            self._gap_since = None
-        elif self._gap_since is None:
-            self._gap_since = time.monotonic()
-        self.stats.lag = max(0, self._heard - self._cursor,
-                             max((n.db_id for n in self._chained.values()), default=0) - self._cursor)
+        self.stats.duplicates += self._chained.settle(self._cursor)
+        self.stats.lag = max(0, self._heard - self._cursor, self._chained.highest() - self._cursor)
 
     async def _drain(self) -> None:
         """Hand over everything after the cursor, in id order, from the table; then move
@@ -275,9 +266,8 @@ class Subscriber:
                 self._key = await self.store.bus_key()
             self._cursor = self._saved = await self.store.read_cursor(self.role)
             self.stats.cursor = self._cursor
-        if self._gap_since is not None:
+        if self._chained.close_gap():
             self.stats.gaps += 1
-            self._gap_since = None
         while True:
             heard_before = self._heard
             # `settled`, from the same snapshot: every id up to it has committed (or never

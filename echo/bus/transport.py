@@ -12,9 +12,12 @@ Two implementations behind one interface, chosen by `settings.redis_url`:
   no pattern subscriptions, so signed notices also go to one namespace-wide
   channel (`EVERY`), which is what `subscribe_all` listens on.
 
-A transport only ever carries `Notice`s (db_id + routing). Losing one is never
-fatal: every `Subscription` reports (re)connections through `on_connect`, and
-the subscriber then catches up from Postgres.
+A transport only ever carries `Notice`s (`echo.bus.wire`): a plain one (`db_id` and
+routing) on the message's own channel, and, where the transport `carries_messages`,
+a signed one that also carries the message, its predecessor's id and an HMAC, which
+`subscribe_all` sees. Losing one is never fatal: every `Subscription` reports
+(re)connections through `on_connect`, and the subscriber then catches up from
+Postgres.
 """
 
 from __future__ import annotations
@@ -36,13 +39,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from echo.bus.envelope import Notice, wire_channel
+from echo.bus.channels import wire_channel
 from echo.bus.redis_client import redis_client
 from echo.bus.store import Q
+from echo.bus.wire import Notice
 from echo.config import Settings, redact_url
 from echo.db import Database
 from echo.errors import TransportUnavailable
 from echo.listener import Listener, notify_channel
+from echo.runtime import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +187,7 @@ class RedisTransport(Transport):
         self.settings = settings
         self.url = settings.redis_url
         self.keepalive = keepalive
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(initial=backoff_initial, max=backoff_max)
         self._prefix = wire_channel(settings.namespace, "")
         # One immediate retry: after a Redis restart the pooled connection is stale and
         # the first command on it fails, while a fresh one works. More retries would
@@ -250,7 +254,7 @@ class RedisTransport(Transport):
         self, sub: Subscription, state: dict[str, bool], channels: list[str],
         patterns: list[str], send: MemoryObjectSendStream[Received],
     ) -> None:
-        delay = self.backoff_initial
+        retry = self.backoff.attempts()
         async with send:
             while True:
                 pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -262,7 +266,7 @@ class RedisTransport(Transport):
                     state["connected"] = True
                     sub.connects += 1
                     sub.last_error = None
-                    delay = self.backoff_initial
+                    retry.reset()
                     sub._signal()
                     await self._read(pubsub, send)
                 except REDIS_ERRORS as exc:
@@ -273,8 +277,7 @@ class RedisTransport(Transport):
                     state["connected"] = False
                     with anyio.CancelScope(shield=True), contextlib.suppress(*REDIS_ERRORS):
                         await pubsub.aclose()  # type: ignore[no-untyped-call]
-                await anyio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
+                await retry.wait()
 
     async def _read(
         self, pubsub: aioredis.client.PubSub, send: MemoryObjectSendStream[Received]
@@ -383,16 +386,19 @@ class NotifyTransport(Transport):
 
             return deliver
 
-        listener.on_reconnect(reconnected)
-        for channel in channels:
-            await listener.listen(self.listen_name(channel), handler(channel))
+        registrations = [listener.on_reconnect(reconnected)]
         try:
+            for channel in channels:
+                registrations.append(
+                    await listener.listen(self.listen_name(channel), handler(channel)))
             async with _background() as tg:
                 if self.listener is None:
                     await tg.start(listener.run)
                 yield sub
         finally:
             open_[0] = False
+            for registration in registrations:
+                registration.close()
             send.close()
 
 

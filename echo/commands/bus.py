@@ -1,10 +1,10 @@
 """`echoctl broadcast` and `echoctl messages`: the bus from the command line.
 
-Input is validated completely (roles, subject, body size) before the database
-is touched, so a usage error (exit 2) never leaves anything behind. The schema
-is not migrated on the fly: a broadcast into an unmigrated namespace stops with
-"run `echoctl db migrate`", because changing a shared production schema should
-be one deliberate step, not a side effect of sending a message.
+Input is validated completely (roles, kind, subject, body size) before the
+database is touched, so a usage error (exit 2) never leaves anything behind. The
+schema is not migrated on the fly: a broadcast into an unmigrated namespace stops
+with "run `echoctl db migrate`", because changing a shared production schema
+should be one deliberate step, not a side effect of sending a message.
 """
 
 from __future__ import annotations
@@ -12,15 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
-from echo.bus.envelope import ALL, NON_AGENT_SENDERS, Kind, Message, StoredMessage, check_role
-from echo.bus.publisher import Published, Publisher
-from echo.bus.store import MessageStore
-from echo.commands._common import JsonOpt, console, emit_json, run, settings
-from echo.config import Settings
-from echo.db import Database
+from echo.bus import ALL
+from echo.commands._common import (
+    JsonOpt,
+    clip,
+    console,
+    emit_json,
+    plain_table,
+    role_column,
+    settings,
+    with_client,
+)
 from echo.errors import InvalidMessage, UsageError
+from echo.org.client import SendKind, Sent
 
 
 def _read_body(body: str | None, body_file: Path | None, max_bytes: int) -> str | None:
@@ -40,24 +46,9 @@ def _read_body(body: str | None, body_file: Path | None, max_bytes: int) -> str 
         raise UsageError(f"cannot read --body-file {body_file}: {exc}") from None
 
 
-def build_broadcast(
-    s: Settings, subject: str, body: str | None, sender: str, to: str, kind: Kind
-) -> Message:
-    """The message a broadcast sends, fully validated (raises a `UsageError` leaf)."""
-    check_role(sender, s.agents_dir, allow=NON_AGENT_SENDERS)
-    check_role(to, s.agents_dir, allow=(ALL,))
-    return Message.build(
-        from_role=sender, to_role=to, subject=subject,
-        kind=kind if to == ALL or kind != Kind.BROADCAST else Kind.DIRECT,
-        body={} if body is None else {"text": body},
-        max_body_bytes=s.max_body_bytes,
-    )
-
-
-def _reach(result: Published) -> str:
+def _reach(result: Sent) -> str:
     if result.transport == "notify":
-        return ("delivered over Postgres NOTIFY (no Redis configured; NOTIFY does not "
-                "count receivers, so 0)")
+        return "announced over Postgres NOTIFY (no Redis configured; NOTIFY cannot count receivers)"
     if not result.published:
         return ("Redis is unavailable: 0 subscribers reached now; the message is stored and "
                 "the outbox relay will announce it")
@@ -69,7 +60,7 @@ _BODY = typer.Option(None, "--body", help="Message text.")
 _BODY_FILE = typer.Option(None, "--body-file", help="Read the text from a file.")
 _FROM = typer.Option("operator", "--from", help="Sending role (default: operator).")
 _TO = typer.Option(ALL, "--to", help="'all' or a role.")
-_KIND = typer.Option(Kind.BROADCAST, "--kind", help="Message kind.")
+_KIND = typer.Option(SendKind.BROADCAST, "--kind", help="Message kind.")
 _ROLE = typer.Option(None, "--role", help="Only what this role sent or got.")
 _SINCE = typer.Option(None, "--since", min=0, help="Only ids after this one.")
 _LIMIT = typer.Option(20, "--limit", min=1, max=10_000, help="At most this many.")
@@ -82,30 +73,18 @@ def broadcast(
     body_file: Path | None = _BODY_FILE,
     sender: str = _FROM,
     to: str = _TO,
-    kind: Kind = _KIND,
+    kind: SendKind = _KIND,
     json_out: bool = JsonOpt,
 ) -> None:
     """Publish a message to every role (or one): stored in Postgres, then announced."""
     s = settings(ctx)
     text = _read_body(body, body_file, s.max_body_bytes)
-    message = build_broadcast(s, subject, text, sender, to, kind)
 
-    async def send() -> Published:
-        database = await Database.open(s, max_size=1)
-        try:
-            async with Publisher(database) as pub:
-                return await pub.publish(message, confirm=True)
-        finally:
-            await database.close()
-
-    result = run(send)
+    result = with_client(s, lambda c: c.broadcast(subject, text, sender=sender, to=to, kind=kind))
     if json_out:
-        emit_json({
-            "db_id": result.db_id, "channel": message.channel, "receivers": result.receivers,
-            "published": result.published, "transport": result.transport,
-        })
+        emit_json(result)
     else:
-        console.print(f"message {result.db_id} stored on {message.channel}; {_reach(result)}")
+        console.print(f"message {result.db_id} stored on {result.channel}; {_reach(result)}")
 
 
 def messages(
@@ -117,28 +96,23 @@ def messages(
 ) -> None:
     """List messages: the latest ones, or those after --since, oldest first."""
     s = settings(ctx)
-    if role is not None:
-        check_role(role, s.agents_dir, allow=NON_AGENT_SENDERS)
-
-    async def fetch() -> list[StoredMessage]:
-        database = await Database.open(s, max_size=1)
-        try:
-            return await MessageStore(database).list_messages(role=role, since=since, limit=limit)
-        finally:
-            await database.close()
-
-    found = run(fetch)
+    found = with_client(s, lambda c: c.messages(role=role, after=since, limit=limit))
     if json_out:
         emit_json([m.model_dump(mode="json") for m in found])
         return
     if not found:
         console.print("no messages")
         return
-    table = Table("id", "at", "from → to", "kind", "subject", "published")
+    table = plain_table("id", "at")
+    role_column(table, "from", (m.from_role for m in found))
+    role_column(table, "to", (m.to_role for m in found))
+    table.add_column("kind")
+    table.add_column("subject")
+    table.add_column("published")
     for m in found:
         table.add_row(
-            str(m.id), m.created_at.strftime("%Y-%m-%d %H:%M:%S"), f"{m.from_role} → {m.to_role}",
-            str(m.kind), m.subject, "yes" if m.published_at else "pending",
+            str(m.id), m.created_at.strftime("%Y-%m-%d %H:%M:%S"), m.from_role, m.to_role,
+            str(m.kind), escape(clip(m.subject, 200)), "yes" if m.published_at else "pending",
         )
     console.print(table)
 

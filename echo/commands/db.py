@@ -53,23 +53,7 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
                       json_out)
         return
 
-    async def body() -> dict[str, object]:
-        async with db.connection(s) as conn:
-            with db.translate_errors(s, "read the database status"):
-                server = await conn.fetchval("SHOW server_version")
-                version = await db.schema_version(conn)
-        latest = max((m.version for m in db.migrations()), default=0)
-        return {
-            "database": db.describe(s),
-            "embedded": s.database_url is None,
-            "namespace": s.namespace,
-            "server_version": server,
-            "schema_version": version,
-            "latest_migration": latest,
-            "up_to_date": version >= latest,
-        }
-
-    info = run(body)
+    info = run(lambda: lifecycle.database_status(s))
     _print_server(info, server, json_out)
 
 

@@ -1,4 +1,7 @@
-"""`echoctl up | down | status | logs | restart | agent`: running the organisation."""
+"""`echoctl up | down | status | logs | restart | agent`: running the organisation.
+
+`status`, `restart` and `agent` ask echo.org.client; `up` and `down` run and stop
+the organisation's OS processes (echo.org.organisation, echo.org.control)."""
 
 from __future__ import annotations
 
@@ -8,26 +11,36 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from echo import db
 from echo import logs as echo_logs
-from echo.commands._common import JsonOpt, console, emit_json, err_console, run, settings
+from echo.commands._common import (
+    JsonOpt,
+    console,
+    emit_json,
+    err_console,
+    plain_table,
+    role_column,
+    run,
+    settings,
+    with_client,
+)
 from echo.config import Settings, private_dir
+from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control, lifecycle
-from echo.org.organisation import Organisation, install_stop_signals
+from echo.org.console_address import read_listening
+from echo.org.nodes import NodeSeat, claim_node, keep_node
+from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals, last_error_line
 from echo.org.roles import Role, load_role, load_roles
-from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
-from echo.org.status import collect_status, wait_settled
-
-__all__ = ["collect_status"]
+from echo.org.state import AgentRecord, live_agents, log_file, mark_stopped, pid_alive, read_org, running_org
+from echo.org.status import AgentProcessStatus, wait_settled
 
 
 def _roles(s: Settings, names: list[str] | None) -> list[Role]:
@@ -77,15 +90,41 @@ def up(
     ),
     stagger_delay: float = typer.Option(0.0, "--stagger-delay", min=0, help="Extra seconds between agents."),
     roles: list[str] | None = typer.Option(
-        None, "--roles", help="Only these roles (repeat or comma-separate)."
+        None, "--roles", metavar="ROLES", help="Only these roles (repeat or comma-separate)."
     ),
     detach: bool = typer.Option(False, "--detach", help="Run in the background and return once started."),
     max_restarts: int = typer.Option(3, "--max-restarts", min=0, help="Restart intensity: restarts..."),
     max_seconds: float = typer.Option(5.0, "--max-seconds", min=0.1, help="...within this many seconds."),
+    console_host: str | None = typer.Option(
+        None, "--console-host", help="Where the console listens (default 127.0.0.1).", show_default=False),
+    console_port: int | None = typer.Option(
+        None, "--console-port", min=0, max=65535, help="The console's port (default 8765; 0: any free).",
+        show_default=False),
+    no_console: bool = typer.Option(False, "--no-console", help="Do not start the operator console."),
+    node: str | None = typer.Option(
+        None, "--node", help="This node's name (default: the host name); unique per organisation."
+    ),
+    prefer: list[str] | None = typer.Option(
+        None, "--prefer", help="Roles this node takes back when it returns (repeat or comma-separate)."
+    ),
 ) -> None:
-    """Start the role agents as supervised processes (foreground unless --detach)."""
-    s = settings(ctx)
+    """Start the role agents as supervised processes (foreground unless --detach), and the console.
+
+    Each role is active on one agent process of the whole organisation (a lease in
+    Postgres); an agent whose role is active elsewhere stands by and takes over."""
+    overrides: dict[str, Any] = {"console_host": console_host, "console_port": console_port,
+                                 "console": False if no_console else None, "node": node}
+    s = settings(ctx, **overrides)
     chosen = _roles(s, roles)
+    if prefer:
+        preferred = _roles(s, prefer)
+        offered = {r.name for r in chosen}
+        if not_offered := [r.name for r in preferred if r.name not in offered]:
+            raise UsageError(
+                f"--prefer names {', '.join(not_offered)}, which this node does not run; "
+                "add it to --roles or drop it from --prefer"
+            )
+        s = settings(ctx, **overrides, prefer=",".join(r.name for r in preferred))
     existing = running_org(s)
     if existing:
         raise EchoError(
@@ -97,9 +136,20 @@ def up(
     if detach:
         _detach(ctx, s, staggered, stagger_delay, chosen, max_restarts, max_seconds)
         return
+    seat: NodeSeat | None = None
+
+    if s.console:
+        warning = exposure_warning(s.console_host, tls=False)
+        if warning:
+            err_console.print(f"[yellow]warning:[/] {warning}")
 
     def on_event(event: str, rec: AgentRecord) -> None:
         mark = {"ready": "[green]✓[/]", "exited": "[red]✗[/]", "stopped": "[dim]■[/]"}
+        if rec.role == "console" and event == "ready":
+            here = read_listening(s)
+            console.print(f"[green]✓[/] console at {here.url if here else '?'} "
+                          f"(token in {token_path(s)})")
+            return
         console.print(
             f"{mark.get(event, '·')} {rec.role:<18} {event:<8} pid {rec.pid}"
             + (f"  restarts {rec.restarts}" if rec.restarts else "")
@@ -107,9 +157,11 @@ def up(
         )
 
     async def body() -> str | None:
+        nonlocal seat
         with anyio.move_on_after(10):
             try:
                 await db.migrate(s)
+                seat = await claim_node(s, pid_alive)
             except StoreUnavailable as exc:
                 err_console.print(f"[yellow]warning:[/] {exc}; agents start degraded and recover")
         org = Organisation(
@@ -120,12 +172,15 @@ def up(
             max_restarts=max_restarts,
             max_seconds=max_seconds,
             on_event=on_event,
+            console=ConsoleOptions(s.console_host, s.console_port) if s.console else None,
         )
         stop = anyio.Event()
         undo = install_stop_signals(stop)
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(control.serve, s, org, stop)
+                if seat is not None:
+                    tg.start_soon(keep_node, s, seat)
                 console.print(
                     f"starting {len(chosen)} agent(s){' staggered' if staggered else ''} "
                     f"(logs in {s.log_dir}); Ctrl-C or `echoctl down` stops them"
@@ -167,7 +222,11 @@ def _detach(
         str(max_restarts),
         "--max-seconds",
         str(max_seconds),
+        "--node",
+        s.node,
     ]
+    if s.prefer:
+        argv += ["--prefer", s.prefer]
     if staggered:
         argv.append("--staggered")
     env = {**os.environ, **s.child_env()}
@@ -182,6 +241,8 @@ def _detach(
         while time.monotonic() < deadline:
             record = read_org(s)
             if proc.poll() is not None:
+                if proc.returncode == UsageError.exit_code:  # e.g. a node name in use
+                    raise UsageError(last_error_line(s.log_dir / "org.log").removeprefix("error: "))
                 failure = record.failure if record and record.pid == proc.pid else None
                 raise EchoError(
                     failure or f"the organisation exited ({proc.returncode}); see {s.log_dir}/org.log"
@@ -195,9 +256,26 @@ def _detach(
                         "their own (`echoctl status`), `echoctl down` stops them"
                     )
                 console.print(f"organisation up in the background (pid {proc.pid}); `echoctl status`")
+                if s.console:
+                    _print_console_url(s, proc.pid)
                 return
             time.sleep(0.1)
     raise EchoError(f"the organisation did not start within 120 s; see {s.log_dir}/org.log")
+
+
+def _print_console_url(s: Settings, org_pid: int, within: float = 30.0) -> None:
+    """The console's address once it answers (it starts after the agents)."""
+    deadline = time.monotonic() + within
+    with console.status("starting the console…"):
+        while time.monotonic() < deadline:
+            record = read_org(s)
+            if record is None or record.pid != org_pid:
+                return
+            if record.console_url:
+                console.print(f"console at {record.console_url} (token in {token_path(s)})")
+                return
+            time.sleep(0.1)
+    console.print(f"the console is not up yet; see {log_file(s, 'console')}")
 
 
 def down(
@@ -207,22 +285,38 @@ def down(
     the embedded Postgres it ran on once nothing else uses it."""
     s = settings(ctx)
     record = running_org(s)
-    if record is None:
+    orphans = live_agents(s, read_org(s))
+    if record is None and not orphans:
         console.print("no organisation is running")
         _stop_server(s)
         return
     server_pid = lifecycle.running_pid(s)
-    with contextlib.suppress(EchoError):
-        run(lambda: control.request(s, {"command": "down"}, within=10))
-    if pid_alive(record.pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, 15)
+    if record is not None:
+        with contextlib.suppress(EchoError):
+            run(lambda: control.request(s, {"command": "down"}, within=10))
+        if pid_alive(record.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, 15)
+    else:  # agents that outlived their supervisor: stop them (they release their leases)
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 15)
     deadline = time.monotonic() + timeout
+    left = [record.pid] if record is not None else []
+
+    def alive() -> bool:
+        return any(pid_alive(p) for p in left) or bool(live_agents(s, read_org(s)))
+
     with console.status("stopping the organisation…"):
-        while pid_alive(record.pid) and time.monotonic() < deadline:
+        while alive() and time.monotonic() < deadline:
             time.sleep(0.1)
-    if pid_alive(record.pid):
-        raise EchoError(f"the organisation (pid {record.pid}) did not stop within {timeout:g} s")
+    if alive():
+        raise EchoError(
+            f"the organisation of {s.state_dir} did not stop within {timeout:g} s "
+            f"(still alive: {', '.join(map(str, left + live_agents(s, read_org(s))))})"
+        )
+    if record is None:  # no supervisor to record it: the agents it left are gone now
+        mark_stopped(s)
     console.print("organisation stopped")
     _stop_server(s, server_pid)
 
@@ -236,14 +330,13 @@ def _stop_server(s: Settings, was: int | None = None) -> None:
 def restart(ctx: typer.Context, role: str = typer.Argument(..., help="The role to restart.")) -> None:
     """Restart one agent of the running organisation (not counted as a crash)."""
     s = settings(ctx)
-    load_role(s.agents_dir, role)
-    answer = run(lambda: control.request(s, {"command": "restart", "role": role}))
-    console.print(f"{role} restarted (pid {answer.get('pid')})")
+    pid = with_client(s, lambda c: c.restart_agent(role))
+    console.print(f"{role} restarted (pid {pid or '-'})")
 
 
 def logs(
     ctx: typer.Context,
-    role: str = typer.Argument(..., help="The role whose log to show (or 'org')."),
+    role: str = typer.Argument(..., help="The role whose log to show (or 'org', or 'console')."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     lines: int = typer.Option(50, "-n", "--lines", min=0, help="How many lines to show first."),
     task: int | None = typer.Option(None, "--task", help="Only lines about this task.", show_default=False),
@@ -256,7 +349,7 @@ def logs(
     """Show an agent's log file (task outcomes and workflow steps carry role, task and
     workflow fields: --task and --workflow filter on them)."""
     s = settings(ctx)
-    if role != "org":
+    if role not in ("org", "console"):
         load_role(s.agents_dir, role)
     path = s.log_dir / "org.log" if role == "org" else log_file(s, role)
     if not path.exists():
@@ -288,39 +381,60 @@ def logs(
 def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     """Each agent: pid, state, uptime, restarts, last heartbeat, inbox lag, running tasks."""
     s = settings(ctx)
-    info = run(lambda: collect_status(s))
+    info = with_client(s, lambda c: c.status())
     if json_out:
         emit_json(info)
-        raise typer.Exit(1 if info["problems"] else 0)
-    org = info["organisation"]
+        raise typer.Exit(1 if info.problems else 0)
+    org = info.organisation
     console.print(
-        f"organisation: [bold]{org['state']}[/] (pid {org['pid'] or '-'}), database {escape(org['database'])}"
+        f"organisation: [bold]{org.state}[/] (pid {org.pid or '-'}), database {escape(org.database)}",
+        soft_wrap=True,
     )
-    for problem in info["problems"]:
-        console.print(f"[red]{escape(problem)}[/]")
-    table = Table("role", "pid", "state", "uptime", "restarts", "heartbeat", "inbox lag", "tasks", "reason")
+    for problem in info.problems:
+        console.print(f"[red]{escape(problem)}[/]", soft_wrap=True)
+    record = read_org(s)
+    if org.pid and record and record.console:
+        where = record.console_url or f"not answering ({record.console.state}; `echoctl logs console`)"
+        console.print(f"console: {where}, restarts {record.console.restarts}", soft_wrap=True)
+    table = plain_table()
+    role_column(table, "role", (a.role for a in info.agents))
+    for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox", "tasks"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("reason")
     colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red",
                "crashed": "red"}
-    for a in info["agents"]:
-        beat = a["last_heartbeat"]
-        age = (
-            f"{(datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds():.1f}s ago" if beat else "-"
-        )
-        colour = colours.get(a["state"], "white")
+    for a in info.agents:
+        colour = colours.get(a.state, "white")
         table.add_row(
-            a["role"],
-            str(a["pid"] or "-"),
-            f"[{colour}]{a['state']}[/]",
-            a["uptime"],
-            str(a["restarts"]),
-            age,
-            str(a["inbox_lag"] if a["inbox_lag"] is not None else "-"),
-            str(a["running_tasks"] if a["running_tasks"] is not None else "-"),
-            escape(a["reason"] or ""),
+            a.role,
+            str(a.pid or "-"),
+            f"[{colour}]{a.state}[/]",
+            a.uptime,
+            str(a.restarts),
+            f"{a.heartbeat_age:.1f}s ago" if a.heartbeat_age is not None else "-",
+            str(a.inbox_lag if a.inbox_lag is not None else "-"),
+            str(a.running_tasks if a.running_tasks is not None else "-"),
+            escape(a.reason or ""),
         )
     console.print(table)
-    if info["problems"]:
+    if info.processes:
+        _print_processes(info.processes, colours)
+    if info.problems:
         raise typer.Exit(1)
+
+
+def _print_processes(processes: list[AgentProcessStatus], colours: dict[str, str]) -> None:
+    """Every agent process of the organisation, on every node (from the database)."""
+    console.print("agent processes on every node (✓ active):")
+    table = plain_table()
+    role_column(table, "role", (p.role for p in processes))
+    for name in ("node", "pid", "state", "active", "epoch", "heartbeat"):
+        table.add_column(name, no_wrap=True)
+    for p in processes:
+        colour = colours.get(p.state, "white")
+        table.add_row(p.role, escape(p.node), str(p.pid), f"[{colour}]{p.state}[/]",
+                      "✓" if p.active else "", str(p.epoch or "-"), f"{p.heartbeat_age:.1f}s ago")
+    console.print(table)
 
 
 def agent(
@@ -340,23 +454,21 @@ def agent(
 
 
 def _agent_once(s: Settings, role: Role, json_out: bool) -> None:
-    from echo.org.overview import role_overview
-
-    info = run(lambda: role_overview(s, role))
+    info = with_client(s, lambda c: c.overview(role.name))
     if json_out:
         emit_json(info)
         return
     console.print(
-        f"[bold]{escape(info['title'])}[/] ({info['role']}): {info['state']}, "
-        f"{len(info['unread'])} unread (cursor {info['cursor']})"
+        f"[bold]{escape(info.title)}[/] ({info.role}): {info.state}, "
+        f"{len(info.unread)} unread (cursor {info.cursor})"
     )
-    console.print("recent messages:" if info["recent"] else "no messages yet")
-    for m in info["recent"]:
+    console.print("recent messages:" if info.recent else "no messages yet")
+    for m in info.recent:
         mark = "" if m["read"] else " [yellow](unread)[/]"
         console.print(f"  #{m['id']} {m['from_role']} → {m['to_role']}: {escape(m['subject'])}{mark}")
-    if info["tasks"]:
+    if info.tasks:
         console.print("working on:")
-        for t in info["tasks"]:
+        for t in info.tasks:
             console.print(f"  task {t['task_id']} {t['status']}: {escape(t['task_description'])}")
     else:
         console.print("working on: nothing (no running or pending task)")

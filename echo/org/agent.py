@@ -6,7 +6,7 @@
     ├── participant   where messages land; the workflow acts on them
     ├── messages      Subscriber: catch-up from the cursor, then live delivery
     ├── relay         OutboxRelay (only with Redis): republishes unpublished rows
-    ├── workflow      WorkflowAgent: this role's part in open workflows (echo/org/workflow.py)
+    ├── workflow      WorkflowAgent: this role's part in open workflows (echo/org/workflow/)
     └── work          ExecutorPool: runs the tasks assigned to this role
 
 Order matters: the participant is up before the subscriber hands it anything, and
@@ -14,8 +14,10 @@ the work pool starts last. The tree starts even when Postgres is down: every
 component treats the database as something that comes and goes, so the agent
 runs degraded and recovers on its own.
 
-Connection budget: one pooled connection plus the LISTEN connection, so at most 2
-Postgres connections per agent (the original ran a pool of 1 plus LISTEN too).
+Connection budget: one pooled connection plus the LISTEN connection for the tree, and
+the lease keeper's own connection (echo/org/leases.py: renewals must never queue
+behind the role's writes), so at most 3 Postgres connections per agent; a standby
+holds only the keeper's.
 """
 
 from __future__ import annotations
@@ -137,11 +139,13 @@ class RoleAgent:
         *,
         executors: dict[str, Executor] | None = None,
         heartbeat_interval: float = 1.0,
+        fence: str | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
         self.executors = executors
         self.heartbeat_interval = heartbeat_interval
+        self.fence = fence
         self.registry = Registry()
         self.database: db.Database | None = None
         self.listener = Listener(settings)
@@ -151,8 +155,9 @@ class RoleAgent:
         self.workflow: WorkflowAgent | None = None
 
     async def open(self) -> None:
-        """The pool is lazy (min_size=0), so opening it works with Postgres down."""
-        self.database = await db.Database.open(self.settings, min_size=0, max_size=1)
+        """The pool is lazy (min_size=0), so opening it works with Postgres down. With a
+        `fence` (the role's lease), every write it makes is checked against the lease."""
+        self.database = await db.Database.open(self.settings, min_size=0, max_size=1, fence=self.fence)
         self.health = HealthMonitor(
             self.settings,
             self.database,
@@ -278,50 +283,90 @@ async def ensure_schema(settings: Settings, *, attempts: int | None = None) -> b
     return False
 
 
-async def run_agent(settings: Settings, role: Role, *, ready_line: str | None) -> int:
-    """Run one agent until SIGTERM/SIGINT. Prints `ready_line` (if any) once the tree is up.
+async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
-    Returns the process exit status: 0 after a clean stop, 1 if the tree gave up.
+
+async def run_agent(settings: Settings, role: Role, *, ready_line: str | None) -> int:
+    """Run one agent until SIGTERM/SIGINT, its parent's death, or its tree giving up.
+
+    The process holds the role's lease (echo/org/leases.py) and runs the role's tree
+    while it does; otherwise it stands by, and says so once on stdout. It prints
+    `ready_line` (if any: only a supervisor that waits for it asks for one) once it is
+    settled either way. Returns the exit status: 0 after a clean stop, 1 if the tree
+    gave up.
     """
     import os
     import sys
 
+    from echo.org.leases import Lease, LeaseKeeper, Owner
     from echo.org.organisation import install_stop_signals
-    from echo.runtime import SupervisorEscalation
+    from echo.org.standby import announce_standby, exit_with_parent
+    from echo.runtime import gave_up
 
     db.set_application_name(f"echo-agent:{settings.namespace}:{role.name}")
     stop = anyio.Event()
     undo = install_stop_signals(stop)
-    agent = RoleAgent(settings, role)
-    await agent.open()
-    try:
-        schema_ok = await ensure_schema(settings, attempts=1)
-        tree = agent.supervisor()
-        await tree.start()
-        if ready_line:
-            sys.stdout.write(f"{ready_line} {role.name} {os.getpid()}\n")
-            sys.stdout.flush()
-        log.info("%s agent started (pid %s)", role.name, os.getpid(), extra=fields(role=role.name))
-        async with anyio.create_task_group() as tg:
-            if not schema_ok:
-                tg.start_soon(ensure_schema, settings)
+    keeper = LeaseKeeper(settings, role.name)
+    await keeper.open()
+    settled = anyio.Event()
 
-            async def stop_on_exit() -> None:
-                await tree.wait()
-                stop.set()
+    def ready() -> None:
+        if not settled.is_set():
+            if ready_line:
+                sys.stdout.write(f"{ready_line} {role.name} {os.getpid()}\n")
+                sys.stdout.flush()
+            settled.set()
 
-            tg.start_soon(stop_on_exit)
-            await stop.wait()
+    def on_standby(owner: Owner | None, error: str | None) -> None:
+        announce_standby(settings, role, owner, error)
+        ready()
+
+    async def act(lease: Lease, quit_: anyio.Event) -> object:
+        agent = RoleAgent(settings, role, fence=lease.fence)
+        await agent.open()
+        try:
+            tree = agent.supervisor()
+            await tree.start()
+            log.info("%s agent active (pid %s, epoch %s)", role.name, os.getpid(), lease.epoch,
+                     extra=fields(role=role.name))
+            ready()
+            async with anyio.create_task_group() as tg:
+
+                async def quit_on_exit() -> None:
+                    await tree.wait()
+                    quit_.set()
+
+                tg.start_soon(quit_on_exit)
+                await quit_.wait()
+                with anyio.CancelScope(shield=True):
+                    reason = await tree.stop()
+                tg.cancel_scope.cancel()
+            return reason
+        finally:
             with anyio.CancelScope(shield=True):
-                reason = await tree.stop()
+                await agent.close()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(exit_with_parent)
+            if not await ensure_schema(settings, attempts=1):
+                on_standby(None, "the database is unavailable; waiting for it")
+                with anyio.CancelScope() as waiting:
+                    tg.start_soon(_cancel_on, stop, waiting)
+                    await ensure_schema(settings)
+                    waiting.cancel()
+            reason = await keeper.run(act, stop=stop, on_standby=on_standby)
             tg.cancel_scope.cancel()
-        if isinstance(reason, SupervisorEscalation):
-            log.error("%s agent gave up: %s", role.name, reason)
-            sys.stderr.write(f"error: {role.name} agent gave up: {reason}\n")
+        escalation = gave_up(reason) if isinstance(reason, str | tuple | BaseException) else None
+        if escalation is not None:
+            log.error("%s agent gave up: %s", role.name, escalation)
+            sys.stderr.write(f"error: {role.name} agent gave up: {escalation}\n")
             return 1
         log.info("%s agent stopped", role.name)
         return 0
     finally:
         undo()
         with anyio.CancelScope(shield=True):
-            await agent.close()
+            await keeper.close()

@@ -76,6 +76,7 @@ async def _answer(org: Any, stop: anyio.Event, request: dict[str, Any]) -> dict[
         role = request.get("role")
         if role not in org.record.agents:
             raise UnknownRole(f"unknown role {role!r}; running: {', '.join(org.record.agents)}")
+        org.asked_restarts.add(role)  # not a crash: the restart count stays
         await org.supervisor.terminate_child(role)
         await org.supervisor.restart_child(role)
         rec = org.record.agents[role]

@@ -115,6 +115,16 @@ def read_health_file(settings: Settings, role: str, stale_after: float) -> Agent
     return AgentHealth(**{k: data.get(k) for k in AgentHealth.__dataclass_fields__ if k in data})
 
 
+def write_health_file(settings: Settings, health: AgentHealth) -> None:
+    """Replace the role's health file atomically (mode 0600)."""
+    path = health_file(settings, health.role)
+    private_dir(path.parent)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(health.__dict__, default=str))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
 _UPSERT = """
 INSERT INTO agent_health (role, host, pid, state, reason, started_at, last_heartbeat, details)
 VALUES ($1, $2, $3, $4, $5, $6, now(), $7)
@@ -195,12 +205,7 @@ class HealthMonitor:
     # Writing.
 
     def _write_file(self, health: AgentHealth) -> None:
-        path = health_file(self.settings, self.role)
-        private_dir(path.parent)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(health.__dict__, default=str))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        write_health_file(self.settings, health)
 
     async def beat(self, state: str | None = None) -> None:
         """One heartbeat: the file always, the database when the breaker allows."""

@@ -85,6 +85,25 @@ async def clients(server: EmbeddedPostgres) -> list[dict[str, Any]]:
     ]
 
 
+async def database_status(settings: Settings) -> dict[str, object]:
+    """Which database is in use (password hidden), its server version and the schema
+    version against the latest migration: what `echoctl db status` prints."""
+    async with db.connection(settings) as conn:
+        with db.translate_errors(settings, "read the database status"):
+            version_of_server = await conn.fetchval(Q["version"])
+            version = await db.schema_version(conn)
+    latest = max((m.version for m in db.migrations()), default=0)
+    return {
+        "database": db.describe(settings),
+        "embedded": settings.database_url is None,
+        "namespace": settings.namespace,
+        "server_version": version_of_server,
+        "schema_version": version,
+        "latest_migration": latest,
+        "up_to_date": version >= latest,
+    }
+
+
 async def server_state(settings: Settings) -> ServerState | None:
     """What runs where for this state directory, or None when a URL is configured."""
     server = embedded(settings)

@@ -13,6 +13,12 @@ spawned and they come up together.
 
 Other terminals see the organisation through the state directory (echo.org.state)
 and talk to it over its control socket (echo.org.control).
+
+The operator console (`python -m echo.console`, an OS process) runs beside the
+agents under a supervisor of its own, with a restart backoff: it is restarted like
+any child, but its failures never count against the agents' restart intensity, so
+a console that cannot start (its port is taken) or crashes in a loop never takes
+the organisation down. It starts after the agents and stops before them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -35,6 +42,7 @@ from echo.org.roles import Role
 from echo.org.state import READY_FLAG, READY_LINE, AgentRecord, OrgRecord, log_file, now_iso, write_org
 from echo.runtime import (
     NORMAL,
+    Backoff,
     ChildSpec,
     Down,
     OSProcess,
@@ -42,11 +50,23 @@ from echo.runtime import (
     ProcessExited,
     Supervisor,
     SupervisorEscalation,
+    gave_up,
     is_normal,
     monitor,
 )
 
 log = logging.getLogger(__name__)
+
+#: The console's restarts: 1 s, 2 s, 4 s ... at most 30 s apart.
+CONSOLE_BACKOFF = Backoff(initial=1.0, factor=2.0, max=30.0)
+
+
+@dataclass(frozen=True)
+class ConsoleOptions:
+    """Where the organisation's console listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
 
 
 def agent_argv(role: str, *, announce_ready: bool = False) -> list[str]:
@@ -120,6 +140,7 @@ class Organisation:
         agent_shutdown: float = 15.0,
         start_timeout: float = 60.0,
         on_event: Callable[[str, AgentRecord], None] | None = None,
+        console: ConsoleOptions | None = None,
     ) -> None:
         self.settings = settings
         self.roles = roles
@@ -128,6 +149,8 @@ class Organisation:
         self.agent_shutdown = agent_shutdown
         self.start_timeout = start_timeout
         self.on_event = on_event or (lambda _event, _rec: None)
+        #: Roles a person asked to restart (`echoctl restart`): their next start is not a crash.
+        self.asked_restarts: set[str] = set()
         self.record = OrgRecord(
             pid=os.getpid(),
             namespace=settings.namespace,
@@ -143,6 +166,9 @@ class Organisation:
         )
         self.env = {**os.environ, **settings.child_env(), "PYTHONUNBUFFERED": "1"}
         self.env.pop("CLAUDECODE", None)
+        self.console = console
+        if console is not None:
+            self.record.console = AgentRecord(role="console")
 
     def _specs(self) -> list[ChildSpec]:
         specs: list[ChildSpec] = []
@@ -161,8 +187,9 @@ class Organisation:
     def _factory(self, role: str) -> Callable[[], Process]:
         def start() -> Process:
             rec = self.record.agents[role]
-            if rec.started_at is not None:
+            if rec.started_at is not None and role not in self.asked_restarts:
                 rec.restarts += 1
+            self.asked_restarts.discard(role)
             rec.state = "restarting" if rec.started_at else "starting"
             self.save()
             proc = AgentProcess(
@@ -174,6 +201,7 @@ class Organisation:
                 env=self.env,
                 log_path=log_file(self.settings, role),
                 name=role,
+                die_with_parent=True,
             )
             monitor(proc, self._down)
             return proc
@@ -203,6 +231,75 @@ class Organisation:
 
     def save(self) -> None:
         write_org(self.settings, self.record)
+
+    # ------------------------------------------------------------------ console
+    def _console_process(self) -> Process:
+        assert self.console is not None and self.record.console is not None
+        rec = self.record.console
+        if rec.started_at is not None:
+            rec.restarts += 1
+        rec.state = "restarting" if rec.started_at else "starting"
+        self.save()
+        argv = [sys.executable, "-m", "echo.console",
+                "--host", self.console.host, "--port", str(self.console.port)]
+        proc = AgentProcess(
+            self._console_ready,
+            argv=argv,
+            ready=re.compile(r"^ECHO-READY console (\S+)"),
+            start_timeout=self.start_timeout,
+            env=self.env,
+            log_path=log_file(self.settings, "console"),
+            name="console",
+            die_with_parent=True,
+        )
+        monitor(proc, self._console_exit)
+        return proc
+
+    def _console_ready(self, proc: AgentProcess) -> None:
+        from echo.org.console_address import read_listening  # the console's own record of its URL
+
+        rec = self.record.console
+        assert rec is not None
+        rec.pid, rec.started_at, rec.state = proc.pid, now_iso(), "running"
+        here = read_listening(self.settings)
+        self.record.console_url = here.url if here and here.pid == proc.pid else None
+        self.save()
+        self.on_event("ready", rec)
+
+    def _console_exit(self, down: Down) -> None:
+        rec = self.record.console
+        assert rec is not None
+        rec.last_exit = describe_exit(down.reason)
+        rec.state = "stopped" if is_normal(down.reason) else "exited"
+        if not is_normal(down.reason):
+            logged = last_error_line(log_file(self.settings, "console"))
+            rec.last_error = f"{rec.last_exit}: {logged}" if logged else rec.last_exit
+        self.record.console_url = None
+        self.save()
+        self.on_event(rec.state, rec)
+
+    async def _run_console(self) -> None:
+        """Keep the console up beside the agents until cancelled (see the module doc)."""
+        retry = CONSOLE_BACKOFF.attempts()
+        while True:
+            sup = Supervisor(
+                [ChildSpec("console", self._console_process, backoff=CONSOLE_BACKOFF, shutdown=10.0)],
+                strategy="one_for_one",
+                name="console",
+            )
+            try:
+                await sup.start()
+            except Exception as exc:  # its first start failed: say so, try again later
+                log.warning("the console could not start: %s", exc)
+                await retry.wait()
+                continue
+            try:
+                reason = await sup.wait()
+                log.warning("the console's supervisor gave up (%s); starting it again", reason)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await sup.stop()
+            await retry.wait()
 
     def failure_line(self, exc: SupervisorEscalation) -> str:
         role = str(exc.child_id)
@@ -238,13 +335,25 @@ class Organisation:
         self.save()
         if on_started is not None:
             on_started()
+        console_scope, console_done = anyio.CancelScope(), anyio.Event()
+
+        async def run_console() -> None:
+            try:
+                with console_scope:
+                    await self._run_console()
+            finally:
+                console_done.set()
+
         async with anyio.create_task_group() as tg:
+            if self.console is not None:
+                tg.start_soon(run_console)
 
             async def watch_supervisor() -> None:
                 nonlocal failure
                 reason = await self.supervisor.wait()
-                if isinstance(reason, SupervisorEscalation):
-                    failure = self.failure_line(reason)
+                escalation = gave_up(reason)  # ("shutdown", escalation), as OTP's shutdown
+                if escalation is not None:
+                    failure = self.failure_line(escalation)
                 elif isinstance(reason, BaseException):
                     failure = f"the organisation's supervisor crashed: {reason!r}"
                 stop.set()
@@ -253,7 +362,10 @@ class Organisation:
             await stop.wait()
             self.record.state = "stopping" if failure is None else "failed"
             self.save()
+            console_scope.cancel()  # the console stops first: it started last
             with anyio.CancelScope(shield=True):
+                if self.console is not None:
+                    await console_done.wait()
                 await self.supervisor.stop()
             tg.cancel_scope.cancel()
         self.record.state = "stopped" if failure is None else "failed"

@@ -1,5 +1,11 @@
 """Roles are data: one folder per role under `agents/`, holding `role.toml`.
 
+This module is the one place that says which roles exist (`role_names`), checks a
+name a user typed (`check_role`, one message naming the roles that exist) and
+loads a role's configuration (`load_role`, `load_roles`). The rule for a role's
+name itself (`ROLE_RE`, `ROLE_RULE`) lives with the message envelope, which the bus
+validates without knowing the organisation.
+
 Nothing in the code lists the roles. A user adds a seventh by adding a folder
 with a `role.toml` and a copy of the launcher; `load_roles` finds it. A role file
 that does not validate is a `ConfigError` naming the file and the field, so a
@@ -13,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from echo.bus.envelope import ROLE_RE
+from echo.bus.envelope import ROLE_RE, ROLE_RULE
 from echo.errors import ConfigError, UnknownRole, one_line
 
 
@@ -58,13 +64,17 @@ class Role(BaseModel):
     @classmethod
     def _identifier(cls, value: str) -> str:
         if not ROLE_RE.match(value):
-            raise ValueError("a role name is lowercase letters, digits and _, starting with a letter")
+            raise ValueError(ROLE_RULE)
         return value
 
     @field_validator("keywords")
     @classmethod
     def _lowercase(cls, value: list[str]) -> list[str]:
         return [k.strip().lower() for k in value if k.strip()]
+
+
+#: Senders that are not agents: a person at `echoctl`, and ECHO itself.
+NON_AGENT_SENDERS: tuple[str, ...] = ("operator", "system")
 
 
 def role_dirs(agents_dir: Path) -> list[Path]:
@@ -103,10 +113,23 @@ def load_roles(agents_dir: Path) -> dict[str, Role]:
     return {r.name: r for r in sorted(roles, key=lambda r: (r.start_order, r.name))}
 
 
+def unknown_role(name: str, agents_dir: Path, allow: tuple[str, ...] = ()) -> UnknownRole:
+    """The one message for a role that does not exist: what exists, and where."""
+    known = [*role_names(agents_dir), *allow]
+    if not role_names(agents_dir):
+        return UnknownRole(f"unknown role {one_line(name)!r}: no roles found under {agents_dir} "
+                           "(set ECHO_AGENTS_DIR)")
+    return UnknownRole(f"unknown role {one_line(name)!r}; known roles: {', '.join(known)}")
+
+
+def check_role(name: str, agents_dir: Path, *, allow: tuple[str, ...] = ()) -> str:
+    """`name` if it is a role of this organisation (or one of `allow`), else `UnknownRole`."""
+    if name in allow or (ROLE_RE.match(name) and (agents_dir / name / "role.toml").is_file()):
+        return name
+    raise unknown_role(name, agents_dir, allow)
+
+
 def load_role(agents_dir: Path, name: str) -> Role:
     """One role, or `UnknownRole` naming the roles that exist."""
-    path = agents_dir / name / "role.toml"
-    if not ROLE_RE.match(name) or not path.is_file():
-        known = ", ".join(role_names(agents_dir)) or "none"
-        raise UnknownRole(f"unknown role {name!r}: no {path}; known roles: {known}")
-    return load_role_file(path)
+    check_role(name, agents_dir)
+    return load_role_file(agents_dir / name / "role.toml")

@@ -52,12 +52,19 @@ class OrgRecord:
     #: The database the organisation runs on, as safe to print (password redacted).
     database: str | None = None
     agents: dict[str, AgentRecord] = field(default_factory=dict)
+    console: AgentRecord | None = None  # the operator console process, when it runs
+    console_url: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OrgRecord:
         agents = {k: AgentRecord(**v) for k, v in data.pop("agents", {}).items()}
+        console = data.pop("console", None)
         known = set(cls.__dataclass_fields__)
-        return cls(agents=agents, **{k: v for k, v in data.items() if k in known})
+        return cls(
+            agents=agents,
+            console=AgentRecord(**console) if console else None,
+            **{k: v for k, v in data.items() if k in known},
+        )
 
 
 def org_file(settings: Settings) -> Path:
@@ -88,6 +95,17 @@ def read_org(settings: Settings) -> OrgRecord | None:
         return None
 
 
+def mark_stopped(settings: Settings) -> None:
+    """Record that the organisation is stopped: after `down` stopped the agents its dead
+    supervisor left behind, status says `stopped`, not `crashed`."""
+    record = read_org(settings)
+    if record is not None and record.state != "stopped":
+        record.state = "stopped"
+        for agent in record.agents.values():
+            agent.state = "stopped"
+        write_org(settings, record)
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -110,3 +128,23 @@ def running_org(settings: Settings) -> OrgRecord | None:
     if record and pid_alive(record.pid) and record.state in {"starting", "running", "stopping"}:
         return record
     return None
+
+
+def _is_agent(pid: int) -> bool:
+    """Whether `pid` is an agent process (`python -m echo.org ROLE`), not a stranger
+    that reused a recorded pid. Where /proc is missing, a live pid is taken as one."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"echo.org" in fh.read()
+    except FileNotFoundError:
+        return os.path.isdir("/proc") is False
+    except OSError:
+        return True
+
+
+def live_agents(settings: Settings, record: OrgRecord | None) -> list[int]:
+    """The pids of this state directory's agents that are still alive, whether or not
+    their supervisor is."""
+    if record is None:
+        return []
+    return [a.pid for a in record.agents.values() if a.pid and pid_alive(a.pid) and _is_agent(a.pid)]

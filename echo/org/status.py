@@ -1,15 +1,20 @@
-"""`echoctl status`: what the organisation of a state directory is doing, honestly.
+"""The organisation's status: each agent's process, health and work, for `echoctl status`
+and the console (through echo.org.client), honestly.
 
-Three sources, from the closest to the farthest: the organisation's record
-(`org.json`), each agent's heartbeat file, and the `agent_health` table. Each is
-checked against the process it describes: a record or a row whose pid is dead on
-this machine says nothing about the present, so an agent that crashed shows as
-`crashed` (with its last error), never as the `healthy` its last heartbeat said.
+Sources, from the closest to the farthest: the state directory of this machine's
+organisation (its record `org.json` and each agent's heartbeat file) and, when it
+answers, Postgres (`agent_health`: agents running elsewhere; the role leases: every
+agent process on every node). Each is checked against the process it describes: a
+record or a row whose pid is dead on this machine says nothing about the present, so
+an agent that crashed shows as `crashed` (with its last error), never as the
+`healthy` its last heartbeat said. An agent's state is otherwise what its heartbeat
+says, `unresponsive` when the heartbeat is older than `STALE_AFTER` seconds, `down`
+when its process stopped, `not started` before.
 
-The database named is the one the running organisation uses (recorded in
-`org.json` at `up`, password redacted), not the caller's settings. `problems`
-lists what makes the status a failure (the organisation stopped after a failure,
-its database cannot be reached); the command exits 1 when there is any.
+The database named is the one the running organisation uses (recorded in `org.json`
+at `up`, password redacted), not the caller's settings. `problems` lists what makes
+the status a failure (the organisation stopped after a failure or died, its database
+cannot be reached); `echoctl status` exits 1 when there is any.
 """
 
 from __future__ import annotations
@@ -18,19 +23,106 @@ import contextlib
 import socket
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import anyio
+from pydantic import BaseModel, Field
 
 from echo import db
 from echo.config import Settings
 from echo.errors import EchoError, StoreRejected
 from echo.org.health import AgentHealth, read_health_file, row_to_health
-from echo.org.roles import load_roles
-from echo.org.state import AgentRecord, OrgRecord, pid_alive, read_org
+from echo.org.leases import STANDBY, agent_processes
+from echo.org.roles import role_names
+from echo.org.state import AgentRecord, OrgRecord, live_agents, pid_alive, read_org
 
-#: Seconds after which a heartbeat is stale (the agent is `unresponsive`).
+#: A heartbeat older than this (seconds) makes an agent `unresponsive`.
 STALE_AFTER = 5.0
+_HEALTH = db.load_queries("health")
+
+
+class AgentStatus(BaseModel):
+    """One agent as `status` shows it."""
+
+    role: str
+    pid: int | None = None
+    state: str
+    uptime: str = "-"
+    restarts: int = 0
+    last_heartbeat: str | None = None
+    heartbeat_age: float | None = None
+    inbox_lag: int | None = None
+    running_tasks: int | None = None
+    processed: int | None = None
+    current_task: str | None = None
+    reason: str | None = None
+    last_error: str | None = None
+    host: str | None = None
+
+
+class OrgInfo(BaseModel):
+    pid: int | None
+    state: str
+    failure: str | None = None
+    database: str
+    #: Whether that database answered (None: not asked, e.g. a stopped embedded server).
+    database_reachable: bool | None = None
+    node: str | None = None
+
+
+class AgentProcessStatus(BaseModel):
+    """One agent process of the organisation, on any node (echo/org/leases.py): the
+    active one of its role or a standby."""
+
+    role: str
+    node: str
+    host: str
+    pid: int
+    state: str  # healthy, degraded, starting (active); standby; unresponsive
+    active: bool
+    epoch: int | None = None
+    heartbeat_age: float
+    reason: str | None = None
+
+
+class OrgStatus(BaseModel):
+    """The organisation (from the state directory), each agent of this machine, and
+    (when Postgres answers) every agent process of the organisation on every node."""
+
+    organisation: OrgInfo
+    agents: list[AgentStatus] = Field(default_factory=list)
+    processes: list[AgentProcessStatus] | None = None
+    #: What makes this status a failure (`echoctl status` exits 1 when there is any).
+    problems: list[str] = Field(default_factory=list)
+
+
+class ClaudeMode(BaseModel):
+    """Which Claude CLI runs the work and whether it has a login: the mode of a run.
+    `missing` says what is lacking: `cli` (no binary) or `login` (no credentials)."""
+
+    binary: str | None
+    login: str | None
+    mode: str  # claude or fallback
+    reason: str | None
+    missing: str | None = None
+
+
+def claude_mode(settings: Settings) -> ClaudeMode:
+    """Whether deciders and work will use the real Claude CLI, and if not, why."""
+    from echo.work.claude import login_hint, resolve_claude_bin
+
+    try:
+        binary: str | None = resolve_claude_bin(settings)
+        not_installed = None
+    except EchoError as exc:
+        binary, not_installed = None, str(exc)
+    login = login_hint()
+    if binary and login:
+        return ClaudeMode(binary=binary, login=login, mode="claude", reason=None)
+    if binary is None:
+        return ClaudeMode(binary=None, login=login, mode="fallback", reason=not_installed,
+                          missing="cli")
+    return ClaudeMode(binary=binary, login=None, mode="fallback", missing="login",
+                      reason="no ANTHROPIC_API_KEY and no `claude /login` credentials")
 
 
 def _uptime(started: str | None) -> str:
@@ -40,13 +132,22 @@ def _uptime(started: str | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def org_state(record: OrgRecord | None, alive: bool) -> str:
-    """running/starting/stopping while the process lives; afterwards `stopped`,
-    `failed` (it stopped after a failure) or `crashed` (it died without saying)."""
+def _age(beat: str | None) -> float | None:
+    if not beat:
+        return None
+    return round((datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds(), 1)
+
+
+def org_state(record: OrgRecord | None, alive: bool, orphans: list[int] | None = None) -> str:
+    """running/starting/stopping while the process lives; afterwards `supervisor gone`
+    while agents of this state directory live on, `stopped`, `failed` (it stopped after
+    a failure) or `crashed` (it died without saying)."""
     if record is None:
         return "never started"
     if alive:
         return record.state
+    if orphans:
+        return f"supervisor gone, {len(orphans)} agent(s) alive"
     if record.failure or record.state == "failed":
         return "failed"
     return "stopped" if record.state == "stopped" else "crashed"
@@ -58,7 +159,7 @@ def _dead_agent_state(rec: AgentRecord | None) -> str:
     return "crashed" if rec.state in {"exited", "restarting", "failed"} else "down"
 
 
-def _agent(role: str, rec: AgentRecord | None, health: AgentHealth | None, alive: bool) -> dict[str, Any]:
+def _agent(role: str, rec: AgentRecord | None, health: AgentHealth | None, alive: bool) -> AgentStatus:
     if alive:
         state = health.state if health else "starting"
         reason = health.reason if health else None
@@ -66,33 +167,16 @@ def _agent(role: str, rec: AgentRecord | None, health: AgentHealth | None, alive
         state = _dead_agent_state(rec)
         reason = rec.last_error if state == "crashed" and rec else None
     details = health.details if health and alive else {}
-    return {
-        "role": role,
-        "pid": rec.pid if rec and alive else None,
-        "state": state,
-        "uptime": _uptime(rec.started_at) if rec and alive else "-",
-        "restarts": rec.restarts if rec else 0,
-        "last_heartbeat": health.last_heartbeat if health else None,
-        "inbox_lag": details.get("inbox_lag"),
-        "running_tasks": details.get("running_tasks"),
-        "processed": details.get("processed"),
-        "reason": reason,
-        "last_error": rec.last_error if rec else None,
-        "host": health.host if health else None,
-    }
-
-
-def _remote(h: AgentHealth) -> dict[str, Any]:
-    return {
-        "role": h.role,
-        "pid": h.pid,
-        "state": h.state,
-        "host": h.host,
-        "last_heartbeat": h.last_heartbeat,
-        "reason": h.reason,
-        "inbox_lag": h.details.get("inbox_lag"),
-        "running_tasks": h.details.get("running_tasks"),
-    }
+    return AgentStatus(
+        role=role, pid=rec.pid if rec and alive else None, state=state,
+        uptime=_uptime(rec.started_at) if rec and alive else "-",
+        restarts=rec.restarts if rec else 0,
+        last_heartbeat=health.last_heartbeat if health else None,
+        heartbeat_age=_age(health.last_heartbeat) if health else None,
+        inbox_lag=details.get("inbox_lag"), running_tasks=details.get("running_tasks"),
+        processed=details.get("processed"), current_task=details.get("current_task"),
+        reason=reason, last_error=rec.last_error if rec else None,
+        host=health.host if health else None)
 
 
 def _is_stale_here(h: AgentHealth) -> bool:
@@ -100,44 +184,55 @@ def _is_stale_here(h: AgentHealth) -> bool:
     return h.host == socket.gethostname() and not pid_alive(h.pid)
 
 
-async def collect_status(s: Settings, *, remote: bool = True) -> dict[str, Any]:
-    """Everything `status` shows, from the state directory and (if it answers) Postgres."""
+async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
+    """Each agent: role, pid, state, uptime, restarts, heartbeat age, inbox lag,
+    running tasks, degraded reason. From the state directory (this machine's
+    organisation) and, with `remote`, Postgres (agents and processes on other machines)."""
     record = read_org(s)
     org_alive = bool(record and pid_alive(record.pid))
-    agents: dict[str, dict[str, Any]] = {}
-    for role in load_roles(s.agents_dir):
+    orphans = live_agents(s, record) if not org_alive else []
+    agents: dict[str, AgentStatus] = {}
+    for role in role_names(s.agents_dir):
         rec = record.agents.get(role) if record else None
-        alive = bool(org_alive and rec and rec.pid and pid_alive(rec.pid))
+        alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else bool(
+            rec and rec.pid in orphans)
         agents[role] = _agent(role, rec, read_health_file(s, role, STALE_AFTER), alive)
 
     database = (record.database if record and record.database else None) or db.describe(s)
     reachable: bool | None = None
     error: str | None = None
+    processes: list[AgentProcessStatus] | None = None
     # Only ask Postgres when it should answer: a stopped embedded server is not started
     # just to say that nothing runs.
-    embedded_idle = not s.database_url and db.embedded_server(s).running_pid() is None and not org_alive
+    embedded_idle = (not s.database_url and db.embedded_server(s).running_pid() is None
+                     and not org_alive and not orphans)
     if remote and not embedded_idle:
         reachable, error = await _merge_database(s, agents)
+        if reachable:
+            with contextlib.suppress(EchoError):  # slow or unmigrated: what this machine knows
+                processes = await _processes(s)
+    state = org_state(record, org_alive, orphans)
     problems = []
-    state = org_state(record, org_alive)
     if state in {"failed", "crashed"}:
         problems.append((record.failure if record else None) or "the organisation's process died")
     if reachable is False:
         problems.append(f"database {database} cannot be reached: {error}")
-    return {
-        "organisation": {
-            "pid": record.pid if record and org_alive else None,
-            "state": state,
-            "failure": record.failure if record else None,
-            "database": database,
-            "database_reachable": reachable,
-        },
-        "agents": list(agents.values()),
-        "problems": problems,
-    }
+    return OrgStatus(
+        organisation=OrgInfo(
+            pid=record.pid if record and org_alive else None, state=state,
+            failure=record.failure if record else None, database=database,
+            database_reachable=reachable, node=s.node),
+        agents=list(agents.values()), processes=processes, problems=problems)
 
 
-async def _merge_database(s: Settings, agents: dict[str, dict[str, Any]]) -> tuple[bool, str | None]:
+async def _processes(settings: Settings) -> list[AgentProcessStatus] | None:
+    quick = settings.model_copy(update={"connect_timeout": 1.5})
+    with anyio.move_on_after(2):
+        return [AgentProcessStatus(**p) for p in await agent_processes(quick, STALE_AFTER)]
+    return None
+
+
+async def _merge_database(s: Settings, agents: dict[str, AgentStatus]) -> tuple[bool, str | None]:
     """Add the agents that run elsewhere (other nodes) from `agent_health`; whether the
     database answered, and why not."""
     quick = s.model_copy(update={"connect_timeout": 1.5})
@@ -147,15 +242,21 @@ async def _merge_database(s: Settings, agents: dict[str, dict[str, Any]]) -> tup
                 rows = []
                 # A refusal (an unmigrated namespace) is an answer: nothing runs elsewhere.
                 with contextlib.suppress(StoreRejected), db.translate_errors(quick, "read agent health"):
-                    rows = await conn.fetch("SELECT * FROM agent_health")
+                    rows = await conn.fetch(_HEALTH["all"])
     except TimeoutError:
         return False, "no answer within 3 s"
     except EchoError as exc:
         return False, _reason(exc)
     for row in rows:
         h = row_to_health(row, STALE_AFTER)
-        if agents.get(h.role, {}).get("pid") is None and h.state != "down" and not _is_stale_here(h):
-            agents[h.role] = {**agents.get(h.role, {}), **_remote(h)}
+        known = agents.get(h.role)
+        if (known is None or known.pid is None) and h.state != "down" and not _is_stale_here(h):
+            base = known or AgentStatus(role=h.role, state=h.state)
+            agents[h.role] = base.model_copy(update={
+                "pid": h.pid, "state": h.state, "host": h.host,
+                "last_heartbeat": h.last_heartbeat, "heartbeat_age": _age(h.last_heartbeat),
+                "reason": h.reason, "inbox_lag": h.details.get("inbox_lag"),
+                "running_tasks": h.details.get("running_tasks")})
     return True, None
 
 
@@ -167,11 +268,15 @@ def _reason(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+#: The states in which an agent started by `up` has settled.
+_SETTLED = {"healthy", STANDBY}
+
+
 def wait_settled(s: Settings, roles: list[str], within: float = 15.0) -> list[str]:
     """After `up --detach`: wait until every agent's process reports itself healthy; after
     `within` s, `role: reason` for each agent that is not, so `up` does not say
     "organisation up" over agents that sit degraded (a passing degradation while an
-    agent catches up is waited out)."""
+    agent catches up is waited out). A standby (another node holds the role) is settled."""
     deadline = time.monotonic() + within
     while True:
         record = read_org(s)
@@ -181,9 +286,10 @@ def wait_settled(s: Settings, roles: list[str], within: float = 15.0) -> list[st
             health = read_health_file(s, role, STALE_AFTER)
             if rec and rec.pid and health and health.pid == rec.pid:
                 seen[role] = health
-        settled = len(seen) == len(roles) and all(h.state == "healthy" for h in seen.values())
+        settled = len(seen) == len(roles) and all(h.state in _SETTLED for h in seen.values())
         if settled or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     missing = [f"{role}: no heartbeat within {within:g} s" for role in roles if role not in seen]
-    return [f"{role}: {h.reason or h.state}" for role, h in seen.items() if h.state != "healthy"] + missing
+    return [f"{role}: {h.reason or h.state}" for role, h in seen.items() if h.state not in _SETTLED] + missing
+

@@ -45,7 +45,7 @@ from echo.runtime.dynamic import DynamicSupervisor
 from echo.runtime.process import OSProcess
 from echo.runtime.registry import Registry
 from echo.runtime.service import Service
-from echo.runtime.supervisor import ChildInfo, ChildSpec, Supervisor, SupervisorBase
+from echo.runtime.supervisor import ChildInfo, ChildSpec, Supervisor, SupervisorBase, gave_up
 from echo.runtime.task import Task
 
 __all__ = [
@@ -84,6 +84,7 @@ __all__ = [
     "UnexpectedMessage",
     "UnknownChild",
     "demonitor",
+    "gave_up",
     "is_normal",
     "link",
     "monitor",

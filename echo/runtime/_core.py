@@ -199,8 +199,9 @@ class Process:
         """Start, then wait until the process exits; stop it if the waiter is cancelled.
 
         This is how to run a tree until it is stopped (``await sup.run()``): it returns a
-        normal reason, and raises the reason of an abnormal exit (for a supervisor, a
-        `SupervisorEscalation`).
+        normal reason, and raises the reason of an abnormal exit, or the error a
+        ``("shutdown", error)`` carries (a supervisor that gave up exits with
+        ``("shutdown", SupervisorEscalation(...))``, as OTP's exits with ``shutdown``).
         """
         await self.start()
         try:
@@ -211,6 +212,8 @@ class Process:
             raise
         if isinstance(reason, BaseException):
             raise reason
+        if isinstance(reason, tuple) and isinstance(reason[1], BaseException):
+            raise reason[1]  # ("shutdown", error): it gave up (a supervisor past intensity)
         return reason
 
     async def __aenter__(self) -> Self:
@@ -284,17 +287,28 @@ class Process:
         if started is not None and not started.done():
             err = reason if isinstance(reason, StartError) else StartError(self.name, reason)
             started.set_exception(err)
-        self._after_exit(reason)
+        # Each observer is guarded: one faulty callback must not hide the exit from the
+        # other monitors, the links or the waiters. Its error is logged, not raised.
+        try:
+            self._after_exit(reason)
+        except Exception:
+            logger.exception("%r: releasing after exit failed", self)
         if self._monitors:
             monitors, self._monitors = self._monitors, None
             for ref, notify in monitors.items():
-                notify(Down(ref, self, reason))
+                try:
+                    notify(Down(ref, self, reason))
+                except Exception:
+                    logger.exception("%r: monitor callback %r raised", self, notify)
         if self._links:
             links, self._links = self._links, None
             for peer in links:
                 if peer._links is not None:
                     peer._links.discard(self)
-                peer._exit_signal(self, reason)
+                try:
+                    peer._exit_signal(self, reason)
+                except Exception:
+                    logger.exception("%r: exit signal to linked %r failed", self, peer)
         if self._exited is not None:
             self._exited.set()
 

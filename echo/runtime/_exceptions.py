@@ -17,9 +17,10 @@ Callers catch `RuntimeFault` or a precise leaf::
     ├── AlreadyRegistered        a unique `Registry` key is taken; `.key`, `.owner`
     └── ProcessExited            an `OSProcess` exited nonzero; `.returncode`
 
-Several of these are also *exit reasons*: a supervisor that gives up exits with a
-`SupervisorEscalation`, an OS process that fails exits with `ProcessExited`, and a
-parent supervisor reads them like any crash. The runtime imports nothing from the rest
+Several of these are also *exit reasons*: an OS process that fails exits with
+`ProcessExited`, which a parent supervisor reads like any crash. A supervisor that gives
+up exits with ``("shutdown", SupervisorEscalation(...))``: a shutdown, as in OTP, with
+the details kept (`gave_up(reason)` reads them). The runtime imports nothing from the rest
 of ECHO, so this hierarchy is separate from `echo.errors`.
 """
 

@@ -6,7 +6,8 @@
     await pool.count_children()               # {"specs": ..., "active": ..., ...}
 
 It follows `Supervisor`'s rules with the ``one_for_one`` strategy only: restart types,
-intensity (``max_restarts`` within ``max_seconds``, then `SupervisorEscalation`),
+intensity (``max_restarts`` within ``max_seconds``, then an exit with
+``("shutdown", SupervisorEscalation(...))``),
 backoff, and shutdown in reverse start order. Two differences, both Elixir's:
 
 - a child that is not restarted (temporary, transient after a normal exit, or

@@ -27,6 +27,12 @@ process is always reaped before the `OSProcess` counts as exited (no zombies).
 Without ``log_path`` the output is inherited (a ``ready`` regex needs a pipe, whose
 lines are then copied to this process's stdout). With ``log_ready_line=False`` the
 line that matched ``ready`` is a protocol line and is not copied anywhere.
+
+With ``die_with_parent=True`` the process does not outlive this one, even when this
+one is SIGKILLed: on Linux the kernel kills it (PR_SET_PDEATHSIG), and everywhere it
+is given a pipe whose write end only this process holds (its fd in the
+``ECHO_PARENT_FD`` variable; `echo.runtime.deathsig.watch_parent` reads it), so a
+child that watches it sees EOF when this process dies.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import anyio
 
 from echo.runtime._core import NORMAL, ExitReason, Process
 from echo.runtime._exceptions import ProcessExited, RuntimeFault, StartTimeout
+from echo.runtime.deathsig import PARENT_FD_ENV, die_with_parent, parent_pipe
 
 __all__ = ["OSProcess"]
 
@@ -65,6 +72,7 @@ class OSProcess(Process):
         log_path: str | os.PathLike[str] | None = None,
         log_ready_line: bool = True,
         name: str | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         if isinstance(argv, str) or not argv:
             raise ValueError("argv must be a non-empty list of arguments (no shell is used)")
@@ -82,6 +90,7 @@ class OSProcess(Process):
         self._proc: asyncio.subprocess.Process | None = None
         self._stop_reason: ExitReason | None = None
         self._log_fd: int | None = None
+        self.die_with_parent = die_with_parent
 
     @property
     def pid(self) -> int | None:
@@ -109,18 +118,30 @@ class OSProcess(Process):
     async def _main(self) -> ExitReason:
         if self.log_path is not None:
             self._log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        extra: dict[str, Any] = {}
+        pipe: tuple[int, int] | None = None
+        env = self.env
+        if self.die_with_parent:
+            pipe = parent_pipe()
+            env = {**(os.environ if env is None else env), PARENT_FD_ENV: str(pipe[0])}
+            extra = {"pass_fds": (pipe[0],), "preexec_fn": die_with_parent(os.getpid())}
         try:
             output: int | None = self._log_fd
-            self._proc = proc = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE if self._pattern else output,
-                stderr=output,
-                cwd=self.cwd,
-                env=self.env,
-                start_new_session=True,
-                limit=_LINE_LIMIT,
-            )
+            try:
+                self._proc = proc = await asyncio.create_subprocess_exec(
+                    *self.argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE if self._pattern else output,
+                    stderr=output,
+                    cwd=self.cwd,
+                    env=env,
+                    start_new_session=True,
+                    limit=_LINE_LIMIT,
+                    **extra,
+                )
+            finally:
+                if pipe is not None:
+                    os.close(pipe[0])
             if self._log_fd is not None and self._pattern is None:
                 os.close(self._log_fd)
                 self._log_fd = None
@@ -133,6 +154,8 @@ class OSProcess(Process):
                     await proc.wait()
                     self._signal_group(signal.SIGKILL)
         finally:
+            if pipe is not None:
+                os.close(pipe[1])
             if self._log_fd is not None:
                 os.close(self._log_fd)
                 self._log_fd = None

@@ -10,6 +10,7 @@
         strategy="rest_for_one",
     )
     await sup.run()            # runs until stopped; raises SupervisorEscalation on give-up
+                               # (its exit reason is then ("shutdown", escalation))
     # or: async with sup: ...  # started inside, stopped (children in reverse) on exit
 
 Rules (Elixir's defaults):
@@ -27,14 +28,25 @@ Rules (Elixir's defaults):
   are forgotten, not restarted.
 - **Intensity**: each restart is counted with the supervisor's clock. More than
   ``max_restarts`` (3) within ``max_seconds`` (5) and the supervisor stops every child
-  in reverse start order and exits with `SupervisorEscalation(child_id, restarts,
-  last_error)`, which its own supervisor treats like any crash. A child that fails
-  to restart counts as failing again.
+  in reverse start order and exits with ``("shutdown", SupervisorEscalation(child_id,
+  restarts, last_error))``: a *shutdown*, as OTP's supervisor exits with ``shutdown``,
+  so its own supervisor restarts it if its spec is ``permanent`` and leaves it down if
+  ``transient``. `gave_up(reason)` returns the escalation from such a reason, and
+  ``run()`` raises it, so the top level still reports the culprit child, how often it
+  failed and its last error. A child that fails to restart counts as failing again.
 - **Shutdown** is in reverse start order; each child gets its spec's ``shutdown``
   (5 s for workers, ``"infinity"`` for supervisors, or ``"brutal_kill"``).
 - **Backoff** (an opt-in extension; OTP has none): a child with a `Backoff` is restarted
   after ``initial * factor**n`` seconds, capped at ``max``, where ``n`` counts
   consecutive restarts and resets once the child has stayed up for ``max`` seconds.
+
+Differences from OTP: times are in seconds, not milliseconds; the reason of a
+supervisor that gave up is ``("shutdown", escalation)`` where OTP's is the bare atom
+``shutdown`` (the details then live only in OTP's log; here they travel with the exit,
+and are logged too); restart backoff is an extension; `run()` raises that escalation
+so a program's top level can print it.
+``tests/unit/runtime/test_otp_differential.py`` runs the same cases through OTP 25's
+own ``supervisor`` and through this one and compares the event sequences.
 
 The supervisor is an `Actor`: exits arrive as `Down` messages from monitors and are
 handled one at a time in its mailbox, so a restart never races a shutdown or a
@@ -59,6 +71,7 @@ from echo.runtime._core import (
     Shutdown,
     demonitor,
     is_normal,
+    logger,
     monitor,
 )
 from echo.runtime._exceptions import StartError, SupervisorEscalation, UnknownChild
@@ -69,7 +82,23 @@ Strategy: TypeAlias = Literal["one_for_one", "one_for_all", "rest_for_one"]
 Restart: TypeAlias = Literal["permanent", "transient", "temporary"]
 ChildType: TypeAlias = Literal["worker", "supervisor"]
 
-__all__ = ["ChildInfo", "ChildSpec", "Supervisor"]
+__all__ = ["ChildInfo", "ChildSpec", "Supervisor", "gave_up"]
+
+
+def gave_up(reason: ExitReason) -> SupervisorEscalation | None:
+    """The `SupervisorEscalation` of a supervisor that exited by giving up, else None.
+
+    A supervisor past its restart intensity exits with ``("shutdown", escalation)``
+    (OTP's ``shutdown``, with the details kept); this reads either that or a bare
+    escalation, so callers that report the culprit need not know the shape.
+    """
+    if isinstance(reason, SupervisorEscalation):
+        return reason
+    if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == SHUTDOWN:
+        term = reason[1]
+        if isinstance(term, SupervisorEscalation):
+            return term
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +269,13 @@ class SupervisorBase(Actor):
 
     async def _main(self) -> ExitReason:
         try:
-            return await super()._main()
+            reason = await super()._main()
+            if isinstance(reason, SupervisorEscalation):
+                # OTP's supervisor exits with `shutdown` once it has given up, so that a
+                # transient parent spec leaves it down; the term keeps the details.
+                logger.error("%r gave up: %s", self, reason)
+                return (SHUTDOWN, reason)
+            return reason
         finally:
             # Only reached with children alive when this supervisor was killed: its
             # children must not outlive it.

@@ -50,7 +50,7 @@ from echo.config import Settings
 from echo.db import Database, nul_free
 from echo.degradation import Condition, Reporter
 from echo.errors import EchoError, StoreRejected, StoreUnavailable, UsageError
-from echo.listener import Listener
+from echo.listener import Listener, Registration
 from echo.logs import fields
 from echo.runtime import Backoff
 from echo.work.executors import Executor, Result
@@ -189,9 +189,10 @@ class ExecutorPool:
         self._outbox_ready.set()  # the writer now stores completions too
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        registrations: list[Registration] = []
         if self.listener is not None:
-            await self.listener.listen("tasks", self._on_notify)
-            self.listener.on_reconnect(self.wake)
+            registrations += [await self.listener.listen("tasks", self._on_notify),
+                              self.listener.on_reconnect(self.wake)]
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer)
@@ -202,6 +203,8 @@ class ExecutorPool:
                 await self._drain()
                 tg.cancel_scope.cancel()
         finally:
+            for registration in registrations:
+                registration.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self._abandon()
 

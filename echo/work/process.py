@@ -29,12 +29,10 @@ is out of reach on every path, as before.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +40,8 @@ from pathlib import Path
 
 import anyio
 from anyio.abc import ByteReceiveStream, Process
+
+from echo.runtime.deathsig import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -104,30 +104,9 @@ async def _feed(process: Process, data: bytes | None) -> None:
         await process.stdin.aclose()
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                      ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl
-
-
-_prctl = _load_prctl()
-
-
 def _open_with_death_signal() -> Callable[..., Awaitable[Process]] | None:
     """anyio's backend `open_process`, which passes extra keyword arguments such as
     `preexec_fn` through to the event loop; `anyio.open_process` takes none."""
-    if _prctl is None:
-        return None
     try:
         from anyio._core._eventloop import get_async_backend
 
@@ -135,23 +114,6 @@ def _open_with_death_signal() -> Callable[..., Awaitable[Process]] | None:
         return opener
     except Exception:  # an anyio without it: start children as before
         return None
-
-
-def die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A `preexec_fn` for Linux: SIGKILL this child when the thread that forked it dies.
-    It runs in the child between fork and exec, so it only calls prctl and getppid. If
-    the parent died before prctl took effect the signal would never come: the child
-    then ends itself instead of running unsupervised."""
-    prctl = _prctl
-    if prctl is None:
-        return None
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook
 
 
 async def _open(argv: list[str], **kwargs: object) -> Process:

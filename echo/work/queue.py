@@ -331,12 +331,22 @@ class TaskQueue:
         async with self.db.acquire() as conn:
             return [dict(r) for r in await conn.fetch(_Q["history"], str(task_id))]
 
+    async def spend(self) -> list[dict[str, Any]]:
+        """The recorded cost of task runs, per role."""
+        async with self.db.acquire() as conn:
+            return [dict(r) for r in await conn.fetch(_Q["spend"])]
+
     async def list(self, *, status: str | None = None, role: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
         if status is not None and status not in STATUSES:
             raise UsageError(f"unknown status {status!r}; use {', '.join(STATUSES)}")
         async with self.db.acquire() as conn:
             return [dict(r) for r in await conn.fetch(_Q["list"], status, role, limit)]
+
+    async def installed(self) -> bool:
+        """Whether the namespace has been migrated far enough to hold a queue."""
+        async with self.db.acquire() as conn:
+            return bool(await conn.fetchval(_Q["installed"]))
 
     async def counts(self) -> dict[str, int]:
         async with self.db.acquire() as conn:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from echo.commands.workflow import snapshot
 from echo.config import Settings
 from echo.db import Database
+from echo.org.workflow import WorkflowStore
 from tests import helpers as org_tests
 from tests.e2e import test_claude_executor as executor_tests
 from tests.fakes.anthropic import HANG, FakeAnthropic, text
@@ -99,10 +99,10 @@ async def test_decider_timeout_falls_back_to_keywords(
     wf_id = json.loads(made.stdout)["workflow"]["id"]
 
     async def all_decided() -> bool:
-        return len((await snapshot(db, wf_id))["participants"]) == len(ROLES)
+        return len(await WorkflowStore(db).participants(wf_id)) == len(ROLES)
 
     await wait_until(all_decided, timeout=60, interval=0.1)
-    chosen = {p["role"]: p for p in (await snapshot(db, wf_id))["participants"]}
+    chosen = {p.role: p.model_dump() for p in (await WorkflowStore(db).participants(wf_id))}
     for p in chosen.values():
         assert p["decider"] == "keyword" and "ClaudeTimeout" in p["fallback_reason"]
     assert chosen["cto"]["participate"] and not chosen["chro"]["participate"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import pytest
 
@@ -53,6 +55,38 @@ async def test_leak_guard_counts_a_connection_released_inside_a_transaction(
         assert database.leaks == 1
         async with database.acquire() as conn:
             assert not conn.is_in_transaction()  # rolled back before reuse
+    finally:
+        await database.close()
+
+
+class _RealError(Exception):
+    pass
+
+
+async def test_acquire_cleanup_never_masks_the_error_it_cleans_up_after(
+    settings: Settings,
+) -> None:
+    """Bug 6: once the server drops a pooled connection, asyncpg releases its proxy;
+    the leak guard's check on that proxy must not raise over the real error."""
+    database = await db.Database.open(settings, max_size=1)
+    try:
+        # The statement that sees the connection die: its own error surfaces.
+        with pytest.raises(StoreUnavailable) as caught:
+            async with database.acquire() as conn:
+                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        assert "released back to the pool" not in str(caught.value)
+        assert "administrator command" in str(caught.value)
+        assert database.leaks == 0
+
+        # An error of the caller's own, raised after the connection died.
+        with pytest.raises(_RealError):
+            async with database.acquire() as conn:
+                with contextlib.suppress(StoreUnavailable, *db.STORE_ERRORS):
+                    await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+                raise _RealError("the error that matters")
+
+        async with database.acquire() as conn:  # the pool recovers
+            assert await conn.fetchval("SELECT 1") == 1
     finally:
         await database.close()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import echo
-from echo.bus.transport import RedisTransport
+from echo.bus import RedisTransport
 from echo.config import Settings, load_settings, project_path, redact_url
 from echo.errors import ConfigError
 from echo.org.agent import role_executors

@@ -10,3 +10,7 @@ SELECT pid,
 FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
 ORDER BY backend_start
+
+-- name: version
+-- The server's version, for `echoctl db status`.
+SHOW server_version

@@ -181,7 +181,7 @@ SELECT status FROM agent_tasks WHERE task_id = $1;
 
 -- name: list
 SELECT task_id, task_type, task_description, task_priority, status, assigned_role,
-       assigned_worker_id, retry_count, max_retries, error, cost_usd, created_at,
+       assigned_worker_id, attempt, retry_count, max_retries, error, cost_usd, created_at,
        started_at, completed_at, duration_sec
 FROM agent_tasks
 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR assigned_role = $2)
@@ -195,3 +195,12 @@ ORDER BY id;
 
 -- name: counts
 SELECT status, count(*) AS n FROM agent_tasks GROUP BY status;
+
+-- name: spend
+-- What the Claude runs of finished tasks cost, per role (NULL: tasks of no role).
+SELECT assigned_role AS role, count(*) AS runs, coalesce(sum(cost_usd), 0)::float8 AS cost_usd
+FROM agent_tasks WHERE cost_usd IS NOT NULL GROUP BY assigned_role ORDER BY assigned_role;
+
+-- name: installed
+-- Whether this namespace has a work queue at all (`echoctl worker` checks before serving).
+SELECT to_regclass('agent_tasks') IS NOT NULL;

@@ -1,4 +1,4 @@
--- Named queries of the collaborative workflow (echo/org/workflow.py). Each starts with
+-- Named queries of the collaborative workflow (echo/org/workflow/store.py: WorkflowStore). Each starts with
 -- `-- name: <name>`. Audit rows are written by the triggers of 006_workflow.sql.
 
 -- name: set_actor
@@ -21,15 +21,7 @@ UPDATE workflows SET message_id = $2 WHERE id = $1;
 
 -- name: open
 SELECT *, phase_deadline <= now() AS overdue FROM workflows
-WHERE phase NOT IN ('done', 'error') ORDER BY id;
-
--- name: mark_error
--- A permanent error in this workflow's step (011_failure_model.sql): it leaves the open
--- set with the reason. Guarded like `advance`: only from the phase the agent read.
-UPDATE workflows
-SET phase = 'error', error = $3, updated_at = now(), finished_at = now()
-WHERE id = $1 AND phase = $2
-RETURNING id;
+WHERE phase NOT IN ('done', 'cancelled', 'error') ORDER BY id;
 
 -- name: get
 SELECT *, phase_deadline <= now() AS overdue FROM workflows WHERE id = $1;
@@ -45,6 +37,22 @@ SET phase = $4, round = $5, consensus = coalesce($6, consensus), updated_at = no
     phase_deadline = now() + make_interval(secs => phase_timeout),
     finished_at = CASE WHEN $4 = 'done' THEN now() END
 WHERE id = $1 AND phase = $2 AND round = $3
+RETURNING id;
+
+-- name: cancel
+-- An operator stops an unfinished workflow; returns the phase it had (no row: it was
+-- finished already, or does not exist).
+UPDATE workflows AS w SET phase = 'cancelled', updated_at = now(), finished_at = now()
+FROM (SELECT id, phase FROM workflows WHERE id = $1 FOR UPDATE) AS before
+WHERE w.id = before.id AND before.phase NOT IN ('done', 'cancelled', 'error')
+RETURNING before.phase;
+
+-- name: mark_error
+-- A permanent error in this workflow's step (011_failure_model.sql): it leaves the open
+-- set with the reason. Guarded like `advance`: only from the phase the agent read.
+UPDATE workflows
+SET phase = 'error', error = $3, updated_at = now(), finished_at = now()
+WHERE id = $1 AND phase = $2
 RETURNING id;
 
 -- name: record_participant
@@ -90,3 +98,12 @@ FROM agent_tasks WHERE task_id = ANY($1::bigint[]) ORDER BY task_id;
 -- name: actions
 SELECT at, actor, action, details FROM agent_actions
 WHERE subject_type = 'workflow' AND subject_id = $1 ORDER BY id;
+
+-- name: proposal
+-- The workflow's start broadcast (the first message of its thread) and the roles that
+-- processed it (agent_inbox): what `echoctl train` checks about delivery.
+SELECT m.id, m.published_at,
+       coalesce(array_agg(i.role ORDER BY i.role) FILTER (WHERE i.role IS NOT NULL), '{}') AS reached
+FROM (SELECT id, published_at FROM messages WHERE thread_id = $1 ORDER BY id LIMIT 1) AS m
+LEFT JOIN agent_inbox AS i ON i.message_id = m.id
+GROUP BY m.id, m.published_at;

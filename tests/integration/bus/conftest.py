@@ -9,7 +9,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from echo.bus.envelope import StoredMessage
+from echo.bus import StoredMessage
 from echo.config import Settings
 from tests.helpers import wait_until
 

@@ -10,9 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from echo import db as dbmod
-from echo.bus.envelope import Message, parse_notice
-from echo.bus.publisher import Publisher
-from echo.bus.subscriber import Subscriber
+from echo.bus import Message, Publisher, Subscriber, parse_notice
 from echo.errors import InvalidMessage
 from tests.helpers import wait_until
 from tests.integration.bus.conftest import RawRedis, Recorder

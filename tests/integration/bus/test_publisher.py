@@ -10,10 +10,7 @@ from pathlib import Path
 import anyio
 
 from echo import db as dbmod
-from echo.bus.envelope import Message, Notice
-from echo.bus.publisher import OutboxRelay, Published, Publisher
-from echo.bus.store import Inserted
-from echo.bus.transport import RedisTransport
+from echo.bus import Inserted, Message, Notice, OutboxRelay, Published, Publisher, RedisTransport
 from echo.config import Settings
 from echo.embedded import EmbeddedRedis
 from echo.errors import TransportUnavailable
@@ -295,12 +292,27 @@ async def test_a_cancelled_waiter_neither_stalls_nor_is_written(db: dbmod.Databa
             await wait_until(lambda: inserts == 1)
             tg.start_soon(cancellable)  # queued first: next in line to lead
             tg.start_soon(one, "third")
-            await wait_until(lambda: len(pub._queue) == 2)
+            await wait_until(lambda: len(pub._batcher._queue) == 2)
             scope.cancel()
-            await wait_until(lambda: len(pub._queue) == 1)
+            await wait_until(lambda: len(pub._batcher._queue) == 1)
             gate.set()
     assert set(results) == {"first", "third"}
     assert results["third"].db_id > results["first"].db_id
     async with db.acquire() as conn:
         assert [r["subject"] for r in await conn.fetch("SELECT subject FROM messages ORDER BY id")
                 ] == ["first", "third"]
+
+
+async def test_publisher_runs_as_a_supervised_service(db: dbmod.Database, raw_redis: RawRedis) -> None:
+    """`run(task_status)`: the publisher is a child like every other component; stopping
+    it announces and marks what it committed."""
+    from echo.runtime import Service
+
+    pub = Publisher(db)
+    async with Service(pub.run, name="publisher") as service:
+        result = await pub.publish(msg("As a service"))
+        assert result.published is None  # returned at its commit
+    assert service.exit_reason == "shutdown"
+    _, payload = await raw_redis.next()
+    assert payload["db_id"] == result.db_id
+    assert await published_at(db, result.db_id) is not None

@@ -7,8 +7,7 @@ import asyncpg
 import pytest
 
 from echo import db as dbmod
-from echo.bus.envelope import Message
-from echo.bus.store import Inserted, MessageStore
+from echo.bus import Inserted, Message, MessageStore
 from echo.config import Settings
 from echo.errors import MigrationError
 from tests.helpers import wait_until

@@ -14,10 +14,7 @@ from typing import Any
 import anyio
 
 from echo import db as dbmod
-from echo.bus.envelope import MAX_NOTICE_BYTES, Message, Notice, StoredMessage
-from echo.bus.publisher import Publisher
-from echo.bus.subscriber import Subscriber
-from echo.bus.transport import RedisTransport
+from echo.bus import MAX_NOTICE_BYTES, Message, Notice, Publisher, RedisTransport, StoredMessage, Subscriber
 from echo.config import Settings
 from echo.embedded import EmbeddedPostgres, EmbeddedRedis
 from echo.errors import TransportUnavailable

@@ -5,8 +5,7 @@ from __future__ import annotations
 import anyio
 
 from echo import db as dbmod
-from echo.bus.envelope import Message, Notice, parse_notice
-from echo.bus.transport import NotifyTransport, Received, RedisTransport, Subscription
+from echo.bus import Message, Notice, NotifyTransport, Received, RedisTransport, Subscription, parse_notice
 from echo.config import Settings
 from echo.embedded import EmbeddedRedis
 from tests.integration.bus.conftest import wait_until

@@ -35,6 +35,7 @@ async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
 
     record = read_org(s)
     assert record is not None and record.state == "running"
+    pids_before = {r: record.agents[r].pid for r in ROLES}
     order = sorted(ROLES, key=lambda r: record.agents[r].started_at or "")
     assert order == ROLES  # staggered: each started after the previous one was ready
 
@@ -53,13 +54,22 @@ async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
     entries = [json.loads(line) for line in lines.stdout.splitlines()]
     assert any(e["fields"].get("role") == "cto" and "agent started" in e["message"] for e in entries)
 
-    async with db.acquire() as conn:  # the connection budget: pool of 1 + LISTEN
+    # The connection budget: pool of 1 + LISTEN + the lease keeper's own connection
+    # (renewals must not queue behind the role's writes).
+    async with db.acquire() as conn:
         held = dict(await conn.fetch(
             "SELECT application_name, count(*) FROM pg_stat_activity "
             "WHERE application_name LIKE $1 GROUP BY 1", f"echo-agent:{s.namespace}:%",
         ))
     assert set(held) == {f"echo-agent:{s.namespace}:{r}" for r in ROLES}
-    assert max(held.values()) <= 2, held
+    assert max(held.values()) <= 3, held
+
+    restarted = await run_cli(s, "restart", "cto")  # a person's restart: not a crash
+    assert restarted.returncode == 0 and "cto restarted (pid " in restarted.stdout, restarted.stderr
+    record = read_org(s)
+    assert record is not None and record.agents["cto"].restarts == 0
+    assert record.agents["cto"].pid not in (None, pids_before["cto"])
+    await wait_until(all_in(s, "healthy"), timeout=60, interval=0.1)
 
     pids = [record.agents[r].pid for r in ROLES] + [record.pid]
     stopped = await run_cli(s, "down")

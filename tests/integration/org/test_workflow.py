@@ -12,14 +12,19 @@ import signal
 from datetime import UTC, datetime
 from typing import Any
 
-from echo.commands.workflow import snapshot
 from echo.config import Settings
 from echo.db import Database
 from echo.org.state import read_org
+from echo.org.workflow import WorkflowStore
 from tests import helpers as org_tests
 from tests.helpers import run_cli, wait_until
 
 ROLES = ["ceo", "cto", "chro"]
+
+
+async def snapshot(db: Database, workflow_id: str) -> dict[str, Any]:
+    """Everything about one workflow, as plain data (what `workflow show --json` holds)."""
+    return (await WorkflowStore(db).detail(workflow_id)).model_dump()
 NO_CLAUDE = {"ECHO_CLAUDE_BIN": "/nonexistent/claude"}
 
 

@@ -5,28 +5,24 @@ from __future__ import annotations
 import contextlib
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from echo.bus.envelope import (
-    DEFAULT_ROLES,
+from echo.bus import (
     MAX_NOTICE_BYTES,
-    MAX_SUBJECT_CHARS,
     Kind,
     Message,
     Notice,
-    check_role,
     decision_channel,
-    known_roles,
     parse_notice,
     valid_channel,
     wire_channel,
     workflow_channel,
 )
-from echo.errors import InvalidMessage, UnknownRole, UsageError
+from echo.bus.envelope import MAX_SUBJECT_CHARS
+from echo.errors import InvalidMessage, UsageError
 
 
 def test_defaults_route_by_recipient() -> None:
@@ -82,17 +78,6 @@ def test_channel_forms() -> None:
     for bad in ("messages:", "messages:CTO", "decisions:", "other:1", "health:x", ""):
         assert not valid_channel(bad), bad
     assert workflow_channel("w1") == "workflow:w1"
-
-
-def test_roles_come_from_agents_dir_else_defaults(tmp_path: Path) -> None:
-    assert known_roles(tmp_path / "missing") == list(DEFAULT_ROLES)
-    (tmp_path / "agents" / "cfo").mkdir(parents=True)
-    (tmp_path / "agents" / "cfo" / "role.toml").write_text("")
-    (tmp_path / "agents" / "notarole").mkdir()
-    assert known_roles(tmp_path / "agents") == ["cfo"]
-    assert check_role("all", tmp_path / "agents", allow=("all",)) == "all"
-    with pytest.raises(UnknownRole, match="cfo"):
-        check_role("cto", tmp_path / "agents")
 
 
 def test_notice_round_trip() -> None:

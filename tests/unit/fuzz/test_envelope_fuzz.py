@@ -10,16 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from echo.bus.envelope import (
-    HARD_MAX_BODY_BYTES,
-    MAX_NOTICE_BYTES,
-    MAX_SUBJECT_CHARS,
-    ROLE_RE,
-    Message,
-    Notice,
-    parse_notice,
-    valid_channel,
-)
+from echo.bus import MAX_NOTICE_BYTES, Message, Notice, parse_notice, valid_channel
+from echo.bus.channels import ROLE_RE
+from echo.bus.envelope import HARD_MAX_BODY_BYTES, MAX_SUBJECT_CHARS
 from echo.errors import InvalidMessage
 from tests.unit.fuzz.strategies import hostile_text, json_values, notice_dicts, wire_payloads
 

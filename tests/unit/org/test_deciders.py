@@ -3,16 +3,13 @@ keyword and template fallbacks, and the training scenarios against the real role
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from echo.commands.workflow import check_scenario, load_scenario
 from echo.config import project_path
-from echo.errors import ConfigError, UsageError
 from echo.org import deciders
 from echo.org.roles import load_roles
 from echo.org.workflow import consensus, post_uuid
+from echo.org.workflow.training import Scenario
 
 ROLES = load_roles(project_path("agents"))
 
@@ -84,23 +81,8 @@ def test_prompts_render_and_carry_their_step_marker() -> None:
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in project_path("training").glob("*.toml")))
 def test_training_scenarios_hold_under_the_keyword_fallback(name: str) -> None:
-    _, spec = load_scenario(name)
-    expect = spec.get("expect") or {}
+    _, spec = Scenario.load(name)
     joined = {r for r, role in ROLES.items()
-              if deciders.keyword_select(role, spec["subject"], spec.get("body", ""))["participate"]}
-    assert set(expect.get("participants", [])) <= joined
-    assert not set(expect.get("absent", [])) & joined
-
-
-def test_scenario_files_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="no scenario"):
-        load_scenario("no_such_scenario")
-    bad = tmp_path / "bad.toml"
-    bad.write_text('subject = "x"\n[expect]\nwinner = "cto"\n')
-    with pytest.raises(ConfigError, match="winner"):
-        load_scenario(str(bad))
-    data = {"workflow": {"phase": "done"}, "participants": [{"role": "cto", "participate": True}],
-            "decision": {"outcome": "approved", "tasks": [{"role": "cto"}]}}
-    checks = check_scenario({"participants": ["cto"], "absent": ["chro"], "outcome": "rejected",
-                             "tasks_for": ["cto"]}, data)
-    assert [ok for ok, _ in checks] == [True, True, True, False, True]
+              if deciders.keyword_select(role, spec.subject, spec.body)["participate"]}
+    assert set(spec.expect.participants) <= joined
+    assert not set(spec.expect.absent) & joined

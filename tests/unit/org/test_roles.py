@@ -8,7 +8,7 @@ import pytest
 
 from echo.config import project_path
 from echo.errors import ConfigError, UnknownRole
-from echo.org.roles import load_role, load_roles, role_names
+from echo.org.roles import check_role, load_role, load_roles, role_names
 
 AGENTS = project_path("agents")
 
@@ -62,3 +62,18 @@ def test_bad_role_file_is_one_line(tmp_path: Path, text: str, fragment: str) -> 
     with pytest.raises(ConfigError) as info:
         load_role(tmp_path, "bad")
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_roles_are_the_folders_with_a_role_toml(tmp_path: Path) -> None:
+    assert role_names(tmp_path / "missing") == []
+    with pytest.raises(UnknownRole, match="no roles found under"):
+        check_role("cto", tmp_path / "missing")
+    (tmp_path / "agents" / "cfo").mkdir(parents=True)
+    (tmp_path / "agents" / "cfo" / "role.toml").write_text("")
+    (tmp_path / "agents" / "notarole").mkdir()
+    assert role_names(tmp_path / "agents") == ["cfo"]
+    assert check_role("all", tmp_path / "agents", allow=("all",)) == "all"
+    with pytest.raises(UnknownRole, match=r"known roles: cfo$"):
+        check_role("cto", tmp_path / "agents")
+    with pytest.raises(UnknownRole, match="known roles: cfo, operator"):
+        check_role("../cfo", tmp_path / "agents", allow=("operator",))

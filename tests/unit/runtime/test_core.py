@@ -139,3 +139,33 @@ async def test_base_process_is_a_valid_minimal_child() -> None:
     process = await Process(name="bare").start()
     assert await process.wait() == NORMAL
     assert "bare" in repr(process)
+
+
+async def test_a_raising_monitor_callback_does_not_break_the_exit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bug 3: one bad callback must not hide the exit from the others, links or waiters."""
+    target = await Probe("target").start()
+    seen: list[Down] = []
+
+    def explode(down: Down) -> None:
+        raise RuntimeError("callback bug")
+
+    monitor(target, explode)
+    monitor(target, seen.append)
+    peer = await Probe("peer").start()
+    peer.link(target)
+    waited: list[object] = []
+
+    async def waiter() -> None:
+        waited.append(await target.wait())
+
+    with caplog.at_level("ERROR", logger="echo.runtime"), anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            await crash(target)
+    assert [type(r) for r in waited] == [Crash]
+    assert [type(d.reason) for d in seen] == [Crash]
+    assert isinstance(await peer.wait(), Crash)
+    assert any("monitor callback" in r.getMessage() and r.exc_info for r in caplog.records)

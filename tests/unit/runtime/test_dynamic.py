@@ -13,6 +13,7 @@ from echo.runtime import (
     StartError,
     SupervisorEscalation,
     UnknownChild,
+    gave_up,
 )
 
 from .helpers import Crash, Probe, crash
@@ -79,7 +80,7 @@ async def test_intensity_escalates() -> None:
     child = (await sup.which_children())[0].process
     assert child is not None
     await crash(child)
-    reason = await sup.wait()
+    reason = gave_up(await sup.wait())
     assert isinstance(reason, SupervisorEscalation) and reason.child_id == "a"
 
 

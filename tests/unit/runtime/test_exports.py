@@ -13,7 +13,8 @@ EXPECTED = {
     "MaxChildrenReached", "MonitorRef", "NORMAL", "OSProcess", "Process", "ProcessExited",
     "Registry", "RuntimeFault", "SHUTDOWN", "Service", "Shutdown", "StartError", "StartTimeout",
     "Supervisor", "SupervisorBase", "SupervisorEscalation", "Task", "TaskTimeout",
-    "UnexpectedMessage", "UnknownChild", "demonitor", "is_normal", "link", "monitor", "unlink",
+    "UnexpectedMessage", "UnknownChild", "demonitor", "gave_up", "is_normal", "link", "monitor",
+    "unlink",
 }  # fmt: skip
 
 

@@ -176,3 +176,43 @@ async def test_stop_during_readiness_wait_fails_the_start() -> None:
         with pytest.raises(StartError):
             await process.start()
     assert process.pid is not None and reaped(process.pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+async def test_die_with_parent_sets_the_death_signal_and_hands_over_the_parent_pipe(
+    tmp_path: Path,
+) -> None:
+    # The child reports the kernel's record of its death signal, then waits on the pipe.
+    script = (
+        "import ctypes, os, anyio; from echo.runtime.deathsig import watch_parent; "
+        "v = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0); "
+        "print('ready', v.value, os.environ['ECHO_PARENT_FD'], flush=True); "
+        "anyio.run(watch_parent, int(os.environ['ECHO_PARENT_FD'])); print('parent gone')"
+    )
+    log = tmp_path / "child.log"
+    proc = OSProcess([PY, "-c", script], ready=r"^ready", log_path=log, die_with_parent=True)
+    await proc.start()
+    fields = log.read_text().split()
+    assert fields[0] == "ready" and int(fields[1]) == 9  # SIGKILL
+    assert fields[2].isdigit()
+    await proc.stop()
+
+
+async def test_watch_parent_returns_when_the_write_end_closes() -> None:
+    from echo.runtime.deathsig import parent_pipe
+
+    read, write = parent_pipe()
+    script = ("import sys, anyio; from echo.runtime.deathsig import watch_parent; "
+              "anyio.run(watch_parent, int(sys.argv[1])); print('parent gone', flush=True)")
+    child = await anyio.open_process([PY, "-c", script, str(read)], pass_fds=(read,))
+    os.close(read)
+    try:
+        os.close(write)  # what the kernel does when the parent dies
+        assert child.stdout is not None
+        out = await child.stdout.receive()
+        assert out.strip() == b"parent gone"
+        assert await child.wait() == 0
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()

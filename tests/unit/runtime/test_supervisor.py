@@ -18,6 +18,8 @@ from echo.runtime import (
     Supervisor,
     SupervisorEscalation,
     UnknownChild,
+    gave_up,
+    is_normal,
 )
 
 from .helpers import Crash, Probe, crash
@@ -144,7 +146,7 @@ async def test_intensity_exceeded_stops_children_in_reverse_and_escalates() -> N
     b = (await processes(sup))["b"]
     assert b is not None
     await crash(b, Crash("last"))
-    reason = await sup.wait()
+    reason = gave_up(await sup.wait())
     assert isinstance(reason, SupervisorEscalation)
     assert reason.child_id == "b" and reason.restarts == 4 and reason.intensity == 4
     assert str(reason.last_error) == "last"
@@ -181,8 +183,8 @@ async def test_escalation_fails_upward_through_nested_supervisors_and_run() -> N
         with pytest.raises(SupervisorEscalation) as info:
             await outer.run()
     assert info.value.child_id == "inner"
-    assert isinstance(info.value.last_error, SupervisorEscalation)
-    assert info.value.last_error.child_id == "x"
+    inner_gave_up = gave_up(info.value.last_error)  # ("shutdown", escalation): a shutdown
+    assert inner_gave_up is not None and inner_gave_up.child_id == "x"
 
 
 async def test_nested_supervisor_is_restarted_by_its_parent() -> None:
@@ -232,7 +234,7 @@ async def test_a_child_that_fails_to_restart_counts_as_failing_again() -> None:
     child = (await processes(sup))["flaky"]
     assert child is not None
     await crash(child)
-    reason = await sup.wait()
+    reason = gave_up(await sup.wait())
     assert isinstance(reason, SupervisorEscalation)
     assert len(attempts) == 3  # the start, then two restarts that failed in init
     assert str(reason.last_error) == "init"
@@ -336,7 +338,7 @@ def test_random_crashes_match_the_intensity_model(
             assert victim is not None
             await crash(victim)
             if len(restarts) > max_restarts:
-                reason = await sup.wait()
+                reason = gave_up(await sup.wait())
                 assert isinstance(reason, SupervisorEscalation)
                 assert reason.child_id == label
                 assert reason.intensity == len(restarts)
@@ -356,3 +358,25 @@ def test_random_crashes_match_the_intensity_model(
         await sup.stop()
 
     anyio.run(scenario)
+
+
+async def test_a_transient_child_supervisor_that_gives_up_is_not_restarted() -> None:
+    """Bug 7, as OTP: a supervisor past its intensity exits with ``shutdown`` (carrying
+    the escalation), so a ``transient`` parent spec leaves it down; the details stay."""
+    inner_spec = ChildSpec("inner", lambda: Supervisor(specs([], "x"), max_restarts=0),
+                           restart="transient")
+    async with Supervisor([inner_spec, *specs([], "sibling")]) as outer:
+        inner = (await processes(outer))["inner"]
+        assert isinstance(inner, Supervisor)
+        x = (await processes(inner))["x"]
+        assert x is not None
+        await crash(x, Crash("leaf"))
+        reason = await inner.wait()
+        assert isinstance(reason, tuple) and reason[0] == "shutdown"
+        assert is_normal(reason)
+        escalation = gave_up(reason)
+        assert escalation is not None and escalation.child_id == "x"
+        assert str(escalation.last_error) == "leaf"
+        await outer.count_children()  # the Down has been handled by now
+        assert (await processes(outer))["inner"] is None
+        assert outer.alive

@@ -1,0 +1,463 @@
+"""The one API for users of an organisation: what the CLI and the console call.
+
+In the spirit of procrastinate's `App`: one object, built from `Settings`, that owns
+its connections and offers the operations people perform, with typed results.
+
+    async with Client(settings) as c:
+        sent = await c.broadcast("Q3 plan", "Move the API", sender="ceo")
+        sent.db_id, sent.receivers
+        task = await c.submit_task("Summarise the plan", role="cto")
+        detail = await c.workflow("wf-1")            # WorkflowDetail
+        status = await c.status()                    # OrgStatus, per agent
+
+The client opens its database pool on first use (so `status` works with Postgres
+down) and its publisher on the first send, and closes both on exit. It holds no
+SQL: queries live in shared/sql/queries/*.sql behind the stores (`MessageStore`,
+`TaskQueue`, `WorkflowStore`). Every operation on a namespace that has not been
+migrated says so in one line (`MigrationError`), whichever table it touches first.
+Input is checked before anything is written; bad input raises a `UsageError` leaf.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+
+import anyio
+from pydantic import BaseModel
+
+from echo import db
+from echo.bus import ALL, Kind, Message, MessageStore, Published, Publisher, StoredMessage
+from echo.config import Settings
+from echo.errors import EchoError, NotFound, UsageError
+from echo.org import control
+from echo.org.health import read_health_file
+from echo.org.overview import RoleOverview, role_overview
+from echo.org.roles import NON_AGENT_SENDERS, check_role, load_role, role_names
+from echo.org.status import (
+    STALE_AFTER,
+    AgentStatus,
+    ClaudeMode,
+    OrgInfo,
+    OrgStatus,
+    claude_mode,
+    collect_status,
+)
+from echo.org.worker import executors as worker_executors
+from echo.org.worker import run_worker
+from echo.org.workflow import (
+    QUORUMS,
+    Decision,
+    Delivery,
+    Phase,
+    Workflow,
+    WorkflowDetail,
+    WorkflowStore,
+    post_uuid,
+)
+from echo.work import STATUSES, NewTask, TaskQueue
+
+
+class SendKind(StrEnum):
+    """The kinds a person may send; the others (vote, decision, health, system) are
+    what the agents write themselves."""
+
+    BROADCAST = "broadcast"
+    DIRECT = "direct"
+    PROPOSAL = "proposal"
+    DISCUSSION = "discussion"
+    TASK = "task"
+    STATUS = "status"
+
+
+
+
+class NoAgentsUp(EchoError):
+    """A workflow needs running agents, and none is up."""
+
+
+# ---------------------------------------------------------------- results
+
+
+class Sent(BaseModel):
+    """A message stored (`db_id`) and how its announcement went. `receivers` is how
+    many subscribers Redis reached; None over NOTIFY, which cannot count them."""
+
+    db_id: int
+    channel: str
+    receivers: int | None
+    published: bool
+    transport: str
+
+
+class Submitted(BaseModel):
+    """A task in the queue; `created` is False when its dedupe key was already held."""
+
+    task_id: int
+    created: bool
+
+
+class TaskSummary(BaseModel):
+    """One task as `tasks list` shows it. `attempt` counts the runs that started."""
+
+    task_id: int
+    task_type: str
+    task_description: str
+    task_priority: int
+    status: str
+    assigned_role: str | None = None
+    assigned_worker_id: str | None = None
+    retry_count: int
+    max_retries: int
+    error: str | None = None
+    cost_usd: float | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_sec: float | None = None
+    attempt: int = 0
+
+
+class TaskEvent(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    details: Any = None
+
+
+class TaskDetail(BaseModel):
+    """Every column of one task, and its audit trail (oldest first)."""
+
+    task: dict[str, Any]
+    history: list[TaskEvent]
+
+
+class Inbox(BaseModel):
+    """One role's cursor and what it has not read yet."""
+
+    role: str
+    title: str
+    state: str
+    cursor: int
+    unread: list[StoredMessage]
+
+
+__all__ = [
+    "AgentStatus", "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus", "RoleOverview",
+    "SendKind", "Sent", "Submitted", "TaskDetail", "TaskEvent", "TaskSummary", "claude_mode",
+    "normalise_workflow_id", "run_worker", "worker_executors",
+]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def normalise_workflow_id(value: str) -> str:
+    """`12` and `wf-12` name the same workflow."""
+    return f"wf-{value}" if value.isdigit() else value
+
+
+class Client:
+    """The operations users perform on one organisation (`settings.namespace`)."""
+
+    def __init__(self, settings: Settings, *, database: db.Database | None = None) -> None:
+        self.settings = settings
+        self._db = database
+        self._owns_db = database is None
+        self._publisher: Publisher | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the publisher (its announcements flushed) and the pool this client opened."""
+        try:
+            await self._stack.aclose()
+        finally:
+            self._publisher = None
+            if self._owns_db and self._db is not None:
+                await self._db.close()
+                self._db = None
+
+    # ------------------------------------------------------------ plumbing
+
+    async def database(self) -> db.Database:
+        """The client's pool, opened on first use."""
+        if self._db is None:
+            self._db = await db.Database.open(self.settings, min_size=0, max_size=2)
+        return self._db
+
+    async def open_publisher(self) -> None:
+        """Open the publisher now, in the calling task. Its background tasks belong to the
+        task that opens it, so a server (the console) calls this at start, not from
+        inside one request; a command line client lets the first send open it."""
+        if self._publisher is None:
+            self._publisher = await self._stack.enter_async_context(Publisher(await self.database()))
+
+    async def _publish(self, message: Message, *, confirm: bool = False) -> Published:
+        await self.open_publisher()
+        assert self._publisher is not None
+        return await self._publisher.publish(message, confirm=confirm)
+
+    @contextlib.contextmanager
+    def _migrated(self) -> Iterator[None]:
+        """One line, not a traceback, on a namespace that has not been migrated."""
+        with db.schema_guard(self.settings.namespace):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _workflows(self) -> AsyncIterator[WorkflowStore]:
+        with self._migrated():
+            yield WorkflowStore(await self.database())
+
+    @contextlib.asynccontextmanager
+    async def _queue(self) -> AsyncIterator[TaskQueue]:
+        with self._migrated():
+            yield TaskQueue(await self.database())
+
+    # ------------------------------------------------------------ the bus
+
+    def message(self, subject: str, body: str | None = None, *, sender: str = "operator",
+                to: str = ALL, kind: str = SendKind.BROADCAST) -> Message:
+        """The message `broadcast` would send, fully validated (a `UsageError` leaf if not)."""
+        s = self.settings
+        check_role(sender, s.agents_dir, allow=NON_AGENT_SENDERS)
+        check_role(to, s.agents_dir, allow=(ALL,))
+        if kind not in set(SendKind):
+            raise UsageError(f"kind {kind!s} is not one a person sends; use one of: "
+                             f"{', '.join(SendKind)}")
+        chosen = Kind(str(kind))
+        return Message.build(
+            from_role=sender, to_role=to, subject=subject,
+            kind=chosen if to == ALL or chosen != Kind.BROADCAST else Kind.DIRECT,
+            body={} if body is None else {"text": body}, max_body_bytes=s.max_body_bytes)
+
+    async def broadcast(self, subject: str, body: str | None = None, *, sender: str = "operator",
+                        to: str = ALL, kind: str = SendKind.BROADCAST) -> Sent:
+        """Publish to every role (`to="all"`) or one role: stored, then announced.
+
+        Returns once the announcement went out (or was left to the outbox relay), with
+        the `db_id` and how many receivers Redis reached (NOTIFY cannot count: 0)."""
+        message = self.message(subject, body, sender=sender, to=to, kind=kind)
+        with self._migrated():
+            result = await self._publish(message, confirm=True)
+        receivers = None if result.transport == "notify" else result.receivers
+        return Sent(db_id=result.db_id, channel=message.channel, receivers=receivers,
+                    published=result.published, transport=result.transport)
+
+    async def messages(self, *, role: str | None = None, after: int | None = None,
+                       limit: int = 20) -> list[StoredMessage]:
+        """Messages oldest first: those after id `after`, else the latest `limit`;
+        with `role`, only what it sent or received (direct or broadcast)."""
+        if role is not None:
+            check_role(role, self.settings.agents_dir, allow=NON_AGENT_SENDERS)
+        with self._migrated():
+            return await MessageStore(await self.database()).list_messages(
+                role=role, since=after, limit=limit)
+
+    async def inbox(self, role: str) -> Inbox:
+        """A role's cursor and its unread messages (what `agents/<role>/<role>` prints)."""
+        from echo.bus import broadcast_channel, role_channel
+
+        chosen = load_role(self.settings.agents_dir, role)
+        with self._migrated():
+            store = MessageStore(await self.database())
+            cursor = await store.read_cursor(role)
+            unread = await store.fetch_after(cursor, [broadcast_channel(), role_channel(role)],
+                                             limit=50)
+        health = read_health_file(self.settings, role, STALE_AFTER)
+        return Inbox(role=role, title=chosen.title, state=health.state if health else "not running",
+                     cursor=cursor, unread=list(unread))
+
+    async def overview(self, role: str) -> RoleOverview:
+        """What a role is up to: its state, unread and recent messages, running and
+        pending tasks (what `echoctl agent ROLE` prints)."""
+        chosen = load_role(self.settings.agents_dir, role)
+        with self._migrated():
+            return await role_overview(self.settings, await self.database(), chosen,
+                                       stale_after=STALE_AFTER)
+
+    # ------------------------------------------------------------ tasks
+
+    async def submit_task(self, description: str, *, role: str | None = None, priority: int = 0,
+                          timeout_seconds: int = 300, max_retries: int = 3,
+                          task_type: str = "claude",
+                          dedupe_key: str | None = None,
+                          payload: dict[str, Any] | None = None) -> Submitted:
+        """Queue a task (for a role's workers when `role` is given)."""
+        if role is not None:
+            check_role(role, self.settings.agents_dir)
+        task = NewTask(description, task_type=task_type, priority=priority, role=role,
+                       timeout_seconds=timeout_seconds, max_retries=max_retries,
+                       dedupe_key=dedupe_key,
+                       payload=payload or {})
+        task.check()
+        async with self._queue() as q:
+            made = (await q.enqueue_many([task]))[0]
+        return Submitted(task_id=made.task_id, created=made.created)
+
+    async def tasks(self, *, status: str | None = None, role: str | None = None,
+                    limit: int = 50) -> list[TaskSummary]:
+        """The latest tasks, newest first, optionally of one status or role."""
+        if status is not None and status not in STATUSES:
+            raise UsageError(f"unknown status {status!r}; use {', '.join(STATUSES)}")
+        async with self._queue() as q:
+            rows = await q.list(status=status, role=role, limit=limit)
+        return [TaskSummary.model_validate(r) for r in rows]
+
+    async def task(self, task_id: int) -> TaskDetail:
+        """One task (every column) and its audit trail; `NotFound` if there is none."""
+        async with self._queue() as q:
+            row = await q.get(task_id)
+            history = await q.history(task_id)
+        return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history])
+
+    async def cancel_task(self, task_id: int) -> str:
+        """Cancel a pending or running task; returns the status it had."""
+        async with self._queue() as q:
+            return await q.cancel(task_id, actor="operator")
+
+    async def retry_task(self, task_id: int) -> None:
+        """Queue a failed, dead or cancelled task again, with its retries reset."""
+        async with self._queue() as q:
+            await q.requeue(task_id, actor="operator")
+
+    async def task_counts(self) -> dict[str, int]:
+        """How many tasks are in each status (every status, zeros included)."""
+        async with self._queue() as q:
+            return await q.counts()
+
+    async def spend(self) -> list[dict[str, Any]]:
+        """The recorded cost of task runs per role: `{"role", "runs", "cost_usd"}`."""
+        async with self._queue() as q:
+            return await q.spend()
+
+    async def latest_message_id(self) -> int:
+        """The highest message id committed (0 for none): a cheap probe of the database."""
+        with self._migrated():
+            return await MessageStore(await self.database()).max_id()
+
+    # ------------------------------------------------------------ workflows
+
+    async def live_roles(self) -> list[str]:
+        """The known roles whose agent is up now (a fresh heartbeat)."""
+        known = role_names(self.settings.agents_dir)
+        async with self._workflows() as store:
+            up = await store.up_roles()
+        return [r for r in known if r in up]
+
+    async def start_workflow(self, subject: str, *, body: str = "", sender: str = "operator",
+                             rounds: int = 2, quorum: str = "majority",
+                             decider_timeout: float = 30.0, phase_timeout: float = 120.0,
+                             roles: list[str] | None = None) -> Workflow:
+        """Create a workflow and broadcast it to the agents that are up, who self-select.
+
+        Bad input is refused before anything is written; with no agent up this raises
+        `NoAgentsUp` (nobody would ever move it on)."""
+        s = self.settings
+        check_role(sender, s.agents_dir, allow=NON_AGENT_SENDERS)
+        if not role_names(s.agents_dir):
+            raise UsageError(f"no roles found under {s.agents_dir}; set ECHO_AGENTS_DIR")
+        if quorum not in QUORUMS:
+            raise UsageError(f"unknown quorum {quorum!r}; use {' or '.join(QUORUMS)}")
+        Message.build(from_role=sender, subject=f"[wf-0000000000] {subject}", body={"text": body},
+                      max_body_bytes=s.max_body_bytes)  # InvalidMessage names the problem
+        asked = roles if roles is not None else await self.live_roles()
+        if not asked:
+            raise NoAgentsUp("no agent is up to take part: start the organisation with "
+                             "`echoctl up --detach` (then `echoctl status`), and start the "
+                             "workflow again")
+        async with self._workflows() as store:
+            workflow_id = await store.create(
+                subject=subject, body=body, started_by=sender, roles=asked, rounds=rounds,
+                quorum=quorum, decider_timeout=decider_timeout, phase_timeout=phase_timeout)
+            message = Message.build(
+                uuid=post_uuid(workflow_id, "start"), kind=Kind.BROADCAST, from_role=sender,
+                thread_id=workflow_id, subject=f"[{workflow_id}] {subject}",
+                body={"workflow": workflow_id, "text": body}, max_body_bytes=s.max_body_bytes)
+            published = await self._publish(message)
+            await store.set_message(workflow_id, published.db_id)
+            wf = await store.get(workflow_id)
+        assert wf is not None
+        return wf
+
+    async def wait_workflow(self, workflow_id: str, within: float = 600.0) -> Workflow:
+        """Follow a workflow until it is finished (done or cancelled); one that ends in
+        `error` raises `EchoError` with its reason."""
+        workflow_id = normalise_workflow_id(workflow_id)
+        phase = "unknown"
+        async with self._workflows() as store:
+            with anyio.move_on_after(within):
+                while True:
+                    wf = await store.get(workflow_id)
+                    if wf is None:
+                        raise NotFound(f"no workflow {workflow_id!r}; `echoctl workflow list` lists them")
+                    if wf.phase == Phase.ERROR:
+                        raise EchoError(f"workflow {workflow_id} failed: {wf.error}; `echoctl "
+                                        f"workflow show {workflow_id}` has its timeline")
+                    if wf.phase.final:
+                        return wf
+                    phase = str(wf.phase)
+                    await anyio.sleep(0.2)
+        raise EchoError(
+            f"workflow {workflow_id} is still {phase} after {within:g}s; are the agents up "
+            f"(`echoctl status`)? `echoctl workflow show {workflow_id}` follows it")
+
+    async def workflows(self, limit: int = 20) -> list[Workflow]:
+        """Workflows, newest first."""
+        async with self._workflows() as store:
+            return await store.recent(limit)
+
+    async def workflow(self, workflow_id: str) -> WorkflowDetail:
+        """One workflow with its participants, thread, decision, tasks and timeline."""
+        async with self._workflows() as store:
+            return await store.detail(normalise_workflow_id(workflow_id))
+
+    async def cancel_workflow(self, workflow_id: str) -> Phase:
+        """Cancel an unfinished workflow; returns the phase it was in. Its pending tasks
+        are left to the queue (`tasks cancel`)."""
+        workflow_id = normalise_workflow_id(workflow_id)
+        async with self._workflows() as store:
+            before = await store.cancel(workflow_id, actor="operator")
+            if before is None:
+                wf = await store.get(workflow_id)
+                if wf is None:
+                    raise NotFound(f"no workflow {workflow_id!r}; `echoctl workflow list` lists them")
+                raise UsageError(f"workflow {workflow_id} is already {wf.phase}; only an "
+                                 "unfinished workflow can be cancelled")
+        return before
+
+    async def workflow_delivery(self, workflow_id: str) -> Delivery:
+        """Whether a workflow's proposal was stored, announced, and who processed it."""
+        async with self._workflows() as store:
+            return await store.delivery(normalise_workflow_id(workflow_id))
+
+    async def decisions(self, limit: int = 20) -> list[Decision]:
+        """The decisions the CEO wrote, newest first."""
+        async with self._workflows() as store:
+            return await store.decisions(limit)
+
+    # ------------------------------------------------------------ the organisation
+
+    async def status(self, *, remote: bool = True) -> OrgStatus:
+        """Each agent: role, pid, state, uptime, restarts, heartbeat age, inbox lag,
+        running tasks, degraded reason. From the state directory (this machine's
+        organisation) and, with `remote`, Postgres (agents on other machines)."""
+        return await collect_status(self.settings, remote=remote)
+
+    async def restart_agent(self, role: str) -> int | None:
+        """Restart one agent of the running organisation (a person's restart, not a
+        crash: not counted against the restart intensity). Returns its new pid."""
+        load_role(self.settings.agents_dir, role)
+        answer = await control.request(self.settings, {"command": "restart", "role": role})
+        pid = answer.get("pid")
+        return int(pid) if pid else None

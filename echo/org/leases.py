@@ -1,0 +1,347 @@
+"""Role leases: one active agent process per role, standbys elsewhere, fencing by epoch.
+
+OTP runs a distributed application on exactly one node and moves it when that node
+dies; ECHO does the same per role with Postgres as the arbiter. Each agent process
+has a `LeaseKeeper`. It holds the role's lease row (shared/sql/009_role_leases.sql)
+or waits for it as a **standby**:
+
+- **Acquire**: a standby takes the role when no one holds it or the lease expired,
+  by the database's clock (`now()`), never a node's. Each takeover increments the
+  lease's `epoch`.
+- **Renew**: the owner renews every `lease_renew_interval` (1 s); a renewal extends
+  the lease to `now() + lease_seconds` (5 s) in the database.
+- **The owner's rule**: it acts only while `monotonic() < t + lease_seconds`, where
+  `t` is the moment, on its own monotonic clock, it *sent* the last renewal the
+  database confirmed. The database set the expiry at a time no earlier than `t`,
+  so the owner stops acting no later than the database lets anyone else start
+  (clock *rate* drift aside; a clock's *offset* does not matter). With the database
+  down, that is at most `lease_seconds` after the last good renewal.
+- **Fencing**: the role's tree writes through connections opened with the startup
+  setting `echo.fence = role/epoch/holder`; a statement trigger refuses every write
+  as the role once that epoch is no longer the role's unexpired lease (`LeaseLost`).
+  So an owner that was paused (SIGSTOP, a long GC, a partition) writes nothing after
+  the new owner took over, even before it notices.
+- **Release**: a clean stop (`down`, SIGTERM) releases the lease at once, so a
+  standby elsewhere takes over at its next poll rather than at expiry.
+- **Hand-over** (`--prefer ROLE`): a standby on a node that prefers the role asks
+  for it after `lease_takeover_grace`; the owner (if its node does not prefer it
+  too) stops its tree and passes the lease to the asker in one statement, so the
+  role always has a holder.
+
+A standby polls at most every `lease_renew_interval`, and sleeps only until the
+current lease would expire, so a takeover after a SIGKILL comes about
+`lease_seconds` after the last renewal plus the tree's start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from echo import db
+from echo.config import Settings
+from echo.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+_Q = db.load_queries("leases")
+
+STANDBY, ACTIVE = "standby", "active"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The role held at `epoch` by the agent process `holder`."""
+
+    role: str
+    holder: str
+    epoch: int
+
+    @property
+    def fence(self) -> str:
+        """The `echo.fence` startup setting of the connections that act as the role."""
+        return f"{self.role}/{self.epoch}/{self.holder}"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a role, as a standby sees it."""
+
+    holder: str | None
+    node: str
+    pid: int
+    epoch: int
+    held: bool
+    expires_in: float
+    wanted_by: str | None = None
+
+
+#: What the keeper's caller runs while it holds the lease: the role's tree. It returns
+#: when `quit` is set or the tree ended; its result is the tree's exit reason.
+Act = Callable[[Lease, anyio.Event], Awaitable[object]]
+
+
+class LeaseKeeper:
+    """Holds one role's lease for one agent process, or stands by for it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        role: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.role = role
+        self.node = settings.node
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.holder = uuid.uuid4().hex
+        self.clock = clock
+        self.preferred = role in settings.preferred_roles
+        self.db: db.Database | None = None
+        self.state = STANDBY
+        self.lease: Lease | None = None
+        self.valid_until = 0.0
+        self.last_error: str | None = None
+        self.quit_reason: str | None = None
+
+    async def open(self) -> None:
+        """Its own small pool, unfenced, so a slow write of the tree never holds up a
+        renewal (a lazy pool: opening works with the database down)."""
+        self.db = await db.Database.open(self.settings, min_size=0, max_size=1)
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await self.db.close()
+
+    # -- statements -------------------------------------------------------------------
+
+    async def _run(self, name: str, *args: Any, fetch: str = "execute") -> Any:
+        assert self.db is not None, "call open() first"
+        try:
+            with anyio.fail_after(self.settings.command_timeout):
+                async with self.db.acquire() as conn:
+                    return await getattr(conn, fetch)(_Q[name], *args)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the database did not answer within {self.settings.command_timeout:g} s"
+            ) from None
+
+    async def try_acquire(self) -> Lease | None:
+        """Take the role if it is free or its lease expired."""
+        sent = self.clock()
+        epoch = await self._run("acquire", self.role, self.holder, self.node, self.pid,
+                                self.settings.lease_seconds, fetch="fetchval")
+        if epoch is None:
+            return None
+        return self._confirmed(Lease(self.role, self.holder, int(epoch)), sent)
+
+    async def renew(self) -> tuple[bool, str | None]:
+        """(still held, the live standby asking for the role if any)."""
+        assert self.lease is not None
+        sent = self.clock()
+        rows = await self._run("renew", self.role, self.holder, self.lease.epoch,
+                               self.settings.lease_seconds, fetch="fetch")
+        if not rows:
+            return False, None
+        self._confirmed(self.lease, sent)
+        return True, rows[0]["wanted_by"]
+
+    async def release(self) -> None:
+        if self.lease is not None:
+            await self._run("release", self.role, self.holder, self.lease.epoch)
+            log.info("%s: released the lease (epoch %s)", self.role, self.lease.epoch)
+        self.lease, self.state = None, STANDBY
+
+    async def hand_over(self) -> bool:
+        """Pass the role to the standby that asked for it; False if it is gone."""
+        assert self.lease is not None
+        epoch = await self._run("hand_over", self.role, self.holder, self.lease.epoch,
+                                self.settings.lease_seconds, fetch="fetchval")
+        if epoch is None:
+            return False
+        log.info("%s: handed the role over (epoch %s)", self.role, epoch)
+        self.lease, self.state = None, STANDBY
+        return True
+
+    async def owner(self) -> Owner | None:
+        row = await self._run("peek", self.role, fetch="fetchrow")
+        if row is None:
+            return None
+        return Owner(row["holder"], row["node"], row["pid"], row["epoch"], row["held"],
+                     row["expires_in"], row["wanted_by"])
+
+    async def beat(self) -> None:
+        """This process's row in the organisation's view (`echoctl status`)."""
+        await self._run("beat", self.holder, self.role, self.node, self.host, self.pid, self.state)
+
+    async def forget(self) -> None:
+        await self._run("forget", self.holder)
+
+    def _confirmed(self, lease: Lease, sent: float) -> Lease:
+        self.lease, self.state = lease, ACTIVE
+        self.valid_until = sent + self.settings.lease_seconds
+        return lease
+
+    def valid(self) -> bool:
+        """The owner's rule (module doc): its last confirmed renewal still covers now."""
+        return self.lease is not None and self.clock() < self.valid_until
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        act: Act,
+        *,
+        stop: anyio.Event,
+        on_standby: Callable[[Owner | None, str | None], None] = lambda _o, _e: None,
+    ) -> object:
+        """Stand by, hold the role while `act` runs, and again, until `stop` is set.
+
+        Returns the last exit reason `act` returned (None if it never ran). A tree that
+        ends by itself (it gave up) ends the loop too: the caller decides what follows.
+        """
+        reason: object = None
+        while not stop.is_set():
+            lease = self.lease if self.valid() else await self._stand_by(stop, on_standby)
+            if lease is None:
+                break
+            quit_ = anyio.Event()
+            self.quit_reason = None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep, quit_, stop)
+                reason = await act(lease, quit_)
+                tg.cancel_scope.cancel()
+            if stop.is_set() or self.quit_reason is None:  # stopped, or the tree ended
+                await self._quietly(self.release)
+                break
+            if self.quit_reason == "hand-over":
+                if not await self._quietly(self.hand_over, default=False):
+                    continue  # the asker is gone: keep the role, same epoch
+            else:
+                log.warning("%s: %s; standing by", self.role, self.quit_reason)
+                self.lease, self.state = None, STANDBY
+        await self._quietly(self.forget)
+        return reason
+
+    async def _quietly(self, step: Callable[[], Awaitable[Any]], default: Any = None) -> Any:
+        """A step on the way out: the database may be down; expiry then does the job."""
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(2):
+                return await step()
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("%s: %s", self.role, exc)
+            return default
+
+    async def _keep(self, quit_: anyio.Event, stop: anyio.Event) -> None:
+        """While active: renew, beat, and set `quit_` when the lease is lost, no longer
+        valid by the owner's rule, asked for by a preferred node, or `stop` is set."""
+        interval = self.settings.lease_renew_interval
+
+        def leave(why: str) -> None:
+            self.quit_reason = why
+            quit_.set()
+
+        while True:
+            with anyio.move_on_after(max(min(interval, self.valid_until - self.clock()), 0)):
+                await stop.wait()
+            if stop.is_set():
+                quit_.set()
+                return
+            try:  # never past the lease's validity: the check below must come on time
+                with anyio.move_on_after(max(self.valid_until - self.clock(), 0)):
+                    held, wanted_by = await self.renew()
+                    if not held:
+                        leave("lost the lease to another agent")
+                        return
+                    await self.beat()
+                    self.last_error = None
+                    if wanted_by and not self.preferred:
+                        leave("hand-over")
+                        return
+            except StoreUnavailable as exc:
+                self.last_error = str(exc)
+            if not self.valid():
+                leave(f"no renewal confirmed within {self.settings.lease_seconds:g} s")
+                return
+
+    async def _stand_by(
+        self, stop: anyio.Event, on_standby: Callable[[Owner | None, str | None], None]
+    ) -> Lease | None:
+        """Wait for the role: poll, take it when it is free, ask for it when preferred."""
+        interval = self.settings.lease_renew_interval
+        since, asked = self.clock(), False
+        self.state = STANDBY
+        while not stop.is_set():
+            wait = interval
+            owner: Owner | None = None
+            try:
+                await self.beat()
+                lease = await self.try_acquire()
+                if lease is not None:
+                    return lease
+                sent = self.clock()
+                owner = await self.owner()
+                if owner is not None and owner.holder == self.holder and owner.held:
+                    # Handed over to us, or still ours after an outage: valid for what the
+                    # database says is left, counted from before we asked.
+                    self._confirmed(Lease(self.role, self.holder, owner.epoch), sent)
+                    self.valid_until = sent + owner.expires_in
+                    return self.lease
+                self.last_error = None
+                if owner is not None and owner.held:
+                    wait = min(interval, owner.expires_in + 0.005)
+                    if (self.preferred and not asked
+                            and self.clock() - since >= self.settings.lease_takeover_grace):
+                        await self._run("ask_for", self.role, self.holder)
+                        asked = True
+                        log.info("%s: this node prefers the role; asked node %s for it",
+                                 self.role, owner.node)
+                    if asked:
+                        wait = min(wait, interval / 4)
+                else:
+                    wait = 0.05  # freed between the two statements: try again now
+            except StoreUnavailable as exc:
+                self.last_error = str(exc)
+            on_standby(owner, self.last_error)
+            with anyio.move_on_after(wait):
+                await stop.wait()
+        return None
+
+
+# -- the organisation's view ------------------------------------------------------------
+
+
+async def agent_processes(settings: Settings, stale_after: float) -> list[dict[str, Any]]:
+    """One entry per agent process of the organisation (every node), from the database:
+    role, node, host, pid, state, heartbeat age, lease epoch, and whether it is active.
+
+    `state` is `healthy`/`degraded` (the active agent's own report), `standby`, or
+    `unresponsive` when its heartbeat is older than `stale_after`.
+    """
+    async with db.connection(settings) as conn:
+        rows = await conn.fetch(_Q["view"])
+    out = []
+    for r in rows:
+        if r["heartbeat_age"] > stale_after:
+            state = "unresponsive"
+        elif r["active"]:
+            state = r["health_state"] or "starting"
+        else:
+            state = STANDBY
+        out.append({
+            "role": r["role"], "node": r["node"], "host": r["host"], "pid": r["pid"],
+            "state": state, "active": bool(r["active"]), "epoch": r["epoch"],
+            "heartbeat_age": round(float(r["heartbeat_age"]), 3),
+            "reason": r["health_reason"] if r["active"] else None,
+        })
+    return out

@@ -1,0 +1,49 @@
+"""The collaborative workflow: self-selection, discussion, consensus, CEO synthesis.
+
+    store.py        WorkflowStore: every workflow query, typed models, the Phase enum
+    participant.py  RolePart: one role's own part (select, discuss, vote, report work)
+    driver.py       Driver: the CEO's part (phase transitions, the decision, the work)
+    agent.py        WorkflowAgent: the loop over open workflows; failures stay in one
+    training.py     Scenario: a training scenario and its checks (`echoctl train`)
+
+Import from here: `from echo.org.workflow import WorkflowStore, Phase, WorkflowAgent`.
+"""
+
+from echo.org.workflow.agent import SkipWhenUnavailable, WorkflowAgent
+from echo.org.workflow.driver import DRIVER, QUORUMS, Driver, consensus
+from echo.org.workflow.participant import RolePart, post_uuid
+from echo.org.workflow.store import (
+    LIVE_WITHIN,
+    SKIPPED,
+    Action,
+    Decision,
+    Delivery,
+    Participant,
+    Phase,
+    TaskOutcome,
+    Workflow,
+    WorkflowDetail,
+    WorkflowStore,
+)
+
+__all__ = [
+    "DRIVER",
+    "LIVE_WITHIN",
+    "QUORUMS",
+    "SKIPPED",
+    "Action",
+    "Decision",
+    "Delivery",
+    "Driver",
+    "Participant",
+    "Phase",
+    "RolePart",
+    "SkipWhenUnavailable",
+    "TaskOutcome",
+    "Workflow",
+    "WorkflowAgent",
+    "WorkflowDetail",
+    "WorkflowStore",
+    "consensus",
+    "post_uuid",
+]

@@ -1,0 +1,104 @@
+-- Named queries of role leases (echo/org/leases.py). Each starts with `-- name: <name>`.
+-- Every expiry is decided by the database's clock: now(), never a node's time.
+
+-- name: acquire
+-- Take the role if no one holds it, or its lease expired. Returns the new epoch.
+INSERT INTO role_leases AS l (role, holder, node, pid, epoch, acquired_at, renewed_at, expires_at)
+VALUES ($1, $2, $3, $4, 1, now(), now(), now() + make_interval(secs => $5))
+ON CONFLICT (role) DO UPDATE
+   SET holder = excluded.holder, node = excluded.node, pid = excluded.pid,
+       epoch = l.epoch + 1, acquired_at = now(), renewed_at = now(),
+       expires_at = excluded.expires_at, wanted_by = NULL
+ WHERE l.holder IS NULL OR l.expires_at <= now()
+RETURNING epoch;
+
+-- name: renew
+-- Extend a lease that is still held and unexpired. Returns who asks for it (if anyone
+-- alive does), or no row when the lease was lost.
+UPDATE role_leases AS l
+   SET renewed_at = now(), expires_at = now() + make_interval(secs => $4)
+ WHERE role = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+RETURNING (SELECT a.holder FROM role_agents a
+            WHERE a.holder = l.wanted_by AND a.state = 'standby'
+              AND a.heartbeat_at > now() - make_interval(secs => $4)) AS wanted_by;
+
+-- name: release
+-- Give the role up now, so a standby takes over without waiting for expiry.
+UPDATE role_leases SET holder = NULL, expires_at = now(), wanted_by = NULL
+ WHERE role = $1 AND holder = $2 AND epoch = $3;
+
+-- name: hand_over
+-- Pass the role straight to the standby that asked for it (placement, `--prefer`): one
+-- statement, so the role is never without a holder. Returns the new epoch, or no row
+-- when the asker is gone (the owner then keeps the role).
+UPDATE role_leases AS l
+   SET holder = a.holder, node = a.node, pid = a.pid, epoch = l.epoch + 1,
+       acquired_at = now(), renewed_at = now(),
+       expires_at = now() + make_interval(secs => $4), wanted_by = NULL
+  FROM role_agents a
+ WHERE l.role = $1 AND l.holder = $2 AND l.epoch = $3 AND l.expires_at > now()
+   AND a.holder = l.wanted_by AND a.role = l.role AND a.state = 'standby'
+   AND a.heartbeat_at > now() - make_interval(secs => $4)
+RETURNING l.epoch;
+
+-- name: ask_for
+-- A preferred standby asks the current owner for the role.
+UPDATE role_leases SET wanted_by = $2
+ WHERE role = $1 AND holder IS DISTINCT FROM $2 AND expires_at > now()
+   AND wanted_by IS DISTINCT FROM $2;
+
+-- name: peek
+-- Who holds the role, and for how much longer by the database's clock.
+SELECT holder, node, pid, epoch, wanted_by,
+       greatest(extract(epoch FROM expires_at - now()), 0)::float8 AS expires_in,
+       holder IS NOT NULL AND expires_at > now() AS held
+  FROM role_leases WHERE role = $1;
+
+-- name: beat
+-- This agent process, active or standing by: its row in the organisation's view.
+-- Rows of processes gone for a minute are removed on the way.
+WITH gone AS (
+    DELETE FROM role_agents WHERE heartbeat_at < now() - interval '60 seconds' AND holder <> $1
+)
+INSERT INTO role_agents (holder, role, node, host, pid, state)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (holder) DO UPDATE SET state = excluded.state, heartbeat_at = now();
+
+-- name: forget
+DELETE FROM role_agents WHERE holder = $1;
+
+-- name: view
+-- One row per agent process of the organisation, with its role's lease and health.
+SELECT a.holder, a.role, a.node, a.host, a.pid, a.state AS lease_state, a.started_at,
+       extract(epoch FROM now() - a.heartbeat_at)::float8 AS heartbeat_age,
+       (l.holder = a.holder AND l.expires_at > now()) AS active,
+       CASE WHEN l.holder = a.holder THEN l.epoch END AS epoch,
+       CASE WHEN l.holder = a.holder AND h.pid = a.pid THEN h.state END AS health_state,
+       CASE WHEN l.holder = a.holder AND h.pid = a.pid THEN h.reason END AS health_reason
+  FROM role_agents a
+  LEFT JOIN role_leases l ON l.role = a.role
+  LEFT JOIN agent_health h ON h.role = a.role
+ ORDER BY a.role, a.node, a.pid;
+
+-- name: claim_node
+-- Register a running `echoctl up` under its node name. Compare-and-set on the row
+-- that was seen ($6: its heartbeat, or NULL when there was none), so two nodes
+-- starting together under one name cannot both win.
+INSERT INTO echo_nodes AS n (name, host, pid, state_dir)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (name) DO UPDATE
+   SET host = excluded.host, pid = excluded.pid, state_dir = excluded.state_dir,
+       started_at = now(), heartbeat_at = now()
+ WHERE n.heartbeat_at IS NOT DISTINCT FROM $5
+RETURNING name;
+
+-- name: node
+SELECT name, host, pid, state_dir, heartbeat_at,
+       heartbeat_at > now() - make_interval(secs => $2) AS fresh
+  FROM echo_nodes WHERE name = $1;
+
+-- name: node_beat
+UPDATE echo_nodes SET heartbeat_at = now() WHERE name = $1 AND host = $2 AND pid = $3;
+
+-- name: node_leave
+DELETE FROM echo_nodes WHERE name = $1 AND host = $2 AND pid = $3;

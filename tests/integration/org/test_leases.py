@@ -1,0 +1,214 @@
+"""Role leases against real Postgres: acquire, stand by, expiry by the database's
+clock, release, hand-over, the owner's rule with the database down, fencing, node
+names, and the organisation's view."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from echo import db as dbmod
+from echo.config import Settings
+from echo.errors import LeaseLost, UsageError
+from echo.org.leases import Lease, LeaseKeeper, agent_processes
+from echo.org.nodes import claim_node, keep_node
+from tests.conftest import make_settings
+from tests.helpers import wait_until
+
+
+def short(s: Settings, **extra: object) -> Settings:
+    return s.model_copy(update={"lease_seconds": 1.0, "lease_renew_interval": 0.2,
+                                "lease_takeover_grace": 0.0, **extra})
+
+
+async def keeper(s: Settings, role: str = "cto", **kwargs: object) -> LeaseKeeper:
+    k = LeaseKeeper(s, role, **kwargs)  # type: ignore[arg-type]
+    await k.open()
+    return k
+
+
+async def test_one_holder_a_standby_sees_it_and_release_hands_it_on(settings: Settings) -> None:
+    a, b = await keeper(settings), await keeper(settings)
+    try:
+        first = await a.try_acquire()
+        assert first is not None and first.epoch == 1
+        assert await b.try_acquire() is None
+        owner = await b.owner()
+        assert owner is not None and owner.held and owner.holder == a.holder
+        assert owner.pid == os.getpid() and owner.node == settings.node
+        await a.release()
+        second = await b.try_acquire()
+        assert second is not None and second.epoch == 2
+        held, _ = await a.renew() if a.lease else (False, None)
+        assert not held
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_expiry_is_the_databases_clock_not_a_nodes(settings: Settings) -> None:
+    """A node whose clock runs an hour ahead cannot take a lease early: only the
+    database's now() decides expiry (the keepers never send a time)."""
+    a = await keeper(settings)
+    skewed = await keeper(settings, clock=lambda: time.monotonic() + 3600)
+    try:
+        assert await a.try_acquire() is not None
+        assert await skewed.try_acquire() is None
+        async with dbmod.connection(settings) as conn:  # the database says it expired
+            await conn.execute("UPDATE role_leases SET expires_at = now() - interval '1 ms'")
+        taken = await skewed.try_acquire()
+        assert taken is not None and taken.epoch == 2
+    finally:
+        await a.close()
+        await skewed.close()
+
+
+async def test_the_owners_rule_counts_from_the_last_confirmed_renewal(settings: Settings) -> None:
+    now = [100.0]
+    a = await keeper(settings, clock=lambda: now[0])
+    try:
+        assert await a.try_acquire() is not None
+        now[0] += settings.lease_seconds - 0.001
+        assert a.valid()
+        now[0] += 0.002
+        assert not a.valid()  # no renewal confirmed since: stop acting
+        held, _ = await a.renew()  # the database still holds it for us: valid again
+        assert held and a.valid()
+    finally:
+        await a.close()
+
+
+async def test_a_write_with_a_lost_epoch_is_refused_and_writes_nothing(settings: Settings) -> None:
+    a, b = await keeper(settings), await keeper(settings)
+    lease = await a.try_acquire()
+    assert lease is not None
+    fenced = await dbmod.Database.open(settings, max_size=1, fence=lease.fence)
+    try:
+        async with fenced.transaction() as conn:  # the owner writes as the role
+            await conn.execute("INSERT INTO agent_cursors (role, last_message_id) VALUES ('cto', 1)")
+        async with dbmod.connection(settings) as conn:
+            await conn.execute("UPDATE role_leases SET expires_at = now()")
+        assert await b.try_acquire() is not None
+        for statement in ("UPDATE agent_cursors SET last_message_id = 2 WHERE role = 'cto'",
+                          "INSERT INTO agent_inbox (role, message_id) SELECT 'cto', 1 WHERE false",
+                          "DELETE FROM agent_health WHERE role = 'cto'"):
+            with pytest.raises(LeaseLost, match="no longer held by this agent"):
+                async with fenced.transaction() as conn:
+                    await conn.execute(statement)
+        async with dbmod.connection(settings) as conn:
+            assert await conn.fetchval("SELECT last_message_id FROM agent_cursors") == 1
+            # An unfenced connection (the CLI, another process) is not affected.
+            await conn.execute("UPDATE agent_cursors SET last_message_id = 3 WHERE role = 'cto'")
+    finally:
+        await fenced.close()
+        await a.close()
+        await b.close()
+
+
+async def test_an_expired_lease_fences_even_before_anyone_takes_over(settings: Settings) -> None:
+    a = await keeper(settings)
+    lease = await a.try_acquire()
+    assert lease is not None
+    fenced = await dbmod.Database.open(settings, max_size=1, fence=lease.fence)
+    try:
+        async with dbmod.connection(settings) as conn:
+            await conn.execute("UPDATE role_leases SET expires_at = now()")
+        with pytest.raises(LeaseLost):
+            async with fenced.acquire() as conn:
+                await conn.execute("INSERT INTO agent_cursors (role, last_message_id) VALUES ('cto', 1)")
+    finally:
+        await fenced.close()
+        await a.close()
+
+
+async def run_keeper(k: LeaseKeeper, stop: anyio.Event, log: list[tuple[str, int]]) -> None:
+    async def act(lease: Lease, quit_: anyio.Event) -> object:
+        log.append((k.holder, lease.epoch))
+        await quit_.wait()
+        return None
+
+    await k.run(act, stop=stop)
+
+
+async def test_a_preferred_node_takes_the_role_back_with_no_gap(settings: Settings) -> None:
+    s = short(settings)
+    owner = await keeper(s)
+    preferred = await keeper(s.model_copy(update={"prefer": "cto"}))
+    acts: list[tuple[str, int]] = []
+    gaps: list[float] = []
+    stop = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_keeper, owner, stop, acts)
+            await wait_until(lambda: len(acts) == 1, timeout=10)
+
+            async def watch() -> None:  # the role never lacks a holder by the database
+                async with dbmod.connection(s) as conn:
+                    while not stop.is_set():
+                        if not await conn.fetchval(
+                                "SELECT holder IS NOT NULL AND expires_at > now() FROM role_leases"):
+                            gaps.append(time.monotonic())
+                        await anyio.sleep(0.005)
+
+            tg.start_soon(watch)
+            tg.start_soon(run_keeper, preferred, stop, acts)
+            await wait_until(lambda: len(acts) == 2, timeout=20)
+            assert acts == [(owner.holder, 1), (preferred.holder, 2)]
+            view = await agent_processes(s, stale_after=5)
+            assert sorted((p["active"], p["epoch"]) for p in view) == [(False, None), (True, 2)]
+            stop.set()
+        assert gaps == []
+    finally:
+        await owner.close()
+        await preferred.close()
+
+
+async def test_with_the_database_down_the_owner_stops_acting_within_the_lease(
+    own_postgres, namespace: str, tmp_path: Path
+) -> None:
+    s = short(make_settings(own_postgres.dsn, None, namespace, tmp_path / "state"),
+              connect_timeout=0.5, command_timeout=0.5)
+    await dbmod.migrate(s)
+    k = await keeper(s)
+    stop, acting, stopped = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def act(lease: Lease, quit_: anyio.Event) -> object:
+        acting.set()
+        await quit_.wait()
+        stopped.set()
+        return None
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: k.run(act, stop=stop))
+            await acting.wait()
+            await anyio.to_thread.run_sync(own_postgres.stop, "immediate")
+            await stopped.wait()
+            assert not k.valid() and k.quit_reason is not None
+            assert "no renewal confirmed within 1 s" in k.quit_reason
+            stop.set()
+    finally:
+        await k.close()
+
+
+async def test_a_node_name_is_held_by_one_up_at_a_time(settings: Settings) -> None:
+    s = settings.model_copy(update={"node": "alpha"})
+    await claim_node(s, lambda pid: True)
+    async with dbmod.connection(s) as conn:  # as if another `up` (pid 1) held it
+        await conn.execute("UPDATE echo_nodes SET pid = 1")
+    other = s.model_copy(update={"state_dir": settings.state_dir / "elsewhere"})
+    with pytest.raises(UsageError, match=r"node 'alpha' is already up .* --node NAME"):
+        await claim_node(other, lambda pid: True)
+    # A seat left behind by a dead `up` on this host is taken at once.
+    seat = await claim_node(other, lambda pid: pid != 1)
+    assert seat.name == "alpha" and seat.pid == os.getpid()
+    async with anyio.create_task_group() as tg:  # leaving frees the name
+        tg.start_soon(keep_node, s, seat)
+        await anyio.sleep(0)
+        tg.cancel_scope.cancel()
+    async with dbmod.connection(s) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM echo_nodes") == 0
