@@ -105,7 +105,8 @@ def up(
         None, "--node", help="This node's name (default: the host name); unique per organisation."
     ),
     prefer: list[str] | None = typer.Option(
-        None, "--prefer", help="Roles this node takes back when it returns (repeat or comma-separate)."
+        None, "--prefer", metavar="ROLES",
+        help="Roles this node takes back when it returns (repeat or comma-separate).",
     ),
 ) -> None:
     """Start the role agents as supervised processes (foreground unless --detach), and the console.
