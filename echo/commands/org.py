@@ -401,7 +401,6 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     role_column(table, "role", (a.role for a in info.agents))
     for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox", "tasks"):
         table.add_column(name, no_wrap=True)
-    table.add_column("reason")
     colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red",
                "crashed": "red"}
     for a in info.agents:
@@ -415,9 +414,11 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
             f"{a.heartbeat_age:.1f}s ago" if a.heartbeat_age is not None else "-",
             str(a.inbox_lag if a.inbox_lag is not None else "-"),
             str(a.running_tasks if a.running_tasks is not None else "-"),
-            escape(a.reason or ""),
         )
     console.print(table)
+    for a in info.agents:  # below the table: a reason does not fit a column of 80
+        if a.reason and a.state in ("degraded", "unresponsive", "crashed", "standby"):
+            console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}", soft_wrap=True)
     if info.processes:
         _print_processes(info.processes, colours)
     if info.problems:

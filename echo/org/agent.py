@@ -288,6 +288,12 @@ async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
     scope.cancel()
 
 
+async def _every_second(fn: Callable[[], None]) -> None:
+    while True:
+        fn()
+        await anyio.sleep(1.0)
+
+
 async def run_agent(settings: Settings, role: Role, *, ready_line: str | None) -> int:
     """Run one agent until SIGTERM/SIGINT, its parent's death, or its tree giving up.
 
@@ -352,10 +358,15 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str | None) -
         async with anyio.create_task_group() as tg:
             tg.start_soon(exit_with_parent)
             if not await ensure_schema(settings, attempts=1):
-                on_standby(None, "the database is unavailable; waiting for it")
                 with anyio.CancelScope() as waiting:
                     tg.start_soon(_cancel_on, stop, waiting)
-                    await ensure_schema(settings)
+                    async with anyio.create_task_group() as beating:
+                        # Degraded, and fresh about it: a heartbeat once a second, so
+                        # status never calls a waiting agent `unresponsive`.
+                        beating.start_soon(_every_second, lambda: on_standby(
+                            None, "the database is unavailable; waiting for it"))
+                        await ensure_schema(settings)
+                        beating.cancel_scope.cancel()
                     waiting.cancel()
             reason = await keeper.run(act, stop=stop, on_standby=on_standby)
             tg.cancel_scope.cancel()

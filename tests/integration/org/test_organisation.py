@@ -52,7 +52,7 @@ async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
     lines = await run_cli(s, "logs", "cto", "--json")
     assert lines.returncode == 0, lines.stderr
     entries = [json.loads(line) for line in lines.stdout.splitlines()]
-    assert any(e["fields"].get("role") == "cto" and "agent started" in e["message"] for e in entries)
+    assert any(e["fields"].get("role") == "cto" and "agent active" in e["message"] for e in entries)
 
     # The connection budget: pool of 1 + LISTEN + the lease keeper's own connection
     # (renewals must not queue behind the role's writes).
@@ -147,7 +147,9 @@ async def test_database_down_at_start_agents_degraded_then_healthy(
         await wait_until(all_in(s, "degraded", roles), timeout=60, interval=0.1)
         shown = await run_cli(s, "status")
         assert shown.returncode == 1, shown.stdout
-        assert "cannot be reached" in shown.stdout and "database:" in shown.stdout  # the reason, per agent
+        words = " ".join(shown.stdout.split())  # a table cell may wrap
+        assert "cannot be reached" in words, shown.stdout
+        assert "database is unavailable" in words, shown.stdout  # the reason, per agent
         await anyio.to_thread.run_sync(own_postgres.start)
         await wait_until(all_in(s, "healthy", roles), timeout=60, interval=0.1)
         record = read_org(s)
