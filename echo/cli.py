@@ -108,6 +108,17 @@ def _fail(message: str, code: int) -> None:
 
 
 def main() -> None:
+    """Entry point: run the command, then stop the embedded Postgres it used if nothing
+    else uses it (echo.org.lifecycle): what a command starts, it stops."""
+    from echo.org.lifecycle import release_embedded
+
+    try:
+        _main()
+    finally:
+        release_embedded()
+
+
+def _main() -> None:
     """Entry point: one clear line instead of a traceback or a box for every error.
 
     Bad arguments (an unknown option, a missing argument, a value of the wrong

@@ -42,11 +42,31 @@ def _default_node() -> str:
     return name or "node"
 
 
+#: The folders `echoctl init` copies: a user's own organisation, editable.
+ORG_FOLDERS = ("agents", "config", "training")
+
+
+def organisation_dir() -> Path | None:
+    """The current directory if it holds an organisation (`agents/` and
+    `config/echo.toml`, as `echoctl init` writes them), else None."""
+    here = Path.cwd()
+    if (here / "agents").is_dir() and (here / "config" / "echo.toml").is_file():
+        return here
+    return None
+
+
 def project_path(name: str) -> Path:
-    """Find a project folder (`config`, `agents`, `shared`) in a checkout or an installed wheel."""
-    in_checkout = _PACKAGE_DIR.parent / name
-    if in_checkout.exists():
-        return in_checkout
+    """Find a project folder (`config`, `agents`, `training`, `shared`).
+
+    In order: the organisation in the current directory (`echoctl init`), the
+    checkout this package runs from, and the copy shipped inside the wheel
+    (`echo/_<name>`), so an installed ECHO has its default organisation too."""
+    own = organisation_dir()
+    if own is not None and name in ORG_FOLDERS:
+        return own / name
+    checkout = _PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / name).exists():
+        return checkout / name
     return _PACKAGE_DIR / f"_{name}"
 
 
@@ -76,7 +96,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ECHO_", extra="forbid", validate_default=True)
 
     env: str = Field("dev", description="Profile: selects config/<env>.toml")
-    database_url: str | None = Field(None, description="libpq DSN; unset = embedded Postgres")
+    database_url: str | None = Field(None, description="postgresql:// URL; unset = embedded Postgres")
     redis_url: str | None = Field(
         None, description="redis://, rediss:// or redis+sentinel:// URL; unset = NOTIFY")
     namespace: str = Field("echo", description="Postgres schema and channel prefix")
@@ -89,6 +109,10 @@ class Settings(BaseSettings):
     poll_interval: float = Field(1.0, gt=0, description="seconds between Postgres polls without Redis")
     worker_check_interval: float = Field(1.0, gt=0, description="seconds between queue polls")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest message body")
+    task_lease_seconds: float = Field(
+        30.0, gt=0, le=3600,
+        description="a claimed task's lease: a killed worker's task waits this long before a rescue",
+    )
     claude_bin: str = Field("claude", description="the Claude Code CLI to run")
     claude_account: str = Field(
         "default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$",
@@ -255,14 +279,13 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _check_postgres_url(url: str) -> None:
-    """The shape of a URL DSN (scheme, numeric ports), so a typo is a `ConfigError` and
-    not a driver traceback. A key=value DSN is libpq's own syntax, checked on connect.
+    """The shape of the URL (scheme, numeric ports), so a typo is a `ConfigError` naming
+    the setting and not a driver traceback or "Postgres unavailable". asyncpg takes
+    only URLs, so a key=value DSN (or any other text) is refused here too.
     Messages never quote the URL: it may hold a password."""
-    if "://" not in url:
-        return
-    scheme, _, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres"):
-        raise ValueError("use postgresql://user:password@host:port/database or a key=value DSN")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        raise ValueError("use a URL postgresql://user:password@host:port/database")
     hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
     for host in hosts.split(",") if hosts else []:
         port = ""

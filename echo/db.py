@@ -125,11 +125,23 @@ def embedded_server(settings: Settings) -> EmbeddedPostgres:
     return EmbeddedPostgres(settings.state_dir / "postgres")
 
 
+#: The state directories whose embedded server this process found stopped and started,
+#: so the CLI can stop it again when the command ends (echo.org.lifecycle.release_embedded).
+_embedded_started: dict[Path, Settings] = {}
+
+
+def embedded_started() -> list[Settings]:
+    return list(_embedded_started.values())
+
+
 async def resolve_dsn(settings: Settings) -> str:
     """The configured DSN, or the embedded server's (started if it is not running)."""
     if settings.database_url:
         return settings.database_url
-    return await anyio.to_thread.run_sync(embedded_server(settings).start)
+    server = embedded_server(settings)
+    if server.running_pid() is None:
+        _embedded_started.setdefault(settings.state_dir.resolve(), settings)
+    return await anyio.to_thread.run_sync(server.start)
 
 
 def describe(settings: Settings) -> str:

@@ -6,9 +6,14 @@ process. The test suite uses the same classes to own servers it may stop and
 restart without touching the machine's shared services.
 
 Postgres listens only on a Unix socket in a private directory: with trust
-authentication, a TCP port would let any local user in. Postgres refuses to run
-as root, so under root the cluster runs as a system user `echo-pg` and lives in
-/var/lib/echo-embedded, because the root-owned state directory stays private.
+authentication, a TCP port would let any local user in.
+
+Where the data lives: `<state dir>/postgres` (0700). Postgres refuses to run as
+root, so under root the cluster runs as a system user `echo-pg` and lives in
+`/var/lib/echo-embedded/<hash of the state dir>` (its data 0700, owned by
+echo-pg), because a root-owned state directory (0700, often under /root) cannot
+be entered by another user; `<state dir>/postgres` is then a symlink to it, so
+`ls -l` shows where it is and `echoctl db stop --purge` removes both.
 """
 
 from __future__ import annotations
@@ -79,8 +84,13 @@ class EmbeddedPostgres:
         self.tcp = tcp
         self.standby_of = standby_of
         self.as_root = os.geteuid() == 0
+        #: The path in the state directory (a symlink to `root` when run as root).
+        self.link = root
         if self.as_root:
-            digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+            # The parent resolved, not `root`: once `root` is the symlink to the cluster,
+            # resolving it would name (and hash) the cluster instead of the state dir.
+            where = root.parent.resolve() / root.name
+            digest = hashlib.sha256(str(where).encode()).hexdigest()[:12]
             root = Path("/var/lib/echo-embedded") / digest
         self.root = root
         self.data_dir = root / "pgdata"
@@ -102,6 +112,9 @@ class EmbeddedPostgres:
             self.root.mkdir(parents=True, exist_ok=True)
             self.root.parent.chmod(0o755)
             self.root.chmod(0o711)
+            if not self.link.is_symlink() and not self.link.exists():
+                self.link.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.link.symlink_to(self.root)
         else:
             private_dir(self.root)
         with open(self.root / "start.lock", "w") as lock:
@@ -220,8 +233,25 @@ class EmbeddedPostgres:
 
     def destroy(self) -> None:
         self.stop("immediate")
+        self.remove_files()
+
+    def remove_files(self) -> None:
+        """Delete the cluster's files (the server must be stopped): data, socket, symlink."""
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+        if self.link.is_symlink():
+            self.link.unlink()
+
+    def exists(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def size_bytes(self) -> int:
+        total = 0
+        for path in self.root.rglob("*"):
+            with contextlib.suppress(OSError):
+                if path.is_file() and not path.is_symlink():
+                    total += path.stat().st_size
+        return total
 
     def log_tail(self, lines: int = 3) -> str:
         try:

@@ -7,8 +7,10 @@ from rich.table import Table
 
 from echo import db
 from echo.commands._common import JsonOpt, console, emit_json, run, settings
+from echo.org import lifecycle
 
-app = typer.Typer(help="The Postgres database: migrations and status.", no_args_is_help=True)
+app = typer.Typer(help="The Postgres database: migrations, status, the embedded server.",
+                  no_args_is_help=True)
 
 
 @app.command()
@@ -30,33 +32,50 @@ def migrate(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
 
 
 @app.command()
-def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
-    """Which database is in use (password hidden), its version and the schema version."""
+def stop(
+    ctx: typer.Context,
+    purge: bool = typer.Option(False, "--purge", help="Also delete the embedded server's data."),
+) -> None:
+    """Stop the embedded Postgres of this state directory (not under a running organisation)."""
     s = settings(ctx)
+    for line in run(lambda: lifecycle.stop(s, purge=purge)):
+        console.print(line)
 
-    async def body() -> dict[str, object]:
-        async with db.connection(s) as conn:
-            with db.translate_errors(s, "read the database status"):
-                server = await conn.fetchval("SHOW server_version")
-                version = await db.schema_version(conn)
-        latest = max((m.version for m in db.migrations()), default=0)
-        return {
-            "database": db.describe(s),
-            "embedded": s.database_url is None,
-            "namespace": s.namespace,
-            "server_version": server,
-            "schema_version": version,
-            "latest_migration": latest,
-            "up_to_date": version >= latest,
-        }
 
-    info = run(body)
+@app.command()
+def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
+    """Which database is in use (password hidden), its version and the schema version;
+    for the embedded server also where its data lives, its pid and who is connected."""
+    s = settings(ctx)
+    server = run(lambda: lifecycle.server_state(s))
+    if server is not None and server.pid is None:
+        _print_server({"database": db.describe(s), "embedded": True, "namespace": s.namespace}, server,
+                      json_out)
+        return
+
+    info = run(lambda: lifecycle.database_status(s))
+    _print_server(info, server, json_out)
+
+
+def _print_server(info: dict[str, object], server: lifecycle.ServerState | None, json_out: bool) -> None:
+    if server is not None:
+        info["server"] = server.as_dict()
     if json_out:
         emit_json(info)
         return
     table = Table(show_header=False, box=None)
     for key, value in info.items():
-        table.add_row(key, str(value))
+        if key != "server":
+            table.add_row(key, str(value))
+    if server is not None:
+        table.add_row("server", f"pid {server.pid}" if server.pid else "not running")
+        table.add_row("data", str(server.data_dir) + ("" if server.exists else " (none yet)"))
+        if server.link != server.data_dir.parent:
+            table.add_row("", f"(linked from {server.link})")
+        table.add_row("socket", f"{server.socket_dir} port {server.port}")
+        org = f"organisation pid {server.organisation_pid}" if server.organisation_pid else "no organisation"
+        users = ", ".join(f"{c['application']} (pid {c['pid']})" for c in server.clients) or "none"
+        table.add_row("used by", f"{org}; connections: {users}")
     console.print(table)
 
 

@@ -6,10 +6,12 @@ the organisation's OS processes (echo.org.organisation, echo.org.control)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,6 +19,7 @@ import typer
 from rich.markup import escape
 
 from echo import db
+from echo import logs as echo_logs
 from echo.commands._common import (
     JsonOpt,
     console,
@@ -32,19 +35,22 @@ from echo.commands.budget import governor_lines
 from echo.config import Settings, private_dir
 from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
-from echo.org import control
+from echo.org import control, lifecycle
 from echo.org.console_address import read_listening
 from echo.org.nodes import NodeSeat, claim_node, keep_node
 from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals, last_error_line
 from echo.org.roles import Role, load_role, load_roles
-from echo.org.state import AgentRecord, live_agents, log_file, pid_alive, read_org, running_org
-from echo.org.status import AgentProcessStatus
+from echo.org.state import AgentRecord, live_agents, log_file, mark_stopped, pid_alive, read_org, running_org
+from echo.org.status import AgentProcessStatus, wait_settled
 
 
 def _roles(s: Settings, names: list[str] | None) -> list[Role]:
     everything = load_roles(s.agents_dir)
     if not everything:
-        raise UsageError(f"no roles found under {s.agents_dir}; set ECHO_AGENTS_DIR")
+        raise UsageError(
+            f"no roles found under {s.agents_dir}; set ECHO_AGENTS_DIR, or write an editable "
+            "organisation with `echoctl init DIR` and run echoctl from DIR"
+        )
     if not names:
         return list(everything.values())
     wanted = [n.strip() for name in names for n in name.split(",") if n.strip()]
@@ -54,12 +60,28 @@ def _roles(s: Settings, names: list[str] | None) -> list[Role]:
 
 
 def register(app: typer.Typer) -> None:
+    app.command("init")(init)
     app.command("up")(up)
     app.command("down")(down)
     app.command("status")(status)
     app.command("logs")(logs)
     app.command("restart")(restart)
     app.command("agent")(agent)
+
+
+def init(
+    directory: Path = typer.Argument(Path("."), help="Where to write agents/, config/ and training/."),
+    force: bool = typer.Option(False, "--force", help="Write into existing folders (same names replaced)."),
+) -> None:
+    """Write an editable copy of the default organisation (roles, config, training scenarios)."""
+    from echo.org.scaffold import write_organisation
+
+    written = write_organisation(directory, force=force)
+    console.print(f"wrote {', '.join(p.name + '/' for p in written)} in {written[0].parent}")
+    console.print(
+        f"run echoctl from there (`cd {directory}`; `echoctl up`): it uses this organisation; "
+        "edit agents/<role>/role.toml to change a role"
+    )
 
 
 def up(
@@ -228,6 +250,13 @@ def _detach(
                     failure or f"the organisation exited ({proc.returncode}); see {s.log_dir}/org.log"
                 )
             if record and record.pid == proc.pid and record.state == "running":
+                degraded = wait_settled(s, list(record.agents))
+                if degraded:
+                    raise EchoError(
+                        f"the organisation runs in the background (pid {proc.pid}) but "
+                        f"{len(degraded)} agent(s) are degraded: {degraded[0]}; they retry on "
+                        "their own (`echoctl status`), `echoctl down` stops them"
+                    )
                 console.print(f"organisation up in the background (pid {proc.pid}); `echoctl status`")
                 if s.console:
                     _print_console_url(s, proc.pid)
@@ -254,13 +283,16 @@ def _print_console_url(s: Settings, org_pid: int, within: float = 30.0) -> None:
 def down(
     ctx: typer.Context, timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait.")
 ) -> None:
-    """Stop the running organisation gracefully (agents in reverse start order)."""
+    """Stop the running organisation gracefully (agents in reverse start order), then
+    the embedded Postgres it ran on once nothing else uses it."""
     s = settings(ctx)
     record = running_org(s)
     orphans = live_agents(s, read_org(s))
     if record is None and not orphans:
         console.print("no organisation is running")
+        _stop_server(s)
         return
+    server_pid = lifecycle.running_pid(s)
     if record is not None:
         with contextlib.suppress(EchoError):
             run(lambda: control.request(s, {"command": "down"}, within=10))
@@ -285,7 +317,16 @@ def down(
             f"the organisation of {s.state_dir} did not stop within {timeout:g} s "
             f"(still alive: {', '.join(map(str, left + live_agents(s, read_org(s))))})"
         )
+    if record is None:  # no supervisor to record it: the agents it left are gone now
+        mark_stopped(s)
     console.print("organisation stopped")
+    _stop_server(s, server_pid)
+
+
+def _stop_server(s: Settings, was: int | None = None) -> None:
+    line = run(lambda: lifecycle.stop_if_unused(s, was=was))
+    if line:
+        console.print(line)
 
 
 def restart(ctx: typer.Context, role: str = typer.Argument(..., help="The role to restart.")) -> None:
@@ -300,24 +341,41 @@ def logs(
     role: str = typer.Argument(..., help="The role whose log to show (or 'org', or 'console')."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
     lines: int = typer.Option(50, "-n", "--lines", min=0, help="How many lines to show first."),
+    task: int | None = typer.Option(None, "--task", help="Only lines about this task.", show_default=False),
+    workflow: str | None = typer.Option(
+        None, "--workflow", help="Only lines about this workflow.", show_default=False
+    ),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per line (time, level, "
+                                  "logger, message, fields)."),
 ) -> None:
-    """Show an agent's log file."""
+    """Show an agent's log file (task outcomes and workflow steps carry role, task and
+    workflow fields: --task and --workflow filter on them)."""
     s = settings(ctx)
     if role not in ("org", "console"):
         load_role(s.agents_dir, role)
     path = s.log_dir / "org.log" if role == "org" else log_file(s, role)
     if not path.exists():
         raise UsageError(f"no log for {role} yet at {path}; start the organisation with `echoctl up`")
-    with open(path, "rb") as fh:
-        tail = fh.read().decode(errors="replace").splitlines()[-lines:] if lines else []
-        for line in tail:
-            sys.stdout.write(line + "\n")
+    wanted = {k: str(v) for k, v in {"task": task, "workflow": workflow}.items() if v is not None}
+
+    def show(text: list[str]) -> None:
+        if json_out or wanted:
+            for entry in echo_logs.select(text, wanted):
+                raw = entry.pop("raw")
+                sys.stdout.write((json.dumps(entry) if json_out else raw) + "\n")
+        else:
+            sys.stdout.writelines(line + "\n" for line in text)
         sys.stdout.flush()
+
+    with open(path, "rb") as fh:
+        every = fh.read().decode(errors="replace").splitlines()
+        show(every[-lines:] if lines and not wanted else (every if wanted else []))
+        pending = ""
         while follow:
             chunk = fh.read()
             if chunk:
-                sys.stdout.write(chunk.decode(errors="replace"))
-                sys.stdout.flush()
+                *complete, pending = (pending + chunk.decode(errors="replace")).split("\n")
+                show(complete)
             else:
                 time.sleep(0.2)
 
@@ -328,14 +386,14 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     info = with_client(s, lambda c: c.status())
     if json_out:
         emit_json(info)
-        return
+        raise typer.Exit(1 if info.problems else 0)
     org = info.organisation
     console.print(
         f"organisation: [bold]{org.state}[/] (pid {org.pid or '-'}), database {escape(org.database)}",
         soft_wrap=True,
     )
-    if org.failure:
-        console.print(f"[red]{escape(org.failure)}[/]")
+    for problem in info.problems:
+        console.print(f"[red]{escape(problem)}[/]", soft_wrap=True)
     record = read_org(s)
     if org.pid and record and record.console:
         where = record.console_url or f"not answering ({record.console.state}; `echoctl logs console`)"
@@ -344,7 +402,8 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     role_column(table, "role", (a.role for a in info.agents))
     for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox", "tasks"):
         table.add_column(name, no_wrap=True)
-    colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red"}
+    colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red",
+               "crashed": "red"}
     for a in info.agents:
         colour = colours.get(a.state, "white")
         table.add_row(
@@ -358,13 +417,15 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
             str(a.running_tasks if a.running_tasks is not None else "-"),
         )
     console.print(table)
-    for a in info.agents:
-        if a.state in ("degraded", "unresponsive") and a.reason:
-            console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}")
+    for a in info.agents:  # below the table: a reason does not fit a column of 80
+        if a.reason and a.state in ("degraded", "unresponsive", "crashed", "standby"):
+            console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}", soft_wrap=True)
     for line in governor_lines(info.governor):
         console.print(line)
     if info.processes:
         _print_processes(info.processes, colours)
+    if info.problems:
+        raise typer.Exit(1)
 
 
 def _print_processes(processes: list[AgentProcessStatus], colours: dict[str, str]) -> None:
@@ -398,17 +459,21 @@ def agent(
 
 
 def _agent_once(s: Settings, role: Role, json_out: bool) -> None:
-    info = with_client(s, lambda c: c.inbox(role.name))
+    info = with_client(s, lambda c: c.overview(role.name))
     if json_out:
-        emit_json({
-            **info.model_dump(mode="json", exclude={"unread"}),
-            "unread": [m.model_dump(mode="json", include={"id", "from_role", "to_role", "subject",
-                                                          "created_at"}) for m in info.unread],
-        })
+        emit_json(info)
         return
     console.print(
         f"[bold]{escape(info.title)}[/] ({info.role}): {info.state}, "
-        f"cursor {info.cursor}, {len(info.unread)} unread"
+        f"{len(info.unread)} unread (cursor {info.cursor})"
     )
-    for m in info.unread:
-        console.print(f"  #{m.id} from {m.from_role} to {m.to_role}: {escape(m.subject)}")
+    console.print("recent messages:" if info.recent else "no messages yet")
+    for m in info.recent:
+        mark = "" if m["read"] else " [yellow](unread)[/]"
+        console.print(f"  #{m['id']} {m['from_role']} → {m['to_role']}: {escape(m['subject'])}{mark}")
+    if info.tasks:
+        console.print("working on:")
+        for t in info.tasks:
+            console.print(f"  task {t['task_id']} {t['status']}: {escape(t['task_description'])}")
+    else:
+        console.print("working on: nothing (no running or pending task)")

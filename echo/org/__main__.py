@@ -8,7 +8,6 @@ Settings come from the ECHO_* environment the supervisor passes down.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import anyio
@@ -18,26 +17,32 @@ from echo.errors import EchoError
 from echo.org.roles import Role
 
 
-def serve(settings: Settings, role: Role) -> int:
-    """Run the agent until SIGTERM/SIGINT; the process's exit status."""
+def serve(settings: Settings, role: Role, *, ready_line: str | None = None) -> int:
+    """Run the agent until SIGTERM/SIGINT; the process's exit status. `ready_line` is
+    printed once the agent is up, for a supervisor that waits for it (never for a
+    person at a terminal: `./cto --autonomous` prints no protocol lines)."""
+    from echo import logs
     from echo.org.agent import run_agent
-    from echo.org.organisation import READY_LINE
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger().setLevel(settings.log_level)
-    return anyio.run(lambda: run_agent(settings, role, ready_line=READY_LINE))
+    logs.configure(settings.log_level)
+    return anyio.run(lambda: run_agent(settings, role, ready_line=ready_line))
 
 
 def main(argv: list[str]) -> int:
+    from echo.org.state import READY_FLAG, READY_LINE
+
+    announce = READY_FLAG in argv
+    argv = [a for a in argv if a != READY_FLAG]
     if len(argv) != 1:
-        sys.stderr.write("usage: python -m echo.org ROLE\n")
+        sys.stderr.write(f"usage: python -m echo.org [{READY_FLAG}] ROLE\n")
         return 2
     try:
         from echo.config import load_settings
         from echo.org.roles import load_role
 
         settings = load_settings()
-        return serve(settings, load_role(settings.agents_dir, argv[0]))
+        return serve(settings, load_role(settings.agents_dir, argv[0]),
+                     ready_line=READY_LINE if announce else None)
     except EchoError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code

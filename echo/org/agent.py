@@ -33,6 +33,7 @@ from echo.bus import OutboxRelay, StoredMessage, Subscriber, make_transport
 from echo.config import Settings
 from echo.errors import StoreUnavailable
 from echo.listener import Listener
+from echo.logs import fields
 from echo.org.deciders import ClaudeDecider
 from echo.org.health import HealthMonitor
 from echo.org.roles import Role
@@ -255,6 +256,7 @@ class RoleAgent:
             listener=self.listener,
             grace_seconds=self._new_pool_grace(),
             gate=ClaimGate.from_settings(self.settings, role_accounts=self._role_accounts()),
+            lease_seconds=self.settings.task_lease_seconds,
             reporter=self.health,
         )
         return Service(self.pool.run, name="work", graceful=self.pool.stop)
@@ -306,13 +308,20 @@ async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
     scope.cancel()
 
 
-async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
+async def _every_second(fn: Callable[[], None]) -> None:
+    while True:
+        fn()
+        await anyio.sleep(1.0)
+
+
+async def run_agent(settings: Settings, role: Role, *, ready_line: str | None) -> int:
     """Run one agent until SIGTERM/SIGINT, its parent's death, or its tree giving up.
 
     The process holds the role's lease (echo/org/leases.py) and runs the role's tree
     while it does; otherwise it stands by, and says so once on stdout. It prints
-    `ready_line` once it is settled either way. Returns the exit status: 0 after a
-    clean stop, 1 if the tree gave up.
+    `ready_line` (if any: only a supervisor that waits for it asks for one) once it is
+    settled either way. Returns the exit status: 0 after a clean stop, 1 if the tree
+    gave up.
     """
     import os
     import sys
@@ -331,8 +340,9 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
 
     def ready() -> None:
         if not settled.is_set():
-            sys.stdout.write(f"{ready_line} {role.name} {os.getpid()}\n")
-            sys.stdout.flush()
+            if ready_line:
+                sys.stdout.write(f"{ready_line} {role.name} {os.getpid()}\n")
+                sys.stdout.flush()
             settled.set()
 
     def on_standby(owner: Owner | None, error: str | None) -> None:
@@ -349,7 +359,8 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
                 log.warning("%s: budgets not written yet: %s", role.name, exc)
             tree = agent.supervisor()
             await tree.start()
-            log.info("%s agent active (pid %s, epoch %s)", role.name, os.getpid(), lease.epoch)
+            log.info("%s agent active (pid %s, epoch %s)", role.name, os.getpid(), lease.epoch,
+                     extra=fields(role=role.name))
             ready()
             async with anyio.create_task_group() as tg:
 
@@ -371,10 +382,15 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str) -> int:
         async with anyio.create_task_group() as tg:
             tg.start_soon(exit_with_parent)
             if not await ensure_schema(settings, attempts=1):
-                on_standby(None, "the database is unavailable; waiting for it")
                 with anyio.CancelScope() as waiting:
                     tg.start_soon(_cancel_on, stop, waiting)
-                    await ensure_schema(settings)
+                    async with anyio.create_task_group() as beating:
+                        # Degraded, and fresh about it: a heartbeat once a second, so
+                        # status never calls a waiting agent `unresponsive`.
+                        beating.start_soon(_every_second, lambda: on_standby(
+                            None, "the database is unavailable; waiting for it"))
+                        await ensure_schema(settings)
+                        beating.cancel_scope.cancel()
                     waiting.cancel()
             reason = await keeper.run(act, stop=stop, on_standby=on_standby)
             tg.cancel_scope.cancel()

@@ -37,6 +37,7 @@ from echo.errors import EchoError, NotFound, UsageError
 from echo.org import control
 from echo.org.governance import annotate_waiting, governor_summary, synced_governor
 from echo.org.health import read_health_file
+from echo.org.overview import RoleOverview, role_overview
 from echo.org.roles import NON_AGENT_SENDERS, check_role, load_role, role_names
 from echo.org.status import (
     STALE_AFTER,
@@ -150,7 +151,7 @@ class Inbox(BaseModel):
 
 
 __all__ = [
-    "AgentStatus", "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus",
+    "AgentStatus", "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus", "RoleOverview",
     "SendKind", "Sent", "Submitted", "TaskDetail", "TaskEvent", "TaskSummary", "claude_mode",
     "normalise_workflow_id", "run_worker", "worker_executors",
 ]
@@ -280,6 +281,14 @@ class Client:
         health = read_health_file(self.settings, role, STALE_AFTER)
         return Inbox(role=role, title=chosen.title, state=health.state if health else "not running",
                      cursor=cursor, unread=list(unread))
+
+    async def overview(self, role: str) -> RoleOverview:
+        """What a role is up to: its state, unread and recent messages, running and
+        pending tasks (what `echoctl agent ROLE` prints)."""
+        chosen = load_role(self.settings.agents_dir, role)
+        with self._migrated():
+            return await role_overview(self.settings, await self.database(), chosen,
+                                       stale_after=STALE_AFTER)
 
     # ------------------------------------------------------------ tasks
 

@@ -37,8 +37,9 @@ from typing import Any
 import anyio
 
 from echo.config import Settings, private_dir
+from echo.db import describe
 from echo.org.roles import Role
-from echo.org.state import AgentRecord, OrgRecord, log_file, now_iso, write_org
+from echo.org.state import READY_FLAG, READY_LINE, AgentRecord, OrgRecord, log_file, now_iso, write_org
 from echo.runtime import (
     NORMAL,
     Backoff,
@@ -56,8 +57,6 @@ from echo.runtime import (
 
 log = logging.getLogger(__name__)
 
-#: What an agent prints on stdout once its supervision tree is up.
-READY_LINE = "ECHO-READY"
 #: The console's restarts: 1 s, 2 s, 4 s ... at most 30 s apart.
 CONSOLE_BACKOFF = Backoff(initial=1.0, factor=2.0, max=30.0)
 
@@ -70,10 +69,10 @@ class ConsoleOptions:
     port: int = 8765
 
 
-def agent_argv(role: str) -> list[str]:
+def agent_argv(role: str, *, announce_ready: bool = False) -> list[str]:
     """The agent process: `python -m echo.org ROLE` (what `echoctl agent ROLE
     --autonomous` runs, minus the CLI's imports)."""
-    return [sys.executable, "-m", "echo.org", role]
+    return [sys.executable, "-m", "echo.org", *([READY_FLAG] if announce_ready else []), role]
 
 
 class AgentProcess(OSProcess):
@@ -155,6 +154,7 @@ class Organisation:
         self.record = OrgRecord(
             pid=os.getpid(),
             namespace=settings.namespace,
+            database=describe(settings),
             agents={r.name: AgentRecord(role=r.name) for r in roles},
         )
         self.supervisor = Supervisor(
@@ -194,8 +194,9 @@ class Organisation:
             self.save()
             proc = AgentProcess(
                 self._ready,
-                argv=agent_argv(role),
+                argv=agent_argv(role, announce_ready=self.staggered),
                 ready=re.compile(rf"^{READY_LINE}\b") if self.staggered else None,
+                log_ready_line=False,
                 start_timeout=self.start_timeout,
                 env=self.env,
                 log_path=log_file(self.settings, role),

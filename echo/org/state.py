@@ -18,6 +18,12 @@ from typing import Any
 
 from echo.config import Settings, private_dir
 
+#: What an agent prints on stdout once its supervision tree is up, when started with
+#: READY_FLAG (a staggered start waits for it). The organisation keeps it out of the
+#: log, and an agent run by hand (`./cto --autonomous`) never prints it.
+READY_LINE = "ECHO-READY"
+READY_FLAG = "--announce-ready"
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
@@ -43,6 +49,8 @@ class OrgRecord:
     started_at: str = field(default_factory=now_iso)
     state: str = "starting"  # starting, running, stopping, stopped, failed
     failure: str | None = None
+    #: The database the organisation runs on, as safe to print (password redacted).
+    database: str | None = None
     agents: dict[str, AgentRecord] = field(default_factory=dict)
     console: AgentRecord | None = None  # the operator console process, when it runs
     console_url: str | None = None
@@ -51,7 +59,12 @@ class OrgRecord:
     def from_json(cls, data: dict[str, Any]) -> OrgRecord:
         agents = {k: AgentRecord(**v) for k, v in data.pop("agents", {}).items()}
         console = data.pop("console", None)
-        return cls(agents=agents, console=AgentRecord(**console) if console else None, **data)
+        known = set(cls.__dataclass_fields__)
+        return cls(
+            agents=agents,
+            console=AgentRecord(**console) if console else None,
+            **{k: v for k, v in data.items() if k in known},
+        )
 
 
 def org_file(settings: Settings) -> Path:
@@ -80,6 +93,17 @@ def read_org(settings: Settings) -> OrgRecord | None:
         return OrgRecord.from_json(json.loads(org_file(settings).read_text()))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def mark_stopped(settings: Settings) -> None:
+    """Record that the organisation is stopped: after `down` stopped the agents its dead
+    supervisor left behind, status says `stopped`, not `crashed`."""
+    record = read_org(settings)
+    if record is not None and record.state != "stopped":
+        record.state = "stopped"
+        for agent in record.agents.values():
+            agent.state = "stopped"
+        write_org(settings, record)
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -1,16 +1,27 @@
 """The organisation's status: each agent's process, health and work, for `echoctl status`
-and the console (through echo.org.client).
+and the console (through echo.org.client), honestly.
 
-Two sources, because an organisation can span machines: the state directory of this
-machine's organisation (its record `org.json` and each agent's heartbeat file) and,
-when it answers, Postgres (`agent_health`: agents running elsewhere). An agent's state
-is what its heartbeat says, `unresponsive` when the heartbeat is older than
-`STALE_AFTER` seconds, `down` when its process is gone, `not started` before.
+Sources, from the closest to the farthest: the state directory of this machine's
+organisation (its record `org.json` and each agent's heartbeat file) and, when it
+answers, Postgres (`agent_health`: agents running elsewhere; the role leases: every
+agent process on every node). Each is checked against the process it describes: a
+record or a row whose pid is dead on this machine says nothing about the present, so
+an agent that crashed shows as `crashed` (with its last error), never as the
+`healthy` its last heartbeat said. An agent's state is otherwise what its heartbeat
+says, `unresponsive` when the heartbeat is older than `STALE_AFTER` seconds, `down`
+when its process stopped, `not started` before.
+
+The database named is the one the running organisation uses (recorded in `org.json`
+at `up`, password redacted), not the caller's settings. `problems` lists what makes
+the status a failure (the organisation stopped after a failure or died, its database
+cannot be reached); `echoctl status` exits 1 when there is any.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,12 +30,12 @@ from pydantic import BaseModel, Field
 
 from echo import db
 from echo.config import Settings
-from echo.errors import EchoError
+from echo.errors import EchoError, StoreRejected
 from echo.org.governance import governor_summary
-from echo.org.health import read_health_file, row_to_health
-from echo.org.leases import agent_processes
+from echo.org.health import AgentHealth, read_health_file, row_to_health
+from echo.org.leases import STANDBY, agent_processes
 from echo.org.roles import role_names
-from echo.org.state import live_agents, pid_alive, read_org
+from echo.org.state import AgentRecord, OrgRecord, live_agents, pid_alive, read_org
 
 #: A heartbeat older than this (seconds) makes an agent `unresponsive`.
 STALE_AFTER = 5.0
@@ -56,6 +67,8 @@ class OrgInfo(BaseModel):
     state: str
     failure: str | None = None
     database: str
+    #: Whether that database answered (None: not asked, e.g. a stopped embedded server).
+    database_reachable: bool | None = None
     node: str | None = None
 
 
@@ -83,6 +96,8 @@ class OrgStatus(BaseModel):
     processes: list[AgentProcessStatus] | None = None
     #: The governor's pauses in force and why each role's runs wait (None: not known).
     governor: dict[str, Any] | None = None
+    #: What makes this status a failure (`echoctl status` exits 1 when there is any).
+    problems: list[str] = Field(default_factory=list)
 
 
 class ClaudeMode(BaseModel):
@@ -128,54 +143,87 @@ def _age(beat: str | None) -> float | None:
     return round((datetime.now(UTC) - datetime.fromisoformat(beat)).total_seconds(), 1)
 
 
+def org_state(record: OrgRecord | None, alive: bool, orphans: list[int] | None = None) -> str:
+    """running/starting/stopping while the process lives; afterwards `supervisor gone`
+    while agents of this state directory live on, `stopped`, `failed` (it stopped after
+    a failure) or `crashed` (it died without saying)."""
+    if record is None:
+        return "never started"
+    if alive:
+        return record.state
+    if orphans:
+        return f"supervisor gone, {len(orphans)} agent(s) alive"
+    if record.failure or record.state == "failed":
+        return "failed"
+    return "stopped" if record.state == "stopped" else "crashed"
+
+
+def _dead_agent_state(rec: AgentRecord | None) -> str:
+    if rec is None:
+        return "not started"
+    return "crashed" if rec.state in {"exited", "restarting", "failed"} else "down"
+
+
+def _agent(role: str, rec: AgentRecord | None, health: AgentHealth | None, alive: bool) -> AgentStatus:
+    if alive:
+        state = health.state if health else "starting"
+        reason = health.reason if health else None
+    else:
+        state = _dead_agent_state(rec)
+        reason = rec.last_error if state == "crashed" and rec else None
+    details = health.details if health and alive else {}
+    return AgentStatus(
+        role=role, pid=rec.pid if rec and alive else None, state=state,
+        uptime=_uptime(rec.started_at) if rec and alive else "-",
+        restarts=rec.restarts if rec else 0,
+        last_heartbeat=health.last_heartbeat if health else None,
+        heartbeat_age=_age(health.last_heartbeat) if health else None,
+        inbox_lag=details.get("inbox_lag"), running_tasks=details.get("running_tasks"),
+        processed=details.get("processed"), current_task=details.get("current_task"),
+        reason=reason, last_error=rec.last_error if rec else None,
+        host=health.host if health else None)
+
+
+def _is_stale_here(h: AgentHealth) -> bool:
+    """A row written on this machine by a process that no longer exists."""
+    return h.host == socket.gethostname() and not pid_alive(h.pid)
+
+
 async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
     """Each agent: role, pid, state, uptime, restarts, heartbeat age, inbox lag,
     running tasks, degraded reason. From the state directory (this machine's
-    organisation) and, with `remote`, Postgres (agents on other machines)."""
+    organisation) and, with `remote`, Postgres (agents and processes on other machines)."""
     record = read_org(s)
     org_alive = bool(record and pid_alive(record.pid))
     orphans = live_agents(s, record) if not org_alive else []
     agents: dict[str, AgentStatus] = {}
     for role in role_names(s.agents_dir):
         rec = record.agents.get(role) if record else None
-        health = read_health_file(s, role, STALE_AFTER)
         alive = bool(rec and rec.pid and pid_alive(rec.pid)) if org_alive else bool(
             rec and rec.pid in orphans)
-        state = health.state if health and alive else ("down" if rec else "not started")
-        if alive and health is None:
-            state = "starting"
-        details = health.details if health else {}
-        agents[role] = AgentStatus(
-            role=role, pid=rec.pid if rec and alive else None, state=state,
-            uptime=_uptime(rec.started_at) if rec and alive else "-",
-            restarts=rec.restarts if rec else 0,
-            last_heartbeat=health.last_heartbeat if health else None,
-            heartbeat_age=_age(health.last_heartbeat) if health else None,
-            inbox_lag=details.get("inbox_lag"), running_tasks=details.get("running_tasks"),
-            processed=details.get("processed"), current_task=details.get("current_task"),
-            reason=health.reason if health else None,
-            last_error=rec.last_error if rec else None, host=health.host if health else None)
+        agents[role] = _agent(role, rec, read_health_file(s, role, STALE_AFTER), alive)
+
+    database = (record.database if record and record.database else None) or db.describe(s)
+    reachable: bool | None = None
+    error: str | None = None
     processes: list[AgentProcessStatus] | None = None
-    if remote:
-        with contextlib.suppress(EchoError):  # down, slow or unmigrated: what this machine knows
-            processes = await _processes(s)
-        with contextlib.suppress(EchoError):
-            for h in await _remote_health(s):
-                if agents.get(h.role) is None or (agents[h.role].pid is None and h.state != "down"):
-                    base = agents.get(h.role) or AgentStatus(role=h.role, state=h.state)
-                    agents[h.role] = base.model_copy(update={
-                        "pid": h.pid, "state": h.state, "host": h.host,
-                        "last_heartbeat": h.last_heartbeat, "heartbeat_age": _age(h.last_heartbeat),
-                        "reason": h.reason, "inbox_lag": h.details.get("inbox_lag"),
-                        "running_tasks": h.details.get("running_tasks")})
-    if record is None:
-        org_state = "never started"
-    elif org_alive:
-        org_state = record.state
-    else:  # never "stopped" while agents of this state directory live on
-        org_state = f"supervisor gone, {len(orphans)} agent(s) alive" if orphans else "stopped"
+    # Only ask Postgres when it should answer: a stopped embedded server is not started
+    # just to say that nothing runs.
+    embedded_idle = (not s.database_url and db.embedded_server(s).running_pid() is None
+                     and not org_alive and not orphans)
+    if remote and not embedded_idle:
+        reachable, error = await _merge_database(s, agents)
+        if reachable:
+            with contextlib.suppress(EchoError):  # slow or unmigrated: what this machine knows
+                processes = await _processes(s)
+    state = org_state(record, org_alive, orphans)
+    problems = []
+    if state in {"failed", "crashed"}:
+        problems.append((record.failure if record else None) or "the organisation's process died")
+    if reachable is False:
+        problems.append(f"database {database} cannot be reached: {error}")
     governor = None
-    if remote:
+    if remote and reachable:
         with contextlib.suppress(EchoError, TimeoutError, OSError):
             governor = await governor_summary(s, list(agents))
         for role, why in (governor or {}).get("waiting", {}).items():
@@ -184,9 +232,10 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
     return OrgStatus(
         governor=governor,
         organisation=OrgInfo(
-            pid=record.pid if record and org_alive else None, state=org_state,
-            failure=record.failure if record else None, database=db.describe(s), node=s.node),
-        agents=list(agents.values()), processes=processes)
+            pid=record.pid if record and org_alive else None, state=state,
+            failure=record.failure if record else None, database=database,
+            database_reachable=reachable, node=s.node),
+        agents=list(agents.values()), processes=processes, problems=problems)
 
 
 async def _processes(settings: Settings) -> list[AgentProcessStatus] | None:
@@ -196,10 +245,64 @@ async def _processes(settings: Settings) -> list[AgentProcessStatus] | None:
     return None
 
 
-async def _remote_health(settings: Settings) -> list[Any]:
-    quick = settings.model_copy(update={"connect_timeout": 1.5})
-    with anyio.move_on_after(2):
-        async with db.connection(quick) as conn:
-            rows = await conn.fetch(_HEALTH["all"])
-        return [row_to_health(r, STALE_AFTER) for r in rows if r["state"] != "down"]
-    return []
+async def _merge_database(s: Settings, agents: dict[str, AgentStatus]) -> tuple[bool, str | None]:
+    """Add the agents that run elsewhere (other nodes) from `agent_health`; whether the
+    database answered, and why not."""
+    quick = s.model_copy(update={"connect_timeout": 1.5})
+    try:
+        with anyio.fail_after(3):
+            async with db.connection(quick) as conn:
+                rows = []
+                # A refusal (an unmigrated namespace) is an answer: nothing runs elsewhere.
+                with contextlib.suppress(StoreRejected), db.translate_errors(quick, "read agent health"):
+                    rows = await conn.fetch(_HEALTH["all"])
+    except TimeoutError:
+        return False, "no answer within 3 s"
+    except EchoError as exc:
+        return False, _reason(exc)
+    for row in rows:
+        h = row_to_health(row, STALE_AFTER)
+        known = agents.get(h.role)
+        if (known is None or known.pid is None) and h.state != "down" and not _is_stale_here(h):
+            base = known or AgentStatus(role=h.role, state=h.state)
+            agents[h.role] = base.model_copy(update={
+                "pid": h.pid, "state": h.state, "host": h.host,
+                "last_heartbeat": h.last_heartbeat, "heartbeat_age": _age(h.last_heartbeat),
+                "reason": h.reason, "inbox_lag": h.details.get("inbox_lag"),
+                "running_tasks": h.details.get("running_tasks")})
+    return True, None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    start = text.find("unavailable (")
+    if start >= 0:
+        return text[start + len("unavailable ("):].split(");")[0]
+    return text or type(exc).__name__
+
+
+#: The states in which an agent started by `up` has settled.
+_SETTLED = {"healthy", STANDBY}
+
+
+def wait_settled(s: Settings, roles: list[str], within: float = 15.0) -> list[str]:
+    """After `up --detach`: wait until every agent's process reports itself healthy; after
+    `within` s, `role: reason` for each agent that is not, so `up` does not say
+    "organisation up" over agents that sit degraded (a passing degradation while an
+    agent catches up is waited out). A standby (another node holds the role) is settled."""
+    deadline = time.monotonic() + within
+    while True:
+        record = read_org(s)
+        seen: dict[str, AgentHealth] = {}
+        for role in roles:
+            rec = record.agents.get(role) if record else None
+            health = read_health_file(s, role, STALE_AFTER)
+            if rec and rec.pid and health and health.pid == rec.pid:
+                seen[role] = health
+        settled = len(seen) == len(roles) and all(h.state in _SETTLED for h in seen.values())
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    missing = [f"{role}: no heartbeat within {within:g} s" for role in roles if role not in seen]
+    return [f"{role}: {h.reason or h.state}" for role, h in seen.items() if h.state not in _SETTLED] + missing
+

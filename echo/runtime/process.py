@@ -25,7 +25,8 @@ leads its own process group: signals reach its children too, and whatever is lef
 the group is killed when the process exits, so a restart never leaks processes. The
 process is always reaped before the `OSProcess` counts as exited (no zombies).
 Without ``log_path`` the output is inherited (a ``ready`` regex needs a pipe, whose
-lines are then copied to this process's stdout).
+lines are then copied to this process's stdout). With ``log_ready_line=False`` the
+line that matched ``ready`` is a protocol line and is not copied anywhere.
 
 With ``die_with_parent=True`` the process does not outlive this one, even when this
 one is SIGKILLed: on Linux the kernel kills it (PR_SET_PDEATHSIG), and everywhere it
@@ -69,6 +70,7 @@ class OSProcess(Process):
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
+        log_ready_line: bool = True,
         name: str | None = None,
         die_with_parent: bool = False,
     ) -> None:
@@ -84,6 +86,7 @@ class OSProcess(Process):
         self.cwd = cwd
         self.env = dict(env) if env is not None else None
         self.log_path = log_path
+        self.log_ready_line = log_ready_line
         self._proc: asyncio.subprocess.Process | None = None
         self._stop_reason: ExitReason | None = None
         self._log_fd: int | None = None
@@ -178,9 +181,11 @@ class OSProcess(Process):
     async def _await_line(self, proc: asyncio.subprocess.Process, pattern: re.Pattern[str]) -> bool:
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
-            self._copy(line)
             if pattern.search(line.decode(errors="replace")):
+                if self.log_ready_line:
+                    self._copy(line)
                 return True
+            self._copy(line)
         return False
 
     async def _await_check(self, proc: asyncio.subprocess.Process, check: ReadyCheck) -> bool:

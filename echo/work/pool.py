@@ -51,6 +51,7 @@ from echo.db import Database, nul_free
 from echo.degradation import Condition, Reporter
 from echo.errors import EchoError, StoreRejected, StoreUnavailable, UsageError
 from echo.listener import Listener, Registration
+from echo.logs import fields
 from echo.runtime import Backoff
 from echo.work.executors import Executor, Result
 from echo.work.governor.gate import ClaimGate
@@ -332,6 +333,7 @@ class ExecutorPool:
                                   run=result.run)
         except Exception as exc:
             outcome = self._failure(task, exc)
+        _log_outcome(task, outcome)
         running.writing = True
         self._durations_ms += (time.monotonic() - running.started) * 1000
         self._outbox.append((running, outcome))
@@ -554,3 +556,18 @@ class ExecutorPool:
         for running in executing:
             running.cancel()
         await self._release(executing)
+
+
+def _log_outcome(task: Task, outcome: Completion | Failure) -> None:
+    """One line per task outcome, with role, task and workflow as fields (`echoctl logs
+    --json --task N` finds it)."""
+    where = fields(role=task.role, task=task.task_id, workflow=task.payload.get("workflow"),
+                   type=task.task_type, attempt=task.attempt)
+    if isinstance(outcome, Completion):
+        where["fields"]["outcome"] = "completed"
+        log.info("task %s (%s) completed", task.task_id, task.task_type, extra=where)
+        return
+    again = outcome.retryable and (not outcome.counted or task.retry_count < task.max_retries)
+    where["fields"]["outcome"] = "retrying" if again else "failed"
+    log.warning("task %s (%s) %s: %s", task.task_id, task.task_type,
+                "failed, will retry" if again else "failed", outcome.error, extra=where)

@@ -179,7 +179,11 @@ async def test_a_killed_up_takes_its_agents_along_and_the_next_up_is_the_only_ow
         _gone, alive = await anyio.to_thread.run_sync(lambda: psutil.wait_procs(agents, timeout=30))
         assert alive == []
         shown = await run_cli(s, "status", "--json")
-        assert '"state": "stopped"' in shown.stdout  # truly stopped now: nothing lives on
+        info = json.loads(shown.stdout)
+        # Honest: the supervisor died without saying (a crash), and nothing lives on
+        # (not "supervisor gone, N agent(s) alive").
+        assert info["organisation"]["state"] == "crashed", shown.stdout
+        assert [a["pid"] for a in info["agents"] if a["role"] in TWO] == [None, None]
 
         again = await run_cli(s, "up", "--detach", "--roles", ",".join(TWO), timeout=120)
         assert again.returncode == 0, again.stderr

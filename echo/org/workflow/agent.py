@@ -31,6 +31,7 @@ from echo.bus import Publisher
 from echo.config import Settings
 from echo.degradation import Condition, Reporter
 from echo.errors import StoreRejected, StoreUnavailable
+from echo.logs import fields
 from echo.org import deciders
 from echo.org.roles import Role, load_roles
 from echo.org.workflow.driver import DRIVER, Driver
@@ -139,7 +140,7 @@ class WorkflowAgent:
         workflow `error` with the reason, so no agent retries it every tick."""
         reason = f"{self.role.name} could not do its part of {wf.phase}: {exc}"
         log.error("workflow %s: %s; marked error", wf.id, reason,
-                  extra={"workflow": wf.id, "role": self.role.name})
+                  extra=fields(role=self.role.name, workflow=wf.id, step="error"))
         try:
             await self.store.mark_error(wf, reason, actor=self.role.name)
         except StoreRejected as again:  # cannot even mark it: leave it to the next tick

@@ -27,6 +27,7 @@ from typing import Any
 
 from echo.bus import Kind, broadcast_channel, decision_channel
 from echo.errors import UsageError
+from echo.logs import fields
 from echo.org import deciders
 from echo.org.roles import Role
 from echo.org.workflow.participant import Publish, RolePart, post_uuid, render_thread
@@ -69,7 +70,8 @@ class Driver(RolePart):
                             channel=broadcast_channel())
         if moved:
             log.info("workflow %s: %s -> %s %s", wf.id, wf.phase, phase, round_no or "",
-                     extra={"workflow": wf.id, "role": self.role.name})
+                     extra=fields(role=self.role.name, workflow=wf.id, step="advance", outcome=str(phase),
+                                  round=round_no or None))
         return moved
 
     async def drive(self, wf: Workflow) -> None:

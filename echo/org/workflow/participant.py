@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from echo.bus import Kind, Message, StoredMessage, workflow_channel
+from echo.logs import fields
 from echo.org import deciders
 from echo.org.roles import Role
 from echo.org.workflow.store import Phase, Workflow, WorkflowStore
@@ -104,8 +105,10 @@ class RolePart:
             wf.id, self.role.name, participate=got.data["participate"],
             confidence=got.data["confidence"], reason=got.data["reason"], decider=got.decider,
             fallback_reason=got.fallback_reason)
-        log.info("%s: %s %s (%s)", self.role.name, "joins" if got.data["participate"] else "declines",
-                 wf.id, got.decider, extra={"workflow": wf.id, "role": self.role.name})
+        joins = "joins" if got.data["participate"] else "declines"
+        log.info("%s: %s %s (%s)", self.role.name, joins, wf.id, got.decider,
+                 extra=fields(role=self.role.name, workflow=wf.id, step="select", outcome=joins,
+                              source=got.source))
 
     async def discuss(self, wf: Workflow, key: uuid.UUID) -> None:
         thread = await self.store.thread(wf.id)
@@ -120,6 +123,9 @@ class RolePart:
         await self.post(wf.id, key, Kind.DISCUSSION, f"{self.role.title}, round {wf.round}",
                         {"round": wf.round, **got.data, "source": got.source,
                          "fallback_reason": got.fallback_reason})
+        log.info("%s: position posted on %s, round %s", self.role.name, wf.id, wf.round,
+                 extra=fields(role=self.role.name, workflow=wf.id, step="discuss", round=wf.round,
+                              source=got.source))
 
     async def vote(self, wf: Workflow, key: uuid.UUID) -> None:
         thread = await self.store.thread(wf.id)
@@ -130,6 +136,9 @@ class RolePart:
             workflow=wf.id, step="vote")
         await self.post(wf.id, key, Kind.VOTE, f"{self.role.title} votes {got.data['vote']}",
                         {**got.data, "source": got.source, "fallback_reason": got.fallback_reason})
+        log.info("%s: votes %s on %s", self.role.name, got.data["vote"], wf.id,
+                 extra=fields(role=self.role.name, workflow=wf.id, step="vote", outcome=got.data["vote"],
+                              source=got.source))
 
     async def report_tasks(self, wf: Workflow) -> None:
         """Post the outcome of each of this role's tasks once it is final."""
@@ -143,3 +152,6 @@ class RolePart:
             if not await self.store.posted(key):
                 await self.post(wf.id, key, Kind.STATUS, f"task {task.task_id} {task.status}",
                                 {"task": task.report()})
+                log.info("%s: task %s %s, reported on %s", self.role.name, task.task_id, task.status,
+                         wf.id, extra=fields(role=self.role.name, workflow=wf.id, step="report",
+                                             task=task.task_id, outcome=task.status))

@@ -46,6 +46,13 @@ async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
     for a in info["agents"]:
         assert a["pid"] and a["last_heartbeat"] and a["restarts"] == 0
     assert "sekret" not in shown.stdout
+    # The ready line is between the agent and its supervisor: never in a log.
+    for role in ROLES:
+        assert "ECHO-READY" not in (s.log_dir / f"{role}.log").read_text()
+    lines = await run_cli(s, "logs", "cto", "--json")
+    assert lines.returncode == 0, lines.stderr
+    entries = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert any(e["fields"].get("role") == "cto" and "agent active" in e["message"] for e in entries)
 
     # The connection budget: pool of 1 + LISTEN + the lease keeper's own connection
     # (renewals must not queue behind the role's writes).
@@ -133,8 +140,16 @@ async def test_database_down_at_start_agents_degraded_then_healthy(
     await anyio.to_thread.run_sync(own_postgres.stop, "immediate")
     try:
         started = await run_cli(s, "up", "--roles", ",".join(roles), "--detach", timeout=120)
-        assert started.returncode == 0, started.stderr
+        # It runs in the background, but it does not say "organisation up" over degraded agents.
+        assert started.returncode == 1, started.stdout + started.stderr
+        assert "organisation up" not in started.stdout
+        assert "degraded" in started.stderr and "ceo:" in started.stderr, started.stderr
         await wait_until(all_in(s, "degraded", roles), timeout=60, interval=0.1)
+        shown = await run_cli(s, "status")
+        assert shown.returncode == 1, shown.stdout
+        words = " ".join(shown.stdout.split())  # a table cell may wrap
+        assert "cannot be reached" in words, shown.stdout
+        assert "database is unavailable" in words, shown.stdout  # the reason, per agent
         await anyio.to_thread.run_sync(own_postgres.start)
         await wait_until(all_in(s, "healthy", roles), timeout=60, interval=0.1)
         record = read_org(s)
@@ -151,12 +166,14 @@ async def test_crash_loop_exceeds_intensity_and_stops_with_one_clear_line(
     s = org_settings
     env = cli_env(s)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "echo", "up", "--staggered", "--roles", "ceo,cto"],
+        # A window wide enough that a loaded machine's slow restarts still exceed it.
+        [sys.executable, "-m", "echo", "up", "--staggered", "--roles", "ceo,cto", "--max-seconds", "60"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
     try:
         await wait_until(all_in(s, "healthy", ["ceo", "cto"]), timeout=60, interval=0.1)
         # From now on the CTO cannot start: every restart exits at once.
+        good = (agents_dir / "cto" / "role.toml").read_text()
         (agents_dir / "cto" / "role.toml").write_text("title = [broken")
         os.kill(read_org(s).agents["cto"].pid, signal.SIGKILL)  # type: ignore[arg-type, union-attr]
         _out, err = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=60))
@@ -170,3 +187,16 @@ async def test_crash_loop_exceeds_intensity_and_stops_with_one_clear_line(
     assert org_processes(s) == []
     record = read_org(s)
     assert record is not None and record.state == "failed"
+    # `status` afterwards: nothing healthy, no dead pid, the failure, and a failing exit.
+    (agents_dir / "cto" / "role.toml").write_text(good)
+    shown = await run_cli(s, "status", "--json")
+    assert shown.returncode == 1, shown.stdout
+    info = json.loads(shown.stdout)
+    assert info["organisation"]["state"] == "failed"
+    assert "agent cto failed" in info["problems"][0]
+    agents = {a["role"]: a for a in info["agents"]}
+    assert agents["cto"]["state"] == "crashed" and agents["cto"]["pid"] is None
+    assert agents["cto"]["reason"]
+    assert agents["ceo"]["state"] == "down" and agents["ceo"]["pid"] is None
+    table = await run_cli(s, "status")
+    assert table.returncode == 1 and "healthy" not in table.stdout

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
+import pytest
 
 from echo import db as dbmod
 from echo.config import Settings
@@ -130,9 +133,11 @@ async def test_cancelling_run_releases_what_it_holds(settings: Settings, db: Dat
 
 
 async def test_failures_are_classified_and_retried_with_backoff(
-    settings: Settings, db: Database
+    settings: Settings, db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     from echo.errors import ClaudeAuthError
+
+    caplog.set_level(logging.INFO, logger="echo.work.pool")
 
     class Flaky:
         calls = 0
@@ -158,6 +163,10 @@ async def test_failures_are_classified_and_retried_with_backoff(
     assert (row["status"], row["retry_count"], row["result"]) == ("completed", 2, "third time lucky")
     m = pool.metrics()
     assert (m.succeeded, m.failed) == (1, 3) and Flaky.calls == 4
+    # One log line per outcome, with the task as a field (what `echoctl logs --task` filters on).
+    outcomes = [(r.fields["task"], r.fields["outcome"]) for r in caplog.records if hasattr(r, "fields")]
+    assert outcomes.count((auth.task_id, "failed")) == 1
+    assert [o for t, o in outcomes if t == flaky.task_id] == ["retrying", "retrying", "completed"]
 
 
 async def test_no_claim_is_lost_to_an_uncommitted_transaction(
