@@ -80,12 +80,6 @@ def submit(
         console.print(f"task {made.task_id} already holds dedupe key {dedupe_key!r}; not added")
 
 
-def _status(status: str, error: str | None) -> str:
-    from echo.org.workflow import SKIPPED
-
-    return "skipped" if status == "failed" and (error or "").startswith(SKIPPED) else status
-
-
 @tasks_app.command("list")
 def list_tasks(
     ctx: typer.Context,
@@ -108,7 +102,7 @@ def list_tasks(
     for name in ("prio", "tries", "description", "error"):
         table.add_column(name)
     for r in rows:
-        table.add_row(str(r.task_id), r.task_type, _status(r.status, r.error), r.assigned_role or "",
+        table.add_row(str(r.task_id), r.task_type, r.outcome, r.assigned_role or "",
                       str(r.task_priority), f"{r.attempt}/{r.max_retries + 1}",
                       escape(clip(r.task_description, 60)), escape(clip(r.waiting or r.error or "", 60)))
     console.print(table)

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from echo import db
 from echo.bus import ALL, Kind, Message, MessageStore, Published, Publisher, StoredMessage
@@ -52,6 +52,7 @@ from echo.org.worker import executors as worker_executors
 from echo.org.worker import run_worker
 from echo.org.workflow import (
     QUORUMS,
+    SKIPPED,
     Decision,
     Delivery,
     Phase,
@@ -124,6 +125,14 @@ class TaskSummary(BaseModel):
     attempt: int = 0
     workflow: str | None = None
     waiting: str | None = None  # why the governor holds it back (`budget — ...`)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def outcome(self) -> str:
+        """The status a person reads: a task that failed because Claude was unavailable
+        is `skipped`, as `workflow show` says; the CLI and the dashboard show this."""
+        failed_unrun = self.status == "failed" and (self.error or "").startswith(SKIPPED)
+        return "skipped" if failed_unrun else self.status
 
 
 class TaskEvent(BaseModel):

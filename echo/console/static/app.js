@@ -231,9 +231,9 @@ async function loadTasks() {
   const rows = await api(`/tasks?${query}`);
   document.querySelector("#tasks tbody").replaceChildren(...rows.map((t) =>
     h("tr", { "data-id": t.task_id, "data-status": t.status },
-      h("td", {}, t.task_id), h("td", {}, h("span", { class: `badge state-${t.status}` }, t.status)),
+      h("td", {}, t.task_id), h("td", {}, h("span", { class: `badge state-${t.outcome ?? t.status}` }, t.outcome ?? t.status)),
       h("td", {}, t.assigned_role ?? "-"), h("td", { class: "desc", title: t.error ?? "" }, t.task_description),
-      h("td", {}, `${t.retry_count}/${t.max_retries}`), h("td", {}, t.cost_usd != null ? `$${Number(t.cost_usd).toFixed(4)}` : ""),
+      h("td", {}, `${t.attempt}/${t.max_retries + 1}`), h("td", {}, t.cost_usd != null ? `$${Number(t.cost_usd).toFixed(4)}` : ""),
       h("td", {}, taskButtons(t)))));
 }
 const refreshTasks = debounced(loadTasks, 150);
