@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -241,8 +242,19 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
 async def _processes(settings: Settings) -> list[AgentProcessStatus] | None:
     quick = settings.model_copy(update={"connect_timeout": 1.5})
     with anyio.move_on_after(2):
-        return [AgentProcessStatus(**p) for p in await agent_processes(quick, STALE_AFTER)]
+        rows = [AgentProcessStatus(**p) for p in await agent_processes(quick, STALE_AFTER)]
+        return mark_gone(rows, socket.gethostname(), pid_alive)
     return None
+
+
+def mark_gone(
+    rows: list[AgentProcessStatus], here: str, alive: Callable[[int], bool]
+) -> list[AgentProcessStatus]:
+    """A process of this host whose pid is gone is `down`, not `unresponsive`: after a
+    SIGKILL and a restart, the dead agent's heartbeat row lingers beside its successor's
+    until it ages out. Processes of other hosts cannot be checked from here."""
+    return [r.model_copy(update={"state": "down"}) if r.host == here and not alive(r.pid) else r
+            for r in rows]
 
 
 async def _merge_database(s: Settings, agents: dict[str, AgentStatus]) -> tuple[bool, str | None]:

@@ -41,3 +41,15 @@ async def test_status_and_down_see_agents_whose_supervisor_is_gone(tmp_path: Pat
         if orphan.poll() is None:
             orphan.kill()
         orphan.wait()
+
+
+def test_a_dead_process_of_this_host_reads_down_others_are_left_alone() -> None:
+    from echo.org.status import AgentProcessStatus, mark_gone
+
+    def row(host: str, pid: int, state: str = "unresponsive") -> AgentProcessStatus:
+        return AgentProcessStatus(role="cto", node="n", host=host, pid=pid, state=state,
+                                  active=False, heartbeat_age=9.7)
+
+    rows = [row("here", 1), row("here", 2, "healthy"), row("elsewhere", 3)]
+    shown = mark_gone(rows, "here", lambda pid: pid == 2)
+    assert [r.state for r in shown] == ["down", "healthy", "unresponsive"]
