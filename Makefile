@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CLAUDE := tools/claude/node_modules/.bin/claude
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-browser test lint unit bench demo clean
+.PHONY: setup setup-browser test lint unit bench demo clean schema
 
 setup: $(STAMP) $(CLAUDE)
 
@@ -55,6 +55,10 @@ demo: setup
 
 bench: setup
 	@for b in runtime bus queue org failover console leases; do $(PY) -m bench.$$b || exit 1; done
+
+# shared/sql/schema.sql after a new migration (tests/integration/test_schema.py checks it).
+schema: $(STAMP)
+	ECHO_TEST_DATABASE_URL="$${ECHO_TEST_DATABASE_URL:-postgresql://root@127.0.0.1:5432/test}" $(PY) -m tests.schema --write
 
 # Never delete the Postgres binaries under a running embedded server: refuse, in one line.
 clean:

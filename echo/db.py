@@ -362,12 +362,17 @@ _MIGRATION_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 def migrations() -> list[Migration]:
     """The numbered SQL files in shared/sql, in order."""
-    found = []
+    found: dict[int, Migration] = {}
     for path in sorted((project_path("shared") / "sql").glob("*.sql")):
         match = _MIGRATION_RE.match(path.name)
         if match:
-            found.append(Migration(int(match[1]), match[2], path))
-    return found
+            version = int(match[1])
+            if version in found:
+                raise MigrationError(
+                    f"two migrations are numbered {version:03d} ({found[version].path.name}, "
+                    f"{path.name}); renumber one above the highest")
+            found[version] = Migration(version, match[2], path)
+    return list(found.values())
 
 
 _QUERY_NAME_RE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
@@ -406,6 +411,17 @@ def _check_unchanged(migration: Migration, applied_checksum: str) -> None:
         )
 
 
+def _check_in_order(migration: Migration, newest_applied: int) -> None:
+    """A migration numbered below one already applied arrived late (a merge, a file
+    restored): applied now it would run after its successors here but before them on a
+    fresh database, so two databases would differ with nothing to tell."""
+    if migration.version < newest_applied:
+        raise MigrationError(
+            f"migration {migration.path.name} is older than the newest applied here "
+            f"({newest_applied:03d}); renumber it above {newest_applied:03d} so it runs last everywhere"
+        )
+
+
 async def migrate(settings: Settings) -> list[Migration]:
     """Bring the namespace's schema up to date; return the migrations applied now."""
     schema = settings.namespace
@@ -420,10 +436,12 @@ async def migrate(settings: Settings) -> list[Migration]:
                     r["version"]: r["checksum"]
                     for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
                 }
+                newest = max(done, default=0)
                 for migration in migrations():
                     if migration.version in done:
                         _check_unchanged(migration, done[migration.version])
                         continue
+                    _check_in_order(migration, newest)
                     try:
                         async with conn.transaction():
                             await conn.execute(migration.sql)
