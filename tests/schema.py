@@ -45,7 +45,8 @@ _HEADER = """\
 # pg_dump lines that depend on its version or on the session, not on the schema.
 # Kept: `check_function_bodies = false`, since the dump creates functions before the
 # tables their bodies name.
-_VOLATILE = re.compile(r"^(SET (?!check_function_bodies)|SELECT pg_catalog\.set_config|\\|-- Dumped (from|by) )")
+_VOLATILE = re.compile(
+    r"^(SET (?!check_function_bodies)|SELECT pg_catalog\.set_config|\\|-- Dumped (from|by) )")
 
 
 def _pg_dump() -> str:
@@ -136,8 +137,8 @@ _FINGERPRINT = {
         WHERE c.relnamespace = $1::regnamespace AND c.relname NOT LIKE 'schema_migrations%' ORDER BY 1""",
     "types": """
         SELECT t.typname, t.typtype::text,
-               coalesce(array_agg(e.enumlabel ORDER BY e.enumsortorder) FILTER (WHERE e.enumlabel IS NOT NULL),
-                        '{}')
+               coalesce(array_agg(e.enumlabel ORDER BY e.enumsortorder)
+                            FILTER (WHERE e.enumlabel IS NOT NULL), '{}')
         FROM pg_type t LEFT JOIN pg_enum e ON e.enumtypid = t.oid
         WHERE t.typnamespace = $1::regnamespace AND t.typtype IN ('e', 'd', 'c')
           AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.reltype = t.oid)
