@@ -23,7 +23,9 @@ from echo.commands import db as db_commands
 from echo.commands import org as org_commands
 from echo.commands import tasks as task_commands
 from echo.commands import workflow as workflow_commands
-from echo.errors import EchoError
+from echo.config import check_log_level
+from echo.errors import UsageError as EchoUsageError
+from echo.errors import one_line, sole_error
 
 try:  # recent Typer versions vendor click; older ones use click itself
     from typer._click.exceptions import ClickException, UsageError
@@ -87,6 +89,11 @@ def root(
     ),
 ) -> None:
     """Global flags override config/*.toml and ECHO_* variables."""
+    if log_level is not None:
+        try:
+            log_level = check_log_level(log_level)
+        except ValueError as exc:
+            raise EchoUsageError(f"unknown --log-level {one_line(log_level)!r}; {exc}") from None
     ctx.obj = {
         "database_url": database_url,
         "redis_url": redis_url,
@@ -95,7 +102,7 @@ def root(
         "log_level": log_level,
     }
     logging.basicConfig(
-        level=(log_level or "WARNING").upper() if log_level else logging.WARNING,
+        level=log_level or logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -134,8 +141,11 @@ def _main() -> None:
         _fail(f"{exc.format_message()} (see `{where} --help`)", 2)
     except ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
-    except EchoError as exc:
-        _fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
+    except Exception as exc:  # an EchoError, maybe inside a task group's ExceptionGroup
+        known = sole_error(exc)
+        if known is None:
+            raise
+        _fail(str(known), known.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
