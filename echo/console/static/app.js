@@ -218,7 +218,7 @@ function taskButtons(t) {
     try { await api(`/tasks/${t.task_id}/${verb}`, { method: "POST" }); await loadTasks(); } catch (e) { showError(e); }
   };
   return [
-    ["failed", "dead", "cancelled"].includes(t.status) ? h("button", { "data-action": "retry", onclick: act("retry") }, "retry") : null,
+    ["failed", "skipped", "dead", "cancelled"].includes(t.outcome ?? t.status) ? h("button", { "data-action": "retry", onclick: act("retry") }, "retry") : null,
     ["pending", "running"].includes(t.status) ? h("button", { class: "secondary", "data-action": "cancel", onclick: act("cancel") }, "cancel") : null,
   ];
 }
@@ -230,7 +230,7 @@ async function loadTasks() {
   if (filters.role.value) query.set("role", filters.role.value);
   const rows = await api(`/tasks?${query}`);
   document.querySelector("#tasks tbody").replaceChildren(...rows.map((t) =>
-    h("tr", { "data-id": t.task_id, "data-status": t.status },
+    h("tr", { "data-id": t.task_id, "data-status": t.outcome ?? t.status },
       h("td", {}, t.task_id), h("td", {}, h("span", { class: `badge state-${t.outcome ?? t.status}` }, t.outcome ?? t.status)),
       h("td", {}, t.assigned_role ?? "-"), h("td", { class: "desc", title: t.error ?? "" }, t.task_description),
       h("td", {}, `${t.attempt}/${t.max_retries + 1}`), h("td", {}, t.cost_usd != null ? `$${Number(t.cost_usd).toFixed(4)}` : ""),
