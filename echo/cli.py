@@ -24,7 +24,6 @@ from echo.commands import org as org_commands
 from echo.commands import tasks as task_commands
 from echo.commands import workflow as workflow_commands
 from echo.config import check_log_level
-from echo.errors import UsageError as EchoUsageError
 from echo.errors import one_line, sole_error
 
 try:  # recent Typer versions vendor click; older ones use click itself
@@ -70,6 +69,16 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _log_level(value: str | None) -> str | None:
+    """A known level, upper case; anything else is a usage error like a bad option value."""
+    if value is None:
+        return None
+    try:
+        return check_log_level(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"unknown level '{one_line(value)}'; {exc}") from None
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -83,17 +92,13 @@ def root(
     ),
     namespace: str | None = typer.Option(None, "--namespace", help="schema and channel prefix"),
     state_dir: Path | None = typer.Option(None, "--state-dir", help="state and log directory"),
-    log_level: str | None = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING, ERROR"),
+    log_level: str | None = typer.Option(None, "--log-level", callback=_log_level,
+                                         help="DEBUG, INFO, WARNING, ERROR"),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
     """Global flags override config/*.toml and ECHO_* variables."""
-    if log_level is not None:
-        try:
-            log_level = check_log_level(log_level)
-        except ValueError as exc:
-            raise EchoUsageError(f"unknown --log-level {one_line(log_level)!r}; {exc}") from None
     ctx.obj = {
         "database_url": database_url,
         "redis_url": redis_url,
