@@ -23,7 +23,8 @@ from echo.commands import db as db_commands
 from echo.commands import org as org_commands
 from echo.commands import tasks as task_commands
 from echo.commands import workflow as workflow_commands
-from echo.errors import EchoError
+from echo.config import check_log_level
+from echo.errors import one_line, sole_error
 
 try:  # recent Typer versions vendor click; older ones use click itself
     from typer._click.exceptions import ClickException, UsageError
@@ -68,6 +69,16 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _log_level(value: str | None) -> str | None:
+    """A known level, upper case; anything else is a usage error like a bad option value."""
+    if value is None:
+        return None
+    try:
+        return check_log_level(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"unknown level '{one_line(value)}'; {exc}") from None
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -81,7 +92,8 @@ def root(
     ),
     namespace: str | None = typer.Option(None, "--namespace", help="schema and channel prefix"),
     state_dir: Path | None = typer.Option(None, "--state-dir", help="state and log directory"),
-    log_level: str | None = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING, ERROR"),
+    log_level: str | None = typer.Option(None, "--log-level", callback=_log_level,
+                                         help="DEBUG, INFO, WARNING, ERROR"),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
@@ -95,7 +107,7 @@ def root(
         "log_level": log_level,
     }
     logging.basicConfig(
-        level=(log_level or "WARNING").upper() if log_level else logging.WARNING,
+        level=log_level or logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -134,8 +146,11 @@ def _main() -> None:
         _fail(f"{exc.format_message()} (see `{where} --help`)", 2)
     except ClickException as exc:
         _fail(exc.format_message(), exc.exit_code)
-    except EchoError as exc:
-        _fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
+    except Exception as exc:  # an EchoError, maybe inside a task group's ExceptionGroup
+        known = sole_error(exc)
+        if known is None:
+            raise
+        _fail(str(known), known.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

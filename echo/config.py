@@ -182,10 +182,7 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("use DEBUG, INFO, WARNING or ERROR")
-        return level
+        return check_log_level(value)
 
     @field_validator("database_url", "redis_url")
     @classmethod
@@ -236,6 +233,18 @@ class Settings(BaseSettings):
             if value is not None:
                 env[f"ECHO_{name.upper()}"] = str(value)
         return env
+
+
+#: The log levels a setting or `--log-level` may name (in any case).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def check_log_level(value: str) -> str:
+    """`value` as a level name logging knows (upper case); ValueError saying what to use."""
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"use {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}")
+    return level
 
 
 class _FlatToml(InitSettingsSource):

@@ -13,6 +13,7 @@ what to do about it.
     │   └── LeaseLost         a write as a role after its lease passed to another agent
     ├── StoreRejected         Postgres refused a statement: data, constraint, schema (permanent)
     ├── TransportUnavailable  Redis cannot be reached
+    ├── PortTaken             another program listens on the port asked for (exit code 1)
     ├── MigrationError        the schema could not be brought up to date
     ├── NotFound              a task, message or decision id that does not exist
     ├── CommandFailed         a `command` task exited non-zero, timed out or was killed
@@ -101,6 +102,12 @@ class TransportUnavailable(EchoError):
     """Redis is down or unreachable."""
 
 
+class PortTaken(EchoError):
+    """Another program already listens on the address asked for. Exit code 1, not 2: the
+    command was well formed and would work once the port is free; the message names
+    the option that picks another port (it differs between `up` and `serve`)."""
+
+
 class MigrationError(EchoError):
     """A migration failed; the schema is left at the last good version."""
 
@@ -172,6 +179,21 @@ class ClaudeTimeout(ClaudeError):
 class ClaudeHeld(ClaudeError):
     """The governor starts no run now (its message says why: `budget — cto spent $6.30
     of $5.00 today`, `paused until 02:19 UTC (session limit)`); retried later."""
+
+
+def sole_error(exc: BaseException) -> EchoError | None:
+    """The one `EchoError` an exception group carries, if that is all it carries.
+
+    A failure inside a task group reaches its caller wrapped in an `ExceptionGroup`
+    (anyio, asyncio.TaskGroup), and a command's one-line message would become a
+    traceback of every frame. A group whose leaves are one `EchoError` (possibly
+    nested) stands for that error; anything else (a bug, several errors) is not
+    hidden and returns None."""
+    if isinstance(exc, EchoError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return sole_error(exc.exceptions[0])
+    return None
 
 
 def one_line(text: str) -> str:

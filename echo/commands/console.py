@@ -28,7 +28,7 @@ def serve(
     tls_key: str | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert."),
 ) -> None:
     """Run the operator console alone (HTTP API, live dashboard, /metrics) until Ctrl-C."""
-    from echo.console.server import serve_until_signalled
+    from echo.console.server import SERVE_FLAGS, serve_until_signalled
 
     s = settings(ctx, console_host=host, console_port=port)
     warning = exposure_warning(s.console_host, tls=bool(tls_cert))
@@ -37,7 +37,7 @@ def serve(
 
     run(lambda: serve_until_signalled(
         s, lambda here: console.print(f"console at {here.url} (token in {token_path(s)}); Ctrl-C stops it"),
-        host=s.console_host, port=s.console_port, tls_cert=tls_cert, tls_key=tls_key))
+        host=s.console_host, port=s.console_port, tls_cert=tls_cert, tls_key=tls_key, flags=SERVE_FLAGS))
     console.print("console stopped")
 
 

@@ -133,6 +133,10 @@ def up(
             f"an organisation is already running from {s.state_dir} (pid {existing.pid}); "
             "`echoctl down` first"
         )
+    if s.console:  # a taken port is refused now, not found in console.log later
+        from echo.console.server import UP_FLAGS, check_free
+
+        check_free(s.console_host, s.console_port, UP_FLAGS)
     private_dir(s.state_dir)
     private_dir(s.log_dir)
     if detach:
@@ -276,6 +280,12 @@ def _print_console_url(s: Settings, org_pid: int, within: float = 30.0) -> None:
             if record.console_url:
                 console.print(f"console at {record.console_url} (token in {token_path(s)})")
                 return
+            started = record.console
+            if started is not None and started.state == "exited" and started.last_error:
+                raise EchoError(
+                    f"the organisation runs in the background (pid {org_pid}) but its console "
+                    f"did not start ({started.last_error}); it retries on its own, "
+                    "`echoctl down` stops the organisation")
             time.sleep(0.1)
     console.print(f"the console is not up yet; see {log_file(s, 'console')}")
 

@@ -34,7 +34,7 @@ from echo.commands._common import (
 from echo.commands.budget import governor_lines
 from echo.errors import ConfigError, UsageError
 from echo.org.client import claude_mode, run_worker, worker_executors
-from echo.work import STATUSES, TASK_TYPES
+from echo.work import OUTCOMES, TASK_TYPES
 
 tasks_app = typer.Typer(help="The work queue: submit, list, show, cancel, retry.",
                         no_args_is_help=True)
@@ -83,7 +83,7 @@ def submit(
 @tasks_app.command("list")
 def list_tasks(
     ctx: typer.Context,
-    status: str | None = typer.Option(None, "--status", help=", ".join(STATUSES)),
+    status: str | None = typer.Option(None, "--status", help=", ".join(OUTCOMES)),
     role: str | None = typer.Option(None, "--role"),
     limit: int = typer.Option(50, "--limit", min=1, max=10_000),
     json_out: bool = JsonOpt,

@@ -14,7 +14,7 @@ import sys
 
 import anyio
 
-from echo.errors import EchoError
+from echo.errors import sole_error
 
 READY = "ECHO-READY console"
 
@@ -44,9 +44,12 @@ def main(argv: list[str]) -> int:
 
         anyio.run(run)
         return 0
-    except EchoError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return exc.exit_code
+    except Exception as exc:  # one line per failure in console.log, not an exception group
+        known = sole_error(exc)
+        if known is None:
+            raise
+        sys.stderr.write(f"error: {' '.join(str(known).split())}\n")
+        return known.exit_code
     except KeyboardInterrupt:
         return 130
 

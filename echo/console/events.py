@@ -16,7 +16,12 @@ an event or two; the frame's `seq` (the audit id) lets the page drop repeats.
 Agent processes (state, pid, restarts, current work) also change where no audit row
 is written (the organisation's record of a restart), so the hub polls the
 organisation's status once a second, for all clients together, and sends an
-`agents` event when something a person would see has changed.
+`agents` event (the whole status) when something a person would see has changed,
+else a small `heartbeats` event when only heartbeats moved: each agent's last
+heartbeat and its age as the console measured it at that poll. The page shows that
+age plus the time since the frame arrived (its own monotonic clock), so what it
+shows tracks the real last heartbeat without comparing the browser's wall clock
+with the server's, and an agent whose heartbeats stop is seen to age.
 """
 
 from __future__ import annotations
@@ -67,6 +72,16 @@ def _visible(status: dict[str, Any]) -> list[tuple[Any, ...]]:
          a.get("host"), a.get("reason"))
         for a in status.get("agents", [])
     ]
+
+
+def _beats(status: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [(a.get("role"), a.get("pid"), a.get("last_heartbeat")) for a in status.get("agents", [])]
+
+
+def heartbeats(status: dict[str, Any]) -> dict[str, Any]:
+    """The `heartbeats` event: what of each agent moves with every beat."""
+    return {"agents": [{k: a.get(k) for k in ("role", "last_heartbeat", "heartbeat_age")}
+                       for a in status.get("agents", [])]}
 
 
 class EventHub:
@@ -176,10 +191,12 @@ class EventHub:
 
     async def refresh_status(self, *, remote: bool = True) -> dict[str, Any]:
         status = await self.data.status(remote=remote)
-        changed = self.status is None or _visible(status) != _visible(self.status)
+        before = self.status
         self.status, self.status_at = status, time.monotonic()
-        if changed:
+        if before is None or _visible(status) != _visible(before):
             self._broadcast((None, frame("agents", status)))
+        elif _beats(status) != _beats(before):
+            self._broadcast((None, frame("heartbeats", heartbeats(status))))
         return status
 
     async def current_status(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ through the code:
 
 - **At scrape time** (`OrgCollector`): the organisation as it is now, read through
   the console's data seam: agents' states, restarts, inbox lag and messages handled,
-  tasks by status, messages published, spend per role.
+  tasks by outcome (`echo.work.OUTCOMES`: skipped apart from failed), messages
+  published, spend per role.
 - **From the event feed** (`FeedMetrics`): what happened while this console ran,
   observed on the events the hub reads anyway: claim-to-start latency (enqueued to
   claimed) and task duration histograms, and Claude runs by outcome.
@@ -24,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from echo.org.feed import Event
+from echo.work import task_outcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _FINISHED = {"completed", "failed", "dead", "cancelled", "retry_scheduled"}
@@ -53,7 +55,8 @@ class OrgCollector(Collector):
             if a.get("processed") is not None:
                 delivered.add_metric([a["role"]], float(a["processed"]))
         yield from (state, restarts, lag, delivered)
-        tasks = GaugeMetricFamily("echo_tasks", "Tasks by status", labels=["status"])
+        tasks = GaugeMetricFamily("echo_tasks", "Tasks by status as the task list shows it (skipped apart "
+                                  "from failed)", labels=["status"])
         for status, n in snap.get("tasks", {}).items():
             tasks.add_metric([status], float(n))
         yield tasks
@@ -110,8 +113,8 @@ class Metrics:
             if event.details.get("duration_sec") is not None:
                 self.duration.observe(float(event.details["duration_sec"]))
             kind = self._queued.get(task, (0.0, None))[1]
-            if kind == "claude":
-                self.claude_runs.labels(action).inc()
+            if kind == "claude":  # in the tasks' words: a failure without Claude is skipped
+                self.claude_runs.labels(task_outcome(action, event.details.get("error"))).inc()
 
     def _remember(self, task: str, at: float, kind: str | None) -> None:
         self._queued[task] = (at, kind)

@@ -9,11 +9,13 @@ as the organisation's supervised child; `echoctl serve` runs it alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -24,7 +26,7 @@ from anyio.abc import TaskStatus
 from echo.config import Settings
 from echo.console import auth
 from echo.console.app import create_app
-from echo.errors import ConfigError, UsageError
+from echo.errors import ConfigError, PortTaken, UsageError
 from echo.org.console_address import Listening, url, write_listening
 
 log = logging.getLogger(__name__)
@@ -33,14 +35,35 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (0: any free port); a failure is one `UsageError`."""
+@dataclass(frozen=True)
+class Flags:
+    """The options that move the console, as the command that started it spells them:
+    a message about a taken port names the option the user can actually give."""
+
+    host: str
+    port: str
+    off: str | None = None  # the option that does without a console, if there is one
+
+    def hint(self, option: str) -> str:
+        return f"choose another with {option}" + (f", or {self.off}" if self.off else "")
+
+
+#: `echoctl up` (and `python -m echo.console`, which up runs as its child).
+UP_FLAGS = Flags("--console-host", "--console-port", "--no-console")
+#: `echoctl serve`.
+SERVE_FLAGS = Flags("--host", "--port")
+
+
+def bind(host: str, port: int, flags: Flags = UP_FLAGS) -> socket.socket:
+    """A listening socket on host:port (0: any free port). A port another program holds
+    is `PortTaken` (exit 1); an address that cannot be used at all (a host not on this
+    machine, a port below 1024 without the right) is a `UsageError` (exit 2)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
         raise ConfigError(
-            f"cannot use console host {host!r} ({exc}); give --console-host an address"
+            f"cannot use console host {host!r} ({exc.strerror or exc}); give {flags.host} an address"
         ) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -49,11 +72,20 @@ def bind(host: str, port: int) -> socket.socket:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise UsageError(
-            f"the console cannot listen on {host}:{port} ({exc.strerror or exc}); "
-            "choose another with --console-port (or --no-console)"
-        ) from None
+        shown = f"[{host}]" if ":" in host else host
+        where = f"the console cannot listen on {shown}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise PortTaken(
+                f"{where}: the port is taken by another program; {flags.hint(flags.port)}") from None
+        option = flags.host if exc.errno == errno.EADDRNOTAVAIL else flags.port  # not this machine's
+        raise UsageError(f"{where} ({exc.strerror or exc}); {flags.hint(option)}") from None
     return sock
+
+
+def check_free(host: str, port: int, flags: Flags = UP_FLAGS) -> None:
+    """Refuse now, before anything starts, if the console could not listen there."""
+    if port:
+        bind(host, port, flags).close()
 
 
 class _Server(uvicorn.Server):
@@ -80,6 +112,7 @@ async def serve(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     status_interval: float = 1.0,
+    flags: Flags = UP_FLAGS,
     task_status: TaskStatus[Listening] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the console until cancelled; reports started with where it listens."""
@@ -90,7 +123,7 @@ async def serve(
     if warning:
         log.warning("%s", warning)
     token = auth.load_or_create_token(settings)
-    sock = bind(host, port)
+    sock = bind(host, port, flags)
     bound = sock.getsockname()[1]
     app = create_app(settings, host=host, token=token, status_interval=status_interval)
     config = uvicorn.Config(

@@ -48,7 +48,7 @@ def render(snap: dict[str, Any]) -> Group:
     counts = "  ".join(f"{k} {v}" for k, v in snap["counts"].items())
     tasks = Table("id", "status", "role", "description", title=f"tasks: {counts}", expand=True)
     for t in snap["tasks"]:
-        tasks.add_row(str(t["task_id"]), t["status"], t["assigned_role"] or "-",
+        tasks.add_row(str(t["task_id"]), t.get("outcome") or t["status"], t["assigned_role"] or "-",
                       escape(t["task_description"])[:60])
     flows = Table("id", "phase", "subject", "consensus", title="workflows", expand=True)
     for w in snap["workflows"]:

@@ -52,7 +52,6 @@ from echo.org.worker import executors as worker_executors
 from echo.org.worker import run_worker
 from echo.org.workflow import (
     QUORUMS,
-    SKIPPED,
     Decision,
     Delivery,
     Phase,
@@ -61,7 +60,7 @@ from echo.org.workflow import (
     WorkflowStore,
     post_uuid,
 )
-from echo.work import STATUSES, NewTask, TaskQueue
+from echo.work import NewTask, TaskQueue, check_outcome, task_outcome
 from echo.work.governor import Governor, SpendReport, check_amount, spend_report
 
 
@@ -129,10 +128,10 @@ class TaskSummary(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def outcome(self) -> str:
-        """The status a person reads: a task that failed because Claude was unavailable
-        is `skipped`, as `workflow show` says; the CLI and the dashboard show this."""
-        failed_unrun = self.status == "failed" and (self.error or "").startswith(SKIPPED)
-        return "skipped" if failed_unrun else self.status
+        """The status a person reads (one of `echo.work.OUTCOMES`): a task that failed
+        because Claude was unavailable is `skipped`, as `workflow show` says. The CLI,
+        the dashboard, the status filter, the summary and the metrics use these words."""
+        return task_outcome(self.status, self.error)
 
 
 class TaskEvent(BaseModel):
@@ -320,9 +319,9 @@ class Client:
 
     async def tasks(self, *, status: str | None = None, role: str | None = None,
                     limit: int = 50) -> list[TaskSummary]:
-        """The latest tasks, newest first, optionally of one status or role."""
-        if status is not None and status not in STATUSES:
-            raise UsageError(f"unknown status {status!r}; use {', '.join(STATUSES)}")
+        """The latest tasks, newest first, optionally of one outcome (`skipped` too:
+        `TaskSummary.outcome`) or role."""
+        check_outcome(status)
         async with self._queue() as q:
             rows = await annotate_waiting(self.settings, q.db,
                                           await q.list(status=status, role=role, limit=limit))
@@ -332,6 +331,7 @@ class Client:
         """One task (every column) and its audit trail; `NotFound` if there is none."""
         async with self._queue() as q:
             row = await q.get(task_id)
+            row["outcome"] = task_outcome(row["status"], row.get("error"))
             await annotate_waiting(self.settings, q.db, [row])
             history = await q.history(task_id)
         return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history])
@@ -347,7 +347,8 @@ class Client:
             await q.requeue(task_id, actor="operator")
 
     async def task_counts(self) -> dict[str, int]:
-        """How many tasks are in each status (every status, zeros included)."""
+        """How many tasks have each outcome (`TaskSummary.outcome`: skipped apart from
+        failed), every one of `echo.work.OUTCOMES`, zeros included."""
         async with self._queue() as q:
             return await q.counts()
 

@@ -18,6 +18,8 @@ from echo.work.pool import ExecutorPool, PoolMetrics
 from echo.work.process import ProcessResult, run_process
 from echo.work.queue import (
     FINAL_STATUSES,
+    OUTCOMES,
+    SKIPPED,
     STATUSES,
     TASK_TYPES,
     Completion,
@@ -26,10 +28,14 @@ from echo.work.queue import (
     NewTask,
     Task,
     TaskQueue,
+    check_outcome,
+    task_outcome,
 )
 
 __all__ = [
     "FINAL_STATUSES",
+    "OUTCOMES",
+    "SKIPPED",
     "STATUSES",
     "TASK_TYPES",
     "ClaudeExecutor",
@@ -47,6 +53,8 @@ __all__ = [
     "Result",
     "Task",
     "TaskQueue",
+    "check_outcome",
     "resolve_claude_bin",
     "run_process",
+    "task_outcome",
 ]

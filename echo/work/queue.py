@@ -40,6 +40,27 @@ UNIQUE_VIOLATION = "23505"
 #: Every status a task can have; the last four are final.
 STATUSES = ("pending", "running", "completed", "failed", "cancelled", "dead")
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "dead"})
+#: The prefix of a task's error when it could not run because Claude was unavailable
+#: (the workflow's agents write it, echo.org.workflow.agent).
+SKIPPED = "skipped: claude unavailable"
+#: What a person reads of a task (its outcome): the status, except that a failure
+#: because Claude was unavailable reads `skipped`. `tasks list` and its filter, the
+#: dashboard, the summary API and the metrics all use these words.
+OUTCOMES = ("pending", "running", "completed", "failed", "skipped", "cancelled", "dead")
+
+
+def task_outcome(status: str, error: str | None) -> str:
+    """The outcome of a task of `status` with `error` (one of `OUTCOMES`)."""
+    return "skipped" if status == "failed" and (error or "").startswith(SKIPPED) else status
+
+
+def check_outcome(value: str | None) -> str | None:
+    """`value` if it is an outcome (or None); a `UsageError` naming them otherwise."""
+    if value is not None and value not in OUTCOMES:
+        raise UsageError(f"unknown status {value!r}; use {', '.join(OUTCOMES)}")
+    return value
+
+
 #: The executors a task may name.
 TASK_TYPES = ("claude", "command", "noop")
 
@@ -364,10 +385,13 @@ class TaskQueue:
 
     async def list(self, *, status: str | None = None, role: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
-        if status is not None and status not in STATUSES:
-            raise UsageError(f"unknown status {status!r}; use {', '.join(STATUSES)}")
+        """The latest tasks, newest first; `status` is an outcome (`skipped` too): a
+        skipped task is listed as skipped, not failed."""
+        check_outcome(status)
+        stored = "failed" if status == "skipped" else status
+        skipped = {"skipped": True, "failed": False}.get(status or "")
         async with self.db.acquire() as conn:
-            return [dict(r) for r in await conn.fetch(_Q["list"], status, role, limit)]
+            return [dict(r) for r in await conn.fetch(_Q["list"], stored, role, limit, skipped, SKIPPED)]
 
     async def installed(self) -> bool:
         """Whether the namespace has been migrated far enough to hold a queue."""
@@ -375,6 +399,7 @@ class TaskQueue:
             return bool(await conn.fetchval(_Q["installed"]))
 
     async def counts(self) -> dict[str, int]:
+        """How many tasks have each outcome (every one of `OUTCOMES`, zeros included)."""
         async with self.db.acquire() as conn:
-            rows = await conn.fetch(_Q["counts"])
-        return {s: 0 for s in STATUSES} | {r["status"]: r["n"] for r in rows}
+            rows = await conn.fetch(_Q["counts"], SKIPPED)
+        return dict.fromkeys(OUTCOMES, 0) | {r["outcome"]: r["n"] for r in rows}

@@ -16,7 +16,7 @@ from typing import Any
 
 from echo.org.state import read_org
 from tests.console_org import Console
-from tests.helpers import ROLES, wait_until
+from tests.helpers import ROLES, all_in, wait_until
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
 
@@ -135,4 +135,59 @@ async def test_readable_at_a_phone_width_and_the_screenshot(browser: Any, org: C
     SCREENSHOT.parent.mkdir(exist_ok=True)
     await page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 10_000
+    await page.context.close()
+
+
+#: Samples the age a card shows (in seconds) until `span` seconds of the page's own
+#: clock have passed; returns the samples, or false while still watching.
+WATCH_AGE = """([role, span]) => {
+    const key = `__watch_${role}`;
+    const watch = window[key] ??= { start: performance.now(), ages: [] };
+    const text = document.querySelector(`.agent[data-role='${role}'] .heartbeat`).textContent;
+    watch.ages.push(parseFloat(text));
+    return performance.now() - watch.start >= span * 1000 ? watch.ages : false;
+}"""
+
+
+def shown_age(text: str) -> float:
+    """`12s ago` or `3m ago`, in seconds."""
+    number, unit = float(text.split()[0][:-1]), text.split()[0][-1]
+    return number * 60 if unit == "m" else number
+
+
+async def test_heartbeat_ages_stay_live_and_grow_when_the_beats_stop(browser: Any, org: Console) -> None:
+    from echo.org.status import STALE_AFTER
+
+    page = await open_dashboard(browser, org)
+    await page.wait_for_function("document.querySelectorAll(\".agent[data-state='healthy']\").length === 6",
+                                 timeout=30_000)
+    # A healthy agent beats every second: over 10 s on the page its age stays under the
+    # age at which the organisation would call it unresponsive.
+    ages = await (await page.wait_for_function(WATCH_AGE, arg=["cto", 10], polling=250,
+                                               timeout=60_000)).json_value()
+    assert len(ages) >= 10 and max(ages) < STALE_AFTER, ages
+
+    record = read_org(org.settings)
+    assert record is not None
+    frozen = record.agents["chro"].pid
+    assert frozen
+    os.kill(frozen, signal.SIGSTOP)  # alive, but its heartbeats stop
+    try:
+        await page.wait_for_function(
+            "parseFloat(document.querySelector(\".agent[data-role='chro'] .heartbeat\").textContent) >= 8",
+            timeout=60_000)
+        async with org.client() as c:
+            agents = (await c.get("/api/v1/agents")).json()["agents"]
+        told = next(a for a in agents if a["role"] == "chro")["heartbeat_age"]
+        shown = shown_age(await page.locator(".agent[data-role='chro'] .heartbeat").text_content() or "")
+        assert abs(shown - told) <= 3, (shown, told)  # the server's age, not the browser's clock
+        assert shown_age(await page.locator(".agent[data-role='cto'] .heartbeat").text_content() or "") \
+            < STALE_AFTER  # the others still beat
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    await page.wait_for_function(
+        "parseFloat(document.querySelector(\".agent[data-role='chro'] .heartbeat\").textContent) < 5",
+        timeout=60_000)
+    await wait_until(all_in(org.settings, "healthy", ROLES), timeout=60, interval=0.2)
+    assert page.errors == []
     await page.context.close()

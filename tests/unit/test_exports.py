@@ -27,10 +27,10 @@ BUS = {
 }  # fmt: skip
 
 WORK = {
-    "FINAL_STATUSES", "STATUSES", "TASK_TYPES", "ClaudeExecutor", "ClaudeRunOptions",
+    "FINAL_STATUSES", "OUTCOMES", "SKIPPED", "STATUSES", "TASK_TYPES", "ClaudeExecutor", "ClaudeRunOptions",
     "CommandExecutor", "Completion", "Enqueued", "Executor", "ExecutorPool", "Failure", "NewTask",
     "NoopExecutor", "PoolMetrics", "ProcessResult", "Result", "Task", "TaskQueue",
-    "resolve_claude_bin", "run_process",
+    "check_outcome", "resolve_claude_bin", "run_process", "task_outcome",
 }  # fmt: skip
 
 

@@ -51,10 +51,26 @@ function debounced(fn, wait = 150) {
   };
 }
 
-function age(iso) {
-  if (!iso) return "-";
-  const seconds = (Date.now() - Date.parse(iso)) / 1000;
-  return seconds < 90 ? `${Math.max(seconds, 0).toFixed(0)}s ago` : `${Math.round(seconds / 60)}m ago`;
+// Each agent's heartbeat age as the console measured it, and when that figure arrived
+// (this page's monotonic clock): the age shown is the two added, so it tracks the real
+// last heartbeat however the browser's wall clock is set. `agents` and `heartbeats`
+// events bring fresh figures about once a second.
+const beats = new Map();
+
+function noteBeats(agents) {
+  const at = performance.now();
+  for (const a of agents) beats.set(a.role, { age: a.heartbeat_age, at });
+}
+
+function heartbeatAge(role) {
+  const beat = beats.get(role);
+  if (!beat || beat.age === null || beat.age === undefined) return "-";
+  const seconds = Math.max(beat.age + (performance.now() - beat.at) / 1000, 0);
+  return seconds < 90 ? `${seconds.toFixed(0)}s ago` : `${Math.round(seconds / 60)}m ago`;
+}
+
+function showBeats() {
+  for (const dd of document.querySelectorAll(".heartbeat")) dd.textContent = heartbeatAge(dd.dataset.agent);
 }
 
 function time(iso) {
@@ -85,7 +101,8 @@ function agentCard(a) {
       h("dt", {}, "pid"), h("dd", { class: "pid" }, a.pid ?? "-"),
       h("dt", {}, "node"), h("dd", {}, a.host ?? "-"),
       h("dt", {}, "restarts"), h("dd", { class: "restarts" }, a.restarts ?? 0),
-      h("dt", {}, "heartbeat"), h("dd", { class: "heartbeat", "data-at": a.last_heartbeat ?? "" }, age(a.last_heartbeat)),
+      h("dt", {}, "heartbeat"),
+      h("dd", { class: "heartbeat", "data-agent": a.role, title: a.last_heartbeat ?? "" }, heartbeatAge(a.role)),
       h("dt", {}, "inbox lag"), h("dd", {}, a.inbox_lag ?? "-"),
       h("dt", {}, "working on"),
       h("dd", { class: "work" }, a.current_task ?? (a.running_tasks ? `${a.running_tasks} task(s)` : "-")),
@@ -95,6 +112,7 @@ function agentCard(a) {
 
 function renderAgents(status) {
   state.agents = status.agents;
+  noteBeats(status.agents);
   const org = status.organisation;
   const badge = document.getElementById("org-state");
   badge.textContent = `organisation ${org.state}`;
@@ -110,9 +128,7 @@ function renderAgents(status) {
   }
 }
 
-setInterval(() => {
-  for (const dd of document.querySelectorAll(".heartbeat")) dd.textContent = age(dd.dataset.at);
-}, 1000);
+setInterval(showBeats, 500);
 
 // ---------------------------------------------------------------- messages
 function messageItem(m) {
@@ -218,7 +234,7 @@ function taskButtons(t) {
     try { await api(`/tasks/${t.task_id}/${verb}`, { method: "POST" }); await loadTasks(); } catch (e) { showError(e); }
   };
   return [
-    ["failed", "dead", "cancelled"].includes(t.status) ? h("button", { "data-action": "retry", onclick: act("retry") }, "retry") : null,
+    ["failed", "skipped", "dead", "cancelled"].includes(t.outcome ?? t.status) ? h("button", { "data-action": "retry", onclick: act("retry") }, "retry") : null,
     ["pending", "running"].includes(t.status) ? h("button", { class: "secondary", "data-action": "cancel", onclick: act("cancel") }, "cancel") : null,
   ];
 }
@@ -230,7 +246,7 @@ async function loadTasks() {
   if (filters.role.value) query.set("role", filters.role.value);
   const rows = await api(`/tasks?${query}`);
   document.querySelector("#tasks tbody").replaceChildren(...rows.map((t) =>
-    h("tr", { "data-id": t.task_id, "data-status": t.status },
+    h("tr", { "data-id": t.task_id, "data-status": t.outcome ?? t.status },
       h("td", {}, t.task_id), h("td", {}, h("span", { class: `badge state-${t.outcome ?? t.status}` }, t.outcome ?? t.status)),
       h("td", {}, t.assigned_role ?? "-"), h("td", { class: "desc", title: t.error ?? "" }, t.task_description),
       h("td", {}, `${t.attempt}/${t.max_retries + 1}`), h("td", {}, t.cost_usd != null ? `$${Number(t.cost_usd).toFixed(4)}` : ""),
@@ -267,6 +283,7 @@ function connect() {
   source.onopen = () => { live.textContent = "live"; live.className = "badge live-on"; };
   source.onerror = () => { live.textContent = "reconnecting"; live.className = "badge live-off"; };
   source.addEventListener("agents", (e) => renderAgents(JSON.parse(e.data)));
+  source.addEventListener("heartbeats", (e) => { noteBeats(JSON.parse(e.data).agents); showBeats(); });
   const on = (name, fn) => source.addEventListener(name, (e) => {
     const event = JSON.parse(e.data);
     if (firstTime(event.seq)) fn(event);

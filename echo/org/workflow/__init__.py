@@ -14,7 +14,6 @@ from echo.org.workflow.driver import DRIVER, QUORUMS, Driver, consensus
 from echo.org.workflow.participant import RolePart, post_uuid
 from echo.org.workflow.store import (
     LIVE_WITHIN,
-    SKIPPED,
     Action,
     Decision,
     Delivery,
@@ -25,6 +24,7 @@ from echo.org.workflow.store import (
     WorkflowDetail,
     WorkflowStore,
 )
+from echo.work.queue import SKIPPED  # the error prefix of a task skipped for want of Claude
 
 __all__ = [
     "DRIVER",

@@ -36,8 +36,8 @@ from echo.org import deciders
 from echo.org.roles import Role, load_roles
 from echo.org.workflow.driver import DRIVER, Driver
 from echo.org.workflow.participant import Publish, RolePart
-from echo.org.workflow.store import SKIPPED, Workflow, WorkflowStore
-from echo.work import TaskQueue
+from echo.org.workflow.store import Workflow, WorkflowStore
+from echo.work import SKIPPED, TaskQueue
 from echo.work.executors import Executor, Result
 from echo.work.queue import Task
 

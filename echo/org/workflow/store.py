@@ -22,11 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from echo import db
 from echo.bus import StoredMessage
 from echo.errors import NotFound
-from echo.work.queue import FINAL_STATUSES
+from echo.work.queue import FINAL_STATUSES, task_outcome
 
 Q = db.load_queries("workflow")
-#: The prefix of a task's error when it could not run because Claude was unavailable.
-SKIPPED = "skipped: claude unavailable"
 #: An agent is up when its heartbeat is this recent (seconds).
 LIVE_WITHIN = 10.0
 
@@ -130,9 +128,8 @@ class TaskOutcome(BaseModel):
 
     @classmethod
     def from_row(cls, row: Any) -> TaskOutcome:
-        status, error = row["status"], row["error"] or ""
-        if status == "failed" and error.startswith(SKIPPED):
-            status = "skipped"
+        error = row["error"] or ""
+        status = task_outcome(row["status"], error)
         result = row["result"]
         if isinstance(result, dict) and "result" in result:
             result = str(result["result"])[:2000]

@@ -214,6 +214,8 @@ SELECT task_id, task_type, task_description, task_priority, status, assigned_rol
        started_at, completed_at, duration_sec, payload ->> 'workflow' AS workflow
 FROM agent_tasks
 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR assigned_role = $2)
+  -- $4: only the skipped (true), none of them (false), either (NULL); $5 the error's prefix
+  AND ($4::boolean IS NULL OR starts_with(coalesce(error, ''), $5::text) = $4)
 ORDER BY task_id DESC
 LIMIT $3;
 
@@ -223,7 +225,11 @@ WHERE subject_type = 'task' AND subject_id = $1::text
 ORDER BY id;
 
 -- name: counts
-SELECT status, count(*) AS n FROM agent_tasks GROUP BY status;
+-- Tasks per outcome: a failure whose error starts with $1 (Claude was unavailable) is skipped.
+SELECT CASE WHEN status = 'failed' AND starts_with(coalesce(error, ''), $1::text) THEN 'skipped'
+            ELSE status END AS outcome,
+       count(*) AS n
+FROM agent_tasks GROUP BY 1;
 
 -- name: spend
 -- What the Claude runs of finished tasks cost, per role (NULL: tasks of no role).

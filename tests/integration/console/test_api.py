@@ -333,3 +333,50 @@ async def test_a_killed_console_is_restarted_and_the_agents_never_notice(org: Co
     assert f"console: {record.console_url}, restarts {record.console.restarts}" in shown.stdout, shown.stdout
     logs = await run_cli(org.settings, "logs", "console", "-n", "50")
     assert logs.returncode == 0 and "ECHO-READY console" in logs.stdout, logs.stderr
+
+
+async def test_skipped_tasks_are_counted_and_listed_apart_from_failed(org: Console) -> None:
+    """One vocabulary: what the task list shows (`skipped`: Claude was unavailable) is
+    what the summary, the filter and the metrics count."""
+    from echo import db as dbmod
+    from echo.org.workflow import SKIPPED
+
+    async with org.client() as c:
+        ids = []
+        for _ in range(2):
+            made = await c.post("/api/v1/tasks", json={
+                "description": "run a program that is not installed", "role": "cto", "type": "command",
+                "payload": {"argv": ["/nonexistent/echo-api-test"]}, "max_retries": 0})
+            ids.append(made.json()["task_id"])
+        failed, skipped = ids
+
+        async def both_failed() -> bool:
+            rows = (await c.get("/api/v1/tasks", params={"limit": 1000})).json()
+            return {t["task_id"] for t in rows if t["status"] == "failed"} >= set(ids)
+
+        await wait_until(both_failed, timeout=60, interval=0.2)
+        database = await dbmod.Database.open(org.settings, min_size=1, max_size=1)
+        try:
+            async with database.acquire() as conn:  # what the workflow's agent leaves without Claude
+                await conn.execute("UPDATE agent_tasks SET error = $2 WHERE task_id = $1",
+                                   skipped, f"{SKIPPED} (ClaudeNotInstalled: no claude)")
+                in_db = {r["kind"]: r["n"] for r in await conn.fetch(
+                    "SELECT CASE WHEN error LIKE 'skipped: claude unavailable%' THEN 'skipped' "
+                    "ELSE status END AS kind, count(*) AS n FROM agent_tasks GROUP BY 1")}
+        finally:
+            await database.close()
+        summary = (await c.get("/api/v1/summary")).json()["tasks"]
+        assert summary["skipped"] == in_db["skipped"] >= 1
+        assert summary["failed"] == in_db["failed"] >= 1
+        async def listed(status: str) -> list[int]:
+            return [t["task_id"] for t in (await c.get("/api/v1/tasks", params={"status": status})).json()]
+
+        as_skipped, as_failed = await listed("skipped"), await listed("failed")
+        assert skipped in as_skipped and skipped not in as_failed
+        assert failed in as_failed and failed not in as_skipped
+        bad = await c.get("/api/v1/tasks", params={"status": "lost"})
+        assert bad.status_code == 400 and "skipped" in bad.json()["error"]
+    async with org.client(token="") as anonymous:
+        text = (await anonymous.get("/metrics")).text
+    assert f'echo_tasks{{status="skipped"}} {float(summary["skipped"])}' in text
+    assert f'echo_tasks{{status="failed"}} {float(summary["failed"])}' in text
