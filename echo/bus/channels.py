@@ -4,7 +4,7 @@ The logical channels are `messages:all` (broadcast), `messages:<role>` (direct),
 `decisions:<id>`, `workflow:<id>` and `health`.
 
 On Redis every channel is prefixed with the namespace and the organisation's id
-(a random id drawn once per namespace by 015_organisation_id.sql and kept in its
+(a random id drawn once per namespace by 015_delivery.sql and kept in its
 database): `messages:all` of namespace `echo` is published as
 `echo:3f9c0a1be27d4c55:messages:all`. The namespace alone is not enough, because
 Redis pub/sub ignores the database number in the URL: two organisations with the

@@ -113,5 +113,5 @@ SELECT pg_notify(n.channel, n.payload)
 FROM unnest($1::text[], $2::text[]) AS n(channel, payload);
 
 -- name: organisation_id
--- This organisation's id (015_organisation_id.sql): part of every Redis channel name.
+-- This organisation's id (015_delivery.sql): part of every Redis channel name.
 SELECT id FROM organisation;

@@ -4,7 +4,7 @@ Redis pub/sub ignores the database number of a URL, so two organisations with th
 same namespace (two Postgres databases here, as two separate deployments would be)
 that share a Redis server used to share every channel: a broadcast in one counted
 the other's subscribers as receivers. Each organisation's channels now carry its
-own id (015_organisation_id.sql).
+own id (015_delivery.sql).
 """
 
 from __future__ import annotations
