@@ -351,11 +351,13 @@ class Subscriber:
         self.condition.ok()
 
     def _note_link(self, away: bool) -> None:
+        """Report the subscription's health: degraded once an attempt to reach Redis
+        has failed (not while the first one is still under way), ok once it is live."""
         if self.link is None:
             return
+        why = self._sub.last_error if self._sub is not None else None
         if not away:
             self.link.ok()
-            return
-        why = self._sub.last_error if self._sub is not None else None
-        self.link.trouble(f"{self.transport.name.capitalize()} is unreachable, reading Postgres every "
-                          f"{self.settings.poll_interval:g}s: {why or 'not subscribed yet'}")
+        elif why is not None:
+            self.link.trouble(f"{self.transport.name.capitalize()} is unreachable, reading "
+                              f"Postgres every {self.settings.poll_interval:g}s: {why}")

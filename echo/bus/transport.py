@@ -59,6 +59,9 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+#: What ends one subscription attempt: Redis away, or the database that names the
+#: channels away (before the organisation's id was read once).
+_SUBSCRIPTION_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, StoreUnavailable)
 _BUFFER = 10_000
 #: PUBLISH each (channel, payload) pair of ARGV in order; the receiver count of each.
 _PUBLISH_SCRIPT = """
@@ -301,7 +304,7 @@ class RedisTransport(Transport):
                     if patterns:
                         await pubsub.psubscribe(*(prefix + p for p in patterns))
                     await self._read(pubsub, send, prefix, confirmed)
-                except (*REDIS_ERRORS, StoreUnavailable) as exc:
+                except _SUBSCRIPTION_ERRORS as exc:
                     sub.last_error = (str(self._unavailable(exc)) if isinstance(exc, REDIS_ERRORS)
                                       else f"cannot name the Redis channels: {exc}")
                     if state["connected"]:
