@@ -175,6 +175,11 @@ class Transport(abc.ABC):
         """A `Subscription` that sees the signed notice of every message of the
         namespace (what a subscriber that follows the chain needs)."""
 
+    async def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Read from the database what announcing needs (Redis: the organisation's id),
+        once. A caller that announces while it holds a connection of a small pool (the
+        outbox relay, inside its transaction) calls this first, outside it."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release the transport's connections."""
 
@@ -227,6 +232,9 @@ class RedisTransport(Transport):
             organisation = await MessageStore(self.db).organisation_id()
             self._prefix = wire_channel(self.settings.namespace, organisation, "")
         return self._prefix
+
+    async def prepare(self) -> None:
+        await self.prefix()
 
     def _unavailable(self, exc: BaseException) -> TransportUnavailable:
         reason = str(exc).strip() or type(exc).__name__

@@ -181,7 +181,7 @@ async def test_a_failed_relay_rolls_back_and_leaks_nothing(db: dbmod.Database) -
     """The relay holds its rows locked in a transaction while it publishes; a failed
     publish must roll back (rows stay unpublished) and the `db` fixture asserts at
     teardown that no connection went back to the pool inside that transaction."""
-    relay = OutboxRelay(db, CrashAfterCommit(db.settings), grace=0.0)
+    relay = OutboxRelay(db, CrashAfterCommit(db.settings, database=db), grace=0.0)
     async with Publisher(db, CrashAfterCommit(db.settings, database=db)) as pub:
         await pub.publish(msg())
     with contextlib.suppress(TransportUnavailable):
@@ -189,6 +189,28 @@ async def test_a_failed_relay_rolls_back_and_leaks_nothing(db: dbmod.Database) -
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM messages WHERE published_at IS NULL") == 1
     await relay.transport.aclose()
+
+
+async def test_the_relay_of_an_agent_announces_on_a_pool_of_one_connection(
+    db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    """An agent's pool has one connection and its relay a transport of its own, which
+    reads the organisation's id before its first PUBLISH. Read inside the relay's
+    transaction, that read waited for the connection the transaction held: the relay,
+    and with it every message of the agent, stalled for good at the first unannounced
+    row (what the Redis outage chaos test met)."""
+    async with Publisher(db, CrashAfterCommit(db.settings, database=db)) as pub:
+        lost = await pub.publish(msg("left for the relay"), confirm=True)
+    one = await dbmod.Database.open(db.settings, min_size=0, max_size=1)
+    transport = RedisTransport(db.settings, database=one)
+    try:
+        with anyio.fail_after(10):
+            assert await OutboxRelay(one, transport, grace=0.0).relay_once() == 1
+        _, payload = await raw_redis.next()
+        assert payload["db_id"] == lost.db_id
+    finally:
+        await transport.aclose()
+        await one.close()
 
 
 async def test_concurrent_publishes_are_combined_each_with_its_own_result(
