@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 import anyio
 
@@ -34,9 +35,9 @@ NOW = {"keepalive": 1.0, "keepalive_timeout": 1.0}  # RedisTransport's defaults
 BEFORE = {"keepalive": 5.0, "keepalive_timeout": 10.0}  # 3 x 5 s of silence
 
 
-async def until(predicate: object, timeout: float = 60.0) -> None:
+async def until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
     with anyio.fail_after(timeout):
-        while not predicate():  # type: ignore[operator]
+        while not predicate():
             await anyio.sleep(0.01)
 
 
