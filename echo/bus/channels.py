@@ -1,10 +1,17 @@
 """Channel names: where a message is announced, logically and on the wire.
 
 The logical channels are `messages:all` (broadcast), `messages:<role>` (direct),
-`decisions:<id>`, `workflow:<id>` and `health`. On the wire every channel is prefixed
-with the namespace, so two organisations can share one Redis: `messages:all` in
-namespace `echo` is published as `echo:messages:all` (the same string
-`echo.listener.notify_channel` gives for NOTIFY).
+`decisions:<id>`, `workflow:<id>` and `health`.
+
+On Redis every channel is prefixed with the namespace and the organisation's id
+(a random id drawn once per namespace by 015_delivery.sql and kept in its
+database): `messages:all` of namespace `echo` is published as
+`echo:3f9c0a1be27d4c55:messages:all`. The namespace alone is not enough, because
+Redis pub/sub ignores the database number in the URL: two organisations with the
+same namespace on one Redis server (two Postgres databases) would hear each other's
+broadcasts and count each other's subscribers. The id makes every organisation's
+channels its own. NOTIFY needs no id: its channels belong to one Postgres database
+(`echo.listener.notify_channel` gives `<namespace>:<channel>`).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ def valid_channel(channel: str) -> bool:
     return prefix in ("decisions", "workflow") and bool(TOPIC_ID_RE.match(rest))
 
 
-def wire_channel(namespace: str, channel: str) -> str:
-    """The Redis channel of a logical channel: `<namespace>:<channel>`."""
-    return f"{namespace}:{channel}"
+def wire_channel(namespace: str, organisation: str, channel: str) -> str:
+    """The Redis channel of a logical channel: `<namespace>:<organisation>:<channel>`
+    (with `channel` empty, the prefix of all of them)."""
+    return f"{namespace}:{organisation}:{channel}"

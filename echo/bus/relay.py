@@ -57,6 +57,9 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Announce one batch of old unpublished rows; return how many."""
+        # Outside the transaction: with a pool of one connection (an agent's), a read
+        # the transport made inside it would wait for the connection it holds.
+        await self.transport.prepare()
         async with self.db.transaction() as conn:
             rows = await self.store.lock_unpublished(conn, older_than=self.grace, limit=self.batch)
             if not rows:

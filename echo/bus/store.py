@@ -169,6 +169,12 @@ class MessageStore:
             with schema_guard(self.namespace):
                 return str(await conn.fetchval(Q["bus_key"])).encode()
 
+    async def organisation_id(self) -> str:
+        """The organisation's id, part of every Redis channel name (015_delivery.sql)."""
+        async with self.db.acquire() as conn:
+            with schema_guard(self.namespace):
+                return str(await conn.fetchval(Q["organisation_id"]))
+
     # ------------------------------------------------------------ cursors
 
     async def read_cursor(self, role: str) -> int:

@@ -31,9 +31,12 @@ Failure modes:
 - start: catch-up from the cursor holds `run`'s `started` for at most
   `settings.catchup_timeout`; past that the subscriber starts and catches up in
   the background.
-- transport down (Redis stopped): the subscription reconnects on its own; in the
-  meantime the table is polled every `settings.poll_interval`; after every
-  (re)connection the subscriber catches up.
+- transport down (Redis stopped, or silent behind a partition: the subscription's
+  keepalive PINGs notice that within about 2 s, see `RedisTransport._read`): the
+  subscription reconnects on its own; in the meantime the table is polled every
+  `settings.poll_interval` and the subscriber reports the transport's component
+  (`redis`) degraded, saying Redis is unreachable; after every (re)connection it
+  catches up and the component is ok again.
 - Postgres down: `state` is `degraded`, `last_error` says why, and reads are
   retried with capped backoff. The subscriber never dies of it.
 - a malformed or oversized notice: logged, counted in `stats.malformed`, dropped.
@@ -116,6 +119,10 @@ class Subscriber:
         self._key: bytes | None = None
         self.stats = SubscriberStats()
         self.condition = Condition("messages", reporter, log)
+        component = self.transport.component
+        #: The subscription's own health (Redis reachable or not), where the transport
+        #: does not report it elsewhere.
+        self.link = Condition(component, reporter, log) if component else None
         self._cursor: int | None = None  # None until read from the database
         self._saved = 0
         self._heard = 0
@@ -309,6 +316,7 @@ class Subscriber:
             await anyio.sleep(self.settings.poll_interval)
             ticks += 1
             transport_away = self._sub is None or not self._sub.connected
+            self._note_link(transport_away)
             if transport_away or ticks % safety_every == 0:
                 self.stats.polls += 1
                 self.kick()
@@ -341,3 +349,15 @@ class Subscriber:
 
     def _recovered(self) -> None:
         self.condition.ok()
+
+    def _note_link(self, away: bool) -> None:
+        """Report the subscription's health: degraded once an attempt to reach Redis
+        has failed (not while the first one is still under way), ok once it is live."""
+        if self.link is None:
+            return
+        why = self._sub.last_error if self._sub is not None else None
+        if not away:
+            self.link.ok()
+        elif why is not None:
+            self.link.trouble(f"{self.transport.name.capitalize()} is unreachable, reading "
+                              f"Postgres every {self.settings.poll_interval:g}s: {why}")

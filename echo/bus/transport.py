@@ -2,9 +2,10 @@
 
 Two implementations behind one interface, chosen by `settings.redis_url`:
 
-- `RedisTransport`: PUBLISH to `<namespace>:<channel>`; subscriptions reconnect
-  with capped backoff when Redis drops. `publish` returns how many subscribers
-  Redis reached.
+- `RedisTransport`: PUBLISH to `<namespace>:<organisation id>:<channel>`
+  (`echo.bus.channels`); subscriptions reconnect with capped backoff when Redis
+  drops, and PING a quiet connection so that a silent partition is noticed in about
+  2 s. `publish` returns how many subscribers Redis reached.
 - `NotifyTransport`: Postgres NOTIFY, for a setup without Redis. Its notices are
   sent inside the inserting transaction (`in_transaction`), so they go out exactly
   at commit and the row is published the moment it exists. Receiving rides on the
@@ -41,11 +42,11 @@ from redis.backoff import NoBackoff
 
 from echo.bus.channels import wire_channel
 from echo.bus.redis_client import redis_client
-from echo.bus.store import Q
+from echo.bus.store import MessageStore, Q
 from echo.bus.wire import Notice
 from echo.config import Settings, redact_url
 from echo.db import Database
-from echo.errors import TransportUnavailable
+from echo.errors import StoreUnavailable, TransportUnavailable
 from echo.listener import Listener, notify_channel
 from echo.runtime import Backoff
 
@@ -58,6 +59,9 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
+#: What ends one subscription attempt: Redis away, or the database that names the
+#: channels away (before the organisation's id was read once).
+_SUBSCRIPTION_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, StoreUnavailable)
 _BUFFER = 10_000
 #: PUBLISH each (channel, payload) pair of ARGV in order; the receiver count of each.
 _PUBLISH_SCRIPT = """
@@ -136,6 +140,10 @@ class Transport(abc.ABC):
     #: True when notices carry their messages, signed (`Notice.encode(key)`), and
     #: `subscribe_all` sees every one of them.
     carries_messages: bool = False
+    #: The component under which a subscriber reports its subscription as degraded
+    #: while it is down; None where another component already does (NOTIFY rides on
+    #: the Listener, which reports itself).
+    component: str | None = None
 
     async def publish(self, notices: Sequence[Notice], *, key: bytes | None = None) -> int:
         """Announce `notices`; return how many receivers were reached (0 if unknown).
@@ -167,6 +175,11 @@ class Transport(abc.ABC):
         """A `Subscription` that sees the signed notice of every message of the
         namespace (what a subscriber that follows the chain needs)."""
 
+    async def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Read from the database what announcing needs (Redis: the organisation's id),
+        once. A caller that announces while it holds a connection of a small pool (the
+        outbox relay, inside its transaction) calls this first, outside it."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release the transport's connections."""
 
@@ -177,18 +190,26 @@ class RedisTransport(Transport):
 
     name = "redis"
     carries_messages = True
+    component = "redis"
 
     def __init__(
-        self, settings: Settings, *, keepalive: float = 5.0,
+        self, settings: Settings, *, database: Database | None = None,
+        keepalive: float = 1.0, keepalive_timeout: float = 1.0,
         backoff_initial: float = 0.05, backoff_max: float = 2.0,
     ) -> None:
+        """`database` is the organisation's, where its id is read (the channel names
+        carry it: `echo.bus.channels`). A subscription that hears nothing for
+        `keepalive` seconds PINGs Redis and counts it gone when `keepalive_timeout`
+        more pass without an answer."""
         if not settings.redis_url:
             raise TransportUnavailable("no Redis configured (ECHO_REDIS_URL is unset)")
         self.settings = settings
         self.url = settings.redis_url
+        self.db = database
         self.keepalive = keepalive
+        self.keepalive_timeout = keepalive_timeout
         self.backoff = Backoff(initial=backoff_initial, max=backoff_max)
-        self._prefix = wire_channel(settings.namespace, "")
+        self._prefix: str | None = None
         # One immediate retry: after a Redis restart the pooled connection is stale and
         # the first command on it fails, while a fresh one works. More retries would
         # only stall a publish that the outbox relay can finish later anyway.
@@ -200,6 +221,20 @@ class RedisTransport(Transport):
         )
         self._publish_script = self.client.register_script(_PUBLISH_SCRIPT)
         self._script_ok = True
+
+    async def prefix(self) -> str:
+        """`<namespace>:<organisation id>:`, what every wire channel name starts with;
+        the id is read from the organisation's database once."""
+        if self._prefix is None:
+            if self.db is None:
+                raise TypeError("RedisTransport needs the organisation's database "
+                                "(database=...) to name its channels")
+            organisation = await MessageStore(self.db).organisation_id()
+            self._prefix = wire_channel(self.settings.namespace, organisation, "")
+        return self._prefix
+
+    async def prepare(self) -> None:
+        await self.prefix()
 
     def _unavailable(self, exc: BaseException) -> TransportUnavailable:
         reason = str(exc).strip() or type(exc).__name__
@@ -217,13 +252,17 @@ class RedisTransport(Transport):
         if not notices:
             return []
         try:
+            prefix = await self.prefix()
+        except StoreUnavailable as exc:
+            raise TransportUnavailable(f"cannot name the Redis channels: {exc}") from exc
+        try:
             if len(notices) == 1:
                 n = notices[0]
-                return [int(await self.client.publish(self._prefix + n.channel, n.encode(key)))]
+                return [int(await self.client.publish(prefix + n.channel, n.encode(key)))]
             if self._script_ok:
                 args: list[str] = []
                 for n in notices:
-                    args += (self._prefix + n.channel, n.encode(key))
+                    args += (prefix + n.channel, n.encode(key))
                 try:
                     return [int(c) for c in await self._publish_script(args=args)]
                 except redis.exceptions.ResponseError as exc:  # scripting refused here
@@ -231,7 +270,7 @@ class RedisTransport(Transport):
                     self._script_ok = False
             async with self.client.pipeline(transaction=False) as pipe:
                 for n in notices:
-                    pipe.publish(self._prefix + n.channel, n.encode(key))
+                    pipe.publish(prefix + n.channel, n.encode(key))
                 return [int(c) for c in await pipe.execute()]
         except REDIS_ERRORS as exc:
             raise self._unavailable(exc) from exc
@@ -255,22 +294,27 @@ class RedisTransport(Transport):
         patterns: list[str], send: MemoryObjectSendStream[Received],
     ) -> None:
         retry = self.backoff.attempts()
+
+        def confirmed() -> None:  # Redis answered the SUBSCRIBE: the feed is live
+            state["connected"] = True
+            sub.connects += 1
+            sub.last_error = None
+            retry.reset()
+            sub._signal()
+
         async with send:
             while True:
-                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                pubsub = self.client.pubsub()
                 try:
+                    prefix = await self.prefix()
                     if channels:
-                        await pubsub.subscribe(*(self._prefix + c for c in channels))
+                        await pubsub.subscribe(*(prefix + c for c in channels))
                     if patterns:
-                        await pubsub.psubscribe(*(self._prefix + p for p in patterns))
-                    state["connected"] = True
-                    sub.connects += 1
-                    sub.last_error = None
-                    retry.reset()
-                    sub._signal()
-                    await self._read(pubsub, send)
-                except REDIS_ERRORS as exc:
-                    sub.last_error = str(self._unavailable(exc))
+                        await pubsub.psubscribe(*(prefix + p for p in patterns))
+                    await self._read(pubsub, send, prefix, confirmed)
+                except _SUBSCRIPTION_ERRORS as exc:
+                    sub.last_error = (str(self._unavailable(exc)) if isinstance(exc, REDIS_ERRORS)
+                                      else f"cannot name the Redis channels: {exc}")
                     if state["connected"]:
                         log.warning("Redis subscription lost: %s", sub.last_error)
                 finally:
@@ -280,21 +324,42 @@ class RedisTransport(Transport):
                 await retry.wait()
 
     async def _read(
-        self, pubsub: aioredis.client.PubSub, send: MemoryObjectSendStream[Received]
+        self, pubsub: aioredis.client.PubSub, send: MemoryObjectSendStream[Received],
+        prefix: str, confirmed: Callable[[], None],
     ) -> None:
-        """Forward messages until the connection fails; a quiet connection is pinged so a
-        silently dead peer is noticed within a few keepalive periods."""
-        cut = len(self._prefix)
-        last_heard = time.monotonic()
+        """Forward messages until the connection fails.
+
+        A partition that drops packets (no RST, no FIN) never closes the socket: the
+        only sign of it is silence. So whenever `keepalive` seconds pass without a
+        word from Redis, a PING goes out, and no word at all (a message or the PONG)
+        within `keepalive_timeout` of it ends the connection: a silent Redis is
+        noticed within keepalive + keepalive_timeout seconds (2 s by default), and
+        the subscriber polls Postgres from then on. The subscription counts as
+        connected only once Redis has confirmed the SUBSCRIBE, so a TCP connection
+        that a dead peer's kernel (or a proxy) accepted is not mistaken for a live one.
+        """
+        cut = len(prefix)
+        pinged: float | None = None  # when the unanswered PING went out
+        live = False
         while True:
-            msg = await pubsub.get_message(timeout=self.keepalive)
+            wait = self.keepalive if pinged is None else max(
+                0.0, pinged + self.keepalive_timeout - time.monotonic())
+            msg = await pubsub.get_message(timeout=wait)
             if msg is None:
-                if time.monotonic() - last_heard > 3 * self.keepalive:
-                    raise redis.exceptions.ConnectionError("no answer to PING")
-                await pubsub.ping()
+                if pinged is None:
+                    await pubsub.ping()
+                    pinged = time.monotonic()
+                elif time.monotonic() - pinged >= self.keepalive_timeout:
+                    raise redis.exceptions.ConnectionError(
+                        f"no answer to PING within {self.keepalive_timeout:g}s")
                 continue
-            last_heard = time.monotonic()
-            if msg["type"] in ("message", "pmessage"):
+            pinged = None
+            kind = msg["type"]
+            if kind in ("subscribe", "psubscribe"):
+                if not live:
+                    live = True
+                    confirmed()
+            elif kind in ("message", "pmessage"):
                 channel = msg["channel"]
                 name = channel.decode() if isinstance(channel, bytes) else str(channel)
                 await send.send(Received(name[cut:], msg["data"]))
@@ -407,5 +472,5 @@ def make_transport(
 ) -> Transport:
     """Redis when `settings.redis_url` is set, else NOTIFY on `database`."""
     if settings.redis_url:
-        return RedisTransport(settings)
+        return RedisTransport(settings, database=database)
     return NotifyTransport(settings, database, listener=listener)

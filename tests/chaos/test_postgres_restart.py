@@ -25,7 +25,7 @@ from tests.chaos.conftest import (
 )
 from tests.conftest import make_settings
 from tests.helpers import ROLES, all_in, org_processes, run_cli, stop_org, wait_until
-from tests.integration.bus.conftest import RawRedis
+from tests.integration.bus.conftest import RawRedis, wire_prefix
 
 pytestmark = pytest.mark.chaos
 
@@ -38,7 +38,7 @@ async def test_postgres_restart_degrades_recovers_and_an_outage_broadcast_writes
                              "command_timeout": 2.0})
     await dbmod.migrate(s)
     database = await dbmod.Database.open(s, max_size=2)
-    raw = RawRedis(redis_url, namespace)
+    raw = RawRedis(redis_url, await wire_prefix(database))
     await raw.start()
     sent: list[int] = []
 

@@ -111,3 +111,7 @@ WHERE c.last_message_id < excluded.last_message_id;
 -- go out exactly when (and only if) it commits.
 SELECT pg_notify(n.channel, n.payload)
 FROM unnest($1::text[], $2::text[]) AS n(channel, payload);
+
+-- name: organisation_id
+-- This organisation's id (015_delivery.sql): part of every Redis channel name.
+SELECT id FROM organisation;

@@ -9,11 +9,19 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from echo.bus import StoredMessage
+from echo import db as dbmod
+from echo.bus import StoredMessage, wire_channel
+from echo.bus.store import MessageStore
 from echo.config import Settings
 from tests.helpers import wait_until
 
-__all__ = ["RawRedis", "Recorder", "wait_until"]
+__all__ = ["RawRedis", "Recorder", "wait_until", "wire_prefix"]
+
+
+async def wire_prefix(database: dbmod.Database) -> str:
+    """What the organisation's Redis channels start with: namespace and organisation id."""
+    organisation = await MessageStore(database).organisation_id()
+    return wire_channel(database.settings.namespace, organisation, "")
 
 
 class Recorder:
@@ -41,13 +49,14 @@ class Recorder:
 class RawRedis:
     """Plain redis-py, not ECHO's transport: what any outside client would see."""
 
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, prefix: str) -> None:
+        """`prefix`: the organisation's (`wire_prefix`); everything under it is heard."""
         self.client = aioredis.Redis.from_url(url)
         self.pubsub = self.client.pubsub()
-        self.namespace = namespace
+        self.prefix = prefix
 
     async def start(self) -> None:
-        await self.pubsub.psubscribe(f"{self.namespace}:*")
+        await self.pubsub.psubscribe(f"{self.prefix}*")
         with anyio.fail_after(5):  # the confirmation: from here on nothing is missed
             while (await self.pubsub.get_message(timeout=1)) is None:
                 pass
@@ -60,7 +69,7 @@ class RawRedis:
                     return msg["channel"].decode(), json.loads(msg["data"])
 
     async def send(self, channel: str, data: bytes | str) -> int:
-        return int(await self.client.publish(f"{self.namespace}:{channel}", data))
+        return int(await self.client.publish(f"{self.prefix}{channel}", data))
 
     async def close(self) -> None:
         await self.pubsub.aclose()
@@ -68,9 +77,9 @@ class RawRedis:
 
 
 @pytest.fixture
-async def raw_redis(settings: Settings) -> AsyncIterator[RawRedis]:
+async def raw_redis(settings: Settings, db: dbmod.Database) -> AsyncIterator[RawRedis]:
     assert settings.redis_url
-    raw = RawRedis(settings.redis_url, settings.namespace)
+    raw = RawRedis(settings.redis_url, await wire_prefix(db))
     await raw.start()
     yield raw
     await raw.close()

@@ -16,7 +16,7 @@ from echo.embedded import EmbeddedRedis
 from echo.errors import TransportUnavailable
 from echo.listener import notify_channel
 from tests.conftest import running_redis
-from tests.integration.bus.conftest import RawRedis, wait_until
+from tests.integration.bus.conftest import RawRedis, wait_until, wire_prefix
 
 
 def msg(subject: str = "Plan", **kw: object) -> Message:
@@ -36,7 +36,7 @@ async def test_publish_commits_announces_and_marks(
         second = await pub.publish(msg("Next"), confirm=True)
     assert result.published and result.receivers == 1 and result.transport == "redis"
     channel, payload = await raw_redis.next()
-    assert channel == f"{db.settings.namespace}:messages:all"
+    assert channel == f"{raw_redis.prefix}messages:all"
     assert payload["db_id"] == result.db_id and payload["subject"] == "Plan"
     # The notice carries the message, signed, and the id committed just before it.
     assert payload["body"] == {"detail": "x"} and len(payload["sig"]) == 32
@@ -75,11 +75,11 @@ class CrashAfterCommit(RedisTransport):
 async def test_relay_delivers_what_a_crash_left_unpublished(
     db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
-    async with Publisher(db, CrashAfterCommit(db.settings)) as pub:
+    async with Publisher(db, CrashAfterCommit(db.settings, database=db)) as pub:
         lost = await pub.publish(msg("lost"), confirm=True)
     assert not lost.published and lost.receivers == 0
     assert await published_at(db, lost.db_id) is None
-    transport = RedisTransport(db.settings)
+    transport = RedisTransport(db.settings, database=db)
     relay = OutboxRelay(db, transport, grace=0.0, interval=0.05)
     try:
         async with anyio.create_task_group() as tg:
@@ -106,9 +106,9 @@ async def test_redis_down_the_publish_still_succeeds_and_relay_catches_up(
     assert await published_at(db, stored.db_id) is None
 
     await anyio.to_thread.run_sync(own_redis.start)
-    raw = RawRedis(own_redis.url, s.namespace)
+    raw = RawRedis(own_redis.url, await wire_prefix(database))
     await raw.start()
-    transport = RedisTransport(s)
+    transport = RedisTransport(s, database=database)
     try:
         relay = OutboxRelay(database, transport, grace=0.0)
         assert await relay.relay_once() == 1
@@ -152,7 +152,7 @@ async def test_unreachable_redis_fails_fast_without_the_password(db: dbmod.Datab
     s = db.settings.model_copy(
         update={"redis_url": f"redis://:hunter2@127.0.0.1:{free_port()}/0"}
     )
-    transport = RedisTransport(s)
+    transport = RedisTransport(s, database=db)
     try:
         with anyio.fail_after(5):
             try:
@@ -169,7 +169,8 @@ async def test_password_protected_redis_with_the_password_in_the_url(
     db: dbmod.Database,
 ) -> None:
     with running_redis("s3cret") as server:
-        transport = RedisTransport(db.settings.model_copy(update={"redis_url": server.url}))
+        transport = RedisTransport(db.settings.model_copy(update={"redis_url": server.url}),
+                                   database=db)
         try:
             assert await transport.publish([Notice.of(msg(), 1)]) == 0
         finally:
@@ -180,14 +181,36 @@ async def test_a_failed_relay_rolls_back_and_leaks_nothing(db: dbmod.Database) -
     """The relay holds its rows locked in a transaction while it publishes; a failed
     publish must roll back (rows stay unpublished) and the `db` fixture asserts at
     teardown that no connection went back to the pool inside that transaction."""
-    relay = OutboxRelay(db, CrashAfterCommit(db.settings), grace=0.0)
-    async with Publisher(db, CrashAfterCommit(db.settings)) as pub:
+    relay = OutboxRelay(db, CrashAfterCommit(db.settings, database=db), grace=0.0)
+    async with Publisher(db, CrashAfterCommit(db.settings, database=db)) as pub:
         await pub.publish(msg())
     with contextlib.suppress(TransportUnavailable):
         await relay.relay_once()
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM messages WHERE published_at IS NULL") == 1
     await relay.transport.aclose()
+
+
+async def test_the_relay_of_an_agent_announces_on_a_pool_of_one_connection(
+    db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    """An agent's pool has one connection and its relay a transport of its own, which
+    reads the organisation's id before its first PUBLISH. Read inside the relay's
+    transaction, that read waited for the connection the transaction held: the relay,
+    and with it every message of the agent, stalled for good at the first unannounced
+    row (what the Redis outage chaos test met)."""
+    async with Publisher(db, CrashAfterCommit(db.settings, database=db)) as pub:
+        lost = await pub.publish(msg("left for the relay"), confirm=True)
+    one = await dbmod.Database.open(db.settings, min_size=0, max_size=1)
+    transport = RedisTransport(db.settings, database=one)
+    try:
+        with anyio.fail_after(10):
+            assert await OutboxRelay(one, transport, grace=0.0).relay_once() == 1
+        _, payload = await raw_redis.next()
+        assert payload["db_id"] == lost.db_id
+    finally:
+        await transport.aclose()
+        await one.close()
 
 
 async def test_concurrent_publishes_are_combined_each_with_its_own_result(
@@ -228,7 +251,7 @@ async def test_a_publish_returns_at_its_commit_and_is_announced_behind_it(
 ) -> None:
     """Unconfirmed publishes do not wait for Redis: with the PUBLISH held back they all
     return, committed; once it is released every one goes out once, in id order."""
-    transport = Gated(db.settings)
+    transport = Gated(db.settings, database=db)
     try:
         async with Publisher(db, transport) as pub:
             results = [await pub.publish(msg(f"p{i}")) for i in range(5)]
@@ -248,8 +271,8 @@ async def test_a_publish_returns_at_its_commit_and_is_announced_behind_it(
 class Gated(RedisTransport):
     """Holds the first PUBLISH until `gate` is set."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, *, database: dbmod.Database) -> None:
+        super().__init__(settings, database=database)
         self.gate = anyio.Event()
         self.calls = 0
 

@@ -266,8 +266,8 @@ async def test_live_messages_come_from_their_notices_without_a_read(
 class HeldTransport(RedisTransport):
     """Holds every PUBLISH until `release` is set; `fail` makes it fail instead."""
 
-    def __init__(self, settings: Settings, *, fail: bool = False) -> None:
-        super().__init__(settings)
+    def __init__(self, database: dbmod.Database, *, fail: bool = False) -> None:
+        super().__init__(database.settings, database=database)
         self.release = anyio.Event()
         self.held = 0
         self.fail = fail
@@ -286,7 +286,7 @@ async def test_notices_out_of_order_are_handed_over_in_id_order(db: dbmod.Databa
     """Two publishers: the first one's notice is late. The second one's waits in the
     chain (no read: the grace is long) until the first arrives."""
     database = quiet(db)
-    slow = HeldTransport(database.settings)
+    slow = HeldTransport(database)
     try:
         async with live(database, "cto", gap_grace=30.0) as (sub, rec), \
                 Publisher(database, slow) as late, Publisher(database) as prompt:
@@ -307,7 +307,7 @@ async def test_a_gap_that_outlasts_its_grace_is_read_from_the_table(db: dbmod.Da
     """The first publisher dies between its commit and its PUBLISH: the chain of the
     next notice points at a message nobody announced. The subscriber reads it."""
     database = quiet(db)
-    dead = HeldTransport(database.settings, fail=True)
+    dead = HeldTransport(database, fail=True)
     try:
         async with live(database, "cto", gap_grace=0.05) as (sub, rec), \
                 Publisher(database) as pub:

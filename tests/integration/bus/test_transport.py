@@ -25,10 +25,10 @@ async def next_received(sub: Subscription) -> Received:
 
 
 async def test_redis_pattern_subscription_and_reconnect(
-    settings: Settings, own_redis: EmbeddedRedis
+    settings: Settings, own_redis: EmbeddedRedis, db: dbmod.Database
 ) -> None:
     s = settings.model_copy(update={"redis_url": own_redis.url})
-    transport = RedisTransport(s, backoff_initial=0.02, backoff_max=0.1)
+    transport = RedisTransport(s, database=db, backoff_initial=0.02, backoff_max=0.1)
     connected = anyio.Event()
     try:
         async with transport.subscribe(["messages:all"], patterns=["decisions:*"]) as sub:

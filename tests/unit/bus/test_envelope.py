@@ -33,7 +33,7 @@ def test_defaults_route_by_recipient() -> None:
     assert direct.channel == "messages:ceo"
     topic = Message.build(from_role="ceo", subject="x", channel=decision_channel(42))
     assert topic.channel == "decisions:42"
-    assert wire_channel("echo", "messages:all") == "echo:messages:all"
+    assert wire_channel("echo", "3f9c0a1be27d4c55", "messages:all") == "echo:3f9c0a1be27d4c55:messages:all"
 
 
 @pytest.mark.parametrize(
