@@ -50,6 +50,8 @@ class FreezableProxy:
         self._closed.set()
         self._flowing.set()  # wake every pump, so that it sees the close
         with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (Linux)
+        with contextlib.suppress(OSError):
             self._listener.close()
         with self._lock:
             sockets = list(self._sockets)

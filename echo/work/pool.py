@@ -345,9 +345,10 @@ class ExecutorPool:
         del self._slot_ready[slot]
         if scope.cancelled_caught and not running.cancelled and not running.writing:
             self._counts["lost"] += 1
-            log.warning("task %s: its lease could not be renewed (the last renewal confirmed "
-                        "is %.1f s old); stopped its run before the lease ends, another "
-                        "worker takes it once it expired", running.task.task_id,
+            log.warning("task %s: its lease could not be renewed (the last confirmed renewal "
+                        "was sent %.1f s ago); stopped its run before the lease can pass on; "
+                        "the task goes back to the queue when its lease expires",
+                        running.task.task_id,
                         self.lease_seconds - (running.valid_until - anyio.current_time()),
                         extra=fields(role=running.task.role, task=running.task.task_id,
                                      attempt=running.task.attempt, outcome="stopped"))
