@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -248,6 +248,8 @@ class Database:
         self.settings = settings
         self.pool = pool
         self.leaks = 0
+        #: Told of every write the role-lease fence refused (the agent halts its tree).
+        self.on_fenced: Callable[[LeaseLost], object] | None = None
 
     @classmethod
     async def open(
@@ -272,18 +274,23 @@ class Database:
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection for autocommit statements. `leaks` counts any that come back
         inside an open transaction (asyncpg then rolls it back); it must stay 0."""
-        with translate_errors(self.settings, "reach the database"):
-            async with self.pool.acquire() as conn:
-                try:
-                    yield cast(asyncpg.Connection, conn)
-                except asyncpg.PostgresError as exc:
-                    if sqlstate(exc) == READ_ONLY:
-                        await self._expire()
-                    raise
-                finally:
-                    if _left_in_transaction(conn):
-                        self.leaks += 1
-                        log.error("a connection came back to the pool inside a transaction")
+        try:
+            with translate_errors(self.settings, "reach the database"):
+                async with self.pool.acquire() as conn:
+                    try:
+                        yield cast(asyncpg.Connection, conn)
+                    except asyncpg.PostgresError as exc:
+                        if sqlstate(exc) == READ_ONLY:
+                            await self._expire()
+                        raise
+                    finally:
+                        if _left_in_transaction(conn):
+                            self.leaks += 1
+                            log.error("a connection came back to the pool inside a transaction")
+        except LeaseLost as exc:
+            if self.on_fenced is not None:
+                self.on_fenced(exc)
+            raise
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:

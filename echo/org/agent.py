@@ -10,9 +10,11 @@
     └── work          ExecutorPool: runs the tasks assigned to this role
 
 Order matters: the participant is up before the subscriber hands it anything, and
-the work pool starts last. The tree starts even when Postgres is down: every
-component treats the database as something that comes and goes, so the agent
-runs degraded and recovers on its own.
+the work pool starts last. It stops in reverse order, unless the role's lease is
+ending or gone (echo/org/leases.py): then `halt` cancels the whole tree at once, kills
+the child process groups of the running tasks and writes nothing more. The tree
+starts even when Postgres is down: every component treats the database as something
+that comes and goes, so the agent runs degraded and recovers on its own.
 
 Connection budget: one pooled connection plus the LISTEN connection for the tree, and
 the lease keeper's own connection (echo/org/leases.py: renewals must never queue
@@ -39,7 +41,7 @@ from echo.org.deciders import ClaudeDecider
 from echo.org.health import HealthMonitor
 from echo.org.roles import Role
 from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent
-from echo.runtime import Actor, Backoff, ChildSpec, Registry, Service, Supervisor
+from echo.runtime import SHUTDOWN, Actor, Backoff, ChildSpec, Registry, Service, Supervisor
 from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor
 from echo.work.governor import ClaimGate, Governor
@@ -190,6 +192,7 @@ class RoleAgent:
         self.pool: ExecutorPool | None = None
         self.health: HealthMonitor | None = None
         self.workflow: WorkflowAgent | None = None
+        self._work: Service | None = None
 
     async def open(self) -> None:
         """The pool is lazy (min_size=0), so opening it works with Postgres down. With a
@@ -204,9 +207,45 @@ class RoleAgent:
         )
         self.listener.condition.reporter = self.health
 
-    async def close(self) -> None:
+    async def close(self, *, at_once: bool = False) -> None:
+        """`at_once`: drop the connections without a word to the server (it may not
+        answer: the tree was halted)."""
         if self.database is not None:
-            await self.database.close()
+            if at_once:
+                self.database.pool.terminate()
+            else:
+                await self.database.close()
+
+    async def stop(self, tree: Supervisor, halt: anyio.Event) -> object:
+        """Stop `tree` in order (reverse start order, the pool's drain), or `halt` it
+        the moment `halt` is set, before or meanwhile."""
+        reason: object = None
+        if not halt.is_set():
+            async with anyio.create_task_group() as tg:
+
+                async def ordered() -> None:
+                    nonlocal reason
+                    reason = await tree.stop()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(ordered)
+                await halt.wait()
+                tg.cancel_scope.cancel()
+        if halt.is_set():
+            reason = await self.halt(tree)
+        return reason
+
+    async def halt(self, tree: Supervisor) -> object:
+        """Cancel the whole tree at once (OTP's brutal kill) and write nothing more:
+        the role's lease is ending or gone. Returns once the work pool has unwound,
+        that is once the process groups of its running tasks are dead (TERM, then KILL,
+        echo/work/process.py); its tasks go back to the queue when their leases expire."""
+        if self.pool is not None:
+            self.pool.halt()
+        reason = await tree.stop(SHUTDOWN, "brutal_kill")
+        if self._work is not None:
+            await self._work.wait()
+        return reason
 
     # -- the tree ------------------------------------------------------------------
 
@@ -294,7 +333,8 @@ class RoleAgent:
             lease_seconds=self.settings.task_lease_seconds,
             reporter=self.health,
         )
-        return Service(self.pool.run, name="work", graceful=self.pool.stop)
+        self._work = Service(self.pool.run, name="work", graceful=self.pool.stop)
+        return self._work
 
     # -- what the health monitor reports ----------------------------------------------
 
@@ -387,11 +427,16 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str | None) -
     async def act(lease: Lease, quit_: anyio.Event) -> object:
         agent = RoleAgent(settings, role, fence=lease.fence)
         await agent.open()
+        assert agent.database is not None
+        # A write the fence refused: the lease is gone, whatever the keeper knows yet.
+        agent.database.on_fenced = lambda exc: keeper.lost(f"the fence refused a write ({exc})")
         try:
             try:
                 await agent.sync_governor()
             except StoreUnavailable as exc:  # the tree degrades and retries by itself
                 log.warning("%s: budgets not written yet: %s", role.name, exc)
+            if keeper.halted.is_set():
+                return None
             tree = agent.supervisor()
             await tree.start()
             log.info("%s agent active (pid %s, epoch %s)", role.name, os.getpid(), lease.epoch,
@@ -406,12 +451,17 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str | None) -
                 tg.start_soon(quit_on_exit)
                 await quit_.wait()
                 with anyio.CancelScope(shield=True):
-                    reason = await tree.stop()
+                    reason = await agent.stop(tree, keeper.halted)
                 tg.cancel_scope.cancel()
+            if keeper.halted.is_set():
+                log.warning("%s: the role's tree is down, its child processes killed",
+                            role.name, extra=fields(role=role.name, event="halted",
+                                                    at=round(keeper.clock(), 6),
+                                                    deadline=round(keeper.valid_until, 6)))
             return reason
         finally:
             with anyio.CancelScope(shield=True):
-                await agent.close()
+                await agent.close(at_once=keeper.halted.is_set())
 
     try:
         async with anyio.create_task_group() as tg:

@@ -16,6 +16,14 @@ or waits for it as a **standby**:
   so the owner stops acting no later than the database lets anyone else start
   (clock *rate* drift aside; a clock's *offset* does not matter). With the database
   down, that is at most `lease_seconds` after the last good renewal.
+- **The deadline** holds for everything the role does, side effects outside Postgres
+  included: `stop_margin` (echo/work/process.py) before `t + lease_seconds` the keeper
+  *halts* the tree (`halted` is set; the tree is cancelled at once, not stopped in
+  order, and its running child process groups are killed), so nothing of it runs
+  when the lease can pass on. An owner that learns it lost the lease (a renewal that
+  matches no row, or `lost()`: the fence refused a write) halts at once too. An
+  ordered stop (`down`, a hand-over) keeps renewing while the tree winds down, and
+  turns into a halt should the renewals stop being confirmed.
 - **Fencing**: the role's tree writes through connections opened with the startup
   setting `echo.fence = role/epoch/holder`; a statement trigger refuses every write
   as the role once that epoch is no longer the role's unexpired lease (`LeaseLost`).
@@ -49,6 +57,8 @@ import anyio
 from echo import db
 from echo.config import Settings
 from echo.errors import StoreUnavailable
+from echo.logs import fields
+from echo.work.process import stop_margin
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +123,9 @@ class LeaseKeeper:
         self.valid_until = 0.0
         self.last_error: str | None = None
         self.quit_reason: str | None = None
+        #: Set when the tree must stop at once (see the module doc), per tenure.
+        self.halted = anyio.Event()
+        self._quit: anyio.Event | None = None
 
     async def open(self) -> None:
         """Its own small pool, unfenced, so a slow write of the tree never holds up a
@@ -196,6 +209,25 @@ class LeaseKeeper:
         """The owner's rule (module doc): its last confirmed renewal still covers now."""
         return self.lease is not None and self.clock() < self.valid_until
 
+    @property
+    def deadline(self) -> float:
+        """When the tree is halted unless a renewal is confirmed first (module doc)."""
+        return self.valid_until - stop_margin(self.settings.lease_seconds)
+
+    def lost(self, why: str) -> None:
+        """Halt the tree now: the lease is gone (the fence refused a write as the role)."""
+        if self._quit is not None and not self.halted.is_set():
+            self._halt(self._quit, why)
+
+    def _halt(self, quit_: anyio.Event, why: str) -> None:
+        self.quit_reason = why
+        self.halted.set()
+        quit_.set()
+        log.warning("%s: %s; the lease may pass to another agent at monotonic %.3f: "
+                    "stopping the role's tree at once", self.role, why, self.valid_until,
+                    extra=fields(role=self.role, event="halting",
+                                 deadline=round(self.valid_until, 6)))
+
     # -- the loop -----------------------------------------------------------------------
 
     async def run(
@@ -212,15 +244,25 @@ class LeaseKeeper:
         """
         reason: object = None
         while not stop.is_set():
-            lease = self.lease if self.valid() else await self._stand_by(stop, on_standby)
+            if self.valid():
+                lease = self.lease
+            else:
+                sent = self.clock()
+                lease = await self._stand_by(stop, on_standby)
+                if lease is not None:
+                    log.info("%s: holds the lease (epoch %s)", self.role, lease.epoch,
+                             extra=fields(role=self.role, event="acquired", epoch=lease.epoch,
+                                          sent=round(sent, 6), at=round(self.clock(), 6)))
             if lease is None:
                 break
-            quit_ = anyio.Event()
+            quit_ = self._quit = anyio.Event()
             self.quit_reason = None
+            self.halted = anyio.Event()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep, quit_, stop)
                 reason = await act(lease, quit_)
                 tg.cancel_scope.cancel()
+            self._quit = None
             if stop.is_set() or self.quit_reason is None:  # stopped, or the tree ended
                 await self._quietly(self.release)
                 break
@@ -243,35 +285,37 @@ class LeaseKeeper:
             return default
 
     async def _keep(self, quit_: anyio.Event, stop: anyio.Event) -> None:
-        """While active: renew, beat, and set `quit_` when the lease is lost, no longer
-        valid by the owner's rule, asked for by a preferred node, or `stop` is set."""
-        interval = self.settings.lease_renew_interval
-
-        def leave(why: str) -> None:
-            self.quit_reason = why
-            quit_.set()
+        """While active: renew and beat; set `quit_` when asked for by a preferred node
+        or `stop` is set (and go on renewing while the tree stops in order), and halt
+        (module doc) when the lease is lost or the deadline comes unrenewed."""
+        interval, lease = self.settings.lease_renew_interval, self.settings.lease_seconds
+        unrenewed = f"no renewal confirmed for {lease - stop_margin(lease):g} s"
 
         while True:
-            with anyio.move_on_after(max(min(interval, self.valid_until - self.clock()), 0)):
+            with anyio.move_on_after(max(min(interval, self.deadline - self.clock()), 0)):
+                if quit_.is_set():
+                    await anyio.sleep_forever()
                 await stop.wait()
-            if stop.is_set():
-                quit_.set()
+            if stop.is_set() and not quit_.is_set():
+                quit_.set()  # an ordered stop: `act` winds the tree down, renewals go on
+            if self.clock() >= self.deadline:
+                self._halt(quit_, unrenewed)
                 return
-            try:  # never past the lease's validity: the check below must come on time
-                with anyio.move_on_after(max(self.valid_until - self.clock(), 0)):
+            try:  # never past the deadline: the check below must come on time
+                with anyio.move_on_after(max(self.deadline - self.clock(), 0)):
                     held, wanted_by = await self.renew()
                     if not held:
-                        leave("lost the lease to another agent")
+                        self._halt(quit_, "lost the lease to another agent")
                         return
                     await self.beat()
                     self.last_error = None
-                    if wanted_by and not self.preferred:
-                        leave("hand-over")
-                        return
+                    if wanted_by and not self.preferred and not quit_.is_set():
+                        self.quit_reason = "hand-over"
+                        quit_.set()
             except StoreUnavailable as exc:
                 self.last_error = str(exc)
-            if not self.valid():
-                leave(f"no renewal confirmed within {self.settings.lease_seconds:g} s")
+            if self.clock() >= self.deadline:
+                self._halt(quit_, unrenewed)
                 return
 
     async def _stand_by(

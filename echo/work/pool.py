@@ -21,13 +21,23 @@ Inside `run`, alongside one runner per claimed task:
   than a no-op task's whole trip through the queue;
 - the heartbeat renews leases every `lease_seconds / 3` and stops any task the
   database says this worker no longer owns (rescued, or cancelled by a user);
+- the owner's rule, per task (the role lease's, echo/org/leases.py): a worker runs a
+  task only while its monotonic clock is before t + `lease_seconds`, t = when it sent
+  the claim or renewal the database last confirmed. A run whose lease could not be
+  renewed (a partition, a database that does not answer) is stopped `stop_margin`
+  before that, its child process group killed, so it is over before the database
+  lets another worker claim the task: two attempts of a task never overlap. The task
+  goes back to the queue when its lease expires (the rescue), to run elsewhere;
 - the rescuer returns expired leases of dead workers to the queue.
 
 A database outage never crashes the pool: it reports `degraded` (its `Condition`,
 pushed to the agent's `HealthMonitor` as `work`) and keeps retrying with capped
-backoff. A statement Postgres rejects fails the one task it was about. On `stop()`,
+backoff. A statement Postgres rejects fails the one task it was about. An outcome is
+logged (`completed`, `failed`) once it is stored, never for a result the pool then
+drops because the task is no longer its own. On `stop()`,
 claiming stops, running work has `grace_seconds` to finish, and whatever is still
-running is then cancelled and released back to pending: never lost.
+running is then cancelled and released back to pending: never lost. `halt()` is the
+role owner's deadline: every run stops at once and nothing more is written.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from echo.logs import fields
 from echo.runtime import Backoff
 from echo.work.executors import Executor, Result
 from echo.work.governor.gate import ClaimGate
+from echo.work.process import stop_margin
 from echo.work.queue import DEFAULT_BACKOFF, Completion, Failure, Task, TaskQueue
 
 log = logging.getLogger(__name__)
@@ -93,6 +104,9 @@ class _Running:
     writing: bool = False
     scope: anyio.CancelScope | None = None  # its runner's, while it executes
     cancelled: bool = False
+    #: The owner's rule: the send time of its last confirmed claim or renewal, plus
+    #: the lease (anyio's clock, which is the monotonic clock).
+    valid_until: float = float("inf")
 
     def cancel(self) -> None:
         """Stop the work (a user cancelled it, its lease was lost, or a drain); a task
@@ -162,6 +176,9 @@ class ExecutorPool:
         self._durations_ms = 0.0
         self._claim_rounds = 0
         self._db_errors = 0
+        self._halted = False
+        #: How long before a task's lease ends its run is stopped.
+        self.margin = stop_margin(lease_seconds)
 
     # ------------------------------------------------------------------ public
     def worker_id(self, slot: int) -> str:
@@ -192,6 +209,14 @@ class ExecutorPool:
         self._slot_freed.set()
         self._outbox_ready.set()  # the writer now stores completions too
 
+    def halt(self) -> None:
+        """Stop every run now and write nothing more (the role's lease is ending or
+        gone): no drain, no release; the tasks go back when their leases expire."""
+        self._halted = True
+        for running in list(self._held.values()):
+            running.cancel()
+        self.stop()
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         registrations: list[Registration] = []
         if self.listener is not None:
@@ -209,8 +234,9 @@ class ExecutorPool:
         finally:
             for registration in registrations:
                 registration.close()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self._abandon()
+            if not self._halted:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await self._abandon()
 
     # ---------------------------------------------------------------- claiming
     def _on_notify(self, payload: str) -> None:
@@ -248,6 +274,7 @@ class ExecutorPool:
                 self._slot_freed = anyio.Event()
                 continue
             self._wake = anyio.Event()
+            sent = anyio.current_time()
             try:
                 applied, tasks = await self.queue.complete_and_claim(
                     [outcome for _, outcome in done if isinstance(outcome, Completion)],
@@ -278,7 +305,7 @@ class ExecutorPool:
             for task in tasks:
                 slot = int(task.worker_id.rsplit(":", 1)[1])
                 self._free.remove(slot)
-                running = _Running(task, slot)
+                running = _Running(task, slot, valid_until=sent + self.lease_seconds)
                 self._held[task.task_id] = running
                 self._dispatch(tg, running)
             if len(tasks) < len(slots):  # a result finished meanwhile sets _wake
@@ -307,13 +334,24 @@ class ExecutorPool:
                     self._free_slot(running)
                 else:
                     running.scope = scope
+                    scope.deadline = running.valid_until - self.margin
                     await self._execute(running)
+                    scope.deadline = float("inf")
                     running.scope = None
                 ready = self._slot_ready[slot]
                 await ready.wait()
                 self._slot_ready[slot] = anyio.Event()
                 running = self._assigned.pop(slot)
         del self._slot_ready[slot]
+        if scope.cancelled_caught and not running.cancelled and not running.writing:
+            self._counts["lost"] += 1
+            log.warning("task %s: its lease could not be renewed (the last confirmed renewal "
+                        "was sent %.1f s ago); stopped its run before the lease can pass on; "
+                        "the task goes back to the queue when its lease expires",
+                        running.task.task_id,
+                        self.lease_seconds - (running.valid_until - anyio.current_time()),
+                        extra=fields(role=running.task.role, task=running.task.task_id,
+                                     attempt=running.task.attempt, outcome="stopped"))
         if not running.writing:
             self._free_slot(running)
 
@@ -333,7 +371,6 @@ class ExecutorPool:
                                   run=result.run)
         except Exception as exc:
             outcome = self._failure(task, exc)
-        _log_outcome(task, outcome)
         running.writing = True
         self._durations_ms += (time.monotonic() - running.started) * 1000
         self._outbox.append((running, outcome))
@@ -468,13 +505,16 @@ class ExecutorPool:
 
     def _settle(self, batch: list[tuple[_Running, Completion | Failure]], applied: set[int],
                 statuses: Mapping[int, str]) -> None:
-        """Count what landed and free the slots of a written batch."""
-        for running, _ in batch:
+        """Count and log what landed and free the slots of a written batch."""
+        for running, outcome in batch:
             tid = running.task.task_id
             if tid in applied:
                 self._counts["succeeded"] += 1
+                _log_outcome(running.task, outcome, "completed")
             elif tid in statuses:
                 self._counts["failed"] += 1
+                if isinstance(outcome, Failure):  # else: its result was refused, logged so
+                    _log_outcome(running.task, outcome, statuses[tid])
             else:
                 self._counts["lost"] += 1
                 log.warning("task %s finished after this worker lost its lease; result dropped",
@@ -489,13 +529,23 @@ class ExecutorPool:
             held = [r for r in self._held.values()]
             if not held:
                 continue
-            try:
-                owned = await self.queue.heartbeat([r.task for r in held], self.lease_seconds)
-            except (StoreUnavailable, StoreRejected) as exc:
-                self._trouble(exc, "renew leases")
+            sent = anyio.current_time()
+            # A renewal that comes back after the runs stopped is no use: give up on it
+            # then, so the next one goes out on time once the database answers again.
+            owned: set[int] | None = None
+            with anyio.move_on_after(max(min(r.valid_until for r in held) - sent, interval)):
+                try:
+                    owned = await self.queue.heartbeat([r.task for r in held], self.lease_seconds)
+                except (StoreUnavailable, StoreRejected) as exc:
+                    self._trouble(exc, "renew leases")
+            if owned is None:
                 continue
             for running in held:
-                if running.task.task_id not in owned and not running.writing:
+                if running.task.task_id in owned:
+                    running.valid_until = sent + self.lease_seconds
+                    if running.scope is not None:
+                        running.scope.deadline = running.valid_until - self.margin
+                elif not running.writing:
                     log.warning("task %s is no longer ours (cancelled or rescued); stopping it",
                                 running.task.task_id)
                     self._counts["lost"] += 1
@@ -558,16 +608,16 @@ class ExecutorPool:
         await self._release(executing)
 
 
-def _log_outcome(task: Task, outcome: Completion | Failure) -> None:
-    """One line per task outcome, with role, task and workflow as fields (`echoctl logs
-    --json --task N` finds it)."""
+def _log_outcome(task: Task, outcome: Completion | Failure, status: str) -> None:
+    """One line per stored task outcome (`status`: the task's status it left), with role,
+    task and workflow as fields (`echoctl logs --json --task N` finds it)."""
     where = fields(role=task.role, task=task.task_id, workflow=task.payload.get("workflow"),
                    type=task.task_type, attempt=task.attempt)
     if isinstance(outcome, Completion):
         where["fields"]["outcome"] = "completed"
         log.info("task %s (%s) completed", task.task_id, task.task_type, extra=where)
         return
-    again = outcome.retryable and (not outcome.counted or task.retry_count < task.max_retries)
+    again = status == "pending"
     where["fields"]["outcome"] = "retrying" if again else "failed"
     log.warning("task %s (%s) %s: %s", task.task_id, task.task_type,
                 "failed, will retry" if again else "failed", outcome.error, extra=where)

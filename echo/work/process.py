@@ -7,9 +7,11 @@ every child gets the same guarantees:
 - stdin is written and then closed (the Claude CLI waits forever on an open stdin);
 - the child leads its own process group (`start_new_session`), so whatever it
   spawns can be killed with it;
-- a wall-clock timeout, and any cancellation of the caller (a cancelled task, a
-  drain, a lost lease), sends TERM to the whole group, then KILL after a grace
-  period, and the child is always reaped: no zombie, no orphaned grandchild;
+- a wall-clock timeout sends TERM to the whole group, then KILL after the caller's
+  grace period; any cancellation of the caller (a cancelled task, a drain, a lost
+  lease, a lease's deadline) does the same with at most `CANCEL_GRACE` between the
+  two, since whoever cancels is on a deadline; the child is always reaped: no zombie,
+  no orphaned grandchild;
 - output is captured up to a limit, so a chatty child cannot exhaust memory;
 - on Linux the child dies with its worker: it asks the kernel (prctl
   PR_SET_PDEATHSIG) for SIGKILL when its parent goes, so a worker killed with
@@ -47,6 +49,18 @@ log = logging.getLogger(__name__)
 
 #: Bytes of stdout (and of stderr) kept; the rest is read and dropped.
 MAX_OUTPUT = 8 * 1024 * 1024
+
+#: Seconds between TERM and KILL when the caller is cancelled rather than timed out.
+CANCEL_GRACE = 0.5
+#: How long before a lease ends its holder stops what it runs (TERM, `CANCEL_GRACE`,
+#: KILL and the reap fit well within it), so nothing it started outlives the lease.
+STOP_MARGIN = 1.0
+
+
+def stop_margin(lease_seconds: float) -> float:
+    """`STOP_MARGIN`, or a quarter of a lease shorter than four of them."""
+    return min(STOP_MARGIN, lease_seconds / 4)
+
 
 #: Variables a child may inherit from the worker. Everything else (database URLs,
 #: cloud and CI secrets, CLAUDECODE) stays behind; callers add what they need.
@@ -152,8 +166,8 @@ async def run_process(
     """Run `argv` to completion or until `time_limit` seconds pass (then the group dies).
 
     Raises `OSError` (e.g. `FileNotFoundError`) when the program cannot be started.
-    Cancelling the caller kills the group too, shielded, before the cancellation
-    propagates.
+    Cancelling the caller kills the group too (TERM, then KILL after at most
+    `CANCEL_GRACE`), shielded, before the cancellation propagates.
     """
     started = time.monotonic()
     stdout, stderr = bytearray(), bytearray()
@@ -182,9 +196,9 @@ async def run_process(
             _signal_group(process.pid, signal.SIGKILL)
             tg.cancel_scope.deadline = anyio.current_time() + 1.0
     finally:
-        if process.returncode is None:
+        if process.returncode is None:  # cancelled (or failed) while the child runs
             with anyio.CancelScope(shield=True):
-                await _stop(process, kill_grace)
+                await _stop(process, min(kill_grace, CANCEL_GRACE))
         with anyio.CancelScope(shield=True):
             await process.aclose()
     assert process.returncode is not None

@@ -109,6 +109,41 @@ async def test_a_write_with_a_lost_epoch_is_refused_and_writes_nothing(settings:
         await b.close()
 
 
+async def test_a_write_the_fence_refuses_halts_the_owner_at_once(settings: Settings) -> None:
+    """The owner learns from the fence that its lease is gone, long before its next
+    renewal would say so: it halts its tree there and then (echo/org/agent.py wires
+    `Database.on_fenced` to `LeaseKeeper.lost`)."""
+    s = settings.model_copy(update={"lease_seconds": 120.0, "lease_renew_interval": 60.0})
+    a, b = await keeper(s), await keeper(s)
+    stop = anyio.Event()
+    seen: list[tuple[bool, bool, str | None]] = []
+
+    async def act(lease: Lease, quit_: anyio.Event) -> object:
+        fenced = await dbmod.Database.open(s, max_size=1, fence=lease.fence)
+        fenced.on_fenced = lambda exc: a.lost(f"the fence refused a write ({exc})")
+        try:
+            async with dbmod.connection(s) as conn:  # the lease passes on meanwhile
+                await conn.execute("UPDATE role_leases SET expires_at = now()")
+            assert await b.try_acquire() is not None
+            with pytest.raises(LeaseLost):
+                async with fenced.transaction() as conn:
+                    await conn.execute("DELETE FROM agent_health WHERE role = 'cto'")
+            seen.append((a.halted.is_set(), quit_.is_set(), a.quit_reason))
+        finally:
+            await fenced.close()
+        stop.set()
+        return None
+
+    try:
+        with anyio.fail_after(60):
+            await a.run(act, stop=stop)
+        (halted, quit_set, why), = seen
+        assert halted and quit_set and why is not None and "the fence refused a write" in why
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_an_expired_lease_fences_even_before_anyone_takes_over(settings: Settings) -> None:
     a = await keeper(settings)
     lease = await a.try_acquire()
@@ -176,9 +211,12 @@ async def test_with_the_database_down_the_owner_stops_acting_within_the_lease(
     k = await keeper(s)
     stop, acting, stopped = anyio.Event(), anyio.Event(), anyio.Event()
 
+    told: list[tuple[float, float]] = []
+
     async def act(lease: Lease, quit_: anyio.Event) -> object:
         acting.set()
         await quit_.wait()
+        told.append((k.clock(), k.valid_until))
         stopped.set()
         return None
 
@@ -188,8 +226,11 @@ async def test_with_the_database_down_the_owner_stops_acting_within_the_lease(
             await acting.wait()
             await anyio.to_thread.run_sync(own_postgres.stop, "immediate")
             await stopped.wait()
-            assert not k.valid() and k.quit_reason is not None
-            assert "no renewal confirmed within 1 s" in k.quit_reason
+            # Halted (at once, not in order) by the deadline, before the lease can pass.
+            (at, valid_until), = told
+            assert k.halted.is_set() and at < valid_until
+            assert k.quit_reason is not None
+            assert "no renewal confirmed for 0.75 s" in k.quit_reason
             stop.set()
     finally:
         await k.close()

@@ -57,6 +57,22 @@ async def test_cancelling_the_caller_kills_the_child() -> None:
     assert _with_marker(marker) == []
 
 
+async def test_a_cancelled_caller_kills_a_group_that_ignores_term_after_the_short_grace() -> None:
+    """Whoever cancels (a lease's deadline) cannot wait out the run's own kill grace: a
+    group ignoring TERM gets KILL after `CANCEL_GRACE`, not after an hour."""
+    marker = uuid.uuid4().hex
+    script = ("import signal, subprocess, sys, time\n"
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "print('up', flush=True); time.sleep(60)")
+    env = {**os.environ, "MARK": marker}
+    with anyio.fail_after(30):  # an hour's grace would never end in time
+        with anyio.move_on_after(1):
+            await run_process([sys.executable, "-c", script], env=env, time_limit=60,
+                              kill_grace=3600)
+    assert _with_marker(marker) == []
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 async def test_the_child_is_set_to_die_with_its_parent() -> None:
     # prctl(PR_GET_PDEATHSIG) in the child: the kernel's own record of the setting.
