@@ -2,7 +2,7 @@
 gone quiet, and until a message published meanwhile reaches it (issue 19, fault 5).
 
 A redis-server of this run's own sits behind a loopback proxy (tests/servers.py's
-`PartitionProxy`) that the run partitions: nothing crosses, nothing is closed (no RST,
+`FreezableProxy`) that the run partitions: nothing crosses, nothing is closed (no RST,
 no FIN), as when a network drops packets. One subscriber reads through the proxy; a
 publisher reaches Redis directly and publishes one message right after the cut.
 
@@ -28,7 +28,7 @@ from echo import db as dbmod
 from echo.bus import Message, Publisher, RedisTransport, StoredMessage, Subscriber
 from echo.config import Settings
 from echo.embedded import EmbeddedRedis
-from tests.servers import PartitionProxy
+from tests.proxy import FreezableProxy
 
 ROUNDS = int(os.environ.get("ECHO_BENCH_PARTITION_ROUNDS", "3"))
 NOW = {"keepalive": 1.0, "keepalive_timeout": 1.0}  # RedisTransport's defaults
@@ -43,8 +43,8 @@ async def until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
 
 async def one_round(s: Settings, database: dbmod.Database, redis: EmbeddedRedis,
                     keepalive: dict[str, float]) -> tuple[float, float]:
-    proxy = PartitionProxy(redis.port)
-    behind = s.model_copy(update={"redis_url": proxy.url()})
+    proxy = FreezableProxy("127.0.0.1", redis.port)
+    behind = s.model_copy(update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0"})
     direct = dbmod.Database(s.model_copy(update={"redis_url": redis.url}), database.pool)
     got: list[int] = []
 
@@ -54,25 +54,25 @@ async def one_round(s: Settings, database: dbmod.Database, redis: EmbeddedRedis,
     transport = RedisTransport(behind, database=database, **keepalive)
     sub = Subscriber(dbmod.Database(behind, database.pool), "cto", handler, transport=transport)
     try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(proxy.run)
-            await tg.start(sub.run)
-            await until(lambda: sub.state == "live")
-            async with Publisher(direct) as pub:
-                proxy.partition()
-                cut = time.monotonic()
-                sent = (await pub.publish(Message.build(from_role="operator", subject="cut"))).db_id
-                noticed = delivered = None
-                while noticed is None or delivered is None:
-                    if noticed is None and sub.state == "polling":
-                        noticed = time.monotonic() - cut
-                    if delivered is None and sent in got:
-                        delivered = time.monotonic() - cut
-                    await anyio.sleep(0.01)
-                    if time.monotonic() - cut > 60:
-                        raise TimeoutError("the partition was not noticed within 60 s")
-            proxy.heal()
-            tg.cancel_scope.cancel()
+        with proxy:
+            async with anyio.create_task_group() as tg:
+                await tg.start(sub.run)
+                await until(lambda: sub.state == "live")
+                async with Publisher(direct) as pub:
+                    proxy.freeze()
+                    cut = time.monotonic()
+                    sent = (await pub.publish(Message.build(from_role="operator", subject="cut"))).db_id
+                    noticed = delivered = None
+                    while noticed is None or delivered is None:
+                        if noticed is None and sub.state == "polling":
+                            noticed = time.monotonic() - cut
+                        if delivered is None and sent in got:
+                            delivered = time.monotonic() - cut
+                        await anyio.sleep(0.01)
+                        if time.monotonic() - cut > 60:
+                            raise TimeoutError("the partition was not noticed within 60 s")
+                proxy.thaw()
+                tg.cancel_scope.cancel()
     finally:
         await transport.aclose()
     return noticed, delivered

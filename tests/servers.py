@@ -116,62 +116,6 @@ async def postgres_pair(root: Path) -> AsyncIterator[PostgresPair]:
         await anyio.to_thread.run_sync(pair.destroy)
 
 
-class PartitionProxy:
-    """A TCP proxy on a free loopback port to `127.0.0.1:<target>`.
-
-    `partition()` makes it silent in both directions without closing anything: bytes
-    already read wait, new connections are accepted (a proxy's kernel answers the
-    SYN) but not connected onward, just as a peer behind a partition never answers.
-    `heal()` lets everything flow again, as TCP's retransmissions would deliver what
-    was in flight. Run it with `await tg.start(proxy.run)`; cancelling the task group
-    closes every connection.
-    """
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = free_port()
-        self._flowing = anyio.Event()
-        self._flowing.set()
-
-    def url(self, scheme: str = "redis", path: str = "/0") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    def partition(self) -> None:
-        if self._flowing.is_set():
-            self._flowing = anyio.Event()
-
-    def heal(self) -> None:
-        self._flowing.set()
-
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
-        task_status.started()
-        await listener.serve(self._handle)
-
-    async def _handle(self, client: anyio.abc.SocketStream) -> None:
-        async with client:
-            await self._flowing.wait()
-            try:
-                upstream = await anyio.connect_tcp("127.0.0.1", self.target)
-            except OSError:
-                return
-            async with upstream, anyio.create_task_group() as tg:
-                tg.start_soon(self._pipe, client, upstream, tg.cancel_scope)
-                tg.start_soon(self._pipe, upstream, client, tg.cancel_scope)
-
-    async def _pipe(self, src: anyio.abc.SocketStream, dst: anyio.abc.SocketStream,
-                    both: anyio.CancelScope) -> None:
-        try:
-            while True:
-                data = await src.receive()
-                await self._flowing.wait()
-                await dst.send(data)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
-        await self._flowing.wait()  # a FIN crosses no partition either
-        both.cancel()  # one side ended: close both, as the peer's kernel would
-
-
 class SentinelGroup:
     """A master, one replica and three Sentinels (quorum 2) for service `service`."""
 

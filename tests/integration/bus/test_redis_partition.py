@@ -20,7 +20,7 @@ from echo.bus import Message, Publisher, Subscriber
 from echo.config import Settings
 from echo.embedded import EmbeddedRedis
 from tests.integration.bus.conftest import Recorder, wait_until
-from tests.servers import PartitionProxy
+from tests.proxy import FreezableProxy
 
 #: Generous beside the 2 s it takes (keepalive 1 s + 1 s for the PONG), and well below
 #: the 15 s of silence the old keepalive waited for.
@@ -47,43 +47,44 @@ def msg(subject: str) -> Message:
 async def test_a_silent_partition_is_noticed_polled_through_and_healed(
     settings: Settings, own_redis: EmbeddedRedis, db: dbmod.Database
 ) -> None:
-    proxy = PartitionProxy(own_redis.port)
-    behind = dbmod.Database(settings.model_copy(update={"redis_url": proxy.url()}), db.pool)
+    proxy = FreezableProxy("127.0.0.1", own_redis.port)
+    behind = dbmod.Database(
+        settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0"}), db.pool)
     direct = dbmod.Database(settings.model_copy(update={"redis_url": own_redis.url}), db.pool)
     conditions, rec = Conditions(), Recorder()
     sub = Subscriber(behind, "cto", rec, reporter=conditions)
-    async with anyio.create_task_group() as tg:
-        await tg.start(proxy.run)
-        await tg.start(sub.run)
-        await wait_until(lambda: sub.state == "live")
-        async with Publisher(direct) as pub:
-            before = await pub.publish(msg("before"), confirm=True)
-            assert before.receivers == 1  # the subscriber, through the proxy
-            await rec.wait_for(1)
-            assert "redis" not in conditions.problems
+    with proxy:
+        async with anyio.create_task_group() as tg:
+            await tg.start(sub.run)
+            await wait_until(lambda: sub.state == "live")
+            async with Publisher(direct) as pub:
+                before = await pub.publish(msg("before"), confirm=True)
+                assert before.receivers == 1  # the subscriber, through the proxy
+                await rec.wait_for(1)
+                assert "redis" not in conditions.problems
 
-            proxy.partition()
-            cut = time.monotonic()
-            await wait_until(lambda: sub.state == "polling", timeout=NOTICE_WITHIN_S, interval=0.02)
-            noticed = time.monotonic() - cut
-            print(f"\nsilent Redis partition noticed after {noticed:.2f}s")
-            await wait_until(lambda: "redis" in conditions.problems, timeout=NOTICE_WITHIN_S)
-            reason = conditions.problems["redis"]
-            assert reason.startswith("Redis is unreachable, reading Postgres every"), reason
-            assert "no answer to PING" in reason
+                proxy.freeze()
+                cut = time.monotonic()
+                await wait_until(lambda: sub.state == "polling", timeout=NOTICE_WITHIN_S, interval=0.02)
+                noticed = time.monotonic() - cut
+                print(f"\nsilent Redis partition noticed after {noticed:.2f}s")
+                await wait_until(lambda: "redis" in conditions.problems, timeout=NOTICE_WITHIN_S)
+                reason = conditions.problems["redis"]
+                assert reason.startswith("Redis is unreachable, reading Postgres every"), reason
+                assert "no answer to PING" in reason
 
-            during = [await pub.publish(msg(f"during {i}"), confirm=True) for i in range(5)]
-            assert all(d.published for d in during)  # Redis is up: only the agent is cut off
-            await rec.wait_for(6)  # read from Postgres by polling
-            assert sub.state == "polling" and "redis" in conditions.problems
+                during = [await pub.publish(msg(f"during {i}"), confirm=True) for i in range(5)]
+                assert all(d.published for d in during)  # Redis is up: only the agent is cut off
+                await rec.wait_for(6)  # read from Postgres by polling
+                assert sub.state == "polling" and "redis" in conditions.problems
 
-            live_before = sub.stats.live
-            proxy.heal()
-            await wait_until(lambda: sub.state == "live", timeout=30)
-            await wait_until(lambda: "redis" not in conditions.problems)
-            after = await pub.publish(msg("after"), confirm=True)
-            assert after.receivers >= 1  # resubscribed (the stale one may not be gone yet)
-            await rec.wait_for(7)
-            assert sub.stats.live > live_before  # handed over from its notice again
-        tg.cancel_scope.cancel()
+                live_before = sub.stats.live
+                proxy.thaw()
+                await wait_until(lambda: sub.state == "live", timeout=30)
+                await wait_until(lambda: "redis" not in conditions.problems)
+                after = await pub.publish(msg("after"), confirm=True)
+                assert after.receivers >= 1  # resubscribed (the stale one may not be gone yet)
+                await rec.wait_for(7)
+                assert sub.stats.live > live_before  # handed over from its notice again
+            tg.cancel_scope.cancel()
     assert rec.ids == [before.db_id, *(d.db_id for d in during), after.db_id]
