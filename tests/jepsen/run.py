@@ -219,7 +219,8 @@ async def run(args: argparse.Namespace) -> int:
     with Cluster(nodes=args.nodes) as cluster:
         r = Run(cluster, args)
         try:
-            say(f"hosts up (run {cluster.run_id}): {', '.join(h.ns for h in cluster.hosts)}")
+            say(f"hosts up (run {cluster.run_id}, files in {cluster.root}): "
+                f"{', '.join(h.ns for h in cluster.hosts)}")
             await r.start_db()
             for host in cluster.node_hosts:
                 await r.start_up(host.name)
