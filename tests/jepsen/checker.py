@@ -5,6 +5,7 @@ A run's record is a directory (what `run.py` collects, or what a unit test write
     history.jsonl   the client's operations: invoke / ok / fail / info, with wall times
     nemesis.jsonl   fault-start / fault-end lines
     db.json         rows of the run's database (`DUMP_QUERIES`), times as epoch seconds
+    postgres.log    the database host's server log (the fence's refusals)
     logs/<node>/    every node's log files (the agents' `processed message N` lines)
     runs.log        the task attempts' start / tick / end lines (`attempt.sh`)
     meta.json       the roles, nodes, lease length
@@ -23,17 +24,21 @@ What it checks (each a violation kind in `VIOLATIONS`):
   taken over, released or expired, or under an epoch the holder never had;
 - workflow-unfinished: an acknowledged workflow not `done` at the end.
 
-And, per fault: how long each role had no owner (from the lease log) and how long
-after the fault's end every message and task acknowledged during it was done.
+Figures, not violations (the fence held): how many writes of deposed owners the
+fence refused, and how long after its lease's end the last came. And, per fault:
+how long each role had no owner (from the lease log) and how long after the fault's
+end every message and task acknowledged during it was done.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +63,8 @@ DUMP_QUERIES = {
     "workflows": "SELECT id, phase FROM workflows",
 }
 _PROCESSED = re.compile(r" (?P<role>[a-z_]+) processed message (?P<id>\d+) from ")
+_REFUSED = re.compile(r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC \[\d+\] ERROR:  the lease of role "
+                      r"(?P<role>\S+) at epoch (?P<epoch>\d+) is no longer held")
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,25 @@ def stale_writes(leases: list[dict[str, Any]], writes: list[dict[str, Any]]) -> 
     return found
 
 
+def fenced_refusals(leases: list[dict[str, Any]], pg_log: str) -> dict[str, Any]:
+    """The writes the fence refused (Postgres logs each), and how long after its lease
+    expired a deposed owner was still trying: the fence held, but the owner's rule
+    (act only before the lease's end) did not."""
+    ends: dict[tuple[str, int], float] = {}
+    for row in leases:
+        key = (row["role"], int(row["epoch"]))
+        ends[key] = max(ends.get(key, 0.0), float(row["expires_at"]) if row["holder"] else float(row["at"]))
+    after: list[float] = []
+    for line in pg_log.splitlines():
+        if (m := _REFUSED.match(line)) is not None:
+            at = datetime.strptime(m["at"], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
+            end = ends.get((m["role"], int(m["epoch"])))
+            if end is not None:
+                after.append(at - end)
+    return {"refused": len(after),
+            "max_after_lease_end_s": round(max(after), 2) if after else None}
+
+
 # ---------------------------------------------------------------- the check
 
 
@@ -223,7 +249,7 @@ def check(out: Path) -> dict[str, Any]:
     runs = attempts((out / "runs.log").read_text() if (out / "runs.log").exists() else "")
     for task, by in sorted(runs.items()):
         spans = sorted(by.items(), key=lambda kv: kv[1][0])
-        for (a1, (s1, e1)), (a2, (s2, e2)) in zip(spans, spans[1:], strict=False):
+        for (a1, (_s1, e1)), (a2, (s2, e2)) in itertools.pairwise(spans):
             if e1 > s2:
                 violations["overlapping-attempts"].append(
                     {"task": task, "attempts": [a1, a2], "overlap_s": round(min(e1, e2) - s2, 3)})
@@ -238,7 +264,9 @@ def check(out: Path) -> dict[str, Any]:
     gaps = {role: ownerless_intervals(db["leases"], role, end) for role in roles}
     per_fault = fault_figures(faults, acked, inbox, tasks, roles, gaps)
     ops = Counter(e["type"] for e in history if e.get("type") in ("invoke", "ok", "fail", "info"))
-    result = {
+    by_kind: dict[str, int] = dict(Counter(f["kind"] for f in faults if f["type"] == "fault-start"))
+    by_kind["total"] = sum(by_kind.values())
+    result: dict[str, Any] = {
         "valid": not any(violations.values()),
         "operations": {"invoked": ops["invoke"], "ok": ops["ok"], "refused": ops["fail"],
                        "unknown": ops["info"], "messages": len(acked.messages),
@@ -246,13 +274,15 @@ def check(out: Path) -> dict[str, Any]:
                        "tasks": len(acked.tasks), "workflows": len(acked.workflows),
                        "fenced_writes": len(db["writes"]),
                        "epochs": len({(r["role"], r["epoch"]) for r in db["leases"]})},
-        "faults": dict(Counter(f["kind"] for f in faults if f["type"] == "fault-start")),
+        "faults": by_kind,
         "violations": {k: len(v) for k, v in violations.items()},
         "examples": {k: v[:EXAMPLES] for k, v in violations.items() if v},
         "per_fault": per_fault,
         "ownerless_total_s": {r: round(sum(b - a for a, b in g), 2) for r, g in gaps.items()},
+        "fenced_refusals": fenced_refusals(
+            db["leases"], (out / "postgres.log").read_text(errors="replace")
+            if (out / "postgres.log").exists() else ""),
     }
-    result["faults"]["total"] = sum(result["faults"].values())
     return result
 
 
@@ -338,6 +368,10 @@ def report(result: dict[str, Any], out: Path) -> None:
     for kind, examples in result["examples"].items():
         for ex in examples:
             print(f"violation {kind}: {json.dumps(ex, default=str)}")
+    refusals = result["fenced_refusals"]
+    if refusals["refused"]:
+        print(f"fence: {refusals['refused']} write(s) by deposed owners refused, the last "
+              f"{refusals['max_after_lease_end_s']}s after its lease ended")
     (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
     try:
         from tests.jepsen import timeline

@@ -199,6 +199,8 @@ class Run:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, target)
         shutil.copy(self.runfile, out / "runs.log")
+        with contextlib.suppress(OSError):
+            shutil.copy(self.pg.log_file, out / "postgres.log")
 
     async def stop_nodes(self) -> None:
         for proc in self.ups.values():

@@ -50,8 +50,8 @@ def _record(tmp_path: Path, **change: Any) -> Path:
                    {"at": T0 + 30, "txn_at": T0 + 30, "tbl": "agent_inbox", "fence": "ceo/2/h2"}],
         "workflows": [{"id": "wf-1", "phase": "done"}],
     }
-    runs = ("start 7 1 100 {a}\ntick 7 1 100 {b}\nstart 7 2 200 {c}\ntick 7 2 200 {d}\n"
-            "end 7 2 200 {d}\n").format(a=T0 + 4, b=T0 + 5, c=T0 + 10, d=T0 + 11)
+    runs = (f"start 7 1 100 {T0 + 4}\ntick 7 1 100 {T0 + 5}\n"
+            f"start 7 2 200 {T0 + 10}\ntick 7 2 200 {T0 + 11}\nend 7 2 200 {T0 + 11}\n")
     faults = [{"t": T0 + 15, "type": "fault-start", "id": 1, "kind": "pause-owners", "target": "n1"},
               {"t": T0 + 23, "type": "fault-end", "id": 1, "kind": "pause-owners", "target": "n1"}]
     logs = {"ceo": [10, 12], "cto": [10, 11, 12]}
@@ -107,7 +107,8 @@ def test_drain_after_a_fault(tmp_path: Path) -> None:
 
 
 def test_a_lost_message_is_found(tmp_path: Path) -> None:
-    out = _record(tmp_path, inbox=lambda rows: [r for r in rows if (r["role"], r["message_id"]) != ("cto", 11)])
+    out = _record(tmp_path, inbox=lambda rows: [
+        r for r in rows if (r["role"], r["message_id"]) != ("cto", 11)])
     result = checker.check(out)
     assert result["valid"] is False
     assert _violated(result) == {"lost-message"}
@@ -135,7 +136,8 @@ def test_a_lost_task_and_a_double_completion_are_found(tmp_path: Path) -> None:
 
 def test_overlapping_attempts_are_found(tmp_path: Path) -> None:
     # attempt 1 still ticking at +10.5, after attempt 2 started at +10
-    runs = f"start 7 1 100 {T0 + 4}\ntick 7 1 100 {T0 + 10.5}\nstart 7 2 200 {T0 + 10}\nend 7 2 200 {T0 + 11}\n"
+    runs = (f"start 7 1 100 {T0 + 4}\ntick 7 1 100 {T0 + 10.5}\n"
+            f"start 7 2 200 {T0 + 10}\nend 7 2 200 {T0 + 11}\n")
     result = checker.check(_record(tmp_path, runs=runs))
     assert _violated(result) == {"overlapping-attempts"}
     assert result["examples"]["overlapping-attempts"][0]["overlap_s"] == 0.5
@@ -183,3 +185,17 @@ def test_the_report_ends_with_one_json_line(tmp_path: Path, capsys: pytest.Captu
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(last) == {"valid", "operations", "faults", "violations"}
     assert last["violations"] == dict.fromkeys(checker.VIOLATIONS, 0)
+
+
+def test_refused_writes_of_a_deposed_owner_are_counted(tmp_path: Path) -> None:
+    out = _record(tmp_path)
+    # ceo epoch 1 ended at +20 (T0 is 1970-01-12 13:46:40 UTC); two refusals, the last 3.5 s after
+    (out / "postgres.log").write_text(
+        "1970-01-12 13:46:59.000 UTC [9] LOG:  checkpoint starting: time\n"
+        "1970-01-12 13:47:01.000 UTC [9] ERROR:  the lease of role ceo at epoch 1 is no longer held "
+        "by this agent\n"
+        "1970-01-12 13:47:03.500 UTC [9] ERROR:  the lease of role ceo at epoch 1 is no longer held "
+        "by this agent\n")
+    result = checker.check(out)
+    assert result["fenced_refusals"] == {"refused": 2, "max_after_lease_end_s": 3.5}
+    assert result["valid"] is True  # the fence held: a figure, not a violation

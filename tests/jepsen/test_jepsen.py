@@ -50,7 +50,8 @@ def _harness(*args: str) -> subprocess.Popen[str]:
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
-    return json.loads(stdout.strip().splitlines()[-1])
+    line: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return line
 
 
 @pytest.fixture(scope="module")

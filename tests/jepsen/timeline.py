@@ -16,9 +16,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from tests.jepsen.checker import ownerless_intervals, read_jsonl  # noqa: E402
+from tests.jepsen.checker import ownerless_intervals, read_jsonl
 
 
 def plot(out: Path, result: dict[str, Any], png: Path) -> None:
