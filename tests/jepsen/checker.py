@@ -129,20 +129,21 @@ def processed_in_logs(logs: Path) -> Counter[tuple[str, int]]:
     return seen
 
 
-def attempts(runs: str) -> dict[int, dict[int, tuple[float, float]]]:
-    """Per task, per attempt: (first, last) time the attempt was seen running."""
-    spans: dict[int, dict[int, list[float]]] = defaultdict(dict)
+def attempts(runs: str) -> dict[int, dict[tuple[int, int], tuple[float, float]]]:
+    """Per task, per (attempt, pid): the first and last time that run was seen running.
+    Keyed by pid too, so two processes running the same attempt are two runs."""
+    spans: dict[int, dict[tuple[int, int], list[float]]] = defaultdict(dict)
     for line in runs.splitlines():
         parts = line.split()
         if len(parts) != 5 or parts[0] not in ("start", "tick", "end"):
             continue
         try:
-            task, attempt, t = int(parts[1]), int(parts[2]), float(parts[4])
+            task, attempt, pid, t = int(parts[1]), int(parts[2]), int(parts[3]), float(parts[4])
         except ValueError:
             continue
-        span = spans[task].setdefault(attempt, [t, t])
+        span = spans[task].setdefault((attempt, pid), [t, t])
         span[0], span[1] = min(span[0], t), max(span[1], t)
-    return {task: {a: (s[0], s[1]) for a, s in by.items()} for task, by in spans.items()}
+    return {task: {k: (v[0], v[1]) for k, v in by.items()} for task, by in spans.items()}
 
 
 # ---------------------------------------------------------------- leases
@@ -249,7 +250,7 @@ def check(out: Path) -> dict[str, Any]:
     runs = attempts((out / "runs.log").read_text() if (out / "runs.log").exists() else "")
     for task, by in sorted(runs.items()):
         spans = sorted(by.items(), key=lambda kv: kv[1][0])
-        for (a1, (_s1, e1)), (a2, (s2, e2)) in itertools.pairwise(spans):
+        for ((a1, _p1), (_s1, e1)), ((a2, _p2), (s2, e2)) in itertools.pairwise(spans):
             if e1 > s2:
                 violations["overlapping-attempts"].append(
                     {"task": task, "attempts": [a1, a2], "overlap_s": round(min(e1, e2) - s2, 3)})

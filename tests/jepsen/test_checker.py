@@ -143,6 +143,12 @@ def test_overlapping_attempts_are_found(tmp_path: Path) -> None:
     assert result["examples"]["overlapping-attempts"][0]["overlap_s"] == 0.5
 
 
+def test_one_attempt_run_by_two_processes_at_once_overlaps(tmp_path: Path) -> None:
+    runs = (f"start 7 1 100 {T0 + 4}\nstart 7 1 300 {T0 + 4.2}\ntick 7 1 100 {T0 + 5}\n"
+            f"end 7 1 300 {T0 + 5.5}\n")
+    assert _violated(checker.check(_record(tmp_path, runs=runs))) == {"overlapping-attempts"}
+
+
 @pytest.mark.parametrize(("write", "why"), [
     ({"at": T0 + 25, "txn_at": T0 + 25, "fence": "ceo/1/h1"}, "taken over"),
     ({"at": T0 + 21, "txn_at": T0 + 21, "fence": "ceo/1/h1"}, "expired"),
