@@ -50,7 +50,10 @@ AFTERMATH_S = 10.0  # a fault's window for the ownerless figure: its length plus
 EXAMPLES = 5
 
 DUMP_QUERIES = {
-    "inbox": "SELECT role, message_id, extract(epoch FROM processed_at)::float8 AS at FROM agent_inbox",
+    # `attempt`: the processing attempt that committed the row, where the schema has it
+    # (the agent then logs it on its `processed message` line); NULL elsewhere.
+    "inbox": "SELECT role, message_id, extract(epoch FROM processed_at)::float8 AS at, "
+             "to_jsonb(i) ->> 'attempt' AS attempt FROM agent_inbox i",
     "tasks": "SELECT task_id, status, attempt, assigned_role, "
              "extract(epoch FROM completed_at)::float8 AS completed_at FROM agent_tasks",
     "task_actions": "SELECT subject_id::bigint AS task_id, action, actor, "
@@ -63,6 +66,7 @@ DUMP_QUERIES = {
     "workflows": "SELECT id, phase FROM workflows",
 }
 _PROCESSED = re.compile(r" (?P<role>[a-z_]+) processed message (?P<id>\d+) from ")
+_ATTEMPT = re.compile(r" attempt=(?P<attempt>[0-9a-f]+)$")
 _REFUSED = re.compile(r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC \[\d+\] ERROR:  the lease of role "
                       r"(?P<role>\S+) at epoch (?P<epoch>\d+) is no longer held")
 
@@ -117,16 +121,32 @@ def audience(message: Op, roles: list[str]) -> list[str]:
     return list(roles) if message.to in (None, "all") else [message.to] if message.to in roles else []
 
 
-def processed_in_logs(logs: Path) -> Counter[tuple[str, int]]:
-    """How often each (role, message) was logged as processed, over every node's logs."""
-    seen: Counter[tuple[str, int]] = Counter()
+def processed_in_logs(logs: Path) -> Counter[tuple[str, int, str | None]]:
+    """How often each (role, message, attempt) was logged as processed, over every
+    node's logs. `attempt` is None on a line that names none."""
+    seen: Counter[tuple[str, int, str | None]] = Counter()
     if not logs.exists():
         return seen
     for path in sorted(logs.rglob("*.log")):
         for line in path.read_text(errors="replace").splitlines():
             if (m := _PROCESSED.search(line)) is not None:
-                seen[(m["role"], int(m["id"]))] += 1
+                a = _ATTEMPT.search(line)
+                seen[(m["role"], int(m["id"]), a["attempt"] if a else None)] += 1
     return seen
+
+
+def processings(seen: Counter[tuple[str, int, str | None]],
+                rows: dict[tuple[str, int], str | None]) -> Counter[tuple[str, int]]:
+    """How often each (role, message) was processed. Where the inbox row names the
+    attempt that committed it, only that attempt's lines count: an attempt that died
+    or rolled back before its commit logged a line too, but recorded nothing, and the
+    next attempt handles the message again. Elsewhere every line counts."""
+    counted: Counter[tuple[str, int]] = Counter()
+    for (role, mid, attempt), n in seen.items():
+        committed = rows.get((role, mid))
+        if committed is None or attempt == committed:
+            counted[(role, mid)] += n
+    return counted
 
 
 def attempts(runs: str) -> dict[int, dict[tuple[int, int], tuple[float, float]]]:
@@ -228,7 +248,8 @@ def check(out: Path) -> dict[str, Any]:
     violations: dict[str, list[dict[str, Any]]] = {k: [] for k in VIOLATIONS}
 
     inbox = {(r["role"], int(r["message_id"])): float(r["at"]) for r in db["inbox"]}
-    processed = processed_in_logs(out / "logs")
+    committed = {(r["role"], int(r["message_id"])): r.get("attempt") for r in db["inbox"]}
+    processed = processings(processed_in_logs(out / "logs"), committed)
     for m in acked.messages:
         for role in audience(m, roles):
             if (role, m.id) not in inbox:

@@ -127,6 +127,32 @@ def test_a_duplicate_delivery_is_found(tmp_path: Path) -> None:
     assert result["examples"]["duplicate-delivery"][0] == {"role": "cto", "message": 11, "times": 2}
 
 
+def _with_attempts(tmp_path: Path, lines: dict[str, list[tuple[int, str]]]) -> Path:
+    """A record whose inbox rows name the attempt that committed them (`a<id>`), with
+    log lines carrying their attempt (`attempt=...`)."""
+    out = _record(tmp_path, inbox=lambda rows: [{**r, "attempt": f"a{r['message_id']}"} for r in rows])
+    for role, entries in lines.items():
+        (out / "logs" / "n1" / f"{role}.log").write_text("".join(
+            LINE.format(role=role, id=i).rstrip("\n") + f" attempt={a}\n" for i, a in entries))
+    return out
+
+
+def test_only_the_committed_attempts_line_counts(tmp_path: Path) -> None:
+    # cto's first attempt at 11 (attempt b11) died before its commit; a11 committed
+    out = _with_attempts(tmp_path, {"ceo": [(10, "a10"), (12, "a12")],
+                                    "cto": [(10, "a10"), (11, "b11"), (11, "a11"), (12, "a12")]})
+    assert checker.check(out)["valid"] is True
+
+
+def test_a_committed_attempt_logged_twice_or_never_is_found(tmp_path: Path) -> None:
+    twice = _with_attempts(tmp_path / "a", {"ceo": [(10, "a10"), (12, "a12"), (12, "a12")],
+                                            "cto": [(10, "a10"), (11, "a11"), (12, "a12")]})
+    assert _violated(checker.check(twice)) == {"duplicate-delivery"}
+    never = _with_attempts(tmp_path / "b", {"ceo": [(10, "a10"), (12, "a12")],
+                                            "cto": [(10, "a10"), (11, "b11"), (12, "a12")]})
+    assert _violated(checker.check(never)) == {"recorded-not-processed"}
+
+
 def test_a_lost_task_and_a_double_completion_are_found(tmp_path: Path) -> None:
     lost = _record(tmp_path / "a", tasks=lambda rows: [{**rows[0], "status": "pending"}])
     assert _violated(checker.check(lost)) == {"lost-task"}
