@@ -8,7 +8,8 @@
    libfaketime so the nemesis can skew its clock) and a client host.
 2. The workload (`workload.py`) runs on the client for `--duration` seconds while
    the nemesis (`nemesis.py`) injects faults from `--seed`; then every fault is
-   healed and the organisation gets up to `--drain` seconds to catch up.
+   healed and the organisation gets up to `--drain` seconds (90) to finish every
+   acknowledged message, task and workflow.
 3. The database (with the run's audit of lease changes and fenced writes, added by
    `audit.sql`), every node's logs, the task attempts' run file and the histories
    are collected into `--out`, `--plant` (if given) plants a violation into that
@@ -157,8 +158,9 @@ class Run:
 
     # ------------------------------------------------------------ drain and collect
 
-    async def backlog(self, history: list[dict[str, Any]]) -> tuple[int, int]:
-        """(messages not yet seen by every role they are for, tasks not yet completed)."""
+    async def backlog(self, history: list[dict[str, Any]]) -> tuple[int, int, int]:
+        """(messages not yet seen by every role they are for, tasks not yet finished,
+        workflows not yet finished)."""
         acked = checker.acknowledged(history)
         conn = await self.conn()
         try:
@@ -168,18 +170,21 @@ class Run:
             done = {r["task_id"] for r in await conn.fetch(
                 "SELECT task_id FROM agent_tasks WHERE task_id = ANY($1) AND status IN "
                 "('completed', 'failed', 'dead', 'cancelled')", [t.id for t in acked.tasks])}
+            open_workflows = await conn.fetchval(
+                "SELECT count(*) FROM workflows WHERE id = ANY($1) AND phase NOT IN "
+                "('done', 'cancelled', 'error')", [w.id for w in acked.workflows])
         finally:
             await conn.close()
         missing = sum(1 for m in acked.messages for r in checker.audience(m, self.roles)
                       if (r, m.id) not in inbox)
-        return missing, sum(1 for t in acked.tasks if t.id not in done)
+        return missing, sum(1 for t in acked.tasks if t.id not in done), int(open_workflows)
 
     async def drain(self, out: Path, seconds: float) -> float:
         started = time.monotonic()
         with anyio.move_on_after(seconds):
             while True:
                 with contextlib.suppress(OSError, asyncpg.PostgresError):
-                    if await self.backlog(checker.read_jsonl(out / "history.jsonl")) == (0, 0):
+                    if await self.backlog(checker.read_jsonl(out / "history.jsonl")) == (0, 0, 0):
                         break
                 await anyio.sleep(1)
         return round(time.monotonic() - started, 1)
