@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CLAUDE := tools/claude/node_modules/.bin/claude
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-browser test lint unit bench demo clean schema
+.PHONY: setup setup-browser jepsen-setup jepsen test lint unit bench demo clean schema
 
 setup: $(STAMP) $(CLAUDE)
 
@@ -39,12 +39,42 @@ setup-browser:
 		echo "chromium not found and cannot be installed here: browser tests will be skipped"; \
 	fi
 
+# The Jepsen harness (tests/jepsen, docs/jepsen.md) needs root, iproute2, iptables and
+# libfaketime: installed here when missing, where apt-get exists and we are root; and
+# matplotlib for its timeline plot (the `jepsen` extra). Elsewhere the harness says in
+# one line why it cannot run, and its test skips.
+JEPSEN_STAMP := $(VENV)/.jepsen-installed
+$(JEPSEN_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,jepsen]'
+	@touch $@
+
+jepsen-setup: $(JEPSEN_STAMP)
+	@missing=""; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing="$$missing faketime"; \
+	if [ -z "$$missing" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing$$missing for the Jepsen harness (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "missing$$missing and cannot install here: the Jepsen harness will not run"; \
+	fi
+
+# Several hosts in network namespaces under a nemesis, then the checker (docs/jepsen.md):
+# make jepsen DURATION=600 SEED=7 PLANT=stale-write
+DURATION ?= 300
+SEED ?= 1
+PLANT ?=
+jepsen: setup jepsen-setup
+	$(PY) -m tests.jepsen.run --duration $(DURATION) --seed $(SEED) $(if $(PLANT),--plant $(PLANT))
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check echo tests bench
 	$(VENV)/bin/mypy echo
 	$(VENV)/bin/lint-imports
 
-test: setup setup-browser lint
+test: setup setup-browser jepsen-setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The main job: day 1 (the organisation runs, survives crashes) then day 2 (it decides
