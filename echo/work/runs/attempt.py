@@ -56,8 +56,11 @@ async def prior_session(store: RunStore, task: Task, env: Mapping[str, str],
 
 
 def _refused(exc: ClaudeError, recorder: RunRecorder) -> bool:
-    """The CLI refused the session: it failed before its `init` (no session started)."""
-    return recorder.session_id is None and isinstance(exc, ClaudeApiError | ClaudeCrashed)
+    """The CLI refused the session: it failed before its `init` (no such session), or
+    the conversation no longer fits the model's context ("Prompt is too long")."""
+    if not isinstance(exc, ClaudeApiError | ClaudeCrashed):
+        return False
+    return recorder.session_id is None or "prompt is too long" in str(exc).lower()
 
 
 async def run_attempt(store: RunStore, task: Task, *, prompt: str, env: Mapping[str, str],
