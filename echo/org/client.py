@@ -63,6 +63,7 @@ from echo.org.workflow import (
 )
 from echo.work import STATUSES, NewTask, TaskQueue
 from echo.work.governor import Governor, SpendReport, check_amount, spend_report
+from echo.work.runs import PgRunStore
 
 
 class SendKind(StrEnum):
@@ -142,11 +143,27 @@ class TaskEvent(BaseModel):
     details: Any = None
 
 
+class RunEventRow(BaseModel):
+    """One event of a Claude run of the task (echo.work.runs): what it did, at which
+    attempt, turn and running cost."""
+
+    attempt: int
+    seq: int
+    at: datetime
+    kind: str
+    turn: int | None = None
+    cost_usd: float | None = None
+    summary: str
+    session_id: str | None = None
+
+
 class TaskDetail(BaseModel):
-    """Every column of one task, and its audit trail (oldest first)."""
+    """Every column of one task, its audit trail and its Claude runs' events (oldest
+    first)."""
 
     task: dict[str, Any]
     history: list[TaskEvent]
+    events: list[RunEventRow] = []
 
 
 class Inbox(BaseModel):
@@ -334,7 +351,18 @@ class Client:
             row = await q.get(task_id)
             await annotate_waiting(self.settings, q.db, [row])
             history = await q.history(task_id)
-        return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history])
+            events = await PgRunStore(q.db).events(task_id, limit=10_000)
+        return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history],
+                          events=[RunEventRow.model_validate(e) for e in events])
+
+    async def task_events(self, task_id: int, *, after: tuple[int, int] = (0, 0)
+                          ) -> tuple[str, list[RunEventRow]]:
+        """The task's status and its run events after (attempt, seq): what `--follow`
+        polls."""
+        async with self._queue() as q:
+            row = await q.get(task_id)
+            events = await PgRunStore(q.db).events(task_id, after=after)
+        return row["status"], [RunEventRow.model_validate(e) for e in events]
 
     async def cancel_task(self, task_id: int) -> str:
         """Cancel a pending or running task; returns the status it had."""

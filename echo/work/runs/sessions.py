@@ -50,11 +50,12 @@ def transcript_path(config_dir: Path, cwd: str | Path, session_id: str) -> Path:
 
 def resume_prompt(prompt: str, prior: PriorSession) -> str:
     """What a resumed run is told: it was interrupted, and the task once more."""
-    how = {"hung": "went silent and was stopped", "timeout": "ran out of time",
-           "max_budget": "was stopped at its budget", "usage_limit": "hit a usage limit",
-           "crash": "crashed"}.get(prior.outcome or "", "was interrupted (its worker stopped)")
-    return (f"Your previous run of this task {how} before it finished. Continue where you "
-            "stopped: do not redo work that is already done. The task was:\n\n" + prompt)
+    how = {"hung": "it went silent and was stopped", "timeout": "it ran out of time",
+           "max_budget": "it was stopped at its budget", "usage_limit": "it hit a usage limit",
+           "crash": "it crashed"}.get(prior.outcome or "", "its worker stopped")
+    return (f"Your previous run of this task was interrupted ({how}) before it finished. "
+            "Continue where you stopped: do not redo work that is already done. The task "
+            "was:\n\n" + prompt)
 
 
 async def restore(store: RunStore, config_dir: Path, cwd: str | Path,
