@@ -160,9 +160,8 @@ class StreamState:
         events = []
         for block in content:
             if isinstance(block, dict) and block.get("type") == "tool_result":
-                text = clip(_result_text(block.get("content")), RESULT_CHARS)
-                if block.get("is_error"):
-                    text = f"error: {text}"
+                text = _result_text(block.get("content"))
+                text = clip(f"error: {text}" if block.get("is_error") else text, RESULT_CHARS)
                 events.append(RunEvent("tool_result", text or "(empty)", self.turn,
                                        self.cost_usd))
         return events
