@@ -47,6 +47,7 @@ class RunRecorder:
         self._session_recorded = False
         self._wake = anyio.Event()
         self._closed = False
+        self._flushing = anyio.Lock()  # `run`'s batch and `close`'s last one never overlap
 
     def add(self, event: RunEvent) -> None:
         if event.session_id:
@@ -69,6 +70,10 @@ class RunRecorder:
 
     async def flush(self) -> None:
         """Write what waits: the session, the events, the transcript's new lines."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if self.lost:
             self._pending.clear()
             return

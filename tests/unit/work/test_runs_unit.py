@@ -146,3 +146,23 @@ async def test_a_run_that_exits_is_not_stopped() -> None:
     with anyio.fail_after(60):
         stopped, code, events = await _streamed(f"print({INIT.decode()!r})", Watch())
     assert stopped is None and code == 0 and len(events) == 1
+
+
+class _SlowStore(MemoryRunStore):
+    async def append_events(self, task: Task, first_seq: int, events: list[RunEvent]) -> bool:
+        await anyio.sleep(0.01)  # a round trip: another flush may start meanwhile
+        return await super().append_events(task, first_seq, events)
+
+
+async def test_a_batch_under_way_and_the_last_one_write_every_event_once(tmp_path: Path) -> None:
+    store = _SlowStore()
+    recorder = RunRecorder(store, _task(), config_dir=tmp_path, cwd=tmp_path, interval=0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(recorder.run)
+        for n in range(50):
+            recorder.add(RunEvent("text", f"t{n}"))
+            await anyio.sleep(0)
+        await recorder.close()
+        tg.cancel_scope.cancel()
+    assert [r["summary"] for r in store.rows] == [f"t{n}" for n in range(50)]
+    assert recorder.written == 50
