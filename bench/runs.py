@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -127,12 +128,12 @@ async def resume_tokens(s: Settings, db: Database) -> None:
                        "CLAUDE_CONFIG_DIR": f"{home}/cfg-{mode}"}
                 argv = [str(LOCAL_CLAUDE), "-p", "--output-format", "stream-json", "--verbose",
                         "--allowedTools", "Read"]
-                first = await anyio.to_thread.run_sync(lambda: _until_stalled(argv, env, work))
+                first = await anyio.to_thread.run_sync(partial(_until_stalled, argv, env, work))
                 before = len(api.session_requests())
                 again = argv + (["--resume", first] if mode == "resumed" else [])
-                await anyio.to_thread.run_sync(lambda: subprocess.run(
-                    again, input=b"continue the task", env=env, cwd=work, capture_output=True,
-                    timeout=120))
+                await anyio.to_thread.run_sync(partial(
+                    subprocess.run, again, input=b"continue the task", env=env, cwd=work,
+                    capture_output=True, timeout=120))
                 retry = api.session_requests()[before:]
                 sent[mode] = (payload(retry), len(retry))
     emit("runs", "resume_tokens", sent["resumed"][0] / 4,
