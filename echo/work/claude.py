@@ -78,6 +78,7 @@ from echo.work.runs import (
     run_streaming,
 )
 from echo.work.runs.attempt import run_attempt
+from echo.work.runs.traces import RunSpans, tracer
 
 log = logging.getLogger(__name__)
 
@@ -277,17 +278,31 @@ def _ignore(event: RunEvent) -> None:
 async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cwd: Any,
                      time_limit: float, kill_grace: float, record: RunRecord,
                      watch: Watch | None = None,
-                     on_event: Callable[[RunEvent], None] | None = None) -> Result:
+                     on_event: Callable[[RunEvent], None] | None = None,
+                     otel: Any = None) -> Result:
     """One CLI run, watched and classified, with its ledger row: on the `Result` (`run`),
     or on the `ClaudeError` raised (`exc.run`: outcome class, cost, tokens, the pause a
     usage limit asks for). A run that never reached the API is a row too, with cost 0;
-    one the watchdog stopped before its result costs the stream's list-price estimate."""
+    one the watchdog stopped before its result costs the stream's list-price estimate.
+    `otel` (a tracer; default: OTLP when configured, else none) gets its GenAI spans."""
     watch = watch or Watch()
+    spans = RunSpans(otel if otel is not None else tracer(), role=record.role,
+                     model=record.model, task_id=record.task_id, attempt=record.attempt)
+    forward = on_event or _ignore
+
+    def seen(event: RunEvent) -> None:
+        spans.on_event(event)
+        forward(event)
+
     started = datetime.now(UTC)
     clock = time.monotonic()
-    streamed = await run_streaming(argv, stdin=prompt.encode(), env=env, cwd=cwd,
-                                   time_limit=time_limit, kill_grace=kill_grace, watch=watch,
-                                   on_event=on_event or _ignore)
+    try:
+        streamed = await run_streaming(argv, stdin=prompt.encode(), env={**env, **spans.env()},
+                                       cwd=cwd, time_limit=time_limit, kill_grace=kill_grace,
+                                       watch=watch, on_event=seen)
+    except BaseException as exc:
+        spans.end(None, exc)
+        raise
     state = streamed.state
     ran = replace(record, started_at=started, duration_ms=int((time.monotonic() - clock) * 1000),
                   session_id=state.session_id or record.session_id)
@@ -299,8 +314,11 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
         elif state.turn:
             ran = replace(ran, cost_usd=round(state.cost_usd, 6), turns=state.turn)
         exc.run = ran.with_failure(exc, datetime.now(UTC))
+        spans.end(exc.run, exc)
         raise
-    return replace(result, run=replace(ran, **usage(result.output)))
+    done = replace(result, run=replace(ran, **usage(result.output)))
+    spans.end(done.run)
+    return done
 
 
 class ClaudeExecutor:
@@ -321,6 +339,7 @@ class ClaudeExecutor:
         kill_grace: float = 5.0,
         local_bin: Path | None = LOCAL_CLAUDE,
         store: RunStore | None = None,
+        otel: Any = None,
     ) -> None:
         self.settings = settings
         self._options = options or ClaudeRunOptions()
@@ -333,6 +352,7 @@ class ClaudeExecutor:
         self.local_bin = local_bin
         #: Where runs are recorded and sessions found; None: not recorded, never resumed.
         self.store = store
+        self.otel = otel  # a tracer for the runs' spans (tests); None: OTLP if configured
         self._purged = 0.0
 
     def attach(self, database: Database) -> None:
@@ -417,7 +437,8 @@ class ClaudeExecutor:
                 self.argv(binary, options, resume=resume), prompt=text, env=env, cwd=cwd,
                 time_limit=task.timeout_seconds, kill_grace=self.kill_grace,
                 record=replace(self.record(task, options), resumed_attempt=resumed_attempt),
-                watch=watch, on_event=recorder.add if recorder is not None else None)
+                watch=watch, on_event=recorder.add if recorder is not None else None,
+                otel=self.otel)
 
         try:
             if self.store is None:
