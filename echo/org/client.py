@@ -157,6 +157,29 @@ class RunEventRow(BaseModel):
     session_id: str | None = None
 
 
+class DoingNow(BaseModel):
+    """What one running Claude task is doing: "cto: Edit src/api.py, turn 3, $0.12"."""
+
+    task_id: int
+    role: str | None = None
+    attempt: int
+    kind: str
+    turn: int | None = None
+    cost_usd: float | None = None
+    summary: str
+    at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def line(self) -> str:
+        parts = [self.summary]
+        if self.turn:
+            parts.append(f"turn {self.turn}")
+        if self.cost_usd is not None:
+            parts.append(f"${self.cost_usd:.2f}")
+        return f"{self.role or f'task {self.task_id}'}: {', '.join(parts)}"
+
+
 class TaskDetail(BaseModel):
     """Every column of one task, its audit trail and its Claude runs' events (oldest
     first)."""
@@ -354,6 +377,12 @@ class Client:
             events = await PgRunStore(q.db).events(task_id, limit=10_000)
         return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history],
                           events=[RunEventRow.model_validate(e) for e in events])
+
+    async def doing_now(self) -> list[DoingNow]:
+        """Each running Claude task's latest event: what each agent is doing now."""
+        async with self._queue() as q:
+            rows = await PgRunStore(q.db).doing_now()
+        return [DoingNow.model_validate(r) for r in rows]
 
     async def task_events(self, task_id: int, *, after: tuple[int, int] = (0, 0)
                           ) -> tuple[str, list[RunEventRow]]:

@@ -52,6 +52,8 @@ class RunStore(Protocol):
 
     async def purge(self, older_than_seconds: float) -> int: ...
 
+    async def doing_now(self) -> list[dict[str, Any]]: ...
+
 
 def _join(ranges: list[tuple[int, bytes]]) -> bytes:
     """Byte ranges (offset, chunk), sorted, as one file: overlaps skipped, a gap ends it."""
@@ -126,6 +128,10 @@ class PgRunStore:
         async with self.db.acquire() as conn:
             return int(await conn.fetchval(_Q["purge"], older_than_seconds))
 
+    async def doing_now(self) -> list[dict[str, Any]]:
+        async with self.db.acquire() as conn:
+            return [dict(r) for r in await conn.fetch(_Q["doing_now"])]
+
 
 @dataclass
 class MemoryRunStore:
@@ -192,3 +198,10 @@ class MemoryRunStore:
 
     async def purge(self, older_than_seconds: float) -> int:
         return 0
+
+    async def doing_now(self) -> list[dict[str, Any]]:
+        latest: dict[int, dict[str, Any]] = {}
+        for row in self.rows:  # every task counts as running here
+            if row["kind"] != "tool_result":
+                latest[row["task_id"]] = {**row, "role": None}
+        return list(latest.values())

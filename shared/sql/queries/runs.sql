@@ -79,3 +79,13 @@ WITH events AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM transcripts) AS purged;
+
+-- name: doing_now
+-- What each running Claude task is doing: the latest event of its current attempt
+-- (a tool result is shown as the call it answers).
+SELECT DISTINCT ON (t.task_id) t.task_id, t.assigned_role AS role, e.attempt, e.kind,
+       e.turn, e.cost_usd::float8 AS cost_usd, e.summary, e.at
+FROM agent_tasks AS t
+JOIN claude_run_events AS e ON e.task_id = t.task_id AND e.attempt = t.attempt
+WHERE t.status = 'running' AND t.task_type = 'claude' AND e.kind <> 'tool_result'
+ORDER BY t.task_id, e.seq DESC;

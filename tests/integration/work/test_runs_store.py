@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from echo.db import Database
+from echo.org.client import DoingNow
 from echo.work import Failure, TaskQueue
 from echo.work.runs import PgRunStore, RunEvent
 
@@ -39,3 +40,15 @@ async def test_writes_land_only_for_the_attempt_that_holds_the_task(db: Database
     assert await store.transcript_end("s-1") == 16
     assert await store.purge(3600) == 0
     assert await store.purge(0) == 4 and await store.transcript("s-1") is None
+
+
+async def test_what_each_running_task_is_doing_is_its_latest_call(db: Database) -> None:
+    q, store = TaskQueue(db), PgRunStore(db)
+    await q.enqueue("run", task_type="claude", role="cto")
+    [task] = await q.claim(["w:1:0"], task_types=["claude"])
+    await store.append_events(task, 1, [RunEvent("tool_use", "Edit src/api.py", 3, 0.12),
+                                        RunEvent("tool_result", "ok", 3, 0.12)])
+    [now] = [DoingNow.model_validate(r) for r in await store.doing_now()]
+    assert now.line == "cto: Edit src/api.py, turn 3, $0.12"
+    await q.fail([Failure(task, "stopped", False)])
+    assert await store.doing_now() == []  # a task that is not running does nothing
