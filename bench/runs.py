@@ -59,13 +59,13 @@ async def run_overhead(s: Settings, db: Database) -> None:
         (work / "notes.txt").write_text("42\n")
         api.conversation(tool_use("Read", {"file_path": str(work / "notes.txt")}), text("42"))
         env = {**api.env(), "HOME": home, "CLAUDE_CONFIG_DIR": f"{home}/cfg"}
-        bare_env = {"PATH": os.environ["PATH"], **env}
         executor = ClaudeExecutor(s.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)}),
                                   env=env, cwd=work, store=PgRunStore(db),
                                   options=ClaudeRunOptions(allowed_tools=("Read",)))
         argv = [str(LOCAL_CLAUDE), "-p", "--output-format", "stream-json", "--verbose",
                 "--allowedTools", "Read"]
         tasks = await _claimed(db, RUNS + 1)
+        bare_env = executor.environment(tasks[0])  # the very environment the executor gives
         await executor.execute(tasks[-1])  # warm-up (first start, caches)
         bare, wrapped = [], []
         for task in tasks[:-1]:
