@@ -197,5 +197,6 @@ async def run_process(
 #: runner of Claude runs (echo.work.runs.watch) uses them as `run_process` does.
 open_child = _open
 stop_group = _stop
+signal_group = _signal_group
 drain_into = _drain
 feed_stdin = _feed

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,7 @@ from echo.work.process import (
     drain_into,
     feed_stdin,
     open_child,
+    signal_group,
     stop_group,
 )
 from echo.work.runs.stream import RunEvent, StreamState
@@ -130,6 +132,8 @@ async def run_streaming(
                 stopped = "timed_out"
             if stopped is not None:
                 await stop_group(process, kill_grace)
+            # As `run_process`: what the CLI left in its group would hold the pipes open.
+            signal_group(process.pid, signal.SIGKILL)
             tg.cancel_scope.deadline = anyio.current_time() + 1.0
     finally:
         if process.returncode is None:
