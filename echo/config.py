@@ -119,6 +119,16 @@ class Settings(BaseSettings):
         description="the name of the Claude credentials this process runs with (plan pauses)")
     claude_billing: Literal["api", "subscription"] = Field(
         "api", description="api: costs are billed; subscription: costs are list-price estimates")
+    claude_idle_timeout: float = Field(
+        300.0, gt=0, description="seconds a Claude run may print nothing before the watchdog kills it")
+    claude_result_grace: float = Field(
+        5.0, gt=0, description="seconds a run may linger after its result before it is killed")
+    claude_loop_repeats: int = Field(
+        5, ge=2, description="the same tool call this many times in a row is a loop: stopped")
+    claude_events_per_run: int = Field(
+        2000, ge=2, description="run events kept per attempt (the rest are counted, not stored)")
+    claude_events_retention_days: float = Field(
+        14.0, gt=0, description="days run events and transcripts are kept")
     budget_daily_usd: float | None = Field(
         None, ge=0, description="the organisation's daily Claude budget; unset: none")
     budget_timezone: str = Field("UTC", description="the zone whose midnight starts a budget day")

@@ -25,6 +25,8 @@ what to do about it.
         ├── ClaudeApiError       another API error: 429 and 5xx/529 retried, others not
         ├── ClaudeCrashed        no JSON result: a crash or a signal (retried)
         ├── ClaudeTimeout        the wall-clock timeout passed; its process group was killed
+        ├── ClaudeHung           no event for `claude_idle_timeout` s: the watchdog killed it (retried)
+        ├── ClaudeLoop           the same tool call over and over: stopped, never retried blindly
         └── ClaudeHeld           the governor holds Claude runs back: a budget is spent, the
                                  account is paused (plan window) or the burn-rate breaker tripped
 
@@ -174,6 +176,18 @@ class ClaudeCrashed(ClaudeError):
 
 class ClaudeTimeout(ClaudeError):
     """The run passed its wall-clock timeout; its process group was killed."""
+
+
+class ClaudeHung(ClaudeError):
+    """The run printed nothing for `claude_idle_timeout` seconds (a stalled API, a hung
+    tool): the watchdog killed its process group. Retried, resuming the session."""
+
+
+class ClaudeLoop(ClaudeError):
+    """The run made the same tool call (name and input) many times in a row: stopped.
+    Not retried: the same prompt would loop again; a person looks first."""
+
+    retryable = False
 
 
 class ClaudeHeld(ClaudeError):

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -33,8 +34,8 @@ from echo.commands._common import (
 )
 from echo.commands.budget import governor_lines
 from echo.errors import ConfigError, UsageError
-from echo.org.client import claude_mode, run_worker, worker_executors
-from echo.work import OUTCOMES, TASK_TYPES
+from echo.org.client import Client, RunEventRow, claude_mode, run_worker, worker_executors
+from echo.work import FINAL_STATUSES, OUTCOMES, TASK_TYPES
 
 tasks_app = typer.Typer(help="The work queue: submit, list, show, cancel, retry.",
                         no_args_is_help=True)
@@ -108,13 +109,43 @@ def list_tasks(
     console.print(table)
 
 
+def _event_line(e: RunEventRow) -> str:
+    cost = f" ${e.cost_usd:.4f}" if e.cost_usd is not None else ""
+    turn = f" turn {e.turn}" if e.turn is not None else ""
+    return f"{e.at:%H:%M:%S} #{e.attempt}.{e.seq:<4} {e.kind:<11}{turn}{cost}  {e.summary}"
+
+
+async def _follow(client: Client, task_id: int, interval: float = 0.5) -> None:
+    """Print the task's run events as they are written, until the task is final."""
+    after = (0, 0)
+    while True:
+        status, events = await client.task_events(task_id, after=after)
+        for e in events:
+            console.print(escape(_event_line(e)), highlight=False, soft_wrap=True)
+            after = (e.attempt, e.seq)
+        if status in FINAL_STATUSES and not events:
+            console.print(f"task {task_id} {status}")
+            return
+        if not events:
+            await anyio.sleep(interval)
+
+
 @tasks_app.command()
-def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool = JsonOpt) -> None:
-    """One task, with its audit trail."""
+def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool = JsonOpt,
+         follow: bool = typer.Option(False, "--follow", "-f",
+                                     help="Stream its run events until the task is final.")
+         ) -> None:
+    """One task, with its audit trail and what its Claude runs did."""
     s = settings(ctx)
+    if follow and json_out:
+        raise UsageError("--follow streams lines; use it without --json")
+    if follow:
+        with_client(s, lambda c: _follow(c, task_id))
+        return
     detail = with_client(s, lambda c: c.task(task_id))
     if json_out:
-        emit_json({**detail.task, "history": [h.model_dump() for h in detail.history]})
+        emit_json({**detail.task, "history": [h.model_dump() for h in detail.history],
+                   "events": [e.model_dump(mode="json") for e in detail.events]})
         return
     table = Table(show_header=False, box=None)
     for key, value in detail.task.items():
@@ -124,6 +155,8 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool 
     console.print(table)
     for h in detail.history:
         console.print(f"{h.at:%Y-%m-%d %H:%M:%S} {h.action:<22} {escape(h.actor)}")
+    for e in detail.events:
+        console.print(escape(_event_line(e)), highlight=False, soft_wrap=True)
 
 
 @tasks_app.command()

@@ -173,6 +173,11 @@ async def retry_task(task_id: int, request: Request) -> dict[str, Any]:
     return {"task_id": task_id, "status": "pending"}
 
 
+@router.get("/runs/now", summary="What each running Claude task is doing now (its latest event)")
+async def runs_now(request: Request) -> list[dict[str, Any]]:
+    return await _data(request).doing_now()
+
+
 @router.get("/spend", summary="Recorded cost of Claude runs, per role")
 async def spend(request: Request) -> dict[str, Any]:
     rows = await _data(request).spend()

@@ -73,6 +73,7 @@ def role_executors(settings: Settings, role: Role) -> dict[str, Executor]:
         max_budget_usd=role.claude.max_budget_usd,
         skip_permissions=role.claude.skip_permissions,
         account=role.claude.account,
+        idle_timeout=role.claude.idle_timeout,
     )
     return {
         "claude": ClaudeExecutor(

@@ -62,6 +62,7 @@ from echo.org.workflow import (
 )
 from echo.work import NewTask, TaskQueue, check_outcome, task_outcome
 from echo.work.governor import Governor, SpendReport, check_amount, spend_report
+from echo.work.runs import PgRunStore
 
 
 class SendKind(StrEnum):
@@ -141,11 +142,50 @@ class TaskEvent(BaseModel):
     details: Any = None
 
 
+class RunEventRow(BaseModel):
+    """One event of a Claude run of the task (echo.work.runs): what it did, at which
+    attempt, turn and running cost."""
+
+    attempt: int
+    seq: int
+    at: datetime
+    kind: str
+    turn: int | None = None
+    cost_usd: float | None = None
+    summary: str
+    session_id: str | None = None
+
+
+class DoingNow(BaseModel):
+    """What one running Claude task is doing: "cto: Edit src/api.py, turn 3, $0.12"."""
+
+    task_id: int
+    role: str | None = None
+    attempt: int
+    kind: str
+    turn: int | None = None
+    cost_usd: float | None = None
+    summary: str
+    at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def line(self) -> str:
+        parts = [self.summary]
+        if self.turn:
+            parts.append(f"turn {self.turn}")
+        if self.cost_usd is not None:
+            parts.append(f"${self.cost_usd:.2f}")
+        return f"{self.role or f'task {self.task_id}'}: {', '.join(parts)}"
+
+
 class TaskDetail(BaseModel):
-    """Every column of one task, and its audit trail (oldest first)."""
+    """Every column of one task, its audit trail and its Claude runs' events (oldest
+    first)."""
 
     task: dict[str, Any]
     history: list[TaskEvent]
+    events: list[RunEventRow] = []
 
 
 class Inbox(BaseModel):
@@ -334,7 +374,24 @@ class Client:
             row["outcome"] = task_outcome(row["status"], row.get("error"))
             await annotate_waiting(self.settings, q.db, [row])
             history = await q.history(task_id)
-        return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history])
+            events = await PgRunStore(q.db).events(task_id, limit=10_000)
+        return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history],
+                          events=[RunEventRow.model_validate(e) for e in events])
+
+    async def doing_now(self) -> list[DoingNow]:
+        """Each running Claude task's latest event: what each agent is doing now."""
+        async with self._queue() as q:
+            rows = await PgRunStore(q.db).doing_now()
+        return [DoingNow.model_validate(r) for r in rows]
+
+    async def task_events(self, task_id: int, *, after: tuple[int, int] = (0, 0)
+                          ) -> tuple[str, list[RunEventRow]]:
+        """The task's status and its run events after (attempt, seq): what `--follow`
+        polls."""
+        async with self._queue() as q:
+            row = await q.get(task_id)
+            events = await PgRunStore(q.db).events(task_id, after=after)
+        return row["status"], [RunEventRow.model_validate(e) for e in events]
 
     async def cancel_task(self, task_id: int) -> str:
         """Cancel a pending or running task; returns the status it had."""

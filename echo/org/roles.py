@@ -33,6 +33,9 @@ class ClaudeOptions(BaseModel):
     max_turns: int = Field(8, ge=1, le=200)
     max_budget_usd: float | None = Field(None, gt=0)
     skip_permissions: bool = False
+    idle_timeout: float | None = Field(
+        None, gt=0, description="seconds without an event before the watchdog kills a run "
+        "(default: ECHO_CLAUDE_IDLE_TIMEOUT)")
     account: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$",
         description="the Claude credentials this role runs with (default: ECHO_CLAUDE_ACCOUNT)")

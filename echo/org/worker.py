@@ -50,7 +50,8 @@ def role_options(s: Settings) -> Callable[[Task], ClaudeRunOptions]:
                     model=role.claude.model, system_prompt=role.system_prompt,
                     allowed_tools=tuple(role.claude.allowed_tools),
                     max_turns=role.claude.max_turns, max_budget_usd=role.claude.max_budget_usd,
-                    skip_permissions=role.claude.skip_permissions, account=role.claude.account)
+                    skip_permissions=role.claude.skip_permissions, account=role.claude.account,
+                    idle_timeout=role.claude.idle_timeout)
             cache[task.role] = found
         return cache[task.role]
 

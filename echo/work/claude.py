@@ -1,4 +1,4 @@
-"""The Claude CLI executor: one task, one headless `claude -p --output-format json` run.
+"""The Claude CLI executor: one task attempt, one headless `claude -p` run, read as it streams.
 
 How a run is made (facts measured with @anthropic-ai/claude-code 2.1.197):
 
@@ -15,7 +15,15 @@ How a run is made (facts measured with @anthropic-ai/claude-code 2.1.197):
 - `CLAUDE_CODE_MAX_RETRIES` is kept low: the CLI otherwise retries a 401 or a 429
   for minutes while holding a worker slot, and the queue retries with backoff anyway.
 
-How the outcome is read: exit status 0 and `is_error: false` is success (the JSON,
+Every run is `-p --output-format stream-json --verbose`, read line by line by the
+watchdog (`echo.work.runs.watch`): no event for the idle timeout is `ClaudeHung`
+(retried), the same tool call over and over `ClaudeLoop` (not retried). With a store
+(`attach`, done by the pool), the run's session, events and transcript are recorded
+as it goes, and a retry resumes the earlier attempt's session (`--resume`, the
+transcript restored from Postgres first) instead of starting over.
+
+How the outcome is read (from the stream's last line, `result`, which is what the
+json format printed): exit status 0 and `is_error: false` is success (the JSON,
 its `total_cost_usd` and `session_id` are stored). Otherwise `result` names the
 failure: "Not logged in" and "Invalid API key" raise `ClaudeAuthError`, "Credit
 balance is too low" `ClaudeCreditError` (never retried); "You've hit your [session|
@@ -27,6 +35,7 @@ prints it only for a claude.ai subscriber, from the 429's unified rate-limit hea
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -39,6 +48,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from echo.config import Settings, project_path
+from echo.db import Database
 from echo.errors import (
     ClaudeApiError,
     ClaudeAuthError,
@@ -46,14 +56,31 @@ from echo.errors import (
     ClaudeCreditError,
     ClaudeError,
     ClaudeHeld,
+    ClaudeHung,
+    ClaudeLoop,
     ClaudeNotInstalled,
     ClaudeTimeout,
     ClaudeUsageLimit,
+    StoreRejected,
+    StoreUnavailable,
 )
 from echo.work.executors import Result
 from echo.work.governor.ledger import RunRecord, usage
-from echo.work.process import ProcessResult, run_process, scrubbed_env
+from echo.work.process import ProcessResult, scrubbed_env
 from echo.work.queue import Task
+from echo.work.runs import (
+    PgRunStore,
+    RunEvent,
+    RunRecorder,
+    RunStore,
+    Streamed,
+    Watch,
+    run_streaming,
+)
+from echo.work.runs.attempt import run_attempt
+from echo.work.runs.traces import RunSpans, tracer
+
+log = logging.getLogger(__name__)
 
 #: The project-local CLI that `make setup` installs from tools/claude/package.json.
 LOCAL_CLAUDE = project_path("tools") / "claude" / "node_modules" / ".bin" / "claude"
@@ -75,6 +102,7 @@ class ClaudeRunOptions:
     max_budget_usd: float | None = None
     skip_permissions: bool = False
     account: str | None = None  # the credentials' name (plan pauses); None: the process's
+    idle_timeout: float | None = None  # the watchdog's; None: settings.claude_idle_timeout
 
 
 #: What a task's payload may override under "claude"; never permissions or tools.
@@ -206,7 +234,9 @@ def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str]) -> 
         cost = data.get("total_cost_usd")
         return Result(data, float(cost) if isinstance(cost, int | float) else None,
                       data.get("session_id"))
-    text = redact(str(data.get("result") or data.get("subtype") or "unknown error"), env)[:500]
+    errors = data.get("errors")
+    said = data.get("result") or ("; ".join(map(str, errors)) if isinstance(errors, list) else "")
+    text = redact(str(said or data.get("subtype") or "unknown error"), env)[:500]
     status = data.get("api_error_status")
     lowered = text.lower()
     if "not logged in" in lowered or "invalid api key" in lowered or status in (401, 403):
@@ -229,25 +259,66 @@ def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str]) -> 
     raise ClaudeApiError(f"claude failed: {text}", None, retryable=True)
 
 
+def _watched(streamed: Streamed, *, timeout: float, watch: Watch,
+             env: Mapping[str, str]) -> Result:
+    """`classify`, after what the watchdog stopped: a hang or a loop."""
+    if streamed.stopped == "hung":
+        raise ClaudeHung(f"claude printed nothing for {watch.idle_timeout:g}s (turn "
+                         f"{streamed.state.turn}); the watchdog killed its process group")
+    if streamed.stopped == "loop":
+        raise ClaudeLoop(f"claude made the same tool call {watch.loop_repeats} times in a row "
+                         f"({streamed.state.looping}); stopped, not retried")
+    return classify(streamed.done, timeout=timeout, env=env)
+
+
+def _ignore(event: RunEvent) -> None:
+    return None
+
+
 async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cwd: Any,
-                     time_limit: float, kill_grace: float, record: RunRecord) -> Result:
-    """One CLI run, classified, with its ledger row: on the `Result` (`run`), or on the
-    `ClaudeError` raised (`exc.run`: outcome class, cost, tokens, the pause a usage
-    limit asks for). A run that never reached the API is a row too, with cost 0."""
+                     time_limit: float, kill_grace: float, record: RunRecord,
+                     watch: Watch | None = None,
+                     on_event: Callable[[RunEvent], None] | None = None,
+                     otel: Any = None) -> Result:
+    """One CLI run, watched and classified, with its ledger row: on the `Result` (`run`),
+    or on the `ClaudeError` raised (`exc.run`: outcome class, cost, tokens, the pause a
+    usage limit asks for). A run that never reached the API is a row too, with cost 0;
+    one the watchdog stopped before its result costs the stream's list-price estimate.
+    `otel` (a tracer; default: OTLP when configured, else none) gets its GenAI spans."""
+    watch = watch or Watch()
+    spans = RunSpans(otel if otel is not None else tracer(), role=record.role,
+                     model=record.model, task_id=record.task_id, attempt=record.attempt)
+    forward = on_event or _ignore
+
+    def seen(event: RunEvent) -> None:
+        spans.on_event(event)
+        forward(event)
+
     started = datetime.now(UTC)
     clock = time.monotonic()
-    done = await run_process(argv, stdin=prompt.encode(), env=env, cwd=cwd,
-                             time_limit=time_limit, kill_grace=kill_grace)
-    ran = replace(record, started_at=started, duration_ms=int((time.monotonic() - clock) * 1000))
     try:
-        result = classify(done, timeout=time_limit, env=env)
-    except ClaudeError as exc:
-        data = _last_json(done.stdout)
-        if data is not None:
-            ran = replace(ran, **usage(data))
-        exc.run = ran.with_failure(exc, datetime.now(UTC))
+        streamed = await run_streaming(argv, stdin=prompt.encode(), env={**env, **spans.env()},
+                                       cwd=cwd, time_limit=time_limit, kill_grace=kill_grace,
+                                       watch=watch, on_event=seen)
+    except BaseException as exc:
+        spans.end(None, exc)
         raise
-    return replace(result, run=replace(ran, **usage(result.output)))
+    state = streamed.state
+    ran = replace(record, started_at=started, duration_ms=int((time.monotonic() - clock) * 1000),
+                  session_id=state.session_id or record.session_id)
+    try:
+        result = _watched(streamed, timeout=time_limit, watch=watch, env=env)
+    except ClaudeError as exc:
+        if state.result is not None:
+            ran = replace(ran, **usage(state.result))
+        elif state.turn:
+            ran = replace(ran, cost_usd=round(state.cost_usd, 6), turns=state.turn)
+        exc.run = ran.with_failure(exc, datetime.now(UTC))
+        spans.end(exc.run, exc)
+        raise
+    done = replace(result, run=replace(ran, **usage(result.output)))
+    spans.end(done.run)
+    return done
 
 
 class ClaudeExecutor:
@@ -267,6 +338,8 @@ class ClaudeExecutor:
         cli_max_retries: int | None = 1,
         kill_grace: float = 5.0,
         local_bin: Path | None = LOCAL_CLAUDE,
+        store: RunStore | None = None,
+        otel: Any = None,
     ) -> None:
         self.settings = settings
         self._options = options or ClaudeRunOptions()
@@ -277,6 +350,15 @@ class ClaudeExecutor:
         self.cli_max_retries = cli_max_retries
         self.kill_grace = kill_grace
         self.local_bin = local_bin
+        #: Where runs are recorded and sessions found; None: not recorded, never resumed.
+        self.store = store
+        self.otel = otel  # a tracer for the runs' spans (tests); None: OTLP if configured
+        self._purged = 0.0
+
+    def attach(self, database: Database) -> None:
+        """Record runs in `database` (the pool calls this with its own)."""
+        if self.store is None:
+            self.store = PgRunStore(database)
 
     def binary(self) -> str:
         """The CLI this executor runs; `ClaudeNotInstalled` if there is none."""
@@ -289,8 +371,11 @@ class ClaudeExecutor:
         overrides = {k: v for k, v in wanted.items() if k in PAYLOAD_OPTIONS and k in known}
         return replace(base, **overrides) if overrides else base
 
-    def argv(self, binary: str, options: ClaudeRunOptions) -> list[str]:
-        argv = [binary, "-p", "--output-format", "json"]
+    def argv(self, binary: str, options: ClaudeRunOptions, *,
+             resume: str | None = None) -> list[str]:
+        argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
+        if resume:
+            argv += ["--resume", resume]
         if options.model:
             argv += ["--model", options.model]
         if options.system_prompt:
@@ -341,11 +426,26 @@ class ClaudeExecutor:
         env = self.environment(task)
         base = self.options_for(task)
         options = self.budgeted(task, base)
-        try:
+        cwd = self.cwd or task.payload.get("cwd")
+        watch = Watch(idle_timeout=options.idle_timeout or self.settings.claude_idle_timeout,
+                      result_grace=self.settings.claude_result_grace,
+                      loop_repeats=self.settings.claude_loop_repeats)
+
+        async def start(resume: str | None, text: str, recorder: RunRecorder | None,
+                        resumed_attempt: int | None) -> Result:
             return await run_claude(
-                self.argv(binary, options), prompt=prompt, env=env,
-                cwd=self.cwd or task.payload.get("cwd"), time_limit=task.timeout_seconds,
-                kill_grace=self.kill_grace, record=self.record(task, options))
+                self.argv(binary, options, resume=resume), prompt=text, env=env, cwd=cwd,
+                time_limit=task.timeout_seconds, kill_grace=self.kill_grace,
+                record=replace(self.record(task, options), resumed_attempt=resumed_attempt),
+                watch=watch, on_event=recorder.add if recorder is not None else None,
+                otel=self.otel)
+
+        try:
+            if self.store is None:
+                return await start(None, prompt, None, None)
+            await self._purge(self.store)
+            return await run_attempt(self.store, task, prompt=prompt, env=env, cwd=cwd,
+                                     limit=self.settings.claude_events_per_run, start=start)
         except ClaudeApiError as exc:
             if options.max_budget_usd == base.max_budget_usd or exc.run is None \
                     or exc.run.outcome != "max_budget":
@@ -360,6 +460,17 @@ class ClaudeExecutor:
             raise ClaudeNotInstalled(
                 f"the Claude CLI {binary!r} disappeared; reinstall "
                 "@anthropic-ai/claude-code or fix ECHO_CLAUDE_BIN") from None
+
+
+    async def _purge(self, store: RunStore) -> None:
+        """Retention: at most once an hour, events and transcripts past their days."""
+        if time.monotonic() - self._purged < 3600 and self._purged:
+            return
+        self._purged = time.monotonic()
+        try:
+            await store.purge(self.settings.claude_events_retention_days * 86400)
+        except (StoreUnavailable, StoreRejected) as exc:
+            log.warning("cannot purge old run events: %s", exc)
 
 
 def login_hint(env: Mapping[str, str] | None = None) -> str | None:

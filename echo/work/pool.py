@@ -151,6 +151,10 @@ class ExecutorPool:
         self.settings = settings
         self.queue = TaskQueue(database)
         self.executors = dict(executors)
+        for executor in self.executors.values():  # e.g. Claude runs record their events
+            attach = getattr(executor, "attach", None)
+            if attach is not None:
+                attach(database)
         self.concurrency = concurrency
         self.roles = list(roles) if roles is not None else None
         self.listener = listener

@@ -204,3 +204,13 @@ async def run_process(
     assert process.returncode is not None
     return ProcessResult(process.returncode, bytes(stdout), bytes(stderr),
                          time.monotonic() - started, timed_out)
+
+
+#: The one way to start a child in its own process group (with the death signal) and
+#: the one way to stop that group (TERM, KILL after the grace, reap): the streaming
+#: runner of Claude runs (echo.work.runs.watch) uses them as `run_process` does.
+open_child = _open
+stop_group = _stop
+signal_group = _signal_group
+drain_into = _drain
+feed_stdin = _feed

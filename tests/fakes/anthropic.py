@@ -10,6 +10,15 @@ that makes a subscriber's CLI print "You've hit your … limit · resets …".
 every request whose prompt contains `marker` with `reply` instead (the workflow's
 prompts start with `[echo:<step>]`). Every request is recorded.
 
+`conversation(*turns)` scripts a session instead, statelessly: a request is answered
+with the turn numbered by the assistant messages already in it, so a session resumed
+after a kill goes on where it stopped. A turn can be a tool call (`tool_use(name,
+input)`: the CLI runs the tool and sends the result in its next request) or a stall
+(`stall(then)`: the stream starts and goes silent, the first time that turn is asked;
+asked again, e.g. by the resumed session, it answers `then`). Side requests the CLI
+makes without tools (titles, summaries) are answered plainly. `Request.messages` and
+`.assistant_turns` count what each request carried.
+
 It runs on its own thread (`ThreadingHTTPServer`), so it serves equally well a
 pytest test on an event loop and a plain benchmark script.
 """
@@ -38,6 +47,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     input_tokens: int = 10
     output_tokens: int = 5
+    tool: tuple[str, dict[str, Any]] | None = None  # a tool_use block instead of text
+    stall: bool = False  # start the stream, then go silent (once per conversation turn)
 
 
 def text(value: str) -> Reply:
@@ -52,6 +63,18 @@ def error(status: int, message: str = "", *, kind: str = "", **headers: str) -> 
 
 
 HANG = Reply(hang=True)
+
+
+def tool_use(name: str, tool_input: dict[str, Any], **kw: Any) -> Reply:
+    """A turn that calls a tool (stop_reason tool_use)."""
+    return Reply(text="", tool=(name, tool_input), **kw)
+
+
+def stall(then: Reply | None = None) -> Reply:
+    """A turn whose stream starts and goes silent the first time; then it answers `then`."""
+    then = then or Reply()
+    return Reply(text=then.text, tool=then.tool, stall=True, input_tokens=then.input_tokens,
+                 output_tokens=then.output_tokens)
 
 
 def usage_limit(reset: int, claim: str = "five_hour") -> Reply:
@@ -76,6 +99,22 @@ class Request:
     body: Any
     at: float = field(default_factory=time.time)  # when it arrived (epoch seconds)
 
+    @property
+    def messages(self) -> int:
+        """How many messages the request carried."""
+        found = self.body.get("messages") if isinstance(self.body, dict) else None
+        return len(found) if isinstance(found, list) else 0
+
+    @property
+    def assistant_turns(self) -> int:
+        """How many of them were the assistant's: the turns the session already had."""
+        found = self.body.get("messages") if isinstance(self.body, dict) else None
+        return sum(1 for m in found or [] if isinstance(m, dict) and m.get("role") == "assistant")
+
+    @property
+    def has_tools(self) -> bool:
+        return isinstance(self.body, dict) and bool(self.body.get("tools"))
+
 
 class FakeAnthropic:
     """`with FakeAnthropic() as api: api.script(text("hi")); env = api.env()`."""
@@ -87,6 +126,8 @@ class FakeAnthropic:
         self._limited: tuple[float, Reply] | None = None
         self._limit_seconds: int | None = None
         self._limit_claim = "five_hour"
+        self._turns: list[Reply] | None = None
+        self._stalled: set[int] = set()
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -102,6 +143,17 @@ class FakeAnthropic:
         """Answer the next requests with `replies`, in order; the last one repeats."""
         with self._lock:
             self._script = list(replies) or [Reply()]
+
+    def conversation(self, *turns: Reply) -> None:
+        """Answer the session's n-th turn with `turns[n]` (the last one repeats), n being
+        the assistant messages in the request; requests without tools get plain text."""
+        with self._lock:
+            self._turns = list(turns) or [Reply()]
+            self._stalled = set()
+
+    def session_requests(self) -> list[Request]:
+        """The requests of the conversation itself (with tools), in order."""
+        return [r for r in self.message_requests() if r.has_tools]
 
     def route(self, marker: str, reply: Reply) -> None:
         """Answer any request whose messages contain `marker` with `reply` (always)."""
@@ -167,6 +219,18 @@ class FakeAnthropic:
                 self._limited = (float(reset), usage_limit(reset, self._limit_claim))
             if self._limited is not None and time.time() < self._limited[0]:
                 return self._limited[1]
+            if req is not None and self._turns is not None:
+                if not req.has_tools:
+                    return Reply(text="Side answer")
+                n = min(req.assistant_turns, len(self._turns) - 1)
+                reply = self._turns[n]
+                if reply.stall:
+                    if n in self._stalled:
+                        return Reply(text=reply.text, tool=reply.tool,
+                                     input_tokens=reply.input_tokens,
+                                     output_tokens=reply.output_tokens)
+                    self._stalled.add(n)
+                return reply
             if req is not None and self._routes:
                 prompt = json.dumps(req.body.get("messages")) if isinstance(req.body, dict) else ""
                 for marker, reply in self._routes:
@@ -246,16 +310,26 @@ class FakeAnthropic:
                 for event, data in _events(model, reply):
                     self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
                     self.wfile.flush()
+                    if reply.stall and event == "content_block_start":
+                        fake._release.wait()  # silent mid-stream until the fake stops
+                        return
                 self.close_connection = True
 
         return Handler
 
 
+def _block(reply: Reply) -> dict[str, Any]:
+    if reply.tool is not None:
+        return {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                "name": reply.tool[0], "input": reply.tool[1]}
+    return {"type": "text", "text": reply.text}
+
+
 def _message(model: str, reply: Reply) -> dict[str, Any]:
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-        "model": model, "content": [{"type": "text", "text": reply.text}],
-        "stop_reason": "end_turn", "stop_sequence": None,
+        "model": model, "content": [_block(reply)],
+        "stop_reason": "tool_use" if reply.tool else "end_turn", "stop_sequence": None,
         "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
     }
 
@@ -265,12 +339,17 @@ def _events(model: str, reply: Reply) -> Iterator[tuple[str, dict[str, Any]]]:
     start.update(content=[], stop_reason=None,
                  usage={"input_tokens": reply.input_tokens, "output_tokens": 1})
     yield "message_start", {"type": "message_start", "message": start}
+    if reply.tool is not None:
+        block = {**_block(reply), "input": {}}
+        delta = {"type": "input_json_delta", "partial_json": json.dumps(reply.tool[1])}
+    else:
+        block, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": reply.text}
     yield "content_block_start", {"type": "content_block_start", "index": 0,
-                                  "content_block": {"type": "text", "text": ""}}
-    yield "content_block_delta", {"type": "content_block_delta", "index": 0,
-                                  "delta": {"type": "text_delta", "text": reply.text}}
+                                  "content_block": block}
+    yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
     yield "content_block_stop", {"type": "content_block_stop", "index": 0}
     yield "message_delta", {"type": "message_delta",
-                            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                            "delta": {"stop_reason": "tool_use" if reply.tool else "end_turn",
+                                      "stop_sequence": None},
                             "usage": {"output_tokens": reply.output_tokens}}
     yield "message_stop", {"type": "message_stop"}

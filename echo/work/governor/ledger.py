@@ -22,13 +22,16 @@ from echo.errors import (
     ClaudeCrashed,
     ClaudeCreditError,
     ClaudeError,
+    ClaudeHung,
+    ClaudeLoop,
     ClaudeTimeout,
     ClaudeUsageLimit,
 )
 
-#: max_budget: the CLI stopped the run at its --max-budget-usd.
+#: max_budget: the CLI stopped the run at its --max-budget-usd; hung: the watchdog saw
+#: no event for the idle timeout; loop: the same tool call repeated (echo.work.runs).
 Outcome = Literal["ok", "auth", "credit", "usage_limit", "rate_limited", "overloaded",
-                  "api_error", "max_budget", "timeout", "crash"]
+                  "api_error", "max_budget", "timeout", "crash", "hung", "loop"]
 
 #: After the reset the CLI announces (already rounded up to the next whole minute), a
 #: margin for clocks that disagree; and the shortest pause, so a limit that is still
@@ -61,6 +64,7 @@ class RunRecord:
     estimated: bool = False
     pause_until: datetime | None = None
     pause_reason: str | None = None
+    resumed_attempt: int | None = None  # the attempt whose session this run continued
 
     def with_failure(self, exc: ClaudeError, now: datetime) -> RunRecord:
         """This run, ended by `exc`: its outcome class, and the pause a usage limit asks for."""
@@ -78,6 +82,10 @@ def outcome_of(exc: BaseException) -> Outcome:
         return "credit"
     if isinstance(exc, ClaudeUsageLimit):
         return "usage_limit"
+    if isinstance(exc, ClaudeHung):
+        return "hung"
+    if isinstance(exc, ClaudeLoop):
+        return "loop"
     if isinstance(exc, ClaudeTimeout):
         return "timeout"
     if isinstance(exc, ClaudeCrashed):

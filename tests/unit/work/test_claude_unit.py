@@ -99,7 +99,7 @@ def test_argv_uses_role_options_and_payload_cannot_grant_permissions(tmp_path: P
     task = _task(claude={"model": "haiku", "skip_permissions": True,
                          "allowed_tools": ["Bash"]})
     argv = ex.argv("claude", ex.options_for(task))
-    assert argv == ["claude", "-p", "--output-format", "json", "--model", "haiku",
+    assert argv == ["claude", "-p", "--output-format", "stream-json", "--verbose", "--model", "haiku",
                     "--append-system-prompt", "Be the CTO.", "--allowedTools", "Read,Grep",
                     "--max-turns", "4", "--max-budget-usd", "0.5"]
     bypass = ClaudeExecutor(Settings(), options=ClaudeRunOptions(skip_permissions=True))
