@@ -38,6 +38,8 @@ import anyio
 
 from echo.config import Settings, private_dir
 from echo.db import describe
+from echo.org.health import read_health_file
+from echo.org.leases import PREDECESSOR_FLAG, Predecessor
 from echo.org.roles import Role
 from echo.org.state import READY_FLAG, READY_LINE, AgentRecord, OrgRecord, log_file, now_iso, write_org
 from echo.runtime import (
@@ -69,10 +71,23 @@ class ConsoleOptions:
     port: int = 8765
 
 
-def agent_argv(role: str, *, announce_ready: bool = False) -> list[str]:
+def agent_argv(role: str, *, announce_ready: bool = False,
+               predecessor: Predecessor | None = None) -> list[str]:
     """The agent process: `python -m echo.org ROLE` (what `echoctl agent ROLE
-    --autonomous` runs, minus the CLI's imports)."""
-    return [sys.executable, "-m", "echo.org", *([READY_FLAG] if announce_ready else []), role]
+    --autonomous` runs, minus the CLI's imports), told which dead process it replaces."""
+    return [sys.executable, "-m", "echo.org", *([READY_FLAG] if announce_ready else []),
+            *([PREDECESSOR_FLAG, predecessor.arg()] if predecessor else []), role]
+
+
+def reaped_predecessor(settings: Settings, role: str, previous: OSProcess | None) -> Predecessor | None:
+    """The agent process this supervisor started last for `role`, once reaped: it is
+    dead, so its restart may take over a lease that still names it (echo/org/leases.py).
+    Its epoch comes from its own heartbeat file, when it lived long enough to write one."""
+    if previous is None or previous.pid is None or previous.returncode is None:
+        return None
+    health = read_health_file(settings, role, stale_after=float("inf"))
+    epoch = health.details.get("epoch") if health and health.pid == previous.pid else None
+    return Predecessor(previous.pid, epoch if isinstance(epoch, int) and epoch > 0 else None)
 
 
 class AgentProcess(OSProcess):
@@ -151,6 +166,8 @@ class Organisation:
         self.on_event = on_event or (lambda _event, _rec: None)
         #: Roles a person asked to restart (`echoctl restart`): their next start is not a crash.
         self.asked_restarts: set[str] = set()
+        #: The last agent process started per role: its restart is told it is dead.
+        self.processes: dict[str, OSProcess] = {}
         self.record = OrgRecord(
             pid=os.getpid(),
             namespace=settings.namespace,
@@ -192,9 +209,10 @@ class Organisation:
             self.asked_restarts.discard(role)
             rec.state = "restarting" if rec.started_at else "starting"
             self.save()
+            predecessor = reaped_predecessor(self.settings, role, self.processes.get(role))
             proc = AgentProcess(
                 self._ready,
-                argv=agent_argv(role, announce_ready=self.staggered),
+                argv=agent_argv(role, announce_ready=self.staggered, predecessor=predecessor),
                 ready=re.compile(rf"^{READY_LINE}\b") if self.staggered else None,
                 log_ready_line=False,
                 start_timeout=self.start_timeout,
@@ -204,6 +222,7 @@ class Organisation:
                 die_with_parent=True,
             )
             monitor(proc, self._down)
+            self.processes[role] = proc
             return proc
 
         return start
