@@ -71,6 +71,9 @@ class OrgInfo(BaseModel):
     #: Whether that database answered (None: not asked, e.g. a stopped embedded server).
     database_reachable: bool | None = None
     node: str | None = None
+    #: How often its heart restarted the node after an agent gave up, and the last why.
+    node_restarts: int = 0
+    last_node_restart: str | None = None
 
 
 class AgentProcessStatus(BaseModel):
@@ -221,6 +224,8 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
     problems = []
     if state in {"failed", "crashed"}:
         problems.append((record.failure if record else None) or "the organisation's process died")
+    elif state == "restarting" and record and record.failure:  # the heart restarts it
+        problems.append(record.failure)
     if reachable is False:
         problems.append(f"database {database} cannot be reached: {error}")
     governor = None
@@ -235,7 +240,9 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
         organisation=OrgInfo(
             pid=record.pid if record and org_alive else None, state=state,
             failure=record.failure if record else None, database=database,
-            database_reachable=reachable, node=s.node),
+            database_reachable=reachable, node=s.node,
+            node_restarts=record.node_restarts if record else 0,
+            last_node_restart=record.last_node_restart if record else None),
         agents=list(agents.values()), processes=processes, problems=problems)
 
 
