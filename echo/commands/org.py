@@ -412,7 +412,7 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox", "tasks"):
         table.add_column(name, no_wrap=True)
     colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red",
-               "crashed": "red"}
+               "crashed": "red", "stale": "red"}
     for a in info.agents:
         colour = colours.get(a.state, "white")
         table.add_row(
@@ -427,7 +427,7 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
         )
     console.print(table)
     for a in info.agents:  # below the table: a reason does not fit a column of 80
-        if a.reason and a.state in ("degraded", "unresponsive", "crashed", "standby"):
+        if a.reason and a.state in ("degraded", "unresponsive", "crashed", "standby", "stale"):
             console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}", soft_wrap=True)
     for line in governor_lines(info.governor):
         console.print(line)
@@ -442,12 +442,13 @@ def _print_processes(processes: list[AgentProcessStatus], colours: dict[str, str
     console.print("agent processes on every node (✓ active):")
     table = plain_table()
     role_column(table, "role", (p.role for p in processes))
-    for name in ("node", "pid", "state", "active", "epoch", "heartbeat"):
+    for name in ("node", "pid", "state", "active", "epoch", "heartbeat", "renewed"):
         table.add_column(name, no_wrap=True)
     for p in processes:
         colour = colours.get(p.state, "white")
         table.add_row(p.role, escape(p.node), str(p.pid), f"[{colour}]{p.state}[/]",
-                      "✓" if p.active else "", str(p.epoch or "-"), f"{p.heartbeat_age:.1f}s ago")
+                      "✓" if p.active else "", str(p.epoch or "-"), f"{p.heartbeat_age:.1f}s ago",
+                      f"{p.renewed_age:.1f}s ago" if p.renewed_age is not None else "-")
     console.print(table)
 
 

@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 _Q = db.load_queries("leases")
 
-STANDBY, ACTIVE = "standby", "active"
+STANDBY, ACTIVE, STALE = "standby", "active", "stale"
 
 #: The agent's command-line option that names its dead predecessor (`Predecessor`).
 PREDECESSOR_FLAG = "--predecessor"
@@ -363,27 +363,43 @@ class LeaseKeeper:
 # -- the organisation's view ------------------------------------------------------------
 
 
+#: An owner whose last confirmed renewal is older than this many renewal intervals is
+#: `stale`: paused, partitioned or stuck, though its lease has not run out yet.
+STALE_RENEWALS = 2
+
+
+def owner_state(active: bool, health_state: str | None, heartbeat_age: float,
+                renewed_age: float | None, *, stale_after: float, renew_interval: float) -> str:
+    """An agent process's state in the organisation's view (see `agent_processes`)."""
+    if active and renewed_age is not None and renewed_age > STALE_RENEWALS * renew_interval:
+        return STALE
+    if heartbeat_age > stale_after:
+        return "unresponsive"
+    return (health_state or "starting") if active else STANDBY
+
+
 async def agent_processes(settings: Settings, stale_after: float) -> list[dict[str, Any]]:
     """One entry per agent process of the organisation (every node), from the database:
-    role, node, host, pid, state, heartbeat age, lease epoch, and whether it is active.
+    role, node, host, pid, state, heartbeat age, lease epoch, whether it is active and,
+    for the owner, `renewed_age`: seconds since its last renewal the database confirmed.
 
-    `state` is `healthy`/`degraded` (the active agent's own report), `standby`, or
-    `unresponsive` when its heartbeat is older than `stale_after`.
+    `state` is `healthy`/`degraded` (the active agent's own report), `standby`,
+    `stale` (the owner missed `STALE_RENEWALS` renewals: its lease still stands, but it
+    is not renewing it), or `unresponsive` when its heartbeat is older than `stale_after`.
     """
     async with db.connection(settings) as conn:
         rows = await conn.fetch(_Q["view"])
     out = []
     for r in rows:
-        if r["heartbeat_age"] > stale_after:
-            state = "unresponsive"
-        elif r["active"]:
-            state = r["health_state"] or "starting"
-        else:
-            state = STANDBY
+        renewed = None if r["renewed_age"] is None else round(float(r["renewed_age"]), 3)
         out.append({
             "role": r["role"], "node": r["node"], "host": r["host"], "pid": r["pid"],
-            "state": state, "active": bool(r["active"]), "epoch": r["epoch"],
+            "state": owner_state(bool(r["active"]), r["health_state"], r["heartbeat_age"], renewed,
+                                 stale_after=stale_after,
+                                 renew_interval=settings.lease_renew_interval),
+            "active": bool(r["active"]), "epoch": r["epoch"],
             "heartbeat_age": round(float(r["heartbeat_age"]), 3),
+            "renewed_age": renewed if r["active"] else None,
             "reason": r["health_reason"] if r["active"] else None,
         })
     return out
