@@ -52,7 +52,17 @@ from echo.org.health import read_health_file
 from echo.org.heart import Heart
 from echo.org.leases import PREDECESSOR_FLAG, Predecessor
 from echo.org.roles import Role
-from echo.org.state import READY_FLAG, READY_LINE, AgentRecord, OrgRecord, log_file, now_iso, write_org
+from echo.org.state import (
+    READY_FLAG,
+    READY_LINE,
+    AgentRecord,
+    OrgRecord,
+    log_file,
+    now_iso,
+    pid_alive,
+    read_org,
+    write_org,
+)
 from echo.runtime import (
     NORMAL,
     Backoff,
@@ -93,13 +103,30 @@ def agent_argv(role: str, *, announce_ready: bool = False,
 
 def reaped_predecessor(settings: Settings, role: str, previous: OSProcess | None) -> Predecessor | None:
     """The agent process this supervisor started last for `role`, once reaped: it is
-    dead, so its restart may take over a lease that still names it (echo/org/leases.py).
-    Its epoch comes from its own heartbeat file, when it lived long enough to write one."""
+    dead, so its restart may take over a lease that still names it (echo/org/leases.py)."""
     if previous is None or previous.pid is None or previous.returncode is None:
         return None
+    return dead_predecessor(settings, role, previous.pid)
+
+
+def dead_predecessor(settings: Settings, role: str, pid: int) -> Predecessor:
+    """A dead agent process of this node as its successor is told it. Its epoch comes
+    from its own heartbeat file, when it lived long enough to write one."""
     health = read_health_file(settings, role, stale_after=float("inf"))
-    epoch = health.details.get("epoch") if health and health.pid == previous.pid else None
-    return Predecessor(previous.pid, epoch if isinstance(epoch, int) and epoch > 0 else None)
+    epoch = health.details.get("epoch") if health and health.pid == pid else None
+    return Predecessor(pid, epoch if isinstance(epoch, int) and epoch > 0 else None)
+
+
+def left_by_a_dead_up(settings: Settings) -> dict[str, Predecessor]:
+    """The agents a previous `up` of this state directory left when it was killed: they
+    died with it (the kernel's death signal), so no one reaped them here, but a pid that
+    no longer exists on this host is as dead as a reaped one, and the first start of
+    each role may take over the lease that still names it."""
+    record = read_org(settings)
+    if record is None or pid_alive(record.pid):
+        return {}
+    return {role: dead_predecessor(settings, role, rec.pid)
+            for role, rec in record.agents.items() if rec.pid and not pid_alive(rec.pid)}
 
 
 class AgentProcess(OSProcess):
@@ -187,6 +214,7 @@ class Organisation:
         self.asked_restarts: set[str] = set()
         #: The last agent process started per role: its restart is told it is dead.
         self.processes: dict[str, OSProcess] = {}
+        self.left_behind = left_by_a_dead_up(settings)
         self.record = OrgRecord(
             pid=os.getpid(),
             namespace=settings.namespace,
@@ -237,7 +265,8 @@ class Organisation:
             self.asked_restarts.discard(role)
             rec.state = "restarting" if rec.started_at else "starting"
             self.save()
-            predecessor = reaped_predecessor(self.settings, role, self.processes.get(role))
+            predecessor = (reaped_predecessor(self.settings, role, self.processes[role])
+                           if role in self.processes else self.left_behind.pop(role, None))
             proc = AgentProcess(
                 self._ready,
                 argv=agent_argv(role, announce_ready=self.staggered, predecessor=predecessor),
