@@ -4,13 +4,21 @@
   the active one and time until the standby is the role's healthy owner (median and
   p99; target: below lease + 1 s). The killed node is started again as the next
   standby, and the round repeats. Run for a short lease and for the default 5 s.
+- `restart_after_sigkill`: one agent process for the role (its node's only one); SIGKILL
+  it, reap it, and start it again as its supervisor does, told the dead pid and epoch
+  (`--predecessor`), and time from the kill until the new process is the role's healthy
+  owner (median and p99; target: below 1 s with any lease). Baseline, in the same run:
+  the same restart not told (how a restart waited out the dead process's lease
+  before). Run for the default 5 s lease and for 30 s.
 - `fenced_publish_rate` / `fenced_claim_rate`: messages published (one per commit)
   and tasks claimed (one per transaction) per second through connections fenced by a
   held lease, beside the same through unfenced connections, interleaved in the same
   run (target ratio >= 0.95).
 
-ECHO_BENCH_ROUNDS sets the takeover rounds per lease (8); ECHO_BENCH_BATCHES the
-alternating batches of 50 operations per side for the fencing cost (20).
+ECHO_BENCH_ROUNDS sets the takeover and restart rounds per lease (8),
+ECHO_BENCH_BASELINE_ROUNDS the rounds of the slow restart baseline (2; each waits out
+a lease); ECHO_BENCH_BATCHES the alternating batches of 50 operations per side for the
+fencing cost (20).
 """
 
 from __future__ import annotations
@@ -19,7 +27,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 
 import anyio
@@ -28,19 +35,22 @@ from bench._common import bench_settings, emit, percentile
 from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.config import Settings
-from echo.org.leases import LeaseKeeper, agent_processes
+from echo.org.leases import LeaseKeeper, Predecessor, agent_processes
+from echo.org.organisation import agent_argv
 from echo.work import NewTask, TaskQueue
 
 ROUNDS = int(os.environ.get("ECHO_BENCH_ROUNDS", "8"))
+BASELINE_ROUNDS = int(os.environ.get("ECHO_BENCH_BASELINE_ROUNDS", "2"))
 BATCHES = int(os.environ.get("ECHO_BENCH_BATCHES", "20"))
 BATCH = 50
 
 
-def start_agent(s: Settings, node: str) -> subprocess.Popen[bytes]:
+def start_agent(s: Settings, node: str, predecessor: Predecessor | None = None) -> subprocess.Popen[bytes]:
+    """The agent as `echoctl up` starts it (`agent_argv`), told its dead predecessor."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
     env.update(s.child_env())
     env["ECHO_NODE"] = node
-    return subprocess.Popen([sys.executable, "-m", "echo.org", "cto"], env=env,
+    return subprocess.Popen(agent_argv("cto", predecessor=predecessor), env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
@@ -84,6 +94,53 @@ async def takeover(lease: float, renew: float) -> None:
              baseline="lease_seconds", baseline_value=lease, p99=round(percentile(times, 0.99), 3),
              lease_seconds=lease, renew_interval=renew, rounds=len(times),
              target=f"below lease + 1 s = {lease + 1:g} s")
+
+
+async def restart_rounds(s: Settings, rounds: int, *, told: bool) -> tuple[list[float], list[float]]:
+    """Kill -9 the role's only agent, reap it, start the next: seconds from the kill to a
+    healthy owner, and from the new process's spawn to that (its start, lease wait and
+    all: on a loaded machine the start is most of it)."""
+    proc = start_agent(s, "a")
+    times: list[float] = []
+    starts: list[float] = []
+    try:
+        for _ in range(rounds):
+            while True:
+                active, _standby = await owner(s)
+                if active == proc.pid:
+                    break
+                await anyio.sleep(0.02)
+            async with dbmod.connection(s) as conn:
+                epoch = await conn.fetchval("SELECT epoch FROM role_leases WHERE role = 'cto'")
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            await anyio.to_thread.run_sync(proc.wait)  # reaped: the supervisor knows it is dead
+            dead = proc.pid
+            spawned = time.monotonic()
+            proc = start_agent(s, "a", Predecessor(dead, int(epoch)) if told else None)
+            while True:
+                new, _ = await owner(s)
+                if new == proc.pid:
+                    break
+                await anyio.sleep(0.01)
+            times.append(time.monotonic() - killed)
+            starts.append(time.monotonic() - spawned)
+    finally:
+        proc.kill()
+        proc.wait()
+    return times, starts
+
+
+async def restart(lease: float, renew: float) -> None:
+    async with bench_settings("restart", redis=False, lease_seconds=lease,
+                              lease_renew_interval=renew) as s:
+        told, starts = await restart_rounds(s, ROUNDS, told=True)
+        waited, _ = await restart_rounds(s, BASELINE_ROUNDS, told=False)
+        emit("leases", "restart_after_sigkill", statistics.median(told),
+             baseline="restart_not_told_the_dead_pid", baseline_value=statistics.median(waited),
+             p99=round(percentile(told, 0.99), 3), process_start_median=round(statistics.median(starts), 3),
+             lease_seconds=lease, renew_interval=renew, rounds=len(told), baseline_rounds=len(waited),
+             load_average=round(os.getloadavg()[0], 1), target="below 1 s with any lease")
 
 
 async def fencing_cost() -> None:
@@ -140,6 +197,8 @@ async def main() -> None:
     await fencing_cost()
     await takeover(2.0, 0.4)
     await takeover(5.0, 1.0)
+    await restart(5.0, 1.0)
+    await restart(30.0, 1.0)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     console: bool = Field(True, description="`echoctl up` starts the operator console")
     console_host: str = Field("127.0.0.1", description="where the console listens")
     console_port: int = Field(8765, ge=0, le=65535, description="the console's port; 0: any free one")
+    heart: bool = Field(
+        True, description="`echoctl up` restarts its node, with backoff, when an agent gives up")
     log_level: str = Field("INFO")
     node: str = Field(default_factory=lambda: _default_node(), description="this machine's node name")
     lease_seconds: float = Field(5.0, gt=0, le=3600, description="how long a role lease lasts unrenewed")

@@ -102,6 +102,10 @@ def up(
         None, "--console-port", min=0, max=65535, help="The console's port (default 8765; 0: any free).",
         show_default=False),
     no_console: bool = typer.Option(False, "--no-console", help="Do not start the operator console."),
+    no_heart: bool = typer.Option(
+        False, "--no-heart",
+        help="When an agent fails past its restart intensity, stop (default: restart the node "
+             "with backoff)."),
     node: str | None = typer.Option(
         None, "--node", help="This node's name (default: the host name); unique per organisation."
     ),
@@ -115,7 +119,8 @@ def up(
     Each role is active on one agent process of the whole organisation (a lease in
     Postgres); an agent whose role is active elsewhere stands by and takes over."""
     overrides: dict[str, Any] = {"console_host": console_host, "console_port": console_port,
-                                 "console": False if no_console else None, "node": node}
+                                 "console": False if no_console else None, "node": node,
+                                 "heart": False if no_heart else None}
     s = settings(ctx, **overrides)
     chosen = _roles(s, roles)
     if prefer:
@@ -179,6 +184,7 @@ def up(
             max_seconds=max_seconds,
             on_event=on_event,
             console=ConsoleOptions(s.console_host, s.console_port) if s.console else None,
+            on_failure=lambda line: typer.secho(f"error: {line}", err=True, fg=typer.colors.RED),
         )
         stop = anyio.Event()
         undo = install_stop_signals(stop)
@@ -404,6 +410,9 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     )
     for problem in info.problems:
         console.print(f"[red]{escape(problem)}[/]", soft_wrap=True)
+    if org.node_restarts and org.state != "restarting":
+        console.print(f"node restarts: {org.node_restarts} (last: {escape(org.last_node_restart or '-')})",
+                      soft_wrap=True)
     record = read_org(s)
     if org.pid and record and record.console:
         where = record.console_url or f"not answering ({record.console.state}; `echoctl logs console`)"
@@ -413,7 +422,7 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     for name in ("pid", "state", "uptime", "restarts", "heartbeat", "inbox", "tasks"):
         table.add_column(name, no_wrap=True)
     colours = {"healthy": "green", "degraded": "yellow", "unresponsive": "red", "down": "red",
-               "crashed": "red"}
+               "crashed": "red", "stale": "red"}
     for a in info.agents:
         colour = colours.get(a.state, "white")
         table.add_row(
@@ -428,7 +437,7 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
         )
     console.print(table)
     for a in info.agents:  # below the table: a reason does not fit a column of 80
-        if a.reason and a.state in ("degraded", "unresponsive", "crashed", "standby"):
+        if a.reason and a.state in ("degraded", "unresponsive", "crashed", "standby", "stale"):
             console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}", soft_wrap=True)
     for line in governor_lines(info.governor):
         console.print(line)
@@ -443,12 +452,13 @@ def _print_processes(processes: list[AgentProcessStatus], colours: dict[str, str
     console.print("agent processes on every node (✓ active):")
     table = plain_table()
     role_column(table, "role", (p.role for p in processes))
-    for name in ("node", "pid", "state", "active", "epoch", "heartbeat"):
+    for name in ("node", "pid", "state", "active", "epoch", "heartbeat", "renewed"):
         table.add_column(name, no_wrap=True)
     for p in processes:
         colour = colours.get(p.state, "white")
         table.add_row(p.role, escape(p.node), str(p.pid), f"[{colour}]{p.state}[/]",
-                      "✓" if p.active else "", str(p.epoch or "-"), f"{p.heartbeat_age:.1f}s ago")
+                      "✓" if p.active else "", str(p.epoch or "-"), f"{p.heartbeat_age:.1f}s ago",
+                      f"{p.renewed_age:.1f}s ago" if p.renewed_age is not None else "-")
     console.print(table)
 
 

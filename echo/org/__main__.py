@@ -14,27 +14,41 @@ import anyio
 
 from echo.config import Settings
 from echo.errors import EchoError
+from echo.org.leases import PREDECESSOR_FLAG, Predecessor
 from echo.org.roles import Role
 
 
-def serve(settings: Settings, role: Role, *, ready_line: str | None = None) -> int:
+def serve(settings: Settings, role: Role, *, ready_line: str | None = None,
+          predecessor: Predecessor | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT; the process's exit status. `ready_line` is
     printed once the agent is up, for a supervisor that waits for it (never for a
-    person at a terminal: `./cto --autonomous` prints no protocol lines)."""
+    person at a terminal: `./cto --autonomous` prints no protocol lines). `predecessor`
+    is the dead process this one replaces, from its supervisor (echo/org/leases.py)."""
     from echo import logs
     from echo.org.agent import run_agent
 
     logs.configure(settings.log_level)
-    return anyio.run(lambda: run_agent(settings, role, ready_line=ready_line))
+    return anyio.run(lambda: run_agent(settings, role, ready_line=ready_line,
+                                       predecessor=predecessor))
 
 
 def main(argv: list[str]) -> int:
     from echo.org.state import READY_FLAG, READY_LINE
 
+    usage = f"usage: python -m echo.org [{READY_FLAG}] [{PREDECESSOR_FLAG} PID[:EPOCH]] ROLE\n"
     announce = READY_FLAG in argv
     argv = [a for a in argv if a != READY_FLAG]
+    predecessor: Predecessor | None = None
+    if PREDECESSOR_FLAG in argv:
+        at = argv.index(PREDECESSOR_FLAG)
+        try:
+            predecessor = Predecessor.parse(argv[at + 1])
+        except (IndexError, ValueError):
+            sys.stderr.write(f"error: {PREDECESSOR_FLAG} takes PID or PID:EPOCH\n{usage}")
+            return 2
+        del argv[at:at + 2]
     if len(argv) != 1:
-        sys.stderr.write(f"usage: python -m echo.org [{READY_FLAG}] ROLE\n")
+        sys.stderr.write(usage)
         return 2
     try:
         from echo.config import load_settings
@@ -42,7 +56,7 @@ def main(argv: list[str]) -> int:
 
         settings = load_settings()
         return serve(settings, load_role(settings.agents_dir, argv[0]),
-                     ready_line=READY_LINE if announce else None)
+                     ready_line=READY_LINE if announce else None, predecessor=predecessor)
     except EchoError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code

@@ -39,6 +39,7 @@ from echo.listener import Listener
 from echo.logs import fields
 from echo.org.deciders import ClaudeDecider
 from echo.org.health import HealthMonitor
+from echo.org.leases import Predecessor
 from echo.org.roles import Role
 from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent
 from echo.runtime import SHUTDOWN, Actor, Backoff, ChildSpec, Registry, Service, Supervisor
@@ -358,6 +359,8 @@ class RoleAgent:
         if self.workflow is not None and self.workflow.last_error:
             out["workflow_error"] = self.workflow.last_error
         out["listener_connected"] = self.listener.connected
+        if self.fence:  # the lease epoch it acts under: its supervisor passes it on a restart
+            out["epoch"] = int(self.fence.split("/")[1])
         return out
 
 
@@ -390,14 +393,16 @@ async def _every_second(fn: Callable[[], None]) -> None:
         await anyio.sleep(1.0)
 
 
-async def run_agent(settings: Settings, role: Role, *, ready_line: str | None) -> int:
+async def run_agent(settings: Settings, role: Role, *, ready_line: str | None,
+                    predecessor: Predecessor | None = None) -> int:
     """Run one agent until SIGTERM/SIGINT, its parent's death, or its tree giving up.
 
     The process holds the role's lease (echo/org/leases.py) and runs the role's tree
     while it does; otherwise it stands by, and says so once on stdout. It prints
     `ready_line` (if any: only a supervisor that waits for it asks for one) once it is
     settled either way. Returns the exit status: 0 after a clean stop, 1 if the tree
-    gave up.
+    gave up. A `predecessor` (the dead process its supervisor replaces) lets it take
+    the role that process held at once, rather than after the lease expires.
     """
     import os
     import sys
@@ -410,7 +415,7 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str | None) -
     db.set_application_name(f"echo-agent:{settings.namespace}:{role.name}")
     stop = anyio.Event()
     undo = install_stop_signals(stop)
-    keeper = LeaseKeeper(settings, role.name)
+    keeper = LeaseKeeper(settings, role.name, predecessor=predecessor)
     await keeper.open()
     settled = anyio.Event()
 

@@ -8,6 +8,14 @@ or waits for it as a **standby**:
 - **Acquire**: a standby takes the role when no one holds it or the lease expired,
   by the database's clock (`now()`), never a node's. Each takeover increments the
   lease's `epoch`.
+- **Restart** (a `Predecessor`): an agent its supervisor restarted after reaping the
+  previous process is told that process's pid (and epoch, when known) and takes the
+  role at once if the lease still names exactly that holder on this node: a
+  compare-and-set in the acquire statement. The supervisor saw that pid die, so only
+  a dead process held the lease; waiting out its expiry would leave the role without
+  an owner for `lease_seconds`. The epoch still increments, so the dead process's
+  late writes (a connection's buffered statement) stay fenced, and a lease that any
+  other process took meanwhile is never touched.
 - **Renew**: the owner renews every `lease_renew_interval` (1 s); a renewal extends
   the lease to `now() + lease_seconds` (5 s) in the database.
 - **The owner's rule**: it acts only while `monotonic() < t + lease_seconds`, where
@@ -64,7 +72,32 @@ log = logging.getLogger(__name__)
 
 _Q = db.load_queries("leases")
 
-STANDBY, ACTIVE = "standby", "active"
+STANDBY, ACTIVE, STALE = "standby", "active", "stale"
+
+#: The agent's command-line option that names its dead predecessor (`Predecessor`).
+PREDECESSOR_FLAG = "--predecessor"
+
+
+@dataclass(frozen=True)
+class Predecessor:
+    """The agent process of this node that this one replaces, as its supervisor knows
+    it after reaping it: its pid, and the epoch it held (None when it died before
+    saying). Passed on the agent's command line as `PREDECESSOR_FLAG PID[:EPOCH]`."""
+
+    pid: int
+    epoch: int | None = None
+
+    def arg(self) -> str:
+        return f"{self.pid}" if self.epoch is None else f"{self.pid}:{self.epoch}"
+
+    @classmethod
+    def parse(cls, text: str) -> Predecessor:
+        """`PID` or `PID:EPOCH`; ValueError otherwise."""
+        pid, _, epoch = text.partition(":")
+        made = cls(int(pid), int(epoch) if epoch else None)
+        if made.pid <= 0 or (made.epoch is not None and made.epoch <= 0):
+            raise ValueError(f"not a pid[:epoch]: {text!r}")
+        return made
 
 
 @dataclass(frozen=True)
@@ -108,8 +141,10 @@ class LeaseKeeper:
         role: str,
         *,
         clock: Callable[[], float] = time.monotonic,
+        predecessor: Predecessor | None = None,
     ) -> None:
         self.settings = settings
+        self.predecessor = predecessor
         self.role = role
         self.node = settings.node
         self.host = socket.gethostname()
@@ -150,12 +185,19 @@ class LeaseKeeper:
             ) from None
 
     async def try_acquire(self) -> Lease | None:
-        """Take the role if it is free or its lease expired."""
+        """Take the role if it is free, its lease expired, or it is still held by the
+        dead predecessor this process replaces (module doc: Restart)."""
         sent = self.clock()
+        dead = self.predecessor
         epoch = await self._run("acquire", self.role, self.holder, self.node, self.pid,
-                                self.settings.lease_seconds, fetch="fetchval")
+                                self.settings.lease_seconds, dead.pid if dead else None,
+                                dead.epoch if dead else None, fetch="fetchval")
         if epoch is None:
             return None
+        if dead is not None:
+            log.info("%s: acquired the role (epoch %s); it was free or held by the dead "
+                     "predecessor pid %s", self.role, epoch, dead.pid)
+            self.predecessor = None  # once only: that process's lease is gone now
         return self._confirmed(Lease(self.role, self.holder, int(epoch)), sent)
 
     async def renew(self) -> tuple[bool, str | None]:
@@ -365,27 +407,43 @@ class LeaseKeeper:
 # -- the organisation's view ------------------------------------------------------------
 
 
+#: An owner whose last confirmed renewal is older than this many renewal intervals is
+#: `stale`: paused, partitioned or stuck, though its lease has not run out yet.
+STALE_RENEWALS = 2
+
+
+def owner_state(active: bool, health_state: str | None, heartbeat_age: float,
+                renewed_age: float | None, *, stale_after: float, renew_interval: float) -> str:
+    """An agent process's state in the organisation's view (see `agent_processes`)."""
+    if active and renewed_age is not None and renewed_age > STALE_RENEWALS * renew_interval:
+        return STALE
+    if heartbeat_age > stale_after:
+        return "unresponsive"
+    return (health_state or "starting") if active else STANDBY
+
+
 async def agent_processes(settings: Settings, stale_after: float) -> list[dict[str, Any]]:
     """One entry per agent process of the organisation (every node), from the database:
-    role, node, host, pid, state, heartbeat age, lease epoch, and whether it is active.
+    role, node, host, pid, state, heartbeat age, lease epoch, whether it is active and,
+    for the owner, `renewed_age`: seconds since its last renewal the database confirmed.
 
-    `state` is `healthy`/`degraded` (the active agent's own report), `standby`, or
-    `unresponsive` when its heartbeat is older than `stale_after`.
+    `state` is `healthy`/`degraded` (the active agent's own report), `standby`,
+    `stale` (the owner missed `STALE_RENEWALS` renewals: its lease still stands, but it
+    is not renewing it), or `unresponsive` when its heartbeat is older than `stale_after`.
     """
     async with db.connection(settings) as conn:
         rows = await conn.fetch(_Q["view"])
     out = []
     for r in rows:
-        if r["heartbeat_age"] > stale_after:
-            state = "unresponsive"
-        elif r["active"]:
-            state = r["health_state"] or "starting"
-        else:
-            state = STANDBY
+        renewed = None if r["renewed_age"] is None else round(float(r["renewed_age"]), 3)
         out.append({
             "role": r["role"], "node": r["node"], "host": r["host"], "pid": r["pid"],
-            "state": state, "active": bool(r["active"]), "epoch": r["epoch"],
+            "state": owner_state(bool(r["active"]), r["health_state"], r["heartbeat_age"], renewed,
+                                 stale_after=stale_after,
+                                 renew_interval=settings.lease_renew_interval),
+            "active": bool(r["active"]), "epoch": r["epoch"],
             "heartbeat_age": round(float(r["heartbeat_age"]), 3),
+            "renewed_age": renewed if r["active"] else None,
             "reason": r["health_reason"] if r["active"] else None,
         })
     return out

@@ -1,10 +1,20 @@
 """The organisation: one supervised OS process per role agent (`echoctl up`).
 
-Each agent runs as its own OS process under a `one_for_one` supervisor, so a crash
-in one agent never touches another, and a crashed agent is restarted and catches
-up from its cursor. The supervisor's intensity (3 restarts in 5 s by default)
-stops an agent that crashes in a loop from spinning forever: the organisation
-stops and says which agent failed, how often, and its last error.
+Each agent runs as its own OS process under a supervisor of its own, so a crash in
+one agent never touches another, and a crashed agent is restarted and catches up
+from its cursor (a restart takes its role's lease back at once: echo/org/leases.py).
+
+    org (one_for_one, gives up at the first subtree that gives up)
+    ├── ceo           agent supervisor (3 restarts in 5 s by default, this agent's only)
+    │   └── ceo       the agent's OS process
+    ├── cto ...
+
+Intensity is each agent's: six agents killed at once are six single restarts. An
+agent that crashes in a loop past its own intensity stops its subtree, and with it
+the node's top supervisor; the node's heart (echo/org/heart.py) then starts every
+agent anew after a backoff, unless `up --no-heart`, when the organisation stops.
+Either way the line says which agent failed, how often within which window, and
+its last error.
 
 Staggered start is the supervisor's ordered, synchronous start: an agent counts as
 started only once it prints its ready line, so the next one starts after it (plus
@@ -38,13 +48,27 @@ import anyio
 
 from echo.config import Settings, private_dir
 from echo.db import describe
+from echo.org.health import read_health_file
+from echo.org.heart import Heart
+from echo.org.leases import PREDECESSOR_FLAG, Predecessor
 from echo.org.roles import Role
-from echo.org.state import READY_FLAG, READY_LINE, AgentRecord, OrgRecord, log_file, now_iso, write_org
+from echo.org.state import (
+    READY_FLAG,
+    READY_LINE,
+    AgentRecord,
+    OrgRecord,
+    log_file,
+    now_iso,
+    pid_alive,
+    read_org,
+    write_org,
+)
 from echo.runtime import (
     NORMAL,
     Backoff,
     ChildSpec,
     Down,
+    ExitReason,
     OSProcess,
     Process,
     ProcessExited,
@@ -69,10 +93,40 @@ class ConsoleOptions:
     port: int = 8765
 
 
-def agent_argv(role: str, *, announce_ready: bool = False) -> list[str]:
+def agent_argv(role: str, *, announce_ready: bool = False,
+               predecessor: Predecessor | None = None) -> list[str]:
     """The agent process: `python -m echo.org ROLE` (what `echoctl agent ROLE
-    --autonomous` runs, minus the CLI's imports)."""
-    return [sys.executable, "-m", "echo.org", *([READY_FLAG] if announce_ready else []), role]
+    --autonomous` runs, minus the CLI's imports), told which dead process it replaces."""
+    return [sys.executable, "-m", "echo.org", *([READY_FLAG] if announce_ready else []),
+            *([PREDECESSOR_FLAG, predecessor.arg()] if predecessor else []), role]
+
+
+def reaped_predecessor(settings: Settings, role: str, previous: OSProcess | None) -> Predecessor | None:
+    """The agent process this supervisor started last for `role`, once reaped: it is
+    dead, so its restart may take over a lease that still names it (echo/org/leases.py)."""
+    if previous is None or previous.pid is None or previous.returncode is None:
+        return None
+    return dead_predecessor(settings, role, previous.pid)
+
+
+def dead_predecessor(settings: Settings, role: str, pid: int) -> Predecessor:
+    """A dead agent process of this node as its successor is told it. Its epoch comes
+    from its own heartbeat file, when it lived long enough to write one."""
+    health = read_health_file(settings, role, stale_after=float("inf"))
+    epoch = health.details.get("epoch") if health and health.pid == pid else None
+    return Predecessor(pid, epoch if isinstance(epoch, int) and epoch > 0 else None)
+
+
+def left_by_a_dead_up(settings: Settings) -> dict[str, Predecessor]:
+    """The agents a previous `up` of this state directory left when it was killed: they
+    died with it (the kernel's death signal), so no one reaped them here, but a pid that
+    no longer exists on this host is as dead as a reaped one, and the first start of
+    each role may take over the lease that still names it."""
+    record = read_org(settings)
+    if record is None or pid_alive(record.pid):
+        return {}
+    return {role: dead_predecessor(settings, role, rec.pid)
+            for role, rec in record.agents.items() if rec.pid and not pid_alive(rec.pid)}
 
 
 class AgentProcess(OSProcess):
@@ -141,9 +195,16 @@ class Organisation:
         start_timeout: float = 60.0,
         on_event: Callable[[str, AgentRecord], None] | None = None,
         console: ConsoleOptions | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.roles = roles
+        self.max_restarts = max_restarts
+        self.max_seconds = max_seconds
+        #: Told each failure line the heart restarts the node after (`up` prints it).
+        self.on_failure = on_failure or (lambda _line: None)
+        self.heart = Heart() if settings.heart else None
+        self._swapping = anyio.Lock()
         self.staggered = staggered
         self.stagger_delay = stagger_delay
         self.agent_shutdown = agent_shutdown
@@ -151,24 +212,35 @@ class Organisation:
         self.on_event = on_event or (lambda _event, _rec: None)
         #: Roles a person asked to restart (`echoctl restart`): their next start is not a crash.
         self.asked_restarts: set[str] = set()
+        #: The last agent process started per role: its restart is told it is dead.
+        self.processes: dict[str, OSProcess] = {}
+        self.left_behind = left_by_a_dead_up(settings)
         self.record = OrgRecord(
             pid=os.getpid(),
             namespace=settings.namespace,
             database=describe(settings),
             agents={r.name: AgentRecord(role=r.name) for r in roles},
         )
-        self.supervisor = Supervisor(
-            self._specs(),
-            strategy="one_for_one",
-            max_restarts=max_restarts,
-            max_seconds=max_seconds,
-            name="org",
-        )
+        self.supervisor = self._top()
         self.env = {**os.environ, **settings.child_env(), "PYTHONUNBUFFERED": "1"}
         self.env.pop("CLAUDECODE", None)
         self.console = console
         if console is not None:
             self.record.console = AgentRecord(role="console")
+
+    def _top(self) -> Supervisor:
+        """The node's top supervisor: it restarts nothing itself (max_restarts=0), so
+        an agent subtree that gave up stops it, and the heart decides what follows."""
+        return Supervisor(self._specs(), strategy="one_for_one", max_restarts=0,
+                          max_seconds=self.max_seconds, name="org")
+
+    def _agent_supervisor(self, role: str) -> Supervisor:
+        """One agent's subtree: the intensity of `up --max-restarts/--max-seconds`,
+        counted for this agent alone. Named as the role, like its one child."""
+        return Supervisor(
+            [ChildSpec(role, self._factory(role), shutdown=self.agent_shutdown)],
+            strategy="one_for_one", max_restarts=self.max_restarts,
+            max_seconds=self.max_seconds, name=role)
 
     def _specs(self) -> list[ChildSpec]:
         specs: list[ChildSpec] = []
@@ -181,7 +253,8 @@ class Organisation:
                         restart="temporary",
                     )
                 )
-            specs.append(ChildSpec(role.name, self._factory(role.name), shutdown=self.agent_shutdown))
+            specs.append(ChildSpec(role.name, partial(self._agent_supervisor, role.name),
+                                   type="supervisor"))
         return specs
 
     def _factory(self, role: str) -> Callable[[], Process]:
@@ -192,9 +265,11 @@ class Organisation:
             self.asked_restarts.discard(role)
             rec.state = "restarting" if rec.started_at else "starting"
             self.save()
+            predecessor = (reaped_predecessor(self.settings, role, self.processes[role])
+                           if role in self.processes else self.left_behind.pop(role, None))
             proc = AgentProcess(
                 self._ready,
-                argv=agent_argv(role, announce_ready=self.staggered),
+                argv=agent_argv(role, announce_ready=self.staggered, predecessor=predecessor),
                 ready=re.compile(rf"^{READY_LINE}\b") if self.staggered else None,
                 log_ready_line=False,
                 start_timeout=self.start_timeout,
@@ -204,6 +279,7 @@ class Organisation:
                 die_with_parent=True,
             )
             monitor(proc, self._down)
+            self.processes[role] = proc
             return proc
 
         return start
@@ -302,14 +378,58 @@ class Organisation:
             await retry.wait()
 
     def failure_line(self, exc: SupervisorEscalation) -> str:
-        role = str(exc.child_id)
+        """Which agent gave up, how often it failed within which window, and why: the
+        agent subtree's own escalation, inside the top supervisor's."""
+        inner = gave_up(exc.last_error) or exc
+        role = str(inner.child_id)
         rec = self.record.agents.get(role)
-        last = (rec.last_error if rec else None) or describe_exit(exc.last_error)
+        last = (rec.last_error if rec else None) or describe_exit(inner.last_error)
         return (
-            f"agent {role} failed {exc.restarts} time(s) within {exc.max_seconds:g} s "
-            f"(limit {exc.max_restarts} restarts), so the organisation stopped; "
+            f"agent {role} failed {inner.restarts} time(s) within {inner.max_seconds:g} s "
+            f"(limit {inner.max_restarts} restarts in {inner.max_seconds:g} s); "
             f"last error: {last}"
         )
+
+    def _exit_line(self, reason: ExitReason) -> str:
+        escalation = gave_up(reason)  # ("shutdown", escalation), as OTP's shutdown
+        if escalation is not None:
+            return self.failure_line(escalation)
+        return f"the organisation's supervisor exited: {reason!r}"
+
+    async def _keep_up(self, stop: anyio.Event) -> str | None:
+        """Wait for the top supervisor; when it gives up, restart the node with the
+        heart's backoff (echo/org/heart.py) or, without a heart, return the failure.
+        Returns None once `stop` is set (a person stops the organisation)."""
+        while True:
+            reason = await self.supervisor.wait()
+            if stop.is_set():
+                return None
+            failure = self._exit_line(reason)
+            while True:
+                if self.heart is None:
+                    return f"{failure}, so the organisation stopped"
+                delay = self.heart.next_delay()
+                line = (f"{failure}; the node restarts itself in {delay:g} s (node restart "
+                        f"{self.heart.restarts}; `up --no-heart` stops instead)")
+                log.error("%s", line)
+                self.record.state, self.record.failure = "restarting", line
+                self.record.node_restarts, self.record.last_node_restart = self.heart.restarts, line
+                self.save()
+                self.on_failure(line)
+                with anyio.move_on_after(delay):
+                    await stop.wait()
+                async with self._swapping:  # `run` stops whichever supervisor is current
+                    if stop.is_set():
+                        return None
+                    self.supervisor = self._top()
+                    try:
+                        await self.supervisor.start()
+                        break
+                    except Exception as exc:  # counts as the node failing again
+                        failure = f"the organisation could not start again: {exc}"
+            self.heart.started()
+            self.record.state, self.record.failure = "running", None
+            self.save()
 
     async def run(
         self,
@@ -350,12 +470,7 @@ class Organisation:
 
             async def watch_supervisor() -> None:
                 nonlocal failure
-                reason = await self.supervisor.wait()
-                escalation = gave_up(reason)  # ("shutdown", escalation), as OTP's shutdown
-                if escalation is not None:
-                    failure = self.failure_line(escalation)
-                elif isinstance(reason, BaseException):
-                    failure = f"the organisation's supervisor crashed: {reason!r}"
+                failure = await self._keep_up(stop)
                 stop.set()
 
             tg.start_soon(watch_supervisor)
@@ -366,7 +481,8 @@ class Organisation:
             with anyio.CancelScope(shield=True):
                 if self.console is not None:
                     await console_done.wait()
-                await self.supervisor.stop()
+                async with self._swapping:
+                    await self.supervisor.stop()
             tg.cancel_scope.cancel()
         self.record.state = "stopped" if failure is None else "failed"
         self.record.failure = failure

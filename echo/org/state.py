@@ -47,13 +47,16 @@ class OrgRecord:
     pid: int
     namespace: str
     started_at: str = field(default_factory=now_iso)
-    state: str = "starting"  # starting, running, stopping, stopped, failed
+    state: str = "starting"  # starting, running, restarting (the heart), stopping, stopped, failed
     failure: str | None = None
     #: The database the organisation runs on, as safe to print (password redacted).
     database: str | None = None
     agents: dict[str, AgentRecord] = field(default_factory=dict)
     console: AgentRecord | None = None  # the operator console process, when it runs
     console_url: str | None = None
+    #: How often the node's heart restarted it (echo/org/heart.py), and the last line why.
+    node_restarts: int = 0
+    last_node_restart: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OrgRecord:

@@ -34,7 +34,7 @@ from echo.config import Settings
 from echo.errors import EchoError, StoreRejected
 from echo.org.governance import governor_summary
 from echo.org.health import AgentHealth, read_health_file, row_to_health
-from echo.org.leases import STANDBY, agent_processes
+from echo.org.leases import STALE, STANDBY, agent_processes
 from echo.org.roles import role_names
 from echo.org.state import AgentRecord, OrgRecord, live_agents, pid_alive, read_org
 
@@ -61,6 +61,8 @@ class AgentStatus(BaseModel):
     last_error: str | None = None
     host: str | None = None
     claude: str | None = None  # `waiting: budget — ...`: why its Claude runs wait
+    #: Seconds since its role's lease was last renewed, when it is the owner (database).
+    renewed_age: float | None = None
 
 
 class OrgInfo(BaseModel):
@@ -71,6 +73,9 @@ class OrgInfo(BaseModel):
     #: Whether that database answered (None: not asked, e.g. a stopped embedded server).
     database_reachable: bool | None = None
     node: str | None = None
+    #: How often its heart restarted the node after an agent gave up, and the last why.
+    node_restarts: int = 0
+    last_node_restart: str | None = None
 
 
 class AgentProcessStatus(BaseModel):
@@ -81,10 +86,12 @@ class AgentProcessStatus(BaseModel):
     node: str
     host: str
     pid: int
-    state: str  # healthy, degraded, starting (active); standby; unresponsive
+    state: str  # healthy, degraded, starting, stale (active); standby; unresponsive; down
     active: bool
     epoch: int | None = None
     heartbeat_age: float
+    #: The owner's seconds since its last renewal the database confirmed (None: standby).
+    renewed_age: float | None = None
     reason: str | None = None
 
 
@@ -217,10 +224,13 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
         if reachable:
             with contextlib.suppress(EchoError):  # slow or unmigrated: what this machine knows
                 processes = await _processes(s)
+            mark_stale_owners(s, agents, processes or [])
     state = org_state(record, org_alive, orphans)
     problems = []
     if state in {"failed", "crashed"}:
         problems.append((record.failure if record else None) or "the organisation's process died")
+    elif state == "restarting" and record and record.failure:  # the heart restarts it
+        problems.append(record.failure)
     if reachable is False:
         problems.append(f"database {database} cannot be reached: {error}")
     governor = None
@@ -235,7 +245,9 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
         organisation=OrgInfo(
             pid=record.pid if record and org_alive else None, state=state,
             failure=record.failure if record else None, database=database,
-            database_reachable=reachable, node=s.node),
+            database_reachable=reachable, node=s.node,
+            node_restarts=record.node_restarts if record else 0,
+            last_node_restart=record.last_node_restart if record else None),
         agents=list(agents.values()), processes=processes, problems=problems)
 
 
@@ -245,6 +257,24 @@ async def _processes(settings: Settings) -> list[AgentProcessStatus] | None:
         rows = [AgentProcessStatus(**p) for p in await agent_processes(quick, STALE_AFTER)]
         return mark_gone(rows, socket.gethostname(), pid_alive)
     return None
+
+
+def mark_stale_owners(s: Settings, agents: dict[str, AgentStatus],
+                      processes: list[AgentProcessStatus]) -> None:
+    """Each agent of this node that owns its role: the age of its last lease renewal,
+    and `stale` (with why) once it missed renewals: a paused or partitioned owner must
+    not read `healthy`, and `stale` (rather than `unresponsive`) says that its lease
+    still stands, so no standby takes over until it runs out."""
+    for p in processes:
+        known = agents.get(p.role)
+        if not p.active or known is None or known.pid != p.pid or p.node != s.node:
+            continue
+        update: dict[str, Any] = {"renewed_age": p.renewed_age}
+        if p.state == STALE and known.state in ("healthy", "degraded", "starting", "unresponsive"):
+            update |= {"state": STALE, "reason": (
+                f"no lease renewal confirmed for {p.renewed_age or 0:.1f} s (renewals every "
+                f"{s.lease_renew_interval:g} s); its lease still stands, so no one else takes over yet")}
+        agents[p.role] = known.model_copy(update=update)
 
 
 def mark_gone(

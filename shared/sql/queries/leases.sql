@@ -2,7 +2,12 @@
 -- Every expiry is decided by the database's clock: now(), never a node's time.
 
 -- name: acquire
--- Take the role if no one holds it, or its lease expired. Returns the new epoch.
+-- Take the role if no one holds it, or its lease expired, or the lease still names
+-- exactly the predecessor this process replaces: the agent of this node ($3) with pid
+-- $6 (and epoch $7, when its supervisor knew it), which that supervisor reaped, so it
+-- is dead. A compare-and-set on the row: a lease another process took meanwhile (any
+-- other node, pid or epoch) is never taken. Returns the new epoch (always +1, so the
+-- dead process's late writes stay fenced), or no row.
 INSERT INTO role_leases AS l (role, holder, node, pid, epoch, acquired_at, renewed_at, expires_at)
 VALUES ($1, $2, $3, $4, 1, now(), now(), now() + make_interval(secs => $5))
 ON CONFLICT (role) DO UPDATE
@@ -10,6 +15,8 @@ ON CONFLICT (role) DO UPDATE
        epoch = l.epoch + 1, acquired_at = now(), renewed_at = now(),
        expires_at = excluded.expires_at, wanted_by = NULL
  WHERE l.holder IS NULL OR l.expires_at <= now()
+    OR (l.node = excluded.node AND l.pid = $6::integer
+        AND l.epoch = coalesce($7::bigint, l.epoch))
 RETURNING epoch;
 
 -- name: renew
@@ -68,10 +75,13 @@ ON CONFLICT (holder) DO UPDATE SET state = excluded.state, heartbeat_at = now();
 DELETE FROM role_agents WHERE holder = $1;
 
 -- name: view
--- One row per agent process of the organisation, with its role's lease and health.
+-- One row per agent process of the organisation, with its role's lease and health;
+-- `renewed_age`: seconds since the owner's last renewal the database confirmed.
 SELECT a.holder, a.role, a.node, a.host, a.pid, a.state AS lease_state, a.started_at,
        extract(epoch FROM now() - a.heartbeat_at)::float8 AS heartbeat_age,
        (l.holder = a.holder AND l.expires_at > now()) AS active,
+       CASE WHEN l.holder = a.holder
+            THEN extract(epoch FROM now() - l.renewed_at)::float8 END AS renewed_age,
        CASE WHEN l.holder = a.holder THEN l.epoch END AS epoch,
        CASE WHEN l.holder = a.holder AND h.pid = a.pid THEN h.state END AS health_state,
        CASE WHEN l.holder = a.holder AND h.pid = a.pid THEN h.reason END AS health_reason

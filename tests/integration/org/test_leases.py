@@ -14,7 +14,7 @@ import pytest
 from echo import db as dbmod
 from echo.config import Settings
 from echo.errors import LeaseLost, UsageError
-from echo.org.leases import Lease, LeaseKeeper, agent_processes
+from echo.org.leases import Lease, LeaseKeeper, Predecessor, agent_processes
 from echo.org.nodes import claim_node, keep_node
 from tests.conftest import make_settings
 from tests.helpers import wait_until
@@ -48,6 +48,42 @@ async def test_one_holder_a_standby_sees_it_and_release_hands_it_on(settings: Se
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_restart_takes_over_only_the_lease_of_exactly_its_dead_predecessor(
+    settings: Settings,
+) -> None:
+    s = settings.model_copy(update={"lease_seconds": 600.0})  # expiry never frees it here
+    dead = await keeper(s)
+    dead.pid = 4_000_001  # one process per keeper, as if each were its own agent process
+    others: list[LeaseKeeper] = []
+
+    async def restart(node: str, predecessor: Predecessor, pid: int) -> LeaseKeeper:
+        k = await keeper(s.model_copy(update={"node": node}), predecessor=predecessor)
+        k.pid = pid
+        others.append(k)
+        return k
+
+    try:
+        first = await dead.try_acquire()
+        assert first is not None and first.epoch == 1
+        # Anything but exactly (this node, that pid, that epoch) is someone else's lease.
+        for node, told in (("elsewhere", Predecessor(dead.pid, 1)), (s.node, Predecessor(dead.pid + 1, 1)),
+                           (s.node, Predecessor(dead.pid, 7))):
+            assert await (await restart(node, told, 4_000_100 + len(others))).try_acquire() is None
+        successor = await restart(s.node, Predecessor(dead.pid, 1), 4_000_002)
+        taken = await successor.try_acquire()
+        assert taken is not None and taken.epoch == 2  # a new epoch: the dead one stays fenced
+        # Told only the pid (it died before writing its epoch down) is enough too, once.
+        again = await restart(s.node, Predecessor(successor.pid), 4_000_003)
+        assert (await again.try_acquire()) is not None
+        late = await restart(s.node, Predecessor(dead.pid, 1), 4_000_004)
+        assert await late.try_acquire() is None  # stale knowledge takes nothing
+        owner = await late.owner()
+        assert owner is not None and owner.holder == again.holder and owner.epoch == 3
+    finally:
+        for k in (dead, *others):
+            await k.close()
 
 
 async def test_expiry_is_the_databases_clock_not_a_nodes(settings: Settings) -> None:

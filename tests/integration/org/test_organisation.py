@@ -167,7 +167,8 @@ async def test_crash_loop_exceeds_intensity_and_stops_with_one_clear_line(
     env = cli_env(s)
     proc = subprocess.Popen(
         # A window wide enough that a loaded machine's slow restarts still exceed it.
-        [sys.executable, "-m", "echo", "up", "--staggered", "--roles", "ceo,cto", "--max-seconds", "60"],
+        [sys.executable, "-m", "echo", "up", "--staggered", "--roles", "ceo,cto", "--max-seconds", "60",
+         "--no-heart"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
     try:
