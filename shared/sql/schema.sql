@@ -312,9 +312,10 @@ CREATE TABLE claude_runs (
     outcome text NOT NULL,
     session_id text,
     estimated boolean DEFAULT false NOT NULL,
+    resumed_attempt integer,
     CONSTRAINT claude_runs_cost_usd_check CHECK ((cost_usd >= (0)::numeric)),
     CONSTRAINT claude_runs_kind_check CHECK ((kind = ANY (ARRAY['task'::text, 'question'::text]))),
-    CONSTRAINT claude_runs_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'auth'::text, 'credit'::text, 'usage_limit'::text, 'rate_limited'::text, 'overloaded'::text, 'api_error'::text, 'max_budget'::text, 'timeout'::text, 'crash'::text])))
+    CONSTRAINT claude_runs_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'auth'::text, 'credit'::text, 'usage_limit'::text, 'rate_limited'::text, 'overloaded'::text, 'api_error'::text, 'max_budget'::text, 'timeout'::text, 'crash'::text, 'hung'::text, 'loop'::text])))
 );
 
 --
@@ -328,12 +329,12 @@ CREATE FUNCTION claude_runs_rows(runs jsonb, at timestamp with time zone, tz tex
            r.kind, r.task_id, r.attempt, r.workflow_id, r.step, r.role,
            coalesce(r.account, 'default'), r.model, r.started_at, r.duration_ms,
            coalesce(r.cost_usd, 0), r.input_tokens, r.output_tokens, r.turns, r.outcome,
-           r.session_id, coalesce(r.estimated, false)
+           r.session_id, coalesce(r.estimated, false), r.resumed_attempt
     FROM jsonb_to_recordset(coalesce(runs, '[]'::jsonb)) AS r(
         kind text, task_id bigint, attempt integer, workflow_id text, step text, role text,
         account text, model text, started_at timestamptz, duration_ms integer,
         cost_usd numeric, input_tokens bigint, output_tokens bigint, turns integer,
-        outcome text, session_id text, estimated boolean)
+        outcome text, session_id text, estimated boolean, resumed_attempt integer)
 $$;
 
 --
@@ -568,7 +569,8 @@ CREATE TABLE agent_health (
 CREATE TABLE agent_inbox (
     role text NOT NULL,
     message_id bigint NOT NULL,
-    processed_at timestamp with time zone DEFAULT now() NOT NULL
+    processed_at timestamp with time zone DEFAULT now() NOT NULL,
+    attempt text
 );
 
 --
@@ -672,6 +674,22 @@ CREATE TABLE claude_pauses (
 );
 
 --
+-- Name: claude_run_events; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE claude_run_events (
+    task_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    seq integer NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    kind text NOT NULL,
+    turn integer,
+    cost_usd numeric(12,6),
+    summary text NOT NULL,
+    CONSTRAINT claude_run_events_kind_check CHECK ((kind = ANY (ARRAY['init'::text, 'text'::text, 'tool_use'::text, 'tool_result'::text, 'result'::text, 'watchdog'::text, 'resume'::text])))
+);
+
+--
 -- Name: claude_runs_run_id_seq; Type: SEQUENCE; Schema: -; Owner: -
 --
 
@@ -689,6 +707,20 @@ CREATE SEQUENCE claude_runs_run_id_seq
 ALTER SEQUENCE claude_runs_run_id_seq OWNED BY claude_runs.run_id;
 
 --
+-- Name: claude_sessions; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE claude_sessions (
+    task_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    worker_id text NOT NULL,
+    session_id text NOT NULL,
+    cwd text,
+    resumed_attempt integer,
+    started_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
 -- Name: claude_spend; Type: TABLE; Schema: -; Owner: -
 --
 
@@ -699,6 +731,21 @@ CREATE TABLE claude_spend (
     spent_usd numeric(14,6) DEFAULT 0 NOT NULL,
     runs integer DEFAULT 0 NOT NULL,
     CONSTRAINT claude_spend_scope_check CHECK ((scope = ANY (ARRAY['org'::text, 'role'::text, 'workflow'::text, 'account'::text])))
+);
+
+--
+-- Name: claude_transcripts; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE claude_transcripts (
+    session_id text NOT NULL,
+    offset_bytes bigint NOT NULL,
+    task_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    project text NOT NULL,
+    chunk bytea NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT claude_transcripts_offset_bytes_check CHECK ((offset_bytes >= 0))
 );
 
 --
@@ -797,6 +844,17 @@ CREATE SEQUENCE messages_id_seq
 --
 
 ALTER SEQUENCE messages_id_seq OWNED BY messages.id;
+
+--
+-- Name: organisation; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE organisation (
+    only_one boolean DEFAULT true NOT NULL,
+    id text NOT NULL,
+    CONSTRAINT organisation_id_check CHECK ((id ~ '^[0-9a-f]{16}$'::text)),
+    CONSTRAINT organisation_only_one_check CHECK (only_one)
+);
 
 --
 -- Name: role_agents; Type: TABLE; Schema: -; Owner: -
@@ -984,6 +1042,13 @@ ALTER TABLE ONLY claude_pauses
     ADD CONSTRAINT claude_pauses_pkey PRIMARY KEY (account);
 
 --
+-- Name: claude_run_events claude_run_events_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY claude_run_events
+    ADD CONSTRAINT claude_run_events_pkey PRIMARY KEY (task_id, attempt, seq);
+
+--
 -- Name: claude_runs claude_runs_pkey; Type: CONSTRAINT; Schema: -; Owner: -
 --
 
@@ -991,11 +1056,25 @@ ALTER TABLE ONLY claude_runs
     ADD CONSTRAINT claude_runs_pkey PRIMARY KEY (run_id);
 
 --
+-- Name: claude_sessions claude_sessions_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY claude_sessions
+    ADD CONSTRAINT claude_sessions_pkey PRIMARY KEY (task_id, attempt);
+
+--
 -- Name: claude_spend claude_spend_pkey; Type: CONSTRAINT; Schema: -; Owner: -
 --
 
 ALTER TABLE ONLY claude_spend
     ADD CONSTRAINT claude_spend_pkey PRIMARY KEY (day, scope, key);
+
+--
+-- Name: claude_transcripts claude_transcripts_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY claude_transcripts
+    ADD CONSTRAINT claude_transcripts_pkey PRIMARY KEY (session_id, offset_bytes);
 
 --
 -- Name: decisions decisions_pkey; Type: CONSTRAINT; Schema: -; Owner: -
@@ -1038,6 +1117,13 @@ ALTER TABLE ONLY messages
 
 ALTER TABLE ONLY messages
     ADD CONSTRAINT messages_uuid_key UNIQUE (uuid);
+
+--
+-- Name: organisation organisation_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY organisation
+    ADD CONSTRAINT organisation_pkey PRIMARY KEY (only_one);
 
 --
 -- Name: role_agents role_agents_pkey; Type: CONSTRAINT; Schema: -; Owner: -
@@ -1110,6 +1196,12 @@ CREATE INDEX agent_tasks_lease_idx ON agent_tasks USING btree (lease_expires_at)
 CREATE INDEX agent_tasks_status_idx ON agent_tasks USING btree (status, task_id);
 
 --
+-- Name: claude_run_events_at_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX claude_run_events_at_idx ON claude_run_events USING btree (at);
+
+--
 -- Name: claude_runs_at_idx; Type: INDEX; Schema: -; Owner: -
 --
 
@@ -1126,6 +1218,18 @@ CREATE INDEX claude_runs_day_idx ON claude_runs USING btree (day);
 --
 
 CREATE INDEX claude_runs_task_idx ON claude_runs USING btree (task_id) WHERE (task_id IS NOT NULL);
+
+--
+-- Name: claude_sessions_session_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX claude_sessions_session_idx ON claude_sessions USING btree (session_id);
+
+--
+-- Name: claude_transcripts_task_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX claude_transcripts_task_idx ON claude_transcripts USING btree (task_id);
 
 --
 -- Name: messages_thread_idx; Type: INDEX; Schema: -; Owner: -
