@@ -36,6 +36,7 @@ from echo.config import Settings, private_dir
 from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control, lifecycle
+from echo.org.client import check_seconds
 from echo.org.console_address import read_listening
 from echo.org.nodes import NodeSeat, claim_node, keep_node
 from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals, last_error_line
@@ -285,6 +286,7 @@ def down(
 ) -> None:
     """Stop the running organisation gracefully (agents in reverse start order), then
     the embedded Postgres it ran on once nothing else uses it."""
+    check_seconds(timeout, "--timeout")
     s = settings(ctx)
     record = running_org(s)
     orphans = live_agents(s, read_org(s))
