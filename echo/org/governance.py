@@ -15,6 +15,7 @@ from echo.config import Settings
 from echo.db import Database, embedded_server
 from echo.org.roles import load_roles
 from echo.work.governor import Governor
+from echo.work.workers import Serving, WorkerRegistry, unserved
 
 
 def governor_for(s: Settings, database: Database) -> Governor:
@@ -56,11 +57,22 @@ async def governor_summary(s: Settings, roles: list[str]) -> dict[str, Any] | No
 
 async def annotate_waiting(s: Settings, database: Database,
                            rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add `waiting` (`waiting: budget — cto spent $6.30 of $5.00 today`) to each
-    pending Claude task the governor holds up now."""
+    """Add `waiting` to each pending task that cannot start now, and say why: no live
+    worker takes it (`waiting: no worker for role-less tasks; run `echoctl worker``,
+    echo.work.workers), or the governor holds it up (`waiting: budget — cto spent $6.30
+    of $5.00 today`)."""
     if any(r.get("status") == "pending" for r in rows):
         governor = governor_for(s, database)
         view = await governor.view()
+        serving = await live_claimers(database)
         for row in rows:
-            row["waiting"] = view.reason(row, governor.gate)
+            row["waiting"] = unserved(row, serving) or view.reason(row, governor.gate)
     return rows
+
+
+async def live_claimers(database: Database) -> list[Serving]:
+    """Who claims tasks now: the standalone workers and the agents that are up."""
+    from echo.org.workflow import WorkflowStore
+
+    agents = await WorkflowStore(database).up_roles()
+    return [*await WorkerRegistry(database).serving(), *map(Serving.agent, sorted(agents))]
