@@ -423,7 +423,7 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
         if a.reason and a.state in ("degraded", "unresponsive", "crashed", "standby"):
             console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}", soft_wrap=True)
     for line in governor_lines(info.governor):
-        console.print(line)
+        console.print(line, soft_wrap=True)  # a command to run stays on one line
     if info.processes:
         _print_processes(info.processes, colours)
     if info.problems:

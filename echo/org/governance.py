@@ -46,13 +46,27 @@ async def governor_summary(s: Settings, roles: list[str]) -> dict[str, Any] | No
         with anyio.fail_after(3):
             governor = governor_for(s, database)
             view = await governor.view()
+            unclaimed = await unclaimed_tasks(database)
     finally:
         await database.close()
     held = {role: why for role in roles
             if (why := view.blocker(role, None, governor.gate.account_of(role)))}
     return {"paused": [{"account": p.account, "text": p.describe(view.timezone)}
                        for p in view.pauses.values()],
-            "waiting": held, "billing": s.claude_billing}
+            "waiting": held, "billing": s.claude_billing, "unclaimed": unclaimed}
+
+
+async def unclaimed_tasks(database: Database) -> list[dict[str, Any]]:
+    """The pending tasks no live worker or agent takes, by role and type, with the
+    reason `tasks list` gives each (what `status` shows)."""
+    serving = await live_claimers(database)
+    out = []
+    for role, task_type, n in await WorkerRegistry(database).pending_kinds():
+        why = unserved({"status": "pending", "assigned_role": role, "task_type": task_type},
+                       serving)
+        if why:
+            out.append({"role": role, "task_type": task_type, "count": n, "text": why})
+    return out
 
 
 async def annotate_waiting(s: Settings, database: Database,

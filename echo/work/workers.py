@@ -99,6 +99,12 @@ class WorkerRegistry:
                   contextlib.suppress(EchoError, OSError)):
                 await self.forget(worker)
 
+    async def pending_kinds(self) -> list[tuple[str | None, str, int]]:
+        """(role, task type, how many) of the pending tasks."""
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(_Q["pending_kinds"])
+        return [(r["assigned_role"], r["task_type"], r["n"]) for r in rows]
+
     async def serving(self, fresh: float = FRESH_WITHIN) -> list[Serving]:
         """The standalone workers seen within `fresh` seconds (the agents are the
         organisation's to add: `Serving.agent`)."""

@@ -15,3 +15,10 @@ DELETE FROM task_workers WHERE worker = $1;
 SELECT worker, roles, task_types FROM task_workers
 WHERE seen_at > now() - make_interval(secs => $1)
 ORDER BY worker;
+
+-- name: pending_kinds
+-- The pending tasks by role and type: what `status` checks against the live claimers.
+SELECT assigned_role, task_type, count(*) AS n FROM agent_tasks
+WHERE status = 'pending'
+GROUP BY assigned_role, task_type
+ORDER BY assigned_role NULLS FIRST, task_type;

@@ -1,6 +1,6 @@
 """A pending task nobody can claim says why (issue 18, item 7). Before, with no
 standalone worker, `tasks submit "x"` stayed `pending` with no word in `tasks list`,
-`tasks show` or the API. Real Postgres, real `echoctl worker` processes."""
+`tasks show`, `status` or the API. Real Postgres, real `echoctl worker` processes."""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ async def test_a_task_nobody_claims_says_which_worker_to_start(
     # whole, though wrapped within the table's 80 columns
     assert "waiting: no worker for role-less" in table.stdout, table.stdout
     assert "tasks; run `echoctl worker`" in table.stdout, table.stdout
+    status = await run_cli(settings, "status")
+    assert "1 pending noop task(s) without a role: " + NO_WORKER in status.stdout, status.stdout
+    assert "1 pending noop task(s) for cto: waiting: the cto agent" in status.stdout
     shown = await run_cli(settings, "tasks", "show", str(roleless))
     assert "no worker for role-less tasks" in shown.stdout, shown.stdout
 
