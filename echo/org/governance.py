@@ -71,22 +71,19 @@ async def unclaimed_tasks(database: Database) -> list[dict[str, Any]]:
 
 async def annotate_waiting(s: Settings, database: Database,
                            rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add `waiting` to each pending task that cannot start now, and say why: no live
-    worker takes it (`waiting: no worker for role-less tasks; run `echoctl worker``,
-    echo.work.workers), or the governor holds it up (`waiting: budget — cto spent $6.30
-    of $5.00 today`)."""
+    """Add `waiting` to each pending task that cannot start now, and say why: the
+    governor holds it up (`waiting: budget — cto spent $6.30 of $5.00 today`), or no
+    live pool takes it (`waiting: no worker for role-less tasks; run `echoctl worker``,
+    echo.work.workers)."""
     if any(r.get("status") == "pending" for r in rows):
         governor = governor_for(s, database)
         view = await governor.view()
         serving = await live_claimers(database)
         for row in rows:
-            row["waiting"] = unserved(row, serving) or view.reason(row, governor.gate)
+            row["waiting"] = view.reason(row, governor.gate) or unserved(row, serving)
     return rows
 
 
 async def live_claimers(database: Database) -> list[Serving]:
-    """Who claims tasks now: the standalone workers and the agents that are up."""
-    from echo.org.workflow import WorkflowStore
-
-    agents = await WorkflowStore(database).up_roles()
-    return [*await WorkerRegistry(database).serving(), *map(Serving.agent, sorted(agents))]
+    """Who claims tasks now: every running pool (the agents' and `echoctl worker`s)."""
+    return await WorkerRegistry(database).serving()

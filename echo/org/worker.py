@@ -35,7 +35,6 @@ from echo.work import (
     TaskQueue,
 )
 from echo.work.pool import PoolMetrics
-from echo.work.workers import WorkerRegistry
 
 
 def role_options(s: Settings) -> Callable[[Task], ClaudeRunOptions]:
@@ -98,14 +97,13 @@ async def run_worker(s: Settings, served: dict[str, Executor], *, concurrency: i
         pool = ExecutorPool(s, database, served, concurrency=concurrency, roles=roles,
                             listener=listener, lease_seconds=lease, grace_seconds=grace,
                             gate=governor.gate)
-        registry = WorkerRegistry(database)  # so a task nobody serves can say why it waits
-        await _serve(pool, listener, registry)
+        await _serve(pool, listener)
         return pool.worker_prefix, pool.metrics()
     finally:
         await database.close()
 
 
-async def _serve(pool: ExecutorPool, listener: Listener, registry: WorkerRegistry) -> None:
+async def _serve(pool: ExecutorPool, listener: Listener) -> None:
     finished = anyio.Event()
 
     async def run_pool(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -118,7 +116,6 @@ async def _serve(pool: ExecutorPool, listener: Listener, registry: WorkerRegistr
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             await tg.start(listener.run)
             await tg.start(run_pool)
-            tg.start_soon(registry.keep, pool.worker_prefix, pool.roles, list(pool.executors))
             types = ",".join(sorted(pool.executors))
             print(f"worker {pool.worker_prefix} ready: {pool.concurrency} slots, "
                   f"executors {types}, roles {pool.roles or 'any'}", file=sys.stderr, flush=True)

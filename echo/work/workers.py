@@ -6,8 +6,8 @@ the roles it was given, or with no `--roles` every role and the tasks without on
 (`agent_tasks_claimable`, 010). So a task without a role, with no standalone worker
 running, is never claimed. Before, it stayed `pending` with no word about it.
 
-Each standalone worker keeps a row in `task_workers` (020) while it runs
-(`WorkerRegistry.keep`); the agents are known by their heartbeats (`Serving.agent`). `unserved` turns
+Each running pool (an agent's, a standalone worker's) keeps a row in `task_workers`
+(020) while it runs (`WorkerRegistry.keep`, started by `ExecutorPool.run`). `unserved` turns
 that picture into the line `tasks list/show`, `status` and the console show beside the
 governor's reasons (echo.org.governance). The rows are a hint for people, never a lock:
 a killed worker's row goes stale after `FRESH_WITHIN` and stops counting.
@@ -27,7 +27,7 @@ from echo.errors import EchoError
 
 __all__ = ["BEAT_INTERVAL", "FRESH_WITHIN", "Serving", "WorkerRegistry", "unserved"]
 
-#: How often a standalone worker renews its row, and how old a row may be and count.
+#: How often a pool renews its row, and how old a row may be and count.
 BEAT_INTERVAL = 5.0
 FRESH_WITHIN = 3 * BEAT_INTERVAL
 
@@ -36,20 +36,14 @@ _Q = load_queries("workers")
 
 @dataclass(frozen=True)
 class Serving:
-    """One live claimer: `roles` None serves every role and the tasks without one;
-    `task_types` None serves every type (an agent's pool)."""
+    """One live pool: `roles` None serves every role and the tasks without one."""
 
     worker: str
     roles: tuple[str, ...] | None
-    task_types: tuple[str, ...] | None
-
-    @classmethod
-    def agent(cls, role: str) -> Serving:
-        """A running agent: its pool claims its own role's tasks, of every type."""
-        return cls(f"agent:{role}", (role,), None)
+    task_types: tuple[str, ...]
 
     def takes(self, task_type: str, role: str | None) -> bool:
-        return ((self.task_types is None or task_type in self.task_types)
+        return (task_type in self.task_types
                 and (self.roles is None or (role is not None and role in self.roles)))
 
 
@@ -106,10 +100,8 @@ class WorkerRegistry:
         return [(r["assigned_role"], r["task_type"], r["n"]) for r in rows]
 
     async def serving(self, fresh: float = FRESH_WITHIN) -> list[Serving]:
-        """The standalone workers seen within `fresh` seconds (the agents are the
-        organisation's to add: `Serving.agent`)."""
+        """The pools seen within `fresh` seconds."""
         async with self.db.acquire() as conn:
             rows = await conn.fetch(_Q["live"], fresh)
         return [Serving(r["worker"], None if r["roles"] is None else tuple(r["roles"]),
-                        None if r["task_types"] is None else tuple(r["task_types"]))
-                for r in rows]
+                        tuple(r["task_types"])) for r in rows]

@@ -11,7 +11,8 @@ def row(role: str | None = None, task_type: str = "claude", status: str = "pendi
 
 def test_a_task_without_a_role_needs_a_worker_without_roles() -> None:
     assert unserved(row(), []) == "waiting: no worker for role-less tasks; run `echoctl worker`"
-    cto_agent, cto_worker = Serving.agent("cto"), Serving("h:1", ("cto",), ("claude",))
+    cto_agent = Serving("h:1", ("cto",), ("claude", "command", "noop"))  # an agent's pool
+    cto_worker = Serving("h:2", ("cto",), ("claude",))
     assert unserved(row(), [cto_agent, cto_worker]) == unserved(row(), [])
     assert unserved(row(), [Serving("h:2", None, ("claude", "noop"))]) is None
     assert unserved(row(task_type="noop"), [Serving("h:2", None, ("claude",))]) == (
@@ -21,8 +22,8 @@ def test_a_task_without_a_role_needs_a_worker_without_roles() -> None:
 def test_a_roles_task_needs_its_agent_or_a_worker_for_it() -> None:
     down = "waiting: the cto agent is not running; run `echoctl up`"
     assert unserved(row("cto"), []) == down
-    assert unserved(row("cto"), [Serving.agent("ceo")]) == down
-    assert unserved(row("cto"), [Serving.agent("cto")]) is None
+    assert unserved(row("cto"), [Serving("h:1", ("ceo",), ("claude",))]) == down
+    assert unserved(row("cto"), [Serving("h:1", ("cto",), ("claude",))]) is None
     assert unserved(row("cto", "noop"), [Serving("h:1", ("cto", "ceo"), ("noop",))]) is None
     assert unserved(row("cto"), [Serving("h:3", None, ("claude",))]) is None  # any role
     assert unserved(row("cto"), [Serving("h:1", ("cto",), ("noop",))]) == down
