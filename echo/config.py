@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     poll_interval: float = Field(1.0, gt=0, description="seconds between Postgres polls without Redis")
     worker_check_interval: float = Field(1.0, gt=0, description="seconds between queue polls")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest message body")
+    max_task_bytes: int = Field(
+        64 * 1024, ge=1024, description="largest task description, and largest task payload")
     task_lease_seconds: float = Field(
         30.0, gt=0, le=3600,
         description="a claimed task's lease: a killed worker's task waits this long before a rescue",

@@ -126,4 +126,7 @@ def governor_lines(summary: dict[str, Any] | None) -> list[str]:
     lines += [f"[yellow]{escape(role)}: waiting: {escape(why)}[/]"
               for role, why in summary["waiting"].items()
               if not any(why == p["text"] for p in summary["paused"])]
+    lines += [f"[yellow]{u['count']} pending {escape(u['task_type'])} task(s) "
+              f"{'for ' + escape(u['role']) if u['role'] else 'without a role'}: "
+              f"{escape(u['text'])}[/]" for u in summary.get("unclaimed", ())]
     return lines

@@ -36,6 +36,7 @@ from echo.config import Settings, private_dir
 from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control, lifecycle
+from echo.org.client import check_seconds
 from echo.org.console_address import read_listening
 from echo.org.nodes import NodeSeat, claim_node, keep_node
 from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals, last_error_line
@@ -301,6 +302,7 @@ def down(
 ) -> None:
     """Stop the running organisation gracefully (agents in reverse start order), then
     the embedded Postgres it ran on once nothing else uses it."""
+    check_seconds(timeout, "--timeout")
     s = settings(ctx)
     record = running_org(s)
     orphans = live_agents(s, read_org(s))
@@ -440,7 +442,7 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
         if a.reason and a.state in ("degraded", "unresponsive", "crashed", "standby", "stale"):
             console.print(f"[yellow]{a.role}[/] {a.state}: {escape(a.reason)}", soft_wrap=True)
     for line in governor_lines(info.governor):
-        console.print(line)
+        console.print(line, soft_wrap=True)  # a command to run stays on one line
     if info.processes:
         _print_processes(info.processes, colours)
     if info.problems:

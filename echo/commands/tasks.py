@@ -34,7 +34,7 @@ from echo.commands._common import (
 )
 from echo.commands.budget import governor_lines
 from echo.errors import ConfigError, UsageError
-from echo.org.client import Client, RunEventRow, claude_mode, run_worker, worker_executors
+from echo.org.client import Client, RunEventRow, check_seconds, claude_mode, run_worker, worker_executors
 from echo.work import FINAL_STATUSES, OUTCOMES, TASK_TYPES
 
 tasks_app = typer.Typer(help="The work queue: submit, list, show, cancel, retry.",
@@ -193,6 +193,8 @@ def worker(
         None, "--claude-config-dir", help="A CLAUDE_CONFIG_DIR per slot, under this folder."),
 ) -> None:
     """Run tasks until SIGTERM/SIGINT, then drain gracefully. Run as many as you like."""
+    check_seconds(lease, "--lease", least=0.5, most=3600)
+    check_seconds(grace, "--grace")
     s = settings(ctx)
     role_list = _split(roles) or None
     wanted = _split(executor) or list(TASK_TYPES)

@@ -21,6 +21,7 @@ Input is checked before anything is written; bad input raises a `UsageError` lea
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from enum import StrEnum
@@ -32,6 +33,7 @@ from pydantic import BaseModel, computed_field
 
 from echo import db
 from echo.bus import ALL, Kind, Message, MessageStore, Published, Publisher, StoredMessage
+from echo.bus.channels import TOPIC_ID_RE
 from echo.config import Settings
 from echo.errors import EchoError, NotFound, UsageError
 from echo.org import control
@@ -200,7 +202,8 @@ class Inbox(BaseModel):
 
 __all__ = [
     "AgentStatus", "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus", "RoleOverview",
-    "SendKind", "Sent", "Submitted", "TaskDetail", "TaskEvent", "TaskSummary", "claude_mode",
+    "SendKind", "Sent", "Submitted", "TaskDetail", "TaskEvent", "TaskSummary", "check_id",
+    "check_seconds", "claude_mode",
     "normalise_workflow_id", "run_worker", "worker_executors",
 ]
 
@@ -209,8 +212,33 @@ __all__ = [
 
 
 def normalise_workflow_id(value: str) -> str:
-    """`12` and `wf-12` name the same workflow."""
+    """`12` and `wf-12` name the same workflow; what no workflow id can be (empty, a
+    NUL, spaces, 65 characters) is a `UsageError`, not a question for the database."""
+    if not TOPIC_ID_RE.match(value):
+        raise UsageError(f"{value[:70]!r} is not a workflow id (wf-12, or 12); "
+                         "`echoctl workflow list` lists them")
     return f"wf-{value}" if value.isdigit() else value
+
+
+#: The largest id Postgres's bigint holds: a larger number is no id.
+MAX_ID = 2**63 - 1
+
+
+def check_id(value: int, what: str = "task id", *, least: int = 1) -> int:
+    """`value` if it can be an id (`least` to `MAX_ID`), else a `UsageError` naming it."""
+    if not least <= value <= MAX_ID:
+        raise UsageError(f"{what} {value} is out of range; an id is a whole number from "
+                         f"{least} to {MAX_ID}")
+    return value
+
+
+def check_seconds(value: float, what: str, *, least: float = 0.0,
+                  most: float = 7 * 24 * 3600.0) -> float:
+    """`value` if it is a number of seconds from `least` to `most` (NaN and infinity are
+    not), else a `UsageError` naming `what`."""
+    if not (math.isfinite(value) and least <= value <= most):
+        raise UsageError(f"{what} must be between {least:g} and {most:g} seconds, not {value:g}")
+    return value
 
 
 class Client:
@@ -312,6 +340,8 @@ class Client:
         with `role`, only what it sent or received (direct or broadcast)."""
         if role is not None:
             check_role(role, self.settings.agents_dir, allow=NON_AGENT_SENDERS)
+        if after is not None:
+            check_id(after, "since (a message id)", least=0)
         with self._migrated():
             return await MessageStore(await self.database()).list_messages(
                 role=role, since=after, limit=limit)
@@ -352,7 +382,7 @@ class Client:
                        timeout_seconds=timeout_seconds, max_retries=max_retries,
                        dedupe_key=dedupe_key,
                        payload=payload or {})
-        task.check()
+        task.check(self.settings.max_task_bytes)
         async with self._queue() as q:
             made = (await q.enqueue_many([task]))[0]
         return Submitted(task_id=made.task_id, created=made.created)
@@ -362,6 +392,8 @@ class Client:
         """The latest tasks, newest first, optionally of one outcome (`skipped` too:
         `TaskSummary.outcome`) or role."""
         check_outcome(status)
+        if role is not None:
+            check_role(role, self.settings.agents_dir)
         async with self._queue() as q:
             rows = await annotate_waiting(self.settings, q.db,
                                           await q.list(status=status, role=role, limit=limit))
@@ -369,6 +401,7 @@ class Client:
 
     async def task(self, task_id: int) -> TaskDetail:
         """One task (every column) and its audit trail; `NotFound` if there is none."""
+        check_id(task_id)
         async with self._queue() as q:
             row = await q.get(task_id)
             row["outcome"] = task_outcome(row["status"], row.get("error"))
@@ -395,11 +428,13 @@ class Client:
 
     async def cancel_task(self, task_id: int) -> str:
         """Cancel a pending or running task; returns the status it had."""
+        check_id(task_id)
         async with self._queue() as q:
             return await q.cancel(task_id, actor="operator")
 
     async def retry_task(self, task_id: int) -> None:
         """Queue a failed, dead or cancelled task again, with its retries reset."""
+        check_id(task_id)
         async with self._queue() as q:
             await q.requeue(task_id, actor="operator")
 
@@ -506,6 +541,14 @@ class Client:
             raise UsageError(f"no roles found under {s.agents_dir}; set ECHO_AGENTS_DIR")
         if quorum not in QUORUMS:
             raise UsageError(f"unknown quorum {quorum!r}; use {' or '.join(QUORUMS)}")
+        if not 1 <= rounds <= 10:
+            raise UsageError(f"rounds must be between 1 and 10, not {rounds}")
+        check_seconds(decider_timeout, "the decider timeout", least=1)
+        check_seconds(phase_timeout, "the phase timeout", least=1)
+        for role in roles or ():
+            check_role(role, s.agents_dir)
+        if not subject.strip():  # the posted subject has the id before it: check this one
+            raise UsageError("a workflow needs a subject (what the organisation should decide)")
         Message.build(from_role=sender, subject=f"[wf-0000000000] {subject}", body={"text": body},
                       max_body_bytes=s.max_body_bytes)  # InvalidMessage names the problem
         asked = roles if roles is not None else await self.live_roles()

@@ -15,6 +15,7 @@ from echo.config import Settings
 from echo.db import Database, embedded_server
 from echo.org.roles import load_roles
 from echo.work.governor import Governor
+from echo.work.workers import Serving, WorkerRegistry, unserved
 
 
 def governor_for(s: Settings, database: Database) -> Governor:
@@ -45,22 +46,44 @@ async def governor_summary(s: Settings, roles: list[str]) -> dict[str, Any] | No
         with anyio.fail_after(3):
             governor = governor_for(s, database)
             view = await governor.view()
+            unclaimed = await unclaimed_tasks(database)
     finally:
         await database.close()
     held = {role: why for role in roles
             if (why := view.blocker(role, None, governor.gate.account_of(role)))}
     return {"paused": [{"account": p.account, "text": p.describe(view.timezone)}
                        for p in view.pauses.values()],
-            "waiting": held, "billing": s.claude_billing}
+            "waiting": held, "billing": s.claude_billing, "unclaimed": unclaimed}
+
+
+async def unclaimed_tasks(database: Database) -> list[dict[str, Any]]:
+    """The pending tasks no live worker or agent takes, by role and type, with the
+    reason `tasks list` gives each (what `status` shows)."""
+    serving = await live_claimers(database)
+    out = []
+    for role, task_type, n in await WorkerRegistry(database).pending_kinds():
+        why = unserved({"status": "pending", "assigned_role": role, "task_type": task_type},
+                       serving)
+        if why:
+            out.append({"role": role, "task_type": task_type, "count": n, "text": why})
+    return out
 
 
 async def annotate_waiting(s: Settings, database: Database,
                            rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add `waiting` (`waiting: budget — cto spent $6.30 of $5.00 today`) to each
-    pending Claude task the governor holds up now."""
+    """Add `waiting` to each pending task that cannot start now, and say why: the
+    governor holds it up (`waiting: budget — cto spent $6.30 of $5.00 today`), or no
+    live pool takes it (`waiting: no worker for role-less tasks; run `echoctl worker``,
+    echo.work.workers)."""
     if any(r.get("status") == "pending" for r in rows):
         governor = governor_for(s, database)
         view = await governor.view()
+        serving = await live_claimers(database)
         for row in rows:
-            row["waiting"] = view.reason(row, governor.gate)
+            row["waiting"] = view.reason(row, governor.gate) or unserved(row, serving)
     return rows
+
+
+async def live_claimers(database: Database) -> list[Serving]:
+    """Who claims tasks now: every running pool (the agents' and `echoctl worker`s)."""
+    return await WorkerRegistry(database).serving()

@@ -90,13 +90,15 @@ class AgentHealth:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def classify(reported: str, last_heartbeat: datetime | None, stale_after: float) -> str:
-    """The state a reader should believe: a stale heartbeat means unresponsive."""
+def classify(reported: str, last_heartbeat: datetime | None, stale_after: float,
+             now: datetime | None = None) -> str:
+    """The state a reader should believe at `now` (the wall clock by default): a stale
+    heartbeat means unresponsive."""
     if reported == DOWN:
         return DOWN
     if last_heartbeat is None:
         return UNRESPONSIVE
-    age = (datetime.now(UTC) - last_heartbeat).total_seconds()
+    age = ((now or datetime.now(UTC)) - last_heartbeat).total_seconds()
     return UNRESPONSIVE if age > stale_after else reported
 
 

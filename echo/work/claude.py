@@ -42,10 +42,9 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from echo.config import Settings, project_path
 from echo.db import Database
@@ -66,6 +65,7 @@ from echo.errors import (
 )
 from echo.work.executors import Result
 from echo.work.governor.ledger import RunRecord, usage
+from echo.work.limits import usage_limit_reset
 from echo.work.process import ProcessResult, scrubbed_env
 from echo.work.queue import Task
 from echo.work.runs import (
@@ -150,60 +150,12 @@ def redact(text: str, env: Mapping[str, str]) -> str:
     return _SECRET_RE.sub("sk-ant-***", text)
 
 
-_RESET_RE = re.compile(
-    r"resets\s+(?:at\s+)?(?:([a-z]{3})[a-z]*\.?\s+(\d{1,2}),?\s+(?:(\d{4}),?\s+)?)?"
-    r"(\d{1,2})(?::(\d{2}))?\s*([ap]m)?(?:\s*\(([^)]+)\))?", re.IGNORECASE)
 #: "You've hit your limit", "… your session limit", "… weekly limit", "… Opus limit",
 #: "… usage limit", "… org's monthly usage limit" (2.1.197 names the plan's window);
 #: "You're out of usage credits · resets …".
 _USAGE_LIMIT_RE = re.compile(
     r"\bhit your\b[^·\n]{0,40}?\blimit\b|\busage limit\b|\bout of usage credits\b",
     re.IGNORECASE)
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-
-
-def usage_limit_reset(message: str, now: datetime | None = None) -> datetime:
-    """When "You've hit your limit · resets 3pm (Europe/London)" lifts, as an aware
-    datetime a minute past the reset; an hour from now if the time cannot be read.
-
-    The CLI (2.1.197) prints the time alone when the reset is within 24 hours
-    ("resets 2:32pm (UTC)", the next such time) and the date too when it is later
-    ("resets Nov 27, 11am (UTC)", with ", 2027" when the year differs)."""
-    now = now or datetime.now(UTC)
-    match = _RESET_RE.search(message)
-    if not match:
-        return now + timedelta(hours=1)
-    month_name, day, year = match[1], match[2], match[3]
-    hour, minute = int(match[4]), int(match[5] or 0)
-    if match[6]:
-        hour = hour % 12 + (12 if match[6].lower() == "pm" else 0)
-    if hour > 23 or minute > 59:
-        return now + timedelta(hours=1)
-    tz: Any = UTC
-    if match[7]:
-        try:
-            tz = ZoneInfo(match[7].strip())
-        except (ZoneInfoNotFoundError, ValueError):
-            tz = datetime.now().astimezone().tzinfo
-    else:
-        tz = datetime.now().astimezone().tzinfo
-    local_now = now.astimezone(tz)
-    if month_name:
-        if month_name.lower() not in _MONTHS:
-            return now + timedelta(hours=1)
-        try:
-            reset = datetime(int(year) if year else local_now.year,
-                             _MONTHS.index(month_name.lower()) + 1, int(day), hour, minute,
-                             tzinfo=tz)
-        except ValueError:
-            return now + timedelta(hours=1)
-    else:
-        # The CLI shows the reset rounded down to the minute, so the shown minute may be
-        # the current one: only a time whose whole minute has passed means tomorrow.
-        reset = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-        if reset + timedelta(minutes=1) <= local_now:
-            reset += timedelta(days=1)
-    return (reset + timedelta(minutes=1)).astimezone(UTC)
 
 
 def _last_json(stdout: bytes) -> dict[str, Any] | None:
@@ -219,8 +171,10 @@ def _last_json(stdout: bytes) -> dict[str, Any] | None:
     return None
 
 
-def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str]) -> Result:
-    """Turn a finished CLI run into a `Result`, or raise the `ClaudeError` leaf it is."""
+def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str],
+             now: datetime | None = None) -> Result:
+    """Turn a finished CLI run into a `Result`, or raise the `ClaudeError` leaf it is
+    (`now`, the wall clock by default, dates a usage limit's reset)."""
     if done.timed_out:
         raise ClaudeTimeout(f"claude did not finish within {timeout:g}s; "
                             "its process group was killed")
@@ -246,7 +200,7 @@ def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str]) -> 
         raise ClaudeCreditError(f"the Anthropic account is out of credit ({text}); "
                                 "add credit, then `echoctl tasks retry ID`")
     if _USAGE_LIMIT_RE.search(text):
-        reset = usage_limit_reset(text)
+        reset = usage_limit_reset(text, now)
         raise ClaudeUsageLimit(f"usage limit reached ({text}); retrying after "
                                f"{reset:%Y-%m-%d %H:%M} UTC", reset)
     if isinstance(status, int):

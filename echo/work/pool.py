@@ -67,6 +67,7 @@ from echo.work.executors import Executor, Result
 from echo.work.governor.gate import ClaimGate
 from echo.work.process import stop_margin
 from echo.work.queue import DEFAULT_BACKOFF, Completion, Failure, Task, TaskQueue
+from echo.work.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,9 @@ class ExecutorPool:
                 tg.start_soon(self._writer)
                 tg.start_soon(self._heartbeats)
                 tg.start_soon(self._rescues)
+                # presence, so a task nobody claims can say why (echo.work.workers)
+                tg.start_soon(WorkerRegistry(self.queue.db).keep, self.worker_prefix, self.roles,
+                              list(self.executors))
                 task_status.started()
                 await self._claim_loop(tg)
                 await self._drain()

@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from echo.db import Database, load_queries
+from echo.db import Database, load_queries, nul_free
 from echo.errors import NotFound, StoreRejected, UsageError
 from echo.runtime import Backoff
 from echo.work.governor.gate import ClaimGate
@@ -64,6 +64,11 @@ def check_outcome(value: str | None) -> str | None:
 #: The executors a task may name.
 TASK_TYPES = ("claude", "command", "noop")
 
+#: A ceiling for any organisation; the client and the queue enforce `settings.max_task_bytes`.
+HARD_MAX_TASK_BYTES = 16 * 1024 * 1024
+MAX_DEDUPE_KEY_CHARS = 200
+_NUL = "contains a NUL character, which Postgres cannot store"
+
 _Q = load_queries("tasks")
 
 
@@ -81,10 +86,21 @@ class NewTask:
     payload: Mapping[str, Any] = field(default_factory=dict)
     delay: float = 0.0
 
-    def check(self) -> None:
-        """Reject bad input before it reaches the database, in one clear line."""
+    def check(self, max_bytes: int | None = None) -> str:
+        """Reject bad input before it reaches the database, in one clear line naming the
+        field: Postgres would refuse a NUL or a NaN with a SQLSTATE, and take a
+        description of any size. `max_bytes` is `settings.max_task_bytes`, the limit of
+        the description and of the encoded payload each (as `max_body_bytes` is a
+        message's); `HARD_MAX_TASK_BYTES` without it. Returns the encoded payload."""
+        limit = min(max_bytes or HARD_MAX_TASK_BYTES, HARD_MAX_TASK_BYTES)
         if not self.description.strip():
             raise UsageError("a task needs a description")
+        if not nul_free(self.description):
+            raise UsageError(f"the task description {_NUL}")
+        size = len(self.description.encode(errors="surrogatepass"))
+        if size > limit:
+            raise UsageError(f"the task description is {size} bytes, more than "
+                             f"max_task_bytes={limit}; put the detail in a file and name it")
         if self.task_type not in TASK_TYPES:
             raise UsageError(f"unknown task type {self.task_type!r}; use {', '.join(TASK_TYPES)}")
         if not -1000 <= self.priority <= 1000:
@@ -93,8 +109,33 @@ class NewTask:
             raise UsageError("timeout must be between 1 second and 7 days")
         if not 0 <= self.max_retries <= 100:
             raise UsageError("max retries must be between 0 and 100")
-        if self.delay < 0:
-            raise UsageError("delay cannot be negative")
+        if not (0 <= self.delay <= 366 * 24 * 3600):  # also refuses NaN
+            raise UsageError("delay must be between 0 and 366 days")
+        if self.dedupe_key is not None and not (
+                self.dedupe_key.strip() and len(self.dedupe_key) <= MAX_DEDUPE_KEY_CHARS
+                and nul_free(self.dedupe_key)):
+            raise UsageError(f"a dedupe key is 1-{MAX_DEDUPE_KEY_CHARS} characters without NUL; "
+                             "leave it out for none")
+        return self.encoded_payload(limit)
+
+    def encoded_payload(self, max_bytes: int = 0) -> str:
+        """The payload as JSON text, or `UsageError` naming what is wrong with it."""
+        if not isinstance(self.payload, Mapping):
+            raise UsageError("the task payload must be a JSON object")
+        if not nul_free(dict(self.payload)):
+            raise UsageError(f"the task payload {_NUL}")
+        try:
+            encoded = json.dumps(dict(self.payload), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"the task payload is not JSON that Postgres stores ({exc}; "
+                             "NaN and Infinity are not JSON)") from None
+        except RecursionError:
+            raise UsageError("the task payload is nested too deeply") from None
+        size = len(encoded.encode(errors="surrogatepass"))
+        limit = max_bytes or HARD_MAX_TASK_BYTES
+        if size > limit:
+            raise UsageError(f"the task payload is {size} bytes, more than max_task_bytes={limit}")
+        return encoded
 
 
 @dataclass(frozen=True)
@@ -200,15 +241,15 @@ class TaskQueue:
     async def enqueue_many(self, tasks: Sequence[NewTask]) -> list[Enqueued]:
         """Many tasks in one statement (one transaction, one audit INSERT, one NOTIFY).
         A task whose dedupe key a live task holds is not added; its entry names that task."""
-        for task in tasks:
-            task.check()
+        limit = self.db.settings.max_task_bytes
+        payloads = [task.check(limit) for task in tasks]
         if not tasks:
             return []
         columns = (
             [t.task_type for t in tasks], [t.description for t in tasks],
             [t.priority for t in tasks], [t.role for t in tasks],
             [t.timeout_seconds for t in tasks], [t.max_retries for t in tasks],
-            [t.dedupe_key for t in tasks], [json.dumps(dict(t.payload)) for t in tasks],
+            [t.dedupe_key for t in tasks], payloads,
             [float(t.delay) for t in tasks],
         )
         keys = [t.dedupe_key for t in tasks if t.dedupe_key is not None]

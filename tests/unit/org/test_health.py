@@ -27,10 +27,10 @@ def test_breaker_opens_after_threshold_and_half_opens_after_timeout() -> None:
 
 
 def test_stale_heartbeat_is_unresponsive_and_clean_stop_is_down() -> None:
-    fresh = datetime.now(UTC)
-    stale = fresh - timedelta(seconds=30)
-    assert classify("healthy", fresh, 5) == "healthy"
-    assert classify("degraded", fresh, 5) == "degraded"
-    assert classify("healthy", stale, 5) == "unresponsive"
-    assert classify("down", stale, 5) == "down"
-    assert classify("healthy", None, 5) == "unresponsive"
+    now = datetime(2026, 12, 31, 23, 59, 58, tzinfo=UTC)
+    fresh, stale = now - timedelta(seconds=4), now - timedelta(seconds=30)
+    assert classify("healthy", fresh, 5, now) == "healthy"
+    assert classify("degraded", fresh, 5, now) == "degraded"
+    assert classify("healthy", stale, 5, now) == "unresponsive"
+    assert classify("down", stale, 5, now) == "down"
+    assert classify("healthy", None, 5, now) == "unresponsive"

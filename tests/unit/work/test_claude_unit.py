@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,8 @@ from echo.errors import (
     EchoError,
 )
 from echo.work import ClaudeExecutor, ClaudeRunOptions, NewTask, Task
-from echo.work.claude import classify, claude_env, redact, usage_limit_reset
+from echo.work.claude import classify, claude_env, redact
+from echo.work.limits import usage_limit_reset
 from echo.work.process import ProcessResult
 from echo.work.queue import DEFAULT_BACKOFF
 
@@ -57,13 +58,18 @@ def test_success_returns_result_cost_and_session() -> None:
     ({"result": "You've hit your weekly limit · resets Nov 27, 11am (UTC)",
       "api_error_status": 429}, ClaudeUsageLimit, True),
 ])
+@pytest.mark.parametrize("now", [datetime(2026, 11, 20, tzinfo=UTC),
+                                 datetime(2026, 12, 2, 3, 9, tzinfo=UTC),
+                                 datetime(2026, 12, 31, 23, 59, tzinfo=UTC)])
 def test_reported_failures_map_to_leaves(fields: dict[str, object], leaf: type[EchoError],
-                                         retryable: bool) -> None:
+                                         retryable: bool, now: datetime) -> None:
+    # The clock is set: a reset shown as "Nov 27" is the next Nov 27 on every day of the year.
     with pytest.raises(leaf) as info:
-        classify(_out(1, **fields), timeout=5, env={})
+        classify(_out(1, **fields), timeout=5, env={}, now=now)
     assert info.value.retryable is retryable  # type: ignore[attr-defined]
     if leaf is ClaudeUsageLimit:
-        assert info.value.retry_at > datetime.now(UTC)  # type: ignore[attr-defined]
+        retry_at = info.value.retry_at  # type: ignore[attr-defined]
+        assert now < retry_at <= now + timedelta(days=366)
 
 
 def test_crash_signal_and_timeout_are_retryable() -> None:
@@ -88,8 +94,9 @@ def test_usage_limit_reset_is_the_next_occurrence_in_its_zone() -> None:
     # more than 24 hours ahead the CLI prints the date, and the year when it differs
     assert usage_limit_reset("resets Jan 13, 11:30am (Asia/Kolkata)", now) == datetime(
         2025, 1, 13, 6, 1, tzinfo=UTC)
-    assert usage_limit_reset("resets Feb 2, 2026, 3pm (UTC)", now) == datetime(
-        2026, 2, 2, 15, 1, tzinfo=UTC)
+    # the year is shown when it differs (so within the coming year: see test_limits.py)
+    assert usage_limit_reset("resets Jan 2, 2026, 3pm (UTC)", datetime(2025, 12, 30, tzinfo=UTC)) \
+        == datetime(2026, 1, 2, 15, 1, tzinfo=UTC)
 
 
 def test_argv_uses_role_options_and_payload_cannot_grant_permissions(tmp_path: Path) -> None:

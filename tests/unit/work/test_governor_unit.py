@@ -10,9 +10,9 @@ import pytest
 
 from echo.config import load_settings
 from echo.errors import ClaudeApiError, ClaudeAuthError, ClaudeTimeout, ClaudeUsageLimit, UsageError
-from echo.work.claude import usage_limit_reset
 from echo.work.governor import ClaimGate, GateView, Pause, RunRecord, Spent, check_amount, outcome_of
 from echo.work.governor.ledger import MIN_PAUSE, PAUSE_MARGIN, limit_name, usage
+from echo.work.limits import usage_limit_reset
 
 
 def test_a_reset_shown_in_the_current_minute_is_the_next_minute_not_tomorrow() -> None:
