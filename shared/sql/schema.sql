@@ -889,6 +889,18 @@ CREATE TABLE role_leases (
 );
 
 --
+-- Name: task_workers; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE task_workers (
+    worker text NOT NULL,
+    roles text[],
+    task_types text[] NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    seen_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
 -- Name: workflow_participants; Type: TABLE; Schema: -; Owner: -
 --
 
@@ -1138,6 +1150,13 @@ ALTER TABLE ONLY role_agents
 
 ALTER TABLE ONLY role_leases
     ADD CONSTRAINT role_leases_pkey PRIMARY KEY (role);
+
+--
+-- Name: task_workers task_workers_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY task_workers
+    ADD CONSTRAINT task_workers_pkey PRIMARY KEY (worker);
 
 --
 -- Name: workflow_participants workflow_participants_pkey; Type: CONSTRAINT; Schema: -; Owner: -
