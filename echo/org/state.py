@@ -169,4 +169,6 @@ def live_agents(settings: Settings, record: OrgRecord | None) -> list[int]:
     their supervisor is."""
     if record is None:
         return []
-    return [a.pid for a in record.agents.values() if a.pid and pid_alive(a.pid) and _is_agent(a.pid)]
+    return [a.pid for a in record.agents.values()
+            if a.pid and pid_alive(a.pid) and _is_agent(a.pid)
+            and (a.started_at is None or started_by(a.pid, a.started_at))]

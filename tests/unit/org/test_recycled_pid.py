@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from echo.config import Settings
-from echo.org.state import OrgRecord, running_org, write_org
+from echo.org.state import AgentRecord, OrgRecord, live_agents, read_org, running_org, write_org
 from tests.helpers import echoctl
+from tests.unit.org.test_orphans import dead_pid
 
 
 def test_a_pid_now_held_by_a_later_process_is_no_running_organisation(tmp_path: Path) -> None:
@@ -48,3 +49,22 @@ def test_the_recorded_process_itself_is_the_running_organisation(tmp_path: Path)
     finally:
         supervisor.kill()
         supervisor.wait()
+
+
+def test_an_agent_pid_now_held_by_a_later_agent_of_someone_else_is_not_stopped(tmp_path: Path) -> None:
+    s = Settings(env="test", state_dir=tmp_path / "state", namespace="t_recycled",
+                 database_url="postgresql://nobody@127.0.0.1:1/none", connect_timeout=0.2)
+    # Looks like an agent (`echo.org` on its command line) but started after the record.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "echo.org", "cto"])
+    try:
+        a_minute_ago = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        write_org(s, OrgRecord(pid=dead_pid(), namespace=s.namespace, state="running",
+                               agents={"cto": AgentRecord(role="cto", state="running", pid=other.pid,
+                                                          started_at=a_minute_ago)}))
+        assert live_agents(s, read_org(s)) == []
+        done = echoctl(s, "down", "--timeout", "5")
+        assert done.returncode == 0, done.stderr
+        assert other.poll() is None, "down signalled another organisation's agent"
+    finally:
+        other.kill()
+        other.wait()
