@@ -74,8 +74,11 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy echo
 	$(VENV)/bin/lint-imports
 
+# The suite in two phases (tests/suite.py): the unit and integration tests on
+# ECHO_TEST_WORKERS (2) parallel workers, then the `alone` ones (chaos, e2e, browser,
+# package, the Jepsen run) by themselves; one closing line adds them up.
 test: setup setup-browser jepsen-setup lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m tests.suite $(PYTEST_ARGS)
 
 # The main job: day 1 (the organisation runs, survives crashes) then day 2 (it decides
 # together: the workflow, a training scenario, a participant killed mid-way), on the

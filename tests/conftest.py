@@ -38,11 +38,58 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+#: Markers of the tests that run by themselves (`alone`), after the parallel phase of
+#: `make test` (tests/suite.py): they kill, stop or fail servers over and wait for the
+#: recovery, load both cores for a minute (a wheel build, the claude CLI, Chromium), or
+#: wait on a clock (a decider's timeout, a usage limit's reset, a page's 30 s), so a
+#: neighbour on another worker would make them late, or they it.
+ALONE_MARKERS = ("chaos", "package", "e2e", "browser", "alone")
+#: Their hang guard: an organisation started, a server failed over and 100 tasks run
+#: took 212 s on a 2-core machine at load 15-30 (the failover test hit the default 120 s).
+ALONE_TIMEOUT_S = 300
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Module | pytest.Class, name: str, obj: object) -> None:
+    """Every `async def` test runs on anyio's asyncio backend without a marker. It is
+    marked here, as it is collected, where anyio's plugin looks: marked later, anyio
+    re-creates the item at the end of collection and drops the markers given to it
+    (`alone`, its timeout, its xdist group: pytest_collection_modifyitems)."""
+    if collector.istestfunction(obj, name):
+        inner = getattr(getattr(obj, "hypothesis", None), "inner_test", obj)
+        if inspect.iscoroutinefunction(inner):
+            pytest.mark.anyio(obj)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every `async def` test runs on anyio's asyncio backend without a marker."""
+    """For the parallel workers (pytest-xdist, `--dist loadgroup`): a test that uses a
+    module-scoped fixture (an organisation, a browser, an installed wheel) runs on one
+    worker with the rest of its module, so that fixture is built once, not once per
+    worker. Tests of ALONE_MARKERS are marked `alone`, with a longer hang guard."""
     for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
+        if any(item.get_closest_marker(name) for name in ALONE_MARKERS) \
+                or item.nodeid.startswith("tests/browser/"):  # marked by its own conftest
+            item.add_marker(pytest.mark.alone)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(ALONE_TIMEOUT_S))
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures is not None and any(
+            defs[-1].scope == "module" for defs in fixtures.name2fixturedefs.values()
+        ):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """With ECHO_TEST_TALLY set (tests/suite.py), write this run's counts there as JSON,
+    so the phases of `make test` add up to one closing line."""
+    path = os.environ.get("ECHO_TEST_TALLY")
+    if not path or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import json
+
+    counts = {key: len(terminalreporter.stats.get(key, []))
+              for key in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
+    Path(path).write_text(json.dumps(counts))
 
 
 @pytest.fixture(scope="session")

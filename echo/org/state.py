@@ -125,10 +125,32 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+#: How much later than the record a process may seem to have started and still be the
+#: one that wrote it: a process's start time is known to the second (the boot time is).
+_START_SLACK_S = 1.0
+
+
+def started_by(pid: int, recorded_at: str) -> bool:
+    """Whether process `pid` was already running when the record stamped `recorded_at`
+    was written. The kernel hands a freed pid to a later process (pids wrap at 32768 on
+    a busy machine within minutes): a process that started after the record is a
+    stranger, perhaps someone's Postgres, which `down` must never signal."""
+    import psutil
+
+    try:
+        created = psutil.Process(pid).create_time()
+        recorded = datetime.fromisoformat(recorded_at).timestamp()
+    except (psutil.Error, ValueError, TypeError):
+        return True  # cannot tell: the liveness check alone decides, as before
+    return created <= recorded + _START_SLACK_S
+
+
 def running_org(settings: Settings) -> OrgRecord | None:
-    """The organisation running from this state directory, if its process is alive."""
+    """The organisation running from this state directory, if its process is alive and
+    is the process that wrote the record (not a later one that got its pid)."""
     record = read_org(settings)
-    if record and pid_alive(record.pid) and record.state in {"starting", "running", "stopping"}:
+    if (record and record.state in {"starting", "running", "stopping"} and pid_alive(record.pid)
+            and started_by(record.pid, record.started_at)):
         return record
     return None
 
@@ -150,4 +172,6 @@ def live_agents(settings: Settings, record: OrgRecord | None) -> list[int]:
     their supervisor is."""
     if record is None:
         return []
-    return [a.pid for a in record.agents.values() if a.pid and pid_alive(a.pid) and _is_agent(a.pid)]
+    return [a.pid for a in record.agents.values()
+            if a.pid and pid_alive(a.pid) and _is_agent(a.pid)
+            and (a.started_at is None or started_by(a.pid, a.started_at))]

@@ -21,7 +21,8 @@ from tests.helpers import echoctl, org_processes
 
 # A fresh embedded cluster (initdb, first start, migrations) and an organisation on it
 # take a minute on a loaded 2-core machine; the default 120 s is too tight for that.
-pytestmark = pytest.mark.timeout(300)
+# They run alone (not beside the parallel workers): initdb and a first start load both cores.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.alone]
 
 
 def _postgres_of(data_dir: Path) -> list[psutil.Process]:
@@ -41,7 +42,8 @@ def _postgres_of(data_dir: Path) -> list[psutil.Process]:
 def embedded_settings(tmp_path: Path, namespace: str, agents_dir: Path) -> Iterator[Settings]:
     """Settings with no database URL (the embedded default); everything purged afterwards."""
     s = Settings(env="test", database_url=None, redis_url=None, namespace=namespace,
-                 state_dir=tmp_path / "state", agents_dir=agents_dir)
+                 state_dir=tmp_path / "state", agents_dir=agents_dir,
+                 console_port=0)  # never the default port another organisation may hold
     server = EmbeddedPostgres(s.state_dir / "postgres")
     yield s
     echoctl(s, "down", "--timeout", "30")

@@ -1,0 +1,30 @@
+"""The two phases of `make test` (tests/suite.py): what each selects, and the exit status."""
+
+from __future__ import annotations
+
+from tests.suite import NO_TESTS, combined_status, phases, split_marker
+
+
+def test_each_phase_selects_its_half_and_keeps_the_callers_arguments() -> None:
+    (first, parallel), (second, alone) = phases(["tests/unit", "-x"], workers=2)
+    assert (first, second) == ("parallel", "alone")
+    assert parallel == ["-n", "2", "--dist", "loadgroup", "-m", "not alone", "tests/unit", "-x"]
+    assert alone == ["-m", "alone", "tests/unit", "-x"]
+
+
+def test_a_marker_expression_of_the_caller_is_combined_with_each_phases() -> None:
+    assert split_marker(["-m", "chaos", "-q"]) == ("chaos", ["-q"])
+    assert split_marker(["-mchaos"]) == ("chaos", [])
+    (_, parallel), (_, alone) = phases(["-m", "chaos or e2e"], workers=0)
+    assert parallel == ["-m", "(chaos or e2e) and (not alone)"]
+    assert alone == ["-m", "(chaos or e2e) and (alone)"]
+
+
+def test_the_status_is_the_first_failure_and_an_empty_phase_is_none() -> None:
+    assert combined_status([0, 0]) == 0
+    assert combined_status([0, NO_TESTS]) == 0
+    assert combined_status([NO_TESTS, 0]) == 0
+    assert combined_status([NO_TESTS, NO_TESTS]) == NO_TESTS
+    assert combined_status([1, 0]) == 1
+    assert combined_status([0, 2]) == 2
+    assert combined_status([NO_TESTS, 1]) == 1
