@@ -34,6 +34,7 @@ from echo.commands._common import (
 from echo.commands.budget import governor_lines
 from echo.errors import ConfigError, UsageError
 from echo.org.client import claude_mode, run_worker, worker_executors
+from echo.org.repos import workspace_lines
 from echo.work import OUTCOMES, TASK_TYPES
 
 tasks_app = typer.Typer(help="The work queue: submit, list, show, cancel, retry.",
@@ -64,6 +65,8 @@ def submit(
     dedupe_key: str | None = typer.Option(None, "--dedupe-key",
                                           help="At most one live task per key."),
     payload: str | None = typer.Option(None, "--payload", help="JSON object for the executor."),
+    repo: str | None = typer.Option(None, "--repo", help="Work in its own worktree of this "
+                                    "repository (`echoctl repo add`)."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Add a task to the queue."""
@@ -71,7 +74,7 @@ def submit(
     data = _payload(payload)
     made = with_client(s, lambda c: c.submit_task(
         description, role=role, priority=priority, timeout_seconds=timeout, max_retries=max_retries,
-        task_type=task_type, dedupe_key=dedupe_key, payload=data))
+        task_type=task_type, dedupe_key=dedupe_key, payload=data, repo=repo))
     if json_out:
         emit_json(made)
     elif made.created:
@@ -122,8 +125,30 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool 
             table.add_row(key, escape(json.dumps(value, default=str)
                                       if isinstance(value, dict | list) else str(value)))
     console.print(table)
+    workspace = (detail.task.get("result") or {}).get("workspace") \
+        if isinstance(detail.task.get("result"), dict) else None
+    if isinstance(workspace, dict):
+        for line in workspace_lines(workspace):
+            console.print(escape(line))
     for h in detail.history:
         console.print(f"{h.at:%Y-%m-%d %H:%M:%S} {h.action:<22} {escape(h.actor)}")
+
+
+@tasks_app.command()
+def diff(ctx: typer.Context, task_id: int = typer.Argument(...)) -> None:
+    """The diff of a task's branch against the commit it started from (from the mirror)."""
+    s = settings(ctx)
+    text = with_client(s, lambda c: _diff(c, task_id))
+    if text is None:
+        typer.echo(f"task {task_id}: no changes")
+    else:
+        typer.echo(text, nl=False)
+
+
+async def _diff(client: Any, task_id: int) -> str | None:
+    async with client.repos() as repos:
+        result: str | None = await repos.diff(task_id)
+        return result
 
 
 @tasks_app.command()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 from types import TracebackType
@@ -38,6 +39,7 @@ from echo.org import control
 from echo.org.governance import annotate_waiting, governor_summary, synced_governor
 from echo.org.health import read_health_file
 from echo.org.overview import RoleOverview, role_overview
+from echo.org.repos import RepoService
 from echo.org.roles import NON_AGENT_SENDERS, check_role, load_role, role_names
 from echo.org.status import (
     STALE_AFTER,
@@ -236,6 +238,13 @@ class Client:
         with self._migrated():
             yield TaskQueue(await self.database())
 
+    @contextlib.asynccontextmanager
+    async def repos(self) -> AsyncIterator[RepoService]:
+        """Repositories and their workspaces (`echo.org.repos`): add, list, show, remove,
+        the merge queue, gc, a task's diff."""
+        with self._migrated():
+            yield RepoService(self.settings, await self.database())
+
     # ------------------------------------------------------------ the bus
 
     def message(self, subject: str, body: str | None = None, *, sender: str = "operator",
@@ -304,8 +313,10 @@ class Client:
                           timeout_seconds: int = 300, max_retries: int = 3,
                           task_type: str = "claude",
                           dedupe_key: str | None = None,
-                          payload: dict[str, Any] | None = None) -> Submitted:
-        """Queue a task (for a role's workers when `role` is given)."""
+                          payload: dict[str, Any] | None = None,
+                          repo: str | None = None) -> Submitted:
+        """Queue a task (for a role's workers when `role` is given; in its own worktree
+        of repository `repo` when given: the repository goes in its payload)."""
         if role is not None:
             check_role(role, self.settings.agents_dir)
         task = NewTask(description, task_type=task_type, priority=priority, role=role,
@@ -313,6 +324,9 @@ class Client:
                        dedupe_key=dedupe_key,
                        payload=payload or {})
         task.check()
+        if repo is not None:
+            async with self.repos() as repos:
+                task = replace(task, payload={**task.payload, "repo": await repos.payload(repo)})
         async with self._queue() as q:
             made = (await q.enqueue_many([task]))[0]
         return Submitted(task_id=made.task_id, created=made.created)

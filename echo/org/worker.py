@@ -35,6 +35,7 @@ from echo.work import (
     TaskQueue,
 )
 from echo.work.pool import PoolMetrics
+from echo.work.workspaces import WorkspaceExecutor
 
 
 def role_options(s: Settings) -> Callable[[Task], ClaudeRunOptions]:
@@ -50,7 +51,8 @@ def role_options(s: Settings) -> Callable[[Task], ClaudeRunOptions]:
                     model=role.claude.model, system_prompt=role.system_prompt,
                     allowed_tools=tuple(role.claude.allowed_tools),
                     max_turns=role.claude.max_turns, max_budget_usd=role.claude.max_budget_usd,
-                    skip_permissions=role.claude.skip_permissions, account=role.claude.account)
+                    skip_permissions=role.claude.skip_permissions, account=role.claude.account,
+                    workspace_tools=tuple(role.workspace.tools))
             cache[task.role] = found
         return cache[task.role]
 
@@ -94,6 +96,7 @@ async def run_worker(s: Settings, served: dict[str, Executor], *, concurrency: i
             raise MigrationError(f"schema {s.namespace!r} has no work queue; run `echoctl db migrate`")
         listener = Listener(s)
         governor = await synced_governor(s, database)  # the configured budgets, as agents do
+        served = {name: WorkspaceExecutor(e, s.state_dir) for name, e in served.items()}
         pool = ExecutorPool(s, database, served, concurrency=concurrency, roles=roles,
                             listener=listener, lease_seconds=lease, grace_seconds=grace,
                             gate=governor.gate)

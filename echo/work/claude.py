@@ -54,6 +54,7 @@ from echo.work.executors import Result
 from echo.work.governor.ledger import RunRecord, usage
 from echo.work.process import ProcessResult, run_process, scrubbed_env
 from echo.work.queue import Task
+from echo.work.workspaces.tools import in_workspace
 
 #: The project-local CLI that `make setup` installs from tools/claude/package.json.
 LOCAL_CLAUDE = project_path("tools") / "claude" / "node_modules" / ".bin" / "claude"
@@ -75,6 +76,8 @@ class ClaudeRunOptions:
     max_budget_usd: float | None = None
     skip_permissions: bool = False
     account: str | None = None  # the credentials' name (plan pauses); None: the process's
+    permission_mode: str | None = None  # `--permission-mode` (acceptEdits in a workspace)
+    workspace_tools: Sequence[str] | None = None  # the role's `[workspace] tools`
 
 
 #: What a task's payload may override under "claude"; never permissions or tools.
@@ -287,7 +290,7 @@ class ClaudeExecutor:
         wanted = task.payload.get("claude") or {}
         known = {f.name for f in fields(ClaudeRunOptions)}
         overrides = {k: v for k, v in wanted.items() if k in PAYLOAD_OPTIONS and k in known}
-        return replace(base, **overrides) if overrides else base
+        return in_workspace(replace(base, **overrides) if overrides else base, task)
 
     def argv(self, binary: str, options: ClaudeRunOptions) -> list[str]:
         argv = [binary, "-p", "--output-format", "json"]
@@ -301,6 +304,8 @@ class ClaudeExecutor:
             argv += ["--max-turns", str(options.max_turns)]
         if options.max_budget_usd:
             argv += ["--max-budget-usd", f"{options.max_budget_usd:g}"]
+        if options.permission_mode:
+            argv += ["--permission-mode", options.permission_mode]
         if options.skip_permissions:
             argv.append("--dangerously-skip-permissions")
         return argv
@@ -344,7 +349,8 @@ class ClaudeExecutor:
         try:
             return await run_claude(
                 self.argv(binary, options), prompt=prompt, env=env,
-                cwd=self.cwd or task.payload.get("cwd"), time_limit=task.timeout_seconds,
+                cwd=task.payload.get("workspace") or self.cwd or task.payload.get("cwd"),
+                time_limit=task.timeout_seconds,
                 kill_grace=self.kill_grace, record=self.record(task, options))
         except ClaudeApiError as exc:
             if options.max_budget_usd == base.max_budget_usd or exc.run is None \

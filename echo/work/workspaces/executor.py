@@ -1,0 +1,69 @@
+"""`WorkspaceExecutor`: runs a task that names a repository inside its own worktree.
+
+It wraps the executor that does the work (Claude, a command). For a task whose
+payload carries `repo` (set by `tasks submit --repo`), it opens the task's workspace
+(`open_workspace`: made, or reused on a retry), hands the inner executor the task
+with `payload["workspace"]` (and `cwd`) set to the worktree, and when the run
+succeeds commits what it left on the task's branch. The result is the inner one with
+`workspace` added: repo, branch, base and head commits, files changed, a diff stat.
+A task without a repository passes straight through.
+
+A failed run commits nothing: its edits stay in the worktree, where its retry
+continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import anyio
+
+from echo.config import load_settings
+from echo.work.executors import Executor, Result
+from echo.work.queue import Task
+from echo.work.workspaces.repository import Layout, Repository
+from echo.work.workspaces.workspace import commit_result, open_workspace, read_meta
+
+
+def task_repository(task: Task) -> Repository | None:
+    spec = task.payload.get("repo")
+    return Repository.from_payload(spec) if isinstance(spec, dict) else None
+
+
+def workspace_for(task: Task, state_dir: Path | None = None) -> Path | None:
+    """The worktree of `task` on this machine, if it has one (a resumed run continues
+    there); None for a task without a repository or a worktree here."""
+    repo = task_repository(task)
+    if repo is None:
+        return None
+    if state_dir is None:
+        state_dir = load_settings().state_dir
+    layout = Layout.of(state_dir, repo.name)
+    path = layout.worktree(task.task_id)
+    return path if (path / ".git").exists() and read_meta(layout, task.task_id) else None
+
+
+class WorkspaceExecutor:
+    """`inner` in the task's worktree when the task has a repository (see the module)."""
+
+    def __init__(self, inner: Executor, state_dir: Path) -> None:
+        self.inner = inner
+        self.state_dir = Path(state_dir)
+
+    def __getattr__(self, name: str) -> object:  # `binary()`, `options_for()` of the inner
+        return getattr(self.inner, name)
+
+    async def execute(self, task: Task) -> Result:
+        repo = task_repository(task)
+        if repo is None:
+            return await self.inner.execute(task)
+        ws = await anyio.to_thread.run_sync(open_workspace, self.state_dir, repo, task.task_id,
+                                            task.role)
+        inside = dataclasses.replace(task, payload={**task.payload, "workspace": str(ws.path),
+                                                    "cwd": str(ws.path)})
+        result = await self.inner.execute(inside)
+        change = await anyio.to_thread.run_sync(
+            lambda: commit_result(ws, description=task.description))
+        output = result.output if isinstance(result.output, dict) else {"output": result.output}
+        return dataclasses.replace(result, output={**output, "workspace": change.as_result()})
