@@ -41,6 +41,9 @@ from echo.work.workspaces import (
 )
 from echo.work.workspaces.git import git
 
+#: How many times the merge queue sends a task back with its failure (a conflict, a red
+#: test) before it leaves the failure for a person (`repo show`).
+MAX_SEND_BACKS = 2
 #: How long the worktree of a finished task is kept (`repo gc --retention`).
 DEFAULT_RETENTION = timedelta(days=7)
 
@@ -70,6 +73,7 @@ class MergeStep(BaseModel):
     status: str
     reason: str | None = None
     merged_commit: str | None = None
+    sent_back: bool = False  # back in the queue, the reason in its next prompt
 
 
 class GcReport(BaseModel):
@@ -154,9 +158,11 @@ class RepoService:
         """What `tasks submit --repo NAME` stores in the task's payload."""
         return (await self.get(name)).as_payload()
 
-    async def merge(self, name: str, *, actor: str = "merge-queue",
-                    test_timeout: float = 600.0) -> list[MergeStep]:
-        """One pass of the merge queue over `name` (see the module docstring)."""
+    async def merge(self, name: str, *, actor: str = "merge-queue", test_timeout: float = 600.0,
+                    max_send_backs: int = MAX_SEND_BACKS) -> list[MergeStep]:
+        """One pass of the merge queue over `name` (see the module docstring). A failed
+        merge sends its task back (at most `max_send_backs` times) with the reason in
+        its next prompt; its retry continues in its worktree, the base merged in."""
         repo = await self.get(name)
         steps = []
         for cand in await self.store.candidates(name):
@@ -170,11 +176,14 @@ class RepoService:
                     await self.store.finish_merge(task_id, "failed", f"merge stopped: {exc}",
                                                   None, actor=actor)
                 raise
-            await self.store.finish_merge(task_id, outcome.status, outcome.reason,
-                                          outcome.merged_commit, actor=actor)
+            again = cand["merge_attempts"] + 1 if outcome.status == "failed" and \
+                cand["merge_attempts"] < max_send_backs else None
+            sent = await self.store.finish_merge(task_id, outcome.status, outcome.reason,
+                                                 outcome.merged_commit, actor=actor,
+                                                 send_back=again)
             steps.append(MergeStep(task_id=task_id, branch=branch, head=head,
                                    status=outcome.status, reason=outcome.reason,
-                                   merged_commit=outcome.merged_commit))
+                                   merged_commit=outcome.merged_commit, sent_back=sent))
         return steps
 
     async def gc(self, *, retention: timedelta = DEFAULT_RETENTION,

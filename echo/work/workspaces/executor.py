@@ -9,7 +9,9 @@ succeeds commits what it left on the task's branch. The result is the inner one 
 A task without a repository passes straight through.
 
 A failed run commits nothing: its edits stay in the worktree, where its retry
-continues.
+continues. A task the merge queue sent back (`payload["merge_failure"]`) first gets
+the current base merged into its branch (conflict markers left for the run to
+resolve) and the failure appended to its prompt.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from echo.config import load_settings
 from echo.work.executors import Executor, Result
 from echo.work.queue import Task
 from echo.work.workspaces.repository import Layout, Repository
-from echo.work.workspaces.workspace import commit_result, open_workspace, read_meta
+from echo.work.workspaces.workspace import catch_up, commit_result, open_workspace, read_meta
 
 
 def task_repository(task: Task) -> Repository | None:
@@ -44,6 +46,19 @@ def workspace_for(task: Task, state_dir: Path | None = None) -> Path | None:
     return path if (path / ".git").exists() and read_meta(layout, task.task_id) else None
 
 
+def sent_back_prompt(task: Task, base: str, failure: str, conflicts: list[str]) -> str:
+    """The prompt of a task the merge queue sent back: the task, then why it came back."""
+    original = str(task.payload.get("prompt") or task.description)
+    note = f"\n\n[echo] Your last result could not be merged into {base}: {failure}."
+    if conflicts:
+        note += (f" {base} is now merged into your branch, with conflicts in: "
+                 f"{', '.join(conflicts)}. Resolve the conflict markers there, keeping both "
+                 "changes' intent.")
+    else:
+        note += " Fix this in your branch; the repository's test command must pass."
+    return original + note
+
+
 class WorkspaceExecutor:
     """`inner` in the task's worktree when the task has a repository (see the module)."""
 
@@ -60,8 +75,12 @@ class WorkspaceExecutor:
             return await self.inner.execute(task)
         ws = await anyio.to_thread.run_sync(open_workspace, self.state_dir, repo, task.task_id,
                                             task.role)
-        inside = dataclasses.replace(task, payload={**task.payload, "workspace": str(ws.path),
-                                                    "cwd": str(ws.path)})
+        payload = {**task.payload, "workspace": str(ws.path), "cwd": str(ws.path)}
+        failure = task.payload.get("merge_failure")
+        if isinstance(failure, str):
+            conflicts = await anyio.to_thread.run_sync(catch_up, ws)
+            payload["prompt"] = sent_back_prompt(task, ws.base_branch, failure, conflicts)
+        inside = dataclasses.replace(task, payload=payload)
         result = await self.inner.execute(inside)
         change = await anyio.to_thread.run_sync(
             lambda: commit_result(ws, description=task.description))

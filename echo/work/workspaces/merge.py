@@ -4,8 +4,9 @@ Merges of one repository run one at a time (the repository's `merge` lock, held 
 the whole step). A step:
 
 1. makes a clean, detached worktree of the task's head under `<root>/merge/`;
-2. rebases it onto the current tip of the base in the mirror; a conflict aborts the
-   rebase and fails the step, naming the conflicting files;
+2. rebases it onto the current tip of the base in the mirror (where that conflicts,
+   merges it into the tip: a branch that resolved a conflict by merging the base in);
+   a conflict both ways fails the step, naming the conflicting files;
 3. runs the repository's test command there (split with `shlex`, no shell, its own
    process group, a timeout, a scrubbed environment); a non-zero exit, a signal or
    the timeout fails the step with the command's last line;
@@ -87,13 +88,23 @@ async def _merge(layout: Layout, repo: Repository, task_id: int, head: str,
 
 
 def _rebase(path: Path, tip: str, base_branch: str) -> str | MergeOutcome:
+    """Rebase the head onto the tip; where that conflicts, merge it into the tip instead
+    (a branch that resolved an earlier conflict by merging the base in replays cleanly
+    only as a merge). Both conflicting: failed, naming the files."""
+    head = out(["rev-parse", "HEAD"], cwd=path)
     done = git(["rebase", "--quiet", tip], cwd=path, check=False)
-    if done.returncode != 0:
-        conflicts = out(["diff", "--name-only", "--diff-filter=U"], cwd=path).split()
-        git(["rebase", "--abort"], cwd=path, check=False)
-        what = ", ".join(conflicts[:10]) if conflicts else last_line(done)
-        return MergeOutcome("failed", f"conflict with {base_branch} at {tip[:12]}: {what}")
-    return out(["rev-parse", "HEAD"], cwd=path)
+    if done.returncode == 0:
+        return out(["rev-parse", "HEAD"], cwd=path)
+    conflicts = out(["diff", "--name-only", "--diff-filter=U"], cwd=path).split()
+    git(["rebase", "--abort"], cwd=path, check=False)
+    git(["checkout", "--quiet", "--detach", tip], cwd=path)
+    merged = git(["merge", "--quiet", "--no-edit", "-m", f"Merge {head[:12]} into {base_branch}",
+                  head], cwd=path, check=False)
+    if merged.returncode == 0:
+        return out(["rev-parse", "HEAD"], cwd=path)
+    git(["merge", "--abort"], cwd=path, check=False)
+    what = ", ".join(conflicts[:10]) if conflicts else last_line(done)
+    return MergeOutcome("failed", f"conflict with {base_branch} at {tip[:12]}: {what}")
 
 
 async def _test(path: Path, command: str, time_limit: float) -> str | None:

@@ -65,10 +65,17 @@ class RepositoryStore:
             await conn.execute(_Q["start_merge"], task_id, repo, branch, head)
 
     async def finish_merge(self, task_id: int, status: str, reason: str | None,
-                           merged_commit: str | None, *, actor: str) -> None:
+                           merged_commit: str | None, *, actor: str,
+                           send_back: int | None = None) -> bool:
+        """Record the merge's outcome; with `send_back` (the task's send-backs so far,
+        this one included) the task goes back to the queue in the same transaction.
+        True if it was sent back."""
         async with self.db.transaction() as conn:
             await conn.execute(_Q["set_actor"], actor)
             await conn.execute(_Q["finish_merge"], task_id, status, reason, merged_commit)
+            if send_back is None:
+                return False
+            return await conn.fetchval(_Q["send_back"], task_id, reason, send_back) is not None
 
     async def merges(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
         async with self.db.acquire() as conn:

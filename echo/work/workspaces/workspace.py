@@ -82,7 +82,13 @@ class Change:
 
 def open_workspace(state_dir: Path, repo: Repository, task_id: int, role: str | None) -> Workspace:
     """The task's worktree: reused if this machine has it, else made from the base tip
-    (or from the task's branch, when the mirror still has it)."""
+    (or from the task's branch, when the mirror still has it).
+
+    Only what touches the mirror's refs and config (fetch, `worktree add
+    --no-checkout`) holds the repository's lock; the checkout of the files, the slow
+    part on a large repository, writes only the worktree's own index and files and runs
+    outside it, so concurrent set-ups overlap. The record is written last: a worktree
+    without one (a set-up that died) is made again."""
     layout = Layout.of(state_dir, repo.name)
     path, branch = layout.worktree(task_id), branch_name(role, task_id)
     with layout.lock():
@@ -96,15 +102,17 @@ def open_workspace(state_dir: Path, repo: Repository, task_id: int, role: str | 
         layout.tasks.mkdir(parents=True, exist_ok=True)
         base_ref = f"refs/heads/{repo.base_branch}"
         if ok(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=mirror):
-            git(["worktree", "add", "--quiet", str(path), branch], cwd=mirror)
+            git(["worktree", "add", "--quiet", "--no-checkout", str(path), branch], cwd=mirror)
             base_commit = out(["merge-base", base_ref, branch], cwd=mirror)
         else:
             base_commit = out(["rev-parse", base_ref], cwd=mirror)
-            git(["worktree", "add", "--quiet", "-b", branch, str(path), base_commit], cwd=mirror)
-        ws = Workspace(repo.name, task_id, role, path, branch, repo.base_branch, base_commit,
-                       datetime.now(UTC).isoformat())
-        layout.meta(task_id).write_text(json.dumps(ws.meta(), indent=2))
-        return ws
+            git(["worktree", "add", "--quiet", "--no-checkout", "-b", branch, str(path),
+                 base_commit], cwd=mirror)
+    git(["reset", "--quiet", "--hard"], cwd=path)  # the checkout, outside the lock
+    ws = Workspace(repo.name, task_id, role, path, branch, repo.base_branch, base_commit,
+                   datetime.now(UTC).isoformat())
+    layout.meta(task_id).write_text(json.dumps(ws.meta(), indent=2))
+    return ws
 
 
 def _existing(layout: Layout, task_id: int, branch: str) -> Workspace | None:
@@ -117,6 +125,26 @@ def _existing(layout: Layout, task_id: int, branch: str) -> Workspace | None:
     data = json.loads(meta.read_text())
     return Workspace(data["repo"], task_id, data.get("role"), path, branch, data["base_branch"],
                      data["base_commit"], data["created_at"], reused=True)
+
+
+def catch_up(ws: Workspace) -> list[str]:
+    """Merge the current base into the task's branch (a task the merge queue sent back
+    continues from where the base is now). Returns the files left in conflict, with
+    their markers, for the run to resolve; its result commit then completes the merge.
+    Idempotent: a merge already under way, or a base already in the branch, is left."""
+    path = ws.path
+    if ok(["rev-parse", "--verify", "--quiet", "MERGE_HEAD"], cwd=path):
+        return out(["diff", "--name-only", "--diff-filter=U"], cwd=path).split()
+    base = f"refs/heads/{ws.base_branch}"
+    if ok(["merge-base", "--is-ancestor", base, "HEAD"], cwd=path):
+        return []
+    name, email = author_of(ws.role)
+    done = git(["merge", "--quiet", "--no-edit", base], cwd=path, check=False,
+               env={"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+                    "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email})
+    if done.returncode == 0:
+        return []
+    return out(["diff", "--name-only", "--diff-filter=U"], cwd=path).split()
 
 
 def read_meta(layout: Layout, task_id: int) -> dict[str, Any] | None:
@@ -132,7 +160,8 @@ def commit_result(ws: Workspace, *, description: str) -> Change:
     role), and describe the branch against the commit it started from."""
     path = ws.path
     git(["add", "--all"], cwd=path)
-    pending = git(["diff", "--cached", "--quiet"], cwd=path, check=False).returncode == 1
+    pending = git(["diff", "--cached", "--quiet"], cwd=path, check=False).returncode == 1 \
+        or ok(["rev-parse", "--verify", "--quiet", "MERGE_HEAD"], cwd=path)  # finish a catch-up
     if pending:
         name, email = author_of(ws.role)
         title = " ".join(description.split())[:72] or f"task {ws.task_id}"
@@ -141,12 +170,17 @@ def commit_result(ws: Workspace, *, description: str) -> Change:
             env={"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
                  "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email})
     head = out(["rev-parse", "HEAD"], cwd=path)
-    files = out(["diff", "--name-only", ws.base_commit, head], cwd=path).splitlines()
-    stat = out(["diff", "--stat", ws.base_commit, head], cwd=path).splitlines()
+    # Since where the base is in the branch (it moves when a sent-back task merged the
+    # base in), unless the branch is already in the base: then since it started.
+    since = out(["merge-base", f"refs/heads/{ws.base_branch}", head], cwd=path)
+    if since == head:
+        since = ws.base_commit
+    files = out(["diff", "--name-only", since, head], cwd=path).splitlines()
+    stat = out(["diff", "--stat", since, head], cwd=path).splitlines()
     if len(stat) > STAT_LINES:
         stat = [*stat[:STAT_LINES - 1], f"... ({len(stat) - STAT_LINES + 1} more lines)", stat[-1]]
     return Change(repo=ws.repo, branch=ws.branch, base_branch=ws.base_branch,
-                  base_commit=ws.base_commit, head=head, changed=head != ws.base_commit,
+                  base_commit=since, head=head, changed=head != since,
                   committed=pending, files=files, diffstat="\n".join(stat), path=str(path))
 
 

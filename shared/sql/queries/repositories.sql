@@ -25,6 +25,7 @@ DELETE FROM repositories WHERE name = $1 RETURNING name;
 -- Completed tasks of repository $1 whose branch has a commit the queue has not taken
 -- up yet (a retry that made a new head is a new candidate), oldest first.
 SELECT t.task_id, t.assigned_role, t.task_description,
+       coalesce((t.payload ->> 'merge_attempts')::int, 0) AS merge_attempts,
        t.result -> 'workspace' ->> 'branch' AS branch,
        t.result -> 'workspace' ->> 'head' AS head
 FROM agent_tasks AS t
@@ -46,6 +47,16 @@ SET head = excluded.head, status = 'merging', reason = NULL, merged_commit = NUL
 -- name: finish_merge
 UPDATE repository_merges SET status = $2, reason = $3, merged_commit = $4, updated_at = now()
 WHERE task_id = $1;
+
+-- name: send_back
+-- A completed task whose branch the queue could not merge goes back to the queue, with
+-- the reason in its payload for its next run ($2) and its send-backs counted ($3).
+-- The task trigger writes `task.requeued`.
+UPDATE agent_tasks
+SET status = 'pending', run_after = now(), assigned_worker_id = NULL,
+    payload = payload || jsonb_build_object('merge_failure', $2::text, 'merge_attempts', $3::int)
+WHERE task_id = $1 AND status = 'completed'
+RETURNING task_id;
 
 -- name: merges
 SELECT task_id, repo, branch, head, status, reason, merged_commit, created_at, updated_at

@@ -157,19 +157,32 @@ async def test_the_merge_queue_lands_one_branch_and_catches_a_conflict(
             again = await repos.merge("app")
             shown = await repos.show("app")
         history = {h.action for h in (await client.task(second)).history}
-    assert [(s.task_id, s.status) for s in steps] == [(first, "merged"), (second, "failed")]
+        sent_back = await TaskQueue(db).get(second)
+        # Its next run continues in its worktree with main merged in (conflict markers
+        # left); this command resolves app.txt by writing its own version again.
+        rows2 = await run_tasks(settings, db, [second])
+        async with client.repos() as repos:
+            resolved = await repos.merge("app")
+    assert [(s.task_id, s.status, s.sent_back) for s in steps] == \
+        [(first, "merged", False), (second, "failed", True)]
     assert steps[1].reason is not None and "conflict with main" in steps[1].reason
     assert "app.txt" in steps[1].reason
-    assert again == []  # nothing new to take up
+    assert again == []  # nothing new to take up: the failed one is back in the queue
+    assert sent_back["status"] == "pending"
+    assert sent_back["payload"]["merge_failure"] == steps[1].reason
+    assert sent_back["payload"]["merge_attempts"] == 1
+    ws2 = rows2[second]["result"]["workspace"]
+    assert ws2["path"] == rows[second]["result"]["workspace"]["path"]  # the same worktree
+    assert ws2["base_commit"] == steps[0].merged_commit and ws2["files"] == ["app.txt"]
+    assert [(s.task_id, s.status) for s in resolved] == [(second, "merged")]
     mirror = Layout.of(settings.state_dir, "app").mirror
-    tip = run_git(mirror, "rev-parse", "refs/heads/main")
-    assert tip == steps[0].merged_commit
-    assert run_git(mirror, "show", "main:app.txt") == "v2 by the cto"
-    assert run_git(mirror, "rev-parse", "main~1") == before["head"]  # rebased: one commit on top
+    assert run_git(mirror, "rev-parse", f"{steps[0].merged_commit}~1") == before["head"]
+    assert run_git(mirror, "rev-parse", "refs/heads/main") == resolved[0].merged_commit
+    assert run_git(mirror, "show", "main:app.txt") == "v2 by the ceo"
     assert rows[first]["status"] == "completed"
     assert snapshot(source) == before  # no push configured: the user's repository unchanged
     assert shown.fetch_hint == f"git fetch {mirror} main"
-    assert [m["status"] for m in shown.merges] == ["failed", "merged"]
+    assert [m["status"] for m in shown.merges] == ["failed", "merged"]  # newest first
     assert {"merge.merging", "merge.failed"} <= history
     assert not (Layout.of(settings.state_dir, "app").merges / f"task-{first}").exists()
 
@@ -182,17 +195,25 @@ async def test_a_red_test_command_blocks_the_merge(
     async with Client(settings, database=db) as client:
         async with client.repos() as repos:
             await repos.add("app", str(source), test_command=check)
-        task_id = await submit(client, writes(**{"app.txt": "broken\n"}))
+        task_id = await submit(client, [sys.executable, "-c",  # each attempt breaks it anew
+                                        "import os, pathlib; pathlib.Path('app.txt').write_text("
+                                        "'broken ' + os.environ['ECHO_TASK_ATTEMPT'])"])
         await run_tasks(settings, db, [task_id])
         async with client.repos() as repos:
             steps = await repos.merge("app")
-    assert [s.status for s in steps] == ["failed"]
+    assert [(s.status, s.sent_back) for s in steps] == [("failed", True)]
     assert steps[0].reason is not None and "failed (status 1)" in steps[0].reason
     assert "app.txt must not say broken" in steps[0].reason
     mirror = Layout.of(settings.state_dir, "app").mirror
     assert run_git(mirror, "show", "main:app.txt") == "v1"  # the base did not move
     merged = await run_cli(settings, "repo", "merge", "app")
-    assert merged.returncode == 0 and "nothing to merge" in merged.stdout
+    assert merged.returncode == 0 and "nothing to merge" in merged.stdout  # sent back
+    # Sent back as many times as allowed, the next failure stays for a person.
+    await run_tasks(settings, db, [task_id])
+    async with Client(settings, database=db) as client, client.repos() as repos:
+        last = await repos.merge("app", max_send_backs=1)
+    assert [(s.status, s.sent_back) for s in last] == [("failed", False)]
+    assert (await TaskQueue(db).get(task_id))["status"] == "completed"
 
 
 async def test_gc_removes_worktrees_of_long_finished_and_vanished_tasks(
