@@ -183,6 +183,8 @@ def worker(
     grace: float = typer.Option(10.0, "--grace", min=0.0, help="Drain grace seconds."),
     claude_config_dir: Path | None = typer.Option(
         None, "--claude-config-dir", help="A CLAUDE_CONFIG_DIR per slot, under this folder."),
+    merge_every: float = typer.Option(0.0, "--merge-every", min=0.0, help="Run the merge "
+                                      "queue of every repository this often (seconds; 0: never)."),
 ) -> None:
     """Run tasks until SIGTERM/SIGINT, then drain gracefully. Run as many as you like."""
     s = settings(ctx)
@@ -193,7 +195,7 @@ def worker(
     if not served:
         raise ConfigError("this worker has no executor it can run; see the warnings above")
     name, m = run(lambda: run_worker(s, served, concurrency=concurrency, roles=role_list,
-                                     lease=lease, grace=grace))
+                                     lease=lease, grace=grace, merge_every=merge_every))
     typer.echo(f"worker {name} stopped: {m.succeeded} completed, {m.failed} failed, "
                f"{m.released} released", err=True)
 

@@ -6,15 +6,17 @@ anything is written: `repo add` refuses a path that is not a git repository, a b
 branch that does not exist, a detached HEAD or a dirty base checkout in one line
 (`BadRepository`, exit 2).
 
-The merge queue is a pass, `merge(name)` (`echoctl repo merge NAME`): every
-completed task of the repository whose branch has a new commit is merged into the
-integration branch one at a time (echo.work.workspaces.merge), each step recorded in
-`repository_merges` and the audit trail. It runs where the mirror is: on the machine
-whose worker ran the tasks.
+The merge queue is a pass, `merge(name)` (`echoctl repo merge NAME`, and every N
+seconds in a worker started with `--merge-every N`): every completed task of the
+repository whose branch has a new commit is merged into the integration branch one
+at a time (echo.work.workspaces.merge), each step recorded in `repository_merges`
+and the audit trail. A pass takes up only the commits this machine's mirror holds:
+a task is merged where it ran.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +27,7 @@ from pydantic import BaseModel
 
 from echo.config import Settings
 from echo.db import Database
-from echo.errors import BadRepository, NotFound, UsageError
+from echo.errors import BadRepository, EchoError, NotFound, UsageError
 from echo.work.workspaces import (
     Layout,
     Repository,
@@ -34,12 +36,15 @@ from echo.work.workspaces import (
     check_source,
     diff,
     disk_usage,
+    has_commit,
     merge_branch,
     read_meta,
     remove_workspace,
     task_ids,
 )
 from echo.work.workspaces.git import git
+
+log = logging.getLogger(__name__)
 
 #: How many times the merge queue sends a task back with its failure (a conflict, a red
 #: test) before it leaves the failure for a person (`repo show`).
@@ -167,6 +172,8 @@ class RepoService:
         steps = []
         for cand in await self.store.candidates(name):
             task_id, branch, head = cand["task_id"], cand["branch"], cand["head"]
+            if not await anyio.to_thread.run_sync(has_commit, self.state_dir, name, head):
+                continue  # it ran on another machine, whose mirror has it: its pass
             await self.store.start_merge(task_id, name, branch, head, actor=actor)
             try:
                 outcome = await merge_branch(self.state_dir, repo, task_id, head,
@@ -184,6 +191,14 @@ class RepoService:
             steps.append(MergeStep(task_id=task_id, branch=branch, head=head,
                                    status=outcome.status, reason=outcome.reason,
                                    merged_commit=outcome.merged_commit, sent_back=sent))
+        return steps
+
+    async def merge_all(self, *, actor: str = "merge-queue") -> list[MergeStep]:
+        """One pass of the merge queue over every repository (the worker's automatic
+        pass, `echoctl worker --merge-every`)."""
+        steps: list[MergeStep] = []
+        for row in await self.store.all():
+            steps += await self.merge(row["name"], actor=actor)
         return steps
 
     async def gc(self, *, retention: timedelta = DEFAULT_RETENTION,
@@ -233,6 +248,19 @@ class RepoService:
             return None
         return await anyio.to_thread.run_sync(diff, self.state_dir, repo["name"],
                                               ws["base_commit"], ws["head"])
+
+
+async def merge_every(service: RepoService, seconds: float, *, actor: str) -> None:
+    """The worker's automatic merge pass, every `seconds`, until cancelled. A pass that
+    fails (the database is down, git failed) is logged and tried again next time."""
+    while True:
+        await anyio.sleep(seconds)
+        try:
+            for step in await service.merge_all(actor=actor):
+                log.info("merge queue: task %s %s %s%s", step.task_id, step.branch, step.status,
+                         f" ({step.reason})" if step.reason else "")
+        except EchoError as exc:
+            log.warning("merge queue pass failed: %s", exc)
 
 
 def workspace_lines(ws: dict[str, Any]) -> list[str]:

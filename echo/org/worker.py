@@ -9,6 +9,7 @@ which is why this lives in `echo.org` and not in `echo.work`.
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from echo.config import Settings
 from echo.db import Database
 from echo.errors import ClaudeNotInstalled, MigrationError, UsageError
 from echo.listener import Listener
+from echo.org import repos
 from echo.org.governance import synced_governor
 from echo.org.roles import check_role, load_role
 from echo.work import (
@@ -86,8 +88,10 @@ def executors(s: Settings, wanted: Sequence[str], *, explicit: bool, config_dir:
 
 
 async def run_worker(s: Settings, served: dict[str, Executor], *, concurrency: int,
-                     roles: list[str] | None, lease: float, grace: float) -> tuple[str, PoolMetrics]:
-    """Serve the queue until a signal; returns the worker's name and its counters."""
+                     roles: list[str] | None, lease: float, grace: float,
+                     merge_every: float = 0.0) -> tuple[str, PoolMetrics]:
+    """Serve the queue until a signal; returns the worker's name and its counters. With
+    `merge_every`, it also runs the merge queue's pass that often (echo.org.repos)."""
     for role in roles or []:
         check_role(role, s.agents_dir)
     database = await Database.open(s, min_size=0, max_size=4)  # no floor to restore in an outage
@@ -100,7 +104,12 @@ async def run_worker(s: Settings, served: dict[str, Executor], *, concurrency: i
         pool = ExecutorPool(s, database, served, concurrency=concurrency, roles=roles,
                             listener=listener, lease_seconds=lease, grace_seconds=grace,
                             gate=governor.gate)
-        await _serve(pool, listener)
+        async with anyio.create_task_group() as tg:
+            if merge_every > 0:
+                tg.start_soon(functools.partial(repos.merge_every, repos.RepoService(s, database),
+                                                merge_every, actor=f"{pool.worker_prefix}:merge"))
+            await _serve(pool, listener)
+            tg.cancel_scope.cancel()
         return pool.worker_prefix, pool.metrics()
     finally:
         await database.close()

@@ -218,6 +218,14 @@ def task_ids(state_dir: Path, repo_name: str) -> list[int]:
     return sorted(found)
 
 
+def has_commit(state_dir: Path, repo_name: str, commit: str) -> bool:
+    """Whether this machine's mirror of the repository holds `commit` (a task that ran
+    on another machine is that machine's to merge)."""
+    mirror = Layout.of(state_dir, repo_name).mirror
+    return (mirror / "HEAD").is_file() and ok(["cat-file", "-e", f"{commit}^{{commit}}"],
+                                              cwd=mirror)
+
+
 def diff(state_dir: Path, repo_name: str, base_commit: str, head: str) -> str:
     """The diff of a task's branch, read from the mirror (never the user's checkout)."""
     layout = Layout.of(state_dir, repo_name)
