@@ -64,6 +64,7 @@ from echo.org.workflow import (
 )
 from echo.work import NewTask, TaskQueue, check_outcome, task_outcome
 from echo.work.governor import Governor, SpendReport, check_amount, spend_report
+from echo.work.workspaces import RESERVED_KEYS
 
 
 class SendKind(StrEnum):
@@ -324,6 +325,10 @@ class Client:
                        dedupe_key=dedupe_key,
                        payload=payload or {})
         task.check()
+        reserved = sorted(set(task.payload) & set(RESERVED_KEYS))
+        if reserved:
+            raise UsageError(f"payload key {reserved[0]!r} is set by ECHO; name a repository "
+                             "with --repo")
         if repo is not None:
             async with self.repos() as repos:
                 task = replace(task, payload={**task.payload, "repo": await repos.payload(repo)})

@@ -39,3 +39,20 @@ def test_a_sent_back_task_is_told_why_and_where_the_conflicts_are() -> None:
     assert "conflict with main at abc: app.txt" in prompt and "conflicts in: app.txt" in prompt
     red = sent_back_prompt(task(prompt="Do X"), "main", "test command 'make' failed", [])
     assert red.startswith("Do X") and "test command must pass" in red
+
+
+async def test_a_payload_cannot_choose_a_workspace_for_a_task_without_a_repository(
+        tmp_path: Any) -> None:
+    from echo.work.executors import Result
+    from echo.work.workspaces import WorkspaceExecutor
+
+    seen: list[Task] = []
+
+    class Recording:
+        async def execute(self, t: Task) -> Result:
+            seen.append(t)
+            return Result({"ok": True})
+
+    executor = WorkspaceExecutor(Recording(), tmp_path)
+    await executor.execute(task(workspace="/etc", prompt="hi"))
+    assert seen[0].payload == {"prompt": "hi"}  # so no acceptEdits anywhere a payload says

@@ -11,7 +11,12 @@ here ever writes to the user's own checkout. `RepositoryStore` holds the definit
 and the merge queue's record in Postgres.
 """
 
-from echo.work.workspaces.executor import WorkspaceExecutor, task_repository, workspace_for
+from echo.work.workspaces.executor import (
+    RESERVED_KEYS,
+    WorkspaceExecutor,
+    task_repository,
+    workspace_for,
+)
 from echo.work.workspaces.merge import MergeOutcome, merge_branch
 from echo.work.workspaces.repository import (
     Layout,
@@ -36,6 +41,7 @@ from echo.work.workspaces.workspace import (
 )
 
 __all__ = [
+    "RESERVED_KEYS",
     "Change",
     "Layout",
     "MergeOutcome",

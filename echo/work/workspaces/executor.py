@@ -27,6 +27,10 @@ from echo.work.queue import Task
 from echo.work.workspaces.repository import Layout, Repository
 from echo.work.workspaces.workspace import catch_up, commit_result, open_workspace, read_meta
 
+#: Payload keys ECHO sets itself (`--repo`, the executor, the merge queue): a
+#: submitted payload may not.
+RESERVED_KEYS = ("repo", "workspace", "merge_failure", "merge_attempts")
+
 
 def task_repository(task: Task) -> Repository | None:
     spec = task.payload.get("repo")
@@ -71,7 +75,10 @@ class WorkspaceExecutor:
 
     async def execute(self, task: Task) -> Result:
         repo = task_repository(task)
-        if repo is None:
+        if repo is None:  # `workspace` is this executor's to set, never a payload's
+            if "workspace" in task.payload:
+                task = dataclasses.replace(task, payload={
+                    k: v for k, v in task.payload.items() if k != "workspace"})
             return await self.inner.execute(task)
         ws = await anyio.to_thread.run_sync(open_workspace, self.state_dir, repo, task.task_id,
                                             task.role)

@@ -68,3 +68,16 @@ async def test_a_repository_is_added_listed_shown_and_named_by_tasks(
     assert removed.returncode == 0
     history = await run_cli(settings, "repo", "list", "--json")
     assert json.loads(history.stdout) == []
+
+
+async def test_a_submitted_payload_cannot_set_what_echo_sets(settings: Settings) -> None:
+    import pytest
+
+    from echo.errors import UsageError
+    from echo.org.client import Client
+
+    async with Client(settings) as client:
+        for key in ("repo", "workspace", "merge_failure"):
+            with pytest.raises(UsageError, match=f"payload key '{key}' is set by ECHO"):
+                await client.submit_task("x", payload={key: "/etc"})
+        assert await client.tasks() == []
