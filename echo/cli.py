@@ -21,6 +21,7 @@ from echo.commands import bus as bus_commands
 from echo.commands import console as console_commands
 from echo.commands import db as db_commands
 from echo.commands import org as org_commands
+from echo.commands import repo as repo_commands
 from echo.commands import tasks as task_commands
 from echo.commands import workflow as workflow_commands
 from echo.config import check_log_level
@@ -61,6 +62,7 @@ org_commands.register(app)
 workflow_commands.register(app)
 budget_commands.register(app)
 console_commands.register(app)
+repo_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -8,7 +8,8 @@ what to do about it.
     ├── UsageError            bad input from the user (exit code 2)
     │   ├── ConfigError       a bad setting in config/*.toml, ECHO_* or a flag
     │   ├── UnknownRole       a role with no agents/<role>/role.toml
-    │   └── InvalidMessage    an envelope that fails validation (empty subject, too large...)
+    │   ├── InvalidMessage    an envelope that fails validation (empty subject, too large...)
+    │   └── BadRepository     a repository `repo add` refuses (not git, no base, dirty, detached)
     ├── StoreUnavailable      Postgres cannot be reached or answered too slowly (transient)
     │   └── LeaseLost         a write as a role after its lease passed to another agent
     ├── StoreRejected         Postgres refused a statement: data, constraint, schema (permanent)
@@ -17,6 +18,7 @@ what to do about it.
     ├── MigrationError        the schema could not be brought up to date
     ├── NotFound              a task, message or decision id that does not exist
     ├── CommandFailed         a `command` task exited non-zero, timed out or was killed
+    ├── WorkspaceError        git failed setting up, committing or merging a task's workspace
     └── ClaudeError           the Claude CLI failed
         ├── ClaudeNotInstalled   no `claude` binary (ECHO_CLAUDE_BIN, @anthropic-ai/claude-code)
         ├── ClaudeAuthError      not logged in, or an invalid API key (never retried)
@@ -124,6 +126,18 @@ class CommandFailed(EchoError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class WorkspaceError(EchoError):
+    """git failed on a task's workspace (a mirror, a worktree, a commit); retried, since
+    a lock or a fetch may work next time."""
+
+    retryable = True
+
+
+class BadRepository(UsageError):
+    """A repository that cannot be worked in: not git, no such base branch, a detached
+    HEAD or uncommitted changes on the base checkout, a bad name."""
 
 
 class ClaudeError(EchoError):

@@ -35,6 +35,7 @@ from echo.commands._common import (
 from echo.commands.budget import governor_lines
 from echo.errors import ConfigError, UsageError
 from echo.org.client import Client, RunEventRow, check_seconds, claude_mode, run_worker, worker_executors
+from echo.org.repos import workspace_lines
 from echo.work import FINAL_STATUSES, OUTCOMES, TASK_TYPES
 
 tasks_app = typer.Typer(help="The work queue: submit, list, show, cancel, retry.",
@@ -65,6 +66,8 @@ def submit(
     dedupe_key: str | None = typer.Option(None, "--dedupe-key",
                                           help="At most one live task per key."),
     payload: str | None = typer.Option(None, "--payload", help="JSON object for the executor."),
+    repo: str | None = typer.Option(None, "--repo", help="Work in its own worktree of this "
+                                    "repository (`echoctl repo add`)."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Add a task to the queue."""
@@ -72,7 +75,7 @@ def submit(
     data = _payload(payload)
     made = with_client(s, lambda c: c.submit_task(
         description, role=role, priority=priority, timeout_seconds=timeout, max_retries=max_retries,
-        task_type=task_type, dedupe_key=dedupe_key, payload=data))
+        task_type=task_type, dedupe_key=dedupe_key, payload=data, repo=repo))
     if json_out:
         emit_json(made)
     elif made.created:
@@ -153,10 +156,32 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool 
             table.add_row(key, escape(json.dumps(value, default=str)
                                       if isinstance(value, dict | list) else str(value)))
     console.print(table)
+    workspace = (detail.task.get("result") or {}).get("workspace") \
+        if isinstance(detail.task.get("result"), dict) else None
+    if isinstance(workspace, dict):
+        for line in workspace_lines(workspace):
+            console.print(escape(line))
     for h in detail.history:
         console.print(f"{h.at:%Y-%m-%d %H:%M:%S} {h.action:<22} {escape(h.actor)}")
     for e in detail.events:
         console.print(escape(_event_line(e)), highlight=False, soft_wrap=True)
+
+
+@tasks_app.command()
+def diff(ctx: typer.Context, task_id: int = typer.Argument(...)) -> None:
+    """The diff of a task's branch against the commit it started from (from the mirror)."""
+    s = settings(ctx)
+    text = with_client(s, lambda c: _diff(c, task_id))
+    if text is None:
+        typer.echo(f"task {task_id}: no changes")
+    else:
+        typer.echo(text, nl=False)
+
+
+async def _diff(client: Any, task_id: int) -> str | None:
+    async with client.repos() as repos:
+        result: str | None = await repos.diff(task_id)
+        return result
 
 
 @tasks_app.command()
@@ -191,6 +216,8 @@ def worker(
     grace: float = typer.Option(10.0, "--grace", min=0.0, help="Drain grace seconds."),
     claude_config_dir: Path | None = typer.Option(
         None, "--claude-config-dir", help="A CLAUDE_CONFIG_DIR per slot, under this folder."),
+    merge_every: float = typer.Option(0.0, "--merge-every", min=0.0, help="Run the merge "
+                                      "queue of every repository this often (seconds; 0: never)."),
 ) -> None:
     """Run tasks until SIGTERM/SIGINT, then drain gracefully. Run as many as you like."""
     check_seconds(lease, "--lease", least=0.5, most=3600)
@@ -203,7 +230,7 @@ def worker(
     if not served:
         raise ConfigError("this worker has no executor it can run; see the warnings above")
     name, m = run(lambda: run_worker(s, served, concurrency=concurrency, roles=role_list,
-                                     lease=lease, grace=grace))
+                                     lease=lease, grace=grace, merge_every=merge_every))
     typer.echo(f"worker {name} stopped: {m.succeeded} completed, {m.failed} failed, "
                f"{m.released} released", err=True)
 

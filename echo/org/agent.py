@@ -47,6 +47,7 @@ from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor
 from echo.work.governor import ClaimGate, Governor
 from echo.work.pool import ExecutorPool
+from echo.work.workspaces import WorkspaceExecutor
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def role_executors(settings: Settings, role: Role) -> dict[str, Executor]:
         skip_permissions=role.claude.skip_permissions,
         account=role.claude.account,
         idle_timeout=role.claude.idle_timeout,
+        workspace_tools=tuple(role.workspace.tools),
     )
     return {
         "claude": ClaudeExecutor(
@@ -323,6 +325,8 @@ class RoleAgent:
         executors = dict(self.executors or role_executors(self.settings, self.role))
         if "claude" in executors:  # workflow tasks: an unavailable Claude is `skipped`
             executors["claude"] = SkipWhenUnavailable(executors["claude"])
+        # A task with a repository runs in its own worktree (echo.work.workspaces).
+        executors = {n: WorkspaceExecutor(e, self.settings.state_dir) for n, e in executors.items()}
         self.pool = ExecutorPool(
             self.settings,
             self.database,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 from types import TracebackType
@@ -40,6 +41,7 @@ from echo.org import control
 from echo.org.governance import annotate_waiting, governor_summary, synced_governor
 from echo.org.health import read_health_file
 from echo.org.overview import RoleOverview, role_overview
+from echo.org.repos import RepoService
 from echo.org.roles import NON_AGENT_SENDERS, check_role, load_role, role_names
 from echo.org.status import (
     STALE_AFTER,
@@ -65,6 +67,7 @@ from echo.org.workflow import (
 from echo.work import NewTask, TaskQueue, check_outcome, task_outcome
 from echo.work.governor import Governor, SpendReport, check_amount, spend_report
 from echo.work.runs import PgRunStore
+from echo.work.workspaces import RESERVED_KEYS
 
 
 class SendKind(StrEnum):
@@ -304,6 +307,13 @@ class Client:
         with self._migrated():
             yield TaskQueue(await self.database())
 
+    @contextlib.asynccontextmanager
+    async def repos(self) -> AsyncIterator[RepoService]:
+        """Repositories and their workspaces (`echo.org.repos`): add, list, show, remove,
+        the merge queue, gc, a task's diff."""
+        with self._migrated():
+            yield RepoService(self.settings, await self.database())
+
     # ------------------------------------------------------------ the bus
 
     def message(self, subject: str, body: str | None = None, *, sender: str = "operator",
@@ -374,8 +384,10 @@ class Client:
                           timeout_seconds: int = 300, max_retries: int = 3,
                           task_type: str = "claude",
                           dedupe_key: str | None = None,
-                          payload: dict[str, Any] | None = None) -> Submitted:
-        """Queue a task (for a role's workers when `role` is given)."""
+                          payload: dict[str, Any] | None = None,
+                          repo: str | None = None) -> Submitted:
+        """Queue a task (for a role's workers when `role` is given; in its own worktree
+        of repository `repo` when given: the repository goes in its payload)."""
         if role is not None:
             check_role(role, self.settings.agents_dir)
         task = NewTask(description, task_type=task_type, priority=priority, role=role,
@@ -383,6 +395,13 @@ class Client:
                        dedupe_key=dedupe_key,
                        payload=payload or {})
         task.check(self.settings.max_task_bytes)
+        reserved = sorted(set(task.payload) & set(RESERVED_KEYS))
+        if reserved:
+            raise UsageError(f"payload key {reserved[0]!r} is set by ECHO; name a repository "
+                             "with --repo")
+        if repo is not None:
+            async with self.repos() as repos:
+                task = replace(task, payload={**task.payload, "repo": await repos.payload(repo)})
         async with self._queue() as q:
             made = (await q.enqueue_many([task]))[0]
         return Submitted(task_id=made.task_id, created=made.created)

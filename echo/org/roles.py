@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from echo.bus.envelope import ROLE_RE, ROLE_RULE
 from echo.errors import ConfigError, UnknownRole, one_line
+from echo.work.workspaces.tools import DEFAULT_TOOLS
 
 
 class ClaudeOptions(BaseModel):
@@ -54,6 +55,15 @@ class BudgetOptions(BaseModel):
     daily_usd: float | None = Field(None, ge=0)
 
 
+class WorkspaceOptions(BaseModel):
+    """How this role works in a task's git worktree (`tasks submit --repo`): these
+    tools, with `--permission-mode acceptEdits`, confined to the worktree."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tools: list[str] = Field(default_factory=lambda: list(DEFAULT_TOOLS))
+
+
 class WorkOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +83,7 @@ class Role(BaseModel):
     system_prompt: str = Field(min_length=1)
     claude: ClaudeOptions = ClaudeOptions()
     work: WorkOptions = WorkOptions()
+    workspace: WorkspaceOptions = WorkspaceOptions()
     budget: BudgetOptions = BudgetOptions()
 
     @field_validator("name")

@@ -9,6 +9,7 @@ which is why this lives in `echo.org` and not in `echo.work`.
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from echo.config import Settings
 from echo.db import Database
 from echo.errors import ClaudeNotInstalled, MigrationError, UsageError
 from echo.listener import Listener
+from echo.org import repos
 from echo.org.governance import synced_governor
 from echo.org.roles import check_role, load_role
 from echo.work import (
@@ -35,6 +37,7 @@ from echo.work import (
     TaskQueue,
 )
 from echo.work.pool import PoolMetrics
+from echo.work.workspaces import WorkspaceExecutor
 
 
 def role_options(s: Settings) -> Callable[[Task], ClaudeRunOptions]:
@@ -51,7 +54,8 @@ def role_options(s: Settings) -> Callable[[Task], ClaudeRunOptions]:
                     allowed_tools=tuple(role.claude.allowed_tools),
                     max_turns=role.claude.max_turns, max_budget_usd=role.claude.max_budget_usd,
                     skip_permissions=role.claude.skip_permissions, account=role.claude.account,
-                    idle_timeout=role.claude.idle_timeout)
+                    idle_timeout=role.claude.idle_timeout,
+                    workspace_tools=tuple(role.workspace.tools))
             cache[task.role] = found
         return cache[task.role]
 
@@ -85,8 +89,10 @@ def executors(s: Settings, wanted: Sequence[str], *, explicit: bool, config_dir:
 
 
 async def run_worker(s: Settings, served: dict[str, Executor], *, concurrency: int,
-                     roles: list[str] | None, lease: float, grace: float) -> tuple[str, PoolMetrics]:
-    """Serve the queue until a signal; returns the worker's name and its counters."""
+                     roles: list[str] | None, lease: float, grace: float,
+                     merge_every: float = 0.0) -> tuple[str, PoolMetrics]:
+    """Serve the queue until a signal; returns the worker's name and its counters. With
+    `merge_every`, it also runs the merge queue's pass that often (echo.org.repos)."""
     for role in roles or []:
         check_role(role, s.agents_dir)
     database = await Database.open(s, min_size=0, max_size=4)  # no floor to restore in an outage
@@ -95,10 +101,16 @@ async def run_worker(s: Settings, served: dict[str, Executor], *, concurrency: i
             raise MigrationError(f"schema {s.namespace!r} has no work queue; run `echoctl db migrate`")
         listener = Listener(s)
         governor = await synced_governor(s, database)  # the configured budgets, as agents do
+        served = {name: WorkspaceExecutor(e, s.state_dir) for name, e in served.items()}
         pool = ExecutorPool(s, database, served, concurrency=concurrency, roles=roles,
                             listener=listener, lease_seconds=lease, grace_seconds=grace,
                             gate=governor.gate)
-        await _serve(pool, listener)
+        async with anyio.create_task_group() as tg:
+            if merge_every > 0:
+                tg.start_soon(functools.partial(repos.merge_every, repos.RepoService(s, database),
+                                                merge_every, actor=f"{pool.worker_prefix}:merge"))
+            await _serve(pool, listener)
+            tg.cancel_scope.cancel()
         return pool.worker_prefix, pool.metrics()
     finally:
         await database.close()

@@ -79,6 +79,7 @@ from echo.work.runs import (
 )
 from echo.work.runs.attempt import run_attempt
 from echo.work.runs.traces import RunSpans, tracer
+from echo.work.workspaces.tools import in_workspace
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ class ClaudeRunOptions:
     skip_permissions: bool = False
     account: str | None = None  # the credentials' name (plan pauses); None: the process's
     idle_timeout: float | None = None  # the watchdog's; None: settings.claude_idle_timeout
+    permission_mode: str | None = None  # `--permission-mode` (acceptEdits in a workspace)
+    workspace_tools: Sequence[str] | None = None  # the role's `[workspace] tools`
 
 
 #: What a task's payload may override under "claude"; never permissions or tools.
@@ -323,7 +326,7 @@ class ClaudeExecutor:
         wanted = task.payload.get("claude") or {}
         known = {f.name for f in fields(ClaudeRunOptions)}
         overrides = {k: v for k, v in wanted.items() if k in PAYLOAD_OPTIONS and k in known}
-        return replace(base, **overrides) if overrides else base
+        return in_workspace(replace(base, **overrides) if overrides else base, task)
 
     def argv(self, binary: str, options: ClaudeRunOptions, *,
              resume: str | None = None) -> list[str]:
@@ -340,6 +343,8 @@ class ClaudeExecutor:
             argv += ["--max-turns", str(options.max_turns)]
         if options.max_budget_usd:
             argv += ["--max-budget-usd", f"{options.max_budget_usd:g}"]
+        if options.permission_mode:
+            argv += ["--permission-mode", options.permission_mode]
         if options.skip_permissions:
             argv.append("--dangerously-skip-permissions")
         return argv
@@ -380,7 +385,7 @@ class ClaudeExecutor:
         env = self.environment(task)
         base = self.options_for(task)
         options = self.budgeted(task, base)
-        cwd = self.cwd or task.payload.get("cwd")
+        cwd = task.payload.get("workspace") or self.cwd or task.payload.get("cwd")
         watch = Watch(idle_timeout=options.idle_timeout or self.settings.claude_idle_timeout,
                       result_grace=self.settings.claude_result_grace,
                       loop_repeats=self.settings.claude_loop_repeats)

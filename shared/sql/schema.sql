@@ -426,6 +426,53 @@ BEGIN
 END $$;
 
 --
+-- Name: repositories_audit(); Type: FUNCTION; Schema: -; Owner: -
+--
+
+CREATE FUNCTION repositories_audit() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r repositories;
+    verb text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        r := OLD; verb := 'removed';
+    ELSIF TG_OP = 'INSERT' THEN
+        r := NEW; verb := 'added';
+    ELSE
+        r := NEW; verb := 'updated';
+    END IF;
+    INSERT INTO agent_actions (actor, action, subject_type, subject_id, details)
+    VALUES (coalesce(nullif(current_setting('echo.actor', true), ''), 'system'),
+            'repo.' || verb, 'repository', r.name,
+            jsonb_strip_nulls(jsonb_build_object('source', r.source, 'base', r.base_branch,
+                                                 'test_command', r.test_command, 'push', r.push)));
+    RETURN NULL;
+END $$;
+
+--
+-- Name: repository_merges_audit(); Type: FUNCTION; Schema: -; Owner: -
+--
+
+CREATE FUNCTION repository_merges_audit() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.status IS NOT DISTINCT FROM OLD.status
+       AND NEW.head IS NOT DISTINCT FROM OLD.head THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO agent_actions (actor, action, subject_type, subject_id, details)
+    VALUES (coalesce(nullif(current_setting('echo.actor', true), ''), 'system'),
+            'merge.' || NEW.status, 'task', NEW.task_id::text,
+            jsonb_strip_nulls(jsonb_build_object('repo', NEW.repo, 'branch', NEW.branch,
+                                                 'head', NEW.head, 'reason', NEW.reason,
+                                                 'merged_commit', NEW.merged_commit)));
+    RETURN NULL;
+END $$;
+
+--
 -- Name: role_lease_fence(); Type: FUNCTION; Schema: -; Owner: -
 --
 
@@ -857,6 +904,40 @@ CREATE TABLE organisation (
 );
 
 --
+-- Name: repositories; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE repositories (
+    name text NOT NULL,
+    source text NOT NULL,
+    base_branch text NOT NULL,
+    test_command text,
+    push boolean DEFAULT false NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT repositories_base_branch_check CHECK ((base_branch <> ''::text)),
+    CONSTRAINT repositories_name_check CHECK ((name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'::text)),
+    CONSTRAINT repositories_source_check CHECK ((source <> ''::text))
+);
+
+--
+-- Name: repository_merges; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE repository_merges (
+    task_id bigint NOT NULL,
+    repo text NOT NULL,
+    branch text NOT NULL,
+    head text NOT NULL,
+    status text NOT NULL,
+    reason text,
+    merged_commit text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT repository_merges_status_check CHECK ((status = ANY (ARRAY['merging'::text, 'merged'::text, 'failed'::text])))
+);
+
+--
 -- Name: role_agents; Type: TABLE; Schema: -; Owner: -
 --
 
@@ -1138,6 +1219,20 @@ ALTER TABLE ONLY organisation
     ADD CONSTRAINT organisation_pkey PRIMARY KEY (only_one);
 
 --
+-- Name: repositories repositories_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY repositories
+    ADD CONSTRAINT repositories_pkey PRIMARY KEY (name);
+
+--
+-- Name: repository_merges repository_merges_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY repository_merges
+    ADD CONSTRAINT repository_merges_pkey PRIMARY KEY (task_id);
+
+--
 -- Name: role_agents role_agents_pkey; Type: CONSTRAINT; Schema: -; Owner: -
 --
 
@@ -1269,6 +1364,12 @@ CREATE INDEX messages_to_role_idx ON messages USING btree (to_role, id);
 CREATE INDEX messages_unpublished_idx ON messages USING btree (id) WHERE (published_at IS NULL);
 
 --
+-- Name: repository_merges_repo_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX repository_merges_repo_idx ON repository_merges USING btree (repo, task_id);
+
+--
 -- Name: role_agents_role_idx; Type: INDEX; Schema: -; Owner: -
 --
 
@@ -1375,6 +1476,18 @@ CREATE TRIGGER messages_fence BEFORE INSERT OR DELETE OR UPDATE ON messages FOR 
 --
 
 CREATE TRIGGER messages_serialise BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION messages_serialise();
+
+--
+-- Name: repositories repositories_audit; Type: TRIGGER; Schema: -; Owner: -
+--
+
+CREATE TRIGGER repositories_audit AFTER INSERT OR DELETE OR UPDATE ON repositories FOR EACH ROW EXECUTE FUNCTION repositories_audit();
+
+--
+-- Name: repository_merges repository_merges_audit; Type: TRIGGER; Schema: -; Owner: -
+--
+
+CREATE TRIGGER repository_merges_audit AFTER INSERT OR UPDATE ON repository_merges FOR EACH ROW EXECUTE FUNCTION repository_merges_audit();
 
 --
 -- Name: workflow_participants workflow_participants_audit; Type: TRIGGER; Schema: -; Owner: -
