@@ -53,8 +53,8 @@ async def test_claude_runs_in_the_task_worktree_and_an_unchanged_run_says_so(
     seen: list[list[str]] = []
     argv = claude.argv
 
-    def recording(binary: str, options: ClaudeRunOptions) -> list[str]:
-        seen.append(argv(binary, options))
+    def recording(binary: str, options: ClaudeRunOptions, *, resume: str | None = None) -> list[str]:
+        seen.append(argv(binary, options, resume=resume))
         return seen[-1]
 
     claude.argv = recording  # type: ignore[method-assign]
