@@ -177,7 +177,7 @@ class RoleAgent:
         role: Role,
         *,
         executors: dict[str, Executor] | None = None,
-        heartbeat_interval: float = 1.0,
+        heartbeat_interval: float = 2.0,
         fence: str | None = None,
     ) -> None:
         self.settings = settings

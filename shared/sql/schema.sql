@@ -14,7 +14,9 @@ CREATE FUNCTION agent_actions_announce() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    PERFORM pg_notify(current_schema() || ':events', 'new');
+    IF EXISTS (SELECT 1 FROM new_rows) THEN
+        PERFORM pg_notify(current_schema() || ':events', 'new');
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -239,6 +241,9 @@ DECLARE
     burst numeric;
     details jsonb;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+        RETURN NULL;  -- a claim or a result without a Claude run: nothing to account
+    END IF;
     INSERT INTO claude_spend AS s (day, scope, key, spent_usd, runs)
     SELECT n.day, v.scope, v.key, sum(n.cost_usd), count(*)
     FROM new_rows AS n,
@@ -568,7 +573,8 @@ CREATE TABLE agent_health (
 CREATE TABLE agent_inbox (
     role text NOT NULL,
     message_id bigint NOT NULL,
-    processed_at timestamp with time zone DEFAULT now() NOT NULL
+    processed_at timestamp with time zone DEFAULT now() NOT NULL,
+    attempt text
 );
 
 --
@@ -797,6 +803,17 @@ CREATE SEQUENCE messages_id_seq
 --
 
 ALTER SEQUENCE messages_id_seq OWNED BY messages.id;
+
+--
+-- Name: organisation; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE organisation (
+    only_one boolean DEFAULT true NOT NULL,
+    id text NOT NULL,
+    CONSTRAINT organisation_id_check CHECK ((id ~ '^[0-9a-f]{16}$'::text)),
+    CONSTRAINT organisation_only_one_check CHECK (only_one)
+);
 
 --
 -- Name: role_agents; Type: TABLE; Schema: -; Owner: -
@@ -1040,6 +1057,13 @@ ALTER TABLE ONLY messages
     ADD CONSTRAINT messages_uuid_key UNIQUE (uuid);
 
 --
+-- Name: organisation organisation_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY organisation
+    ADD CONSTRAINT organisation_pkey PRIMARY KEY (only_one);
+
+--
 -- Name: role_agents role_agents_pkey; Type: CONSTRAINT; Schema: -; Owner: -
 --
 
@@ -1161,7 +1185,7 @@ CREATE INDEX workflows_open_idx ON workflows USING btree (id) WHERE (phase <> AL
 -- Name: agent_actions agent_actions_announce; Type: TRIGGER; Schema: -; Owner: -
 --
 
-CREATE TRIGGER agent_actions_announce AFTER INSERT ON agent_actions FOR EACH STATEMENT EXECUTE FUNCTION agent_actions_announce();
+CREATE TRIGGER agent_actions_announce AFTER INSERT ON agent_actions REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION agent_actions_announce();
 
 --
 -- Name: agent_cursors agent_cursors_fence; Type: TRIGGER; Schema: -; Owner: -
