@@ -145,7 +145,8 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO")
     node: str = Field(default_factory=lambda: _default_node(), description="this machine's node name")
     lease_seconds: float = Field(5.0, gt=0, le=3600, description="how long a role lease lasts unrenewed")
-    lease_renew_interval: float = Field(1.0, gt=0, description="seconds between lease renewals")
+    lease_renew_interval: float = Field(
+        1.0, gt=0, description="seconds between lease renewals (at most lease_seconds / 2)")
     lease_takeover_grace: float = Field(
         5.0, ge=0, description="seconds a preferred node waits to take a role back"
     )

@@ -8,7 +8,10 @@ graceful drain, and cancelling `run` releases what it holds (shielded, briefly).
 Inside `run`, alongside one runner per claimed task:
 
 - the claimer wakes on NOTIFY `<namespace>:tasks` (through the process's shared
-  `Listener`) and polls every `settings.worker_check_interval` seconds anyway. It
+  `Listener`) and polls every `settings.worker_check_interval` seconds anyway (idle,
+  with the LISTEN connection up: when the next delayed task comes due, at most
+  IDLE_POLL_FACTOR times less often; a due task it could not claim keeps the short
+  poll). It
   stores the results finished since its last round together with its next claim, in
   one statement (`complete_and_claim`): the slots those tasks free are claimed for
   at once, and a busy pool pays one round trip and one commit per batch;
@@ -74,6 +77,9 @@ log = logging.getLogger(__name__)
 _pool_numbers = itertools.count(1)
 #: How the pool waits out a database that does not answer (claims, writes).
 DB_BACKOFF = Backoff(initial=0.1, max=5.0)
+#: An idle pool whose LISTEN connection is up polls this many times less often (NOTIFY
+#: wakes it; the poll is a safety net), unless a delayed task comes due sooner.
+IDLE_POLL_FACTOR = 10
 #: The error of a task whose result (or error) Postgres refused to store.
 NOT_STORABLE = "result not storable"
 
@@ -317,8 +323,26 @@ class ExecutorPool:
                 self._held[task.task_id] = running
                 self._dispatch(tg, running)
             if len(tasks) < len(slots):  # a result finished meanwhile sets _wake
-                with anyio.move_on_after(self.settings.worker_check_interval):
+                wait = await self._idle_wait(types) if not tasks else None
+                with anyio.move_on_after(wait or self.settings.worker_check_interval):
                     await self._wake.wait()
+
+    async def _idle_wait(self, types: list[str]) -> float | None:
+        """How long an empty claim round may sleep (None: the poll interval). While the
+        LISTEN connection is up, NOTIFY wakes the pool for every new or returned task
+        (and a reconnect wakes it), so the poll is only for what no NOTIFY announces: a
+        delayed task coming due (sleep until then), or a due task the governor or another
+        claimer held (poll as before). With nothing pending: a long safety poll."""
+        if self.listener is None or not self.listener.connected:
+            return None
+        try:
+            due = await self.queue.next_due(types, self.roles)
+        except (StoreUnavailable, StoreRejected):
+            return None
+        idle = self.settings.worker_check_interval * IDLE_POLL_FACTOR
+        if due is None:
+            return idle
+        return None if due <= 0 else min(max(due, 0.01), idle)
 
     def _dispatch(self, tg: TaskGroup, running: _Running) -> None:
         """Hand a task to its slot's runner, starting the runner on the slot's first use."""

@@ -363,6 +363,15 @@ class TaskQueue:
             rows = await conn.fetch(_Q["release"], *_tokens(tasks))
         return {r["task_id"] for r in rows}
 
+    async def next_due(self, task_types: Sequence[str],
+                       roles: Sequence[str] | None = None) -> float | None:
+        """Seconds until the earliest pending task of `task_types` (and `roles`) is due:
+        <= 0 when one is due now, None when none is pending."""
+        async with self.db.acquire() as conn:
+            due = await conn.fetchval(_Q["next_due"], list(task_types),
+                                      None if roles is None else list(roles))
+        return None if due is None else float(due)
+
     async def rescue(self, *, actor: str, backoff: Backoff = DEFAULT_BACKOFF,
                      limit: int = 1000) -> dict[int, str]:
         """Put back (or kill) tasks whose lease expired; return their new statuses. Each

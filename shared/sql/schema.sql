@@ -14,7 +14,9 @@ CREATE FUNCTION agent_actions_announce() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    PERFORM pg_notify(current_schema() || ':events', 'new');
+    IF EXISTS (SELECT 1 FROM new_rows) THEN
+        PERFORM pg_notify(current_schema() || ':events', 'new');
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -239,6 +241,9 @@ DECLARE
     burst numeric;
     details jsonb;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+        RETURN NULL;  -- a claim or a result without a Claude run: nothing to account
+    END IF;
     INSERT INTO claude_spend AS s (day, scope, key, spent_usd, runs)
     SELECT n.day, v.scope, v.key, sum(n.cost_usd), count(*)
     FROM new_rows AS n,
@@ -1385,7 +1390,7 @@ CREATE INDEX workflows_open_idx ON workflows USING btree (id) WHERE (phase <> AL
 -- Name: agent_actions agent_actions_announce; Type: TRIGGER; Schema: -; Owner: -
 --
 
-CREATE TRIGGER agent_actions_announce AFTER INSERT ON agent_actions FOR EACH STATEMENT EXECUTE FUNCTION agent_actions_announce();
+CREATE TRIGGER agent_actions_announce AFTER INSERT ON agent_actions REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION agent_actions_announce();
 
 --
 -- Name: agent_cursors agent_cursors_fence; Type: TRIGGER; Schema: -; Owner: -

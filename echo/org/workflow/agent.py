@@ -5,7 +5,8 @@ from the `WorkflowStore` and, for each, does its own part (participant.py); the
 CEO's also drives (driver.py). Wake-ups: the `Participant` kicks the workflow agent
 when a message of a workflow lands (the start broadcast, the CEO's phase
 announcements on `messages:all`), and a tick (`settings.poll_interval`) covers
-deadlines and posts on `workflow:<id>`.
+deadlines and posts on `workflow:<id>`. With no workflow open, the tick is IDLE_TICKS
+times longer: a workflow opens with its start broadcast, which kicks every agent.
 
 Failures follow the failure model (echo/errors.py) and stay in one workflow:
 
@@ -43,6 +44,9 @@ from echo.work.queue import Task
 
 log = logging.getLogger(__name__)
 
+#: Ticks an agent waits between looks when no workflow was open (a kick still wakes it).
+IDLE_TICKS = 10
+
 
 class SkipWhenUnavailable:
     """Wraps a role's Claude executor: a workflow task that cannot run because Claude
@@ -78,6 +82,7 @@ class WorkflowAgent:
         self.condition = Condition("workflow", reporter, log)
         self._failed: str | None = None  # a workflow's step failed (a bug) this tick
         self._wake = anyio.Event()
+        self._open = True  # any open workflow at the last tick (until known: assume so)
 
     @property
     def last_error(self) -> str | None:
@@ -110,13 +115,16 @@ class WorkflowAgent:
                         self.condition.ok()
                 except (StoreUnavailable, StoreRejected) as exc:
                     self.condition.trouble(str(exc))  # the whole tick waits for the database
-                with anyio.move_on_after(self.tick):
+                    self._open = True  # unknown: retry at the short tick
+                with anyio.move_on_after(self.tick if self._open else self.tick * IDLE_TICKS):
                     await self._wake.wait()
 
     async def step(self) -> None:
         """One pass over the open workflows."""
         assert self.part is not None, "run() first"
-        for wf in await self.store.open():
+        open_ = await self.store.open()
+        self._open = bool(open_)
+        for wf in open_:
             await self.step_one(self.part, wf)
 
     async def step_one(self, part: RolePart, wf: Workflow) -> None:

@@ -202,6 +202,15 @@ SET status = 'pending', retry_count = 0, run_after = now(), assigned_worker_id =
 WHERE task_id = $1 AND status IN ('failed', 'dead', 'cancelled')
 RETURNING task_id;
 
+-- name: next_due
+-- Seconds until the earliest pending task of these types ($1) and roles ($2 NULL: any)
+-- is due (<= 0: one is due now, yet was not claimed: locked, or held by the governor);
+-- NULL when none is pending. An idle pool sleeps that long, as no NOTIFY says when a
+-- delayed task becomes due.
+SELECT extract(epoch FROM min(run_after) - now())::float8 FROM agent_tasks
+ WHERE status = 'pending' AND task_type = ANY($1::text[])
+   AND ($2::text[] IS NULL OR assigned_role = ANY($2::text[]));
+
 -- name: get
 SELECT * FROM agent_tasks WHERE task_id = $1;
 

@@ -84,6 +84,27 @@ async def test_notify_wakes_an_idle_pool_long_before_its_poll(
         tg.cancel_scope.cancel()
 
 
+async def test_an_idle_pool_sleeps_until_a_delayed_task_comes_due_not_until_its_poll(
+    settings: Settings, db: Database
+) -> None:
+    """No NOTIFY says when a delayed task becomes due: the idle pool asks when the next
+    one is due and sleeps that long, instead of polling every second (or, idle, far
+    less often)."""
+    slow_poll = settings.model_copy(update={"worker_check_interval": 30.0})
+    listener = Listener(slow_poll)
+    pool = ExecutorPool(slow_poll, db, {"noop": NoopExecutor()}, listener=listener)
+    q = TaskQueue(db)
+    async with anyio.create_task_group() as tg:
+        await tg.start(listener.run)
+        await tg.start(pool.run)
+        await wait_until(lambda: pool.metrics().claim_rounds >= 1 and listener.connected)
+        # Its NOTIFY wakes the pool before the task is due; the claim then finds nothing.
+        await q.enqueue_many([NewTask("later", task_type="noop", delay=0.5)])
+        await wait_until(lambda: pool.metrics().total_processed == 1, timeout=10)
+        pool.stop()
+        tg.cancel_scope.cancel()
+
+
 async def test_cancelling_a_running_task_stops_its_work(settings: Settings, db: Database) -> None:
     listener = Listener(settings)
     gate = Gate()

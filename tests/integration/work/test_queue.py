@@ -215,3 +215,33 @@ async def test_rescue_delays_mirror_backoff_delay(db: Database) -> None:
         wait = await conn.fetchval("SELECT extract(epoch FROM run_after - now()) "
                                    "FROM agent_tasks WHERE task_id = $1", made.task_id)
     assert 19 <= float(wait) <= 20
+
+
+async def test_a_claim_that_finds_nothing_does_not_wake_the_console(
+    settings: Settings, db: Database
+) -> None:
+    """An idle pool's poll stores no result and claims nothing: it must not send the
+    console's `events` NOTIFY (013), which wakes the console to read no audit row. The
+    enqueue after it writes one and sends exactly one."""
+    from echo import db as dbmod
+
+    conn = await dbmod.connect(settings)
+    got: list[str] = []
+    arrived = anyio.Event()
+
+    def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
+        got.append(payload)
+        arrived.set()
+
+    try:
+        await conn.add_listener(f"{settings.namespace}:events", on_notify)
+        q = TaskQueue(db)
+        assert await q.claim(["h:1:0"], task_types=["noop"]) == []  # nothing pending
+        assert await q.complete([]) == set()
+        await q.enqueue("after the empty claims", task_type="noop")
+        with anyio.fail_after(5):
+            await arrived.wait()
+        await conn.execute("SELECT 1")  # a round trip: anything sent before is in
+        assert got == ["new"]
+    finally:
+        await conn.close()
