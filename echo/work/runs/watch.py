@@ -96,6 +96,15 @@ async def _read(process: Process, state: StreamState, watch: Watch,
             return None
 
 
+async def _orphans_die_with_the_cli(process: Process) -> None:
+    """Once the CLI has exited, kill what it left in its group: an orphan holding the
+    stdout pipe would otherwise keep the stream open, and a CLI that died by a signal
+    would read as silent until the idle timeout. What the CLI wrote before it died is
+    still in the pipe and is read to the end."""
+    await process.wait()
+    signal_group(process.pid, signal.SIGKILL)
+
+
 async def run_streaming(
     argv: Sequence[str],
     *,
@@ -120,6 +129,7 @@ async def run_streaming(
         async with anyio.create_task_group() as tg:
             tg.start_soon(drain_into, process.stderr, stderr)
             tg.start_soon(feed_stdin, process, stdin)
+            tg.start_soon(_orphans_die_with_the_cli, process)
             with anyio.move_on_after(time_limit) as wall:
                 stopped = await _read(process, state, watch, on_event)
                 if stopped is None:  # stdout closed: the exit follows, or it hangs there
