@@ -55,6 +55,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -239,8 +240,9 @@ class ExecutorPool:
                 tg.start_soon(self._heartbeats)
                 tg.start_soon(self._rescues)
                 # presence, so a task nobody claims can say why (echo.work.workers)
-                tg.start_soon(WorkerRegistry(self.queue.db).keep, self.worker_prefix, self.roles,
-                              list(self.executors))
+                tg.start_soon(partial(WorkerRegistry(self.queue.db).keep, self.worker_prefix,
+                                      self.roles, list(self.executors),
+                                      halted=lambda: self._halted))
                 task_status.started()
                 await self._claim_loop(tg)
                 await self._drain()

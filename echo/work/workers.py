@@ -16,7 +16,7 @@ a killed worker's row goes stale after `FRESH_WITHIN` and stops counting.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,19 +79,22 @@ class WorkerRegistry:
             await conn.execute(_Q["forget"], worker)
 
     async def keep(self, worker: str, roles: Sequence[str] | None,
-                   task_types: Sequence[str]) -> None:
+                   task_types: Sequence[str], *,
+                   halted: Callable[[], bool] = lambda: False) -> None:
         """Keep `worker`'s row fresh until cancelled, then delete it. An outage only
-        skips beats: the row is a hint, and the worker goes on without it."""
+        skips beats: the row is a hint, and the worker goes on without it. A pool that
+        was halted (its lease ending) writes nothing more: its row just goes stale."""
         try:
             while True:
                 with contextlib.suppress(EchoError, OSError):  # a hint never stops a worker
                     await self.register(worker, roles, task_types)
                 await anyio.sleep(BEAT_INTERVAL)
         finally:
-            # shielded and brief; with no database the row just goes stale
-            with (anyio.CancelScope(shield=True), anyio.move_on_after(2),
-                  contextlib.suppress(EchoError, OSError)):
-                await self.forget(worker)
+            if not halted():
+                # shielded and brief; with no database the row just goes stale
+                with (anyio.CancelScope(shield=True), anyio.move_on_after(2),
+                      contextlib.suppress(EchoError, OSError)):
+                    await self.forget(worker)
 
     async def pending_kinds(self) -> list[tuple[str | None, str, int]]:
         """(role, task type, how many) of the pending tasks."""
