@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)  # torn down the same way as Ctrl-C
+    # Ctrl-C too, explicitly: a process started in the background of a shell script
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it.
+    signal.signal(signal.SIGINT, interrupted)
     try:
         return anyio.run(run, args)
     except KeyboardInterrupt:
