@@ -9,6 +9,7 @@ database calls answer 503) instead of failing: it recovers by itself, like an ag
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -90,7 +91,7 @@ def create_app(
         title="ECHO console",
         version="1",
         description="The organisation's HTTP API. Send `Authorization: Bearer <token>`; "
-        "the token is in $ECHO_STATE_DIR/console.token.",
+        "the token is in console.token in the state directory (`echoctl up` prints where).",
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
@@ -99,7 +100,8 @@ def create_app(
     app.state.token = secret
     app.include_router(router)
 
-    app.add_middleware(TokenGuard, token=secret, metrics_open=metrics_open)
+    app.add_middleware(TokenGuard, token=secret, metrics_open=metrics_open,
+                       token_file=str(auth.token_path(settings)))
 
     @app.exception_handler(EchoError)
     async def echo_error(_request: Request, exc: EchoError) -> JSONResponse:
@@ -152,10 +154,11 @@ class TokenGuard:
     chunk of every event stream through an extra task and queue.
     """
 
-    def __init__(self, app: ASGIApp, *, token: str, metrics_open: bool) -> None:
+    def __init__(self, app: ASGIApp, *, token: str, metrics_open: bool, token_file: str) -> None:
         self.app = app
         self.token = token
         self.metrics_open = metrics_open
+        self.token_file = token_file  # where to read the token: the path, never the token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -182,9 +185,10 @@ class TokenGuard:
             reason = "wrong token" if (given or query_token) else "no token"
             if path.startswith("/api/") or path == "/metrics":
                 response = error(401, f"{reason}: send Authorization: Bearer <token>; the token is in "
-                                      "$ECHO_STATE_DIR/console.token")
+                                      f"{self.token_file}")
             else:
-                response = HTMLResponse(_LOGIN.format(reason=reason), status_code=401)
+                response = HTMLResponse(_LOGIN.format(reason=reason, token_file=html.escape(self.token_file)),
+                                        status_code=401)
         await response(scope, receive, send)
 
 
@@ -217,6 +221,6 @@ async def _health(app: FastAPI) -> JSONResponse:
 _LOGIN = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>ECHO console</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 3em auto; padding: 0 1em">
-<h1>ECHO console</h1><p>{reason}. Open the address <code>echoctl up</code> printed (it ends in
-<code>?token=...</code>), or add <code>?token=</code> and the token from
-<code>$ECHO_STATE_DIR/console.token</code> to this address once.</p></body></html>"""
+<h1>ECHO console</h1><p>{reason}. Add <code>?token=</code> and the token from
+<code>{token_file}</code> to this address once (<code>echoctl up</code> prints where the
+token is); the answer sets a cookie and takes the token out of the address.</p></body></html>"""
