@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from echo.commands._common import JsonOpt, console, emit_json, plain_table, settings, with_client
 from echo.config import Settings
+from echo.org.client import Client
 from echo.org.repos import RepoService
 
 T = TypeVar("T")
@@ -29,19 +30,20 @@ repo_app = typer.Typer(help="Repositories tasks work in: add, list, show, remove
 
 
 def with_repos(s: Settings, fn: Callable[[RepoService], Awaitable[T]]) -> T:
-    async def body(client: object) -> T:
-        async with client.repos() as repos:  # type: ignore[attr-defined]
+    async def body(client: Client) -> T:
+        async with client.repos() as repos:
             return await fn(repos)
 
     return with_client(s, body)
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 @repo_app.command()
