@@ -41,7 +41,7 @@ from echo.org.deciders import ClaudeDecider
 from echo.org.health import HealthMonitor
 from echo.org.leases import Predecessor
 from echo.org.roles import Role
-from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent
+from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent, WorkflowStore
 from echo.runtime import SHUTDOWN, Actor, Backoff, ChildSpec, Registry, Service, Supervisor
 from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor
@@ -307,7 +307,8 @@ class RoleAgent:
 
     def _new_workflow(self) -> WorkflowAgent:
         assert self.database is not None
-        decider = ClaudeDecider(self.settings, self.role, governor=self.governor())
+        decider = ClaudeDecider(self.settings, self.role, governor=self.governor(),
+                                conversations=WorkflowStore(self.database))
         self.workflow = WorkflowAgent(self.settings, self.database, self.role,
                                       decider=decider, listener=self.listener,
                                       reporter=self.health)

@@ -13,6 +13,14 @@ instead, and says so: an `Answer` carries `source` ("llm" or "fallback") and the
 reason the LLM was not used. Self-selection falls back to keyword scoring against
 the role's `keywords`; positions, votes and the decision fall back to templates
 built from the role's responsibilities, never dressed up as an LLM's words.
+
+One conversation per role per workflow (`settings.workflow_conversation`, on by
+default): the first question of a workflow starts a session, whose id is recorded
+(`Conversations`, the `workflow_sessions` table); every later question of that
+workflow resumes it (`--resume`) with only the new step's prompt, so the role
+remembers its earlier positions, and a restarted agent continues the same session.
+When the CLI will not resume it (its transcript is gone, the conversation is too
+long), one warning line says why and the question is asked afresh.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -36,11 +44,15 @@ from echo.errors import (
     ClaudeError,
     ClaudeHeld,
     ClaudeNotInstalled,
+    StoreRejected,
     StoreUnavailable,
 )
 from echo.org.roles import Role
 from echo.work.claude import LOCAL_CLAUDE, ClaudeExecutor, ClaudeRunOptions, claude_env, run_claude
+from echo.work.executors import Result
 from echo.work.governor import Governor, RunRecord
+from echo.work.runs.attempt import refused
+from echo.work.runs.stream import RunEvent
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +189,15 @@ def template_decision(subject: str, consensus: str, tally: Mapping[str, int],
 # ------------------------------------------------------------------ the LLM
 
 
+class Conversations(Protocol):
+    """Where a role's session of each workflow is kept (`WorkflowStore`)."""
+
+    async def conversation(self, workflow_id: str, role: str) -> str | None: ...
+
+    async def record_conversation(self, workflow_id: str, role: str, session_id: str) -> None: ...
+
+
+
 class ClaudeDecider:
     """Asks the Claude CLI one question as the role would (its model and system prompt).
 
@@ -189,7 +210,8 @@ class ClaudeDecider:
 
     def __init__(self, settings: Settings, role: Role, *, env: Mapping[str, str] | None = None,
                  local_bin: Path | None = LOCAL_CLAUDE, unavailable_for: float = 60.0,
-                 governor: Governor | None = None) -> None:
+                 governor: Governor | None = None, conversations: Conversations | None = None,
+                 otel: Any = None) -> None:
         self.unavailable_for = unavailable_for
         self.settings = settings
         self.role_name = role.name
@@ -198,6 +220,9 @@ class ClaudeDecider:
         #: and every question's run is a ledger row.
         self.governor = governor
         self.runs = 0  # CLI processes started
+        self.resumed = 0  # of them, runs that continued the workflow's session
+        #: One session per workflow (None, or the setting off: a fresh process per question).
+        self.conversations = conversations if settings.workflow_conversation else None
         self._unavailable: tuple[float, ClaudeError] | None = None
         # One short turn, no tools: a JSON answer is all that is asked for.
         self.options = ClaudeRunOptions(model=role.claude.model, system_prompt=role.system_prompt,
@@ -205,7 +230,7 @@ class ClaudeDecider:
         isolated = settings.state_dir / "claude" / role.name / "decider"
         self.executor = ClaudeExecutor(settings, options=self.options, env=env, cli_max_retries=0,
                                        config_dir=isolated if role.claude.isolate_config else None,
-                                       local_bin=local_bin)
+                                       local_bin=local_bin, otel=otel)
 
     async def ask(self, prompt: str, time_limit: float, *, workflow: str | None = None,
                   step: str | None = None) -> dict[str, Any]:
@@ -240,6 +265,50 @@ class ClaudeDecider:
 
     async def _ask(self, prompt: str, time_limit: float, workflow: str | None,
                    step: str | None) -> dict[str, Any]:
+        """The question, in the workflow's session when there is one, else afresh."""
+        session = await self._session(workflow)
+        if session is not None:
+            started: list[RunEvent] = []
+            try:
+                result = await self._run(prompt, time_limit, workflow, step, session,
+                                         started.append)
+            except ClaudeError as exc:
+                if not refused(exc, started=any(e.kind == "init" for e in started)):
+                    raise
+                log.warning("%s: cannot resume session %s of workflow %s (%s); asking afresh",
+                            self.role_name, session, workflow, str(exc)[:200])
+            else:
+                self.resumed += 1
+                return await self._answer_of(result, workflow, session)
+        result = await self._run(prompt, time_limit, workflow, step, None, None)
+        return await self._answer_of(result, workflow, None)
+
+    async def _session(self, workflow: str | None) -> str | None:
+        if self.conversations is None or workflow is None:
+            return None
+        try:
+            return await self.conversations.conversation(workflow, self.role_name)
+        except (StoreUnavailable, StoreRejected, asyncpg.PostgresError, OSError) as exc:
+            log.warning("%s: the session of workflow %s cannot be looked up (%s); asking "
+                        "afresh", self.role_name, workflow, exc)
+            return None
+
+    async def _answer_of(self, result: Result, workflow: str | None,
+                         resumed: str | None) -> dict[str, Any]:
+        """Remember the run's session for the workflow's later questions; the answer."""
+        if self.conversations is not None and workflow is not None and result.session_id \
+                and result.session_id != resumed:
+            try:
+                await self.conversations.record_conversation(workflow, self.role_name,
+                                                              result.session_id)
+            except (StoreUnavailable, StoreRejected, asyncpg.PostgresError, OSError) as exc:
+                log.warning("%s: the session of workflow %s is not recorded (%s); its next "
+                            "question starts afresh", self.role_name, workflow, exc)
+        return parse_json_object(str((result.output or {}).get("result") or ""))
+
+    async def _run(self, prompt: str, time_limit: float, workflow: str | None,
+                   step: str | None, resume: str | None,
+                   on_event: Callable[[RunEvent], None] | None) -> Result:
         binary = self.executor.binary()
         extra = dict(self.executor.extra_env)
         extra["CLAUDE_CODE_MAX_RETRIES"] = "0"
@@ -253,16 +322,17 @@ class ClaudeDecider:
                            model=self.options.model,
                            estimated=self.settings.claude_billing == "subscription")
         try:
-            result = await run_claude(self.executor.argv(binary, self.options), prompt=prompt,
-                                      env=env, cwd=self.executor.cwd, time_limit=time_limit,
-                                      kill_grace=2.0, record=record)
+            result = await run_claude(self.executor.argv(binary, self.options, resume=resume),
+                                      prompt=prompt, env=env, cwd=self.executor.cwd,
+                                      time_limit=time_limit, kill_grace=2.0, record=record,
+                                      on_event=on_event, otel=self.executor.otel)
         except FileNotFoundError:
             raise ClaudeNotInstalled(f"the Claude CLI {binary!r} disappeared") from None
         except ClaudeError as exc:
             await self._record(exc.run)
             raise
         await self._record(result.run)
-        return parse_json_object(str((result.output or {}).get("result") or ""))
+        return result
 
 
 async def answer(decider: ClaudeDecider | None, prompt: str, time_limit: float,

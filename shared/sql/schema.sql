@@ -1004,6 +1004,18 @@ CREATE TABLE workflow_participants (
 );
 
 --
+-- Name: workflow_sessions; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE workflow_sessions (
+    workflow_id text NOT NULL,
+    role text NOT NULL,
+    session_id text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workflow_sessions_session_id_check CHECK ((session_id <> ''::text))
+);
+
+--
 -- Name: workflows_id_seq; Type: SEQUENCE; Schema: -; Owner: -
 --
 
@@ -1264,6 +1276,13 @@ ALTER TABLE ONLY task_workers
 
 ALTER TABLE ONLY workflow_participants
     ADD CONSTRAINT workflow_participants_pkey PRIMARY KEY (workflow_id, role);
+
+--
+-- Name: workflow_sessions workflow_sessions_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY workflow_sessions
+    ADD CONSTRAINT workflow_sessions_pkey PRIMARY KEY (workflow_id, role);
 
 --
 -- Name: workflows workflows_pkey; Type: CONSTRAINT; Schema: -; Owner: -
@@ -1538,3 +1557,10 @@ ALTER TABLE ONLY decisions
 
 ALTER TABLE ONLY workflow_participants
     ADD CONSTRAINT workflow_participants_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES workflows(id) ON DELETE CASCADE;
+
+--
+-- Name: workflow_sessions workflow_sessions_workflow_id_fkey; Type: FK CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY workflow_sessions
+    ADD CONSTRAINT workflow_sessions_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES workflows(id) ON DELETE CASCADE;

@@ -1,19 +1,26 @@
 """The workflow's Claude decider with the REAL `claude` CLI: "no Claude here" is
 remembered for a while, so a logged-out organisation does not start a CLI for every
-question of every workflow only to hear the same refusal."""
+question of every workflow only to hear the same refusal. And a role's questions of
+one workflow are one session: resumed by a restarted agent (the session is in
+Postgres), asked afresh when the CLI cannot resume it, fresh processes with the
+setting off."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from echo.config import Settings
+from echo.db import Database
 from echo.errors import ClaudeAuthError
 from echo.org.deciders import ClaudeDecider, answer, keyword_select
 from echo.org.roles import load_roles
+from echo.org.workflow import WorkflowStore
 from tests.e2e import test_claude_executor as executor_tests
-from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.anthropic import FakeAnthropic, Request, text
 
 pytestmark = pytest.mark.e2e
 
@@ -56,3 +63,92 @@ async def test_a_remembered_refusal_still_falls_back_with_its_reason(
                            lambda: keyword_select(role, "database migration", ""))
         assert got.source == "fallback" and "Not logged in" in str(got.fallback_reason)
     assert d.runs == 1 and api.message_requests() == []
+
+
+# ------------------------------------------------------------------ one session per workflow
+
+
+def session_decider(settings: Settings, claude_bin: str, api: FakeAnthropic, tmp_path: Path,
+                    store: WorkflowStore, **kw: object) -> ClaudeDecider:
+    """The CTO's decider, logged in, keeping its sessions in `store` (a new one is what a
+    restarted agent makes: nothing in memory)."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    role = load_roles(settings.agents_dir)["cto"]
+    return ClaudeDecider(settings.model_copy(update={"claude_bin": claude_bin, **kw}), role,
+                         env={**api.env(), "HOME": str(home)}, conversations=store)
+
+
+async def a_workflow(store: WorkflowStore) -> str:
+    return await store.create(subject="Move the API to the cloud", body="", started_by="ceo",
+                              roles=["cto"], rounds=1, quorum="majority", decider_timeout=60,
+                              phase_timeout=120)
+
+
+def route_questions(api: FakeAnthropic) -> None:
+    api.route("[echo:select]", text(json.dumps({"participate": True, "reason": "mine"})))
+    api.route("[echo:position]", text(json.dumps({"position": "migrate in two steps"})))
+
+
+def asked(request: Request) -> str:
+    return json.dumps(request.body.get("messages"))
+
+
+async def test_a_restarted_agent_continues_the_workflows_session(
+    settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    store = WorkflowStore(db)
+    wf = await a_workflow(store)
+    route_questions(api)
+    first = session_decider(settings, claude_bin, api, tmp_path, store)
+    assert (await first.ask("[echo:select] Take part?", 60, workflow=wf))["participate"] is True
+    session = await store.conversation(wf, "cto")
+    assert session is not None
+
+    restarted = session_decider(settings, claude_bin, api, tmp_path, store)
+    got = await restarted.ask("[echo:position] Your position?", 60, workflow=wf)
+    assert got == {"position": "migrate in two steps"}
+    assert (restarted.runs, restarted.resumed) == (1, 1)
+    [later] = [r for r in api.message_requests() if "[echo:position]" in json.dumps(r.last_user_message)]
+    # The resumed request carries the earlier question and the role's own answer to it.
+    assert "[echo:select] Take part?" in asked(later) and later.assistant_turns == 1
+    assert '\\"reason\\": \\"mine\\"' in asked(later)
+    assert await store.conversation(wf, "cto") == session  # the same session went on
+
+
+async def test_a_session_that_cannot_be_resumed_is_asked_afresh_and_says_why(
+    settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = WorkflowStore(db)
+    wf = await a_workflow(store)
+    route_questions(api)
+    d = session_decider(settings, claude_bin, api, tmp_path, store)
+    await d.ask("[echo:select] Take part?", 60, workflow=wf)
+    gone = await store.conversation(wf, "cto")
+    assert gone is not None
+    for transcript in (tmp_path / "home" / ".claude" / "projects").rglob(f"{gone}.jsonl"):
+        transcript.unlink()  # as on another machine: the CLI has no such conversation
+
+    with caplog.at_level(logging.WARNING, logger="echo.org.deciders"):
+        got = await d.ask("[echo:position] Your position?", 60, workflow=wf)
+    assert got == {"position": "migrate in two steps"}
+    [line] = [r.getMessage() for r in caplog.records if "cannot resume" in r.getMessage()]
+    assert gone in line and "No conversation found" in line and "asking afresh" in line
+    assert (d.runs, d.resumed) == (3, 0)  # the refused resume, then the fresh question
+    fresh = await store.conversation(wf, "cto")
+    assert fresh not in (None, gone)  # the new session is the one the next question resumes
+
+
+async def test_with_the_setting_off_every_question_is_a_fresh_process(
+    settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    store = WorkflowStore(db)
+    wf = await a_workflow(store)
+    route_questions(api)
+    d = session_decider(settings, claude_bin, api, tmp_path, store, workflow_conversation=False)
+    await d.ask("[echo:select] Take part?", 60, workflow=wf)
+    await d.ask("[echo:position] Your position?", 60, workflow=wf)
+    assert (d.runs, d.resumed) == (2, 0)
+    assert all(r.assistant_turns == 0 for r in api.message_requests())
+    assert await store.conversation(wf, "cto") is None

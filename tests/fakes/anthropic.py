@@ -7,7 +7,7 @@ against the real client. Each `POST /v1/messages` takes the next scripted
 or silence (the request is held open, for timeouts); `usage_limit(reset)` is the 429
 that makes a subscriber's CLI print "You've hit your … limit · resets …".
 `route(marker, reply)` answers
-every request whose prompt contains `marker` with `reply` instead (the workflow's
+every request whose newest user message contains `marker` with `reply` instead (the workflow's
 prompts start with `[echo:<step>]`). Every request is recorded.
 
 `conversation(*turns)` scripts a session instead, statelessly: a request is answered
@@ -112,6 +112,14 @@ class Request:
         return sum(1 for m in found or [] if isinstance(m, dict) and m.get("role") == "assistant")
 
     @property
+    def last_user_message(self) -> Any:
+        """The request's newest user message: what was asked this time (a resumed
+        session's request carries the earlier turns before it)."""
+        found = self.body.get("messages") if isinstance(self.body, dict) else None
+        users = [m for m in found or [] if isinstance(m, dict) and m.get("role") == "user"]
+        return users[-1] if users else None
+
+    @property
     def has_tools(self) -> bool:
         return isinstance(self.body, dict) and bool(self.body.get("tools"))
 
@@ -156,7 +164,8 @@ class FakeAnthropic:
         return [r for r in self.message_requests() if r.has_tools]
 
     def route(self, marker: str, reply: Reply) -> None:
-        """Answer any request whose messages contain `marker` with `reply` (always)."""
+        """Answer any request whose newest user message contains `marker` with `reply`
+        (always; the first matching route wins)."""
         with self._lock:
             self._routes.append((marker, reply))
 
@@ -232,7 +241,7 @@ class FakeAnthropic:
                     self._stalled.add(n)
                 return reply
             if req is not None and self._routes:
-                prompt = json.dumps(req.body.get("messages")) if isinstance(req.body, dict) else ""
+                prompt = json.dumps(req.last_user_message)
                 for marker, reply in self._routes:
                     if marker in prompt:
                         return reply

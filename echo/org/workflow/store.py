@@ -237,6 +237,17 @@ class WorkflowStore:
             await conn.execute(Q["record_participant"], workflow_id, role, participate,
                                confidence, reason, decider, fallback_reason)
 
+    async def conversation(self, workflow_id: str, role: str) -> str | None:
+        """The Claude session of `role`'s questions of this workflow, if one was recorded."""
+        async with self.db.acquire() as conn:
+            found: str | None = await conn.fetchval(Q["conversation"], workflow_id, role)
+        return found
+
+    async def record_conversation(self, workflow_id: str, role: str, session_id: str) -> None:
+        """Remember `role`'s session of this workflow (its later questions resume it)."""
+        async with self.db.acquire() as conn:
+            await conn.execute(Q["record_conversation"], workflow_id, role, session_id)
+
     async def participants(self, workflow_id: str) -> list[Participant]:
         async with self.db.acquire() as conn:
             rows = await conn.fetch(Q["participants"], workflow_id)

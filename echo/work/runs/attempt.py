@@ -55,12 +55,17 @@ async def prior_session(store: RunStore, task: Task, env: Mapping[str, str],
     return prior, None
 
 
-def _refused(exc: ClaudeError, recorder: RunRecorder) -> bool:
-    """The CLI refused the session: it failed before its `init` (no such session), or
-    the conversation no longer fits the model's context ("Prompt is too long")."""
+def refused(exc: ClaudeError, *, started: bool) -> bool:
+    """The CLI refused to resume a session: it failed before its `init` (`started`
+    False: no such session, "No conversation found"), or the conversation no longer
+    fits the model's context ("Prompt is too long")."""
     if not isinstance(exc, ClaudeApiError | ClaudeCrashed):
         return False
-    return recorder.session_id is None or "prompt is too long" in str(exc).lower()
+    return not started or "prompt is too long" in str(exc).lower()
+
+
+def _refused(exc: ClaudeError, recorder: RunRecorder) -> bool:
+    return refused(exc, started=recorder.session_id is not None)
 
 
 async def run_attempt(store: RunStore, task: Task, *, prompt: str, env: Mapping[str, str],
