@@ -244,7 +244,8 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
     `otel` (a tracer; default: OTLP when configured, else none) gets its GenAI spans."""
     watch = watch or Watch()
     spans = RunSpans(otel if otel is not None else tracer(), role=record.role,
-                     model=record.model, task_id=record.task_id, attempt=record.attempt)
+                     model=record.model, task_id=record.task_id, attempt=record.attempt,
+                     workflow_id=record.workflow_id)
     forward = on_event or _ignore
 
     def seen(event: RunEvent) -> None:
