@@ -6,15 +6,18 @@ agents, each with its real `ClaudeDecider` and the real CLI against the fake API
 on Postgres. Measured per mode, interleaved, medians of ECHO_BENCH_RUNS workflows:
 
 - `cpu_s`: the CLI children's user+sys CPU seconds for the whole workflow
-  (`getrusage(RUSAGE_CHILDREN)`, the agents being in this process);
+  (`getrusage(RUSAGE_CHILDREN)`, the agents being in this process; read once the
+  agents have stopped, since a child counts once reaped);
 - `wall_s`: from the workflow's creation to `done`;
 - `resent`: what the later requests (every question but a role's first) carry:
   messages per request and bytes of their messages (about 4 bytes a token), the
   earlier turns a resumed session sends again (and, for scale, the whole request:
   Claude Code's system prompt and tool definitions, sent in both modes).
 
-The baseline is the setting off (`workflow_conversation = false`): a fresh CLI process
-and a fresh conversation per question, as before.
+Modes (`workflow_conversation`): `off` (the baseline: a fresh CLI process and a fresh
+conversation per question, as before), `resumed` (a process per question, resuming
+the role's session) and `kept` (the default: one CLI process per role per workflow,
+each question a stream-json line on its stdin). One line per figure and mode.
 
     python -m bench.conversations      (ECHO_TEST_DATABASE_URL or an embedded Postgres)
 """
@@ -47,7 +50,7 @@ from tests.fakes.anthropic import FakeAnthropic, Request, text  # noqa: E402
 
 RUNS = int(os.environ.get("ECHO_BENCH_RUNS", "3"))
 ROLES = ("ceo", "cto", "chro")
-MODES = ("fresh", "session")
+MODES = ("off", "resumed", "kept")
 
 
 def _answers(api: FakeAnthropic) -> None:
@@ -68,7 +71,7 @@ def _cpu() -> float:
 
 
 async def one_workflow(s: Settings, db: Database, mode: str) -> dict[str, Any]:
-    settings = s.model_copy(update={"workflow_conversation": mode == "session",
+    settings = s.model_copy(update={"workflow_conversation": mode,
                                     "claude_bin": str(LOCAL_CLAUDE)})
     roles = load_roles(s.agents_dir)
     store = WorkflowStore(db)
@@ -93,8 +96,9 @@ async def one_workflow(s: Settings, db: Database, mode: str) -> dict[str, Any]:
                 if got.phase.final:
                     break
                 await anyio.sleep(0.05)
-            wall, cpu = time.monotonic() - clock, _cpu() - cpu
-            tg.cancel_scope.cancel()
+            wall = time.monotonic() - clock
+            tg.cancel_scope.cancel()  # the agents stop: their kept processes end
+        cpu = _cpu() - cpu  # children count once reaped, so after the kept ones ended
         decision = await store.decision_of(wf)
         assert got.phase == "done" and decision is not None and decision.source == "llm", got
         asked = [r for r in api.message_requests() if "[echo:" in json.dumps(r.last_user_message)]
@@ -121,7 +125,7 @@ async def main() -> None:
     async with bench_settings("conversations", redis=False, poll_interval=0.05) as s:
         db = await Database.open(s, max_size=6)
         try:
-            await one_workflow(s, db, "session")  # warm-up (first CLI start, caches)
+            await one_workflow(s, db, "kept")  # warm-up (first CLI start, caches)
             seen: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
             for _ in range(RUNS):
                 for mode in MODES:
@@ -132,25 +136,27 @@ async def main() -> None:
     def median(mode: str, key: str) -> float:
         return float(statistics.median(run[key] for run in seen[mode]))
 
-    fresh = {k: median("fresh", k) for k in seen["fresh"][0]}
-    session = {k: median("session", k) for k in seen["session"][0]}
-    emit("conversations", "cpu_s", session["cpu_s"],
-         baseline="a fresh CLI process per question (CPU s of the CLI children, one workflow)",
-         baseline_value=fresh["cpu_s"], runs=RUNS, questions=session["questions"],
-         cli_runs=session["runs"], resumed=session["resumed"])
-    emit("conversations", "wall_s", session["wall_s"],
-         baseline="a fresh CLI process per question (s, creation to done)",
-         baseline_value=fresh["wall_s"], runs=RUNS)
-    emit("conversations", "later_request_messages", session["later_messages"],
-         baseline="a fresh conversation per question (messages per later request)",
-         baseline_value=fresh["later_messages"], max_messages=session["later_max_messages"],
-         requests=session["requests"], baseline_requests=fresh["requests"])
-    emit("conversations", "later_request_tokens", session["later_bytes"] / 4,
-         baseline="a fresh conversation per question (approx. tokens of messages per later "
-                  "request, 4 bytes a token)",
-         baseline_value=fresh["later_bytes"] / 4,
-         whole_request_tokens=round(session["later_body_bytes"] / 4),
-         baseline_whole_request_tokens=round(fresh["later_body_bytes"] / 4))
+    base = {k: median("off", k) for k in seen["off"][0]}
+    for mode in ("resumed", "kept"):
+        got = {k: median(mode, k) for k in seen[mode][0]}
+        emit("conversations", f"cpu_s_{mode}", got["cpu_s"],
+             baseline="a fresh CLI process per question (CPU s of the CLI children, one "
+                      "workflow)", baseline_value=base["cpu_s"], runs=RUNS,
+             questions=got["questions"], cli_runs=got["runs"], baseline_cli_runs=base["runs"],
+             resumed=got["resumed"])
+        emit("conversations", f"wall_s_{mode}", got["wall_s"],
+             baseline="a fresh CLI process per question (s, creation to done)",
+             baseline_value=base["wall_s"], runs=RUNS)
+        emit("conversations", f"later_request_messages_{mode}", got["later_messages"],
+             baseline="a fresh conversation per question (messages per later request)",
+             baseline_value=base["later_messages"], max_messages=got["later_max_messages"],
+             requests=got["requests"], baseline_requests=base["requests"])
+        emit("conversations", f"later_request_tokens_{mode}", got["later_bytes"] / 4,
+             baseline="a fresh conversation per question (approx. tokens of messages per "
+                      "later request, 4 bytes a token)",
+             baseline_value=base["later_bytes"] / 4,
+             whole_request_tokens=round(got["later_body_bytes"] / 4),
+             baseline_whole_request_tokens=round(base["later_body_bytes"] / 4))
 
 
 if __name__ == "__main__":

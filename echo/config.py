@@ -129,9 +129,10 @@ class Settings(BaseSettings):
         5, ge=2, description="the same tool call this many times in a row is a loop: stopped")
     claude_events_per_run: int = Field(
         2000, ge=2, description="run events kept per attempt (the rest are counted, not stored)")
-    workflow_conversation: bool = Field(
-        True, description="a role's questions of one workflow are one resumed Claude session; "
-                          "off: a fresh CLI process per question")
+    workflow_conversation: Literal["kept", "resumed", "off"] = Field(
+        "kept", description="a role's questions of one workflow are one Claude session: kept, "
+                            "in one CLI process kept for it; resumed, a process per question "
+                            "resuming it; off, a fresh process and session per question")
     claude_events_retention_days: float = Field(
         14.0, gt=0, description="days run events and transcripts are kept")
     budget_daily_usd: float | None = Field(

@@ -14,13 +14,17 @@ reason the LLM was not used. Self-selection falls back to keyword scoring agains
 the role's `keywords`; positions, votes and the decision fall back to templates
 built from the role's responsibilities, never dressed up as an LLM's words.
 
-One conversation per role per workflow (`settings.workflow_conversation`, on by
-default): the first question of a workflow starts a session, whose id is recorded
-(`Conversations`, the `workflow_sessions` table); every later question of that
-workflow resumes it (`--resume`) with only the new step's prompt, so the role
-remembers its earlier positions, and a restarted agent continues the same session.
-When the CLI will not resume it (its transcript is gone, the conversation is too
-long), one warning line says why and the question is asked afresh.
+One conversation per role per workflow (`settings.workflow_conversation`): the first
+question of a workflow starts a session, whose id is recorded (`Conversations`, the
+`workflow_sessions` table); every later question of that workflow continues it with
+only the new step's prompt, so the role remembers its earlier positions. `kept` (the
+default) asks them of one CLI process kept for the workflow (echo.work.runs.kept: one
+start instead of one a question), until the workflow closes, the agent stops or a
+question fails; the next process resumes the session (`--resume`), so a restarted
+agent continues it too. `resumed` starts a process per question, resuming the
+session; `off`, a fresh process and session per question (as before). When the CLI
+will not resume a session (its transcript is gone, the conversation is too long), one
+warning line says why and the question is asked afresh.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from echo.work.claude import LOCAL_CLAUDE, ClaudeExecutor, ClaudeRunOptions, cla
 from echo.work.executors import Result
 from echo.work.governor import Governor, RunRecord
 from echo.work.runs.attempt import refused
+from echo.work.runs.kept import KeptSession
 from echo.work.runs.stream import RunEvent
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,9 @@ log = logging.getLogger(__name__)
 #: Failures that mean "no Claude here", as opposed to one bad run.
 CLAUDE_UNAVAILABLE: tuple[type[ClaudeError], ...] = (ClaudeNotInstalled, ClaudeAuthError,
                                                      ClaudeCreditError)
+#: Kept CLI processes a decider holds at most (one per open workflow); past it, the one
+#: used longest ago ends (its session is resumed at its next question).
+MAX_KEPT = 4
 FALLBACK_MARK = "[fallback, no LLM]"
 
 
@@ -220,9 +228,11 @@ class ClaudeDecider:
         #: and every question's run is a ledger row.
         self.governor = governor
         self.runs = 0  # CLI processes started
-        self.resumed = 0  # of them, runs that continued the workflow's session
+        self.resumed = 0  # questions that continued the workflow's session
         #: One session per workflow (None, or the setting off: a fresh process per question).
-        self.conversations = conversations if settings.workflow_conversation else None
+        self.mode = settings.workflow_conversation if conversations is not None else "off"
+        self.conversations = conversations if self.mode != "off" else None
+        self._kept: dict[str, KeptSession] = {}  # by workflow, the last used last
         self._unavailable: tuple[float, ClaudeError] | None = None
         # One short turn, no tools: a JSON answer is all that is asked for.
         self.options = ClaudeRunOptions(model=role.claude.model, system_prompt=role.system_prompt,
@@ -316,7 +326,9 @@ class ClaudeDecider:
             self.executor.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             extra["CLAUDE_CONFIG_DIR"] = str(self.executor.config_dir)
         env = claude_env(extra)
-        self.runs += 1
+        kept = await self._kept_for(workflow, binary, env, resume)
+        if kept is None or not kept.alive:
+            self.runs += 1
         record = RunRecord(kind="question", outcome="ok", account=self.account,
                            role=self.role_name, workflow_id=workflow, step=step,
                            model=self.options.model,
@@ -325,14 +337,57 @@ class ClaudeDecider:
             result = await run_claude(self.executor.argv(binary, self.options, resume=resume),
                                       prompt=prompt, env=env, cwd=self.executor.cwd,
                                       time_limit=time_limit, kill_grace=2.0, record=record,
-                                      on_event=on_event, otel=self.executor.otel)
+                                      on_event=on_event, otel=self.executor.otel, kept=kept)
         except FileNotFoundError:
+            await self.forget(workflow)
             raise ClaudeNotInstalled(f"the Claude CLI {binary!r} disappeared") from None
         except ClaudeError as exc:
+            await self.forget(workflow)  # it ended with the failure; the next one resumes
             await self._record(exc.run)
             raise
         await self._record(result.run)
         return result
+
+
+    async def _kept_for(self, workflow: str | None, binary: str, env: Mapping[str, str],
+                        resume: str | None) -> KeptSession | None:
+        """The workflow's kept process (`kept` mode), a new one (to resume `resume`) if it
+        has none or it has exited."""
+        if self.mode != "kept" or workflow is None:
+            return None
+        kept = self._kept.pop(workflow, None)
+        if kept is not None and not kept.alive:
+            await kept.close()
+            kept = None
+        if kept is None:
+            kept = KeptSession(self.executor.argv(binary, self.options, resume=resume,
+                                                  stream_input=True),
+                               env=env, cwd=self.executor.cwd, kill_grace=2.0)
+        self._kept[workflow] = kept
+        while len(self._kept) > MAX_KEPT:
+            await self.forget(next(iter(self._kept)))
+        return kept
+
+    @property
+    def kept(self) -> int:
+        """Kept CLI processes running now."""
+        return sum(k.alive for k in self._kept.values())
+
+    async def forget(self, workflow: str | None) -> None:
+        """End the workflow's kept process, if any (its session stays recorded)."""
+        kept = self._kept.pop(workflow, None) if workflow is not None else None
+        if kept is not None:
+            await kept.close()
+
+    async def keep_only(self, workflows: set[str]) -> None:
+        """End the kept processes of workflows no longer open."""
+        for workflow in [w for w in self._kept if w not in workflows]:
+            await self.forget(workflow)
+
+    async def close(self) -> None:
+        """End every kept process (the agent stops)."""
+        for workflow in list(self._kept):
+            await self.forget(workflow)
 
 
 async def answer(decider: ClaudeDecider | None, prompt: str, time_limit: float,

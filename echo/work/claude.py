@@ -78,6 +78,7 @@ from echo.work.runs import (
     run_streaming,
 )
 from echo.work.runs.attempt import run_attempt
+from echo.work.runs.kept import KeptSession
 from echo.work.runs.traces import RunSpans, tracer
 from echo.work.workspaces.tools import in_workspace
 
@@ -236,12 +237,14 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
                      time_limit: float, kill_grace: float, record: RunRecord,
                      watch: Watch | None = None,
                      on_event: Callable[[RunEvent], None] | None = None,
-                     otel: Any = None) -> Result:
+                     otel: Any = None, kept: KeptSession | None = None) -> Result:
     """One CLI run, watched and classified, with its ledger row: on the `Result` (`run`),
     or on the `ClaudeError` raised (`exc.run`: outcome class, cost, tokens, the pause a
     usage limit asks for). A run that never reached the API is a row too, with cost 0;
     one the watchdog stopped before its result costs the stream's list-price estimate.
-    `otel` (a tracer; default: OTLP when configured, else none) gets its GenAI spans."""
+    `otel` (a tracer; default: OTLP when configured, else none) gets its GenAI spans.
+    With `kept`, the question goes to that kept process (started with its own argv, at
+    its first question) instead of a new one."""
     watch = watch or Watch()
     spans = RunSpans(otel if otel is not None else tracer(), role=record.role,
                      model=record.model, task_id=record.task_id, attempt=record.attempt,
@@ -255,9 +258,13 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
     started = datetime.now(UTC)
     clock = time.monotonic()
     try:
-        streamed = await run_streaming(argv, stdin=prompt.encode(), env={**env, **spans.env()},
-                                       cwd=cwd, time_limit=time_limit, kill_grace=kill_grace,
-                                       watch=watch, on_event=seen)
+        if kept is not None:
+            streamed = await kept.ask(prompt, time_limit=time_limit, watch=watch, on_event=seen)
+        else:
+            streamed = await run_streaming(argv, stdin=prompt.encode(),
+                                           env={**env, **spans.env()}, cwd=cwd,
+                                           time_limit=time_limit, kill_grace=kill_grace,
+                                           watch=watch, on_event=seen)
     except BaseException as exc:
         spans.end(None, exc)
         raise
@@ -330,8 +337,10 @@ class ClaudeExecutor:
         return in_workspace(replace(base, **overrides) if overrides else base, task)
 
     def argv(self, binary: str, options: ClaudeRunOptions, *,
-             resume: str | None = None) -> list[str]:
+             resume: str | None = None, stream_input: bool = False) -> list[str]:
         argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
+        if stream_input:  # a kept process: questions as JSON lines on stdin (kept.py)
+            argv += ["--input-format", "stream-json"]
         if resume:
             argv += ["--resume", resume]
         if options.model:

@@ -116,6 +116,8 @@ class WorkflowAgent:
             finally:
                 for wf_id in list(self.spans.spans):
                     self.spans.end(wf_id)  # stopped mid-workflow: what it did so far
+                if self.decider is not None:
+                    await self.decider.close()  # its kept CLI processes
 
     async def _loop(self) -> None:
         while True:
@@ -145,6 +147,8 @@ class WorkflowAgent:
                 session = await self.store.conversation(wf.id, self.role.name)
                 if session:
                     self.spans.conversation(wf.id, session)
+        if self.decider is not None:
+            await self.decider.keep_only({w.id for w in open_})
         for wf_id in self.spans.ended_besides(w.id for w in open_):
             ended = await self.store.get(wf_id)
             self.spans.end(wf_id, str(ended.phase) if ended else None)
