@@ -93,6 +93,13 @@ def route_questions(api: FakeAnthropic) -> None:
     api.route("[echo:position]", text(json.dumps({"position": "migrate in two steps"})))
 
 
+async def ready(db: Database, api: FakeAnthropic) -> tuple[WorkflowStore, str]:
+    """A workflow to ask questions of, and the fake API's answers to them."""
+    store = WorkflowStore(db)
+    route_questions(api)
+    return store, await a_workflow(store)
+
+
 def asked(api: FakeAnthropic, marker: str) -> list[Request]:
     """The requests whose new question contains `marker`."""
     return [r for r in api.message_requests() if marker in json.dumps(r.last_user_message)]
@@ -108,9 +115,7 @@ async def test_a_restarted_agent_continues_the_workflows_session(
     settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path,
     mode: str,
 ) -> None:
-    store = WorkflowStore(db)
-    wf = await a_workflow(store)
-    route_questions(api)
+    store, wf = await ready(db, api)
     first = session_decider(settings, claude_bin, api, tmp_path, store,
                             workflow_conversation=mode)
     assert (await first.ask("[echo:select] Take part?", 60, workflow=wf))["participate"] is True
@@ -137,9 +142,7 @@ async def test_a_session_that_cannot_be_resumed_is_asked_afresh_and_says_why(
     settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path,
     caplog: pytest.LogCaptureFixture, mode: str,
 ) -> None:
-    store = WorkflowStore(db)
-    wf = await a_workflow(store)
-    route_questions(api)
+    store, wf = await ready(db, api)
     d = session_decider(settings, claude_bin, api, tmp_path, store, workflow_conversation=mode)
     await d.ask("[echo:select] Take part?", 60, workflow=wf)
     await d.forget(wf)  # its kept process ended (kept mode)
@@ -163,9 +166,7 @@ async def test_a_session_that_cannot_be_resumed_is_asked_afresh_and_says_why(
 async def test_kept_one_process_answers_every_question_of_the_workflow(
     settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
 ) -> None:
-    store = WorkflowStore(db)
-    wf = await a_workflow(store)
-    route_questions(api)
+    store, wf = await ready(db, api)
     api.route("[echo:vote]", text(json.dumps({"vote": "approve", "reason": "sound"})))
     d = session_decider(settings, claude_bin, api, tmp_path, store)
     assert d.mode == "kept"  # the default
@@ -199,9 +200,7 @@ async def test_kept_one_process_answers_every_question_of_the_workflow(
 async def test_with_the_setting_off_every_question_is_a_fresh_process(
     settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
 ) -> None:
-    store = WorkflowStore(db)
-    wf = await a_workflow(store)
-    route_questions(api)
+    store, wf = await ready(db, api)
     d = session_decider(settings, claude_bin, api, tmp_path, store, workflow_conversation="off")
     await d.ask("[echo:select] Take part?", 60, workflow=wf)
     await d.ask("[echo:position] Your position?", 60, workflow=wf)
