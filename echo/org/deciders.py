@@ -205,7 +205,6 @@ class Conversations(Protocol):
     async def record_conversation(self, workflow_id: str, role: str, session_id: str) -> None: ...
 
 
-
 class ClaudeDecider:
     """Asks the Claude CLI one question as the role would (its model and system prompt).
 
