@@ -247,8 +247,14 @@ def check_seconds(value: float, what: str, *, least: float = 0.0,
 class Client:
     """The operations users perform on one organisation (`settings.namespace`)."""
 
-    def __init__(self, settings: Settings, *, database: db.Database | None = None) -> None:
+    def __init__(self, settings: Settings, *, database: db.Database | None = None,
+                 fence: str | None = None) -> None:
+        """`fence` ('role/epoch/holder', `echo.org.leases.Lease.fence`): the pool this
+        client opens writes as that role, so once the role's lease has passed on every
+        write is refused (`LeaseLost`) and nothing is stored: what a Claude run of the
+        role gets through MCP (echo.mcp). With `database`, that pool is used as given."""
         self.settings = settings
+        self.fence = fence
         self._db = database
         self._owns_db = database is None
         self._publisher: Publisher | None = None
@@ -276,7 +282,7 @@ class Client:
     async def database(self) -> db.Database:
         """The client's pool, opened on first use."""
         if self._db is None:
-            self._db = await db.Database.open(self.settings, min_size=0, max_size=2)
+            self._db = await db.Database.open(self.settings, min_size=0, max_size=2, fence=self.fence)
         return self._db
 
     async def open_publisher(self) -> None:
