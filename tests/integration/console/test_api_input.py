@@ -7,8 +7,6 @@ Redis): no agent is needed to refuse input, so no organisation is started."""
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,10 +16,8 @@ import pytest
 
 from echo import db as dbmod
 from echo.config import Settings
-from echo.console.auth import token_path
 from echo.db import drop_namespace, migrate
-from echo.org.console_address import read_listening
-from tests.helpers import cli_env, wait_until
+from tests.console_org import console_alone
 
 pytestmark = pytest.mark.anyio
 
@@ -50,22 +46,8 @@ async def db(console_settings: Settings) -> AsyncIterator[dbmod.Database]:
 
 @pytest.fixture(scope="module")
 async def api(console_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    settings = console_settings
-    server = subprocess.Popen([sys.executable, "-m", "echo", "serve", "--port", "0"],
-                              env=cli_env(settings), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        await wait_until(lambda: read_listening(settings) is not None or server.poll() is not None,
-                         timeout=60, interval=0.05)
-        here = read_listening(settings)
-        assert here is not None, server.communicate()[1]
-        token = token_path(settings).read_text().strip()
-        async with httpx.AsyncClient(base_url=here.url, timeout=30,
-                                     headers={"Authorization": f"Bearer {token}"}) as c:
-            yield c
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
+    async with console_alone(console_settings) as console, console.client() as c:
+        yield c
 
 
 async def _counts(db: dbmod.Database) -> dict[str, int]:
