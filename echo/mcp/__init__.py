@@ -15,7 +15,9 @@ input and raises one-line `EchoError`s; `server.py` turns any refusal into one t
 error result and keeps serving. `resources.py` holds the roles and the decisions.
 """
 
+from echo.mcp.launch import RUN_ENV, allowed, mcp_config, stdio_command, write_mcp_config
 from echo.mcp.scope import Scope
 from echo.mcp.server import build_server, serve_stdio
 
-__all__ = ["Scope", "build_server", "serve_stdio"]
+__all__ = ["RUN_ENV", "Scope", "allowed", "build_server", "mcp_config", "serve_stdio", "stdio_command",
+           "write_mcp_config"]
