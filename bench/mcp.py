@@ -6,6 +6,9 @@
   same `Client` call in this process (`Client.messages`, `Client.broadcast`), so the
   ratio is what MCP adds: JSON-RPC over two pipes, argument validation, the result's
   JSON. Median and p95 in milliseconds.
+- **Tool call over the console's streamable HTTP** (`/mcp`, with the token): the same
+  two calls against a console started alone (`python -m echo.console --port 0`),
+  beside the same `Client` baseline.
 - **Start**: from spawning the server to the answer of its first `tools/list` (what
   every Claude run given the server waits for), beside `python -m echo --version`
   (the interpreter and the CLI's imports alone).
@@ -24,11 +27,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import httpx2
 import mcp
 from mcp import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 from bench._common import bench_settings, emit, percentile
+from bench.console import start_console
 from echo.config import Settings
+from echo.console.auth import token_path
 from echo.org.client import Client, SendKind
 
 CALLS = 200
@@ -63,25 +70,45 @@ def report(figure: str, mcp_ms: list[float], client_ms: list[float], baseline: s
          baseline_p95_ms=round(percentile(client_ms, 0.95), 3), calls=len(mcp_ms))
 
 
+async def baselines(s: Settings) -> tuple[list[float], list[float]]:
+    """The same calls through `Client` in this process: what MCP wraps."""
+    async with Client(s) as client:
+        async def direct() -> Any:
+            return await client.broadcast("bench", "a word", to="cto", kind=SendKind.DIRECT)
+
+        return await timed(lambda: client.messages(limit=20)), await timed(direct)
+
+
+async def over(session: mcp.Client) -> tuple[list[float], list[float]]:
+    async def call(tool: str, **arguments: Any) -> None:
+        result = await session.call_tool(tool, arguments)
+        assert not result.is_error, result.content
+
+    read = await timed(lambda: call("messages", limit=20))
+    return read, await timed(lambda: call("send", to="cto", subject="bench", body="a word"))
+
+
 async def tool_calls(s: Settings) -> None:
     async with Client(s) as client:
         for i in range(50):
             await client.broadcast(f"seed {i}", "so that messages returns a full page", sender="ceo")
-
-        async def direct() -> Any:
-            return await client.broadcast("bench", "a word", to="cto", kind=SendKind.DIRECT)
-
-        baseline_read = await timed(lambda: client.messages(limit=20))
-        baseline_send = await timed(direct)
+    baseline_read, baseline_send = await baselines(s)
     async with mcp.Client(server(s)) as session:
-        async def call(tool: str, **arguments: Any) -> None:
-            result = await session.call_tool(tool, arguments)
-            assert not result.is_error, result.content
-
-        read = await timed(lambda: call("messages", limit=20))
-        send = await timed(lambda: call("send", to="cto", subject="bench", body="a word"))
+        read, send = await over(session)
     report("messages_stdio", read, baseline_read, "client_messages")
     report("send_stdio", send, baseline_send, "client_send")
+
+    console, url = await start_console(s)
+    try:
+        headers = {"Authorization": f"Bearer {token_path(s).read_text().strip()}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http, \
+                mcp.Client(streamable_http_client(url.rstrip("/") + "/mcp", http_client=http)) as session:
+            read, send = await over(session)
+    finally:
+        console.terminate()
+        console.wait(timeout=30)
+    report("messages_http", read, baseline_read, "client_messages")
+    report("send_http", send, baseline_send, "client_send")
 
 
 async def starts(s: Settings) -> None:

@@ -94,6 +94,8 @@ async def lists_tools_and_resources(session: mcp.Client, s: Settings) -> None:
     tools = (await session.list_tools()).tools
     assert {t.name for t in tools} == TOOLS
     assert all(t.description for t in tools)
+    assert {t.name for t in tools if t.annotations and t.annotations.read_only_hint} == TOOLS - {
+        "broadcast", "send", "submit_task", "start_workflow"}
     send = next(t for t in tools if t.name == "send")
     assert set(send.input_schema["required"]) == {"to", "subject"}
     uris = {str(r.uri) for r in (await session.list_resources()).resources}

@@ -18,7 +18,7 @@ from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp_types import CallToolResult, InputRequiredResult, TextContent
+from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import ValidationError
 
 from echo import __version__
@@ -128,7 +128,8 @@ def build_server(settings: Settings, scope: Scope, connect: Callable[[], Client]
     org = Org(settings, scope, connect)
     for spec in tools_for(scope):
         server.add_tool(bind(spec, org), name=spec.name,
-                        description=inspect.cleandoc(spec.fn.__doc__ or spec.name))
+                        description=inspect.cleandoc(spec.fn.__doc__ or spec.name),
+                        annotations=ToolAnnotations(read_only_hint=spec.read_only))
     add_resources(server, org)
     return server
 

@@ -1,10 +1,10 @@
 """The `echo` server's tools: each one small function, a thin call of the client.
 
 A tool is an async function whose first parameter is the `Org` it acts on and whose
-other parameters are the tool's arguments (their annotations become its input
-schema, their docstring its description); `@tool` registers it:
+other parameters are the tool's arguments (their annotations make its input schema,
+and its docstring is its description); `@tool` registers it:
 
-    @tool
+    @tool(read_only=True)
     async def task(org: Org, id: int) -> Any:
         \"\"\"One task: every column, its audit trail and its Claude runs' events.\"\"\"
         return await org.client.task(id)
@@ -13,7 +13,8 @@ Whatever it returns is made JSON-able (pydantic models as `model_dump(mode="json
 It validates nothing itself: the client does, and raises a one-line `EchoError`,
 which `echo.mcp.server` turns into one tool error result. `@tool(operator_only=True)`
 keeps a tool out of a role's server: nothing a role's run may call approves a
-request, raises a budget or acts as another role.
+request, raises a budget or acts as another role. `read_only=True` tells clients
+(`readOnlyHint`) that it changes nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def as_json(data: Any) -> str:
 class ToolSpec:
     fn: ToolFn
     operator_only: bool = False
+    read_only: bool = False  # told to clients (`readOnlyHint`): it changes nothing
 
     @property
     def name(self) -> str:
@@ -74,13 +76,14 @@ TOOLS: dict[str, ToolSpec] = {}
 @overload
 def tool(fn: ToolFn, /) -> ToolFn: ...
 @overload
-def tool(*, operator_only: bool = False) -> Callable[[ToolFn], ToolFn]: ...
+def tool(*, operator_only: bool = False, read_only: bool = False) -> Callable[[ToolFn], ToolFn]: ...
 
 
-def tool(fn: ToolFn | None = None, /, *, operator_only: bool = False) -> Any:
-    """Register `fn` as a tool of the server (of the operator's only, with `operator_only`)."""
+def tool(fn: ToolFn | None = None, /, *, operator_only: bool = False, read_only: bool = False) -> Any:
+    """Register `fn` as a tool of the server (of the operator's only, with `operator_only`;
+    `read_only` when it changes nothing)."""
     def register(f: ToolFn) -> ToolFn:
-        TOOLS[f.__name__] = ToolSpec(f, operator_only=operator_only)
+        TOOLS[f.__name__] = ToolSpec(f, operator_only=operator_only, read_only=read_only)
         return f
 
     return register(fn) if fn is not None else register
@@ -92,6 +95,8 @@ def tools_for(scope: Scope) -> list[ToolSpec]:
 
 
 Limit = Annotated[int, Field(ge=1, le=10_000, description="at most this many")]
+RoleName = Annotated[str, Field(description="a role of the organisation: ceo, cto, ... (echo://roles)")]
+WorkflowId = Annotated[str, Field(description="a workflow id: wf-12, or 12")]
 
 
 # ---------------------------------------------------------------- the bus
@@ -105,7 +110,7 @@ async def broadcast(org: Org, subject: str, body: str = "") -> Any:
 
 
 @tool
-async def send(org: Org, to: str, subject: str, body: str = "") -> Any:
+async def send(org: Org, to: RoleName, subject: str, body: str = "") -> Any:
     """Send a direct message to one role (`to`: cto, cfo, ...). Returns the stored
     message's id (`db_id`)."""
     if to == ALL:
@@ -114,16 +119,17 @@ async def send(org: Org, to: str, subject: str, body: str = "") -> Any:
                                       kind=SendKind.DIRECT)
 
 
-@tool
-async def messages(org: Org, role: str | None = None, after: int | None = None,
+@tool(read_only=True)
+async def messages(org: Org, role: RoleName | None = None,
+                   after: Annotated[int | None, Field(description="a message id")] = None,
                    limit: Limit = 20) -> Any:
     """Messages, oldest first: those after message id `after`, else the latest `limit`;
     with `role`, only what that role sent or received (direct or broadcast)."""
     return await org.client.messages(role=role, after=after, limit=limit)
 
 
-@tool
-async def thread(org: Org, workflow_id: str) -> Any:
+@tool(read_only=True)
+async def thread(org: Org, workflow_id: WorkflowId) -> Any:
     """The messages of one workflow's thread (wf-12, or 12), oldest first."""
     return (await org.client.workflow(workflow_id)).messages
 
@@ -132,14 +138,15 @@ async def thread(org: Org, workflow_id: str) -> Any:
 
 
 @tool
-async def submit_task(org: Org, description: str, role: str | None = None,
-                      repo: str | None = None) -> Any:
+async def submit_task(org: Org, description: str, role: RoleName | None = None,
+                      repo: Annotated[str | None, Field(description="a repository `echoctl repo "
+                                                        "add` registered")] = None) -> Any:
     """Queue a Claude task: for one role's workers when `role` is given, in its own
     worktree of registered repository `repo` when given. Returns its `task_id`."""
     return await org.client.submit_task(description, role=role, repo=repo)
 
 
-@tool
+@tool(read_only=True)
 async def task(org: Org, id: int) -> Any:
     """One task: every column, its audit trail and its Claude runs' events."""
     return await org.client.task(id)
@@ -155,13 +162,13 @@ async def start_workflow(org: Org, subject: str, body: str = "") -> Any:
     return await org.client.start_workflow(subject, body=body, sender=org.scope.sender)
 
 
-@tool
-async def workflow(org: Org, id: str) -> Any:
+@tool(read_only=True)
+async def workflow(org: Org, id: WorkflowId) -> Any:
     """One workflow (wf-12, or 12): its participants, thread, decision, tasks and timeline."""
     return await org.client.workflow(id)
 
 
-@tool
+@tool(read_only=True)
 async def decisions(org: Org) -> Any:
     """The decisions the CEO wrote, newest first."""
     return await org.client.decisions()
@@ -170,14 +177,14 @@ async def decisions(org: Org) -> Any:
 # ---------------------------------------------------------------- the organisation
 
 
-@tool
+@tool(read_only=True)
 async def status(org: Org) -> Any:
     """Each agent: role, state, pid, uptime, restarts, heartbeat age, inbox lag, running
     tasks, and why it is degraded if it is."""
     return await org.client.status()
 
 
-@tool
+@tool(read_only=True)
 async def spend(org: Org) -> Any:
     """What Claude cost today against the budgets, per role, and what waits and why."""
     return await org.client.spend_report()
