@@ -18,7 +18,6 @@ Run from the project root: `python -m bench.mcp`.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -33,19 +32,13 @@ from mcp import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from bench._common import bench_settings, emit, percentile
-from bench.console import start_console
+from bench.console import env_for, start_console
 from echo.config import Settings
 from echo.console.auth import token_path
 from echo.org.client import Client, SendKind
 
 CALLS = 200
 STARTS = 5
-
-
-def env_for(s: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHO_")}
-    env.update(s.child_env())
-    return env
 
 
 def server(s: Settings) -> StdioServerParameters:
