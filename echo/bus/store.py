@@ -158,6 +158,22 @@ class MessageStore:
                     rows = list(reversed(await conn.fetch(Q["list_latest"], role, limit)))
         return [StoredMessage.from_row(r) for r in rows]
 
+    async def answer_on(self, thread_id: str) -> StoredMessage | None:
+        """The answer posted on a question's thread (echo/org/asks.py), if any."""
+        async with self.db.acquire() as conn:
+            with schema_guard(self.namespace):
+                row = await conn.fetchrow(Q["answer_on"], thread_id)
+        return StoredMessage.from_row(row) if row is not None else None
+
+    async def open_questions(self, role: str, *, within: float
+                             ) -> list[tuple[StoredMessage, float]]:
+        """Questions to `role` asked in the last `within` seconds that still wait for
+        its answer, each with the seconds its asker still waits (the database's clock)."""
+        async with self.db.acquire() as conn:
+            with schema_guard(self.namespace):
+                rows = await conn.fetch(Q["open_questions"], role, float(within))
+        return [(StoredMessage.from_row(r), float(r["seconds_left"])) for r in rows]
+
     async def max_id(self) -> int:
         async with self.db.acquire() as conn:
             with schema_guard(self.namespace):
