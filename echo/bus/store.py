@@ -50,6 +50,18 @@ def _columns(messages: Sequence[Message]) -> list[list[object]]:
     ]
 
 
+async def notify_in(conn: asyncpg.Connection, channels: Sequence[str], payloads: Sequence[str]) -> None:
+    """NOTIFY mode's announcements, on the caller's connection: inside its transaction
+    they go out exactly when (and only if) it commits (echo/bus/transport.py)."""
+    await conn.execute(Q["notify_many"], list(channels), list(payloads))
+
+
+async def record_inbox(conn: asyncpg.Connection, role: str, message_id: int, attempt: str) -> bool:
+    """Record that `role` handles message `message_id` (attempt `attempt`), inside the
+    caller's transaction; False when it was recorded before (a redelivery)."""
+    return await conn.fetchval(Q["record_inbox"], role, message_id, attempt) is not None
+
+
 class MessageStore:
     """The messages table, the outbox view of it, and the per-role cursors."""
 

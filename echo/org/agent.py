@@ -35,6 +35,7 @@ import anyio
 
 from echo import db
 from echo.bus import Kind, OutboxRelay, StoredMessage, Subscriber, make_transport
+from echo.bus.store import record_inbox
 from echo.config import Settings
 from echo.errors import StoreUnavailable
 from echo.listener import Listener
@@ -57,11 +58,6 @@ log = logging.getLogger(__name__)
 
 #: How a participant waits out a database that cannot record a message.
 DB_BACKOFF = Backoff(initial=0.1, max=5.0)
-
-_RECORD = """
-INSERT INTO agent_inbox (role, message_id, attempt) VALUES ($1, $2, $3)
-ON CONFLICT DO NOTHING RETURNING message_id
-"""
 
 #: The handling's database effects: run on the connection whose transaction records
 #: the message, so they commit with its inbox row or not at all.
@@ -157,15 +153,15 @@ class Participant(Actor):
             attempt = secrets.token_hex(6)
             try:
                 async with self.db.transaction() as conn:
-                    fresh = await conn.fetchval(_RECORD, self.role, message.id, attempt)
-                    if fresh is not None:
+                    fresh = await record_inbox(conn, self.role, message.id, attempt)
+                    if fresh:
                         await self._handle(conn, message, attempt)
                 break
             except StoreUnavailable as exc:
                 log.warning("cannot record message %s (%s); retrying", message.id, exc)
                 await anyio.sleep(retry.next_delay())
         self.last_message_id = max(self.last_message_id, message.id)
-        if fresh is None:
+        if not fresh:
             self.redelivered += 1
             return False
         self.processed += 1

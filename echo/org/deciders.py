@@ -27,8 +27,6 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-import asyncpg
-
 from echo.config import Settings, project_path
 from echo.errors import (
     ClaudeAuthError,
@@ -36,6 +34,7 @@ from echo.errors import (
     ClaudeError,
     ClaudeHeld,
     ClaudeNotInstalled,
+    StoreRejected,
     StoreUnavailable,
 )
 from echo.org import reach
@@ -227,7 +226,7 @@ class ClaudeDecider:
             return
         try:
             await self.governor.check(self.role_name, workflow)
-        except (StoreUnavailable, asyncpg.PostgresError, OSError) as exc:
+        except (StoreUnavailable, StoreRejected) as exc:
             # The workflow's own writes wait for the database; the question need not.
             log.warning("governor unreachable (%s); asking anyway", exc)
 
@@ -236,7 +235,7 @@ class ClaudeDecider:
             return
         try:
             await self.governor.record([run])
-        except (StoreUnavailable, asyncpg.PostgresError, OSError) as exc:
+        except (StoreUnavailable, StoreRejected) as exc:
             log.warning("could not write the ledger row of a %s question: %s", run.step, exc)
 
     async def _ask(self, prompt: str, time_limit: float, workflow: str | None,

@@ -131,6 +131,12 @@ ON CONFLICT (role) DO UPDATE SET last_message_id = excluded.last_message_id,
                                  updated_at = now()
 WHERE c.last_message_id < excluded.last_message_id;
 
+-- name: record_inbox
+-- A role handles a message once (echo/org/agent.py Participant): the row commits with
+-- the handling's own writes; nothing is returned for a message recorded before.
+INSERT INTO agent_inbox (role, message_id, attempt) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING RETURNING message_id;
+
 -- name: notify_many
 -- NOTIFY mode: the announcements, sent inside the inserting transaction so they
 -- go out exactly when (and only if) it commits.
