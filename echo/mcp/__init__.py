@@ -6,18 +6,16 @@ One server, built on the official `mcp` SDK, for two kinds of caller:
   organisation over stdio (`echoctl mcp`) or over streamable HTTP in the console
   (`/mcp`, behind the console's token); it acts as `operator`;
 - a **Claude run of a role** is given the server scoped to that role (`echoctl mcp
-  --role cto --fence cto/EPOCH/HOLDER`): its messages are sent as the role and every
-  write goes through a pool fenced by the role's lease, so a run whose agent lost the
-  lease writes nothing (`echo.org.leases`).
+  --role cto --fence cto/EPOCH/HOLDER`, echo/org/reach.py): its messages are sent as
+  the role and every write goes through a pool fenced by the role's lease, so a run
+  whose agent lost the lease writes nothing (`echo.org.leases`).
 
 Every tool is a thin call of `echo.org.client.Client` (`tools.py`), which checks the
 input and raises one-line `EchoError`s; `server.py` turns any refusal into one tool
 error result and keeps serving. `resources.py` holds the roles and the decisions.
 """
 
-from echo.mcp.launch import RUN_ENV, allowed, mcp_config, stdio_command, write_mcp_config
 from echo.mcp.scope import Scope
 from echo.mcp.server import build_server, serve_stdio
 
-__all__ = ["RUN_ENV", "Scope", "allowed", "build_server", "mcp_config", "serve_stdio", "stdio_command",
-           "write_mcp_config"]
+__all__ = ["Scope", "build_server", "serve_stdio"]

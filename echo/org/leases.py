@@ -74,8 +74,9 @@ log = logging.getLogger(__name__)
 
 _Q = db.load_queries("leases")
 
-#: A lease holder: `LeaseKeeper` names itself with a random uuid's hex.
-_HOLDER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: A lease holder (`LeaseKeeper` names itself with a random uuid's hex): no slash, the
+#: fence's separator, nor space or control character.
+_HOLDER_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 STANDBY, ACTIVE, STALE = "standby", "active", "stale"
 

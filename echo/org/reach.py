@@ -37,8 +37,10 @@ SERVER = "echo"
 
 
 def server_argv(role: str, fence: str) -> list[str]:
-    """The command that serves the organisation to one run, as `role` under `fence`."""
-    return [sys.executable, "-m", "echo", "mcp", "--role", role, "--fence", fence]
+    """The command that serves the organisation to one run, as `role` under `fence`.
+    `-P` keeps the run's working directory off `sys.path`: a task's worktree of a
+    repository with an `echo/` folder (ECHO's own) must not shadow the package."""
+    return [sys.executable, "-P", "-m", "echo", "mcp", "--role", role, "--fence", fence]
 
 
 def allowed_rules(tools: Sequence[str] | None) -> tuple[str, ...]:

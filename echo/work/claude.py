@@ -89,6 +89,12 @@ _ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDE_CONFIG_DIR", "DISABLE_",
                  "MAX_THINKING_TOKENS", "MCP_TIMEOUT", "MCP_TOOL_TIMEOUT", "BASH_")
 _CLOUD_PREFIXES = ("AWS_", "CLOUD_ML_", "GOOGLE_", "VERTEX_", "ANTHROPIC_VERTEX_")
 _SECRET_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
+#: For a run given MCP servers (`--mcp-config`): the pinned CLI (2.1.x) connects them in
+#: the background in `-p` mode, so a first turn that calls an `echo` tool before the
+#: server is up is told "the MCP server 'echo' is still connecting" and the call is lost
+#: (a race: seen with a direct `claude -p`); with this the CLI waits for its servers
+#: before the first request.
+MCP_WAIT = {"MCP_CONNECTION_NONBLOCKING": "0"}
 
 
 @dataclass(frozen=True)
@@ -258,7 +264,8 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
     started = datetime.now(UTC)
     clock = time.monotonic()
     try:
-        streamed = await run_streaming(argv, stdin=prompt.encode(), env={**env, **spans.env()},
+        waits = MCP_WAIT if "--mcp-config" in argv else {}
+        streamed = await run_streaming(argv, stdin=prompt.encode(), env={**env, **waits, **spans.env()},
                                        cwd=cwd, time_limit=time_limit, kill_grace=kill_grace,
                                        watch=watch, on_event=seen)
     except BaseException as exc:

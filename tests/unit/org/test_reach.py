@@ -21,7 +21,7 @@ def test_the_config_file_runs_the_server_as_the_role_under_its_fence(tmp_path: P
     path = reach.write_config(s, "cto", "cto/7/vm:123:abc")
     server = json.loads(path.read_text())["mcpServers"]["echo"]
     assert [server["command"], *server["args"]] == [
-        sys.executable, "-m", "echo", "mcp", "--role", "cto", "--fence", "cto/7/vm:123:abc"]
+        sys.executable, "-P", "-m", "echo", "mcp", "--role", "cto", "--fence", "cto/7/vm:123:abc"]
     assert server["env"]["ECHO_DATABASE_URL"] == "postgresql://u:secret@h/db"
     assert server["env"]["ECHO_STATE_DIR"] == str(tmp_path / "state")
     # it holds the DSN's password: the user's alone, and never on a command line
