@@ -195,6 +195,8 @@ def _print(data: WorkflowDetail, *, verbose: bool) -> None:
         f"{' (round ' + str(w.round) + ')' if w.phase == Phase.DISCUSSING else ''}, "
         f"consensus {w.consensus or '-'}, quorum {w.quorum}, {w.rounds} round(s)"
     )
+    if w.repo:
+        console.print(f"repository {escape(str(w.repo.get('name')))}: the decision's tasks work in it")
     if w.error:
         console.print(f"[red]error:[/] {escape(w.error)}")
     fallbacks = _fallbacks(data)

@@ -254,8 +254,15 @@ class EventHub:
                 log.exception("could not read the organisation's status")
             # The runs' events send no NOTIFY (they are written several times a second
             # per run): what each agent does now is read on this same poll.
-            with contextlib.suppress(EchoError):  # the database is away: the status says so
-                await self.refresh_doing()
+            if self._clients:  # nobody watching: nothing to read
+                try:
+                    await self.refresh_doing()
+                except EchoError:  # the database is away: the status says so
+                    pass
+                except Exception:  # as the status: the poll must never take the console down
+                    log.exception("could not read what the runs are doing")
+            else:
+                self.doing = None
             await anyio.sleep(self.status_interval)
 
     # ---------------------------------------------------------------- one client

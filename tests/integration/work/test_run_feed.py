@@ -10,6 +10,7 @@ clock beside the budgets, and tasks finished per minute by outcome."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from echo.config import Settings
@@ -20,6 +21,7 @@ from echo.work.governor import Governor
 from echo.work.governor.ledger import RunRecord
 from echo.work.queue import SKIPPED
 from echo.work.runs import PgRunStore
+from tests.helpers import run_cli
 
 
 async def run_events(db: Database) -> list[dict[str, Any]]:
@@ -62,6 +64,11 @@ async def test_a_runs_start_and_end_are_in_the_feed(settings: Settings, db: Data
         detail = await c.task(made.task_id)
     assert [(r.attempt, r.outcome, r.cost_usd, r.turns, r.resumed_attempt) for r in detail.runs] == [
         (1, "hung", 0.12, 3, None), (2, "ok", 0.05, 5, 1)]
+    shown = await run_cli(settings, "tasks", "show", str(made.task_id), "--json")
+    assert [(r["attempt"], r["outcome"]) for r in json.loads(shown.stdout)["runs"]] == [
+        (1, "hung"), (2, "ok")]
+    plain = (await run_cli(settings, "tasks", "show", str(made.task_id))).stdout
+    assert "run of attempt 2: ok, $0.0500, 5 turn(s), resumed attempt 1" in plain
 
 
 async def test_the_charts_add_up_what_was_spent_and_finished(settings: Settings, db: Database) -> None:
