@@ -1339,6 +1339,12 @@ CREATE INDEX agent_inbox_message_idx ON agent_inbox USING btree (message_id);
 CREATE INDEX agent_tasks_claim_idx ON agent_tasks USING btree (task_priority DESC, task_id) INCLUDE (run_after, assigned_role, task_type) WHERE (status = 'pending'::text);
 
 --
+-- Name: agent_tasks_completed_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX agent_tasks_completed_idx ON agent_tasks USING btree (completed_at) WHERE (completed_at IS NOT NULL);
+
+--
 -- Name: agent_tasks_dedupe_idx; Type: INDEX; Schema: -; Owner: -
 --
 
