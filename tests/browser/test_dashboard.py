@@ -14,8 +14,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import anyio
+import pytest
+
 from echo.org.state import read_org
 from tests.console_org import Console
+from tests.e2e import test_claude_executor as executor_tests
+from tests.fakes.anthropic import FakeAnthropic, held, text, tool_use
 from tests.helpers import ROLES, all_in, wait_until
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
@@ -336,6 +341,103 @@ async def test_the_charts_draw_the_spend_and_the_finished_tasks_the_test_made(
             "rect[data-minute='0'][data-outcome='completed']").get_attribute("data-n")
         assert now_done is not None and int(now_done) >= 2  # this minute's bar holds them
         assert await finished.locator("svg rect.bar").count() >= 2
+    finally:
+        await db.close()
+    assert page.errors == []
+    await page.context.close()
+
+
+claude_bin = executor_tests.claude_bin
+api = executor_tests.api
+
+
+@pytest.mark.timeout(300)
+async def test_a_real_claude_run_is_watched_live_from_the_page(
+        browser: Any, org: Console, claude_bin: str, api: FakeAnthropic, tmp_path: Path) -> None:
+    """The real `claude` CLI against the fake API, run by a pool for the CTO's tasks:
+    its second and third turns wait until the test lets them go, so the page is seen
+    showing each step as it happens."""
+    from echo.db import Database
+    from echo.org.governance import governor_for
+    from echo.runtime import Backoff
+    from echo.work import ClaudeRunOptions, ExecutorPool, TaskQueue
+    from echo.work.queue import UNGOVERNED
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("the notes say 42\n")
+    (work / "plan.txt").write_text("the plan is to move\n")
+    api.conversation(tool_use("Read", {"file_path": str(work / "notes.txt")}),
+                     held("second", tool_use("Read", {"file_path": str(work / "plan.txt")})),
+                     held("answer", text("The notes say 42 and the plan is to move.")))
+    executor = executor_tests.make_executor(
+        org.settings, claude_bin, api, tmp_path, options=ClaudeRunOptions(model="sonnet",
+                                                                          allowed_tools=("Read",)))
+    executor.cwd = work
+
+    page = await open_dashboard(browser, org)
+    db = await Database.open(org.settings, max_size=4)
+    governor = governor_for(org.settings, db)
+    before = {b["key"]: b["daily_usd"] for b in await governor.budgets() if b["scope"] == "role"}
+    q = TaskQueue(db)
+    try:
+        await governor.set_budget("role", "cto", 0.0, known_roles=ROLES)  # the CTO agent waits
+        made = await q.enqueue("read the notes and the plan", task_type="claude", role="cto")
+        pool = ExecutorPool(org.settings, db, {"claude": executor}, concurrency=1, roles=["cto"],
+                            gate=UNGOVERNED, backoff=Backoff(initial=0.05, max=0.1),
+                            lease_seconds=60)
+        async with anyio.create_task_group() as tg:
+            await tg.start(pool.run)
+
+            async def running() -> bool:
+                return (await q.get(made.task_id))["status"] == "running"
+
+            await wait_until(running, timeout=60, interval=0.05)
+            await governor.set_budget("role", "cto", before.get("cto") or 5.0, known_roles=ROLES)
+
+            started = page.locator(f"#messages li.run[data-run='run.started'][data-task='{made.task_id}']")
+            await started.wait_for(timeout=60_000)
+            assert f"run started: cto, task #{made.task_id}, attempt 1, fresh" in (
+                await started.text_content() or "")
+            doing = f"#doing li[data-task='{made.task_id}'] .line"
+            await page.wait_for_function(
+                "([sel, want]) => document.querySelector(sel)?.textContent.startsWith(want)",
+                arg=[doing, f"cto: Read {work / 'notes.txt'}, turn 1"], timeout=60_000)
+            api.release("second")
+            await page.wait_for_function(
+                "([sel, want]) => document.querySelector(sel)?.textContent.startsWith(want)",
+                arg=[doing, f"cto: Read {work / 'plan.txt'}, turn 2"], timeout=60_000)
+            shown = await page.locator(doing).text_content() or ""
+            async with org.client() as c:  # the page says what the API says
+                now = [r for r in (await c.get("/api/v1/runs/now")).json() if r["task_id"] == made.task_id]
+            assert [r["line"] for r in now] == [shown]
+            api.release("answer")
+
+            async def final() -> bool:
+                return (await q.get(made.task_id))["status"] in ("completed", "failed", "dead")
+
+            await wait_until(final, timeout=120, interval=0.05)
+            pool.stop()
+        row = await q.get(made.task_id)
+        assert row["status"] == "completed", row["error"]
+
+        ended = page.locator(f"#messages li.run[data-run='run.ended'][data-task='{made.task_id}']")
+        await ended.wait_for(timeout=30_000)
+        assert f"attempt 1: ok, ${float(row['cost_usd']):.4f}" in (await ended.text_content() or "")
+        await page.locator(f"#tasks tr[data-id='{made.task_id}'] td.desc").click()
+        timeline = page.locator(f"#task-timeline[data-status='completed'][data-task='{made.task_id}']")
+        await timeline.wait_for(timeout=30_000)
+        async with org.client() as c:
+            events = (await c.get(f"/api/v1/tasks/{made.task_id}")).json()["events"]
+        listed = await timeline.locator(".attempt[data-attempt='1'] li").evaluate_all(
+            "els => els.map(e => e.dataset.kind)")
+        assert listed == [e["kind"] for e in events] and listed[0] == "init" and listed[-1] == "result"
+        text_shown = await timeline.text_content() or ""
+        assert f"Read {work / 'notes.txt'}" in text_shown and f"Read {work / 'plan.txt'}" in text_shown
+        assert "attempt 1 · fresh · ok" in text_shown and "The notes say 42 and the plan" in text_shown
+        await page.wait_for_function(  # finished: its line goes at the next poll
+            "(id) => !document.querySelector(`#doing li[data-task='${id}']`)", arg=made.task_id,
+            timeout=30_000)
     finally:
         await db.close()
     assert page.errors == []
