@@ -17,6 +17,9 @@ ALTER TABLE workflows ADD COLUMN repo jsonb;
 
 CREATE FUNCTION claude_sessions_announce() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN  -- an upsert that only updated
+        RETURN NULL;
+    END IF;
     INSERT INTO agent_actions (actor, action, subject_type, subject_id, details)
     SELECT coalesce(t.assigned_role, n.worker_id), 'run.started', 'run', n.task_id::text,
            jsonb_strip_nulls(jsonb_build_object(
@@ -35,6 +38,10 @@ CREATE TRIGGER claude_sessions_announce AFTER INSERT ON claude_sessions
 
 CREATE FUNCTION claude_runs_announce() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- The claim statement's ledger part usually inserts nothing (023): then do nothing.
+    IF NOT EXISTS (SELECT 1 FROM new_rows WHERE task_id IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO agent_actions (actor, action, subject_type, subject_id, details)
     SELECT coalesce(n.role, 'system'), 'run.ended', 'run', n.task_id::text,
            jsonb_strip_nulls(jsonb_build_object(
