@@ -311,7 +311,10 @@ async def test_the_charts_draw_the_spend_and_the_finished_tasks_the_test_made(
         mine = await q.claim(["browser-test:2:0", "browser-test:2:1", "browser-test:2:2"],
                              task_types=["noop"], roles=None)
         assert len(mine) == 3 and all(t.role is None for t in mine)
-        await q.complete([Completion(t, "ok") for t in mine[:2]])
+        untouched = {"repo": "app", "branch": f"echo/task-{mine[1].task_id}", "base_branch": "main",
+                     "base_commit": "c" * 40, "head": "c" * 40, "changed": False, "committed": False,
+                     "files": [], "diffstat": "", "path": "/work/app"}
+        await q.complete([Completion(mine[0], "ok"), Completion(mine[1], {"workspace": untouched})])
         await q.fail([Failure(mine[2], "boom", False)])
 
         want_cto = round(spent_before.get("cto", 0.0) + 0.40, 2)
@@ -341,6 +344,14 @@ async def test_the_charts_draw_the_spend_and_the_finished_tasks_the_test_made(
             "rect[data-minute='0'][data-outcome='completed']").get_attribute("data-n")
         assert now_done is not None and int(now_done) >= 2  # this minute's bar holds them
         assert await finished.locator("svg rect.bar").count() >= 2
+
+        # A repository task whose run edited nothing says so in its timeline.
+        await page.locator(f"#tasks tr[data-id='{mine[1].task_id}'] td.desc").click()
+        timeline = page.locator(f"#task-timeline[data-task='{mine[1].task_id}']")
+        await timeline.wait_for(timeout=30_000)
+        shown = await timeline.text_content() or ""
+        assert f"branch echo/task-{mine[1].task_id}" in shown and "base main at cccccccccccc" in shown
+        assert "changed nothing" in shown and "no Claude run" in shown
     finally:
         await db.close()
     assert page.errors == []
