@@ -37,7 +37,7 @@ from echo.bus import ALL, Kind, Message, MessageStore, Published, Publisher, Sto
 from echo.bus.channels import TOPIC_ID_RE
 from echo.config import Settings
 from echo.errors import EchoError, NotFound, UsageError
-from echo.org import control
+from echo.org import asks, control
 from echo.org.charts import FinishedChart, SpendChart, check_minutes, finished_chart, spend_chart
 from echo.org.governance import annotate_waiting, governor_for, governor_summary, synced_governor
 from echo.org.health import read_health_file
@@ -373,6 +373,34 @@ class Client:
         with self._migrated():
             return await MessageStore(await self.database()).list_messages(
                 role=role, since=after, limit=limit)
+
+    async def ask(self, role: str, question: str, *, within: float = 60.0,
+                  sender: str = "operator") -> asks.Answered:
+        """Ask `role` a question and wait up to `within` seconds for its agent's answer
+        (its Claude's, or its fallback's, which says so): echo/org/asks.py.
+
+        Refused before anything is written: an unknown role, asking oneself, an empty
+        question, a timeout outside 1-600 s, a role whose agent is not up."""
+        s = self.settings
+        check_role(sender, s.agents_dir, allow=NON_AGENT_SENDERS)
+        check_role(role, s.agents_dir)
+        message = asks.question(sender, role, question, within, max_body_bytes=s.max_body_bytes)
+        with self._migrated():
+            if role not in await self.live_roles():
+                raise NoAgentsUp(f"{role} is not up to answer; start it (`echoctl up --detach`, "
+                                 "then `echoctl status`) and ask again")
+            published = await self._publish(message, confirm=True)
+            store = MessageStore(await self.database())
+            assert message.thread_id is not None
+            with anyio.move_on_after(within):
+                while True:
+                    reply = await store.answer_on(message.thread_id)
+                    if reply is not None:
+                        return asks.answered(published.db_id, reply)
+                    await anyio.sleep(0.2)
+        raise EchoError(f"{role} did not answer within {within:g}s (question "
+                        f"{published.db_id}); its answer, if it comes, is on thread "
+                        f"{message.thread_id} (`echoctl messages --role {sender}`)")
 
     async def inbox(self, role: str) -> Inbox:
         """A role's cursor and its unread messages (what `agents/<role>/<role>` prints)."""

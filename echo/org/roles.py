@@ -40,6 +40,9 @@ class ClaudeOptions(BaseModel):
     account: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$",
         description="the Claude credentials this role runs with (default: ECHO_CLAUDE_ACCOUNT)")
+    echo_tools: list[str] | None = Field(
+        None, description="the organisation's MCP tools this role's runs may call "
+        "(echo/org/reach.py); unset: all of the role's, [] for none")
     isolate_config: bool = Field(
         False,
         description="one CLAUDE_CONFIG_DIR per worker slot (needs ANTHROPIC_API_KEY: "

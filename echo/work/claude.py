@@ -106,6 +106,10 @@ class ClaudeRunOptions:
     idle_timeout: float | None = None  # the watchdog's; None: settings.claude_idle_timeout
     permission_mode: str | None = None  # `--permission-mode` (acceptEdits in a workspace)
     workspace_tools: Sequence[str] | None = None  # the role's `[workspace] tools`
+    #: The `echo` MCP server of the run's role (echo/org/reach.py): `--mcp-config`, and
+    #: the permission rules of the tools it may call there.
+    mcp_config: str | None = None
+    mcp_tools: Sequence[str] = field(default_factory=tuple)
 
 
 #: What a task's payload may override under "claude"; never permissions or tools.
@@ -337,8 +341,12 @@ class ClaudeExecutor:
             argv += ["--model", options.model]
         if options.system_prompt:
             argv += ["--append-system-prompt", options.system_prompt]
-        if options.allowed_tools:
-            argv += ["--allowedTools", ",".join(options.allowed_tools)]
+        tools = list(options.allowed_tools)
+        if options.mcp_config:  # only this server: none of the user's own MCP configs
+            argv += ["--mcp-config", options.mcp_config, "--strict-mcp-config"]
+            tools += options.mcp_tools
+        if tools:
+            argv += ["--allowedTools", ",".join(tools)]
         if options.max_turns:
             argv += ["--max-turns", str(options.max_turns)]
         if options.max_budget_usd:
