@@ -172,7 +172,8 @@ async function loadWorkflows() {
   document.getElementById("workflows").replaceChildren(...rows.map((w) =>
     h("li", { "data-id": w.id, class: w.id === state.selected ? "selected" : "",
               onclick: () => { state.selected = w.id; loadWorkflows().catch(showError); } },
-      h("b", {}, w.id), h("span", { class: `badge phase-${w.phase}` }, w.phase), w.subject)));
+      h("b", {}, w.id), h("span", { class: `badge phase-${w.phase}` }, w.phase), w.subject,
+      w.repo ? h("span", { class: "badge repo", title: "its decision's tasks work in this repository" }, w.repo.name) : null)));
   if (state.selected) await loadTimeline();
 }
 const refreshWorkflows = debounced(loadWorkflows, 100);
@@ -190,7 +191,8 @@ async function loadTimeline() {
   const rounds = {};
   for (const m of said("discussion")) (rounds[m.body.round] ??= []).push(m);
   const steps = [
-    step(`proposal by ${w.started_by} · ${time(w.created_at)}`, h("li", {}, w.subject), w.body ? h("li", {}, w.body) : null),
+    step(`proposal by ${w.started_by} · ${time(w.created_at)}`, h("li", {}, w.subject), w.body ? h("li", {}, w.body) : null,
+      w.repo ? h("li", { class: "repo" }, `in repository ${w.repo.name}`) : null),
     step("who took part, and why", ...data.participants.map((p) =>
       h("li", {}, `${p.role}: ${p.participate ? "joins" : "declines"} (${p.decider}${p.confidence != null ? `, ${Number(p.confidence).toFixed(2)}` : ""}) — ${p.reason}`))),
     ...Object.keys(rounds).sort().map((r) => step(`positions, round ${r}`, ...rounds[r].map((m) =>
