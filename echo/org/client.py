@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from echo import db
 from echo.bus import ALL, Kind, Message, MessageStore, Published, Publisher, StoredMessage
@@ -38,7 +38,8 @@ from echo.bus.channels import TOPIC_ID_RE
 from echo.config import Settings
 from echo.errors import EchoError, NotFound, UsageError
 from echo.org import asks, control
-from echo.org.governance import annotate_waiting, governor_summary, synced_governor
+from echo.org.charts import FinishedChart, SpendChart, check_minutes, finished_chart, spend_chart
+from echo.org.governance import annotate_waiting, governor_for, governor_summary, synced_governor
 from echo.org.health import read_health_file
 from echo.org.overview import RoleOverview, role_overview
 from echo.org.repos import RepoService
@@ -184,13 +185,30 @@ class DoingNow(BaseModel):
         return f"{self.role or f'task {self.task_id}'}: {', '.join(parts)}"
 
 
+class TaskRun(BaseModel):
+    """One Claude run of the task as the ledger has it: the attempt and how it ended."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    attempt: int | None = None
+    at: datetime
+    outcome: str
+    cost_usd: float = 0.0
+    turns: int | None = None
+    duration_ms: int | None = None
+    model: str | None = None
+    session_id: str | None = None
+    resumed_attempt: int | None = None
+
+
 class TaskDetail(BaseModel):
-    """Every column of one task, its audit trail and its Claude runs' events (oldest
-    first)."""
+    """Every column of one task, its audit trail, its Claude runs' events (oldest
+    first) and the ledger's row of each run (`runs`, one per attempt that ended)."""
 
     task: dict[str, Any]
     history: list[TaskEvent]
     events: list[RunEventRow] = []
+    runs: list[TaskRun] = []
 
 
 class Inbox(BaseModel):
@@ -461,8 +479,10 @@ class Client:
             await annotate_waiting(self.settings, q.db, [row])
             history = await q.history(task_id)
             events = await PgRunStore(q.db).events(task_id, limit=10_000)
+            runs = await governor_for(self.settings, q.db).runs_of_task(task_id)
         return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history],
-                          events=[RunEventRow.model_validate(e) for e in events])
+                          events=[RunEventRow.model_validate(e) for e in events],
+                          runs=[TaskRun.model_validate(r) for r in runs])
 
     async def doing_now(self) -> list[DoingNow]:
         """Each running Claude task's latest event: what each agent is doing now."""
@@ -515,7 +535,27 @@ class Client:
             row["budget_usd"] = found.budget_usd if found else None
         return sorted(by_role.values(), key=lambda r: r["role"] or "")
 
+    async def finished_chart(self, *, minutes: int = 60) -> FinishedChart:
+        """Tasks finished per minute by outcome over the last `minutes` (the database's
+        clock): the console's throughput chart."""
+        check_minutes(minutes)
+        async with self._queue() as q:
+            rows = await q.finished_by_minute(minutes)
+        return finished_chart(rows, minutes)
+
     # ------------------------------------------------------------ the governor
+
+    async def spend_chart(self, *, role: str | None = None) -> SpendChart:
+        """Each role's cumulative spend per hour of today (the governor's day by the
+        database's clock) beside its daily budget: the console's spend chart."""
+        if role is not None:
+            check_role(role, self.settings.agents_dir)
+        governor = await self.governor(sync=False)  # a read: the agents write the defaults
+        with self._migrated():
+            day, hour, rows = await governor.spend_by_hour()
+            budgets = {b["key"]: b["daily_usd"] for b in await governor.budgets()
+                       if b["scope"] == "role"}
+        return spend_chart(day, hour, governor.gate.timezone, rows, budgets, only=role)
 
     async def governor(self, *, sync: bool = True) -> Governor:
         """The organisation's governor, the configured budgets written (as at an agent's start)."""
@@ -583,11 +623,13 @@ class Client:
     async def start_workflow(self, subject: str, *, body: str = "", sender: str = "operator",
                              rounds: int = 2, quorum: str = "majority",
                              decider_timeout: float = 30.0, phase_timeout: float = 120.0,
-                             roles: list[str] | None = None) -> Workflow:
+                             roles: list[str] | None = None, repo: str | None = None) -> Workflow:
         """Create a workflow and broadcast it to the agents that are up, who self-select.
+        With `repo`, the tasks its decision creates work in that repository (each in its
+        own worktree, as `submit_task(repo=...)`).
 
-        Bad input is refused before anything is written; with no agent up this raises
-        `NoAgentsUp` (nobody would ever move it on)."""
+        Bad input (an unknown repository too) is refused before anything is written;
+        with no agent up this raises `NoAgentsUp` (nobody would ever move it on)."""
         s = self.settings
         check_role(sender, s.agents_dir, allow=NON_AGENT_SENDERS)
         if not role_names(s.agents_dir):
@@ -604,6 +646,10 @@ class Client:
             raise UsageError("a workflow needs a subject (what the organisation should decide)")
         Message.build(from_role=sender, subject=f"[wf-0000000000] {subject}", body={"text": body},
                       max_body_bytes=s.max_body_bytes)  # InvalidMessage names the problem
+        repo_payload = None
+        if repo is not None:
+            async with self.repos() as repos:
+                repo_payload = await repos.payload(repo)
         asked = roles if roles is not None else await self.live_roles()
         if not asked:
             raise NoAgentsUp("no agent is up to take part: start the organisation with "
@@ -612,7 +658,8 @@ class Client:
         async with self._workflows() as store:
             workflow_id = await store.create(
                 subject=subject, body=body, started_by=sender, roles=asked, rounds=rounds,
-                quorum=quorum, decider_timeout=decider_timeout, phase_timeout=phase_timeout)
+                quorum=quorum, decider_timeout=decider_timeout, phase_timeout=phase_timeout,
+                repo=repo_payload)
             message = Message.build(
                 uuid=post_uuid(workflow_id, "start"), kind=Kind.BROADCAST, from_role=sender,
                 thread_id=workflow_id, subject=f"[{workflow_id}] {subject}",

@@ -71,6 +71,16 @@ CASES: list[tuple[str, str, str, dict[str, Any] | None, str]] = [
     ("cancel past bigint", "POST", f"/api/v1/tasks/{2**64}/cancel", None, "task id"),
     ("message id past bigint", "GET", f"/api/v1/messages?after={2**63}", None, "since"),
     ("NUL in a workflow id", "GET", "/api/v1/workflows/wf-1%00", None, "workflow id"),
+    ("unknown workflow repository", "POST", "/api/v1/workflows", {"subject": "x", "repo": "nope"},
+     "unknown repository 'nope'"),
+    ("bad workflow repository name", "POST", "/api/v1/workflows", {"subject": "x", "repo": "A B"},
+     "repository"),
+    ("chart of no minutes", "GET", "/api/v1/charts/finished?minutes=0", None, "minutes"),
+    ("chart of two days", "GET", "/api/v1/charts/finished?minutes=2881", None, "minutes"),
+    ("chart minutes not a number", "GET", "/api/v1/charts/finished?minutes=soon", None, "minutes"),
+    ("spend chart of an unknown role", "GET", "/api/v1/charts/spend?role=nobody", None,
+     "unknown role 'nobody'"),
+    ("NUL in the spend chart's role", "GET", "/api/v1/charts/spend?role=c%00", None, "role"),
 ]
 
 
@@ -85,6 +95,15 @@ async def test_bad_input_is_400_naming_the_field_and_writes_nothing(
     error = answer.json()["error"]
     assert word in error and "SQLSTATE" not in error and "\n" not in error, error
     assert await _counts(db) == before
+
+
+async def test_the_charts_answer_good_queries(api: httpx.AsyncClient) -> None:
+    spend = await api.get("/api/v1/charts/spend", params={"role": "cto"})
+    assert spend.status_code == 200, spend.text
+    assert [r["role"] for r in spend.json()["roles"]] == ["cto"]
+    assert len(spend.json()["roles"][0]["hourly"]) == spend.json()["hour"] + 1
+    finished = await api.get("/api/v1/charts/finished", params={"minutes": 5})
+    assert finished.status_code == 200 and len(finished.json()["counts"]) == 5, finished.text
 
 
 async def test_a_good_task_is_still_accepted(api: httpx.AsyncClient) -> None:
