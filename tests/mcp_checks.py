@@ -12,19 +12,23 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import mcp
 from mcp import StdioServerParameters
 
 from echo import db as dbmod
+from echo.bus import MessageStore
 from echo.config import Settings
+from echo.org.asks import Answerer
 from echo.org.client import Client
-from echo.org.roles import load_roles
+from echo.org.deciders import FALLBACK_MARK
+from echo.org.roles import load_role, load_roles
 from echo.org.workflow import WorkflowStore
 from tests.helpers import cli_env
 
-#: The tools of this branch (approvals/approve/deny and ask come at merge).
-TOOLS = {"broadcast", "send", "messages", "thread", "submit_task", "task", "start_workflow",
-         "workflow", "decisions", "status", "spend"}
+#: Every tool of the operator's server.
+TOOLS = {"broadcast", "send", "ask", "messages", "thread", "submit_task", "task",
+         "start_workflow", "workflow", "decisions", "status", "spend"}
 
 
 @contextlib.asynccontextmanager
@@ -95,7 +99,7 @@ async def lists_tools_and_resources(session: mcp.Client, s: Settings) -> None:
     assert {t.name for t in tools} == TOOLS
     assert all(t.description for t in tools)
     assert {t.name for t in tools if t.annotations and t.annotations.read_only_hint} == TOOLS - {
-        "broadcast", "send", "submit_task", "start_workflow"}
+        "broadcast", "send", "ask", "submit_task", "start_workflow"}
     send = next(t for t in tools if t.name == "send")
     assert set(send.input_schema["required"]) == {"to", "subject"}
     uris = {str(r.uri) for r in (await session.list_resources()).resources}
@@ -148,6 +152,8 @@ async def every_tool_acts(session: mcp.Client, s: Settings, *, sender: str = "op
             decided, "go ahead with Move the API")
         assert await resource(session, "echo://decisions") == decisions
 
+        await asks_and_gets_the_answer(session, s, sender=sender)
+
         status = await ok(session, "status")
         assert {"ceo", "cto"} <= {a["role"] for a in status["agents"]}
         assert {a["role"] for a in status["agents"]} == {a.role for a in (await client.status()).agents}
@@ -155,6 +161,45 @@ async def every_tool_acts(session: mcp.Client, s: Settings, *, sender: str = "op
         report = (await client.spend_report()).model_dump(mode="json")
         assert (spend["day"], spend["roles"], spend["org"]) == (report["day"], report["roles"], report["org"])
         assert spend["roles"]  # every role, with its budget
+
+
+async def asks_and_gets_the_answer(session: mcp.Client, s: Settings, *, sender: str) -> None:
+    """`ask` returns the other role's answer: the senior architect's Answerer (here, in
+    this process, without Claude: its fallback answers) is started once the question
+    is stored, as an agent that was down would find it at its first look."""
+    await heartbeat(s, "senior_architect")
+    got: list[Any] = []
+    database = await dbmod.Database.open(s, min_size=0, max_size=2)
+    try:
+        await answered_after_asking(session, s, database, got)
+    finally:
+        await database.close()
+    answer = got[0]
+    assert (answer["role"], answer["source"]) == ("senior_architect", "fallback")
+    assert answer["answer"].startswith(FALLBACK_MARK)
+    async with Client(s) as client:
+        asked = {m.id: m for m in await client.messages(role=sender, limit=100)}
+    assert (asked[answer["question_id"]].from_role, asked[answer["question_id"]].kind) == (
+        sender, "question")
+    assert (asked[answer["answer_id"]].to_role, asked[answer["answer_id"]].kind) == (sender, "answer")
+
+
+async def answered_after_asking(session: mcp.Client, s: Settings, database: dbmod.Database,
+                                got: list[Any]) -> None:
+    async with anyio.create_task_group() as tg:
+        async def asking() -> None:
+            got.append(await ok(session, "ask", role="senior_architect",
+                                question="Which queue should the API use?", timeout=30))
+
+        tg.start_soon(asking)
+        store = MessageStore(database)
+        while not await store.open_questions("senior_architect", within=60):
+            await anyio.sleep(0.05)
+        answerer = Answerer(s, database, load_role(s.agents_dir, "senior_architect"))
+        await tg.start(answerer.run)
+        while not got:
+            await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
 
 
 async def bad_input_is_one_error_result(session: mcp.Client, s: Settings) -> None:
@@ -175,6 +220,9 @@ async def bad_input_is_one_error_result(session: mcp.Client, s: Settings) -> Non
     assert "not a workflow id" in await refused(session, "workflow", id="wf 1")
     assert "use the broadcast tool" in await refused(session, "send", to="all", subject="x")
     assert "unknown role" in await refused(session, "submit_task", description="x", role="janitor")
+    assert "the question is empty" in await refused(session, "ask", role="cto", question=" ")
+    assert "bad argument timeout" in await refused(session, "ask", role="cto", question="?",
+                                                   timeout=0.5)
     assert "Unknown tool" in await refused(session, "approve", id=1)
     assert await ok(session, "messages", limit=1) is not None  # still answering
     async with Client(s) as client:

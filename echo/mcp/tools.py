@@ -128,6 +128,16 @@ async def messages(org: Org, role: RoleName | None = None,
     return await org.client.messages(role=role, after=after, limit=limit)
 
 
+@tool
+async def ask(org: Org, role: RoleName, question: str,
+              timeout: Annotated[float, Field(ge=1, le=600, description="seconds to wait for "
+                                              "the answer")] = 60) -> Any:
+    """Ask one role a question and wait for its agent's answer (its Claude's, or its
+    fallback's, which says so: `source`). The question and the answer are messages on
+    their own thread."""
+    return await org.client.ask(role, question, within=timeout, sender=org.scope.sender)
+
+
 @tool(read_only=True)
 async def thread(org: Org, workflow_id: WorkflowId) -> Any:
     """The messages of one workflow's thread (wf-12, or 12), oldest first."""
