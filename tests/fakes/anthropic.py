@@ -7,8 +7,9 @@ against the real client. Each `POST /v1/messages` takes the next scripted
 or silence (the request is held open, for timeouts); `usage_limit(reset)` is the 429
 that makes a subscriber's CLI print "You've hit your … limit · resets …".
 `route(marker, reply)` answers
-every request whose prompt contains `marker` with `reply` instead (the workflow's
-prompts start with `[echo:<step>]`). Every request is recorded.
+every request whose prompt contains `marker` with `reply` instead, before any script or
+conversation (the workflow's prompts start with `[echo:<step>]`, so one role's
+question is routed while another role's task runs a conversation). Every request is recorded.
 
 `conversation(*turns)` scripts a session instead, statelessly: a request is answered
 with the turn numbered by the assistant messages already in it, so a session resumed
@@ -239,6 +240,11 @@ class FakeAnthropic:
                 self._limited = (float(reset), usage_limit(reset, self._limit_claim))
             if self._limited is not None and time.time() < self._limited[0]:
                 return self._limited[1]
+            if req is not None and self._routes:
+                prompt = json.dumps(req.body.get("messages")) if isinstance(req.body, dict) else ""
+                for marker, reply in self._routes:
+                    if marker in prompt:
+                        return reply
             if req is not None and self._turns is not None:
                 if not req.has_tools:
                     return Reply(text="Side answer")
@@ -251,11 +257,6 @@ class FakeAnthropic:
                                      output_tokens=reply.output_tokens)
                     self._stalled.add(n)
                 return reply
-            if req is not None and self._routes:
-                prompt = json.dumps(req.body.get("messages")) if isinstance(req.body, dict) else ""
-                for marker, reply in self._routes:
-                    if marker in prompt:
-                        return reply
             return self._script.pop(0) if len(self._script) > 1 else self._script[0]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
