@@ -7,7 +7,7 @@ from pathlib import Path
 
 from echo.errors import UsageError
 from echo.org.leases import Lease
-from echo.org.roles import check_role
+from echo.org.roles import check_role, load_role
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class Scope:
 
     role: str | None = None
     fence: str | None = None
+    #: The role's `[claude] echo_tools` (None: every tool a role may have).
+    tools: tuple[str, ...] | None = None
 
     @property
     def sender(self) -> str:
@@ -45,4 +47,6 @@ class Scope:
         if lease.role != role:
             raise UsageError(f"--fence names role {lease.role!r}, not {role!r}: a server acts "
                              "as the role whose lease fences it")
-        return cls(role=role, fence=lease.fence)
+        allowed = load_role(agents_dir, role).claude.echo_tools
+        return cls(role=role, fence=lease.fence,
+                   tools=None if allowed is None else tuple(allowed))

@@ -90,8 +90,11 @@ def tool(fn: ToolFn | None = None, /, *, operator_only: bool = False, read_only:
 
 
 def tools_for(scope: Scope) -> list[ToolSpec]:
-    """The tools a server of `scope` offers."""
-    return [t for t in TOOLS.values() if scope.is_operator or not t.operator_only]
+    """The tools a server of `scope` offers: a role's, only those its file allows."""
+    if scope.is_operator:
+        return list(TOOLS.values())
+    return [t for t in TOOLS.values()
+            if not t.operator_only and (scope.tools is None or t.name in scope.tools)]
 
 
 Limit = Annotated[int, Field(ge=1, le=10_000, description="at most this many")]
@@ -130,8 +133,8 @@ async def messages(org: Org, role: RoleName | None = None,
 
 @tool
 async def ask(org: Org, role: RoleName, question: str,
-              timeout: Annotated[float, Field(ge=1, le=600, description="seconds to wait for "
-                                              "the answer")] = 60) -> Any:
+              timeout: Annotated[float, Field(  # noqa: ASYNC109 (the tool's argument's name)
+                  ge=1, le=600, description="seconds to wait for the answer")] = 60) -> Any:
     """Ask one role a question and wait for its agent's answer (its Claude's, or its
     fallback's, which says so: `source`). The question and the answer are messages on
     their own thread."""

@@ -4,6 +4,7 @@ unknown roles are refused before the client opens a connection)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,12 @@ import mcp
 import pytest
 
 from echo.config import Settings, project_path
-from echo.errors import UsageError
+from echo.errors import ConfigError, UsageError
 from echo.mcp import Scope, build_server
 from echo.mcp.tools import TOOLS, Org, tool, tools_for
 from echo.org.client import Client
 from echo.org.leases import Lease
+from echo.org.roles import ROLE_ECHO_TOOLS, load_role
 
 FENCE = "cto/3/0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
@@ -76,7 +78,21 @@ def test_an_operator_only_tool_is_kept_out_of_a_roles_server() -> None:
         assert "approve" not in {t.name for t in tools_for(Scope("cto", FENCE))}
     finally:
         TOOLS.pop("approve")
-    assert {t.name for t in tools_for(Scope("cto", FENCE))} == set(TOOLS)
+    # what a role's file may name (echo/org/roles.py) is exactly what a role's server has
+    assert {t.name for t in tools_for(Scope("cto", FENCE))} == set(ROLE_ECHO_TOOLS)
+
+
+def test_a_roles_server_offers_only_the_echo_tools_its_file_allows(tmp_path: Path) -> None:
+    agents = tmp_path / "agents"
+    shutil.copytree(project_path("agents"), agents)
+    role_file = agents / "cto" / "role.toml"
+    role_file.write_text(role_file.read_text().replace(
+        "[claude]\n", '[claude]\necho_tools = ["send", "thread"]\n', 1))
+    scope = Scope.of(agents, "cto", FENCE)
+    assert [t.name for t in tools_for(scope)] == ["send", "thread"]
+    role_file.write_text(role_file.read_text().replace('"thread"', '"sned"'))
+    with pytest.raises(ConfigError, match="unknown echo tool 'sned'; use some of: broadcast"):
+        load_role(agents, "cto")
 
 
 async def test_a_tool_added_is_listed_with_its_own_schema(settings: Settings) -> None:
