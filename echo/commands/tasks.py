@@ -148,7 +148,8 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool 
     detail = with_client(s, lambda c: c.task(task_id))
     if json_out:
         emit_json({**detail.task, "history": [h.model_dump() for h in detail.history],
-                   "events": [e.model_dump(mode="json") for e in detail.events]})
+                   "events": [e.model_dump(mode="json") for e in detail.events],
+                   "runs": [r.model_dump(mode="json") for r in detail.runs]})
         return
     table = Table(show_header=False, box=None)
     for key, value in detail.task.items():
@@ -165,6 +166,11 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool 
         console.print(f"{h.at:%Y-%m-%d %H:%M:%S} {h.action:<22} {escape(h.actor)}")
     for e in detail.events:
         console.print(escape(_event_line(e)), highlight=False, soft_wrap=True)
+    for r in detail.runs:
+        resumed = f", resumed attempt {r.resumed_attempt}" if r.resumed_attempt else ""
+        console.print(escape(f"run of attempt {r.attempt}: {r.outcome}, ${r.cost_usd:.4f}, "
+                             f"{r.turns if r.turns is not None else '-'} turn(s){resumed}"),
+                      highlight=False)
 
 
 @tasks_app.command()

@@ -39,8 +39,6 @@ from pathlib import Path
 from string import Template
 from typing import Any, Protocol
 
-import asyncpg
-
 from echo.config import Settings, project_path
 from echo.errors import (
     ClaudeAuthError,
@@ -51,8 +49,16 @@ from echo.errors import (
     StoreRejected,
     StoreUnavailable,
 )
+from echo.org import reach
 from echo.org.roles import Role
-from echo.work.claude import LOCAL_CLAUDE, ClaudeExecutor, ClaudeRunOptions, claude_env, run_claude
+from echo.work.claude import (
+    LOCAL_CLAUDE,
+    ClaudeExecutor,
+    ClaudeRunOptions,
+    claude_env,
+    mcp_waits,
+    run_claude,
+)
 from echo.work.executors import Result
 from echo.work.governor import Governor, RunRecord
 from echo.work.runs.attempt import refused
@@ -217,8 +223,8 @@ class ClaudeDecider:
 
     def __init__(self, settings: Settings, role: Role, *, env: Mapping[str, str] | None = None,
                  local_bin: Path | None = LOCAL_CLAUDE, unavailable_for: float = 60.0,
-                 governor: Governor | None = None, conversations: Conversations | None = None,
-                 otel: Any = None) -> None:
+                 governor: Governor | None = None, mcp_config: Path | None = None,
+                 conversations: Conversations | None = None, otel: Any = None) -> None:
         self.unavailable_for = unavailable_for
         self.settings = settings
         self.role_name = role.name
@@ -235,7 +241,7 @@ class ClaudeDecider:
         self._unavailable: tuple[float, ClaudeError] | None = None
         # One short turn, no tools: a JSON answer is all that is asked for.
         self.options = ClaudeRunOptions(model=role.claude.model, system_prompt=role.system_prompt,
-                                        max_turns=2)
+                                        max_turns=2, **reach.run_options(role, mcp_config))
         isolated = settings.state_dir / "claude" / role.name / "decider"
         self.executor = ClaudeExecutor(settings, options=self.options, env=env, cli_max_retries=0,
                                        config_dir=isolated if role.claude.isolate_config else None,
@@ -260,7 +266,7 @@ class ClaudeDecider:
             return
         try:
             await self.governor.check(self.role_name, workflow)
-        except (StoreUnavailable, asyncpg.PostgresError, OSError) as exc:
+        except (StoreUnavailable, StoreRejected) as exc:
             # The workflow's own writes wait for the database; the question need not.
             log.warning("governor unreachable (%s); asking anyway", exc)
 
@@ -269,7 +275,7 @@ class ClaudeDecider:
             return
         try:
             await self.governor.record([run])
-        except (StoreUnavailable, asyncpg.PostgresError, OSError) as exc:
+        except (StoreUnavailable, StoreRejected) as exc:
             log.warning("could not write the ledger row of a %s question: %s", run.step, exc)
 
     async def _ask(self, prompt: str, time_limit: float, workflow: str | None,
@@ -297,7 +303,7 @@ class ClaudeDecider:
             return None
         try:
             return await self.conversations.conversation(workflow, self.role_name)
-        except (StoreUnavailable, StoreRejected, asyncpg.PostgresError, OSError) as exc:
+        except (StoreUnavailable, StoreRejected, OSError) as exc:
             log.warning("%s: the session of workflow %s cannot be looked up (%s); asking "
                         "afresh", self.role_name, workflow, exc)
             return None
@@ -310,7 +316,7 @@ class ClaudeDecider:
             try:
                 await self.conversations.record_conversation(workflow, self.role_name,
                                                               result.session_id)
-            except (StoreUnavailable, StoreRejected, asyncpg.PostgresError, OSError) as exc:
+            except (StoreUnavailable, StoreRejected, OSError) as exc:
                 log.warning("%s: the session of workflow %s is not recorded (%s); its next "
                             "question starts afresh", self.role_name, workflow, exc)
         return parse_json_object(str((result.output or {}).get("result") or ""))
@@ -359,9 +365,9 @@ class ClaudeDecider:
             await kept.close()
             kept = None
         if kept is None:
-            kept = KeptSession(self.executor.argv(binary, self.options, resume=resume,
-                                                  stream_input=True),
-                               env=env, cwd=self.executor.cwd, kill_grace=2.0)
+            argv = self.executor.argv(binary, self.options, resume=resume, stream_input=True)
+            kept = KeptSession(argv, env={**env, **mcp_waits(argv)}, cwd=self.executor.cwd,
+                               kill_grace=2.0)
         self._kept[workflow] = kept
         while len(self._kept) > MAX_KEPT:
             await self.forget(next(iter(self._kept)))

@@ -90,6 +90,17 @@ _ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDE_CONFIG_DIR", "DISABLE_",
                  "MAX_THINKING_TOKENS", "MCP_TIMEOUT", "MCP_TOOL_TIMEOUT", "BASH_")
 _CLOUD_PREFIXES = ("AWS_", "CLOUD_ML_", "GOOGLE_", "VERTEX_", "ANTHROPIC_VERTEX_")
 _SECRET_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
+#: For a run given MCP servers (`--mcp-config`): the pinned CLI (2.1.x) connects them in
+#: the background in `-p` mode, so a first turn that calls an `echo` tool before the
+#: server is up is told "the MCP server 'echo' is still connecting" and the call is lost
+#: (a race: seen with a direct `claude -p`); with this the CLI waits for its servers
+#: before the first request.
+MCP_WAIT = {"MCP_CONNECTION_NONBLOCKING": "0"}
+
+
+def mcp_waits(argv: Sequence[str]) -> dict[str, str]:
+    """What a run's environment adds for its argv: `MCP_WAIT` when it has MCP servers."""
+    return dict(MCP_WAIT) if "--mcp-config" in argv else {}
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,10 @@ class ClaudeRunOptions:
     idle_timeout: float | None = None  # the watchdog's; None: settings.claude_idle_timeout
     permission_mode: str | None = None  # `--permission-mode` (acceptEdits in a workspace)
     workspace_tools: Sequence[str] | None = None  # the role's `[workspace] tools`
+    #: The `echo` MCP server of the run's role (echo/org/reach.py): `--mcp-config`, and
+    #: the permission rules of the tools it may call there.
+    mcp_config: str | None = None
+    mcp_tools: Sequence[str] = field(default_factory=tuple)
 
 
 #: What a task's payload may override under "claude"; never permissions or tools.
@@ -258,13 +273,13 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
     started = datetime.now(UTC)
     clock = time.monotonic()
     try:
-        if kept is not None:
+        if kept is not None:  # its environment was set at its start (`mcp_waits` too)
             streamed = await kept.ask(prompt, time_limit=time_limit, watch=watch, on_event=seen)
         else:
             streamed = await run_streaming(argv, stdin=prompt.encode(),
-                                           env={**env, **spans.env()}, cwd=cwd,
-                                           time_limit=time_limit, kill_grace=kill_grace,
-                                           watch=watch, on_event=seen)
+                                           env={**env, **mcp_waits(argv), **spans.env()},
+                                           cwd=cwd, time_limit=time_limit,
+                                           kill_grace=kill_grace, watch=watch, on_event=seen)
     except BaseException as exc:
         spans.end(None, exc)
         raise
@@ -347,8 +362,12 @@ class ClaudeExecutor:
             argv += ["--model", options.model]
         if options.system_prompt:
             argv += ["--append-system-prompt", options.system_prompt]
-        if options.allowed_tools:
-            argv += ["--allowedTools", ",".join(options.allowed_tools)]
+        tools = list(options.allowed_tools)
+        if options.mcp_config:  # only this server: none of the user's own MCP configs
+            argv += ["--mcp-config", options.mcp_config, "--strict-mcp-config"]
+            tools += options.mcp_tools
+        if tools:
+            argv += ["--allowedTools", ",".join(tools)]
         if options.max_turns:
             argv += ["--max-turns", str(options.max_turns)]
         if options.max_budget_usd:
