@@ -12,6 +12,10 @@
 - **Start**: from spawning the server to the answer of its first `tools/list` (what
   every Claude run given the server waits for), beside `python -m echo --version`
   (the interpreter and the CLI's imports alone).
+- **A run given the server**: one Claude task run (the real CLI against the fake API,
+  one text turn) through the executor with the role's `echo` server (echo/org/reach.py,
+  as every run of a role gets it), beside the same run without it: what the server
+  adds to every run's wall time (the CLI waits for it before its first turn).
 
 Run from the project root: `python -m bench.mcp`.
 """
@@ -21,8 +25,10 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -35,10 +41,17 @@ from bench._common import bench_settings, emit, percentile
 from bench.console import env_for, start_console
 from echo.config import Settings
 from echo.console.auth import token_path
+from echo.db import Database
+from echo.org import reach
 from echo.org.client import Client, SendKind
+from echo.org.roles import load_role
+from echo.work import ClaudeExecutor, ClaudeRunOptions, TaskQueue
+from echo.work.claude import LOCAL_CLAUDE
+from tests.fakes.anthropic import FakeAnthropic, text
 
 CALLS = 200
 STARTS = 5
+RUNS = 5
 
 
 def server(s: Settings) -> StdioServerParameters:
@@ -119,10 +132,44 @@ async def starts(s: Settings) -> None:
          baseline="echoctl_version_median_ms", baseline_value=statistics.median(bare), starts=STARTS)
 
 
+async def run_with_server(s: Settings) -> None:
+    with FakeAnthropic() as api, tempfile.TemporaryDirectory() as home:
+        api.script(text("done"))
+        env = {**api.env(), "HOME": home, "CLAUDE_CONFIG_DIR": f"{home}/cfg"}
+        local = s.model_copy(update={"claude_bin": str(LOCAL_CLAUDE), "state_dir": Path(home)})
+        role = load_role(s.agents_dir, "cto")
+        config = reach.write_config(local, "cto", "cto/1/bench")  # writes are never tried
+        plain = ClaudeExecutor(local, env=env, cwd=home, options=ClaudeRunOptions())
+        served = ClaudeExecutor(local, env=env, cwd=home,
+                                options=ClaudeRunOptions(**reach.run_options(role, config)))
+        async with Client(s) as client:
+            ids = [(await client.submit_task(f"bench {i}", role="cto")).task_id
+                   for i in range(2 * RUNS + 2)]
+        db = await Database.open(s, min_size=0, max_size=2)
+        try:
+            tasks = await TaskQueue(db).claim([f"bench:1:{i}" for i in range(len(ids))],
+                                              task_types=["claude"], roles=["cto"],
+                                              lease_seconds=3600)
+        finally:
+            await db.close()
+        await plain.execute(tasks.pop())  # warm-ups (first starts, caches)
+        await served.execute(tasks.pop())
+        bare, given = [], []
+        for i in range(RUNS):
+            for executor, into in ((plain, bare), (served, given)):
+                t = time.perf_counter()
+                await executor.execute(tasks[2 * i + (into is given)])
+                into.append((time.perf_counter() - t) * 1000)
+    emit("mcp", "run_with_echo_server_median_ms", statistics.median(given),
+         baseline="same_run_without_server_median_ms", baseline_value=statistics.median(bare),
+         runs=RUNS, added_ms=round(statistics.median(given) - statistics.median(bare), 1))
+
+
 async def main() -> None:
     async with bench_settings("mcp") as s:
         await tool_calls(s)
         await starts(s)
+        await run_with_server(s)
 
 
 if __name__ == "__main__":
