@@ -11,6 +11,7 @@ own namespace; production keeps the default.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -137,6 +138,13 @@ class Settings(BaseSettings):
     budget_burst_usd: float | None = Field(
         25.0, gt=0, description="burn-rate breaker: spend within burst_minutes that pauses Claude")
     budget_burst_minutes: float = Field(10.0, gt=0, le=24 * 60)
+    approval_tools: list[str] = Field(
+        default_factory=list,
+        description="tool calls every role's runs need an operator's approval for, in Claude "
+        'Code\'s permission-rule syntax: ["Bash(git push:*)"] (a role adds its [approval] tools)')
+    approval_timeout: float = Field(
+        24 * 3600.0, gt=0, le=366 * 24 * 3600,
+        description="seconds an approval request waits for a decision before it expires (denied)")
     console: bool = Field(True, description="`echoctl up` starts the operator console")
     console_host: str = Field("127.0.0.1", description="where the console listens")
     console_port: int = Field(8765, ge=0, le=65535, description="the console's port; 0: any free one")
@@ -245,8 +253,9 @@ class Settings(BaseSettings):
         """Environment that makes a child process see exactly these settings."""
         env = {}
         for name, value in self.model_dump(mode="json").items():
-            if value is not None:
-                env[f"ECHO_{name.upper()}"] = str(value)
+            if value is not None:  # a list as JSON, which is how pydantic reads it back
+                text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+                env[f"ECHO_{name.upper()}"] = text
         return env
 
 

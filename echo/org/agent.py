@@ -77,6 +77,7 @@ def role_executors(settings: Settings, role: Role) -> dict[str, Executor]:
         account=role.claude.account,
         idle_timeout=role.claude.idle_timeout,
         workspace_tools=tuple(role.workspace.tools),
+        approval_tools=tuple(role.approval.tools),
     )
     return {
         "claude": ClaudeExecutor(

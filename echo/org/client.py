@@ -65,6 +65,8 @@ from echo.org.workflow import (
     post_uuid,
 )
 from echo.work import NewTask, TaskQueue, check_outcome, task_outcome
+from echo.work.approvals import Approval, ApprovalStore
+from echo.work.approvals.store import check_state as check_approval_state
 from echo.work.governor import Governor, SpendReport, check_amount, spend_report
 from echo.work.runs import PgRunStore
 from echo.work.workspaces import RESERVED_KEYS
@@ -193,6 +195,21 @@ class TaskDetail(BaseModel):
     events: list[RunEventRow] = []
 
 
+class ApprovalDetail(BaseModel):
+    """One approval request and its audit trail (who asked, who decided, when)."""
+
+    approval: Approval
+    history: list[TaskEvent]
+
+
+def check_decider(by: str) -> str:
+    """`by` if it can name a decider in the audit trail (1-100 printable characters)."""
+    name = by.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        raise UsageError("the decider's name must be 1-100 printable characters")
+    return name
+
+
 class Inbox(BaseModel):
     """One role's cursor and what it has not read yet."""
 
@@ -204,7 +221,8 @@ class Inbox(BaseModel):
 
 
 __all__ = [
-    "AgentStatus", "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus", "RoleOverview",
+    "AgentStatus", "Approval", "ApprovalDetail",
+    "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus", "RoleOverview",
     "SendKind", "Sent", "Submitted", "TaskDetail", "TaskEvent", "TaskSummary", "check_id",
     "check_seconds", "claude_mode",
     "normalise_workflow_id", "run_worker", "worker_executors",
@@ -480,6 +498,45 @@ class Client:
             row["spent_today_usd"] = found.spent_usd if found else 0.0
             row["budget_usd"] = found.budget_usd if found else None
         return sorted(by_role.values(), key=lambda r: r["role"] or "")
+
+    # ------------------------------------------------------------ approvals
+
+    @contextlib.asynccontextmanager
+    async def _approvals(self) -> AsyncIterator[ApprovalStore]:
+        with self._migrated():
+            yield ApprovalStore(await self.database())
+
+    async def approvals(self, *, state: str | None = None, task_id: int | None = None,
+                        limit: int = 100) -> list[Approval]:
+        """Approval requests, newest first, optionally of one state or task."""
+        check_approval_state(state)
+        if task_id is not None:
+            check_id(task_id)
+        async with self._approvals() as store:
+            return await store.requests(state=state, task_id=task_id, limit=limit)
+
+    async def approval(self, approval_id: int) -> ApprovalDetail:
+        """One request and its audit trail; `NotFound` if there is none."""
+        check_id(approval_id, "approval id")
+        async with self._approvals() as store:
+            found = await store.get(approval_id)
+            history = await store.history(approval_id)
+        return ApprovalDetail(approval=found, history=[TaskEvent.model_validate(h) for h in history])
+
+    async def approve(self, approval_id: int, *, by: str) -> Approval:
+        """Approve a pending request (its task runs again and the call is made once).
+        `by` names the operator in the audit trail. A run never reaches this: only the
+        operator's entry points (the CLI, the console) call it."""
+        check_id(approval_id, "approval id")
+        async with self._approvals() as store:
+            return await store.decide(approval_id, approve=True, by=check_decider(by))
+
+    async def deny(self, approval_id: int, reason: str, *, by: str) -> Approval:
+        """Deny a pending request with `reason`, which the resumed run is told."""
+        check_id(approval_id, "approval id")
+        async with self._approvals() as store:
+            return await store.decide(approval_id, approve=False, by=check_decider(by),
+                                      reason=reason)
 
     # ------------------------------------------------------------ the governor
 
