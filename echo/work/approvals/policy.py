@@ -8,7 +8,7 @@ a file tool's `file_path` (or `notebook_path`, `path`), WebFetch's `url`, else t
 input's JSON. An MCP tool (`mcp__server__tool`) is matched by its name only.
 
 For Bash the rule is applied to every part of a compound command (split at `&&`,
-`||`, `;`, `|`, newlines, `$(`, backquotes), and a leading `VAR=value` is ignored,
+`||`, `;`, `|`, newlines, `$(`, backquotes), with and without a leading `VAR=value`,
 so `cd x && git push` is gated by `Bash(git push:*)` as the CLI's own permission
 check would. The split ignores quoting: it can only find more parts, which gates
 more calls, never fewer; for an approval gate that is the safe side.
@@ -92,8 +92,11 @@ def hook_matcher(rules: Sequence[Rule]) -> str:
 
 
 def _parts(command: str) -> list[str]:
-    parts = [_ASSIGN_RE.sub("", p.strip()).strip() for p in _SPLIT_RE.split(command)]
-    return [p for p in parts if p] or [command.strip()]
+    """Each part of a compound command, as written and without leading assignments
+    (both: a rule matching either gates the call)."""
+    parts = [p.strip() for p in _SPLIT_RE.split(command)]
+    parts += [_ASSIGN_RE.sub("", p).strip() for p in parts]
+    return [p for p in dict.fromkeys(parts) if p] or [command.strip()]
 
 
 def _content_matches(content: str, value: str) -> bool:
