@@ -22,6 +22,7 @@ from echo.runtime import Backoff
 from echo.work import ClaudeRunOptions, ExecutorPool, NoopExecutor, TaskQueue
 from echo.work.approvals import ApprovalStore
 from echo.work.governor import Governor
+from tests import helpers as org_tests
 from tests.e2e import test_claude_executor as executor_tests
 from tests.fakes.anthropic import FakeAnthropic, text, tool_use
 from tests.helpers import run_cli, wait_until
@@ -193,3 +194,52 @@ async def test_approvals_cli_bad_input_is_one_line(settings: Settings) -> None:
     assert no_reason.returncode == 2
     empty = await run_cli(settings, "approvals", "deny", "1", "--reason", " ")
     assert empty.returncode == 2 and "a denial needs a reason" in empty.stderr
+
+
+async def test_the_organisation_restarted_while_a_request_waits_then_approved(
+    org_settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    """A real organisation (`echoctl up`): the CTO's pool runs the task through the real CLI,
+    whose run stops at the gated call; the organisation goes down and comes back; the
+    request is still there, and once approved the CTO's next attempt makes the call once."""
+    s = org_settings
+    role = s.agents_dir / "cto" / "role.toml"
+    role.write_text(role.read_text().replace(
+        'allowed_tools = ["Read", "Grep", "Glob", "Bash(git log:*)"]',
+        'allowed_tools = ["Read", "Bash"]') + '\n[approval]\ntools = ["Bash(echo hi:*)"]\n')
+    api.conversation(tool_use("Bash", {"command": CALL, "description": "mark"}),
+                     text("Marked it."))
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {**api.env("sk-ant-test-0123456789"), "HOME": str(home), "ECHO_CLAUDE_BIN": claude_bin}
+
+    async def up() -> None:
+        started = await run_cli(s, "up", "--roles", "cto", "--detach", timeout=120, **env)
+        assert started.returncode == 0, started.stderr
+        await wait_until(org_tests.all_in(s, "healthy", ["cto"]), timeout=60, interval=0.1)
+
+    await up()
+    async with Client(s, database=db) as client:
+        task_id = (await client.submit_task(
+            "mark the file", role="cto", payload={"cwd": str(workdir(tmp_path))})).task_id
+        await wait_until(lambda: status_is(db, task_id, "awaiting_approval"), timeout=120,
+                         interval=0.1)
+        assert marker_lines(tmp_path) == []
+        down = await run_cli(s, "down", "--timeout", "30")
+        assert down.returncode == 0, down.stderr
+        assert org_tests.org_processes(s) == []
+        [request] = await client.approvals(task_id=task_id)
+        assert request.state == "pending"
+        await up()
+        assert await status(db, task_id) == "awaiting_approval"  # nothing ran it meanwhile
+        assert marker_lines(tmp_path) == []
+        await client.approve(request.id, by="ops-test")
+        await wait_until(lambda: status_is(db, task_id, "completed", "failed", "dead"),
+                         timeout=120, interval=0.1)
+    row = await TaskQueue(db).get(task_id)
+    assert row["status"] == "completed", row["error"]
+    assert marker_lines(tmp_path) == ["hi"]
+
+
+async def status_is(db: Database, task_id: int, *wanted: str) -> bool:
+    return await status(db, task_id) in wanted
