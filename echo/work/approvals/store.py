@@ -201,17 +201,22 @@ class ApprovalStore:
     # ---------------------------------------------------------- the merge queue
     async def merge_request(self, *, task_id: int, role: str | None, details: Mapping[str, Any],
                             expires_in: float, clock: datetime | None = None) -> Approval:
-        """The merge request of a task's branch: the live or latest one, else a new one."""
+        """The merge request of a task's commit (`details["head"]`): the one about that
+        commit if it is pending, approved, denied or expired; else a new pending one (a
+        live request about an earlier commit is superseded: expired)."""
         async with self.db.transaction() as conn:
+            await conn.execute(_Q["set_actor"], "merge-queue")
             await conn.execute(_Q["expire_task"], task_id, clock)
             row = await conn.fetchrow(_Q["merge_request"], task_id)
-            stale = row is not None and row["state"] not in ("pending", "approved") \
-                and (row["input"] or {}).get("head") != details.get("head")
-            if row is None or stale:  # none yet, or one about an earlier commit
-                row = await conn.fetchrow(_Q["insert_merge"], role, task_id, dict(details),
-                                          float(expires_in), clock) or row
-            assert row is not None
-            return Approval.of(row)
+            same = row is not None and (row["input"] or {}).get("head") == details.get("head")
+            if same and row is not None and row["state"] != "used":
+                return Approval.of(row)
+            if row is not None and not same and row["state"] in ("pending", "approved"):
+                await conn.execute(_Q["supersede"], row["id"])
+            made = await conn.fetchrow(_Q["insert_merge"], role, task_id, dict(details),
+                                       float(expires_in), clock)
+            assert made is not None
+            return Approval.of(made)
 
     async def use(self, approval_id: int) -> bool:
         """Take an approval (the merge it allowed happened); False if it was not approved."""

@@ -94,5 +94,11 @@ VALUES ('merge', $1, $2, $3::jsonb, coalesce($5::timestamptz, now()) + make_inte
 ON CONFLICT (task_id) WHERE kind = 'merge' AND state IN ('pending', 'approved') DO NOTHING
 RETURNING *;
 
+-- name: supersede
+-- A live merge request about an earlier commit of the task: a new commit asks again.
+UPDATE approvals SET state = 'expired', reason = 'superseded by a newer commit',
+       decided_at = now(), decided_by = 'system'
+WHERE id = $1 AND state IN ('pending', 'approved');
+
 -- name: set_actor
 SELECT set_config('echo.actor', $1, true);
