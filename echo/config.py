@@ -18,7 +18,7 @@ import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -34,6 +35,8 @@ from echo.errors import ConfigError, one_line
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+#: A comma outside parentheses: where ECHO_APPROVAL_TOOLS separates its rules.
+_TOP_LEVEL_COMMA = re.compile(r",(?![^()]*\))")
 _NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -138,7 +141,7 @@ class Settings(BaseSettings):
     budget_burst_usd: float | None = Field(
         25.0, gt=0, description="burn-rate breaker: spend within burst_minutes that pauses Claude")
     budget_burst_minutes: float = Field(10.0, gt=0, le=24 * 60)
-    approval_tools: list[str] = Field(
+    approval_tools: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="tool calls every role's runs need an operator's approval for, in Claude "
         'Code\'s permission-rule syntax: ["Bash(git push:*)"] (a role adds its [approval] tools)')
@@ -201,6 +204,21 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC "
                              "or Europe/Paris") from None
         return value
+
+    @field_validator("approval_tools", mode="before")
+    @classmethod
+    def _rule_list(cls, value: Any) -> Any:
+        """ECHO_APPROVAL_TOOLS is a JSON list, or rules separated by commas outside
+        parentheses (`Bash(git push:*),Write`); empty is none."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError('not a JSON list of rules; write ["Bash(git push:*)"]') from None
+        return [r.strip() for r in _TOP_LEVEL_COMMA.split(text) if r.strip()]
 
     @field_validator("log_level")
     @classmethod
