@@ -79,7 +79,8 @@ class ConsoleData:
     async def show_task(self, task_id: int) -> dict[str, Any]:
         detail = await self.client.task(task_id)
         return {**_json(detail)["task"], "history": [_json(h) for h in detail.history],
-                "events": [_json(e) for e in detail.events]}
+                "events": [_json(e) for e in detail.events],
+                "approvals": [_json(a) for a in detail.approvals]}
 
     async def doing_now(self) -> list[dict[str, Any]]:
         return [_json(d) for d in await self.client.doing_now()]

@@ -193,6 +193,7 @@ class TaskDetail(BaseModel):
     task: dict[str, Any]
     history: list[TaskEvent]
     events: list[RunEventRow] = []
+    approvals: list[Approval] = []  # its approval requests, oldest first
 
 
 class ApprovalDetail(BaseModel):
@@ -445,8 +446,10 @@ class Client:
             await annotate_waiting(self.settings, q.db, [row])
             history = await q.history(task_id)
             events = await PgRunStore(q.db).events(task_id, limit=10_000)
+            approvals = await ApprovalStore(q.db).of_task(task_id)
         return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history],
-                          events=[RunEventRow.model_validate(e) for e in events])
+                          events=[RunEventRow.model_validate(e) for e in events],
+                          approvals=approvals)
 
     async def doing_now(self) -> list[DoingNow]:
         """Each running Claude task's latest event: what each agent is doing now."""

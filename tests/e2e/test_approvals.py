@@ -99,6 +99,12 @@ async def test_a_gated_call_waits_for_approval_then_runs_exactly_once(
     assert request["tool_name"] == "Bash" and request["input"]["command"] == CALL
     shown = await run_cli(settings, "tasks", "list")
     assert "awaiting_approval" in shown.stdout
+    one = await run_cli(settings, "tasks", "show", str(task_id))
+    assert f"approval request {request['id']} pending: Bash: {CALL}" in one.stdout
+    followed = await run_cli(settings, "tasks", "show", str(task_id), "--follow")
+    assert followed.returncode == 0
+    assert followed.stdout.strip().splitlines()[-1] == (
+        f"task {task_id} awaiting_approval: `echoctl approvals list --task {task_id}`")
     # The slot is free: another task runs while this one waits.
     other = await TaskQueue(db).enqueue("something else", task_type="noop")
     await run_pool(settings, db, claude, [other.task_id], ["completed"])

@@ -40,23 +40,30 @@ def answer(decision: str, reason: str) -> str:
 
 
 def batch_size(transcript: str | None, tool_use_id: str | None) -> int:
-    """How many tool calls the assistant message holding this call makes (1 if unknown)."""
+    """How many tool calls the assistant message holding this call makes (1 if unknown).
+    The CLI may write one message's blocks on several lines, all with the message's id."""
     if not transcript or not tool_use_id:
         return 1
     try:
         lines = Path(transcript).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return 1
-    for line in reversed(lines[-200:]):
-        if tool_use_id not in line:
-            continue
+    messages: dict[str, set[str]] = {}
+    holding = None
+    for line in lines[-400:]:
         try:
-            content = json.loads(line).get("message", {}).get("content", [])
+            message = json.loads(line).get("message") or {}
+            content = message.get("content")
         except (ValueError, AttributeError):
             continue
-        if isinstance(content, list):
-            return max(1, sum(1 for b in content if isinstance(b, dict) and b.get("type") == "tool_use"))
-    return 1
+        if not isinstance(content, list):
+            continue
+        key = str(message.get("id") or id(message))
+        calls = {str(b.get("id")) for b in content if isinstance(b, dict) and b.get("type") == "tool_use"}
+        messages.setdefault(key, set()).update(calls)
+        if tool_use_id in calls:
+            holding = key
+    return max(1, len(messages[holding])) if holding is not None else 1
 
 
 async def decide(config: dict[str, Any], call: dict[str, Any]) -> str | None:

@@ -103,12 +103,17 @@ def test_a_parsed_rule_reads_back_as_itself(rule: str) -> None:
 
 def test_a_call_that_shares_its_message_with_other_calls_is_counted(tmp_path: Path) -> None:
     transcript = tmp_path / "t.jsonl"
-    message = {"message": {"content": [{"type": "tool_use", "id": "toolu_1"},
+    message = {"message": {"id": "msg_2", "content": [{"type": "tool_use", "id": "toolu_1"},
                                        {"type": "tool_use", "id": "toolu_2"}]}}
     transcript.write_text(json.dumps({"message": {"content": "hi"}}) + "\n" + json.dumps(message) + "\n")
     assert batch_size(str(transcript), "toolu_2") == 2
     assert batch_size(str(transcript), "toolu_9") == 1
     assert batch_size(str(tmp_path / "none.jsonl"), "toolu_1") == 1
+    # One message written as a line per block, as the CLI may: counted by the message id.
+    split = tmp_path / "split.jsonl"
+    split.write_text("".join(json.dumps({"message": {"id": "msg_1", "content": [
+        {"type": "tool_use", "id": f"toolu_{n}"}]}}) + "\n" for n in (1, 2, 3)))
+    assert batch_size(str(split), "toolu_3") == 3
 
 
 def run_hook(config: Path, call: dict[str, object]) -> subprocess.CompletedProcess[str]:
