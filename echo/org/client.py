@@ -532,7 +532,26 @@ class Client:
         operator's entry points (the CLI, the console) call it."""
         check_id(approval_id, "approval id")
         async with self._approvals() as store:
-            return await store.decide(approval_id, approve=True, by=check_decider(by))
+            done = await store.decide(approval_id, approve=True, by=check_decider(by))
+            if done.kind == "budget" and done.role is not None:  # applied at once, audited
+                governor = await synced_governor(self.settings, store.db, sync=False)
+                await governor.set_budget("role", done.role, float(done.input["daily_usd"]),
+                                          actor=done.decided_by or "operator",
+                                          known_roles=role_names(self.settings.agents_dir))
+                await store.use(done.id)
+                done = await store.get(done.id)
+            return done
+
+    async def request_budget(self, role: str, daily_usd: float, reason: str) -> Approval:
+        """`role` asks for a daily budget of `daily_usd` (a request an operator decides:
+        a role never raises its own budget). For the role's own entry points (MCP)."""
+        check_role(role, self.settings.agents_dir)
+        amount = check_amount(daily_usd)
+        if not reason.strip():
+            raise UsageError("a budget request needs a reason")
+        async with self._approvals() as store:
+            return await store.budget_request(role=role, daily_usd=amount, reason=reason.strip(),
+                                              expires_in=self.settings.approval_timeout)
 
     async def deny(self, approval_id: int, reason: str, *, by: str) -> Approval:
         """Deny a pending request with `reason`, which the resumed run is told."""

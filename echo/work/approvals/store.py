@@ -66,6 +66,9 @@ class Approval(BaseModel):
         if self.kind == "merge":
             return (f"merge {self.input.get('branch', '?')} into "
                     f"{self.input.get('base', '?')} of {self.input.get('repo', '?')}")
+        if self.kind == "budget":
+            return (f"daily budget of {self.input.get('role', '?')} to "
+                    f"${float(self.input.get('daily_usd', 0)):.2f}: {self.input.get('reason', '')}")
         return json.dumps(self.input, sort_keys=True)
 
 
@@ -217,6 +220,19 @@ class ApprovalStore:
                                        float(expires_in), clock)
             assert made is not None
             return Approval.of(made)
+
+    # ------------------------------------------------------------ budget raises
+    async def budget_request(self, *, role: str, daily_usd: float, reason: str,
+                             expires_in: float, clock: datetime | None = None) -> Approval:
+        """A role's request for a daily budget of `daily_usd`; an approval applies it."""
+        async with self.db.transaction() as conn:
+            await conn.execute(_Q["set_actor"], role)
+            row = await conn.fetchrow(_Q["insert_budget"], role,
+                                      {"role": role, "daily_usd": daily_usd,
+                                       "reason": reason[:MAX_REASON]},
+                                      float(expires_in), clock)
+        assert row is not None
+        return Approval.of(row)
 
     async def use(self, approval_id: int) -> bool:
         """Take an approval (the merge it allowed happened); False if it was not approved."""

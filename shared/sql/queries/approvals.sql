@@ -94,6 +94,12 @@ VALUES ('merge', $1, $2, $3::jsonb, coalesce($5::timestamptz, now()) + make_inte
 ON CONFLICT (task_id) WHERE kind = 'merge' AND state IN ('pending', 'approved') DO NOTHING
 RETURNING *;
 
+-- name: insert_budget
+-- A role asks for a higher daily budget ($2: {"role", "daily_usd", "reason"}).
+INSERT INTO approvals (kind, role, input, expires_at)
+VALUES ('budget', $1, $2::jsonb, coalesce($4::timestamptz, now()) + make_interval(secs => $3))
+RETURNING *;
+
 -- name: supersede
 -- A live merge request about an earlier commit of the task: a new commit asks again.
 UPDATE approvals SET state = 'expired', reason = 'superseded by a newer commit',
