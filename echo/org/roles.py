@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from echo.approval_rules import parse_rules
 from echo.bus.envelope import ROLE_RE, ROLE_RULE
 from echo.errors import ConfigError, UnknownRole, one_line
-from echo.work.approvals.policy import parse_rules
 from echo.work.workspaces.tools import DEFAULT_TOOLS
 
 

@@ -12,7 +12,7 @@ approved, the call runs (once: the request is then `used`); denied or expired, i
 is refused with the reason and the run goes on without it.
 """
 
-from echo.work.approvals.policy import Rule, gated, parse_rule, parse_rules
+from echo.approval_rules import Rule, gated, parse_rule, parse_rules
 from echo.work.approvals.store import (
     KINDS,
     STATES,

@@ -18,15 +18,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from echo.approval_rules import Rule, hook_matcher
 from echo.config import Settings
-from echo.work.approvals.policy import Rule, hook_matcher
 
 #: The seconds the CLI waits for the hook before it gives up on it.
 HOOK_TIMEOUT = 60
 
 
 def hook_command(config: Path, python: str = sys.executable) -> str:
-    return f"{shlex.quote(python)} -m echo.work.approvals.hook {shlex.quote(str(config))}"
+    return f"{shlex.quote(python)} -m echo.approval_hook {shlex.quote(str(config))}"
 
 
 def _private_write(path: Path, data: object) -> None:

@@ -1,4 +1,4 @@
-"""The approval policy (echo.work.approvals.policy): Claude Code's permission-rule syntax,
+"""The approval policy (echo.approval_rules): Claude Code's permission-rule syntax,
 matched purely; the hook's answer for calls no rule gates and for a batch of calls."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from echo.approval_hook import answer, batch_size
+from echo.approval_rules import Rule, gated, hook_matcher, parse_rule, parse_rules
 from echo.errors import ConfigError
-from echo.work.approvals.hook import answer, batch_size
-from echo.work.approvals.policy import Rule, gated, hook_matcher, parse_rule, parse_rules
 
 PUSH = parse_rules(["Bash(git push:*)"])
 
@@ -117,7 +117,7 @@ def test_a_call_that_shares_its_message_with_other_calls_is_counted(tmp_path: Pa
 
 
 def run_hook(config: Path, call: dict[str, object]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "echo.work.approvals.hook", str(config)],
+    return subprocess.run([sys.executable, "-m", "echo.approval_hook", str(config)],
                           input=json.dumps(call), capture_output=True, text=True, timeout=60,
                           check=False)
 

@@ -1,11 +1,15 @@
-"""The PreToolUse hook of a gated run: `python -m echo.work.approvals.hook CONFIG`.
+"""The PreToolUse hook of a gated run: `python -m echo.approval_hook CONFIG`.
+
+A top-level module, beside the pure rules it matches (`echo.approval_rules`), so that
+a call no rule gates costs the interpreter's start and no more: importing `echo.work`
+(the database driver, the executors) is left to the gated calls, which need it.
 
 The Claude CLI runs this command (through its shell, every path quoted) before each
 call of a tool the role gates, with the call as JSON on stdin (`tool_name`,
 `tool_input`, `tool_use_id`, `session_id`, `transcript_path`). CONFIG is a JSON
 file, readable by its owner only, in the run's private directory: the settings that
 reach the organisation's database and namespace, the task, the role, the rules and
-the request timeout (`echo.work.approvals.hooks.install`).
+the request timeout (`echo.approval_hooks.install`).
 
 The answer (checked with the pinned CLI 2.1.197):
 
@@ -28,9 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from echo.work.approvals.policy import gated, parse_rules
+from echo.approval_rules import Rule, gated, parse_rules
 
 
 def answer(decision: str, reason: str) -> str:
@@ -66,14 +68,19 @@ def batch_size(transcript: str | None, tool_use_id: str | None) -> int:
     return max(1, len(messages[holding])) if holding is not None else 1
 
 
-async def decide(config: dict[str, Any], call: dict[str, Any]) -> str | None:
-    """The hook's output for `call` (None: say nothing)."""
+def gate(config: dict[str, Any], call: dict[str, Any]) -> tuple[str, dict[str, Any], Rule | None]:
+    """The call's tool, its input, and the rule that gates it (None: the call is free)."""
     rules = parse_rules(config.get("rules", []))
     tool = str(call.get("tool_name") or "")
     tool_input = call.get("tool_input") or {}
     if not isinstance(tool_input, dict):
         tool_input = {"input": tool_input}
-    rule = gated(rules, tool, tool_input)
+    return tool, tool_input, gated(rules, tool, tool_input)
+
+
+async def decide(config: dict[str, Any], call: dict[str, Any]) -> str | None:
+    """The hook's output for `call` (None: say nothing)."""
+    tool, tool_input, rule = gate(config, call)
     if rule is None:
         return None
     if batch_size(call.get("transcript_path"), call.get("tool_use_id")) > 1:
@@ -108,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = json.loads(Path(args[0]).read_text(encoding="utf-8"))
         call = json.loads(sys.stdin.read() or "{}")
+        if gate(config, call)[2] is None:
+            return 0  # free: say nothing, so the CLI's own permissions apply
+        import anyio  # only now: a call no rule gates never needs it
+
         out = anyio.run(decide, config, call)
     except Exception as exc:  # never allow by accident: any failure refuses the call
         line = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
