@@ -152,6 +152,7 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool 
     if json_out:
         emit_json({**detail.task, "history": [h.model_dump() for h in detail.history],
                    "events": [e.model_dump(mode="json") for e in detail.events],
+                   "runs": [r.model_dump(mode="json") for r in detail.runs],
                    "approvals": [a.model_dump(mode="json") for a in detail.approvals]})
         return
     table = Table(show_header=False, box=None)
@@ -169,6 +170,11 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool 
         console.print(f"{h.at:%Y-%m-%d %H:%M:%S} {h.action:<22} {escape(h.actor)}")
     for e in detail.events:
         console.print(escape(_event_line(e)), highlight=False, soft_wrap=True)
+    for r in detail.runs:
+        resumed = f", resumed attempt {r.resumed_attempt}" if r.resumed_attempt else ""
+        console.print(escape(f"run of attempt {r.attempt}: {r.outcome}, ${r.cost_usd:.4f}, "
+                             f"{r.turns if r.turns is not None else '-'} turn(s){resumed}"),
+                      highlight=False)
     for a in detail.approvals:
         by = f" by {a.decided_by}" if a.decided_by else ""
         console.print(escape(f"approval request {a.id} {a.state}{by}: {a.summary()}"),

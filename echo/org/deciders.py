@@ -27,8 +27,6 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-import asyncpg
-
 from echo.config import Settings, project_path
 from echo.errors import (
     ClaudeAuthError,
@@ -36,8 +34,10 @@ from echo.errors import (
     ClaudeError,
     ClaudeHeld,
     ClaudeNotInstalled,
+    StoreRejected,
     StoreUnavailable,
 )
+from echo.org import reach
 from echo.org.roles import Role
 from echo.work.claude import LOCAL_CLAUDE, ClaudeExecutor, ClaudeRunOptions, claude_env, run_claude
 from echo.work.governor import Governor, RunRecord
@@ -189,7 +189,7 @@ class ClaudeDecider:
 
     def __init__(self, settings: Settings, role: Role, *, env: Mapping[str, str] | None = None,
                  local_bin: Path | None = LOCAL_CLAUDE, unavailable_for: float = 60.0,
-                 governor: Governor | None = None) -> None:
+                 governor: Governor | None = None, mcp_config: Path | None = None) -> None:
         self.unavailable_for = unavailable_for
         self.settings = settings
         self.role_name = role.name
@@ -201,7 +201,7 @@ class ClaudeDecider:
         self._unavailable: tuple[float, ClaudeError] | None = None
         # One short turn, no tools: a JSON answer is all that is asked for.
         self.options = ClaudeRunOptions(model=role.claude.model, system_prompt=role.system_prompt,
-                                        max_turns=2)
+                                        max_turns=2, **reach.run_options(role, mcp_config))
         isolated = settings.state_dir / "claude" / role.name / "decider"
         self.executor = ClaudeExecutor(settings, options=self.options, env=env, cli_max_retries=0,
                                        config_dir=isolated if role.claude.isolate_config else None,
@@ -226,7 +226,7 @@ class ClaudeDecider:
             return
         try:
             await self.governor.check(self.role_name, workflow)
-        except (StoreUnavailable, asyncpg.PostgresError, OSError) as exc:
+        except (StoreUnavailable, StoreRejected) as exc:
             # The workflow's own writes wait for the database; the question need not.
             log.warning("governor unreachable (%s); asking anyway", exc)
 
@@ -235,7 +235,7 @@ class ClaudeDecider:
             return
         try:
             await self.governor.record([run])
-        except (StoreUnavailable, asyncpg.PostgresError, OSError) as exc:
+        except (StoreUnavailable, StoreRejected) as exc:
             log.warning("could not write the ledger row of a %s question: %s", run.step, exc)
 
     async def _ask(self, prompt: str, time_limit: float, workflow: str | None,

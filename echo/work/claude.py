@@ -94,6 +94,12 @@ _ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDE_CONFIG_DIR", "DISABLE_",
                  "MAX_THINKING_TOKENS", "MCP_TIMEOUT", "MCP_TOOL_TIMEOUT", "BASH_")
 _CLOUD_PREFIXES = ("AWS_", "CLOUD_ML_", "GOOGLE_", "VERTEX_", "ANTHROPIC_VERTEX_")
 _SECRET_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
+#: For a run given MCP servers (`--mcp-config`): the pinned CLI (2.1.x) connects them in
+#: the background in `-p` mode, so a first turn that calls an `echo` tool before the
+#: server is up is told "the MCP server 'echo' is still connecting" and the call is lost
+#: (a race: seen with a direct `claude -p`); with this the CLI waits for its servers
+#: before the first request.
+MCP_WAIT = {"MCP_CONNECTION_NONBLOCKING": "0"}
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,10 @@ class ClaudeRunOptions:
     idle_timeout: float | None = None  # the watchdog's; None: settings.claude_idle_timeout
     permission_mode: str | None = None  # `--permission-mode` (acceptEdits in a workspace)
     workspace_tools: Sequence[str] | None = None  # the role's `[workspace] tools`
+    #: The `echo` MCP server of the run's role (echo/org/reach.py): `--mcp-config`, and
+    #: the permission rules of the tools it may call there.
+    mcp_config: str | None = None
+    mcp_tools: Sequence[str] = field(default_factory=tuple)
     approval_tools: Sequence[str] = field(default_factory=tuple)  # the role's `[approval] tools`
     settings_file: str | None = None  # `--settings`: the run's approval hook (set per run)
 
@@ -276,7 +286,8 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
     started = datetime.now(UTC)
     clock = time.monotonic()
     try:
-        streamed = await run_streaming(argv, stdin=prompt.encode(), env={**env, **spans.env()},
+        waits = MCP_WAIT if "--mcp-config" in argv else {}
+        streamed = await run_streaming(argv, stdin=prompt.encode(), env={**env, **waits, **spans.env()},
                                        cwd=cwd, time_limit=time_limit, kill_grace=kill_grace,
                                        watch=watch, on_event=seen)
     except BaseException as exc:
@@ -365,8 +376,12 @@ class ClaudeExecutor:
             argv += ["--model", options.model]
         if options.system_prompt:
             argv += ["--append-system-prompt", options.system_prompt]
-        if options.allowed_tools:
-            argv += ["--allowedTools", ",".join(options.allowed_tools)]
+        tools = list(options.allowed_tools)
+        if options.mcp_config:  # only this server: none of the user's own MCP configs
+            argv += ["--mcp-config", options.mcp_config, "--strict-mcp-config"]
+            tools += options.mcp_tools
+        if tools:
+            argv += ["--allowedTools", ",".join(tools)]
         if options.max_turns:
             argv += ["--max-turns", str(options.max_turns)]
         if options.max_budget_usd:

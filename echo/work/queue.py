@@ -440,6 +440,12 @@ class TaskQueue:
         async with self.db.acquire() as conn:
             return [dict(r) for r in await conn.fetch(_Q["spend"])]
 
+    async def finished_by_minute(self, minutes: int) -> list[dict[str, Any]]:
+        """Tasks that ended in the last `minutes` (the database's clock): `ago` (whole
+        minutes before now), `outcome` and `n`, one row per minute and outcome seen."""
+        async with self.db.acquire() as conn:
+            return [dict(r) for r in await conn.fetch(_Q["finished_by_minute"], minutes, SKIPPED)]
+
     async def list(self, *, status: str | None = None, role: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
         """The latest tasks, newest first; `status` is an outcome (`skipped` too): a

@@ -315,6 +315,31 @@ BEGIN
 END $_$;
 
 --
+-- Name: claude_runs_announce(); Type: FUNCTION; Schema: -; Owner: -
+--
+
+CREATE FUNCTION claude_runs_announce() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- The claim statement's ledger part usually inserts nothing (023): then do nothing.
+    IF NOT EXISTS (SELECT 1 FROM new_rows WHERE task_id IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO agent_actions (actor, action, subject_type, subject_id, details)
+    SELECT coalesce(n.role, 'system'), 'run.ended', 'run', n.task_id::text,
+           jsonb_strip_nulls(jsonb_build_object(
+               'task_id', n.task_id, 'role', n.role, 'attempt', n.attempt,
+               'outcome', n.outcome, 'cost_usd', n.cost_usd, 'turns', n.turns,
+               'duration_ms', n.duration_ms, 'resumed_attempt', n.resumed_attempt,
+               'session_id', n.session_id, 'workflow', n.workflow_id))
+    FROM new_rows AS n
+    WHERE n.task_id IS NOT NULL
+    ORDER BY n.run_id;
+    RETURN NULL;
+END $$;
+
+--
 -- Name: claude_runs; Type: TABLE; Schema: -; Owner: -
 --
 
@@ -363,6 +388,29 @@ CREATE FUNCTION claude_runs_rows(runs jsonb, at timestamp with time zone, tz tex
         cost_usd numeric, input_tokens bigint, output_tokens bigint, turns integer,
         outcome text, session_id text, estimated boolean, resumed_attempt integer)
 $$;
+
+--
+-- Name: claude_sessions_announce(); Type: FUNCTION; Schema: -; Owner: -
+--
+
+CREATE FUNCTION claude_sessions_announce() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN  -- an upsert that only updated
+        RETURN NULL;
+    END IF;
+    INSERT INTO agent_actions (actor, action, subject_type, subject_id, details)
+    SELECT coalesce(t.assigned_role, n.worker_id), 'run.started', 'run', n.task_id::text,
+           jsonb_strip_nulls(jsonb_build_object(
+               'task_id', n.task_id, 'role', t.assigned_role, 'attempt', n.attempt,
+               'resumed_attempt', n.resumed_attempt, 'session_id', n.session_id,
+               'worker', n.worker_id, 'description', left(t.task_description, 120)))
+    FROM new_rows AS n
+    LEFT JOIN agent_tasks AS t ON t.task_id = n.task_id
+    ORDER BY n.task_id, n.attempt;
+    RETURN NULL;
+END $$;
 
 --
 -- Name: decisions_audit(); Type: FUNCTION; Schema: -; Owner: -
@@ -1101,6 +1149,7 @@ CREATE TABLE workflows (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     finished_at timestamp with time zone,
     error text,
+    repo jsonb,
     CONSTRAINT workflows_consensus_check CHECK ((consensus = ANY (ARRAY['approved'::text, 'rejected'::text, 'escalated'::text]))),
     CONSTRAINT workflows_decider_timeout_check CHECK ((decider_timeout > (0)::double precision)),
     CONSTRAINT workflows_phase_check CHECK ((phase = ANY (ARRAY['selecting'::text, 'discussing'::text, 'voting'::text, 'deciding'::text, 'executing'::text, 'done'::text, 'cancelled'::text, 'error'::text]))),
@@ -1374,6 +1423,12 @@ CREATE INDEX agent_inbox_message_idx ON agent_inbox USING btree (message_id);
 CREATE INDEX agent_tasks_claim_idx ON agent_tasks USING btree (task_priority DESC, task_id) INCLUDE (run_after, assigned_role, task_type) WHERE (status = 'pending'::text);
 
 --
+-- Name: agent_tasks_completed_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX agent_tasks_completed_idx ON agent_tasks USING btree (completed_at) WHERE (completed_at IS NOT NULL);
+
+--
 -- Name: agent_tasks_dedupe_idx; Type: INDEX; Schema: -; Owner: -
 --
 
@@ -1558,6 +1613,18 @@ CREATE TRIGGER claude_pauses_audit AFTER INSERT OR DELETE OR UPDATE ON claude_pa
 --
 
 CREATE TRIGGER claude_runs_account AFTER INSERT ON claude_runs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION claude_runs_account();
+
+--
+-- Name: claude_runs claude_runs_announce; Type: TRIGGER; Schema: -; Owner: -
+--
+
+CREATE TRIGGER claude_runs_announce AFTER INSERT ON claude_runs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION claude_runs_announce();
+
+--
+-- Name: claude_sessions claude_sessions_announce; Type: TRIGGER; Schema: -; Owner: -
+--
+
+CREATE TRIGGER claude_sessions_announce AFTER INSERT ON claude_sessions REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION claude_sessions_announce();
 
 --
 -- Name: decisions decisions_audit; Type: TRIGGER; Schema: -; Owner: -

@@ -70,6 +70,9 @@ class Workflow(BaseModel):
     finished_at: datetime | None = None
     error: str | None = None
     overdue: bool = False
+    #: The repository the decision's tasks work in (`workflow start --repo`), as a
+    #: task's payload names it; None: tasks run without one.
+    repo: dict[str, Any] | None = None
 
 
 class Participant(BaseModel):
@@ -175,12 +178,14 @@ class WorkflowStore:
     # ------------------------------------------------------------ workflows
 
     async def create(self, *, subject: str, body: str, started_by: str, roles: Sequence[str],
-                     rounds: int, quorum: str, decider_timeout: float, phase_timeout: float) -> str:
-        """A new workflow in `selecting`; returns its id (`wf-N`)."""
+                     rounds: int, quorum: str, decider_timeout: float, phase_timeout: float,
+                     repo: dict[str, Any] | None = None) -> str:
+        """A new workflow in `selecting`; returns its id (`wf-N`). `repo` is the
+        repository its decision's tasks work in (a task payload's `repo`)."""
         async with self.db.transaction() as conn:
             await conn.execute(Q["set_actor"], started_by)
             return str(await conn.fetchval(Q["create"], subject, body, started_by, list(roles),
-                                           rounds, quorum, decider_timeout, phase_timeout))
+                                           rounds, quorum, decider_timeout, phase_timeout, repo))
 
     async def set_message(self, workflow_id: str, message_id: int) -> None:
         async with self.db.acquire() as conn:

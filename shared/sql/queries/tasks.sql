@@ -256,3 +256,15 @@ FROM agent_tasks WHERE cost_usd IS NOT NULL GROUP BY assigned_role ORDER BY assi
 -- name: installed
 -- Whether this namespace has a work queue at all (`echoctl worker` checks before serving).
 SELECT to_regclass('agent_tasks') IS NOT NULL;
+
+-- name: finished_by_minute
+-- Tasks that ended in the last $1 minutes by the database's clock, per whole minute ago
+-- (0: the minute now running) and outcome ($2: the skipped prefix, as `counts`).
+SELECT floor(extract(epoch FROM now() - completed_at) / 60)::int AS ago,
+       CASE WHEN status = 'failed' AND starts_with(coalesce(error, ''), $2::text) THEN 'skipped'
+            ELSE status END AS outcome,
+       count(*) AS n
+FROM agent_tasks
+WHERE completed_at IS NOT NULL AND completed_at > now() - make_interval(mins => $1::int)
+GROUP BY 1, 2
+ORDER BY 1, 2;

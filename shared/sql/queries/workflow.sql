@@ -12,8 +12,8 @@ ORDER BY role;
 
 -- name: create
 INSERT INTO workflows (subject, body, started_by, roles, rounds, quorum, decider_timeout,
-                       phase_timeout, phase_deadline)
-VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $8, now() + make_interval(secs => $8))
+                       phase_timeout, phase_deadline, repo)
+VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $8, now() + make_interval(secs => $8), $9::jsonb)
 RETURNING id;
 
 -- name: set_message
