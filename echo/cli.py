@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from echo import __version__
+from echo.commands import approvals as approval_commands
 from echo.commands import budget as budget_commands
 from echo.commands import bus as bus_commands
 from echo.commands import console as console_commands
@@ -65,6 +66,7 @@ budget_commands.register(app)
 console_commands.register(app)
 repo_commands.register(app)
 mcp_commands.register(app)
+approval_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -175,6 +175,34 @@ async def retry_task(task_id: int, request: Request) -> dict[str, Any]:
     return {"task_id": task_id, "status": "pending"}
 
 
+# ------------------------------------------------------------------- approvals
+class Denial(BaseModel):
+    reason: str = Field(..., description="Why; the resumed run is told")
+
+
+@router.get("/approvals", summary="Approval requests, newest first, by state")
+async def approvals(request: Request, state: str | None = None,
+                    limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
+    return await _data(request).list_approvals(state=state, limit=limit)
+
+
+@router.get("/approvals/{approval_id}", summary="One approval request with its history")
+async def approval(approval_id: int, request: Request) -> dict[str, Any]:
+    return await _data(request).show_approval(approval_id)
+
+
+@router.post("/approvals/{approval_id}/approve",
+             summary="Approve a pending request: its task runs again and makes the call once")
+async def approve(approval_id: int, request: Request) -> dict[str, Any]:
+    return await _data(request).approve(approval_id)
+
+
+@router.post("/approvals/{approval_id}/deny",
+             summary="Deny a pending request; the resumed run is told the reason")
+async def deny(approval_id: int, body: Denial, request: Request) -> dict[str, Any]:
+    return await _data(request).deny(approval_id, body.reason)
+
+
 @router.get("/runs/now", summary="What each running Claude task is doing now (its latest event)")
 async def runs_now(request: Request) -> list[dict[str, Any]]:
     return await _data(request).doing_now()

@@ -31,7 +31,7 @@ from echo.console.api import Conflict, router
 from echo.console.data import ConsoleData
 from echo.console.events import EventHub
 from echo.console.metrics import CONTENT_TYPE, Metrics
-from echo.errors import EchoError, NotFound, StoreUnavailable, UsageError
+from echo.errors import AlreadyDecided, EchoError, NotFound, StoreUnavailable, UsageError
 from echo.mcp import Scope as MCPScope
 from echo.mcp import build_server
 from echo.org.client import Client, NoAgentsUp
@@ -46,6 +46,7 @@ MCP_PATH = "/mcp"
 _STATUS: list[tuple[type[EchoError], int]] = [
     (Conflict, 409), (NotFound, 404), (UsageError, 400),
     (StoreUnavailable, 503), (ControlUnavailable, 503), (NoAgentsUp, 409),
+    (AlreadyDecided, 409),
 ]
 
 

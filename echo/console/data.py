@@ -81,7 +81,8 @@ class ConsoleData:
     async def show_task(self, task_id: int) -> dict[str, Any]:
         detail = await self.client.task(task_id)
         return {**_json(detail)["task"], "history": [_json(h) for h in detail.history],
-                "events": [_json(e) for e in detail.events], "runs": [_json(r) for r in detail.runs]}
+                "events": [_json(e) for e in detail.events], "runs": [_json(r) for r in detail.runs],
+                "approvals": [_json(a) for a in detail.approvals]}
 
     async def doing_now(self) -> list[dict[str, Any]]:
         return [_json(d) for d in await self.client.doing_now()]
@@ -103,6 +104,25 @@ class ConsoleData:
 
     async def spend(self) -> list[dict[str, Any]]:
         return await self.client.spend()
+
+    # ------------------------------------------------------------------ approvals
+    #: Who decides at the console, in the audit trail.
+    DECIDER = "console"
+
+    async def list_approvals(self, *, state: str | None, limit: int) -> list[dict[str, Any]]:
+        return [{**_json(a), "summary": a.summary()}
+                for a in await self.client.approvals(state=state, limit=limit)]
+
+    async def show_approval(self, approval_id: int) -> dict[str, Any]:
+        detail = await self.client.approval(approval_id)
+        return {**_json(detail.approval), "summary": detail.approval.summary(),
+                "history": [_json(h) for h in detail.history]}
+
+    async def approve(self, approval_id: int) -> dict[str, Any]:
+        return _json(await self.client.approve(approval_id, by=self.DECIDER))
+
+    async def deny(self, approval_id: int, reason: str) -> dict[str, Any]:
+        return _json(await self.client.deny(approval_id, reason, by=self.DECIDER))
 
     async def message_count(self) -> int:
         return await self.client.latest_message_id()

@@ -79,6 +79,7 @@ def role_executors(settings: Settings, role: Role, *,
         account=role.claude.account,
         idle_timeout=role.claude.idle_timeout,
         workspace_tools=tuple(role.workspace.tools),
+        approval_tools=tuple(role.approval.tools),
         **reach.run_options(role, mcp_config),
     )
     return {

@@ -66,6 +66,8 @@ from echo.org.workflow import (
     post_uuid,
 )
 from echo.work import NewTask, TaskQueue, check_outcome, task_outcome
+from echo.work.approvals import Approval, ApprovalStore
+from echo.work.approvals.store import check_state as check_approval_state
 from echo.work.governor import Governor, SpendReport, check_amount, spend_report
 from echo.work.runs import PgRunStore
 from echo.work.workspaces import RESERVED_KEYS
@@ -209,6 +211,22 @@ class TaskDetail(BaseModel):
     history: list[TaskEvent]
     events: list[RunEventRow] = []
     runs: list[TaskRun] = []
+    approvals: list[Approval] = []  # its approval requests, oldest first
+
+
+class ApprovalDetail(BaseModel):
+    """One approval request and its audit trail (who asked, who decided, when)."""
+
+    approval: Approval
+    history: list[TaskEvent]
+
+
+def check_decider(by: str) -> str:
+    """`by` if it can name a decider in the audit trail (1-100 printable characters)."""
+    name = by.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        raise UsageError("the decider's name must be 1-100 printable characters")
+    return name
 
 
 class Inbox(BaseModel):
@@ -222,7 +240,8 @@ class Inbox(BaseModel):
 
 
 __all__ = [
-    "AgentStatus", "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus", "RoleOverview",
+    "AgentStatus", "Approval", "ApprovalDetail",
+    "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus", "RoleOverview",
     "SendKind", "Sent", "Submitted", "TaskDetail", "TaskEvent", "TaskSummary", "check_id",
     "check_seconds", "claude_mode",
     "normalise_workflow_id", "run_worker", "worker_executors",
@@ -480,9 +499,10 @@ class Client:
             history = await q.history(task_id)
             events = await PgRunStore(q.db).events(task_id, limit=10_000)
             runs = await governor_for(self.settings, q.db).runs_of_task(task_id)
+            approvals = await ApprovalStore(q.db).of_task(task_id)
         return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history],
                           events=[RunEventRow.model_validate(e) for e in events],
-                          runs=[TaskRun.model_validate(r) for r in runs])
+                          runs=[TaskRun.model_validate(r) for r in runs], approvals=approvals)
 
     async def doing_now(self) -> list[DoingNow]:
         """Each running Claude task's latest event: what each agent is doing now."""
@@ -542,6 +562,64 @@ class Client:
         async with self._queue() as q:
             rows = await q.finished_by_minute(minutes)
         return finished_chart(rows, minutes)
+
+    # ------------------------------------------------------------ approvals
+
+    @contextlib.asynccontextmanager
+    async def _approvals(self) -> AsyncIterator[ApprovalStore]:
+        with self._migrated():
+            yield ApprovalStore(await self.database())
+
+    async def approvals(self, *, state: str | None = None, task_id: int | None = None,
+                        limit: int = 100) -> list[Approval]:
+        """Approval requests, newest first, optionally of one state or task."""
+        check_approval_state(state)
+        if task_id is not None:
+            check_id(task_id)
+        async with self._approvals() as store:
+            return await store.requests(state=state, task_id=task_id, limit=limit)
+
+    async def approval(self, approval_id: int) -> ApprovalDetail:
+        """One request and its audit trail; `NotFound` if there is none."""
+        check_id(approval_id, "approval id")
+        async with self._approvals() as store:
+            found = await store.get(approval_id)
+            history = await store.history(approval_id)
+        return ApprovalDetail(approval=found, history=[TaskEvent.model_validate(h) for h in history])
+
+    async def approve(self, approval_id: int, *, by: str) -> Approval:
+        """Approve a pending request (its task runs again and the call is made once).
+        `by` names the operator in the audit trail. A run never reaches this: only the
+        operator's entry points (the CLI, the console) call it."""
+        check_id(approval_id, "approval id")
+        async with self._approvals() as store:
+            done = await store.decide(approval_id, approve=True, by=check_decider(by))
+            if done.kind == "budget" and done.role is not None:  # applied at once, audited
+                governor = await synced_governor(self.settings, store.db, sync=False)
+                await governor.set_budget("role", done.role, float(done.input["daily_usd"]),
+                                          actor=done.decided_by or "operator",
+                                          known_roles=role_names(self.settings.agents_dir))
+                await store.use(done.id)
+                done = await store.get(done.id)
+            return done
+
+    async def request_budget(self, role: str, daily_usd: float, reason: str) -> Approval:
+        """`role` asks for a daily budget of `daily_usd` (a request an operator decides:
+        a role never raises its own budget). For the role's own entry points (MCP)."""
+        check_role(role, self.settings.agents_dir)
+        amount = check_amount(daily_usd)
+        if not reason.strip():
+            raise UsageError("a budget request needs a reason")
+        async with self._approvals() as store:
+            return await store.budget_request(role=role, daily_usd=amount, reason=reason.strip(),
+                                              expires_in=self.settings.approval_timeout)
+
+    async def deny(self, approval_id: int, reason: str, *, by: str) -> Approval:
+        """Deny a pending request with `reason`, which the resumed run is told."""
+        check_id(approval_id, "approval id")
+        async with self._approvals() as store:
+            return await store.decide(approval_id, approve=False, by=check_decider(by),
+                                      reason=reason)
 
     # ------------------------------------------------------------ the governor
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from echo.approval_rules import parse_rules
 from echo.bus.envelope import ROLE_RE, ROLE_RULE
 from echo.errors import ConfigError, UnknownRole, one_line
 from echo.work.workspaces.tools import DEFAULT_TOOLS
@@ -82,6 +83,24 @@ class WorkspaceOptions(BaseModel):
     tools: list[str] = Field(default_factory=lambda: list(DEFAULT_TOOLS))
 
 
+class ApprovalOptions(BaseModel):
+    """Tool calls of this role's runs that wait for an operator's approval, in Claude
+    Code's permission-rule syntax (`Bash(git push:*)`, `Write`, `mcp__github__merge`);
+    added to the organisation's `approval_tools`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tools: list[str] = Field(default_factory=list)
+
+    @field_validator("tools")
+    @classmethod
+    def _rules(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(rule) for rule in parse_rules(value)]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class WorkOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,6 +122,7 @@ class Role(BaseModel):
     work: WorkOptions = WorkOptions()
     workspace: WorkspaceOptions = WorkspaceOptions()
     budget: BudgetOptions = BudgetOptions()
+    approval: ApprovalOptions = ApprovalOptions()
 
     @field_validator("name")
     @classmethod

@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -53,6 +54,7 @@ from echo.errors import (
     ClaudeAuthError,
     ClaudeCrashed,
     ClaudeCreditError,
+    ClaudeDeferred,
     ClaudeError,
     ClaudeHeld,
     ClaudeHung,
@@ -63,6 +65,9 @@ from echo.errors import (
     StoreRejected,
     StoreUnavailable,
 )
+from echo.work.approvals import ApprovalStore, Rule, parse_rules
+from echo.work.approvals.install import hook_settings
+from echo.work.approvals.store import decision_note
 from echo.work.executors import Result
 from echo.work.governor.ledger import RunRecord, usage
 from echo.work.limits import usage_limit_reset
@@ -122,6 +127,8 @@ class ClaudeRunOptions:
     #: the permission rules of the tools it may call there.
     mcp_config: str | None = None
     mcp_tools: Sequence[str] = field(default_factory=tuple)
+    approval_tools: Sequence[str] = field(default_factory=tuple)  # the role's `[approval] tools`
+    settings_file: str | None = None  # `--settings`: the run's approval hook (set per run)
 
 
 #: What a task's payload may override under "claude"; never permissions or tools.
@@ -190,6 +197,17 @@ def _last_json(stdout: bytes) -> dict[str, Any] | None:
     return None
 
 
+def deferred_call(result: Mapping[str, Any]) -> str:
+    """The tool call a deferred run stopped at, in a few words: `Bash: git push`."""
+    call = result.get("deferred_tool_use") or {}
+    tool_input = call.get("input") if isinstance(call, dict) else None
+    shown = ""
+    if isinstance(tool_input, dict):
+        shown = str(tool_input.get("command") or tool_input.get("file_path") or "")
+    name = call.get("name", "a tool") if isinstance(call, dict) else "a tool"
+    return f"{name}: {shown[:200]}" if shown else str(name)
+
+
 def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str],
              now: datetime | None = None) -> Result:
     """Turn a finished CLI run into a `Result`, or raise the `ClaudeError` leaf it is
@@ -203,6 +221,10 @@ def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str],
               f"exited with status {done.returncode}"
         tail = redact(done.stderr.decode(errors="replace").strip()[-300:], env)
         raise ClaudeCrashed(f"claude {how} without a JSON result" + (f": {tail}" if tail else ""))
+    if done.returncode == 0 and not data.get("is_error") \
+            and data.get("terminal_reason") == "tool_deferred":
+        raise ClaudeDeferred(f"awaiting approval: {deferred_call(data)}; "
+                             "`echoctl approvals list` shows the request")
     if done.returncode == 0 and not data.get("is_error"):
         cost = data.get("total_cost_usd")
         return Result(data, float(cost) if isinstance(cost, int | float) else None,
@@ -334,11 +356,17 @@ class ClaudeExecutor:
         self.store = store
         self.otel = otel  # a tracer for the runs' spans (tests); None: OTLP if configured
         self._purged = 0.0
+        #: The organisation's gated tool calls (a bad rule stops the worker at its start).
+        self.approval_rules = parse_rules(settings.approval_tools)
+        #: Where approval decisions are read (set by `attach`); None: not read.
+        self.approvals: ApprovalStore | None = None
 
     def attach(self, database: Database) -> None:
         """Record runs in `database` (the pool calls this with its own)."""
         if self.store is None:
             self.store = PgRunStore(database)
+        if self.approvals is None:
+            self.approvals = ApprovalStore(database)
 
     def binary(self) -> str:
         """The CLI this executor runs; `ClaudeNotInstalled` if there is none."""
@@ -374,6 +402,8 @@ class ClaudeExecutor:
             argv += ["--max-budget-usd", f"{options.max_budget_usd:g}"]
         if options.permission_mode:
             argv += ["--permission-mode", options.permission_mode]
+        if options.settings_file:  # the approval hook (echo.work.approvals)
+            argv += ["--settings", options.settings_file]
         if options.skip_permissions:
             argv.append("--dangerously-skip-permissions")
         return argv
@@ -408,12 +438,42 @@ class ClaudeExecutor:
                          model=options.model,
                          estimated=self.settings.claude_billing == "subscription")
 
+    def rules_for(self, options: ClaudeRunOptions) -> tuple[Rule, ...]:
+        """The tool calls of this run that need approval: the organisation's and the role's."""
+        return tuple(dict.fromkeys((*self.approval_rules, *parse_rules(options.approval_tools))))
+
     async def execute(self, task: Task) -> Result:
+        rules = self.rules_for(self.options_for(task))
+        if not rules:
+            return await self._execute(task, None, None)
+        folder = Path(tempfile.mkdtemp(prefix="echo-approval-"))  # 0700: the run's own
+        try:
+            hook = hook_settings(self.settings, folder, task_id=task.task_id, role=task.role,
+                                 rules=rules)
+            return await self._execute(task, str(hook), await self._decided(task))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def _decided(self, task: Task) -> str | None:
+        """What the resumed run is told of the decision it waited for (None: nothing)."""
+        if self.approvals is None:
+            return None
+        try:
+            requests = await self.approvals.of_task(task.task_id)
+        except (StoreUnavailable, StoreRejected) as exc:
+            log.warning("task %s: cannot read its approval requests: %s", task.task_id, exc)
+            return None
+        decided = [r for r in requests if r.kind == "tool" and r.state != "pending"]
+        return decision_note(decided[-1]) if decided else None
+
+    async def _execute(self, task: Task, hook: str | None, decided: str | None) -> Result:
         binary = self.binary()
         prompt = str(task.payload.get("prompt") or task.description)
         env = self.environment(task)
         base = self.options_for(task)
         options = self.budgeted(task, base)
+        if hook is not None:
+            options = replace(options, settings_file=hook)
         cwd = task.payload.get("workspace") or self.cwd or task.payload.get("cwd")
         watch = Watch(idle_timeout=options.idle_timeout or self.settings.claude_idle_timeout,
                       result_grace=self.settings.claude_result_grace,
@@ -433,7 +493,8 @@ class ClaudeExecutor:
                 return await start(None, prompt, None, None)
             await self._purge(self.store)
             return await run_attempt(self.store, task, prompt=prompt, env=env, cwd=cwd,
-                                     limit=self.settings.claude_events_per_run, start=start)
+                                     limit=self.settings.claude_events_per_run, start=start,
+                                     decided=decided)
         except ClaudeApiError as exc:
             if options.max_budget_usd == base.max_budget_usd or exc.run is None \
                     or exc.run.outcome != "max_budget":

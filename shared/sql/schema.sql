@@ -135,6 +135,28 @@ BEGIN
 END $$;
 
 --
+-- Name: approvals_audit(); Type: FUNCTION; Schema: -; Owner: -
+--
+
+CREATE FUNCTION approvals_audit() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.state IS NOT DISTINCT FROM OLD.state THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO agent_actions (actor, action, subject_type, subject_id, details)
+    VALUES (coalesce(NEW.decided_by, nullif(current_setting('echo.actor', true), ''), 'system'),
+            'approval.' || CASE WHEN TG_OP = 'INSERT' THEN 'requested' ELSE NEW.state END,
+            'approval', NEW.id::text,
+            jsonb_strip_nulls(jsonb_build_object(
+                'kind', NEW.kind, 'role', NEW.role, 'task_id', NEW.task_id,
+                'tool', NEW.tool_name, 'reason', NEW.reason,
+                'from', CASE WHEN TG_OP = 'UPDATE' THEN OLD.state END)));
+    RETURN NULL;
+END $$;
+
+--
 -- Name: claude_burst_spent(double precision); Type: FUNCTION; Schema: -; Owner: -
 --
 
@@ -345,7 +367,7 @@ CREATE TABLE claude_runs (
     resumed_attempt integer,
     CONSTRAINT claude_runs_cost_usd_check CHECK ((cost_usd >= (0)::numeric)),
     CONSTRAINT claude_runs_kind_check CHECK ((kind = ANY (ARRAY['task'::text, 'question'::text]))),
-    CONSTRAINT claude_runs_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'auth'::text, 'credit'::text, 'usage_limit'::text, 'rate_limited'::text, 'overloaded'::text, 'api_error'::text, 'max_budget'::text, 'timeout'::text, 'crash'::text, 'hung'::text, 'loop'::text])))
+    CONSTRAINT claude_runs_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'auth'::text, 'credit'::text, 'usage_limit'::text, 'rate_limited'::text, 'overloaded'::text, 'api_error'::text, 'max_budget'::text, 'timeout'::text, 'crash'::text, 'hung'::text, 'loop'::text, 'deferred'::text])))
 );
 
 --
@@ -704,7 +726,7 @@ CREATE TABLE agent_tasks (
     duration_sec double precision,
     CONSTRAINT agent_tasks_max_retries_check CHECK ((max_retries >= 0)),
     CONSTRAINT agent_tasks_retry_count_check CHECK ((retry_count >= 0)),
-    CONSTRAINT agent_tasks_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text, 'dead'::text]))),
+    CONSTRAINT agent_tasks_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text, 'dead'::text, 'awaiting_approval'::text]))),
     CONSTRAINT agent_tasks_task_description_check CHECK ((task_description <> ''::text)),
     CONSTRAINT agent_tasks_task_type_check CHECK ((task_type ~ '^[a-z][a-z0-9_]{0,31}$'::text)),
     CONSTRAINT agent_tasks_timeout_seconds_check CHECK ((timeout_seconds > 0))
@@ -726,6 +748,47 @@ CREATE SEQUENCE agent_tasks_task_id_seq
 --
 
 ALTER SEQUENCE agent_tasks_task_id_seq OWNED BY agent_tasks.task_id;
+
+--
+-- Name: approvals; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE approvals (
+    id bigint NOT NULL,
+    kind text NOT NULL,
+    role text,
+    task_id bigint,
+    tool_name text,
+    input jsonb DEFAULT '{}'::jsonb NOT NULL,
+    input_hash text,
+    session_id text,
+    tool_use_id text,
+    state text DEFAULT 'pending'::text NOT NULL,
+    reason text,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL,
+    decided_at timestamp with time zone,
+    decided_by text,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT approvals_kind_check CHECK ((kind = ANY (ARRAY['tool'::text, 'merge'::text, 'budget'::text]))),
+    CONSTRAINT approvals_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'approved'::text, 'denied'::text, 'expired'::text, 'used'::text])))
+);
+
+--
+-- Name: approvals_id_seq; Type: SEQUENCE; Schema: -; Owner: -
+--
+
+CREATE SEQUENCE approvals_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+--
+-- Name: approvals_id_seq; Type: SEQUENCE OWNED BY; Schema: -; Owner: -
+--
+
+ALTER SEQUENCE approvals_id_seq OWNED BY approvals.id;
 
 --
 -- Name: budgets; Type: TABLE; Schema: -; Owner: -
@@ -968,6 +1031,7 @@ CREATE TABLE repositories (
     push boolean DEFAULT false NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    require_approval boolean DEFAULT false NOT NULL,
     CONSTRAINT repositories_base_branch_check CHECK ((base_branch <> ''::text)),
     CONSTRAINT repositories_name_check CHECK ((name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'::text)),
     CONSTRAINT repositories_source_check CHECK ((source <> ''::text))
@@ -1120,6 +1184,12 @@ ALTER TABLE ONLY agent_actions ALTER COLUMN id SET DEFAULT nextval('agent_action
 ALTER TABLE ONLY agent_tasks ALTER COLUMN task_id SET DEFAULT nextval('agent_tasks_task_id_seq'::regclass);
 
 --
+-- Name: approvals id; Type: DEFAULT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY approvals ALTER COLUMN id SET DEFAULT nextval('approvals_id_seq'::regclass);
+
+--
 -- Name: claude_runs run_id; Type: DEFAULT; Schema: -; Owner: -
 --
 
@@ -1171,6 +1241,13 @@ ALTER TABLE ONLY agent_inbox
 
 ALTER TABLE ONLY agent_tasks
     ADD CONSTRAINT agent_tasks_pkey PRIMARY KEY (task_id);
+
+--
+-- Name: approvals approvals_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY approvals
+    ADD CONSTRAINT approvals_pkey PRIMARY KEY (id);
 
 --
 -- Name: budgets budgets_pkey; Type: CONSTRAINT; Schema: -; Owner: -
@@ -1374,7 +1451,7 @@ CREATE INDEX agent_tasks_completed_idx ON agent_tasks USING btree (completed_at)
 -- Name: agent_tasks_dedupe_idx; Type: INDEX; Schema: -; Owner: -
 --
 
-CREATE UNIQUE INDEX agent_tasks_dedupe_idx ON agent_tasks USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'running'::text])));
+CREATE UNIQUE INDEX agent_tasks_dedupe_idx ON agent_tasks USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'running'::text, 'awaiting_approval'::text])));
 
 --
 -- Name: agent_tasks_lease_idx; Type: INDEX; Schema: -; Owner: -
@@ -1387,6 +1464,30 @@ CREATE INDEX agent_tasks_lease_idx ON agent_tasks USING btree (lease_expires_at)
 --
 
 CREATE INDEX agent_tasks_status_idx ON agent_tasks USING btree (status, task_id);
+
+--
+-- Name: approvals_merge_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE UNIQUE INDEX approvals_merge_idx ON approvals USING btree (task_id) WHERE ((kind = 'merge'::text) AND (state = ANY (ARRAY['pending'::text, 'approved'::text])));
+
+--
+-- Name: approvals_pending_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX approvals_pending_idx ON approvals USING btree (expires_at) WHERE (state = 'pending'::text);
+
+--
+-- Name: approvals_task_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX approvals_task_idx ON approvals USING btree (task_id, id);
+
+--
+-- Name: approvals_tool_use_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE UNIQUE INDEX approvals_tool_use_idx ON approvals USING btree (task_id, tool_use_id) WHERE (tool_use_id IS NOT NULL);
 
 --
 -- Name: claude_run_events_at_idx; Type: INDEX; Schema: -; Owner: -
@@ -1507,6 +1608,12 @@ CREATE TRIGGER agent_tasks_insert_audit AFTER INSERT ON agent_tasks REFERENCING 
 --
 
 CREATE TRIGGER agent_tasks_update_audit AFTER UPDATE ON agent_tasks REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION agent_tasks_update_audit();
+
+--
+-- Name: approvals approvals_audit; Type: TRIGGER; Schema: -; Owner: -
+--
+
+CREATE TRIGGER approvals_audit AFTER INSERT OR UPDATE ON approvals FOR EACH ROW EXECUTE FUNCTION approvals_audit();
 
 --
 -- Name: budgets budgets_audit; Type: TRIGGER; Schema: -; Owner: -

@@ -237,7 +237,7 @@ function taskButtons(t) {
   };
   return [
     ["failed", "skipped", "dead", "cancelled"].includes(t.outcome ?? t.status) ? h("button", { "data-action": "retry", onclick: act("retry") }, "retry") : null,
-    ["pending", "running"].includes(t.status) ? h("button", { class: "secondary", "data-action": "cancel", onclick: act("cancel") }, "cancel") : null,
+    ["pending", "running", "awaiting_approval"].includes(t.status) ? h("button", { class: "secondary", "data-action": "cancel", onclick: act("cancel") }, "cancel") : null,
   ];
 }
 
@@ -510,6 +510,42 @@ async function loadCharts() {
 const refreshCharts = debounced(loadCharts, 3000);  // at most every 3 s, however busy
 setInterval(() => refreshCharts(), 60_000);  // the last hour's window moves on
 
+// ---------------------------------------------------------------- approvals (issue 23)
+// Pending requests first, with what was asked shown in full (the tool's input as JSON);
+// Approve lets the call run once, Deny needs a reason, which the resumed run is told.
+function approvalItem(a) {
+  const decide = (verb) => async (event) => {
+    const item = event.target.closest("li");
+    const body = verb === "deny" ? { reason: item.querySelector("input[name=reason]").value } : undefined;
+    if (verb === "deny" && !body.reason.trim()) { showError(new Error("a denial needs a reason")); return; }
+    for (const b of item.querySelectorAll("button")) b.disabled = true;
+    try {
+      await api(`/approvals/${a.id}/${verb}`, { method: "POST", body: body ? JSON.stringify(body) : undefined });
+    } catch (e) { showError(e); }
+    await Promise.all([loadApprovals(), loadTasks()]).catch(showError);
+  };
+  const decided = a.state === "pending" ? null
+    : h("span", { class: "small" }, ` ${a.state}${a.decided_by ? ` by ${a.decided_by}` : ""}${a.reason && a.state !== "approved" ? `: ${a.reason}` : ""}`);
+  return h("li", { "data-id": a.id, "data-state": a.state, class: "approval" },
+    h("div", {}, h("span", { class: `badge state-${a.state}` }, a.state), ` #${a.id} ${a.kind} · ${a.role ?? "-"}`,
+      a.task_id ? ` · task ${a.task_id}` : "", ` · ${time(a.requested_at)}`, decided),
+    h("div", { class: "summary" }, a.summary),
+    h("pre", { class: "approval-input" }, JSON.stringify(a.input, null, 2)),
+    a.state === "pending" ? h("div", { class: "row" },
+      h("button", { "data-action": "approve", onclick: decide("approve") }, "Approve"),
+      h("input", { name: "reason", placeholder: "reason to deny", "aria-label": "reason to deny" }),
+      h("button", { class: "secondary", "data-action": "deny", onclick: decide("deny") }, "Deny")) : null);
+}
+
+async function loadApprovals() {
+  const rows = await api("/approvals?limit=50");
+  const pending = rows.filter((a) => a.state === "pending");
+  document.getElementById("approval-count").textContent = pending.length ? `${pending.length} waiting` : "";
+  document.getElementById("approvals").replaceChildren(
+    ...[...pending, ...rows.filter((a) => a.state !== "pending").slice(0, 10)].map(approvalItem));
+}
+const refreshApprovals = debounced(loadApprovals, 150);
+
 // ---------------------------------------------------------------- live events
 function firstTime(seq) {
   if (seq === undefined || seq === null) return true;
@@ -541,6 +577,7 @@ function connect() {
   on("workflow", () => refreshWorkflows());
   on("decision", () => refreshWorkflows());
   on("agent", () => {});
+  on("approval", () => { refreshApprovals(); refreshTasks(); });
   return source;
 }
 
@@ -549,6 +586,7 @@ async function start() {
   await Promise.all([
     api("/agents").then(renderAgents), loadMessages(), loadWorkflows(), loadTasks(), loadSummary(),
     loadCharts(),
+    loadApprovals(),
   ]).catch(showError);
   document.body.dataset.ready = "1";
 }

@@ -60,6 +60,13 @@ class SkipWhenUnavailable:
     def __init__(self, inner: Executor) -> None:
         self.inner = inner
 
+    def attach(self, database: db.Database) -> None:
+        """Pass the pool's database on: the wrapped executor records its runs (events,
+        sessions, transcripts), so an agent's retries and approved runs resume too."""
+        attach = getattr(self.inner, "attach", None)
+        if attach is not None:
+            attach(database)
+
     async def execute(self, task: Task) -> Result:
         try:
             return await self.inner.execute(task)

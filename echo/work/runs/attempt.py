@@ -69,7 +69,9 @@ def _refused(exc: ClaudeError, recorder: RunRecorder) -> bool:
 
 
 async def run_attempt(store: RunStore, task: Task, *, prompt: str, env: Mapping[str, str],
-                      cwd: str | Path | None, limit: int, start: Start) -> Result:
+                      cwd: str | Path | None, limit: int, start: Start,
+                      decided: str | None = None) -> Result:
+    """One attempt; `decided` is what a run resumed after an approval decision is told."""
     where = Path(cwd) if cwd is not None else Path(os.getcwd())
     prior, why = await prior_session(store, task, env, where)
     recorder = RunRecorder(store, task, config_dir=config_dir_of(env), cwd=where, limit=limit,
@@ -80,7 +82,7 @@ async def run_attempt(store: RunStore, task: Task, *, prompt: str, env: Mapping[
     async with anyio.create_task_group() as tg:
         await tg.start(recorder.run)
         try:
-            outcome = await _attempts(task, prompt, prior, recorder, start)
+            outcome = await _attempts(task, prompt, prior, recorder, start, decided)
         finally:
             await recorder.close()
             tg.cancel_scope.cancel()
@@ -90,13 +92,14 @@ async def run_attempt(store: RunStore, task: Task, *, prompt: str, env: Mapping[
 
 
 async def _attempts(task: Task, prompt: str, prior: PriorSession | None,
-                    recorder: RunRecorder, start: Start) -> Result | Exception:
+                    recorder: RunRecorder, start: Start,
+                    decided: str | None = None) -> Result | Exception:
     """The resumed run and, if the CLI refuses the session, the fresh one."""
     if prior is not None:
         recorder.add(RunEvent("resume", f"resuming session {prior.session_id} of "
                               f"attempt {prior.attempt}"))
         try:
-            return await start(prior.session_id, resume_prompt(prompt, prior), recorder,
+            return await start(prior.session_id, resume_prompt(prompt, prior, decided), recorder,
                                prior.attempt)
         except ClaudeError as exc:
             if not _refused(exc, recorder):
