@@ -28,7 +28,8 @@ from tests.helpers import cli_env
 
 #: Every tool of the operator's server.
 TOOLS = {"broadcast", "send", "ask", "messages", "thread", "submit_task", "task",
-         "start_workflow", "workflow", "decisions", "status", "spend"}
+         "start_workflow", "workflow", "decisions", "status", "spend",
+         "approvals", "approve", "deny"}
 
 
 @contextlib.asynccontextmanager
@@ -99,7 +100,7 @@ async def lists_tools_and_resources(session: mcp.Client, s: Settings) -> None:
     assert {t.name for t in tools} == TOOLS
     assert all(t.description for t in tools)
     assert {t.name for t in tools if t.annotations and t.annotations.read_only_hint} == TOOLS - {
-        "broadcast", "send", "ask", "submit_task", "start_workflow"}
+        "broadcast", "send", "ask", "submit_task", "start_workflow", "approve", "deny"}
     send = next(t for t in tools if t.name == "send")
     assert set(send.input_schema["required"]) == {"to", "subject"}
     uris = {str(r.uri) for r in (await session.list_resources()).resources}
@@ -153,6 +154,10 @@ async def every_tool_acts(session: mcp.Client, s: Settings, *, sender: str = "op
         assert await resource(session, "echo://decisions") == decisions
 
         await asks_and_gets_the_answer(session, s, sender=sender)
+        if sender == "operator":
+            await decides_approvals(session, client)
+        else:
+            await requests_a_budget(session, client, sender)
 
         status = await ok(session, "status")
         assert {"ceo", "cto"} <= {a["role"] for a in status["agents"]}
@@ -182,6 +187,37 @@ async def asks_and_gets_the_answer(session: mcp.Client, s: Settings, *, sender: 
     assert (asked[answer["question_id"]].from_role, asked[answer["question_id"]].kind) == (
         sender, "question")
     assert (asked[answer["answer_id"]].to_role, asked[answer["answer_id"]].kind) == (sender, "answer")
+
+
+async def role_budget(client: Client, role: str) -> float | None:
+    rows = (await client.budgets())["budgets"]
+    return next((r["daily_usd"] for r in rows if (r["scope"], r["key"]) == ("role", role)), None)
+
+
+async def decides_approvals(session: mcp.Client, client: Client) -> None:
+    """The operator's server lists pending requests and decides them, audited as `mcp:`."""
+    raise_it = await client.request_budget("cto", 9.0, "a bigger migration")
+    refuse_it = await client.request_budget("chro", 99.0, "a hiring spree")
+    pending = await ok(session, "approvals", state="pending")
+    assert {raise_it.id, refuse_it.id} <= {a["id"] for a in pending}
+    approved = await ok(session, "approve", id=raise_it.id)
+    assert approved["decided_by"].startswith("mcp") and approved["state"] in ("approved", "used")
+    assert await role_budget(client, "cto") == 9.0  # an approved budget request applies at once
+    denied = await ok(session, "deny", id=refuse_it.id, reason="not this quarter")
+    assert (denied["state"], denied["reason"]) == ("denied", "not this quarter")
+    assert await role_budget(client, "chro") != 99.0
+    assert "already" in await refused(session, "approve", id=refuse_it.id)
+    assert "no approval request 999999" in await refused(session, "deny", id=999_999, reason="x")
+    detail = await client.approval(raise_it.id)
+    assert any("mcp" in str(h.model_dump()) for h in detail.history)  # who, in the audit trail
+
+
+async def requests_a_budget(session: mcp.Client, client: Client, role: str) -> None:
+    """A role's server may only ask for a budget: the request waits for the operator."""
+    asked = await ok(session, "request_budget", daily_usd=50, reason="the migration needs more")
+    [row] = [a for a in await client.approvals(state="pending") if a.id == asked["id"]]
+    assert (row.kind, row.role, row.input["daily_usd"]) == ("budget", role, 50.0)
+    assert await role_budget(client, role) != 50.0
 
 
 async def answered_after_asking(session: mcp.Client, s: Settings, database: dbmod.Database,
@@ -223,7 +259,7 @@ async def bad_input_is_one_error_result(session: mcp.Client, s: Settings) -> Non
     assert "the question is empty" in await refused(session, "ask", role="cto", question=" ")
     assert "bad argument timeout" in await refused(session, "ask", role="cto", question="?",
                                                    timeout=0.5)
-    assert "Unknown tool" in await refused(session, "approve", id=1)
+    assert "Unknown tool" in await refused(session, "request_budget", daily_usd=1, reason="x")
     assert await ok(session, "messages", limit=1) is not None  # still answering
     async with Client(s) as client:
         assert await client.latest_message_id() == before

@@ -13,12 +13,14 @@ Whatever it returns is made JSON-able (pydantic models as `model_dump(mode="json
 It validates nothing itself: the client does, and raises a one-line `EchoError`,
 which `echo.mcp.server` turns into one tool error result. `@tool(operator_only=True)`
 keeps a tool out of a role's server: nothing a role's run may call approves a
-request, raises a budget or acts as another role. `read_only=True` tells clients
+request, raises a budget or acts as another role; `role_only=True` keeps one out of
+the operator's (a request the role makes, such as a budget raise). `read_only=True` tells clients
 (`readOnlyHint`) that it changes nothing.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -62,6 +64,7 @@ def as_json(data: Any) -> str:
 class ToolSpec:
     fn: ToolFn
     operator_only: bool = False
+    role_only: bool = False  # only a role's server: a request the role makes of the operator
     read_only: bool = False  # told to clients (`readOnlyHint`): it changes nothing
 
     @property
@@ -76,14 +79,17 @@ TOOLS: dict[str, ToolSpec] = {}
 @overload
 def tool(fn: ToolFn, /) -> ToolFn: ...
 @overload
-def tool(*, operator_only: bool = False, read_only: bool = False) -> Callable[[ToolFn], ToolFn]: ...
+def tool(*, operator_only: bool = False, role_only: bool = False,
+         read_only: bool = False) -> Callable[[ToolFn], ToolFn]: ...
 
 
-def tool(fn: ToolFn | None = None, /, *, operator_only: bool = False, read_only: bool = False) -> Any:
+def tool(fn: ToolFn | None = None, /, *, operator_only: bool = False, role_only: bool = False,
+         read_only: bool = False) -> Any:
     """Register `fn` as a tool of the server (of the operator's only, with `operator_only`;
     `read_only` when it changes nothing)."""
     def register(f: ToolFn) -> ToolFn:
-        TOOLS[f.__name__] = ToolSpec(f, operator_only=operator_only, read_only=read_only)
+        TOOLS[f.__name__] = ToolSpec(f, operator_only=operator_only, role_only=role_only,
+                                     read_only=read_only)
         return f
 
     return register(fn) if fn is not None else register
@@ -92,7 +98,7 @@ def tool(fn: ToolFn | None = None, /, *, operator_only: bool = False, read_only:
 def tools_for(scope: Scope) -> list[ToolSpec]:
     """The tools a server of `scope` offers: a role's, only those its file allows."""
     if scope.is_operator:
-        return list(TOOLS.values())
+        return [t for t in TOOLS.values() if not t.role_only]
     return [t for t in TOOLS.values()
             if not t.operator_only and (scope.tools is None or t.name in scope.tools)]
 
@@ -201,3 +207,42 @@ async def status(org: Org) -> Any:
 async def spend(org: Org) -> Any:
     """What Claude cost today against the budgets, per role, and what waits and why."""
     return await org.client.spend_report()
+
+
+# ---------------------------------------------------------------- approvals
+
+
+def decider() -> str:
+    """Who decides through this server: its OS user (`mcp:<user>` in the audit trail)."""
+    try:
+        return f"mcp:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "mcp"
+
+
+@tool(operator_only=True, read_only=True)
+async def approvals(org: Org, state: Annotated[str | None, Field(
+        description="pending, approved, denied, expired or used")] = None) -> Any:
+    """Approval requests, newest first: each gated tool call (role, task, tool, input),
+    merge or budget request, and its state."""
+    return await org.client.approvals(state=state)
+
+
+@tool(operator_only=True)
+async def approve(org: Org, id: int) -> Any:
+    """Approve a pending request: its task resumes and the call is made once."""
+    return await org.client.approve(id, by=decider())
+
+
+@tool(operator_only=True)
+async def deny(org: Org, id: int, reason: str) -> Any:
+    """Deny a pending request with a reason, which the resumed run is told."""
+    return await org.client.deny(id, reason, by=decider())
+
+
+@tool(role_only=True)
+async def request_budget(org: Org, daily_usd: Annotated[float, Field(gt=0)], reason: str) -> Any:
+    """Ask the operator for a daily budget of `daily_usd` for this role (a request the
+    operator approves or denies; a role never raises its own budget)."""
+    assert org.scope.role is not None  # role_only
+    return await org.client.request_budget(org.scope.role, daily_usd, reason)

@@ -28,7 +28,8 @@ from echo.work.workspaces.tools import DEFAULT_TOOLS
 #: them; tests/unit/mcp keeps the two in step). None of them decides an approval,
 #: raises a budget or acts as another role.
 ROLE_ECHO_TOOLS = ("broadcast", "send", "ask", "messages", "thread", "submit_task", "task",
-                   "start_workflow", "workflow", "decisions", "status", "spend")
+                   "start_workflow", "workflow", "decisions", "status", "spend",
+                   "request_budget")
 
 
 class ClaudeOptions(BaseModel):

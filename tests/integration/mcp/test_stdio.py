@@ -58,7 +58,9 @@ async def test_a_roles_server_acts_as_that_role(
     lease, _ = cto_lease
     async with stdio(mcp_settings, "--role", "cto", "--fence", lease.fence) as session:
         names = {t.name for t in (await session.list_tools()).tools}
-        assert not {n for n in names if "approv" in n or "budget" in n or "deny" in n}
+        # nothing that decides a request or raises a budget: only asking for one
+        assert not {n for n in names if "approv" in n or "deny" in n}
+        assert {n for n in names if "budget" in n} == {"request_budget"}
         sent = await ok(session, "send", to="ceo", subject="Need a decision", body="on the API")
         await every_tool_acts(session, mcp_settings, sender="cto")
     async with Client(mcp_settings) as client:

@@ -70,14 +70,14 @@ def test_a_scope_needs_a_role_and_its_own_fence_together() -> None:
 def test_an_operator_only_tool_is_kept_out_of_a_roles_server() -> None:
     try:
         @tool(operator_only=True)
-        async def approve(org: Org, id: int) -> Any:
+        async def overrule(org: Org, id: int) -> Any:
             """Approve a request."""
             return id
 
-        assert "approve" in {t.name for t in tools_for(Scope())}
-        assert "approve" not in {t.name for t in tools_for(Scope("cto", FENCE))}
+        assert "overrule" in {t.name for t in tools_for(Scope())}
+        assert "overrule" not in {t.name for t in tools_for(Scope("cto", FENCE))}
     finally:
-        TOOLS.pop("approve")
+        TOOLS.pop("overrule")
     # what a role's file may name (echo/org/roles.py) is exactly what a role's server has
     assert {t.name for t in tools_for(Scope("cto", FENCE))} == set(ROLE_ECHO_TOOLS)
 
@@ -125,10 +125,11 @@ async def test_every_refusal_is_one_line_and_the_server_answers_the_next(session
     assert "bad argument to: Field required; subject: Field required" in missing
     assert "holds a NUL character" in await error_line(session, "submit_task", description="a\x00")
     assert "NUL" in await error_line(session, "messages", role="c\x00to")
-    assert await error_line(session, "approve", id=1) == "Unknown tool: approve"
+    assert await error_line(session, "request_budget", daily_usd=1, reason="x") == \
+        "Unknown tool: request_budget"  # a role's request: not on the operator's server
     assert "not a workflow id" in await error_line(session, "thread", workflow_id="")
     # And it still serves: tools/list answers after all of them.
-    assert len((await session.list_tools()).tools) == len(TOOLS)
+    assert len((await session.list_tools()).tools) == len(tools_for(Scope()))
 
 
 async def test_a_crash_is_not_shown_to_the_caller(settings: Settings) -> None:
