@@ -305,6 +305,12 @@ def workspace_lines(ws: dict[str, Any]) -> list[str]:
     """A task result's `workspace`, as `tasks show` prints it."""
     lines = [f"workspace: {ws.get('repo')} branch {ws.get('branch')} from "
              f"{ws.get('base_branch')} at {str(ws.get('base_commit'))[:12]}"]
+    if ws.get("pushed"):
+        lines.append("the branch is pushed to the repository: a retry continues on any machine")
+    elif ws.get("host"):
+        lines.append(f"the branch is on {ws['host']} only: a retry there continues it, one "
+                     "elsewhere starts from the base (add the repository with --push to "
+                     "continue anywhere)")
     if not ws.get("changed"):
         return [*lines, "no changes"]
     files = ws.get("files") or []

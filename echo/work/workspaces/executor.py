@@ -9,7 +9,10 @@ succeeds commits what it left on the task's branch. The result is the inner one 
 A task without a repository passes straight through.
 
 A failed run commits nothing: its edits stay in the worktree, where its retry
-continues. A task the merge queue sent back (`payload["merge_failure"]`) first gets
+continues. In a repository added with `--push`, every attempt pushes the task's
+branch (a failed one's edits first committed as a checkpoint), so its retry can
+continue on another machine; without a push, a retry elsewhere starts from the base.
+A task the merge queue sent back (`payload["merge_failure"]`) first gets
 the current base merged into its branch (conflict markers left for the run to
 resolve) and the failure appended to its prompt.
 """
@@ -17,15 +20,27 @@ resolve) and the failure appended to its prompt.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import anyio
 
 from echo.config import load_settings
+from echo.errors import WorkspaceError
 from echo.work.executors import Executor, Result
 from echo.work.queue import Task
 from echo.work.workspaces.repository import Layout, Repository
-from echo.work.workspaces.workspace import catch_up, commit_result, open_workspace, read_meta
+from echo.work.workspaces.workspace import (
+    Workspace,
+    catch_up,
+    checkpoint,
+    commit_result,
+    open_workspace,
+    push_branch,
+    read_meta,
+)
+
+log = logging.getLogger(__name__)
 
 #: Payload keys ECHO sets itself (`--repo`, the executor, the merge queue): a
 #: submitted payload may not.
@@ -88,8 +103,32 @@ class WorkspaceExecutor:
             conflicts = await anyio.to_thread.run_sync(catch_up, ws)
             payload["prompt"] = sent_back_prompt(task, ws.base_branch, failure, conflicts)
         inside = dataclasses.replace(task, payload=payload)
-        result = await self.inner.execute(inside)
+        try:
+            result = await self.inner.execute(inside)
+        except Exception:
+            if repo.push:  # the retry may run on another machine: take the edits there
+                await anyio.to_thread.run_sync(self._hand_on, ws, task.attempt)
+            raise
         change = await anyio.to_thread.run_sync(
             lambda: commit_result(ws, description=task.description))
+        if repo.push:
+            failed = await anyio.to_thread.run_sync(push_branch, ws, self.state_dir)
+            if failed is None:
+                change = dataclasses.replace(change, pushed=True)
+            else:
+                log.warning("task %s: its branch %s stays on this machine: %s", task.task_id,
+                            ws.branch, failed)
         output = result.output if isinstance(result.output, dict) else {"output": result.output}
         return dataclasses.replace(result, output={**output, "workspace": change.as_result()})
+
+    def _hand_on(self, ws: Workspace, attempt: int) -> None:
+        """A failed attempt's edits, committed and pushed for its retry (best effort:
+        the failure being raised is the task's, not this)."""
+        try:
+            checkpoint(ws, attempt=attempt)
+            failed = push_branch(ws, self.state_dir)
+        except WorkspaceError as exc:
+            failed = str(exc)
+        if failed is not None:
+            log.warning("task %s: attempt %s's edits stay on this machine: %s", ws.task_id,
+                        attempt, failed)

@@ -8,7 +8,10 @@ retry all know it without the database.
 
 Continuity: a retry of the task on this machine (or a resumed run) finds the
 worktree and continues in it, uncommitted edits included; if the worktree was
-removed but the branch is still in the mirror, it is checked out again.
+removed but the branch is still in the mirror, it is checked out again. For a
+repository added with `--push`, every attempt pushes the task's branch to the
+repository (a failed attempt's edits first as a checkpoint commit), so a retry on
+another machine, whose mirror fetched that branch, continues from it there.
 
 The result is a commit: whatever the run left uncommitted is committed on the branch
 with the role as its author (`cto <cto@echo.local>`) and the task as its message.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +79,8 @@ class Change:
     files: list[str]
     diffstat: str
     path: str
+    pushed: bool = False  # the branch is in the repository too (`repo add --push`)
+    host: str = field(default_factory=socket.gethostname)  # the machine with the worktree
 
     def as_result(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +107,10 @@ def open_workspace(state_dir: Path, repo: Repository, task_id: int, role: str | 
         git(["worktree", "prune"], cwd=mirror)
         layout.tasks.mkdir(parents=True, exist_ok=True)
         base_ref = f"refs/heads/{repo.base_branch}"
+        pushed = f"refs/remotes/origin/{branch}"  # an attempt on another machine pushed it
+        if not ok(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=mirror) \
+                and ok(["rev-parse", "--verify", "--quiet", pushed], cwd=mirror):
+            git(["update-ref", f"refs/heads/{branch}", pushed], cwd=mirror)
         if ok(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=mirror):
             git(["worktree", "add", "--quiet", "--no-checkout", str(path), branch], cwd=mirror)
             base_commit = out(["merge-base", base_ref, branch], cwd=mirror)
@@ -182,6 +192,36 @@ def commit_result(ws: Workspace, *, description: str) -> Change:
     return Change(repo=ws.repo, branch=ws.branch, base_branch=ws.base_branch,
                   base_commit=since, head=head, changed=head != since,
                   committed=pending, files=files, diffstat="\n".join(stat), path=str(path))
+
+
+def checkpoint(ws: Workspace, *, attempt: int) -> bool:
+    """Commit what a failed attempt left in the worktree, so that pushing the branch
+    carries it to whichever machine runs the retry. True if there was anything."""
+    git(["add", "--all"], cwd=ws.path)
+    if git(["diff", "--cached", "--quiet"], cwd=ws.path, check=False).returncode == 0:
+        return False
+    name, email = author_of(ws.role)
+    git(["commit", "--quiet", "--no-verify", "-m",
+         f"wip: task {ws.task_id}, attempt {attempt} (continued by its retry)\n\n"
+         f"ECHO-Task: {ws.task_id}\n"], cwd=ws.path,
+        env={"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+             "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email})
+    return True
+
+
+def push_branch(ws: Workspace, state_dir: Path) -> str | None:
+    """Push the task's branch to the repository (it is the task's alone: forced, and
+    only that ref). None when it went, else git's reason in one line (the task goes
+    on: it can still continue on this machine)."""
+    mirror = Layout.of(state_dir, ws.repo).mirror
+    ref = f"refs/heads/{ws.branch}"
+    done = git(["push", "--quiet", "origin", f"+{ref}:{ref}"], cwd=mirror, check=False,
+               timeout=300)
+    if done.returncode != 0:
+        return (done.stderr.strip().splitlines() or [f"git push exited {done.returncode}"])[-1]
+    # what the other machines' mirrors will fetch: the same ref as the repository has it
+    git(["update-ref", f"refs/remotes/origin/{ws.branch}", ref], cwd=mirror)
+    return None
 
 
 def remove_workspace(state_dir: Path, repo_name: str, task_id: int, *,
