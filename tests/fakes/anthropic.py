@@ -30,11 +30,12 @@ pytest test on an event loop and a plain benchmark script.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -71,8 +72,32 @@ HANG = Reply(hang=True)
 
 
 def tool_use(name: str, tool_input: dict[str, Any], **kw: Any) -> Reply:
-    """A turn that calls a tool (stop_reason tool_use)."""
+    """A turn that calls a tool (stop_reason tool_use). `{cwd}` in a string of the
+    input is the working directory the CLI stated in that request (its system prompt's
+    "Primary working directory"), so one script serves runs in different worktrees."""
     return Reply(text="", tool=(name, tool_input), **kw)
+
+
+_CWD_RE = re.compile(r"Primary working directory: ([^\s\\]+)")
+
+
+def in_cwd(reply: Reply, body: Any) -> Reply:
+    """`reply` with `{cwd}` in its tool input replaced by the request's working directory."""
+    if reply.tool is None or "{cwd}" not in json.dumps(reply.tool[1]):
+        return reply
+    found = _CWD_RE.search(json.dumps(body.get("system") if isinstance(body, dict) else ""))
+    cwd = found.group(1) if found else ""
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{cwd}", cwd)
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    return replace(reply, tool=(reply.tool[0], fill(reply.tool[1])))
 
 
 def stall(then: Reply | None = None) -> Reply:
@@ -316,7 +341,7 @@ class FakeAnthropic:
                 if req.path.startswith("/v1/messages/count_tokens"):
                     self._json(200, {"input_tokens": 10})
                 elif req.path.startswith("/v1/messages"):
-                    self._messages(req, fake._next_reply(req))
+                    self._messages(req, in_cwd(fake._next_reply(req), req.body))
                 else:
                     self._json(200, {})
 
