@@ -226,6 +226,7 @@ class RoleAgent:
     async def close(self, *, at_once: bool = False) -> None:
         """`at_once`: drop the connections without a word to the server (it may not
         answer: the tree was halted)."""
+        reach.remove_config(self.mcp_config)
         if self.database is not None:
             if at_once:
                 self.database.pool.terminate()

@@ -14,10 +14,15 @@ itself over stdio as `python -m echo mcp --role ROLE --fence ROLE/EPOCH/HOLDER`:
   all of the role-scoped server's; `[]` gives the runs no `echo` server at all),
   allowed in the run as `mcp__echo__<tool>` permission rules.
 
-The server's configuration is a file (`$ECHO_STATE_DIR/mcp/<role>.json`, private to
-the user) rather than a command-line argument, because it carries the settings that
-reach the database, the DSN's password among them, and a command line is visible to
-every user of the machine (`ps`).
+The server's configuration is a file rather than a command-line argument, because it
+carries the settings that reach the database, the DSN's password among them, and a
+command line is visible to every user of the machine (`ps`). The file lives only as
+long as the lease it names: `$ECHO_STATE_DIR/mcp/<role>-<epoch>.json` (0600 in a 0700
+folder), written when the agent takes the role (older epochs' files of the role, left
+by a killed agent, removed then), and removed when the agent stops, so a stopped
+organisation leaves no secret in its state directory. (A run's own tools run as the
+same OS user, who can read what the agent can: isolating the runs from the user's
+files takes a separate OS user, which ECHO does not set up.)
 """
 
 from __future__ import annotations
@@ -51,11 +56,16 @@ def allowed_rules(tools: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def write_config(settings: Settings, role: str, fence: str) -> Path:
-    """The `--mcp-config` file for this role's runs under `fence`, written atomically
-    (a run starting meanwhile reads the old file or the new one, never half of one)."""
+    """The `--mcp-config` file for this role's runs under `fence` (written atomically:
+    a run never reads half of one); the files of the role's older leases go."""
     folder = settings.state_dir / "mcp"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / f"{role}.json"
+    epoch = int(fence.split("/")[1])
+    for old in folder.glob(f"{role}-*.json"):
+        held = old.stem.removeprefix(f"{role}-")
+        if held.isdigit() and int(held) < epoch:
+            old.unlink(missing_ok=True)
+    path = folder / f"{role}-{epoch}.json"
     argv = server_argv(role, fence)
     config = {"mcpServers": {SERVER: {"type": "stdio", "command": argv[0], "args": argv[1:],
                                       "env": settings.child_env()}}}
@@ -65,6 +75,12 @@ def write_config(settings: Settings, role: str, fence: str) -> Path:
         json.dump(config, handle)
     os.replace(partial, path)
     return path
+
+
+def remove_config(path: Path | None) -> None:
+    """The agent stopped: its runs are gone, and so is the file they were started with."""
+    if path is not None:
+        path.unlink(missing_ok=True)
 
 
 def run_options(role: Role, mcp_config: Path | None) -> dict[str, Any]:

@@ -27,9 +27,13 @@ def test_the_config_file_runs_the_server_as_the_role_under_its_fence(tmp_path: P
     # it holds the DSN's password: the user's alone, and never on a command line
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    again = reach.write_config(s, "cto", "cto/8/vm:124:def")  # a new lease: replaced
-    assert again == path and "cto/8/vm:124:def" in path.read_text()
-    assert sorted(p.name for p in path.parent.iterdir()) == ["cto.json"]
+    assert path.name == "cto-7.json"
+    (path.parent / "ceo-3.json").write_text("{}")  # another role's: kept
+    again = reach.write_config(s, "cto", "cto/8/vm:124:def")  # a new lease: the old file goes
+    assert "cto/8/vm:124:def" in again.read_text()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ceo-3.json", "cto-8.json"]
+    reach.remove_config(again)  # the agent stopped: no secret left in the state directory
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ceo-3.json"]
 
 
 def test_a_run_gets_only_this_server_and_the_roles_echo_tools(tmp_path: Path) -> None:
