@@ -38,11 +38,11 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-#: Markers of the tests that run by themselves (`alone`), after the parallel phase of
-#: `make test` (tests/suite.py): they kill, stop or fail servers over and wait for the
-#: recovery, load both cores for a minute (a wheel build, the claude CLI, Chromium), or
-#: wait on a clock (a decider's timeout, a usage limit's reset, a page's 30 s), so a
-#: neighbour on another worker would make them late, or they it.
+#: Markers of the tests that run apart (`alone`), after the parallel phase of `make test`
+#: (tests/suite.py), in its two lanes (ALONE_BESIDE): they kill, stop or fail servers
+#: over and wait for the recovery, load both cores for a minute (a wheel build, the
+#: claude CLI, Chromium), or wait on a clock (a decider's timeout, a usage limit's reset,
+#: a page's 30 s), so a neighbour of the parallel phase would make them late, or they it.
 ALONE_MARKERS = ("chaos", "package", "e2e", "browser", "alone")
 #: Their hang guard: an organisation started, a server failed over and 100 tasks run
 #: took 212 s on a 2-core machine at load 15-30 (the failover test hit the default 120 s).
