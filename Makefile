@@ -87,7 +87,7 @@ demo: setup
 	day_scripts/day1.sh && ECHO_DEMO_BANNER=0 day_scripts/day2.sh
 
 bench: setup
-	@for b in runtime bus queue org failover partition console leases runs workspaces; do $(PY) -m bench.$$b || exit 1; done
+	@for b in runtime bus queue org failover partition console leases runs workspaces mcp approvals; do $(PY) -m bench.$$b || exit 1; done
 
 # shared/sql/schema.sql after a new migration (tests/integration/test_schema.py checks it).
 schema: $(STAMP)

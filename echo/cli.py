@@ -16,10 +16,12 @@ from typing import Any
 import typer
 
 from echo import __version__
+from echo.commands import approvals as approval_commands
 from echo.commands import budget as budget_commands
 from echo.commands import bus as bus_commands
 from echo.commands import console as console_commands
 from echo.commands import db as db_commands
+from echo.commands import mcp as mcp_commands
 from echo.commands import org as org_commands
 from echo.commands import repo as repo_commands
 from echo.commands import tasks as task_commands
@@ -63,6 +65,8 @@ workflow_commands.register(app)
 budget_commands.register(app)
 console_commands.register(app)
 repo_commands.register(app)
+mcp_commands.register(app)
+approval_commands.register(app)
 
 
 def _version(value: bool) -> None:

@@ -11,13 +11,14 @@ own namespace; production keeps the default.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,6 +26,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -33,6 +35,8 @@ from echo.errors import ConfigError, one_line
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+#: A comma outside parentheses: where ECHO_APPROVAL_TOOLS separates its rules.
+_TOP_LEVEL_COMMA = re.compile(r",(?![^()]*\))")
 _NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -129,6 +133,10 @@ class Settings(BaseSettings):
         5, ge=2, description="the same tool call this many times in a row is a loop: stopped")
     claude_events_per_run: int = Field(
         2000, ge=2, description="run events kept per attempt (the rest are counted, not stored)")
+    workflow_conversation: Literal["kept", "resumed", "off"] = Field(
+        "kept", description="a role's questions of one workflow are one Claude session: kept, "
+                            "in one CLI process kept for it; resumed, a process per question "
+                            "resuming it; off, a fresh process and session per question")
     claude_events_retention_days: float = Field(
         14.0, gt=0, description="days run events and transcripts are kept")
     budget_daily_usd: float | None = Field(
@@ -137,6 +145,13 @@ class Settings(BaseSettings):
     budget_burst_usd: float | None = Field(
         25.0, gt=0, description="burn-rate breaker: spend within burst_minutes that pauses Claude")
     budget_burst_minutes: float = Field(10.0, gt=0, le=24 * 60)
+    approval_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="tool calls every role's runs need an operator's approval for, in Claude "
+        'Code\'s permission-rule syntax: ["Bash(git push:*)"] (a role adds its [approval] tools)')
+    approval_timeout: float = Field(
+        24 * 3600.0, gt=0, le=366 * 24 * 3600,
+        description="seconds an approval request waits for a decision before it expires (denied)")
     console: bool = Field(True, description="`echoctl up` starts the operator console")
     console_host: str = Field("127.0.0.1", description="where the console listens")
     console_port: int = Field(8765, ge=0, le=65535, description="the console's port; 0: any free one")
@@ -189,10 +204,25 @@ class Settings(BaseSettings):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC "
                              "or Europe/Paris") from None
         return value
+
+    @field_validator("approval_tools", mode="before")
+    @classmethod
+    def _rule_list(cls, value: Any) -> Any:
+        """ECHO_APPROVAL_TOOLS is a JSON list, or rules separated by commas outside
+        parentheses (`Bash(git push:*),Write`); empty is none."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError('not a JSON list of rules; write ["Bash(git push:*)"]') from None
+        return [r.strip() for r in _TOP_LEVEL_COMMA.split(text) if r.strip()]
 
     @field_validator("log_level")
     @classmethod
@@ -245,8 +275,9 @@ class Settings(BaseSettings):
         """Environment that makes a child process see exactly these settings."""
         env = {}
         for name, value in self.model_dump(mode="json").items():
-            if value is not None:
-                env[f"ECHO_{name.upper()}"] = str(value)
+            if value is not None:  # a list as JSON, which is how pydantic reads it back
+                text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+                env[f"ECHO_{name.upper()}"] = text
         return env
 
 

@@ -34,6 +34,11 @@ from echo.config import Settings, project_path, redact_url
 from echo.embedded import EmbeddedPostgres
 from echo.errors import LeaseLost, MigrationError, StoreRejected, StoreUnavailable
 
+#: The driver's types, for the stores' signatures: only echo.db, the LISTEN connection
+#: (echo.listener) and the stores import the driver (an import-linter contract).
+Connection = asyncpg.Connection
+Record = asyncpg.Record
+
 log = logging.getLogger(__name__)
 
 #: The one table of what a database error means, by SQLSTATE: a code (five characters)
@@ -334,6 +339,39 @@ async def connect(settings: Settings) -> asyncpg.Connection:
         conn: asyncpg.Connection = await asyncpg.connect(dsn, **connect_kwargs(settings))
         await _init_connection(conn)
     return conn
+
+
+@contextlib.asynccontextmanager
+async def direct(dsn: str, doing: str, *, application: str = "echoctl",
+                 connect_timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to `dsn` itself, before any settings apply (an embedded server's
+    own: who is connected to it); driver errors as `StoreUnavailable`/`StoreRejected`."""
+    where = redact_url(dsn)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout,
+                                     server_settings={"application_name": application})
+    except _DRIVER_ERRORS as exc:
+        raise classify(exc, doing, where) or StoreUnavailable(f"cannot {doing}: {exc}") from exc
+    try:
+        try:
+            yield conn
+        except _DRIVER_ERRORS as exc:
+            translated = classify(exc, doing, where)
+            if translated is None:
+                raise
+            raise translated from exc
+    finally:
+        with contextlib.suppress(*_DRIVER_ERRORS):
+            await conn.close(timeout=2)
+
+
+async def read_only(conn: asyncpg.Connection) -> bool:
+    """Whether the server behind `conn` refuses writes: a standby in recovery, or a
+    primary set `default_transaction_read_only` (how a demotion begins)."""
+    return bool(await conn.fetchval(_READ_ONLY))
+
+
+_READ_ONLY = "SELECT current_setting('transaction_read_only') = 'on'"
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ what to do about it.
     ├── PortTaken             another program listens on the port asked for (exit code 1)
     ├── MigrationError        the schema could not be brought up to date
     ├── NotFound              a task, message or decision id that does not exist
+    ├── AlreadyDecided        an approval request that is no longer pending (HTTP 409)
     ├── CommandFailed         a `command` task exited non-zero, timed out or was killed
     ├── WorkspaceError        git failed setting up, committing or merging a task's workspace
     └── ClaudeError           the Claude CLI failed
@@ -27,6 +28,7 @@ what to do about it.
         ├── ClaudeApiError       another API error: 429 and 5xx/529 retried, others not
         ├── ClaudeCrashed        no JSON result: a crash or a signal (retried)
         ├── ClaudeTimeout        the wall-clock timeout passed; its process group was killed
+        ├── ClaudeDeferred       the run stopped at a tool call awaiting approval (the task waits)
         ├── ClaudeHung           no event for `claude_idle_timeout` s: the watchdog killed it (retried)
         ├── ClaudeLoop           the same tool call over and over: stopped, never retried blindly
         └── ClaudeHeld           the governor holds Claude runs back: a budget is spent, the
@@ -120,6 +122,11 @@ class NotFound(EchoError):
     """An id that does not exist."""
 
 
+class AlreadyDecided(EchoError):
+    """An approval request that was decided already (or used, or expired): deciding it
+    again is refused, in one line naming its state and who decided it."""
+
+
 class CommandFailed(EchoError):
     """A `command` task failed; a timeout or a kill by signal may succeed next time."""
 
@@ -190,6 +197,13 @@ class ClaudeCrashed(ClaudeError):
 
 class ClaudeTimeout(ClaudeError):
     """The run passed its wall-clock timeout; its process group was killed."""
+
+
+class ClaudeDeferred(ClaudeError):
+    """The run stopped at a tool call that needs an operator's approval (the PreToolUse
+    hook answered `defer`): the task waits as `awaiting_approval`, holding no worker."""
+
+    retryable = True
 
 
 class ClaudeHung(ClaudeError):

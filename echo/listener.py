@@ -69,12 +69,6 @@ def notify_channel(settings: Settings, name: str) -> str:
     return f"{settings.namespace}:{name}"
 
 
-async def _read_only(conn: asyncpg.Connection) -> bool:
-    """Whether the server behind `conn` refuses writes: a standby in recovery, or a
-    primary set `default_transaction_read_only` (how a demotion begins)."""
-    return bool(await conn.fetchval("SELECT current_setting('transaction_read_only') = 'on'"))
-
-
 class Listener:
     """Holds the process's LISTEN connection and dispatches payloads to handlers.
 
@@ -159,7 +153,7 @@ class Listener:
         conn = await db.connect(self.settings)
         try:
             with db.translate_errors(self.settings, "listen"):
-                if await _read_only(conn):
+                if await db.read_only(conn):
                     raise StoreUnavailable(
                         f"database {db.describe(self.settings)} is read-only (a standby or a "
                         "demoted primary): NOTIFY is sent on the primary, so LISTEN waits for it"
@@ -189,7 +183,7 @@ class Listener:
                 return
             try:
                 with anyio.fail_after(self.keepalive), db.translate_errors(self.settings, "listen"):
-                    if await _read_only(self._conn):
+                    if await db.read_only(self._conn):
                         log.warning("LISTEN connection's server is read-only now")
                         return
             except (StoreUnavailable, TimeoutError):

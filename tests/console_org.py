@@ -6,7 +6,10 @@ CPU on two cores), on its own namespace and state directory, and stopped after.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,8 +20,9 @@ import httpx
 from echo.config import Settings
 from echo.console.auth import token_path
 from echo.db import drop_namespace, migrate
+from echo.org.console_address import read_listening
 from echo.org.state import read_org
-from tests.helpers import ROLES, all_in, org_processes, run_cli, stop_org, wait_until
+from tests.helpers import ROLES, all_in, cli_env, org_processes, run_cli, stop_org, wait_until
 
 NO_CLAUDE = {"ECHO_CLAUDE_BIN": "/nonexistent/claude"}
 
@@ -69,3 +73,22 @@ async def organisation_with_console(
         stop_org(s)
         assert org_processes(s) == []
         await drop_namespace(s)
+
+
+@contextlib.asynccontextmanager
+async def console_alone(s: Settings) -> AsyncIterator[Console]:
+    """The console without the organisation (`echoctl serve --port 0`, a real server on
+    `s`'s Postgres and Redis), stopped after: what refusing input or serving MCP needs,
+    at a fraction of an organisation's start."""
+    server = subprocess.Popen([sys.executable, "-m", "echo", "serve", "--port", "0"],
+                              env=cli_env(s), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        await wait_until(lambda: read_listening(s) is not None or server.poll() is not None,
+                         timeout=60, interval=0.05)
+        here = read_listening(s)
+        assert here is not None, server.communicate()[1]
+        yield Console(s, here.url, token_path(s).read_text().strip())
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)

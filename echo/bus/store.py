@@ -50,6 +50,18 @@ def _columns(messages: Sequence[Message]) -> list[list[object]]:
     ]
 
 
+async def notify_in(conn: asyncpg.Connection, channels: Sequence[str], payloads: Sequence[str]) -> None:
+    """NOTIFY mode's announcements, on the caller's connection: inside its transaction
+    they go out exactly when (and only if) it commits (echo/bus/transport.py)."""
+    await conn.execute(Q["notify_many"], list(channels), list(payloads))
+
+
+async def record_inbox(conn: asyncpg.Connection, role: str, message_id: int, attempt: str) -> bool:
+    """Record that `role` handles message `message_id` (attempt `attempt`), inside the
+    caller's transaction; False when it was recorded before (a redelivery)."""
+    return await conn.fetchval(Q["record_inbox"], role, message_id, attempt) is not None
+
+
 class MessageStore:
     """The messages table, the outbox view of it, and the per-role cursors."""
 
@@ -157,6 +169,22 @@ class MessageStore:
                 else:
                     rows = list(reversed(await conn.fetch(Q["list_latest"], role, limit)))
         return [StoredMessage.from_row(r) for r in rows]
+
+    async def answer_on(self, thread_id: str) -> StoredMessage | None:
+        """The answer posted on a question's thread (echo/org/asks.py), if any."""
+        async with self.db.acquire() as conn:
+            with schema_guard(self.namespace):
+                row = await conn.fetchrow(Q["answer_on"], thread_id)
+        return StoredMessage.from_row(row) if row is not None else None
+
+    async def open_questions(self, role: str, *, within: float
+                             ) -> list[tuple[StoredMessage, float]]:
+        """Questions to `role` asked in the last `within` seconds that still wait for
+        its answer, each with the seconds its asker still waits (the database's clock)."""
+        async with self.db.acquire() as conn:
+            with schema_guard(self.namespace):
+                rows = await conn.fetch(Q["open_questions"], role, float(within))
+        return [(StoredMessage.from_row(r), float(r["seconds_left"])) for r in rows]
 
     async def max_id(self) -> int:
         async with self.db.acquire() as conn:

@@ -32,7 +32,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
-import asyncpg
 import redis.asyncio as aioredis
 import redis.exceptions
 from anyio.abc import TaskGroup
@@ -42,10 +41,10 @@ from redis.backoff import NoBackoff
 
 from echo.bus.channels import wire_channel
 from echo.bus.redis_client import redis_client
-from echo.bus.store import MessageStore, Q
+from echo.bus.store import MessageStore, notify_in
 from echo.bus.wire import Notice
 from echo.config import Settings, redact_url
-from echo.db import Database
+from echo.db import Connection, Database
 from echo.errors import StoreUnavailable, TransportUnavailable
 from echo.listener import Listener, notify_channel
 from echo.runtime import Backoff
@@ -159,7 +158,7 @@ class Transport(abc.ABC):
         their message. Raises `TransportUnavailable` when the transport is down."""
 
     async def publish_in(
-        self, conn: asyncpg.Connection, notices: Sequence[Notice], *, key: bytes | None = None
+        self, conn: Connection, notices: Sequence[Notice], *, key: bytes | None = None
     ) -> int:
         """Announce inside the caller's transaction (only for `in_transaction` transports)."""
         raise TypeError(f"{self.name} does not publish inside a transaction; check in_transaction first")
@@ -411,14 +410,14 @@ class NotifyTransport(Transport):
     ) -> list[int]:
         if notices:
             async with self.db.acquire() as conn:
-                await conn.execute(Q["notify_many"], *self._args(notices, key))
+                await notify_in(conn, *self._args(notices, key))
         return [0] * len(notices)
 
     async def publish_in(
-        self, conn: asyncpg.Connection, notices: Sequence[Notice], *, key: bytes | None = None
+        self, conn: Connection, notices: Sequence[Notice], *, key: bytes | None = None
     ) -> int:
         if notices:
-            await conn.execute(Q["notify_many"], *self._args(notices, key))
+            await notify_in(conn, *self._args(notices, key))
         return 0
 
     def subscribe_all(self) -> contextlib.AbstractAsyncContextManager[Subscription]:

@@ -1,4 +1,4 @@
-"""`echoctl broadcast` and `echoctl messages`: the bus from the command line.
+"""`echoctl broadcast`, `echoctl messages` and `echoctl ask`: the bus from the command line.
 
 Input is validated completely (roles, kind, subject, body size) before the
 database is touched, so a usage error (exit 2) never leaves anything behind. The
@@ -117,7 +117,27 @@ def messages(
     console.print(table)
 
 
+def ask(
+    ctx: typer.Context,
+    role: str = typer.Argument(..., help="The role to ask."),
+    question: str = typer.Argument(..., help="What you want to know."),
+    within: float = typer.Option(60.0, "--timeout", help="Seconds to wait for the answer (1-600)."),
+    json_out: bool = JsonOpt,
+) -> None:
+    """Ask one role a question and print its agent's answer (its Claude's, or its fallback's)."""
+    s = settings(ctx)
+    if json_out:
+        emit_json(with_client(s, lambda c: c.ask(role, question, within=within)))
+        return
+    with console.status(f"waiting for {role}'s answer (at most {within:g}s)"):
+        result = with_client(s, lambda c: c.ask(role, question, within=within))
+    source = "" if result.source == "llm" else f" [fallback: {escape(result.fallback_reason or '')}]"
+    console.print(f"{escape(result.role)} (message {result.answer_id}){source}:")
+    console.print(escape(result.answer), soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     app.command("broadcast")(broadcast)
     app.command("messages")(messages)
+    app.command("ask")(ask)

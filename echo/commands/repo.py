@@ -57,17 +57,21 @@ def add(
                                             help="Must pass before a branch lands."),
     push: bool = typer.Option(False, "--push", help="Push merged results to the repository "
                               "(default: they stay in ECHO's mirror)."),
+    require_approval: bool = typer.Option(
+        False, "--require-approval", help="A merge into the base waits for an operator's "
+        "approval (`echoctl approvals`)."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Add a repository tasks may work in (`tasks submit --repo NAME`)."""
     s = settings(ctx)
     repo = with_repos(s, lambda r: r.add(name, source, base=base, test_command=test_command,
-                                          push=push))
+                                          push=push, require_approval=require_approval))
     if json_out:
         emit_json(repo.as_payload())
         return
     console.print(f"repository {repo.name} added: {escape(repo.source)} (base {repo.base_branch}"
-                  + (f", tests: {escape(repo.test_command)}" if repo.test_command else "") + ")")
+                  + (f", tests: {escape(repo.test_command)}" if repo.test_command else "")
+                  + (", merges need approval" if repo.require_approval else "") + ")")
 
 
 @repo_app.command("list")
@@ -94,7 +98,8 @@ def show(ctx: typer.Context, name: str = typer.Argument(...), json_out: bool = J
         emit_json(info)
         return
     console.print(f"{info.name}: {escape(info.source)}, base {info.base_branch}"
-                  + (", pushes merges" if info.push else ""))
+                  + (", pushes merges" if info.push else "")
+                  + (", merges need approval" if info.require_approval else ""))
     console.print(f"test command: {escape(info.test_command or 'none')}")
     if info.mirror:
         console.print(f"mirror: {info.mirror} ({info.base_branch} at {(info.base_commit or '?')[:12]})")

@@ -36,7 +36,7 @@ from echo.commands.budget import governor_lines
 from echo.errors import ConfigError, UsageError
 from echo.org.client import Client, RunEventRow, check_seconds, claude_mode, run_worker, worker_executors
 from echo.org.repos import workspace_lines
-from echo.work import FINAL_STATUSES, OUTCOMES, TASK_TYPES
+from echo.work import AWAITING_APPROVAL, FINAL_STATUSES, OUTCOMES, TASK_TYPES
 
 tasks_app = typer.Typer(help="The work queue: submit, list, show, cancel, retry.",
                         no_args_is_help=True)
@@ -129,6 +129,9 @@ async def _follow(client: Client, task_id: int, interval: float = 0.5) -> None:
         if status in FINAL_STATUSES and not events:
             console.print(f"task {task_id} {status}")
             return
+        if status == AWAITING_APPROVAL and not events:
+            console.print(f"task {task_id} {status}: `echoctl approvals list --task {task_id}`")
+            return
         if not events:
             await anyio.sleep(interval)
 
@@ -148,7 +151,9 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool 
     detail = with_client(s, lambda c: c.task(task_id))
     if json_out:
         emit_json({**detail.task, "history": [h.model_dump() for h in detail.history],
-                   "events": [e.model_dump(mode="json") for e in detail.events]})
+                   "events": [e.model_dump(mode="json") for e in detail.events],
+                   "runs": [r.model_dump(mode="json") for r in detail.runs],
+                   "approvals": [a.model_dump(mode="json") for a in detail.approvals]})
         return
     table = Table(show_header=False, box=None)
     for key, value in detail.task.items():
@@ -165,6 +170,15 @@ def show(ctx: typer.Context, task_id: int = typer.Argument(...), json_out: bool 
         console.print(f"{h.at:%Y-%m-%d %H:%M:%S} {h.action:<22} {escape(h.actor)}")
     for e in detail.events:
         console.print(escape(_event_line(e)), highlight=False, soft_wrap=True)
+    for r in detail.runs:
+        resumed = f", resumed attempt {r.resumed_attempt}" if r.resumed_attempt else ""
+        console.print(escape(f"run of attempt {r.attempt}: {r.outcome}, ${r.cost_usd:.4f}, "
+                             f"{r.turns if r.turns is not None else '-'} turn(s){resumed}"),
+                      highlight=False)
+    for a in detail.approvals:
+        by = f" by {a.decided_by}" if a.decided_by else ""
+        console.print(escape(f"approval request {a.id} {a.state}{by}: {a.summary()}"),
+                      highlight=False, soft_wrap=True)
 
 
 @tasks_app.command()

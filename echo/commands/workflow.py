@@ -65,6 +65,8 @@ def start(
     phase_timeout: float = typer.Option(
         120.0, "--phase-timeout", min=1, help="Seconds a phase waits before the CEO moves on."
     ),
+    repo: str | None = typer.Option(None, "--repo",
+                                    help="A repository (`echoctl repo add`) the decision's tasks work in."),
     wait: bool = typer.Option(False, "--wait", help="Follow the workflow until it is done."),
     timeout: float = typer.Option(600.0, "--timeout", min=1, help="With --wait: give up after this."),
     as_json: bool = JsonOpt,
@@ -74,7 +76,8 @@ def start(
 
     async def go(c: Client) -> WorkflowDetail:
         wf = await c.start_workflow(subject, body=body, sender=sender, rounds=rounds, quorum=quorum,
-                                    decider_timeout=decider_timeout, phase_timeout=phase_timeout)
+                                    decider_timeout=decider_timeout, phase_timeout=phase_timeout,
+                                    repo=repo)
         if wait:
             await c.wait_workflow(wf.id, timeout)
         return await c.workflow(wf.id)
@@ -86,8 +89,9 @@ def start(
         _print(data, verbose=False)
     else:
         w = data.workflow
+        where = f" in repository {escape(str(w.repo.get('name')))}" if w.repo else ""
         console.print(
-            f"started {w.id}: {escape(w.subject)} (asked: {', '.join(w.roles)}); "
+            f"started {w.id}: {escape(w.subject)} (asked: {', '.join(w.roles)}){where}; "
             f"`echoctl workflow show {w.id}`"
         )
 
@@ -191,6 +195,8 @@ def _print(data: WorkflowDetail, *, verbose: bool) -> None:
         f"{' (round ' + str(w.round) + ')' if w.phase == Phase.DISCUSSING else ''}, "
         f"consensus {w.consensus or '-'}, quorum {w.quorum}, {w.rounds} round(s)"
     )
+    if w.repo:
+        console.print(f"repository {escape(str(w.repo.get('name')))}: the decision's tasks work in it")
     if w.error:
         console.print(f"[red]error:[/] {escape(w.error)}")
     fallbacks = _fallbacks(data)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from echo.console.data import ConsoleData
 from echo.errors import UsageError
+from echo.org.charts import MAX_MINUTES
 from echo.work import NewTask
 
 router = APIRouter(prefix="/api/v1")
@@ -47,6 +48,7 @@ class NewWorkflow(BaseModel):
     quorum: Literal["majority", "unanimous"] = "majority"
     decider_timeout: float = Field(30.0, ge=1)
     phase_timeout: float = Field(120.0, ge=1)
+    repo: str | None = Field(None, description="A repository (`repo add`) its decision's tasks work in")
 
 
 class TaskIn(BaseModel):
@@ -96,7 +98,7 @@ async def post_message(message: NewMessage, request: Request) -> dict[str, Any]:
 async def start_workflow(body: NewWorkflow, request: Request) -> dict[str, Any]:
     return await _data(request).start_workflow(
         subject=body.subject, body=body.body, sender=body.from_, rounds=body.rounds, quorum=body.quorum,
-        decider_timeout=body.decider_timeout, phase_timeout=body.phase_timeout,
+        decider_timeout=body.decider_timeout, phase_timeout=body.phase_timeout, repo=body.repo,
     )
 
 
@@ -173,9 +175,49 @@ async def retry_task(task_id: int, request: Request) -> dict[str, Any]:
     return {"task_id": task_id, "status": "pending"}
 
 
+# ------------------------------------------------------------------- approvals
+class Denial(BaseModel):
+    reason: str = Field(..., description="Why; the resumed run is told")
+
+
+@router.get("/approvals", summary="Approval requests, newest first, by state")
+async def approvals(request: Request, state: str | None = None,
+                    limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
+    return await _data(request).list_approvals(state=state, limit=limit)
+
+
+@router.get("/approvals/{approval_id}", summary="One approval request with its history")
+async def approval(approval_id: int, request: Request) -> dict[str, Any]:
+    return await _data(request).show_approval(approval_id)
+
+
+@router.post("/approvals/{approval_id}/approve",
+             summary="Approve a pending request: its task runs again and makes the call once")
+async def approve(approval_id: int, request: Request) -> dict[str, Any]:
+    return await _data(request).approve(approval_id)
+
+
+@router.post("/approvals/{approval_id}/deny",
+             summary="Deny a pending request; the resumed run is told the reason")
+async def deny(approval_id: int, body: Denial, request: Request) -> dict[str, Any]:
+    return await _data(request).deny(approval_id, body.reason)
+
+
 @router.get("/runs/now", summary="What each running Claude task is doing now (its latest event)")
 async def runs_now(request: Request) -> list[dict[str, Any]]:
     return await _data(request).doing_now()
+
+
+# ---------------------------------------------------------------------- charts
+@router.get("/charts/spend",
+            summary="Each role's cumulative spend per hour of today (database clock) and its budget")
+async def spend_chart(request: Request, role: str | None = None) -> dict[str, Any]:
+    return await _data(request).spend_chart(role)
+
+
+@router.get("/charts/finished", summary="Tasks finished per minute by outcome, over the last minutes")
+async def finished_chart(request: Request, minutes: int = Query(60, ge=1, le=MAX_MINUTES)) -> dict[str, Any]:
+    return await _data(request).finished_chart(minutes)
 
 
 @router.get("/spend", summary="Recorded cost of Claude runs, per role")

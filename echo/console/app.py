@@ -31,17 +31,22 @@ from echo.console.api import Conflict, router
 from echo.console.data import ConsoleData
 from echo.console.events import EventHub
 from echo.console.metrics import CONTENT_TYPE, Metrics
-from echo.errors import EchoError, NotFound, StoreUnavailable, UsageError
+from echo.errors import AlreadyDecided, EchoError, NotFound, StoreUnavailable, UsageError
+from echo.mcp import Scope as MCPScope
+from echo.mcp import build_server
 from echo.org.client import Client, NoAgentsUp
 from echo.org.control import ControlUnavailable
 
 log = logging.getLogger(__name__)
 
 STATIC = resources.files("echo.console") / "static"
+#: Where the console serves the `echo` MCP server (streamable HTTP).
+MCP_PATH = "/mcp"
 
 _STATUS: list[tuple[type[EchoError], int]] = [
     (Conflict, 409), (NotFound, 404), (UsageError, 400),
     (StoreUnavailable, 503), (ControlUnavailable, 503), (NoAgentsUp, 409),
+    (AlreadyDecided, 409),
 ]
 
 
@@ -80,7 +85,9 @@ def create_app(
                 metrics = Metrics()
                 hub.observers.append(metrics.observe)
                 app.state.data, app.state.hub, app.state.metrics = data, hub, metrics
-                async with anyio.create_task_group() as tg:
+                app.state.client = client
+                # The MCP sessions' task group lives here, inside the client it calls.
+                async with anyio.create_task_group() as tg, mcp_server.session_manager.run():
                     await tg.start(hub.run)
                     yield
                     tg.cancel_scope.cancel()
@@ -99,6 +106,10 @@ def create_app(
     )
     app.state.token = secret
     app.include_router(router)
+    # The `echo` MCP server (operator scope) over streamable HTTP at /mcp, behind the
+    # token like the API; its tools call the client the lifespan opens.
+    mcp_server = build_server(settings, MCPScope(), lambda: app.state.client)
+    app.router.routes.extend(mcp_server.streamable_http_app(streamable_http_path=MCP_PATH, host=host).routes)
 
     app.add_middleware(TokenGuard, token=secret, metrics_open=metrics_open,
                        token_file=str(auth.token_path(settings)))
@@ -175,7 +186,8 @@ class TokenGuard:
             return
         query_token = request.query_params.get("token")
         response: Response
-        if auth.matches(query_token, self.token) and request.method == "GET" and not path.startswith("/api/"):
+        if (auth.matches(query_token, self.token) and request.method == "GET"
+                and not path.startswith("/api/") and path != MCP_PATH):
             # Once: the cookie from now on, and the token out of the address bar.
             rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
             response = RedirectResponse(path + ("?" + urlencode(rest) if rest else ""), status_code=303)
@@ -183,7 +195,7 @@ class TokenGuard:
                                 secure=request.url.scheme == "https", path="/")
         else:
             reason = "wrong token" if (given or query_token) else "no token"
-            if path.startswith("/api/") or path == "/metrics":
+            if path.startswith("/api/") or path in ("/metrics", MCP_PATH):
                 response = error(401, f"{reason}: send Authorization: Bearer <token>; the token is in "
                                       f"{self.token_file}")
             else:

@@ -47,11 +47,13 @@ class ConsoleData:
 
     # ------------------------------------------------------------------ workflows
     async def start_workflow(self, *, subject: str, body: str, sender: str, rounds: int, quorum: str,
-                             decider_timeout: float, phase_timeout: float) -> dict[str, Any]:
+                             decider_timeout: float, phase_timeout: float,
+                             repo: str | None = None) -> dict[str, Any]:
         wf = await self.client.start_workflow(
             subject, body=body, sender=sender, rounds=rounds, quorum=quorum,
-            decider_timeout=decider_timeout, phase_timeout=phase_timeout)
-        return {"workflow_id": wf.id, "message_id": wf.message_id, "roles": wf.roles, "phase": str(wf.phase)}
+            decider_timeout=decider_timeout, phase_timeout=phase_timeout, repo=repo)
+        return {"workflow_id": wf.id, "message_id": wf.message_id, "roles": wf.roles,
+                "phase": str(wf.phase), "repo": (wf.repo or {}).get("name")}
 
     async def list_workflows(self, limit: int) -> list[dict[str, Any]]:
         return [_json(w) for w in await self.client.workflows(limit)]
@@ -79,10 +81,17 @@ class ConsoleData:
     async def show_task(self, task_id: int) -> dict[str, Any]:
         detail = await self.client.task(task_id)
         return {**_json(detail)["task"], "history": [_json(h) for h in detail.history],
-                "events": [_json(e) for e in detail.events]}
+                "events": [_json(e) for e in detail.events], "runs": [_json(r) for r in detail.runs],
+                "approvals": [_json(a) for a in detail.approvals]}
 
     async def doing_now(self) -> list[dict[str, Any]]:
         return [_json(d) for d in await self.client.doing_now()]
+
+    async def spend_chart(self, role: str | None) -> dict[str, Any]:
+        return _json(await self.client.spend_chart(role=role))
+
+    async def finished_chart(self, minutes: int) -> dict[str, Any]:
+        return _json(await self.client.finished_chart(minutes=minutes))
 
     async def cancel(self, task_id: int) -> str:
         return await self.client.cancel_task(task_id)
@@ -95,6 +104,25 @@ class ConsoleData:
 
     async def spend(self) -> list[dict[str, Any]]:
         return await self.client.spend()
+
+    # ------------------------------------------------------------------ approvals
+    #: Who decides at the console, in the audit trail.
+    DECIDER = "console"
+
+    async def list_approvals(self, *, state: str | None, limit: int) -> list[dict[str, Any]]:
+        return [{**_json(a), "summary": a.summary()}
+                for a in await self.client.approvals(state=state, limit=limit)]
+
+    async def show_approval(self, approval_id: int) -> dict[str, Any]:
+        detail = await self.client.approval(approval_id)
+        return {**_json(detail.approval), "summary": detail.approval.summary(),
+                "history": [_json(h) for h in detail.history]}
+
+    async def approve(self, approval_id: int) -> dict[str, Any]:
+        return _json(await self.client.approve(approval_id, by=self.DECIDER))
+
+    async def deny(self, approval_id: int, reason: str) -> dict[str, Any]:
+        return _json(await self.client.deny(approval_id, reason, by=self.DECIDER))
 
     async def message_count(self) -> int:
         return await self.client.latest_message_id()

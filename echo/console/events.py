@@ -22,6 +22,11 @@ heartbeat and its age as the console measured it at that poll. The page shows th
 age plus the time since the frame arrived (its own monotonic clock), so what it
 shows tracks the real last heartbeat without comparing the browser's wall clock
 with the server's, and an agent whose heartbeats stop is seen to age.
+
+What each agent's Claude run is doing now (its latest run event) is read on the same
+poll and sent as a `doing` event (one line per agent) when it changed: run events are
+written several times a second and send no NOTIFY. A run's start and end are audit
+rows (`run.started`, `run.ended`, migration 026), so they arrive as `run` events.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -61,7 +67,7 @@ def frame(name: str, data: dict[str, Any], event_id: int | None = None) -> bytes
 
 
 def event_name(event: Event) -> str:
-    """`message`, `task`, `workflow`, `decision` or `agent`: what the page updates."""
+    """`message`, `task`, `run`, `workflow`, `decision` or `agent`: what the page updates."""
     return event.subject_type
 
 
@@ -82,6 +88,32 @@ def heartbeats(status: dict[str, Any]) -> dict[str, Any]:
     """The `heartbeats` event: what of each agent moves with every beat."""
     return {"agents": [{k: a.get(k) for k in ("role", "last_heartbeat", "heartbeat_age")}
                        for a in status.get("agents", [])]}
+
+
+def doing_lines(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `doing` event: one line per agent ("cto: Edit src/api.py, turn 3, $0.12"),
+    the latest event of the role's running Claude tasks (`tasks` counts them; a task of
+    no role is its own line), ordered by agent."""
+    latest: dict[str, dict[str, Any]] = {}
+    count: dict[str, int] = {}
+    for row in rows:
+        agent = row.get("role") or f"task {row['task_id']}"
+        count[agent] = count.get(agent, 0) + 1
+        seen = latest.get(agent)
+        if seen is None or _when(row) > _when(seen):
+            latest[agent] = row
+    return {"agents": [
+        {"agent": agent, "role": row.get("role"), "task_id": row["task_id"],
+         "attempt": row.get("attempt"), "kind": row.get("kind"), "turn": row.get("turn"),
+         "cost_usd": row.get("cost_usd"), "summary": row.get("summary"), "line": row.get("line"),
+         "at": row.get("at"), "tasks": count[agent]}
+        for agent, row in sorted(latest.items())]}
+
+
+def _when(row: dict[str, Any]) -> tuple[datetime, int]:
+    at = row.get("at")
+    when = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+    return when, int(row["task_id"])
 
 
 class EventHub:
@@ -106,6 +138,7 @@ class EventHub:
         self.listener = Listener(settings)
         self.feed: Feed | None = None
         self.status: dict[str, Any] | None = None
+        self.doing: dict[str, Any] | None = None  # the last `doing` event sent
         self.status_at = 0.0
         self.database_ok = False
         self.last_error: str | None = None
@@ -199,6 +232,14 @@ class EventHub:
             self._broadcast((None, frame("heartbeats", heartbeats(status))))
         return status
 
+    async def refresh_doing(self) -> dict[str, Any]:
+        """What each agent's Claude run is doing now; a `doing` event when it changed."""
+        doing = doing_lines(await self.data.doing_now())
+        if doing != self.doing:
+            self.doing = doing
+            self._broadcast((None, frame("doing", doing)))
+        return doing
+
     async def current_status(self) -> dict[str, Any]:
         """The status the poll read last (at most two intervals old), else a fresh one."""
         if self.status is not None and time.monotonic() - self.status_at < 2 * self.status_interval:
@@ -211,6 +252,17 @@ class EventHub:
                 await self.refresh_status()
             except Exception:  # the poll must never take the console down
                 log.exception("could not read the organisation's status")
+            # The runs' events send no NOTIFY (they are written several times a second
+            # per run): what each agent does now is read on this same poll.
+            if self._clients:  # nobody watching: nothing to read
+                try:
+                    await self.refresh_doing()
+                except EchoError:  # the database is away: the status says so
+                    pass
+                except Exception:  # as the status: the poll must never take the console down
+                    log.exception("could not read what the runs are doing")
+            else:
+                self.doing = None
             await anyio.sleep(self.status_interval)
 
     # ---------------------------------------------------------------- one client
@@ -220,6 +272,8 @@ class EventHub:
             yield b"retry: 1000\n\n"
             if self.status is not None:
                 yield frame("agents", self.status)
+            if self.doing is not None:
+                yield frame("doing", self.doing)
             sent: set[int] = set()
             floor = last_event_id if last_event_id is not None else -1
             if last_event_id is not None:

@@ -7,6 +7,7 @@
     ├── messages      Subscriber: catch-up from the cursor, then live delivery
     ├── relay         OutboxRelay (only with Redis): republishes unpublished rows
     ├── workflow      WorkflowAgent: this role's part in open workflows (echo/org/workflow/)
+    ├── answers       Answerer: answers the questions put to this role (echo/org/asks.py)
     └── work          ExecutorPool: runs the tasks assigned to this role
 
 Order matters: the participant is up before the subscriber hands it anything, and
@@ -27,21 +28,25 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from echo import db
-from echo.bus import OutboxRelay, StoredMessage, Subscriber, make_transport
+from echo.bus import Kind, OutboxRelay, StoredMessage, Subscriber, make_transport
+from echo.bus.store import record_inbox
 from echo.config import Settings
 from echo.errors import StoreUnavailable
 from echo.listener import Listener
 from echo.logs import fields
+from echo.org import reach
+from echo.org.asks import Answerer
 from echo.org.deciders import ClaudeDecider
 from echo.org.health import HealthMonitor
 from echo.org.leases import Predecessor
 from echo.org.roles import Role
-from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent
+from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent, WorkflowStore
 from echo.runtime import SHUTDOWN, Actor, Backoff, ChildSpec, Registry, Service, Supervisor
 from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor
@@ -54,19 +59,16 @@ log = logging.getLogger(__name__)
 #: How a participant waits out a database that cannot record a message.
 DB_BACKOFF = Backoff(initial=0.1, max=5.0)
 
-_RECORD = """
-INSERT INTO agent_inbox (role, message_id, attempt) VALUES ($1, $2, $3)
-ON CONFLICT DO NOTHING RETURNING message_id
-"""
-
 #: The handling's database effects: run on the connection whose transaction records
 #: the message, so they commit with its inbox row or not at all.
 Handle = Callable[[Any, StoredMessage], Awaitable[None]]
 
 
-def role_executors(settings: Settings, role: Role) -> dict[str, Executor]:
+def role_executors(settings: Settings, role: Role, *,
+                   mcp_config: Path | None = None) -> dict[str, Executor]:
     """What this role's pool can run: Claude with the role's options, plain commands,
-    and no-ops. Permission bypass reaches the CLI only if the role's file asks for it."""
+    and no-ops. Permission bypass reaches the CLI only if the role's file asks for it;
+    with `mcp_config`, each run reaches the organisation as the role (echo/org/reach.py)."""
     options = ClaudeRunOptions(
         model=role.claude.model,
         system_prompt=role.system_prompt,
@@ -77,6 +79,8 @@ def role_executors(settings: Settings, role: Role) -> dict[str, Executor]:
         account=role.claude.account,
         idle_timeout=role.claude.idle_timeout,
         workspace_tools=tuple(role.workspace.tools),
+        approval_tools=tuple(role.approval.tools),
+        **reach.run_options(role, mcp_config),
     )
     return {
         "claude": ClaudeExecutor(
@@ -122,12 +126,14 @@ class Participant(Actor):
 
     def __init__(self, database: db.Database, role: str, registry: Registry,
                  on_workflow: Callable[[], None] | None = None,
-                 handle: Handle | None = None) -> None:
+                 handle: Handle | None = None,
+                 on_question: Callable[[], None] | None = None) -> None:
         super().__init__(name=f"{role}.participant")
         self.db = database
         self.role = role
         self.registry = registry
         self.on_workflow = on_workflow
+        self.on_question = on_question
         self.handle = handle
         self.processed = 0
         self.redelivered = 0
@@ -148,15 +154,15 @@ class Participant(Actor):
             attempt = secrets.token_hex(6)
             try:
                 async with self.db.transaction() as conn:
-                    fresh = await conn.fetchval(_RECORD, self.role, message.id, attempt)
-                    if fresh is not None:
+                    fresh = await record_inbox(conn, self.role, message.id, attempt)
+                    if fresh:
                         await self._handle(conn, message, attempt)
                 break
             except StoreUnavailable as exc:
                 log.warning("cannot record message %s (%s); retrying", message.id, exc)
                 await anyio.sleep(retry.next_delay())
         self.last_message_id = max(self.last_message_id, message.id)
-        if fresh is None:
+        if not fresh:
             self.redelivered += 1
             return False
         self.processed += 1
@@ -170,6 +176,8 @@ class Participant(Actor):
                  message.subject, extra=fields(attempt=attempt))
         if self.on_workflow is not None and isinstance(message.body, dict) and "workflow" in message.body:
             self.on_workflow()
+        if self.on_question is not None and message.kind == Kind.QUESTION and message.to_role == self.role:
+            self.on_question()
 
 
 class RoleAgent:
@@ -196,12 +204,16 @@ class RoleAgent:
         self.pool: ExecutorPool | None = None
         self.health: HealthMonitor | None = None
         self.workflow: WorkflowAgent | None = None
+        self.answerer: Answerer | None = None
+        self.mcp_config: Path | None = None  # the role's `echo` MCP server for its runs
         self._work: Service | None = None
 
     async def open(self) -> None:
         """The pool is lazy (min_size=0), so opening it works with Postgres down. With a
         `fence` (the role's lease), every write it makes is checked against the lease."""
         self.database = await db.Database.open(self.settings, min_size=0, max_size=1, fence=self.fence)
+        if self.fence and self.role.claude.echo_tools != []:  # its runs act under this lease
+            self.mcp_config = reach.write_config(self.settings, self.role.name, self.fence)
         self.health = HealthMonitor(
             self.settings,
             self.database,
@@ -260,12 +272,14 @@ class RoleAgent:
             ChildSpec("listener", lambda: Service(self.listener.run, name="listener")),
             ChildSpec("health", lambda: Service(health.run, name="health")),
             ChildSpec("participant", lambda: Participant(database, self.role.name, self.registry,
-                                                         on_workflow=self._kick_workflow)),
+                                                         on_workflow=self._kick_workflow,
+                                                         on_question=self._kick_answers)),
             ChildSpec("messages", lambda: Service(self._new_subscriber().run, name="messages")),
         ]
         if self.settings.redis_url:
             specs.append(ChildSpec("relay", lambda: Service(self._new_relay().run, name="relay")))
         specs.append(ChildSpec("workflow", lambda: Service(self._new_workflow().run, name="workflow")))
+        specs.append(ChildSpec("answers", lambda: Service(self._new_answerer().run, name="answers")))
         if self.role.work.concurrency > 0:
             specs.append(
                 ChildSpec(
@@ -307,11 +321,25 @@ class RoleAgent:
 
     def _new_workflow(self) -> WorkflowAgent:
         assert self.database is not None
-        decider = ClaudeDecider(self.settings, self.role, governor=self.governor())
+        decider = ClaudeDecider(self.settings, self.role, governor=self.governor(),
+                                mcp_config=self.mcp_config,
+                                conversations=WorkflowStore(self.database))
         self.workflow = WorkflowAgent(self.settings, self.database, self.role,
                                       decider=decider, listener=self.listener,
                                       reporter=self.health)
         return self.workflow
+
+    def _new_answerer(self) -> Answerer:
+        assert self.database is not None
+        decider = ClaudeDecider(self.settings, self.role, governor=self.governor(),
+                                mcp_config=self.mcp_config)
+        self.answerer = Answerer(self.settings, self.database, self.role, decider=decider,
+                                 listener=self.listener, reporter=self.health)
+        return self.answerer
+
+    def _kick_answers(self) -> None:
+        if self.answerer is not None:
+            self.answerer.kick()
 
     def _kick_workflow(self) -> None:
         if self.workflow is not None:
@@ -322,7 +350,8 @@ class RoleAgent:
 
     def _pool_service(self) -> Service:
         assert self.database is not None
-        executors = dict(self.executors or role_executors(self.settings, self.role))
+        executors = dict(self.executors or role_executors(self.settings, self.role,
+                                                          mcp_config=self.mcp_config))
         if "claude" in executors:  # workflow tasks: an unavailable Claude is `skipped`
             executors["claude"] = SkipWhenUnavailable(executors["claude"])
         # A task with a repository runs in its own worktree (echo.work.workspaces).

@@ -30,15 +30,16 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from echo import db
 from echo.bus import ALL, Kind, Message, MessageStore, Published, Publisher, StoredMessage
 from echo.bus.channels import TOPIC_ID_RE
 from echo.config import Settings
 from echo.errors import EchoError, NotFound, UsageError
-from echo.org import control
-from echo.org.governance import annotate_waiting, governor_summary, synced_governor
+from echo.org import asks, control
+from echo.org.charts import FinishedChart, SpendChart, check_minutes, finished_chart, spend_chart
+from echo.org.governance import annotate_waiting, governor_for, governor_summary, synced_governor
 from echo.org.health import read_health_file
 from echo.org.overview import RoleOverview, role_overview
 from echo.org.repos import RepoService
@@ -65,6 +66,8 @@ from echo.org.workflow import (
     post_uuid,
 )
 from echo.work import NewTask, TaskQueue, check_outcome, task_outcome
+from echo.work.approvals import Approval, ApprovalStore
+from echo.work.approvals.store import check_state as check_approval_state
 from echo.work.governor import Governor, SpendReport, check_amount, spend_report
 from echo.work.runs import PgRunStore
 from echo.work.workspaces import RESERVED_KEYS
@@ -184,13 +187,46 @@ class DoingNow(BaseModel):
         return f"{self.role or f'task {self.task_id}'}: {', '.join(parts)}"
 
 
+class TaskRun(BaseModel):
+    """One Claude run of the task as the ledger has it: the attempt and how it ended."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    attempt: int | None = None
+    at: datetime
+    outcome: str
+    cost_usd: float = 0.0
+    turns: int | None = None
+    duration_ms: int | None = None
+    model: str | None = None
+    session_id: str | None = None
+    resumed_attempt: int | None = None
+
+
 class TaskDetail(BaseModel):
-    """Every column of one task, its audit trail and its Claude runs' events (oldest
-    first)."""
+    """Every column of one task, its audit trail, its Claude runs' events (oldest
+    first) and the ledger's row of each run (`runs`, one per attempt that ended)."""
 
     task: dict[str, Any]
     history: list[TaskEvent]
     events: list[RunEventRow] = []
+    runs: list[TaskRun] = []
+    approvals: list[Approval] = []  # its approval requests, oldest first
+
+
+class ApprovalDetail(BaseModel):
+    """One approval request and its audit trail (who asked, who decided, when)."""
+
+    approval: Approval
+    history: list[TaskEvent]
+
+
+def check_decider(by: str) -> str:
+    """`by` if it can name a decider in the audit trail (1-100 printable characters)."""
+    name = by.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        raise UsageError("the decider's name must be 1-100 printable characters")
+    return name
 
 
 class Inbox(BaseModel):
@@ -204,7 +240,8 @@ class Inbox(BaseModel):
 
 
 __all__ = [
-    "AgentStatus", "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus", "RoleOverview",
+    "AgentStatus", "Approval", "ApprovalDetail",
+    "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus", "RoleOverview",
     "SendKind", "Sent", "Submitted", "TaskDetail", "TaskEvent", "TaskSummary", "check_id",
     "check_seconds", "claude_mode",
     "normalise_workflow_id", "run_worker", "worker_executors",
@@ -247,8 +284,14 @@ def check_seconds(value: float, what: str, *, least: float = 0.0,
 class Client:
     """The operations users perform on one organisation (`settings.namespace`)."""
 
-    def __init__(self, settings: Settings, *, database: db.Database | None = None) -> None:
+    def __init__(self, settings: Settings, *, database: db.Database | None = None,
+                 fence: str | None = None) -> None:
+        """`fence` ('role/epoch/holder', `echo.org.leases.Lease.fence`): the pool this
+        client opens writes as that role, so once the role's lease has passed on every
+        write is refused (`LeaseLost`) and nothing is stored: what a Claude run of the
+        role gets through MCP (echo.mcp). With `database`, that pool is used as given."""
         self.settings = settings
+        self.fence = fence
         self._db = database
         self._owns_db = database is None
         self._publisher: Publisher | None = None
@@ -276,7 +319,7 @@ class Client:
     async def database(self) -> db.Database:
         """The client's pool, opened on first use."""
         if self._db is None:
-            self._db = await db.Database.open(self.settings, min_size=0, max_size=2)
+            self._db = await db.Database.open(self.settings, min_size=0, max_size=2, fence=self.fence)
         return self._db
 
     async def open_publisher(self) -> None:
@@ -356,6 +399,34 @@ class Client:
             return await MessageStore(await self.database()).list_messages(
                 role=role, since=after, limit=limit)
 
+    async def ask(self, role: str, question: str, *, within: float = 60.0,
+                  sender: str = "operator") -> asks.Answered:
+        """Ask `role` a question and wait up to `within` seconds for its agent's answer
+        (its Claude's, or its fallback's, which says so): echo/org/asks.py.
+
+        Refused before anything is written: an unknown role, asking oneself, an empty
+        question, a timeout outside 1-600 s, a role whose agent is not up."""
+        s = self.settings
+        check_role(sender, s.agents_dir, allow=NON_AGENT_SENDERS)
+        check_role(role, s.agents_dir)
+        message = asks.question(sender, role, question, within, max_body_bytes=s.max_body_bytes)
+        with self._migrated():
+            if role not in await self.live_roles():
+                raise NoAgentsUp(f"{role} is not up to answer; start it (`echoctl up --detach`, "
+                                 "then `echoctl status`) and ask again")
+            published = await self._publish(message, confirm=True)
+            store = MessageStore(await self.database())
+            assert message.thread_id is not None
+            with anyio.move_on_after(within):
+                while True:
+                    reply = await store.answer_on(message.thread_id)
+                    if reply is not None:
+                        return asks.answered(published.db_id, reply)
+                    await anyio.sleep(0.2)
+        raise EchoError(f"{role} did not answer within {within:g}s (question "
+                        f"{published.db_id}); its answer, if it comes, is on thread "
+                        f"{message.thread_id} (`echoctl messages --role {sender}`)")
+
     async def inbox(self, role: str) -> Inbox:
         """A role's cursor and its unread messages (what `agents/<role>/<role>` prints)."""
         from echo.bus import broadcast_channel, role_channel
@@ -427,8 +498,11 @@ class Client:
             await annotate_waiting(self.settings, q.db, [row])
             history = await q.history(task_id)
             events = await PgRunStore(q.db).events(task_id, limit=10_000)
+            runs = await governor_for(self.settings, q.db).runs_of_task(task_id)
+            approvals = await ApprovalStore(q.db).of_task(task_id)
         return TaskDetail(task=row, history=[TaskEvent.model_validate(h) for h in history],
-                          events=[RunEventRow.model_validate(e) for e in events])
+                          events=[RunEventRow.model_validate(e) for e in events],
+                          runs=[TaskRun.model_validate(r) for r in runs], approvals=approvals)
 
     async def doing_now(self) -> list[DoingNow]:
         """Each running Claude task's latest event: what each agent is doing now."""
@@ -481,7 +555,85 @@ class Client:
             row["budget_usd"] = found.budget_usd if found else None
         return sorted(by_role.values(), key=lambda r: r["role"] or "")
 
+    async def finished_chart(self, *, minutes: int = 60) -> FinishedChart:
+        """Tasks finished per minute by outcome over the last `minutes` (the database's
+        clock): the console's throughput chart."""
+        check_minutes(minutes)
+        async with self._queue() as q:
+            rows = await q.finished_by_minute(minutes)
+        return finished_chart(rows, minutes)
+
+    # ------------------------------------------------------------ approvals
+
+    @contextlib.asynccontextmanager
+    async def _approvals(self) -> AsyncIterator[ApprovalStore]:
+        with self._migrated():
+            yield ApprovalStore(await self.database())
+
+    async def approvals(self, *, state: str | None = None, task_id: int | None = None,
+                        limit: int = 100) -> list[Approval]:
+        """Approval requests, newest first, optionally of one state or task."""
+        check_approval_state(state)
+        if task_id is not None:
+            check_id(task_id)
+        async with self._approvals() as store:
+            return await store.requests(state=state, task_id=task_id, limit=limit)
+
+    async def approval(self, approval_id: int) -> ApprovalDetail:
+        """One request and its audit trail; `NotFound` if there is none."""
+        check_id(approval_id, "approval id")
+        async with self._approvals() as store:
+            found = await store.get(approval_id)
+            history = await store.history(approval_id)
+        return ApprovalDetail(approval=found, history=[TaskEvent.model_validate(h) for h in history])
+
+    async def approve(self, approval_id: int, *, by: str) -> Approval:
+        """Approve a pending request (its task runs again and the call is made once).
+        `by` names the operator in the audit trail. A run never reaches this: only the
+        operator's entry points (the CLI, the console) call it."""
+        check_id(approval_id, "approval id")
+        async with self._approvals() as store:
+            done = await store.decide(approval_id, approve=True, by=check_decider(by))
+            if done.kind == "budget" and done.role is not None:  # applied at once, audited
+                governor = await synced_governor(self.settings, store.db, sync=False)
+                await governor.set_budget("role", done.role, float(done.input["daily_usd"]),
+                                          actor=done.decided_by or "operator",
+                                          known_roles=role_names(self.settings.agents_dir))
+                await store.use(done.id)
+                done = await store.get(done.id)
+            return done
+
+    async def request_budget(self, role: str, daily_usd: float, reason: str) -> Approval:
+        """`role` asks for a daily budget of `daily_usd` (a request an operator decides:
+        a role never raises its own budget). For the role's own entry points (MCP)."""
+        check_role(role, self.settings.agents_dir)
+        amount = check_amount(daily_usd)
+        if not reason.strip():
+            raise UsageError("a budget request needs a reason")
+        async with self._approvals() as store:
+            return await store.budget_request(role=role, daily_usd=amount, reason=reason.strip(),
+                                              expires_in=self.settings.approval_timeout)
+
+    async def deny(self, approval_id: int, reason: str, *, by: str) -> Approval:
+        """Deny a pending request with `reason`, which the resumed run is told."""
+        check_id(approval_id, "approval id")
+        async with self._approvals() as store:
+            return await store.decide(approval_id, approve=False, by=check_decider(by),
+                                      reason=reason)
+
     # ------------------------------------------------------------ the governor
+
+    async def spend_chart(self, *, role: str | None = None) -> SpendChart:
+        """Each role's cumulative spend per hour of today (the governor's day by the
+        database's clock) beside its daily budget: the console's spend chart."""
+        if role is not None:
+            check_role(role, self.settings.agents_dir)
+        governor = await self.governor(sync=False)  # a read: the agents write the defaults
+        with self._migrated():
+            day, hour, rows = await governor.spend_by_hour()
+            budgets = {b["key"]: b["daily_usd"] for b in await governor.budgets()
+                       if b["scope"] == "role"}
+        return spend_chart(day, hour, governor.gate.timezone, rows, budgets, only=role)
 
     async def governor(self, *, sync: bool = True) -> Governor:
         """The organisation's governor, the configured budgets written (as at an agent's start)."""
@@ -549,11 +701,13 @@ class Client:
     async def start_workflow(self, subject: str, *, body: str = "", sender: str = "operator",
                              rounds: int = 2, quorum: str = "majority",
                              decider_timeout: float = 30.0, phase_timeout: float = 120.0,
-                             roles: list[str] | None = None) -> Workflow:
+                             roles: list[str] | None = None, repo: str | None = None) -> Workflow:
         """Create a workflow and broadcast it to the agents that are up, who self-select.
+        With `repo`, the tasks its decision creates work in that repository (each in its
+        own worktree, as `submit_task(repo=...)`).
 
-        Bad input is refused before anything is written; with no agent up this raises
-        `NoAgentsUp` (nobody would ever move it on)."""
+        Bad input (an unknown repository too) is refused before anything is written;
+        with no agent up this raises `NoAgentsUp` (nobody would ever move it on)."""
         s = self.settings
         check_role(sender, s.agents_dir, allow=NON_AGENT_SENDERS)
         if not role_names(s.agents_dir):
@@ -570,6 +724,10 @@ class Client:
             raise UsageError("a workflow needs a subject (what the organisation should decide)")
         Message.build(from_role=sender, subject=f"[wf-0000000000] {subject}", body={"text": body},
                       max_body_bytes=s.max_body_bytes)  # InvalidMessage names the problem
+        repo_payload = None
+        if repo is not None:
+            async with self.repos() as repos:
+                repo_payload = await repos.payload(repo)
         asked = roles if roles is not None else await self.live_roles()
         if not asked:
             raise NoAgentsUp("no agent is up to take part: start the organisation with "
@@ -578,7 +736,8 @@ class Client:
         async with self._workflows() as store:
             workflow_id = await store.create(
                 subject=subject, body=body, started_by=sender, roles=asked, rounds=rounds,
-                quorum=quorum, decider_timeout=decider_timeout, phase_timeout=phase_timeout)
+                quorum=quorum, decider_timeout=decider_timeout, phase_timeout=phase_timeout,
+                repo=repo_payload)
             message = Message.build(
                 uuid=post_uuid(workflow_id, "start"), kind=Kind.BROADCAST, from_role=sender,
                 thread_id=workflow_id, subject=f"[{workflow_id}] {subject}",

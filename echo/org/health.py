@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 from anyio.abc import TaskStatus
 
 from echo import db
@@ -127,14 +126,7 @@ def write_health_file(settings: Settings, health: AgentHealth) -> None:
     tmp.replace(path)
 
 
-_UPSERT = """
-INSERT INTO agent_health (role, host, pid, state, reason, started_at, last_heartbeat, details)
-VALUES ($1, $2, $3, $4, $5, $6, now(), $7)
-ON CONFLICT (role) DO UPDATE SET
-    host = EXCLUDED.host, pid = EXCLUDED.pid, state = EXCLUDED.state,
-    reason = EXCLUDED.reason, started_at = EXCLUDED.started_at,
-    last_heartbeat = now(), details = EXCLUDED.details
-"""
+_Q = db.load_queries("health")
 
 
 class HealthMonitor:
@@ -217,7 +209,7 @@ class HealthMonitor:
                     async with self.db.acquire() as conn:
                         health = self.own()
                         await conn.execute(
-                            _UPSERT,
+                            _Q["beat"],
                             self.role,
                             self.host,
                             os.getpid(),
@@ -260,7 +252,7 @@ class HealthMonitor:
             try:
                 with anyio.fail_after(self.settings.command_timeout):
                     async with self.db.acquire() as conn:
-                        rows = await conn.fetch("SELECT * FROM agent_health ORDER BY role")
+                        rows = await conn.fetch(_Q["all"])
                 self.breaker.success()
                 self._org = {r["role"]: row_to_health(r, self.stale_after) for r in rows}
             except (StoreUnavailable, StoreRejected, TimeoutError) as exc:
@@ -270,7 +262,7 @@ class HealthMonitor:
         return dict(self._org)
 
 
-def row_to_health(row: asyncpg.Record, stale_after: float) -> AgentHealth:
+def row_to_health(row: db.Record, stale_after: float) -> AgentHealth:
     return AgentHealth(
         role=row["role"],
         state=classify(row["state"], row["last_heartbeat"], stale_after),

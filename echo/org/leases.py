@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -63,6 +64,7 @@ from typing import Any
 import anyio
 
 from echo import db
+from echo.bus.channels import ROLE_RE
 from echo.config import Settings
 from echo.errors import StoreUnavailable
 from echo.logs import fields
@@ -71,6 +73,10 @@ from echo.work.process import stop_margin
 log = logging.getLogger(__name__)
 
 _Q = db.load_queries("leases")
+
+#: A lease holder (`LeaseKeeper` names itself with a random uuid's hex): no slash, the
+#: fence's separator, nor space or control character.
+_HOLDER_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 STANDBY, ACTIVE, STALE = "standby", "active", "stale"
 
@@ -112,6 +118,17 @@ class Lease:
     def fence(self) -> str:
         """The `echo.fence` startup setting of the connections that act as the role."""
         return f"{self.role}/{self.epoch}/{self.holder}"
+
+    @classmethod
+    def parse(cls, fence: str) -> Lease:
+        """The lease a `fence` string ('role/epoch/holder') names; ValueError if it is
+        not one (what a process given a fence on its command line checks first)."""
+        role, epoch, holder = ([*fence.split("/"), "", ""])[:3]
+        if (fence.count("/") != 2 or not ROLE_RE.match(role) or not epoch.isdigit()
+                or int(epoch) < 1 or not _HOLDER_RE.match(holder)):
+            raise ValueError(f"{fence[:80]!r} is not a fence: ROLE/EPOCH/HOLDER, e.g. "
+                             "cto/3/0f1e..., the lease an agent holds")
+        return cls(role, holder, int(epoch))
 
 
 @dataclass(frozen=True)

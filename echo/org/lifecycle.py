@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 
 from echo import db
 from echo.config import Settings
 from echo.embedded import EmbeddedPostgres
-from echo.errors import EchoError
+from echo.errors import EchoError, StoreRejected, StoreUnavailable
 from echo.org.state import running_org
 
 log = logging.getLogger(__name__)
@@ -73,11 +72,8 @@ async def clients(server: EmbeddedPostgres) -> list[dict[str, Any]]:
     """Who is connected to a running embedded server (never starts it)."""
     if server.running_pid() is None:
         return []
-    conn = await asyncpg.connect(server.dsn, timeout=5, server_settings={"application_name": "echoctl"})
-    try:
+    async with db.direct(server.dsn, "list the embedded server's clients") as conn:
         rows = await conn.fetch(Q["clients"])
-    finally:
-        await conn.close(timeout=2)
     return [
         {"pid": r["pid"], "application": r["application_name"], "database": r["datname"],
          "since": r["backend_start"].isoformat()}
@@ -119,7 +115,7 @@ async def server_state(settings: Settings) -> ServerState | None:
         link=server.link,
         organisation_pid=org.pid if org else None,
     )
-    with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+    with contextlib.suppress(StoreUnavailable, StoreRejected):
         state.clients = await clients(server)
     return state
 
@@ -131,7 +127,7 @@ async def _clients_gone(server: EmbeddedPostgres, within: float) -> list[dict[st
         while True:
             try:
                 left = await clients(server)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except (StoreUnavailable, StoreRejected) as exc:
                 log.warning("cannot list the embedded server's clients: %s", exc)
                 return []
             if not left:

@@ -23,7 +23,7 @@ from echo.errors import StoreUnavailable, UsageError
 
 log = logging.getLogger(__name__)
 
-_Q = db.load_queries("leases")
+_Q = db.load_queries("nodes")
 
 
 @dataclass(frozen=True)

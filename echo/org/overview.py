@@ -17,7 +17,7 @@ from echo.bus import MessageStore, broadcast_channel, role_channel
 from echo.config import Settings
 from echo.org.health import read_health_file
 from echo.org.roles import Role
-from echo.work import TaskQueue
+from echo.work import AWAITING_APPROVAL, TaskQueue
 
 _MESSAGE_FIELDS = {"id", "from_role", "to_role", "subject", "created_at", "kind", "thread_id"}
 _TASK_FIELDS = ("task_id", "task_type", "task_description", "status", "retry_count", "created_at",
@@ -26,7 +26,7 @@ _TASK_FIELDS = ("task_id", "task_type", "task_description", "status", "retry_cou
 
 class RoleOverview(BaseModel):
     """A role's state, cursor, unread and recent messages (each marked read or not), and
-    its running and pending tasks."""
+    its running, awaiting-approval and pending tasks."""
 
     role: str
     title: str
@@ -45,7 +45,7 @@ async def role_overview(settings: Settings, database: db.Database, role: Role, *
     unread = await store.fetch_after(cursor, [broadcast_channel(), role_channel(role.name)], limit=50)
     latest = await store.list_messages(role=role.name, limit=recent)
     queue = TaskQueue(database)
-    work = [t for status in ("running", "pending")
+    work = [t for status in ("running", AWAITING_APPROVAL, "pending")
             for t in await queue.list(status=status, role=role.name, limit=20)]
     health = read_health_file(settings, role.name, stale_after)
     unread_ids = {m.id for m in unread}

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from echo.config import Settings
 from echo.db import Database
 from echo.errors import BadRepository, EchoError, NotFound, UsageError
+from echo.work.approvals import Approval, ApprovalStore
 from echo.work.workspaces import (
     Layout,
     Repository,
@@ -61,6 +62,7 @@ class RepoInfo(BaseModel):
     base_branch: str
     test_command: str | None = None
     push: bool = False
+    require_approval: bool = False
     created_at: datetime
     updated_at: datetime
     mirror: str | None = None
@@ -90,18 +92,21 @@ class RepoService:
     def __init__(self, settings: Settings, database: Database) -> None:
         self.settings = settings
         self.store = RepositoryStore(database)
+        self.approvals = ApprovalStore(database)
 
     @property
     def state_dir(self) -> Path:
         return self.settings.state_dir
 
     async def add(self, name: str, source: str, *, base: str | None = None,
-                  test_command: str | None = None, push: bool = False) -> Repository:
+                  test_command: str | None = None, push: bool = False,
+                  require_approval: bool = False) -> Repository:
         if test_command is not None and not test_command.strip():
             raise UsageError("--test-command is empty; give a command or leave it out")
         checked = await anyio.to_thread.run_sync(check_source, name, source, base)
         repo = Repository(checked.name, checked.source, checked.base_branch,
-                          test_command.strip() if test_command else None, push)
+                          test_command.strip() if test_command else None, push,
+                          require_approval)
         if not await self.store.add(repo):
             raise BadRepository(f"repository {name!r} exists already; `echoctl repo remove "
                                 f"{name}` first or pick another name")
@@ -174,6 +179,12 @@ class RepoService:
             task_id, branch, head = cand["task_id"], cand["branch"], cand["head"]
             if not await anyio.to_thread.run_sync(has_commit, self.state_dir, name, head):
                 continue  # it ran on another machine, whose mirror has it: its pass
+            approval = None
+            if repo.require_approval:
+                approval, held = await self._approval(repo, cand, actor=actor)
+                if held is not None:
+                    steps.append(held)
+                    continue
             await self.store.start_merge(task_id, name, branch, head, actor=actor)
             try:
                 outcome = await merge_branch(self.state_dir, repo, task_id, head,
@@ -183,6 +194,8 @@ class RepoService:
                     await self.store.finish_merge(task_id, "failed", f"merge stopped: {exc}",
                                                   None, actor=actor)
                 raise
+            if approval is not None:  # taken by this attempt: a new head asks again
+                await self.approvals.use(approval.id)
             again = cand["merge_attempts"] + 1 if outcome.status == "failed" and \
                 cand["merge_attempts"] < max_send_backs else None
             sent = await self.store.finish_merge(task_id, outcome.status, outcome.reason,
@@ -192,6 +205,31 @@ class RepoService:
                                    status=outcome.status, reason=outcome.reason,
                                    merged_commit=outcome.merged_commit, sent_back=sent))
         return steps
+
+    async def _approval(self, repo: Repository, cand: dict[str, Any], *,
+                        actor: str) -> tuple[Approval | None, MergeStep | None]:
+        """For a repository whose merges need approval: the approved request of this
+        candidate, or the step that says why it does not merge now (its request waits;
+        or it was denied or expired, which fails the merge with the reason)."""
+        task_id, branch, head = cand["task_id"], cand["branch"], cand["head"]
+        request = await self.approvals.merge_request(
+            task_id=task_id, role=cand["assigned_role"],
+            details={"repo": repo.name, "branch": branch, "base": repo.base_branch,
+                     "head": head, "task": cand["task_description"][:200]},
+            expires_in=self.settings.approval_timeout)
+        step = MergeStep(task_id=task_id, branch=branch, head=head, status="awaiting_approval",
+                         reason=f"approval request {request.id} (`echoctl approvals approve "
+                                f"{request.id}`)")
+        if request.state == "approved":
+            return request, None
+        if request.state == "pending":
+            return None, step
+        why = f"merge not approved (request {request.id}, {request.state}" + (
+            f" by {request.decided_by}" if request.decided_by not in (None, "system") else "") + (
+            f": {request.reason})" if request.reason else ")")
+        await self.store.start_merge(task_id, repo.name, branch, head, actor=actor)
+        await self.store.finish_merge(task_id, "failed", why, None, actor=actor)
+        return None, step.model_copy(update={"status": "failed", "reason": why})
 
     async def merge_all(self, *, actor: str = "merge-queue") -> list[MergeStep]:
         """One pass of the merge queue over every repository (the worker's automatic

@@ -19,9 +19,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from echo.approval_rules import parse_rules
 from echo.bus.envelope import ROLE_RE, ROLE_RULE
 from echo.errors import ConfigError, UnknownRole, one_line
 from echo.work.workspaces.tools import DEFAULT_TOOLS
+
+#: The `echo` MCP server's tools a role's runs may be given (echo/mcp/tools.py has
+#: them; tests/unit/mcp keeps the two in step). None of them decides an approval,
+#: raises a budget or acts as another role.
+ROLE_ECHO_TOOLS = ("broadcast", "send", "ask", "messages", "thread", "submit_task", "task",
+                   "start_workflow", "workflow", "decisions", "status", "spend")
 
 
 class ClaudeOptions(BaseModel):
@@ -40,6 +47,18 @@ class ClaudeOptions(BaseModel):
     account: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$",
         description="the Claude credentials this role runs with (default: ECHO_CLAUDE_ACCOUNT)")
+    echo_tools: list[str] | None = Field(
+        None, description="the organisation's MCP tools this role's runs may call "
+        "(echo/org/reach.py); unset: all of the role's, [] for none")
+    @field_validator("echo_tools")
+    @classmethod
+    def _known_tools(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if name not in ROLE_ECHO_TOOLS:
+                raise ValueError(f"unknown echo tool {name!r}; use some of: "
+                                 f"{', '.join(ROLE_ECHO_TOOLS)}")
+        return value
+
     isolate_config: bool = Field(
         False,
         description="one CLAUDE_CONFIG_DIR per worker slot (needs ANTHROPIC_API_KEY: "
@@ -64,6 +83,24 @@ class WorkspaceOptions(BaseModel):
     tools: list[str] = Field(default_factory=lambda: list(DEFAULT_TOOLS))
 
 
+class ApprovalOptions(BaseModel):
+    """Tool calls of this role's runs that wait for an operator's approval, in Claude
+    Code's permission-rule syntax (`Bash(git push:*)`, `Write`, `mcp__github__merge`);
+    added to the organisation's `approval_tools`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tools: list[str] = Field(default_factory=list)
+
+    @field_validator("tools")
+    @classmethod
+    def _rules(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(rule) for rule in parse_rules(value)]
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class WorkOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -85,6 +122,7 @@ class Role(BaseModel):
     work: WorkOptions = WorkOptions()
     workspace: WorkspaceOptions = WorkspaceOptions()
     budget: BudgetOptions = BudgetOptions()
+    approval: ApprovalOptions = ApprovalOptions()
 
     @field_validator("name")
     @classmethod

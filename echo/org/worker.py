@@ -55,7 +55,8 @@ def role_options(s: Settings) -> Callable[[Task], ClaudeRunOptions]:
                     max_turns=role.claude.max_turns, max_budget_usd=role.claude.max_budget_usd,
                     skip_permissions=role.claude.skip_permissions, account=role.claude.account,
                     idle_timeout=role.claude.idle_timeout,
-                    workspace_tools=tuple(role.workspace.tools))
+                    workspace_tools=tuple(role.workspace.tools),
+                    approval_tools=tuple(role.approval.tools))
             cache[task.role] = found
         return cache[task.role]
 

@@ -17,6 +17,7 @@ from echo.work.executors import CommandExecutor, Executor, NoopExecutor, Result
 from echo.work.pool import ExecutorPool, PoolMetrics
 from echo.work.process import ProcessResult, run_process
 from echo.work.queue import (
+    AWAITING_APPROVAL,
     FINAL_STATUSES,
     OUTCOMES,
     SKIPPED,
@@ -33,6 +34,7 @@ from echo.work.queue import (
 )
 
 __all__ = [
+    "AWAITING_APPROVAL",
     "FINAL_STATUSES",
     "OUTCOMES",
     "SKIPPED",

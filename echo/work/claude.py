@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -53,6 +54,7 @@ from echo.errors import (
     ClaudeAuthError,
     ClaudeCrashed,
     ClaudeCreditError,
+    ClaudeDeferred,
     ClaudeError,
     ClaudeHeld,
     ClaudeHung,
@@ -63,6 +65,9 @@ from echo.errors import (
     StoreRejected,
     StoreUnavailable,
 )
+from echo.work.approvals import ApprovalStore, Rule, parse_rules
+from echo.work.approvals.install import hook_settings
+from echo.work.approvals.store import decision_note
 from echo.work.executors import Result
 from echo.work.governor.ledger import RunRecord, usage
 from echo.work.limits import usage_limit_reset
@@ -78,6 +83,7 @@ from echo.work.runs import (
     run_streaming,
 )
 from echo.work.runs.attempt import run_attempt
+from echo.work.runs.kept import KeptSession
 from echo.work.runs.traces import RunSpans, tracer
 from echo.work.workspaces.tools import in_workspace
 
@@ -89,6 +95,17 @@ _ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDE_CONFIG_DIR", "DISABLE_",
                  "MAX_THINKING_TOKENS", "MCP_TIMEOUT", "MCP_TOOL_TIMEOUT", "BASH_")
 _CLOUD_PREFIXES = ("AWS_", "CLOUD_ML_", "GOOGLE_", "VERTEX_", "ANTHROPIC_VERTEX_")
 _SECRET_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
+#: For a run given MCP servers (`--mcp-config`): the pinned CLI (2.1.x) connects them in
+#: the background in `-p` mode, so a first turn that calls an `echo` tool before the
+#: server is up is told "the MCP server 'echo' is still connecting" and the call is lost
+#: (a race: seen with a direct `claude -p`); with this the CLI waits for its servers
+#: before the first request.
+MCP_WAIT = {"MCP_CONNECTION_NONBLOCKING": "0"}
+
+
+def mcp_waits(argv: Sequence[str]) -> dict[str, str]:
+    """What a run's environment adds for its argv: `MCP_WAIT` when it has MCP servers."""
+    return dict(MCP_WAIT) if "--mcp-config" in argv else {}
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,12 @@ class ClaudeRunOptions:
     idle_timeout: float | None = None  # the watchdog's; None: settings.claude_idle_timeout
     permission_mode: str | None = None  # `--permission-mode` (acceptEdits in a workspace)
     workspace_tools: Sequence[str] | None = None  # the role's `[workspace] tools`
+    #: The `echo` MCP server of the run's role (echo/org/reach.py): `--mcp-config`, and
+    #: the permission rules of the tools it may call there.
+    mcp_config: str | None = None
+    mcp_tools: Sequence[str] = field(default_factory=tuple)
+    approval_tools: Sequence[str] = field(default_factory=tuple)  # the role's `[approval] tools`
+    settings_file: str | None = None  # `--settings`: the run's approval hook (set per run)
 
 
 #: What a task's payload may override under "claude"; never permissions or tools.
@@ -174,6 +197,17 @@ def _last_json(stdout: bytes) -> dict[str, Any] | None:
     return None
 
 
+def deferred_call(result: Mapping[str, Any]) -> str:
+    """The tool call a deferred run stopped at, in a few words: `Bash: git push`."""
+    call = result.get("deferred_tool_use") or {}
+    tool_input = call.get("input") if isinstance(call, dict) else None
+    shown = ""
+    if isinstance(tool_input, dict):
+        shown = str(tool_input.get("command") or tool_input.get("file_path") or "")
+    name = call.get("name", "a tool") if isinstance(call, dict) else "a tool"
+    return f"{name}: {shown[:200]}" if shown else str(name)
+
+
 def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str],
              now: datetime | None = None) -> Result:
     """Turn a finished CLI run into a `Result`, or raise the `ClaudeError` leaf it is
@@ -187,6 +221,10 @@ def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str],
               f"exited with status {done.returncode}"
         tail = redact(done.stderr.decode(errors="replace").strip()[-300:], env)
         raise ClaudeCrashed(f"claude {how} without a JSON result" + (f": {tail}" if tail else ""))
+    if done.returncode == 0 and not data.get("is_error") \
+            and data.get("terminal_reason") == "tool_deferred":
+        raise ClaudeDeferred(f"awaiting approval: {deferred_call(data)}; "
+                             "`echoctl approvals list` shows the request")
     if done.returncode == 0 and not data.get("is_error"):
         cost = data.get("total_cost_usd")
         return Result(data, float(cost) if isinstance(cost, int | float) else None,
@@ -236,15 +274,18 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
                      time_limit: float, kill_grace: float, record: RunRecord,
                      watch: Watch | None = None,
                      on_event: Callable[[RunEvent], None] | None = None,
-                     otel: Any = None) -> Result:
+                     otel: Any = None, kept: KeptSession | None = None) -> Result:
     """One CLI run, watched and classified, with its ledger row: on the `Result` (`run`),
     or on the `ClaudeError` raised (`exc.run`: outcome class, cost, tokens, the pause a
     usage limit asks for). A run that never reached the API is a row too, with cost 0;
     one the watchdog stopped before its result costs the stream's list-price estimate.
-    `otel` (a tracer; default: OTLP when configured, else none) gets its GenAI spans."""
+    `otel` (a tracer; default: OTLP when configured, else none) gets its GenAI spans.
+    With `kept`, the question goes to that kept process (started with its own argv, at
+    its first question) instead of a new one."""
     watch = watch or Watch()
     spans = RunSpans(otel if otel is not None else tracer(), role=record.role,
-                     model=record.model, task_id=record.task_id, attempt=record.attempt)
+                     model=record.model, task_id=record.task_id, attempt=record.attempt,
+                     workflow_id=record.workflow_id)
     forward = on_event or _ignore
 
     def seen(event: RunEvent) -> None:
@@ -254,9 +295,13 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
     started = datetime.now(UTC)
     clock = time.monotonic()
     try:
-        streamed = await run_streaming(argv, stdin=prompt.encode(), env={**env, **spans.env()},
-                                       cwd=cwd, time_limit=time_limit, kill_grace=kill_grace,
-                                       watch=watch, on_event=seen)
+        if kept is not None:  # its environment was set at its start (`mcp_waits` too)
+            streamed = await kept.ask(prompt, time_limit=time_limit, watch=watch, on_event=seen)
+        else:
+            streamed = await run_streaming(argv, stdin=prompt.encode(),
+                                           env={**env, **mcp_waits(argv), **spans.env()},
+                                           cwd=cwd, time_limit=time_limit,
+                                           kill_grace=kill_grace, watch=watch, on_event=seen)
     except BaseException as exc:
         spans.end(None, exc)
         raise
@@ -311,11 +356,17 @@ class ClaudeExecutor:
         self.store = store
         self.otel = otel  # a tracer for the runs' spans (tests); None: OTLP if configured
         self._purged = 0.0
+        #: The organisation's gated tool calls (a bad rule stops the worker at its start).
+        self.approval_rules = parse_rules(settings.approval_tools)
+        #: Where approval decisions are read (set by `attach`); None: not read.
+        self.approvals: ApprovalStore | None = None
 
     def attach(self, database: Database) -> None:
         """Record runs in `database` (the pool calls this with its own)."""
         if self.store is None:
             self.store = PgRunStore(database)
+        if self.approvals is None:
+            self.approvals = ApprovalStore(database)
 
     def binary(self) -> str:
         """The CLI this executor runs; `ClaudeNotInstalled` if there is none."""
@@ -329,22 +380,30 @@ class ClaudeExecutor:
         return in_workspace(replace(base, **overrides) if overrides else base, task)
 
     def argv(self, binary: str, options: ClaudeRunOptions, *,
-             resume: str | None = None) -> list[str]:
+             resume: str | None = None, stream_input: bool = False) -> list[str]:
         argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
+        if stream_input:  # a kept process: questions as JSON lines on stdin (kept.py)
+            argv += ["--input-format", "stream-json"]
         if resume:
             argv += ["--resume", resume]
         if options.model:
             argv += ["--model", options.model]
         if options.system_prompt:
             argv += ["--append-system-prompt", options.system_prompt]
-        if options.allowed_tools:
-            argv += ["--allowedTools", ",".join(options.allowed_tools)]
+        tools = list(options.allowed_tools)
+        if options.mcp_config:  # only this server: none of the user's own MCP configs
+            argv += ["--mcp-config", options.mcp_config, "--strict-mcp-config"]
+            tools += options.mcp_tools
+        if tools:
+            argv += ["--allowedTools", ",".join(tools)]
         if options.max_turns:
             argv += ["--max-turns", str(options.max_turns)]
         if options.max_budget_usd:
             argv += ["--max-budget-usd", f"{options.max_budget_usd:g}"]
         if options.permission_mode:
             argv += ["--permission-mode", options.permission_mode]
+        if options.settings_file:  # the approval hook (echo.work.approvals)
+            argv += ["--settings", options.settings_file]
         if options.skip_permissions:
             argv.append("--dangerously-skip-permissions")
         return argv
@@ -379,12 +438,42 @@ class ClaudeExecutor:
                          model=options.model,
                          estimated=self.settings.claude_billing == "subscription")
 
+    def rules_for(self, options: ClaudeRunOptions) -> tuple[Rule, ...]:
+        """The tool calls of this run that need approval: the organisation's and the role's."""
+        return tuple(dict.fromkeys((*self.approval_rules, *parse_rules(options.approval_tools))))
+
     async def execute(self, task: Task) -> Result:
+        rules = self.rules_for(self.options_for(task))
+        if not rules:
+            return await self._execute(task, None, None)
+        folder = Path(tempfile.mkdtemp(prefix="echo-approval-"))  # 0700: the run's own
+        try:
+            hook = hook_settings(self.settings, folder, task_id=task.task_id, role=task.role,
+                                 rules=rules)
+            return await self._execute(task, str(hook), await self._decided(task))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def _decided(self, task: Task) -> str | None:
+        """What the resumed run is told of the decision it waited for (None: nothing)."""
+        if self.approvals is None:
+            return None
+        try:
+            requests = await self.approvals.of_task(task.task_id)
+        except (StoreUnavailable, StoreRejected) as exc:
+            log.warning("task %s: cannot read its approval requests: %s", task.task_id, exc)
+            return None
+        decided = [r for r in requests if r.kind == "tool" and r.state != "pending"]
+        return decision_note(decided[-1]) if decided else None
+
+    async def _execute(self, task: Task, hook: str | None, decided: str | None) -> Result:
         binary = self.binary()
         prompt = str(task.payload.get("prompt") or task.description)
         env = self.environment(task)
         base = self.options_for(task)
         options = self.budgeted(task, base)
+        if hook is not None:
+            options = replace(options, settings_file=hook)
         cwd = task.payload.get("workspace") or self.cwd or task.payload.get("cwd")
         watch = Watch(idle_timeout=options.idle_timeout or self.settings.claude_idle_timeout,
                       result_grace=self.settings.claude_result_grace,
@@ -404,7 +493,8 @@ class ClaudeExecutor:
                 return await start(None, prompt, None, None)
             await self._purge(self.store)
             return await run_attempt(self.store, task, prompt=prompt, env=env, cwd=cwd,
-                                     limit=self.settings.claude_events_per_run, start=start)
+                                     limit=self.settings.claude_events_per_run, start=start,
+                                     decided=decided)
         except ClaudeApiError as exc:
             if options.max_budget_usd == base.max_budget_usd or exc.run is None \
                     or exc.run.outcome != "max_budget":

@@ -63,14 +63,22 @@ from anyio.abc import TaskGroup, TaskStatus
 from echo.config import Settings
 from echo.db import Database, nul_free
 from echo.degradation import Condition, Reporter
-from echo.errors import EchoError, StoreRejected, StoreUnavailable, UsageError
+from echo.errors import ClaudeDeferred, EchoError, StoreRejected, StoreUnavailable, UsageError
 from echo.listener import Listener, Registration
 from echo.logs import fields
 from echo.runtime import Backoff
+from echo.work.approvals.store import ApprovalStore
 from echo.work.executors import Executor, Result
 from echo.work.governor.gate import ClaimGate
 from echo.work.process import stop_margin
-from echo.work.queue import DEFAULT_BACKOFF, Completion, Failure, Task, TaskQueue
+from echo.work.queue import (
+    AWAITING_APPROVAL,
+    DEFAULT_BACKOFF,
+    Completion,
+    Failure,
+    Task,
+    TaskQueue,
+)
 from echo.work.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -158,6 +166,7 @@ class ExecutorPool:
             raise UsageError("a pool needs at least one executor")
         self.settings = settings
         self.queue = TaskQueue(database)
+        self.approvals = ApprovalStore(database)
         self.executors = dict(executors)
         for executor in self.executors.values():  # e.g. Claude runs record their events
             attach = getattr(executor, "attach", None)
@@ -417,6 +426,8 @@ class ExecutorPool:
             self._outbox_ready.set()
 
     def _failure(self, task: Task, exc: Exception) -> Failure:
+        if isinstance(exc, ClaudeDeferred):  # waits for a decision, holding no slot
+            return Failure(task, str(exc), True, counted=False, run=exc.run, awaiting=True)
         retryable = getattr(exc, "retryable", None)
         if retryable is None:
             retryable = not isinstance(exc, UsageError)
@@ -596,6 +607,14 @@ class ExecutorPool:
             if rescued:
                 log.warning("rescued %d task(s) with expired leases: %s", len(rescued), rescued)
                 self._wake.set()
+            try:
+                woken = await self.approvals.sweep()
+            except (StoreUnavailable, StoreRejected) as exc:
+                self._trouble(exc, "expire approval requests")
+                woken = []
+            if woken:
+                log.info("approval requests decided or expired: task(s) %s queued again", woken)
+                self._wake.set()
             await anyio.sleep(max(self.settings.worker_check_interval, self.lease_seconds / 6))
 
     # ---------------------------------------------------------------- draining
@@ -650,6 +669,10 @@ def _log_outcome(task: Task, outcome: Completion | Failure, status: str) -> None
     if isinstance(outcome, Completion):
         where["fields"]["outcome"] = "completed"
         log.info("task %s (%s) completed", task.task_id, task.task_type, extra=where)
+        return
+    if status == AWAITING_APPROVAL:
+        where["fields"]["outcome"] = AWAITING_APPROVAL
+        log.info("task %s (%s) %s", task.task_id, task.task_type, outcome.error, extra=where)
         return
     again = status == "pending"
     where["fields"]["outcome"] = "retrying" if again else "failed"

@@ -37,8 +37,11 @@ from echo.work.governor.ledger import RunRecord, ledger_rows
 #: SQLSTATE unique_violation: requeueing a task whose dedupe key a live task now holds.
 UNIQUE_VIOLATION = "23505"
 
-#: Every status a task can have; the last four are final.
-STATUSES = ("pending", "running", "completed", "failed", "cancelled", "dead")
+#: Every status a task can have; completed, failed, cancelled and dead are final.
+#: `awaiting_approval`: its run stopped at a tool call an operator must decide
+#: (echo.work.approvals); it holds no worker until the decision queues it again.
+AWAITING_APPROVAL = "awaiting_approval"
+STATUSES = ("pending", "running", "completed", "failed", "cancelled", "dead", AWAITING_APPROVAL)
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "dead"})
 #: The prefix of a task's error when it could not run because Claude was unavailable
 #: (the workflow's agents write it, echo.org.workflow.agent).
@@ -46,7 +49,8 @@ SKIPPED = "skipped: claude unavailable"
 #: What a person reads of a task (its outcome): the status, except that a failure
 #: because Claude was unavailable reads `skipped`. `tasks list` and its filter, the
 #: dashboard, the summary API and the metrics all use these words.
-OUTCOMES = ("pending", "running", "completed", "failed", "skipped", "cancelled", "dead")
+OUTCOMES = ("pending", "running", "completed", "failed", "skipped", "cancelled", "dead",
+            AWAITING_APPROVAL)
 
 
 def task_outcome(status: str, error: str | None) -> str:
@@ -194,6 +198,8 @@ class Failure:
     cost_usd: float | None = None
     session_id: str | None = None
     run: RunRecord | None = None  # the Claude run's ledger row, written with the failure
+    #: The run stopped at a tool call awaiting approval: the task waits, holding nothing.
+    awaiting: bool = False
 
 
 #: How long a failed task waits before its next attempt: the n-th retry waits between
@@ -352,6 +358,7 @@ class TaskQueue:
                 [f.counted for f in failures], [max(0.0, f.delay) for f in failures],
                 [f.cost_usd for f in failures], [f.session_id for f in failures],
                 ledger_rows([f.run for f in failures if f.run is not None]), now, timezone,
+                [f.awaiting for f in failures],
             )
         return {r["task_id"]: r["status"] for r in rows}
 
@@ -384,7 +391,7 @@ class TaskQueue:
 
     # ----------------------------------------------------------------- operators
     async def cancel(self, task_id: int, *, actor: str = "cli") -> str:
-        """Cancel a pending or running task; return the status it had. A running task's
+        """Cancel a pending, running or awaiting task; return the status it had. A running task's
         worker is told by NOTIFY (and notices at its next heartbeat anyway)."""
         async with self.db.transaction() as conn:
             await conn.fetchval(_Q["set_actor"], actor)
@@ -394,8 +401,8 @@ class TaskQueue:
             return str(previous)
         if status is None:
             raise NotFound(f"no task {task_id}; `echoctl tasks list` shows the tasks")
-        raise UsageError(f"task {task_id} is already {status}; only pending or running "
-                         "tasks can be cancelled")
+        raise UsageError(f"task {task_id} is already {status}; only pending, running or "
+                         "awaiting_approval tasks can be cancelled")
 
     async def requeue(self, task_id: int, *, actor: str = "cli") -> None:
         """Run a failed, dead or cancelled task again, with its retries reset."""
@@ -432,6 +439,12 @@ class TaskQueue:
         """The recorded cost of task runs, per role."""
         async with self.db.acquire() as conn:
             return [dict(r) for r in await conn.fetch(_Q["spend"])]
+
+    async def finished_by_minute(self, minutes: int) -> list[dict[str, Any]]:
+        """Tasks that ended in the last `minutes` (the database's clock): `ago` (whole
+        minutes before now), `outcome` and `n`, one row per minute and outcome seen."""
+        async with self.db.acquire() as conn:
+            return [dict(r) for r in await conn.fetch(_Q["finished_by_minute"], minutes, SKIPPED)]
 
     async def list(self, *, status: str | None = None, role: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:

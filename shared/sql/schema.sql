@@ -135,6 +135,28 @@ BEGIN
 END $$;
 
 --
+-- Name: approvals_audit(); Type: FUNCTION; Schema: -; Owner: -
+--
+
+CREATE FUNCTION approvals_audit() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.state IS NOT DISTINCT FROM OLD.state THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO agent_actions (actor, action, subject_type, subject_id, details)
+    VALUES (coalesce(NEW.decided_by, nullif(current_setting('echo.actor', true), ''), 'system'),
+            'approval.' || CASE WHEN TG_OP = 'INSERT' THEN 'requested' ELSE NEW.state END,
+            'approval', NEW.id::text,
+            jsonb_strip_nulls(jsonb_build_object(
+                'kind', NEW.kind, 'role', NEW.role, 'task_id', NEW.task_id,
+                'tool', NEW.tool_name, 'reason', NEW.reason,
+                'from', CASE WHEN TG_OP = 'UPDATE' THEN OLD.state END)));
+    RETURN NULL;
+END $$;
+
+--
 -- Name: claude_burst_spent(double precision); Type: FUNCTION; Schema: -; Owner: -
 --
 
@@ -293,6 +315,31 @@ BEGIN
 END $_$;
 
 --
+-- Name: claude_runs_announce(); Type: FUNCTION; Schema: -; Owner: -
+--
+
+CREATE FUNCTION claude_runs_announce() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- The claim statement's ledger part usually inserts nothing (023): then do nothing.
+    IF NOT EXISTS (SELECT 1 FROM new_rows WHERE task_id IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO agent_actions (actor, action, subject_type, subject_id, details)
+    SELECT coalesce(n.role, 'system'), 'run.ended', 'run', n.task_id::text,
+           jsonb_strip_nulls(jsonb_build_object(
+               'task_id', n.task_id, 'role', n.role, 'attempt', n.attempt,
+               'outcome', n.outcome, 'cost_usd', n.cost_usd, 'turns', n.turns,
+               'duration_ms', n.duration_ms, 'resumed_attempt', n.resumed_attempt,
+               'session_id', n.session_id, 'workflow', n.workflow_id))
+    FROM new_rows AS n
+    WHERE n.task_id IS NOT NULL
+    ORDER BY n.run_id;
+    RETURN NULL;
+END $$;
+
+--
 -- Name: claude_runs; Type: TABLE; Schema: -; Owner: -
 --
 
@@ -320,7 +367,7 @@ CREATE TABLE claude_runs (
     resumed_attempt integer,
     CONSTRAINT claude_runs_cost_usd_check CHECK ((cost_usd >= (0)::numeric)),
     CONSTRAINT claude_runs_kind_check CHECK ((kind = ANY (ARRAY['task'::text, 'question'::text]))),
-    CONSTRAINT claude_runs_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'auth'::text, 'credit'::text, 'usage_limit'::text, 'rate_limited'::text, 'overloaded'::text, 'api_error'::text, 'max_budget'::text, 'timeout'::text, 'crash'::text, 'hung'::text, 'loop'::text])))
+    CONSTRAINT claude_runs_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'auth'::text, 'credit'::text, 'usage_limit'::text, 'rate_limited'::text, 'overloaded'::text, 'api_error'::text, 'max_budget'::text, 'timeout'::text, 'crash'::text, 'hung'::text, 'loop'::text, 'deferred'::text])))
 );
 
 --
@@ -341,6 +388,29 @@ CREATE FUNCTION claude_runs_rows(runs jsonb, at timestamp with time zone, tz tex
         cost_usd numeric, input_tokens bigint, output_tokens bigint, turns integer,
         outcome text, session_id text, estimated boolean, resumed_attempt integer)
 $$;
+
+--
+-- Name: claude_sessions_announce(); Type: FUNCTION; Schema: -; Owner: -
+--
+
+CREATE FUNCTION claude_sessions_announce() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN  -- an upsert that only updated
+        RETURN NULL;
+    END IF;
+    INSERT INTO agent_actions (actor, action, subject_type, subject_id, details)
+    SELECT coalesce(t.assigned_role, n.worker_id), 'run.started', 'run', n.task_id::text,
+           jsonb_strip_nulls(jsonb_build_object(
+               'task_id', n.task_id, 'role', t.assigned_role, 'attempt', n.attempt,
+               'resumed_attempt', n.resumed_attempt, 'session_id', n.session_id,
+               'worker', n.worker_id, 'description', left(t.task_description, 120)))
+    FROM new_rows AS n
+    LEFT JOIN agent_tasks AS t ON t.task_id = n.task_id
+    ORDER BY n.task_id, n.attempt;
+    RETURN NULL;
+END $$;
 
 --
 -- Name: decisions_audit(); Type: FUNCTION; Schema: -; Owner: -
@@ -656,7 +726,7 @@ CREATE TABLE agent_tasks (
     duration_sec double precision,
     CONSTRAINT agent_tasks_max_retries_check CHECK ((max_retries >= 0)),
     CONSTRAINT agent_tasks_retry_count_check CHECK ((retry_count >= 0)),
-    CONSTRAINT agent_tasks_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text, 'dead'::text]))),
+    CONSTRAINT agent_tasks_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text, 'dead'::text, 'awaiting_approval'::text]))),
     CONSTRAINT agent_tasks_task_description_check CHECK ((task_description <> ''::text)),
     CONSTRAINT agent_tasks_task_type_check CHECK ((task_type ~ '^[a-z][a-z0-9_]{0,31}$'::text)),
     CONSTRAINT agent_tasks_timeout_seconds_check CHECK ((timeout_seconds > 0))
@@ -678,6 +748,47 @@ CREATE SEQUENCE agent_tasks_task_id_seq
 --
 
 ALTER SEQUENCE agent_tasks_task_id_seq OWNED BY agent_tasks.task_id;
+
+--
+-- Name: approvals; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE approvals (
+    id bigint NOT NULL,
+    kind text NOT NULL,
+    role text,
+    task_id bigint,
+    tool_name text,
+    input jsonb DEFAULT '{}'::jsonb NOT NULL,
+    input_hash text,
+    session_id text,
+    tool_use_id text,
+    state text DEFAULT 'pending'::text NOT NULL,
+    reason text,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL,
+    decided_at timestamp with time zone,
+    decided_by text,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT approvals_kind_check CHECK ((kind = ANY (ARRAY['tool'::text, 'merge'::text, 'budget'::text]))),
+    CONSTRAINT approvals_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'approved'::text, 'denied'::text, 'expired'::text, 'used'::text])))
+);
+
+--
+-- Name: approvals_id_seq; Type: SEQUENCE; Schema: -; Owner: -
+--
+
+CREATE SEQUENCE approvals_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+--
+-- Name: approvals_id_seq; Type: SEQUENCE OWNED BY; Schema: -; Owner: -
+--
+
+ALTER SEQUENCE approvals_id_seq OWNED BY approvals.id;
 
 --
 -- Name: budgets; Type: TABLE; Schema: -; Owner: -
@@ -920,6 +1031,7 @@ CREATE TABLE repositories (
     push boolean DEFAULT false NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    require_approval boolean DEFAULT false NOT NULL,
     CONSTRAINT repositories_base_branch_check CHECK ((base_branch <> ''::text)),
     CONSTRAINT repositories_name_check CHECK ((name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'::text)),
     CONSTRAINT repositories_source_check CHECK ((source <> ''::text))
@@ -1004,6 +1116,18 @@ CREATE TABLE workflow_participants (
 );
 
 --
+-- Name: workflow_sessions; Type: TABLE; Schema: -; Owner: -
+--
+
+CREATE TABLE workflow_sessions (
+    workflow_id text NOT NULL,
+    role text NOT NULL,
+    session_id text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workflow_sessions_session_id_check CHECK ((session_id <> ''::text))
+);
+
+--
 -- Name: workflows_id_seq; Type: SEQUENCE; Schema: -; Owner: -
 --
 
@@ -1037,6 +1161,7 @@ CREATE TABLE workflows (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     finished_at timestamp with time zone,
     error text,
+    repo jsonb,
     CONSTRAINT workflows_consensus_check CHECK ((consensus = ANY (ARRAY['approved'::text, 'rejected'::text, 'escalated'::text]))),
     CONSTRAINT workflows_decider_timeout_check CHECK ((decider_timeout > (0)::double precision)),
     CONSTRAINT workflows_phase_check CHECK ((phase = ANY (ARRAY['selecting'::text, 'discussing'::text, 'voting'::text, 'deciding'::text, 'executing'::text, 'done'::text, 'cancelled'::text, 'error'::text]))),
@@ -1057,6 +1182,12 @@ ALTER TABLE ONLY agent_actions ALTER COLUMN id SET DEFAULT nextval('agent_action
 --
 
 ALTER TABLE ONLY agent_tasks ALTER COLUMN task_id SET DEFAULT nextval('agent_tasks_task_id_seq'::regclass);
+
+--
+-- Name: approvals id; Type: DEFAULT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY approvals ALTER COLUMN id SET DEFAULT nextval('approvals_id_seq'::regclass);
 
 --
 -- Name: claude_runs run_id; Type: DEFAULT; Schema: -; Owner: -
@@ -1110,6 +1241,13 @@ ALTER TABLE ONLY agent_inbox
 
 ALTER TABLE ONLY agent_tasks
     ADD CONSTRAINT agent_tasks_pkey PRIMARY KEY (task_id);
+
+--
+-- Name: approvals approvals_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY approvals
+    ADD CONSTRAINT approvals_pkey PRIMARY KEY (id);
 
 --
 -- Name: budgets budgets_pkey; Type: CONSTRAINT; Schema: -; Owner: -
@@ -1266,6 +1404,13 @@ ALTER TABLE ONLY workflow_participants
     ADD CONSTRAINT workflow_participants_pkey PRIMARY KEY (workflow_id, role);
 
 --
+-- Name: workflow_sessions workflow_sessions_pkey; Type: CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY workflow_sessions
+    ADD CONSTRAINT workflow_sessions_pkey PRIMARY KEY (workflow_id, role);
+
+--
 -- Name: workflows workflows_pkey; Type: CONSTRAINT; Schema: -; Owner: -
 --
 
@@ -1297,10 +1442,16 @@ CREATE INDEX agent_inbox_message_idx ON agent_inbox USING btree (message_id);
 CREATE INDEX agent_tasks_claim_idx ON agent_tasks USING btree (task_priority DESC, task_id) INCLUDE (run_after, assigned_role, task_type) WHERE (status = 'pending'::text);
 
 --
+-- Name: agent_tasks_completed_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX agent_tasks_completed_idx ON agent_tasks USING btree (completed_at) WHERE (completed_at IS NOT NULL);
+
+--
 -- Name: agent_tasks_dedupe_idx; Type: INDEX; Schema: -; Owner: -
 --
 
-CREATE UNIQUE INDEX agent_tasks_dedupe_idx ON agent_tasks USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'running'::text])));
+CREATE UNIQUE INDEX agent_tasks_dedupe_idx ON agent_tasks USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'running'::text, 'awaiting_approval'::text])));
 
 --
 -- Name: agent_tasks_lease_idx; Type: INDEX; Schema: -; Owner: -
@@ -1313,6 +1464,30 @@ CREATE INDEX agent_tasks_lease_idx ON agent_tasks USING btree (lease_expires_at)
 --
 
 CREATE INDEX agent_tasks_status_idx ON agent_tasks USING btree (status, task_id);
+
+--
+-- Name: approvals_merge_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE UNIQUE INDEX approvals_merge_idx ON approvals USING btree (task_id) WHERE ((kind = 'merge'::text) AND (state = ANY (ARRAY['pending'::text, 'approved'::text])));
+
+--
+-- Name: approvals_pending_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX approvals_pending_idx ON approvals USING btree (expires_at) WHERE (state = 'pending'::text);
+
+--
+-- Name: approvals_task_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE INDEX approvals_task_idx ON approvals USING btree (task_id, id);
+
+--
+-- Name: approvals_tool_use_idx; Type: INDEX; Schema: -; Owner: -
+--
+
+CREATE UNIQUE INDEX approvals_tool_use_idx ON approvals USING btree (task_id, tool_use_id) WHERE (tool_use_id IS NOT NULL);
 
 --
 -- Name: claude_run_events_at_idx; Type: INDEX; Schema: -; Owner: -
@@ -1435,6 +1610,12 @@ CREATE TRIGGER agent_tasks_insert_audit AFTER INSERT ON agent_tasks REFERENCING 
 CREATE TRIGGER agent_tasks_update_audit AFTER UPDATE ON agent_tasks REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION agent_tasks_update_audit();
 
 --
+-- Name: approvals approvals_audit; Type: TRIGGER; Schema: -; Owner: -
+--
+
+CREATE TRIGGER approvals_audit AFTER INSERT OR UPDATE ON approvals FOR EACH ROW EXECUTE FUNCTION approvals_audit();
+
+--
 -- Name: budgets budgets_audit; Type: TRIGGER; Schema: -; Owner: -
 --
 
@@ -1451,6 +1632,18 @@ CREATE TRIGGER claude_pauses_audit AFTER INSERT OR DELETE OR UPDATE ON claude_pa
 --
 
 CREATE TRIGGER claude_runs_account AFTER INSERT ON claude_runs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION claude_runs_account();
+
+--
+-- Name: claude_runs claude_runs_announce; Type: TRIGGER; Schema: -; Owner: -
+--
+
+CREATE TRIGGER claude_runs_announce AFTER INSERT ON claude_runs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION claude_runs_announce();
+
+--
+-- Name: claude_sessions claude_sessions_announce; Type: TRIGGER; Schema: -; Owner: -
+--
+
+CREATE TRIGGER claude_sessions_announce AFTER INSERT ON claude_sessions REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION claude_sessions_announce();
 
 --
 -- Name: decisions decisions_audit; Type: TRIGGER; Schema: -; Owner: -
@@ -1538,3 +1731,10 @@ ALTER TABLE ONLY decisions
 
 ALTER TABLE ONLY workflow_participants
     ADD CONSTRAINT workflow_participants_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES workflows(id) ON DELETE CASCADE;
+
+--
+-- Name: workflow_sessions workflow_sessions_workflow_id_fkey; Type: FK CONSTRAINT; Schema: -; Owner: -
+--
+
+ALTER TABLE ONLY workflow_sessions
+    ADD CONSTRAINT workflow_sessions_workflow_id_fkey FOREIGN KEY (workflow_id) REFERENCES workflows(id) ON DELETE CASCADE;

@@ -14,8 +14,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import anyio
+import pytest
+
 from echo.org.state import read_org
 from tests.console_org import Console
+from tests.e2e import test_claude_executor as executor_tests
+from tests.fakes.anthropic import FakeAnthropic, held, text, tool_use
 from tests.helpers import ROLES, all_in, wait_until
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
@@ -189,5 +194,262 @@ async def test_heartbeat_ages_stay_live_and_grow_when_the_beats_stop(browser: An
         "parseFloat(document.querySelector(\".agent[data-role='chro'] .heartbeat\").textContent) < 5",
         timeout=60_000)
     await wait_until(all_in(org.settings, "healthy", ROLES), timeout=60, interval=0.2)
+    assert page.errors == []
+    await page.context.close()
+
+
+# ---------------------------------------------------------------- runs and charts
+async def test_a_runs_doing_now_line_feed_and_timeline_are_live(browser: Any, org: Console) -> None:
+    """A Claude task of the CTO, run by this test as a worker runs one (claimed with its
+    attempt's lease; its session, events and ledger row written through the same
+    stores): the page shows what the CTO is doing, changing as the events land, the
+    feed announces the run's start and end, and the task's timeline lists its events
+    and its branch."""
+    from echo.db import Database
+    from echo.org.governance import governor_for
+    from echo.work import Completion, TaskQueue
+    from echo.work.governor.ledger import RunRecord
+    from echo.work.runs import PgRunStore, RunEvent
+
+    page = await open_dashboard(browser, org)
+    db = await Database.open(org.settings, max_size=2)
+    governor = governor_for(org.settings, db)
+    before = {b["key"]: b["daily_usd"] for b in await governor.budgets() if b["scope"] == "role"}
+    try:
+        # The CTO's own workers must not take it: a budget of 0 holds its Claude work back.
+        await governor.set_budget("role", "cto", 0.0, known_roles=ROLES)
+        q, store = TaskQueue(db), PgRunStore(db)
+        made = await q.enqueue("Move the API to the new cluster", task_type="claude", role="cto")
+        [task] = await q.claim(["browser-test:1:0"], task_types=["claude"], roles=["cto"],
+                               lease_seconds=600)
+        assert task.task_id == made.task_id
+        await governor.set_budget("role", "cto", before.get("cto") or 5.0, known_roles=ROLES)
+
+        assert await store.record_session(task, "s-browser", "/work/app", None)
+        started = page.locator(f"#messages li.run[data-run='run.started'][data-task='{task.task_id}']")
+        await started.wait_for(timeout=30_000)
+        assert f"run started: cto, task #{task.task_id}, attempt 1, fresh" in (
+            await started.text_content() or "")
+
+        line = page.locator(f"#doing li[data-task='{task.task_id}'] .line")
+        await store.append_events(task, 1, [RunEvent("init", "session s-browser", 0, 0.0),
+                                            RunEvent("tool_use", "Read src/api.py", 1, 0.01)])
+        await page.wait_for_function(
+            "([id, want]) => document.querySelector(`#doing li[data-task='${id}'] .line`)"
+            "?.textContent === want", arg=[task.task_id, "cto: Read src/api.py, turn 1, $0.01"],
+            timeout=30_000)
+        await store.append_events(task, 3, [RunEvent("tool_result", "ok", 1, 0.01),
+                                            RunEvent("tool_use", "Edit src/api.py", 2, 0.03)])
+        await page.wait_for_function(  # the same element, changed live: no reload
+            "([id, want]) => document.querySelector(`#doing li[data-task='${id}'] .line`)"
+            "?.textContent === want", arg=[task.task_id, "cto: Edit src/api.py, turn 2, $0.03"],
+            timeout=30_000)
+        assert await page.locator("#doing li[data-agent='cto']").count() == 1
+
+        await line.click()  # its timeline: attempt 1, running, the events so far
+        await page.wait_for_selector(f"#task-timeline[data-task='{task.task_id}'] .attempt[data-attempt='1']",
+                                     timeout=30_000)
+        assert "attempt 1 · fresh · running" in (await page.locator("#task-timeline").text_content() or "")
+
+        await store.append_events(task, 5, [RunEvent("result", "moved the API", 2, 0.05)])
+        workspace = {"repo": "app", "branch": f"echo/cto/task-{task.task_id}", "base_branch": "main",
+                     "base_commit": "a" * 40, "head": "b" * 40, "changed": True, "committed": True,
+                     "files": ["src/api.py"], "diffstat": " src/api.py | 2 +-\n 1 file changed",
+                     "path": "/work/app"}
+        ran = RunRecord(kind="task", outcome="ok", role="cto", task_id=task.task_id,
+                        attempt=task.attempt, cost_usd=0.05, turns=2, session_id="s-browser")
+        await q.complete([Completion(task, {"result": "moved the API", "workspace": workspace}, 0.05,
+                                     "s-browser", run=ran)])
+
+        ended = page.locator(f"#messages li.run[data-run='run.ended'][data-task='{task.task_id}']")
+        await ended.wait_for(timeout=30_000)
+        assert f"run ended: cto, task #{task.task_id}, attempt 1: ok, $0.0500, 2 turns" in (
+            await ended.text_content() or "")
+        await page.wait_for_function(
+            "(id) => !document.querySelector(`#doing li[data-task='${id}']`)", arg=task.task_id,
+            timeout=30_000)
+        timeline = page.locator(f"#task-timeline[data-status='completed'][data-task='{task.task_id}']")
+        await timeline.wait_for(timeout=30_000)
+        kinds = await timeline.locator(".attempt[data-attempt='1'] li").evaluate_all(
+            "els => els.map(e => e.dataset.kind)")
+        assert kinds == ["init", "tool_use", "tool_result", "tool_use", "result"]  # in order
+        text = await timeline.text_content() or ""
+        assert "attempt 1 · fresh · ok · $0.0500 · 2 turns" in text
+        assert "Read src/api.py" in text and "Edit src/api.py" in text
+        assert f"branch echo/cto/task-{task.task_id}" in text and "base main at aaaaaaaaaaaa" in text
+        assert "head bbbbbbbbbbbb · 1 file changed" in text and "src/api.py | 2 +-" in text
+    finally:
+        await db.close()
+    assert page.errors == []
+    await page.context.close()
+
+
+async def test_the_charts_draw_the_spend_and_the_finished_tasks_the_test_made(
+        browser: Any, org: Console) -> None:
+    from echo.db import Database
+    from echo.org.governance import governor_for
+    from echo.work import Completion, Failure, TaskQueue
+    from echo.work.governor.ledger import RunRecord
+
+    page = await open_dashboard(browser, org)
+    await page.wait_for_selector("#spend-chart svg", timeout=30_000)
+    db = await Database.open(org.settings, max_size=2)
+    try:
+        governor = governor_for(org.settings, db)
+        await governor.set_budget("role", "cto", 4.0, known_roles=ROLES)
+        await governor.set_budget("role", "ceo", 3.0, known_roles=ROLES)
+        async with org.client() as c:
+            spent_before = {r["role"]: r["spent_usd"]
+                            for r in (await c.get("/api/v1/charts/spend")).json()["roles"]}
+            done_before = (await c.get("/api/v1/charts/finished")).json()["total"]
+        await governor.record([  # two roles' workflow questions, as the deciders record them
+            RunRecord(kind="question", outcome="ok", role="cto", workflow_id="wf-1", cost_usd=0.40),
+            RunRecord(kind="question", outcome="ok", role="ceo", workflow_id="wf-1", cost_usd=0.25)])
+        q = TaskQueue(db)  # three tasks of no role (no agent takes those): two done, one failed
+        for n in range(3):
+            await q.enqueue(f"chart task {n}", task_type="noop")
+        mine = await q.claim(["browser-test:2:0", "browser-test:2:1", "browser-test:2:2"],
+                             task_types=["noop"], roles=None)
+        assert len(mine) == 3 and all(t.role is None for t in mine)
+        untouched = {"repo": "app", "branch": f"echo/task-{mine[1].task_id}", "base_branch": "main",
+                     "base_commit": "c" * 40, "head": "c" * 40, "changed": False, "committed": False,
+                     "files": [], "diffstat": "", "path": "/work/app"}
+        await q.complete([Completion(mine[0], "ok"), Completion(mine[1], {"workspace": untouched})])
+        await q.fail([Failure(mine[2], "boom", False)])
+
+        want_cto = round(spent_before.get("cto", 0.0) + 0.40, 2)
+        want_ceo = round(spent_before.get("ceo", 0.0) + 0.25, 2)
+        want_done = done_before.get("completed", 0) + 2
+        want_failed = done_before.get("failed", 0) + 1
+        # The task events redraw the charts live (no reload).
+        await page.wait_for_function(
+            """([cto, done]) => {
+                const spent = document.querySelector("#spend-chart li[data-role='cto']");
+                const completed = document.querySelector("#finished-chart li[data-outcome='completed']");
+                return spent && Math.abs(Number(spent.dataset.spent) - cto) < 0.005
+                    && completed && Number(completed.dataset.n) === done;
+            }""", arg=[want_cto, want_done], timeout=30_000)
+        spend = page.locator("#spend-chart")
+        assert await spend.locator("polyline.spend[data-role='cto']").count() == 1
+        assert await spend.locator("polyline.spend[data-role='ceo']").count() == 1
+        assert await spend.locator("line.budget[data-role='cto']").get_attribute("data-budget") == "4"
+        assert await spend.locator("line.budget[data-role='ceo']").get_attribute("data-budget") == "3"
+        assert (await spend.locator("li[data-role='cto']").text_content() or "").strip() == \
+            f"cto ${want_cto:.2f} of $4.00"
+        assert (await spend.locator("li[data-role='ceo']").text_content() or "").strip() == \
+            f"ceo ${want_ceo:.2f} of $3.00"
+        finished = page.locator("#finished-chart")
+        assert await finished.locator("li[data-outcome='failed']").get_attribute("data-n") == str(want_failed)
+        now_done = await finished.locator(
+            "rect[data-minute='0'][data-outcome='completed']").get_attribute("data-n")
+        assert now_done is not None and int(now_done) >= 2  # this minute's bar holds them
+        assert await finished.locator("svg rect.bar").count() >= 2
+
+        # A repository task whose run edited nothing says so in its timeline.
+        await page.locator(f"#tasks tr[data-id='{mine[1].task_id}'] td.desc").click()
+        timeline = page.locator(f"#task-timeline[data-task='{mine[1].task_id}']")
+        await timeline.wait_for(timeout=30_000)
+        shown = await timeline.text_content() or ""
+        assert f"branch echo/task-{mine[1].task_id}" in shown and "base main at cccccccccccc" in shown
+        assert "changed nothing" in shown and "no Claude run" in shown
+    finally:
+        await db.close()
+    assert page.errors == []
+    await page.context.close()
+
+
+claude_bin = executor_tests.claude_bin
+api = executor_tests.api
+
+
+@pytest.mark.timeout(300)
+async def test_a_real_claude_run_is_watched_live_from_the_page(
+        browser: Any, org: Console, claude_bin: str, api: FakeAnthropic, tmp_path: Path) -> None:
+    """The real `claude` CLI against the fake API, run by a pool for the CTO's tasks:
+    its second and third turns wait until the test lets them go, so the page is seen
+    showing each step as it happens."""
+    from echo.db import Database
+    from echo.org.governance import governor_for
+    from echo.runtime import Backoff
+    from echo.work import ClaudeRunOptions, ExecutorPool, TaskQueue
+    from echo.work.queue import UNGOVERNED
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("the notes say 42\n")
+    (work / "plan.txt").write_text("the plan is to move\n")
+    api.conversation(tool_use("Read", {"file_path": str(work / "notes.txt")}),
+                     held("second", tool_use("Read", {"file_path": str(work / "plan.txt")})),
+                     held("answer", text("The notes say 42 and the plan is to move.")))
+    executor = executor_tests.make_executor(
+        org.settings, claude_bin, api, tmp_path, options=ClaudeRunOptions(model="sonnet",
+                                                                          allowed_tools=("Read",)))
+    executor.cwd = work
+
+    page = await open_dashboard(browser, org)
+    db = await Database.open(org.settings, max_size=4)
+    governor = governor_for(org.settings, db)
+    before = {b["key"]: b["daily_usd"] for b in await governor.budgets() if b["scope"] == "role"}
+    q = TaskQueue(db)
+    try:
+        await governor.set_budget("role", "cto", 0.0, known_roles=ROLES)  # the CTO agent waits
+        made = await q.enqueue("read the notes and the plan", task_type="claude", role="cto")
+        pool = ExecutorPool(org.settings, db, {"claude": executor}, concurrency=1, roles=["cto"],
+                            gate=UNGOVERNED, backoff=Backoff(initial=0.05, max=0.1),
+                            lease_seconds=60)
+        async with anyio.create_task_group() as tg:
+            await tg.start(pool.run)
+
+            async def running() -> bool:
+                return (await q.get(made.task_id))["status"] == "running"
+
+            await wait_until(running, timeout=60, interval=0.05)
+            await governor.set_budget("role", "cto", before.get("cto") or 5.0, known_roles=ROLES)
+
+            started = page.locator(f"#messages li.run[data-run='run.started'][data-task='{made.task_id}']")
+            await started.wait_for(timeout=60_000)
+            assert f"run started: cto, task #{made.task_id}, attempt 1, fresh" in (
+                await started.text_content() or "")
+            doing = f"#doing li[data-task='{made.task_id}'] .line"
+            await page.wait_for_function(
+                "([sel, want]) => document.querySelector(sel)?.textContent.startsWith(want)",
+                arg=[doing, f"cto: Read {work / 'notes.txt'}, turn 1"], timeout=60_000)
+            api.release("second")
+            await page.wait_for_function(
+                "([sel, want]) => document.querySelector(sel)?.textContent.startsWith(want)",
+                arg=[doing, f"cto: Read {work / 'plan.txt'}, turn 2"], timeout=60_000)
+            shown = await page.locator(doing).text_content() or ""
+            async with org.client() as c:  # the page says what the API says
+                now = [r for r in (await c.get("/api/v1/runs/now")).json() if r["task_id"] == made.task_id]
+            assert [r["line"] for r in now] == [shown]
+            api.release("answer")
+
+            async def final() -> bool:
+                return (await q.get(made.task_id))["status"] in ("completed", "failed", "dead")
+
+            await wait_until(final, timeout=120, interval=0.05)
+            pool.stop()
+        row = await q.get(made.task_id)
+        assert row["status"] == "completed", row["error"]
+
+        ended = page.locator(f"#messages li.run[data-run='run.ended'][data-task='{made.task_id}']")
+        await ended.wait_for(timeout=30_000)
+        assert f"attempt 1: ok, ${float(row['cost_usd']):.4f}" in (await ended.text_content() or "")
+        await page.locator(f"#tasks tr[data-id='{made.task_id}'] td.desc").click()
+        timeline = page.locator(f"#task-timeline[data-status='completed'][data-task='{made.task_id}']")
+        await timeline.wait_for(timeout=30_000)
+        async with org.client() as c:
+            events = (await c.get(f"/api/v1/tasks/{made.task_id}")).json()["events"]
+        listed = await timeline.locator(".attempt[data-attempt='1'] li").evaluate_all(
+            "els => els.map(e => e.dataset.kind)")
+        assert listed == [e["kind"] for e in events] and listed[0] == "init" and listed[-1] == "result"
+        text_shown = await timeline.text_content() or ""
+        assert f"Read {work / 'notes.txt'}" in text_shown and f"Read {work / 'plan.txt'}" in text_shown
+        assert "attempt 1 · fresh · ok" in text_shown and "The notes say 42 and the plan" in text_shown
+        await page.wait_for_function(  # finished: its line goes at the next poll
+            "(id) => !document.querySelector(`#doing li[data-task='${id}']`)", arg=made.task_id,
+            timeout=30_000)
+    finally:
+        await db.close()
     assert page.errors == []
     await page.context.close()

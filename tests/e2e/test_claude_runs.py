@@ -3,7 +3,8 @@ CLI against the fake API: the run's events in `tasks show --json`; a stall kille
 the watchdog and resumed (the resumed request carries the earlier turns, the task
 completes once, the ledger links both attempts); a loop stopped and not retried; a
 worker SIGKILLed mid-run whose task another worker, with another CLAUDE_CONFIG_DIR,
-resumes from the transcript mirrored to Postgres."""
+resumes from the transcript mirrored to Postgres; a run cut at its budget
+(--max-budget-usd) that continues its session once the budget is raised."""
 
 from __future__ import annotations
 
@@ -200,6 +201,59 @@ async def test_a_worker_killed_mid_run_is_resumed_by_another_from_the_mirrored_t
     assert restored.is_file()  # restored from Postgres into a config dir it never saw
     carried = json.dumps(api.session_requests()[-1].body["messages"])
     assert "the notes say 42" in carried and "tool_use" in carried
+    no_claude_left()
+
+
+async def test_a_run_cut_at_its_budget_resumes_its_session_once_the_budget_is_raised(
+    settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
+) -> None:
+    notes = workdir(tmp_path) / "notes.txt"
+    # Turn 0 reads the notes (cheap); turn 1 costs $2.10, over the $1 left of the CTO's
+    # budget: the CLI (--max-budget-usd 1) stops there. The CLI drops that cut turn's
+    # unfinished tool call from the session (2.1.197), so the resumed session holds the
+    # prompt and turn 0, and its next turn answers.
+    api.conversation(tool_use("Read", {"file_path": str(notes)}),
+                     tool_use("Read", {"file_path": str(notes)}, input_tokens=200_000,
+                              output_tokens=100_000),
+                     text("All done: 42."))
+    governor = Governor(settings, db)
+    await governor.set_budget("role", "cto", 1.0, known_roles=["cto"])
+    executor = executor_tests.make_executor(settings, claude_bin, api, tmp_path, options=READ)
+    executor.cwd = notes.parent
+    q = TaskQueue(db)
+    made = await q.enqueue("read the notes", task_type="claude", role="cto", max_retries=0)
+    pool = ExecutorPool(settings, db, {"claude": executor}, concurrency=1, backoff=FAST)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pool.run)
+
+        async def cut() -> bool:
+            return [r["outcome"] for r in await governor.runs_of_task(made.task_id)] == [
+                "max_budget"]
+
+        await wait_until(cut, timeout=120, interval=0.05)
+        held = await q.get(made.task_id)
+        assert held["status"] == "pending" and held["retry_count"] == 0  # waits, uncounted
+        before = len(api.session_requests())
+        raised = await run_cli(settings, "budget", "set", "--role", "cto", "--daily-usd", "20")
+        assert raised.returncode == 0, raised.stderr
+
+        async def final() -> bool:
+            return (await q.get(made.task_id))["status"] in ("completed", "failed", "dead")
+
+        await wait_until(final, timeout=120, interval=0.05)
+        pool.stop()
+    row = await q.get(made.task_id)
+    assert row["status"] == "completed", row["error"]
+    assert row["result"]["result"] == "All done: 42." and row["retry_count"] == 0
+    runs = await governor.runs_of_task(made.task_id)
+    assert [(r["outcome"], r["resumed_attempt"]) for r in runs] == [
+        ("max_budget", None), ("ok", runs[0]["attempt"])]
+    assert runs[0]["session_id"] == runs[1]["session_id"] == row["session_id"]
+    # The resumed request carries the earlier turns: the tool call and what it read.
+    [resumed] = api.session_requests()[before:]
+    carried = json.dumps(resumed.body["messages"])
+    assert resumed.assistant_turns >= 1 and "tool_use" in carried
+    assert "the notes say 42" in carried and "stopped at its budget" in carried
     no_claude_left()
 
 

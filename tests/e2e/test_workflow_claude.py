@@ -2,7 +2,8 @@
 Anthropic API answering each workflow prompt (`[echo:<step>]`) with scripted JSON:
 LLM self-selection, positions, votes and the CEO's decision, and the task it
 assigns run by the CTO's pool. Also: a decider that does not answer in time falls
-back to keywords, and says so."""
+back to keywords, and says so. Each role's questions of the workflow are one session:
+its later requests carry its earlier questions and answers."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from echo.db import Database
 from echo.org.workflow import WorkflowStore
 from tests import helpers as org_tests
 from tests.e2e import test_claude_executor as executor_tests
-from tests.fakes.anthropic import HANG, FakeAnthropic, text
+from tests.fakes.anthropic import HANG, FakeAnthropic, Request, text
 from tests.helpers import run_cli, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +30,17 @@ ROLES = ["ceo", "cto", "chro"]
 
 def answer(data: object) -> object:
     return text(json.dumps(data))
+
+
+def asked(api: FakeAnthropic, *markers: str) -> list[Request]:
+    """The requests whose new question contains every marker."""
+    return [r for r in api.message_requests()
+            if all(m in json.dumps(r.last_user_message) for m in markers)]
+
+
+def said(request: Request) -> str:
+    """Everything the request carried: the earlier turns of its session too."""
+    return json.dumps(request.body.get("messages"))
 
 
 async def up_with_claude(s: Settings, api: FakeAnthropic, claude_bin: str, tmp_path: Path) -> dict[str, str]:
@@ -82,9 +94,22 @@ async def test_llm_workflow_end_to_end(
     assert task["status"] == "completed" and task["result"] == "Migration plan written"
     [report] = [m for m in data["messages"] if m["kind"] == "status" and "task" in m["body"]]
     assert report["from_role"] == "cto" and report["body"]["task"]["status"] == "completed"
-    prompts = [str(r.body) for r in api.message_requests()]
+    prompts = [json.dumps(r.last_user_message) for r in api.message_requests()]
     assert any("[echo:decide]" in p and "LLM: migrate in two steps" in p and "too risky" in p
                and "escalated" in p for p in prompts)
+    # One session per role: each later question resumed the role's session, so its
+    # request carries the role's earlier questions and its own answers to them.
+    for title in ("Chief Executive Officer", "Chief Technology Officer"):
+        [vote] = asked(api, "[echo:vote]", f"You are the {title}")
+        assert vote.assistant_turns == 2  # its self-selection and its position
+        assert "[echo:select]" in said(vote) and "[echo:position]" in said(vote)
+        assert "LLM: mine" in said(vote) and "LLM: migrate in two steps" in said(vote)
+    [decide] = asked(api, "[echo:decide]")
+    assert decide.assistant_turns == 3 and "LLM: the plan is sound" in said(decide)
+    async with db.acquire() as conn:
+        sessions = await conn.fetch("SELECT role, session_id FROM workflow_sessions "
+                                    "WHERE workflow_id = $1", data["workflow"]["id"])
+    assert {r["role"] for r in sessions} == set(ROLES) and len({r["session_id"] for r in sessions}) == 3
 
 
 async def test_decider_timeout_falls_back_to_keywords(

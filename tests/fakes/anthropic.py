@@ -7,15 +7,19 @@ against the real client. Each `POST /v1/messages` takes the next scripted
 or silence (the request is held open, for timeouts); `usage_limit(reset)` is the 429
 that makes a subscriber's CLI print "You've hit your … limit · resets …".
 `route(marker, reply)` answers
-every request whose prompt contains `marker` with `reply` instead (the workflow's
-prompts start with `[echo:<step>]`). Every request is recorded.
+every request whose newest user message contains `marker` with `reply` instead, before
+any script or conversation (the workflow's prompts start with `[echo:<step>]`, so one
+role's question is routed while another role's task runs a conversation; a resumed
+session's request carries its earlier prompts too, so only the newest counts). Every
+request is recorded.
 
 `conversation(*turns)` scripts a session instead, statelessly: a request is answered
 with the turn numbered by the assistant messages already in it, so a session resumed
 after a kill goes on where it stopped. A turn can be a tool call (`tool_use(name,
 input)`: the CLI runs the tool and sends the result in its next request) or a stall
 (`stall(then)`: the stream starts and goes silent, the first time that turn is asked;
-asked again, e.g. by the resumed session, it answers `then`). Side requests the CLI
+asked again, e.g. by the resumed session, it answers `then`) or held (`held(name,
+then)`: answered once the test calls `release(name)`). Side requests the CLI
 makes without tools (titles, summaries) are answered plainly. `Request.messages` and
 `.assistant_turns` count what each request carried.
 
@@ -49,6 +53,7 @@ class Reply:
     output_tokens: int = 5
     tool: tuple[str, dict[str, Any]] | None = None  # a tool_use block instead of text
     stall: bool = False  # start the stream, then go silent (once per conversation turn)
+    hold: str | None = None  # answer only once the test calls `release(hold)`
 
 
 def text(value: str) -> Reply:
@@ -74,6 +79,13 @@ def stall(then: Reply | None = None) -> Reply:
     """A turn whose stream starts and goes silent the first time; then it answers `then`."""
     then = then or Reply()
     return Reply(text=then.text, tool=then.tool, stall=True, input_tokens=then.input_tokens,
+                 output_tokens=then.output_tokens)
+
+
+def held(name: str, then: Reply) -> Reply:
+    """`then`, answered only once the test calls `api.release(name)`: a turn that
+    takes as long as the test needs (to watch a run between two of its steps)."""
+    return Reply(text=then.text, tool=then.tool, hold=name, input_tokens=then.input_tokens,
                  output_tokens=then.output_tokens)
 
 
@@ -112,6 +124,14 @@ class Request:
         return sum(1 for m in found or [] if isinstance(m, dict) and m.get("role") == "assistant")
 
     @property
+    def last_user_message(self) -> Any:
+        """The request's newest user message: what was asked this time (a resumed
+        session's request carries the earlier turns before it)."""
+        found = self.body.get("messages") if isinstance(self.body, dict) else None
+        users = [m for m in found or [] if isinstance(m, dict) and m.get("role") == "user"]
+        return users[-1] if users else None
+
+    @property
     def has_tools(self) -> bool:
         return isinstance(self.body, dict) and bool(self.body.get("tools"))
 
@@ -130,6 +150,7 @@ class FakeAnthropic:
         self._stalled: set[int] = set()
         self._lock = threading.Lock()
         self._release = threading.Event()
+        self._holds: dict[str, threading.Event] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -138,6 +159,14 @@ class FakeAnthropic:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    def _hold(self, name: str) -> threading.Event:
+        with self._lock:
+            return self._holds.setdefault(name, threading.Event())
+
+    def release(self, name: str) -> None:
+        """Let every turn `held(name, ...)` answer (now and from now on)."""
+        self._hold(name).set()
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with `replies`, in order; the last one repeats."""
@@ -156,7 +185,8 @@ class FakeAnthropic:
         return [r for r in self.message_requests() if r.has_tools]
 
     def route(self, marker: str, reply: Reply) -> None:
-        """Answer any request whose messages contain `marker` with `reply` (always)."""
+        """Answer any request whose newest user message contains `marker` with `reply`
+        (always; the first matching route wins)."""
         with self._lock:
             self._routes.append((marker, reply))
 
@@ -203,6 +233,8 @@ class FakeAnthropic:
 
     def stop(self) -> None:
         self._release.set()
+        for hold in list(self._holds.values()):
+            hold.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -219,6 +251,11 @@ class FakeAnthropic:
                 self._limited = (float(reset), usage_limit(reset, self._limit_claim))
             if self._limited is not None and time.time() < self._limited[0]:
                 return self._limited[1]
+            if req is not None and self._routes:
+                prompt = json.dumps(req.last_user_message)
+                for marker, reply in self._routes:
+                    if marker in prompt:
+                        return reply
             if req is not None and self._turns is not None:
                 if not req.has_tools:
                     return Reply(text="Side answer")
@@ -231,11 +268,6 @@ class FakeAnthropic:
                                      output_tokens=reply.output_tokens)
                     self._stalled.add(n)
                 return reply
-            if req is not None and self._routes:
-                prompt = json.dumps(req.body.get("messages")) if isinstance(req.body, dict) else ""
-                for marker, reply in self._routes:
-                    if marker in prompt:
-                        return reply
             return self._script.pop(0) if len(self._script) > 1 else self._script[0]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -292,6 +324,8 @@ class FakeAnthropic:
                 if reply.hang:
                     fake._release.wait()
                     return
+                if reply.hold is not None:
+                    fake._hold(reply.hold).wait()
                 if reply.status != 200:
                     self._json(reply.status, {"type": "error", "error": {
                         "type": reply.error_type, "message": reply.error_message}},

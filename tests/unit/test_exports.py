@@ -27,7 +27,8 @@ BUS = {
 }  # fmt: skip
 
 WORK = {
-    "FINAL_STATUSES", "OUTCOMES", "SKIPPED", "STATUSES", "TASK_TYPES", "ClaudeExecutor", "ClaudeRunOptions",
+    "AWAITING_APPROVAL", "FINAL_STATUSES", "OUTCOMES", "SKIPPED", "STATUSES", "TASK_TYPES",
+    "ClaudeExecutor", "ClaudeRunOptions",
     "CommandExecutor", "Completion", "Enqueued", "Executor", "ExecutorPool", "Failure", "NewTask",
     "NoopExecutor", "PoolMetrics", "ProcessResult", "Result", "Task", "TaskQueue",
     "check_outcome", "resolve_claude_bin", "run_process", "task_outcome",

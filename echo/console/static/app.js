@@ -172,7 +172,8 @@ async function loadWorkflows() {
   document.getElementById("workflows").replaceChildren(...rows.map((w) =>
     h("li", { "data-id": w.id, class: w.id === state.selected ? "selected" : "",
               onclick: () => { state.selected = w.id; loadWorkflows().catch(showError); } },
-      h("b", {}, w.id), h("span", { class: `badge phase-${w.phase}` }, w.phase), w.subject)));
+      h("b", {}, w.id), h("span", { class: `badge phase-${w.phase}` }, w.phase), w.subject,
+      w.repo ? h("span", { class: "badge repo", title: "its decision's tasks work in this repository" }, w.repo.name) : null)));
   if (state.selected) await loadTimeline();
 }
 const refreshWorkflows = debounced(loadWorkflows, 100);
@@ -190,7 +191,8 @@ async function loadTimeline() {
   const rounds = {};
   for (const m of said("discussion")) (rounds[m.body.round] ??= []).push(m);
   const steps = [
-    step(`proposal by ${w.started_by} · ${time(w.created_at)}`, h("li", {}, w.subject), w.body ? h("li", {}, w.body) : null),
+    step(`proposal by ${w.started_by} · ${time(w.created_at)}`, h("li", {}, w.subject), w.body ? h("li", {}, w.body) : null,
+      w.repo ? h("li", { class: "repo" }, `in repository ${w.repo.name}`) : null),
     step("who took part, and why", ...data.participants.map((p) =>
       h("li", {}, `${p.role}: ${p.participate ? "joins" : "declines"} (${p.decider}${p.confidence != null ? `, ${Number(p.confidence).toFixed(2)}` : ""}) — ${p.reason}`))),
     ...Object.keys(rounds).sort().map((r) => step(`positions, round ${r}`, ...rounds[r].map((m) =>
@@ -235,7 +237,7 @@ function taskButtons(t) {
   };
   return [
     ["failed", "skipped", "dead", "cancelled"].includes(t.outcome ?? t.status) ? h("button", { "data-action": "retry", onclick: act("retry") }, "retry") : null,
-    ["pending", "running"].includes(t.status) ? h("button", { class: "secondary", "data-action": "cancel", onclick: act("cancel") }, "cancel") : null,
+    ["pending", "running", "awaiting_approval"].includes(t.status) ? h("button", { class: "secondary", "data-action": "cancel", onclick: act("cancel") }, "cancel") : null,
   ];
 }
 
@@ -246,7 +248,9 @@ async function loadTasks() {
   if (filters.role.value) query.set("role", filters.role.value);
   const rows = await api(`/tasks?${query}`);
   document.querySelector("#tasks tbody").replaceChildren(...rows.map((t) =>
-    h("tr", { "data-id": t.task_id, "data-status": t.outcome ?? t.status },
+    h("tr", { "data-id": t.task_id, "data-status": t.outcome ?? t.status,
+              class: t.task_id === runs.task ? "selected" : "", title: "show its runs",
+              onclick: (event) => { if (!event.target.closest("button")) selectTask(t.task_id); } },
       h("td", {}, t.task_id), h("td", {}, h("span", { class: `badge state-${t.outcome ?? t.status}` }, t.outcome ?? t.status)),
       h("td", {}, t.assigned_role ?? "-"), h("td", { class: "desc", title: t.error ?? "" }, t.task_description),
       h("td", {}, `${t.attempt}/${t.max_retries + 1}`), h("td", {}, t.cost_usd != null ? `$${Number(t.cost_usd).toFixed(4)}` : ""),
@@ -266,6 +270,281 @@ async function loadSummary() {
       (r.budget_usd === null || r.budget_usd === undefined ? "" : ` of $${Number(r.budget_usd).toFixed(2)}`)))));
 }
 const refreshSummary = debounced(loadSummary, 300);
+
+// ---------------------------------------------------------------- runs: doing now, a task's timeline, the feed
+// What each agent's Claude run is doing (the hub's `doing` event, one line per agent),
+// the selected task's attempts with their events and result, and the runs' start and
+// end announced in the messages feed (`run` events: run.started, run.ended).
+const runs = { task: null, doing: [] };
+
+function money(value, digits = 2) {
+  return value === null || value === undefined ? "" : `$${Number(value).toFixed(digits)}`;
+}
+
+function short(commit) {
+  return commit ? String(commit).slice(0, 12) : "-";
+}
+
+function renderDoing(data) {
+  runs.doing = data.agents || [];
+  const list = document.getElementById("doing");
+  if (!runs.doing.length) {
+    list.replaceChildren(h("li", { class: "muted" }, "nothing running"));
+    return;
+  }
+  list.replaceChildren(...runs.doing.map((a) =>
+    h("li", { "data-agent": a.agent, "data-role": a.role ?? "", "data-task": a.task_id,
+              "data-kind": a.kind, title: `task #${a.task_id}, attempt ${a.attempt}`,
+              onclick: () => selectTask(a.task_id) },
+      h("span", { class: "line" }, a.line),
+      a.tasks > 1 ? h("span", { class: "muted" }, ` (+${a.tasks - 1} more task${a.tasks > 2 ? "s" : ""})`) : null)));
+  if (runs.doing.some((a) => a.task_id === runs.task)) refreshTaskTimeline();
+}
+
+function selectTask(id) {
+  runs.task = id;
+  for (const row of document.querySelectorAll("#tasks tbody tr")) {
+    row.classList.toggle("selected", Number(row.dataset.id) === id);
+  }
+  loadTaskTimeline().catch(showError);
+}
+
+function eventLine(e) {
+  const figures = [e.turn ? `turn ${e.turn}` : null, e.cost_usd !== null && e.cost_usd !== undefined ? money(e.cost_usd, 4) : null]
+    .filter(Boolean).join(", ");
+  return h("li", { "data-kind": e.kind, "data-seq": `${e.attempt}.${e.seq}` },
+    h("span", { class: "small" }, `${time(e.at)} `), h("b", {}, e.kind), ` ${e.summary}`,
+    figures ? h("span", { class: "small" }, ` · ${figures}`) : null);
+}
+
+function attemptTitle(n, run, events, task) {
+  const resumed = run?.resumed_attempt ?? null;
+  const resumedEvent = events.find((e) => e.kind === "resume");
+  const how = resumed !== null ? `resumed from attempt ${resumed}` : resumedEvent ? "resumed" : "fresh";
+  if (run) {
+    return `attempt ${n} · ${how} · ${run.outcome} · ${money(run.cost_usd, 4)}` +
+      (run.turns !== null && run.turns !== undefined ? ` · ${run.turns} turn${run.turns === 1 ? "" : "s"}` : "");
+  }
+  const live = task.status === "running" && n === task.attempt;
+  return `attempt ${n} · ${how} · ${live ? "running" : "no ledger row"}`;
+}
+
+function workspaceLines(ws) {
+  const items = [
+    h("li", { class: "ws-branch" }, `repository ${ws.repo} · branch ${ws.branch}`),
+    h("li", { class: "ws-base" }, `base ${ws.base_branch} at ${short(ws.base_commit)}`),
+  ];
+  if (!ws.changed) return [...items, h("li", { class: "ws-nothing" }, "changed nothing")];
+  const files = ws.files || [];
+  items.push(h("li", { class: "ws-head" }, `head ${short(ws.head)} · ${files.length} file${files.length === 1 ? "" : "s"} changed`));
+  if (files.length) items.push(h("li", { class: "ws-files" }, files.join(", ")));
+  if (ws.diffstat) items.push(h("li", {}, h("pre", { class: "diffstat" }, ws.diffstat)));
+  return items;
+}
+
+function resultSteps(t) {
+  const out = [];
+  const result = t.result;
+  const ws = result && typeof result === "object" ? result.workspace : null;
+  if (ws && typeof ws === "object") out.push(step("result: the branch", ...workspaceLines(ws)));
+  const text = result === null || result === undefined ? null
+    : typeof result === "string" ? result
+    : typeof result.result === "string" ? result.result : null;
+  if (text) out.push(step("result", h("li", { class: "body" }, text.slice(0, 2000))));
+  if (t.error) out.push(step("error", h("li", {}, t.error)));
+  return out;
+}
+
+async function loadTaskTimeline() {
+  const id = runs.task;
+  const box = document.getElementById("task-timeline");
+  if (!id) { box.hidden = true; return; }
+  const t = await api(`/tasks/${encodeURIComponent(id)}`);
+  if (id !== runs.task) return;
+  const byAttempt = new Map();
+  for (const e of t.events) {
+    if (!byAttempt.has(e.attempt)) byAttempt.set(e.attempt, []);
+    byAttempt.get(e.attempt).push(e);
+  }
+  const ledger = new Map((t.runs || []).filter((r) => r.attempt !== null).map((r) => [r.attempt, r]));
+  const attempts = [...new Set([...byAttempt.keys(), ...ledger.keys()])].sort((a, b) => a - b);
+  const steps = [
+    h("h3", {}, `task #${t.task_id} · ${t.assigned_role ?? "-"} · ${t.outcome ?? t.status}`,
+      h("button", { class: "secondary", "data-action": "close", onclick: () => { runs.task = null; box.hidden = true; } }, "close")),
+    h("p", { class: "small" }, t.task_description),
+    ...attempts.map((n) => {
+      const events = byAttempt.get(n) || [];
+      return h("div", { class: "step attempt", "data-attempt": n, "data-outcome": ledger.get(n)?.outcome ?? "" },
+        h("h4", {}, attemptTitle(n, ledger.get(n), events, t)),
+        events.length ? h("ul", {}, events.map(eventLine)) : h("p", { class: "small" }, "no events recorded"));
+    }),
+    attempts.length ? null : h("p", { class: "small" },
+      ["pending", "running"].includes(t.status) ? "no Claude run yet" : "no Claude run"),
+    ...resultSteps(t),
+  ];
+  box.replaceChildren(...steps.filter(Boolean));
+  box.dataset.task = t.task_id;
+  box.dataset.status = t.outcome ?? t.status;
+  box.hidden = false;
+}
+const refreshTaskTimeline = debounced(loadTaskTimeline, 300);
+
+function runsOnTask(event) {
+  if (runs.task !== null && String(runs.task) === event.subject_id) refreshTaskTimeline();
+  refreshCharts();
+}
+
+function runAnnouncement(event) {
+  const d = event.details || {};
+  const who = d.role ?? "no role";
+  const what = event.action === "run.started"
+    ? `run started: ${who}, task #${d.task_id}, attempt ${d.attempt}, ` +
+      (d.resumed_attempt ? `resumed from attempt ${d.resumed_attempt}` : "fresh")
+    : `run ended: ${who}, task #${d.task_id}, attempt ${d.attempt}: ${d.outcome}, ` +
+      `${money(d.cost_usd, 4) || "$0.0000"}, ${d.turns ?? 0} turn${d.turns === 1 ? "" : "s"}`;
+  return h("li", { class: "run", "data-run": event.action, "data-task": d.task_id, "data-attempt": d.attempt },
+    h("div", { class: "meta" }, `${time(event.at)} · ${event.action}`),
+    h("div", {}, what),
+    event.action === "run.started" && d.description ? h("div", { class: "body" }, d.description) : null);
+}
+
+function runsOnRun(event) {
+  const list = document.getElementById("messages");
+  list.prepend(runAnnouncement(event));
+  while (list.children.length > 200) list.lastChild.remove();
+  if (runs.task !== null && String(runs.task) === event.subject_id) refreshTaskTimeline();
+  if (event.action === "run.ended") refreshCharts();
+}
+
+// ---------------------------------------------------------------- charts
+// Two small charts drawn as inline SVG: each role's spend through the day against its
+// daily budget (/charts/spend), and tasks finished per minute by outcome over the last
+// hour (/charts/finished). Every label is set as text, never as markup.
+const SVG = "http://www.w3.org/2000/svg";
+const SERIES = ["#2b5fd9", "#c05621", "#2f855a", "#805ad5", "#b83280", "#2c7a7b", "#718096"];
+const OUTCOME_COLOURS = { completed: "#1f8a4c", failed: "#c53030", skipped: "#b7791f",
+                          cancelled: "#718096", dead: "#742a2a" };
+
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined) el.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function drawSpend(chart) {
+  const W = 480, H = 190, left = 40, right = 10, top = 10, bottom = 22;
+  const plotW = W - left - right, plotH = H - top - bottom;
+  const peak = Math.max(0.01, ...chart.roles.map((r) => Math.max(r.spent_usd, r.budget_usd ?? 0))) * 1.1;
+  const x = (hour) => left + (hour / 24) * plotW;
+  const y = (usd) => top + plotH - (usd / peak) * plotH;
+  const parts = [
+    svg("line", { x1: left, y1: top + plotH, x2: W - right, y2: top + plotH, class: "axis" }),
+    svg("line", { x1: left, y1: top, x2: left, y2: top + plotH, class: "axis" }),
+    ...[0, 6, 12, 18, 24].map((hr) => svg("text", { x: x(hr), y: H - 6, class: "tick", "text-anchor": "middle" }, `${hr}h`)),
+    svg("text", { x: left - 4, y: top + 8, class: "tick", "text-anchor": "end" }, money(peak)),
+    svg("text", { x: left - 4, y: top + plotH, class: "tick", "text-anchor": "end" }, "$0"),
+  ];
+  chart.roles.forEach((r, i) => {
+    const colour = SERIES[i % SERIES.length];
+    // hour h's figure is the total by the end of it: the line runs from 0h to now
+    const points = [[x(0), y(0)], ...r.hourly.map((usd, hr) => [x(hr + 1), y(usd)])];
+    parts.push(svg("polyline", { class: "spend", "data-role": r.role, stroke: colour, fill: "none",
+                                  points: points.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(" ") }));
+    if (r.budget_usd !== null && r.budget_usd !== undefined) {
+      parts.push(svg("line", { class: "budget", "data-role": r.role, "data-budget": r.budget_usd, stroke: colour,
+                               x1: left, x2: W - right, y1: y(r.budget_usd), y2: y(r.budget_usd) }));
+    }
+  });
+  const legend = chart.roles.map((r, i) => h("li", { "data-role": r.role, "data-spent": r.spent_usd, "data-budget": r.budget_usd ?? "" },
+    h("span", { class: "swatch", style: `background:${SERIES[i % SERIES.length]}` }),
+    `${r.role} ${money(r.spent_usd)}` + (r.budget_usd === null || r.budget_usd === undefined ? " (no budget)" : ` of ${money(r.budget_usd)}`)));
+  return [svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "spend per role today" }, parts),
+          h("ul", { class: "legend" }, legend.length ? legend : h("li", { class: "muted" }, "nothing spent today"))];
+}
+
+function drawFinished(chart) {
+  const W = 480, H = 150, left = 28, right = 10, top = 10, bottom = 22;
+  const plotW = W - left - right, plotH = H - top - bottom;
+  const perMinute = chart.counts.map((c) => Object.values(c).reduce((a, b) => a + b, 0));
+  const peak = Math.max(1, ...perMinute);
+  const slot = plotW / chart.minutes;
+  const parts = [
+    svg("line", { x1: left, y1: top + plotH, x2: W - right, y2: top + plotH, class: "axis" }),
+    svg("text", { x: left - 4, y: top + 8, class: "tick", "text-anchor": "end" }, peak),
+    svg("text", { x: left, y: H - 6, class: "tick" }, `-${chart.minutes}m`),
+    svg("text", { x: W - right, y: H - 6, class: "tick", "text-anchor": "end" }, "now"),
+  ];
+  chart.counts.forEach((counts, i) => {
+    let base = top + plotH;
+    for (const outcome of chart.outcomes) {
+      const n = counts[outcome] || 0;
+      if (!n) continue;
+      const height = (n / peak) * plotH;
+      base -= height;
+      parts.push(svg("rect", { class: "bar", "data-minute": i - chart.minutes + 1, "data-outcome": outcome, "data-n": n,
+                               x: (left + i * slot + 0.5).toFixed(1), y: base.toFixed(1),
+                               width: Math.max(slot - 1, 1).toFixed(1), height: height.toFixed(1),
+                               fill: OUTCOME_COLOURS[outcome] || "#4a5568" },
+                           svg("title", {}, `${n} ${outcome}`)));
+    }
+  });
+  const legend = chart.outcomes.map((o) => h("li", { "data-outcome": o, "data-n": chart.total[o] },
+    h("span", { class: "swatch", style: `background:${OUTCOME_COLOURS[o] || "#4a5568"}` }), `${o} ${chart.total[o]}`));
+  return [svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "tasks finished per minute" }, parts),
+          h("ul", { class: "legend" }, legend.length ? legend : h("li", { class: "muted" }, "no task finished in the last hour"))];
+}
+
+async function loadCharts() {
+  const [spend, finished] = await Promise.all([api("/charts/spend"), api("/charts/finished?minutes=60")]);
+  document.getElementById("spend-chart").replaceChildren(...drawSpend(spend));
+  document.getElementById("spend-chart-day").textContent = `${spend.day}, ${spend.timezone}`;
+  document.getElementById("finished-chart").replaceChildren(...drawFinished(finished));
+  document.getElementById("charts-panel").dataset.drawn = String((Number(document.getElementById("charts-panel").dataset.drawn) || 0) + 1);
+}
+const refreshCharts = debounced(loadCharts, 3000);  // at most every 3 s, however busy
+setInterval(() => refreshCharts(), 60_000);  // the last hour's window moves on
+
+// ---------------------------------------------------------------- approvals (issue 23)
+// Pending requests first, with what was asked shown in full (the tool's input as JSON);
+// Approve lets the call run once, Deny needs a reason, which the resumed run is told.
+function approvalItem(a) {
+  const decide = (verb) => async (event) => {
+    const item = event.target.closest("li");
+    const body = verb === "deny" ? { reason: item.querySelector("input[name=reason]").value } : undefined;
+    if (verb === "deny" && !body.reason.trim()) { showError(new Error("a denial needs a reason")); return; }
+    for (const b of item.querySelectorAll("button")) b.disabled = true;
+    try {
+      await api(`/approvals/${a.id}/${verb}`, { method: "POST", body: body ? JSON.stringify(body) : undefined });
+    } catch (e) { showError(e); }
+    await Promise.all([loadApprovals(), loadTasks()]).catch(showError);
+  };
+  const decided = a.state === "pending" ? null
+    : h("span", { class: "small" }, ` ${a.state}${a.decided_by ? ` by ${a.decided_by}` : ""}${a.reason && a.state !== "approved" ? `: ${a.reason}` : ""}`);
+  return h("li", { "data-id": a.id, "data-state": a.state, class: "approval" },
+    h("div", {}, h("span", { class: `badge state-${a.state}` }, a.state), ` #${a.id} ${a.kind} · ${a.role ?? "-"}`,
+      a.task_id ? ` · task ${a.task_id}` : "", ` · ${time(a.requested_at)}`, decided),
+    h("div", { class: "summary" }, a.summary),
+    h("pre", { class: "approval-input" }, JSON.stringify(a.input, null, 2)),
+    a.state === "pending" ? h("div", { class: "row" },
+      h("button", { "data-action": "approve", onclick: decide("approve") }, "Approve"),
+      h("input", { name: "reason", placeholder: "reason to deny", "aria-label": "reason to deny" }),
+      h("button", { class: "secondary", "data-action": "deny", onclick: decide("deny") }, "Deny")) : null);
+}
+
+async function loadApprovals() {
+  const rows = await api("/approvals?limit=50");
+  const pending = rows.filter((a) => a.state === "pending");
+  document.getElementById("approval-count").textContent = pending.length ? `${pending.length} waiting` : "";
+  document.getElementById("approvals").replaceChildren(
+    ...[...pending, ...rows.filter((a) => a.state !== "pending").slice(0, 10)].map(approvalItem));
+}
+const refreshApprovals = debounced(loadApprovals, 150);
 
 // ---------------------------------------------------------------- live events
 function firstTime(seq) {
@@ -292,10 +571,13 @@ function connect() {
     refreshMessages();
     if (event.details && event.details.thread_id === state.selected) refreshTimeline();
   });
-  on("task", () => { refreshTasks(); refreshSummary(); });
+  on("task", (event) => { refreshTasks(); refreshSummary(); runsOnTask(event); });
+  on("run", (event) => runsOnRun(event));
+  source.addEventListener("doing", (e) => renderDoing(JSON.parse(e.data)));
   on("workflow", () => refreshWorkflows());
   on("decision", () => refreshWorkflows());
   on("agent", () => {});
+  on("approval", () => { refreshApprovals(); refreshTasks(); });
   return source;
 }
 
@@ -303,6 +585,8 @@ async function start() {
   connect();
   await Promise.all([
     api("/agents").then(renderAgents), loadMessages(), loadWorkflows(), loadTasks(), loadSummary(),
+    loadCharts(),
+    loadApprovals(),
   ]).catch(showError);
   document.body.dataset.ready = "1";
 }

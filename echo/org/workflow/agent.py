@@ -17,6 +17,9 @@ Failures follow the failure model (echo/errors.py) and stay in one workflow:
   workflow show`) and leaves the open set; the others go on in the same tick;
 - any other exception (a bug): logged with its traceback and retried at the next
   tick, for that workflow only.
+
+With tracing on (echo.work.runs.traces), the role's part of each workflow is one
+`invoke_workflow` span, with the `invoke_agent` spans of its questions' runs under it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from echo.org.workflow.store import Workflow, WorkflowStore
 from echo.work import SKIPPED, TaskQueue
 from echo.work.executors import Executor, Result
 from echo.work.queue import Task
+from echo.work.runs.traces import WorkflowSpans, tracer
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,13 @@ class SkipWhenUnavailable:
     def __init__(self, inner: Executor) -> None:
         self.inner = inner
 
+    def attach(self, database: db.Database) -> None:
+        """Pass the pool's database on: the wrapped executor records its runs (events,
+        sessions, transcripts), so an agent's retries and approved runs resume too."""
+        attach = getattr(self.inner, "attach", None)
+        if attach is not None:
+            attach(database)
+
     async def execute(self, task: Task) -> Result:
         try:
             return await self.inner.execute(task)
@@ -70,7 +81,8 @@ class WorkflowAgent:
 
     def __init__(self, settings: Settings, database: db.Database, role: Role, *,
                  decider: deciders.ClaudeDecider | None = None, listener: Any = None,
-                 tick: float | None = None, reporter: Reporter | None = None) -> None:
+                 tick: float | None = None, reporter: Reporter | None = None,
+                 otel: Any = None) -> None:
         self.settings = settings
         self.db = database
         self.role = role
@@ -83,6 +95,8 @@ class WorkflowAgent:
         self._failed: str | None = None  # a workflow's step failed (a bug) this tick
         self._wake = anyio.Event()
         self._open = True  # any open workflow at the last tick (until known: assume so)
+        #: One invoke_workflow span per workflow (a tracer for tests; None: OTLP if configured).
+        self.spans = WorkflowSpans(otel if otel is not None else tracer(), role.name)
 
     @property
     def last_error(self) -> str | None:
@@ -104,20 +118,29 @@ class WorkflowAgent:
         async with Publisher(self.db, listener=self.listener) as pub:
             self.part = self.make_part(pub.publish)
             task_status.started()
-            while True:
-                self._wake = anyio.Event()
-                try:
-                    self._failed = None
-                    await self.step()
-                    if self._failed:
-                        self.condition.trouble(self._failed)
-                    else:
-                        self.condition.ok()
-                except (StoreUnavailable, StoreRejected) as exc:
-                    self.condition.trouble(str(exc))  # the whole tick waits for the database
-                    self._open = True  # unknown: retry at the short tick
-                with anyio.move_on_after(self.tick if self._open else self.tick * IDLE_TICKS):
-                    await self._wake.wait()
+            try:
+                await self._loop()
+            finally:
+                for wf_id in list(self.spans.spans):
+                    self.spans.end(wf_id)  # stopped mid-workflow: what it did so far
+                if self.decider is not None:
+                    await self.decider.close()  # its kept CLI processes
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake = anyio.Event()
+            try:
+                self._failed = None
+                await self.step()
+                if self._failed:
+                    self.condition.trouble(self._failed)
+                else:
+                    self.condition.ok()
+            except (StoreUnavailable, StoreRejected) as exc:
+                self.condition.trouble(str(exc))  # the whole tick waits for the database
+                self._open = True  # unknown: retry at the short tick
+            with anyio.move_on_after(self.tick if self._open else self.tick * IDLE_TICKS):
+                await self._wake.wait()
 
     async def step(self) -> None:
         """One pass over the open workflows."""
@@ -125,7 +148,17 @@ class WorkflowAgent:
         open_ = await self.store.open()
         self._open = bool(open_)
         for wf in open_:
-            await self.step_one(self.part, wf)
+            with self.spans.current(wf.id, wf.subject):
+                await self.step_one(self.part, wf)
+            if self.spans.wants_conversation(wf.id):
+                session = await self.store.conversation(wf.id, self.role.name)
+                if session:
+                    self.spans.conversation(wf.id, session)
+        if self.decider is not None:
+            await self.decider.keep_only({w.id for w in open_})
+        for wf_id in self.spans.ended_besides(w.id for w in open_):
+            ended = await self.store.get(wf_id)
+            self.spans.end(wf_id, str(ended.phase) if ended else None)
 
     async def step_one(self, part: RolePart, wf: Workflow) -> None:
         """This role's part of one workflow (and the driving, for the CEO); a failure

@@ -135,7 +135,8 @@ class Driver(RolePart):
 
     async def enqueue(self, wf: Workflow, decision: Decision) -> list[dict[str, Any]]:
         """The decision's tasks, each enqueued once (a dedupe key per task, looked up
-        in any status first, so a CEO restarted half-way enqueues nothing twice)."""
+        in any status first, so a CEO restarted half-way enqueues nothing twice); a
+        workflow started with a repository gives each task that repository."""
         tasks = list(decision.tasks)
         if not tasks or all(t.get("task_id") for t in tasks):
             return tasks
@@ -145,7 +146,8 @@ class Driver(RolePart):
                        max_retries=1,
                        payload={"workflow": wf.id, "decision": decision.id,
                                 "prompt": f"{t['description']}\n\nThis task follows the decision on "
-                                          f"'{wf.subject}': {decision.summary}"})
+                                          f"'{wf.subject}': {decision.summary}",
+                                **({"repo": wf.repo} if wf.repo else {})})
                for t, key in zip(tasks, keys, strict=True) if key not in known]
         made = await self.queue.enqueue_many(new)
         known.update({t.dedupe_key: e.task_id for t, e in zip(new, made, strict=True) if t.dedupe_key})

@@ -70,6 +70,9 @@ class Workflow(BaseModel):
     finished_at: datetime | None = None
     error: str | None = None
     overdue: bool = False
+    #: The repository the decision's tasks work in (`workflow start --repo`), as a
+    #: task's payload names it; None: tasks run without one.
+    repo: dict[str, Any] | None = None
 
 
 class Participant(BaseModel):
@@ -175,12 +178,14 @@ class WorkflowStore:
     # ------------------------------------------------------------ workflows
 
     async def create(self, *, subject: str, body: str, started_by: str, roles: Sequence[str],
-                     rounds: int, quorum: str, decider_timeout: float, phase_timeout: float) -> str:
-        """A new workflow in `selecting`; returns its id (`wf-N`)."""
+                     rounds: int, quorum: str, decider_timeout: float, phase_timeout: float,
+                     repo: dict[str, Any] | None = None) -> str:
+        """A new workflow in `selecting`; returns its id (`wf-N`). `repo` is the
+        repository its decision's tasks work in (a task payload's `repo`)."""
         async with self.db.transaction() as conn:
             await conn.execute(Q["set_actor"], started_by)
             return str(await conn.fetchval(Q["create"], subject, body, started_by, list(roles),
-                                           rounds, quorum, decider_timeout, phase_timeout))
+                                           rounds, quorum, decider_timeout, phase_timeout, repo))
 
     async def set_message(self, workflow_id: str, message_id: int) -> None:
         async with self.db.acquire() as conn:
@@ -236,6 +241,17 @@ class WorkflowStore:
             await conn.execute(Q["set_actor"], role)
             await conn.execute(Q["record_participant"], workflow_id, role, participate,
                                confidence, reason, decider, fallback_reason)
+
+    async def conversation(self, workflow_id: str, role: str) -> str | None:
+        """The Claude session of `role`'s questions of this workflow, if one was recorded."""
+        async with self.db.acquire() as conn:
+            found: str | None = await conn.fetchval(Q["conversation"], workflow_id, role)
+        return found
+
+    async def record_conversation(self, workflow_id: str, role: str, session_id: str) -> None:
+        """Remember `role`'s session of this workflow (its later questions resume it)."""
+        async with self.db.acquire() as conn:
+            await conn.execute(Q["record_conversation"], workflow_id, role, session_id)
 
     async def participants(self, workflow_id: str) -> list[Participant]:
         async with self.db.acquire() as conn:

@@ -111,6 +111,16 @@ class Governor:
         return [{**dict(r), "day": day, "left_usd": round(r["daily_usd"] - r["spent_usd"], 6)}
                 for r in rows]
 
+    async def spend_by_hour(self) -> tuple[date, int, list[dict[str, Any]]]:
+        """Today (the governor's day by its clock: the database's unless injected), the
+        hour of it now, and today's ledger per role and hour (`role`, `hour`,
+        `spent_usd`, `runs`)."""
+        async with self.db.acquire() as conn:
+            clock = await conn.fetchrow(_Q["clock"], self.gate.now(), self.gate.timezone)
+            assert clock is not None  # a SELECT of values: always one row
+            rows = await conn.fetch(_Q["spend_by_hour"], clock["day"], self.gate.timezone)
+        return clock["day"], int(clock["hour"]), [dict(r) for r in rows]
+
     async def pauses(self) -> list[Pause]:
         return list((await self.view()).pauses.values())
 

@@ -21,6 +21,7 @@ from echo.errors import (
     ClaudeAuthError,
     ClaudeCrashed,
     ClaudeCreditError,
+    ClaudeDeferred,
     ClaudeError,
     ClaudeHung,
     ClaudeLoop,
@@ -29,9 +30,10 @@ from echo.errors import (
 )
 
 #: max_budget: the CLI stopped the run at its --max-budget-usd; hung: the watchdog saw
-#: no event for the idle timeout; loop: the same tool call repeated (echo.work.runs).
+#: no event for the idle timeout; loop: the same tool call repeated (echo.work.runs);
+#: deferred: the run stopped at a tool call awaiting approval (echo.work.approvals).
 Outcome = Literal["ok", "auth", "credit", "usage_limit", "rate_limited", "overloaded",
-                  "api_error", "max_budget", "timeout", "crash", "hung", "loop"]
+                  "api_error", "max_budget", "timeout", "crash", "hung", "loop", "deferred"]
 
 #: After the reset the CLI announces (already rounded up to the next whole minute), a
 #: margin for clocks that disagree; and the shortest pause, so a limit that is still
@@ -84,6 +86,8 @@ def outcome_of(exc: BaseException) -> Outcome:
         return "usage_limit"
     if isinstance(exc, ClaudeHung):
         return "hung"
+    if isinstance(exc, ClaudeDeferred):
+        return "deferred"
     if isinstance(exc, ClaudeLoop):
         return "loop"
     if isinstance(exc, ClaudeTimeout):

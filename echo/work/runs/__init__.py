@@ -5,6 +5,9 @@
     store      sessions, events and transcripts in Postgres (018, 019), and in memory
     recorder   writes a run's events and transcript as it goes, under the attempt's guard
     sessions   transcript paths, the mirror, restore before a resume, the resume prompt
+    attempt    one recorded attempt: resume the earlier session, else start fresh
+    kept       one CLI process kept for a conversation (a workflow's questions)
+    traces     OpenTelemetry GenAI spans: invoke_workflow, invoke_agent, execute_tool
 """
 
 from echo.work.runs.recorder import RunRecorder

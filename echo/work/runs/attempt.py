@@ -55,16 +55,23 @@ async def prior_session(store: RunStore, task: Task, env: Mapping[str, str],
     return prior, None
 
 
-def _refused(exc: ClaudeError, recorder: RunRecorder) -> bool:
-    """The CLI refused the session: it failed before its `init` (no such session), or
-    the conversation no longer fits the model's context ("Prompt is too long")."""
+def refused(exc: ClaudeError, *, started: bool) -> bool:
+    """The CLI refused to resume a session: it failed before its `init` (`started`
+    False: no such session, "No conversation found"), or the conversation no longer
+    fits the model's context ("Prompt is too long")."""
     if not isinstance(exc, ClaudeApiError | ClaudeCrashed):
         return False
-    return recorder.session_id is None or "prompt is too long" in str(exc).lower()
+    return not started or "prompt is too long" in str(exc).lower()
+
+
+def _refused(exc: ClaudeError, recorder: RunRecorder) -> bool:
+    return refused(exc, started=recorder.session_id is not None)
 
 
 async def run_attempt(store: RunStore, task: Task, *, prompt: str, env: Mapping[str, str],
-                      cwd: str | Path | None, limit: int, start: Start) -> Result:
+                      cwd: str | Path | None, limit: int, start: Start,
+                      decided: str | None = None) -> Result:
+    """One attempt; `decided` is what a run resumed after an approval decision is told."""
     where = Path(cwd) if cwd is not None else Path(os.getcwd())
     prior, why = await prior_session(store, task, env, where)
     recorder = RunRecorder(store, task, config_dir=config_dir_of(env), cwd=where, limit=limit,
@@ -75,7 +82,7 @@ async def run_attempt(store: RunStore, task: Task, *, prompt: str, env: Mapping[
     async with anyio.create_task_group() as tg:
         await tg.start(recorder.run)
         try:
-            outcome = await _attempts(task, prompt, prior, recorder, start)
+            outcome = await _attempts(task, prompt, prior, recorder, start, decided)
         finally:
             await recorder.close()
             tg.cancel_scope.cancel()
@@ -85,13 +92,14 @@ async def run_attempt(store: RunStore, task: Task, *, prompt: str, env: Mapping[
 
 
 async def _attempts(task: Task, prompt: str, prior: PriorSession | None,
-                    recorder: RunRecorder, start: Start) -> Result | Exception:
+                    recorder: RunRecorder, start: Start,
+                    decided: str | None = None) -> Result | Exception:
     """The resumed run and, if the CLI refuses the session, the fresh one."""
     if prior is not None:
         recorder.add(RunEvent("resume", f"resuming session {prior.session_id} of "
                               f"attempt {prior.attempt}"))
         try:
-            return await start(prior.session_id, resume_prompt(prompt, prior), recorder,
+            return await start(prior.session_id, resume_prompt(prompt, prior, decided), recorder,
                                prior.attempt)
         except ClaudeError as exc:
             if not _refused(exc, recorder):

@@ -48,8 +48,12 @@ def transcript_path(config_dir: Path, cwd: str | Path, session_id: str) -> Path:
     return config_dir / "projects" / project_name(cwd) / f"{session_id}.jsonl"
 
 
-def resume_prompt(prompt: str, prior: PriorSession) -> str:
-    """What a resumed run is told: it was interrupted, and the task once more."""
+def resume_prompt(prompt: str, prior: PriorSession, decided: str | None = None) -> str:
+    """What a resumed run is told: it was interrupted, and the task once more; after a
+    tool call that waited for approval, the decision (`decided`) instead."""
+    if prior.outcome == "deferred":
+        return ((decided or "The operator's decision on your tool call has been made.")
+                + " Continue the task where you stopped; do not redo work that is done.")
     how = {"hung": "it went silent and was stopped", "timeout": "it ran out of time",
            "max_budget": "it was stopped at its budget", "usage_limit": "it hit a usage limit",
            "crash": "it crashed"}.get(prior.outcome or "", "its worker stopped")

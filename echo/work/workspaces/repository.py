@@ -44,6 +44,7 @@ class Repository:
     base_branch: str
     test_command: str | None = None
     push: bool = False
+    require_approval: bool = False  # a merge into the base waits for an operator's yes
 
     def as_payload(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +53,8 @@ class Repository:
     def from_payload(cls, data: Mapping[str, Any]) -> Repository:
         return cls(name=str(data["name"]), source=str(data["source"]),
                    base_branch=str(data["base_branch"]),
-                   test_command=data.get("test_command") or None, push=bool(data.get("push")))
+                   test_command=data.get("test_command") or None, push=bool(data.get("push")),
+                   require_approval=bool(data.get("require_approval")))
 
 
 def is_url(source: str) -> bool:

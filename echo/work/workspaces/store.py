@@ -19,7 +19,7 @@ _Q = load_queries("repositories")
 
 def _repository(row: Any) -> Repository:
     return Repository(row["name"], row["source"], row["base_branch"], row["test_command"],
-                      row["push"])
+                      row["push"], row["require_approval"])
 
 
 class RepositoryStore:
@@ -31,7 +31,7 @@ class RepositoryStore:
         async with self.db.transaction() as conn:
             await conn.execute(_Q["set_actor"], actor)
             made = await conn.fetchval(_Q["add"], repo.name, repo.source, repo.base_branch,
-                                       repo.test_command, repo.push)
+                                       repo.test_command, repo.push, repo.require_approval)
         return made is not None
 
     async def get(self, name: str) -> Repository | None:

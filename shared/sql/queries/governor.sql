@@ -101,3 +101,17 @@ GROUP BY 1, 2;
 
 -- name: runs_of_task
 SELECT * FROM claude_runs WHERE task_id = $1 ORDER BY run_id;
+
+-- name: clock
+-- The governor's day and the hour of it now ($1: an injected clock, else the database's).
+SELECT governor_day(coalesce($1::timestamptz, now()), $2::text) AS day,
+       extract(hour FROM coalesce($1::timestamptz, now()) AT TIME ZONE $2::text)::int AS hour;
+
+-- name: spend_by_hour
+-- Day $1's ledger per role and hour of the day (in zone $2): what the spend chart adds up.
+SELECT coalesce(role, '') AS role, extract(hour FROM at AT TIME ZONE $2::text)::int AS hour,
+       sum(cost_usd)::float8 AS spent_usd, count(*) AS runs
+FROM claude_runs
+WHERE day = $1::date
+GROUP BY 1, 2
+ORDER BY 1, 2;

@@ -85,6 +85,31 @@ WHERE ($1::text IS NULL OR to_role IN ($1, 'all') OR from_role = $1)
 ORDER BY id DESC
 LIMIT $2;
 
+-- name: answer_on
+-- The answer on a question's thread (echo/org/asks.py), if it came.
+SELECT id, uuid, channel, kind, from_role, to_role, thread_id, subject, body,
+       created_at, published_at
+FROM messages
+WHERE thread_id = $1 AND kind = 'answer'
+ORDER BY id
+LIMIT 1;
+
+-- name: open_questions
+-- The questions to a role still waiting for its answer, with the seconds left before
+-- the asker gives up (by the database's clock), oldest first.
+SELECT q.id, q.uuid, q.channel, q.kind, q.from_role, q.to_role, q.thread_id, q.subject,
+       q.body, q.created_at, q.published_at,
+       extract(epoch FROM q.created_at - now())
+         + CASE WHEN jsonb_typeof(q.body->'timeout') = 'number' THEN (q.body->>'timeout')::float8 ELSE 0 END AS seconds_left
+FROM messages q
+WHERE q.to_role = $1 AND q.kind = 'question'
+  AND q.created_at > now() - make_interval(secs => $2)
+  AND q.created_at + make_interval(secs => CASE WHEN jsonb_typeof(q.body->'timeout') = 'number' THEN (q.body->>'timeout')::float8 ELSE 0 END) > now()
+  AND NOT EXISTS (SELECT 1 FROM messages a
+                  WHERE a.thread_id = q.thread_id AND a.kind = 'answer')
+ORDER BY q.id
+LIMIT 50;
+
 -- name: max_id
 SELECT coalesce(max(id), 0) FROM messages;
 
@@ -105,6 +130,12 @@ SELECT $1, $2 FROM async_commit
 ON CONFLICT (role) DO UPDATE SET last_message_id = excluded.last_message_id,
                                  updated_at = now()
 WHERE c.last_message_id < excluded.last_message_id;
+
+-- name: record_inbox
+-- A role handles a message once (echo/org/agent.py Participant): the row commits with
+-- the handling's own writes; nothing is returned for a message recorded before.
+INSERT INTO agent_inbox (role, message_id, attempt) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING RETURNING message_id;
 
 -- name: notify_many
 -- NOTIFY mode: the announcements, sent inside the inserting transaction so they

@@ -5,17 +5,17 @@
 SELECT set_config('echo.actor', $1, true);
 
 -- name: add
-INSERT INTO repositories (name, source, base_branch, test_command, push)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO repositories (name, source, base_branch, test_command, push, require_approval)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (name) DO NOTHING
 RETURNING name;
 
 -- name: get
-SELECT name, source, base_branch, test_command, push, created_at, updated_at
+SELECT name, source, base_branch, test_command, push, require_approval, created_at, updated_at
 FROM repositories WHERE name = $1;
 
 -- name: list
-SELECT name, source, base_branch, test_command, push, created_at, updated_at
+SELECT name, source, base_branch, test_command, push, require_approval, created_at, updated_at
 FROM repositories ORDER BY name;
 
 -- name: remove

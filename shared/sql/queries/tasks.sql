@@ -16,13 +16,13 @@ FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[], $6::int[],
      AS t(task_type, description, priority, role, timeout, max_retries, dedupe_key,
           payload, delay, ord)
 ORDER BY t.ord
-ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')
+ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running', 'awaiting_approval')
 DO NOTHING
 RETURNING task_id, dedupe_key;
 
 -- name: live_by_dedupe_key
 SELECT task_id, dedupe_key FROM agent_tasks
-WHERE dedupe_key = ANY($1::text[]) AND status IN ('pending', 'running');
+WHERE dedupe_key = ANY($1::text[]) AND status IN ('pending', 'running', 'awaiting_approval');
 
 -- name: heartbeat
 -- Extends the leases of the tasks this worker still owns; the ids missing from the
@@ -108,13 +108,20 @@ FROM claimed LEFT JOIN gate ON true;
 -- transaction whether or not the task was still ours (the run cost what it cost), with
 -- the plan windows they met (an account pause until the reset); $11 the clock (NULL:
 -- the database's), $12 the organisation's time zone.
+-- $13 awaiting: the run stopped at a tool call that needs approval (024): the task waits
+-- as awaiting_approval while a request of it is pending; if every one was decided
+-- meanwhile (an operator was quick), it is pending at once (retryable, not counted).
 WITH ledger AS (
     INSERT INTO claude_runs SELECT * FROM claude_runs_rows($10::jsonb, coalesce($11::timestamptz, now()), $12::text)
 ), paused AS (
     SELECT claude_pauses_record($10::jsonb) AS n
 )
 UPDATE agent_tasks AS t
-SET status = CASE WHEN NOT f.retryable THEN 'failed'
+SET status = CASE WHEN f.awaiting AND EXISTS (
+                      SELECT 1 FROM approvals AS a
+                      WHERE a.task_id = t.task_id AND a.state = 'pending')
+                  THEN 'awaiting_approval'
+                  WHEN NOT f.retryable THEN 'failed'
                   WHEN f.counted AND t.retry_count >= t.max_retries THEN 'dead'
                   ELSE 'pending' END,
     retry_count = t.retry_count + CASE
@@ -129,8 +136,9 @@ SET status = CASE WHEN NOT f.retryable THEN 'failed'
     session_id = coalesce(f.session_id, t.session_id),
     lease_expires_at = NULL, duration_sec = extract(epoch FROM now() - t.started_at)
 FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bool[], $6::bool[],
-            $7::float8[], $8::numeric[], $9::text[])
-     AS f(task_id, worker, attempt, error, retryable, counted, delay, cost, session_id),
+            $7::float8[], $8::numeric[], $9::text[], $13::bool[])
+     AS f(task_id, worker, attempt, error, retryable, counted, delay, cost, session_id,
+          awaiting),
      paused
 WHERE t.task_id = f.task_id AND t.status = 'running'
   AND t.assigned_worker_id = f.worker AND t.attempt = f.attempt
@@ -192,7 +200,7 @@ SET status = 'cancelled', completed_at = now(), lease_expires_at = NULL,
     duration_sec = CASE WHEN old.status = 'running'
                         THEN extract(epoch FROM now() - t.started_at) END
 FROM old
-WHERE t.task_id = old.task_id AND old.status IN ('pending', 'running')
+WHERE t.task_id = old.task_id AND old.status IN ('pending', 'running', 'awaiting_approval')
 RETURNING old.status AS previous;
 
 -- name: requeue
@@ -248,3 +256,15 @@ FROM agent_tasks WHERE cost_usd IS NOT NULL GROUP BY assigned_role ORDER BY assi
 -- name: installed
 -- Whether this namespace has a work queue at all (`echoctl worker` checks before serving).
 SELECT to_regclass('agent_tasks') IS NOT NULL;
+
+-- name: finished_by_minute
+-- Tasks that ended in the last $1 minutes by the database's clock, per whole minute ago
+-- (0: the minute now running) and outcome ($2: the skipped prefix, as `counts`).
+SELECT floor(extract(epoch FROM now() - completed_at) / 60)::int AS ago,
+       CASE WHEN status = 'failed' AND starts_with(coalesce(error, ''), $2::text) THEN 'skipped'
+            ELSE status END AS outcome,
+       count(*) AS n
+FROM agent_tasks
+WHERE completed_at IS NOT NULL AND completed_at > now() - make_interval(mins => $1::int)
+GROUP BY 1, 2
+ORDER BY 1, 2;

@@ -12,8 +12,8 @@ ORDER BY role;
 
 -- name: create
 INSERT INTO workflows (subject, body, started_by, roles, rounds, quorum, decider_timeout,
-                       phase_timeout, phase_deadline)
-VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $8, now() + make_interval(secs => $8))
+                       phase_timeout, phase_deadline, repo)
+VALUES ($1, $2, $3, $4::text[], $5, $6, $7, $8, now() + make_interval(secs => $8), $9::jsonb)
 RETURNING id;
 
 -- name: set_message
@@ -107,3 +107,11 @@ SELECT m.id, m.published_at,
 FROM (SELECT id, published_at FROM messages WHERE thread_id = $1 ORDER BY id LIMIT 1) AS m
 LEFT JOIN agent_inbox AS i ON i.message_id = m.id
 GROUP BY m.id, m.published_at;
+
+-- name: conversation
+SELECT session_id FROM workflow_sessions WHERE workflow_id = $1 AND role = $2;
+
+-- name: record_conversation
+INSERT INTO workflow_sessions (workflow_id, role, session_id) VALUES ($1, $2, $3)
+ON CONFLICT (workflow_id, role) DO UPDATE SET session_id = EXCLUDED.session_id, updated_at = now()
+WHERE workflow_sessions.session_id <> EXCLUDED.session_id;

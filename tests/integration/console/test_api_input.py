@@ -7,8 +7,6 @@ Redis): no agent is needed to refuse input, so no organisation is started."""
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,10 +16,8 @@ import pytest
 
 from echo import db as dbmod
 from echo.config import Settings
-from echo.console.auth import token_path
 from echo.db import drop_namespace, migrate
-from echo.org.console_address import read_listening
-from tests.helpers import cli_env, wait_until
+from tests.console_org import console_alone
 
 pytestmark = pytest.mark.anyio
 
@@ -50,22 +46,8 @@ async def db(console_settings: Settings) -> AsyncIterator[dbmod.Database]:
 
 @pytest.fixture(scope="module")
 async def api(console_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    settings = console_settings
-    server = subprocess.Popen([sys.executable, "-m", "echo", "serve", "--port", "0"],
-                              env=cli_env(settings), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        await wait_until(lambda: read_listening(settings) is not None or server.poll() is not None,
-                         timeout=60, interval=0.05)
-        here = read_listening(settings)
-        assert here is not None, server.communicate()[1]
-        token = token_path(settings).read_text().strip()
-        async with httpx.AsyncClient(base_url=here.url, timeout=30,
-                                     headers={"Authorization": f"Bearer {token}"}) as c:
-            yield c
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
+    async with console_alone(console_settings) as console, console.client() as c:
+        yield c
 
 
 async def _counts(db: dbmod.Database) -> dict[str, int]:
@@ -89,6 +71,16 @@ CASES: list[tuple[str, str, str, dict[str, Any] | None, str]] = [
     ("cancel past bigint", "POST", f"/api/v1/tasks/{2**64}/cancel", None, "task id"),
     ("message id past bigint", "GET", f"/api/v1/messages?after={2**63}", None, "since"),
     ("NUL in a workflow id", "GET", "/api/v1/workflows/wf-1%00", None, "workflow id"),
+    ("unknown workflow repository", "POST", "/api/v1/workflows", {"subject": "x", "repo": "nope"},
+     "unknown repository 'nope'"),
+    ("bad workflow repository name", "POST", "/api/v1/workflows", {"subject": "x", "repo": "A B"},
+     "repository"),
+    ("chart of no minutes", "GET", "/api/v1/charts/finished?minutes=0", None, "minutes"),
+    ("chart of two days", "GET", "/api/v1/charts/finished?minutes=2881", None, "minutes"),
+    ("chart minutes not a number", "GET", "/api/v1/charts/finished?minutes=soon", None, "minutes"),
+    ("spend chart of an unknown role", "GET", "/api/v1/charts/spend?role=nobody", None,
+     "unknown role 'nobody'"),
+    ("NUL in the spend chart's role", "GET", "/api/v1/charts/spend?role=c%00", None, "role"),
 ]
 
 
@@ -103,6 +95,15 @@ async def test_bad_input_is_400_naming_the_field_and_writes_nothing(
     error = answer.json()["error"]
     assert word in error and "SQLSTATE" not in error and "\n" not in error, error
     assert await _counts(db) == before
+
+
+async def test_the_charts_answer_good_queries(api: httpx.AsyncClient) -> None:
+    spend = await api.get("/api/v1/charts/spend", params={"role": "cto"})
+    assert spend.status_code == 200, spend.text
+    assert [r["role"] for r in spend.json()["roles"]] == ["cto"]
+    assert len(spend.json()["roles"][0]["hourly"]) == spend.json()["hour"] + 1
+    finished = await api.get("/api/v1/charts/finished", params={"minutes": 5})
+    assert finished.status_code == 200 and len(finished.json()["counts"]) == 5, finished.text
 
 
 async def test_a_good_task_is_still_accepted(api: httpx.AsyncClient) -> None:

@@ -54,6 +54,11 @@ def test_unknown_role_names_the_known_ones() -> None:
             "[work]\nconcurrency = -1",
             "work.concurrency",
         ),
+        (
+            'title = "x"\nresponsibilities = ["r"]\nkeywords=["a"]\nsystem_prompt="p"\n'
+            '[approval]\ntools = ["Bash(git push"]',
+            "approval.tools: Value error, approval rule 'Bash(git push' is not Tool",
+        ),
     ],
 )
 def test_bad_role_file_is_one_line(tmp_path: Path, text: str, fragment: str) -> None:
@@ -77,3 +82,13 @@ def test_roles_are_the_folders_with_a_role_toml(tmp_path: Path) -> None:
         check_role("cto", tmp_path / "agents")
     with pytest.raises(UnknownRole, match="known roles: cfo, operator"):
         check_role("../cfo", tmp_path / "agents", allow=("operator",))
+
+
+def test_a_roles_approval_rules_are_read_as_written(tmp_path: Path) -> None:
+    (tmp_path / "ops").mkdir()
+    (tmp_path / "ops" / "role.toml").write_text(
+        'title = "Ops"\nresponsibilities = ["deploys"]\nkeywords = ["deploy"]\n'
+        'system_prompt = "You run deploys."\n'
+        '[approval]\ntools = ["Bash(git push:*)", "Write", "Bash(git push:*)"]\n')
+    assert load_role(tmp_path, "ops").approval.tools == ["Bash(git push:*)", "Write"]
+    assert load_role(AGENTS, "cto").approval.tools == []  # none unless asked for

@@ -34,13 +34,14 @@ class FakeStore(WorkflowStore):
             raise self.fail_on.pop(name)
 
     # --- workflows
-    def add(self, *, roles: list[str], rounds: int = 1, quorum: str = "majority") -> Workflow:
+    def add(self, *, roles: list[str], rounds: int = 1, quorum: str = "majority",
+            repo: dict[str, Any] | None = None) -> Workflow:
         now = datetime.now(UTC)
         wf = Workflow(id=f"wf-{len(self.workflows) + 1}", subject="Move the API to the new cluster",
                       body="budget approved", started_by="operator", phase=Phase.SELECTING,
                       roles=roles, rounds=rounds, quorum=quorum, decider_timeout=1.0,
                       phase_timeout=60.0, phase_deadline=now + timedelta(seconds=60),
-                      created_at=now, updated_at=now)
+                      created_at=now, updated_at=now, repo=repo)
         self.workflows[wf.id] = wf
         return wf
 
@@ -146,7 +147,8 @@ class FakeQueue(TaskQueue):
             task_id = len(self.store.task_rows) + 1
             self.store.task_rows[task_id] = {
                 "task_id": task_id, "assigned_role": t.role, "task_description": t.description,
-                "status": "pending", "error": None, "result": None, "dedupe_key": t.dedupe_key}
+                "status": "pending", "error": None, "result": None, "dedupe_key": t.dedupe_key,
+                "payload": dict(t.payload)}
             self.enqueued += 1
             made.append(Enqueued(task_id, True))
         return made

@@ -79,6 +79,22 @@ async def test_a_workflow_runs_from_selection_to_done() -> None:
                   and "task" in m.body) == ["ceo", "cto"]  # each role reports its own
 
 
+async def test_a_workflow_with_a_repository_gives_its_tasks_that_repository() -> None:
+    store = FakeStore()
+    driver, parts, _ = organisation(store, ["ceo", "cto"])
+    repo = {"name": "app", "source": "/src/app", "base_branch": "main", "test_command": None,
+            "push": False}
+    wf = store.add(roles=["ceo", "cto"], repo=repo)
+    plain = store.add(roles=["ceo", "cto"])
+    await run_until(store, driver, parts, wf.id, Phase.EXECUTING)
+    await run_until(store, driver, parts, plain.id, Phase.EXECUTING)
+    by_workflow: dict[str, list[dict[str, object]]] = {}
+    for t in store.task_rows.values():
+        by_workflow.setdefault(str(t["payload"]["workflow"]), []).append(t["payload"])
+    assert by_workflow[wf.id] and all(p["repo"] == repo for p in by_workflow[wf.id])
+    assert by_workflow[plain.id] and all("repo" not in p for p in by_workflow[plain.id])
+
+
 async def test_every_part_is_idempotent() -> None:
     store = FakeStore()
     driver, parts, queue = organisation(store, ["ceo", "cto"])

@@ -1,0 +1,54 @@
+"""What a gated run is given: its PreToolUse hook, as a `--settings` file.
+
+`hook_settings` writes two files into a folder only the worker's user can read (the
+run's private directory, removed after the run): `hook.json`, what the hook needs
+to reach the same database and namespace (the settings), the task, the role, the
+rules and the timeout; and `settings.json`, the CLI's settings with one PreToolUse
+hook whose matcher names only the gated tools. The hook's command line is run by
+the CLI's shell, so every part of it is quoted (`shlex.quote`); ECHO itself never
+runs a shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from echo.approval_rules import Rule, hook_matcher
+from echo.config import Settings
+
+#: The seconds the CLI waits for the hook before it gives up on it.
+HOOK_TIMEOUT = 60
+
+
+def hook_command(config: Path, python: str = sys.executable) -> str:
+    return f"{shlex.quote(python)} -m echo.approval_hook {shlex.quote(str(config))}"
+
+
+def _private_write(path: Path, data: object) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+
+
+def hook_settings(settings: Settings, folder: Path, *, task_id: int, role: str | None,
+                  rules: Sequence[Rule]) -> Path:
+    """Write the hook's files into `folder` (created 0700); the `--settings` file's path."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config = folder / "hook.json"
+    _private_write(config, {
+        "settings": settings.model_dump(mode="json", exclude_none=True),
+        "task_id": task_id, "role": role, "rules": [str(r) for r in rules],
+        "timeout": settings.approval_timeout,
+    })
+    cli = folder / "settings.json"
+    _private_write(cli, {"hooks": {"PreToolUse": [{
+        "matcher": hook_matcher(rules),
+        "hooks": [{"type": "command", "command": hook_command(config),
+                   "timeout": HOOK_TIMEOUT}],
+    }]}})
+    return cli
