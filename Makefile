@@ -76,7 +76,7 @@ lint: $(STAMP)
 
 # The suite in two phases (tests/suite.py): the unit and integration tests on
 # ECHO_TEST_WORKERS (2) parallel workers, then the `alone` ones (chaos, e2e, browser,
-# package, the Jepsen run) by themselves; one closing line adds them up.
+# package, the Jepsen run) in two lanes of one test at a time; one closing line adds them up.
 test: setup setup-browser jepsen-setup lint
 	$(PY) -m tests.suite $(PYTEST_ARGS)
 

@@ -38,15 +38,24 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-#: Markers of the tests that run by themselves (`alone`), after the parallel phase of
-#: `make test` (tests/suite.py): they kill, stop or fail servers over and wait for the
-#: recovery, load both cores for a minute (a wheel build, the claude CLI, Chromium), or
-#: wait on a clock (a decider's timeout, a usage limit's reset, a page's 30 s), so a
-#: neighbour on another worker would make them late, or they it.
+#: Markers of the tests that run apart (`alone`), after the parallel phase of `make test`
+#: (tests/suite.py), in its two lanes (ALONE_BESIDE): they kill, stop or fail servers
+#: over and wait for the recovery, load both cores for a minute (a wheel build, the
+#: claude CLI, Chromium), or wait on a clock (a decider's timeout, a usage limit's reset,
+#: a page's 30 s), so a neighbour of the parallel phase would make them late, or they it.
 ALONE_MARKERS = ("chaos", "package", "e2e", "browser", "alone")
 #: Their hang guard: an organisation started, a server failed over and 100 tasks run
 #: took 212 s on a 2-core machine at load 15-30 (the failover test hit the default 120 s).
 ALONE_TIMEOUT_S = 300
+#: The alone phase has two lanes (xdist groups on two workers, tests/suite.py), each one
+#: test after another. The second holds the alone tests that break nothing shared and
+#: spend their time waiting on processes and clocks: the Jepsen harness (its own hosts,
+#: servers and faults inside network namespaces, about 105 s of waiting on its run) and
+#: the e2e tests (the claude CLI against a fake API on a port of their own; a usage
+#: limit's reset alone is a minute of waiting). The first lane holds everything that
+#: kills, stops, partitions or pauses servers and agents (the chaos tests), Chromium, the
+#: wheel build and the embedded lifecycle, one after another as before.
+ALONE_BESIDE = ("tests/jepsen/", "tests/e2e/")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -61,17 +70,27 @@ def pytest_pycollect_makeitem(collector: pytest.Module | pytest.Class, name: str
             pytest.mark.anyio(obj)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """For the parallel workers (pytest-xdist, `--dist loadgroup`): a test that uses a
     module-scoped fixture (an organisation, a browser, an installed wheel) runs on one
     worker with the rest of its module, so that fixture is built once, not once per
-    worker. Tests of ALONE_MARKERS are marked `alone`, with a longer hang guard."""
+    worker. Tests of ALONE_MARKERS are marked `alone`, with a longer hang guard, and
+    put in their lane of the alone phase (ALONE_BESIDE): a lane is one xdist group, so
+    its module-scoped fixtures stay on its one worker too. First of the hooks: xdist's
+    own turns the groups into node ids (`...@group`) in a worker's session, and a test
+    marked after it ran is in no group. (Both that and pytest 9.2, whose node ids ignore
+    what xdist sets, had every module's tests spread over both workers, each building
+    the module's organisation: pyproject.toml keeps pytest below 9.2.)"""
     for item in items:
         if any(item.get_closest_marker(name) for name in ALONE_MARKERS) \
                 or item.nodeid.startswith("tests/browser/"):  # marked by its own conftest
             item.add_marker(pytest.mark.alone)
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(ALONE_TIMEOUT_S))
+            beside = item.nodeid.startswith(ALONE_BESIDE)
+            item.add_marker(pytest.mark.xdist_group("alone-beside" if beside else "alone"))
+            continue
         fixtures = getattr(item, "_fixtureinfo", None)
         if fixtures is not None and any(
             defs[-1].scope == "module" for defs in fixtures.name2fixturedefs.values()

@@ -3,14 +3,20 @@
 1. Every test not marked `alone` (the unit and integration tests), on parallel
    workers (pytest-xdist, `--dist loadgroup`): two on two cores; a module whose tests
    share a module-scoped organisation stays on one worker (tests/conftest.py).
-2. The `alone` tests (chaos, e2e, browser, package, the embedded lifecycle), one after
-   another with nothing beside them: they kill and fail servers over and wait for the
-   recovery, or wait on a clock, and a neighbour on another worker would make them
-   late (or they it).
+2. The `alone` tests (chaos, e2e, browser, package, the embedded lifecycle, the short
+   Jepsen run) in two lanes, one xdist group each on two workers, each lane one test
+   after another (tests/conftest.py, ALONE_BESIDE). The first lane holds what kills,
+   stops, partitions or pauses servers and agents and waits for the recovery, Chromium,
+   the wheel build and the embedded lifecycle: no other test of that lane runs
+   beside any of them. The second holds the Jepsen run (its own hosts and servers in network
+   namespaces) and the e2e tests (the claude CLI against a fake API): they break
+   nothing shared and mostly wait, on their processes and on clocks (the phase's 62
+   tests used 265 s of CPU in all). Beside each other the lanes took the phase
+   from 734 s to 312-342 s (docs/benchmarks.md).
 
 Arguments go to both phases (`make test PYTEST_ARGS="tests/unit -x"`); a `-m`
 expression among them is combined with each phase's. ECHO_TEST_WORKERS sets the
-number of workers (default 2; 0 runs the first phase in one process too). More
+number of workers (default 2; 0 runs both phases in one process each). More
 workers than cores buy little here: each organisation a test starts holds about 25
 of the shared Postgres's 100 connections, and its agents need the CPU. The exit
 status is the first failing phase's; a phase that selected no test (pytest's 5) is
@@ -35,6 +41,8 @@ from pathlib import Path
 
 NO_TESTS = 5
 INTERRUPTED = 2
+#: The alone phase's lanes (tests/conftest.py, ALONE_BESIDE), one worker each.
+ALONE_LANES = 2
 
 
 def split_marker(args: list[str]) -> tuple[str | None, list[str]]:
@@ -57,9 +65,10 @@ def phases(args: list[str], workers: int) -> list[tuple[str, list[str]]]:
         return ["-m", f"({expr}) and ({own})" if expr else own]
 
     parallel = ["-n", str(workers), "--dist", "loadgroup"] if workers > 0 else []
+    lanes = ["-n", str(ALONE_LANES), "--dist", "loadgroup"] if workers > 0 else []
     return [
         ("parallel", [*parallel, *marked("not alone"), *rest]),
-        ("alone", [*marked("alone"), *rest]),
+        ("alone", [*lanes, *marked("alone"), *rest]),
     ]
 
 

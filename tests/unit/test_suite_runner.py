@@ -9,7 +9,10 @@ def test_each_phase_selects_its_half_and_keeps_the_callers_arguments() -> None:
     (first, parallel), (second, alone) = phases(["tests/unit", "-x"], workers=2)
     assert (first, second) == ("parallel", "alone")
     assert parallel == ["-n", "2", "--dist", "loadgroup", "-m", "not alone", "tests/unit", "-x"]
-    assert alone == ["-m", "alone", "tests/unit", "-x"]
+    assert alone == ["-n", "2", "--dist", "loadgroup", "-m", "alone", "tests/unit", "-x"]
+    (_, serial), (_, alone_serial) = phases(["tests/unit"], workers=0)
+    assert serial == ["-m", "not alone", "tests/unit"]
+    assert alone_serial == ["-m", "alone", "tests/unit"]
 
 
 def test_a_marker_expression_of_the_caller_is_combined_with_each_phases() -> None:
