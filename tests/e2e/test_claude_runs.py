@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import anyio
 import psutil
@@ -60,6 +61,24 @@ async def run_task(settings: Settings, db: Database, executor: object, **task: o
         await wait_until(final, timeout=180, interval=0.05)
         pool.stop()
     return made.task_id
+
+
+def claude_worker(settings: Settings, api: FakeAnthropic, claude_bin: str, tmp_path: Path,
+                  *args: str) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """A real `echoctl worker` for claude tasks (one slot, a 3 s task lease, its own
+    config dir), logging to tmp_path/worker.log: a worker a test can SIGKILL mid-run."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, **settings.child_env(), **api.env("sk-ant-test-0123456789"),
+           "HOME": str(home), "ECHO_LOG_LEVEL": "WARNING", "ECHO_CLAUDE_BIN": claude_bin,
+           "ECHO_CLAUDE_IDLE_TIMEOUT": "600"}
+    env.pop("ECHO_ENV", None)
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "echo", "worker", "--executor", "claude", "--concurrency", "1",
+         "--lease", "3", "--claude-config-dir", str(tmp_path / "first-config"), *args],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return worker, log
 
 
 def no_claude_left() -> None:
@@ -150,18 +169,7 @@ async def test_a_worker_killed_mid_run_is_resumed_by_another_from_the_mirrored_t
     q = TaskQueue(db)
     made = await q.enqueue("read the notes", task_type="claude",
                            payload={"cwd": str(notes.parent)})
-    home = tmp_path / "home"
-    home.mkdir()
-    first_config = tmp_path / "first-config"
-    env = {**os.environ, **settings.child_env(), **api.env("sk-ant-test-0123456789"),
-           "HOME": str(home), "ECHO_LOG_LEVEL": "WARNING", "ECHO_CLAUDE_BIN": claude_bin,
-           "ECHO_CLAUDE_IDLE_TIMEOUT": "600"}
-    env.pop("ECHO_ENV", None)
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "echo", "worker", "--executor", "claude", "--concurrency", "1",
-         "--lease", "3", "--claude-config-dir", str(first_config)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker, log = claude_worker(settings, api, claude_bin, tmp_path)
     try:
         async def mirrored() -> bool:  # the tool's result is in Postgres' copy
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()

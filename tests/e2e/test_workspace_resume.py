@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -21,7 +19,7 @@ from echo.org.client import Client
 from echo.work import ClaudeRunOptions, ExecutorPool, TaskQueue
 from echo.work.workspaces import Layout, WorkspaceExecutor
 from tests.e2e import test_claude_executor as executor_tests
-from tests.e2e.test_claude_runs import FAST, ROOT, no_claude_left
+from tests.e2e.test_claude_runs import FAST, claude_worker, no_claude_left
 from tests.fakes.anthropic import FakeAnthropic, stall, text, tool_use
 from tests.helpers import wait_until
 from tests.integration.workspaces.gitrepo import run_git, snapshot, user_repo
@@ -49,17 +47,7 @@ async def test_a_killed_workers_task_resumes_in_the_same_worktree_and_branch(
     api.conversation(
         tool_use("Write", {"file_path": str(worktree / "plan.md"), "content": "step 1\n"}),
         stall(notes), notes, text("Plan and notes written."))
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**os.environ, **settings.child_env(), **api.env("sk-ant-test-0123456789"),
-           "HOME": str(home), "ECHO_LOG_LEVEL": "WARNING", "ECHO_CLAUDE_BIN": claude_bin,
-           "ECHO_CLAUDE_IDLE_TIMEOUT": "600"}
-    env.pop("ECHO_ENV", None)
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "echo", "worker", "--executor", "claude", "--roles", "cto",
-         "--concurrency", "1", "--lease", "3", "--claude-config-dir", str(tmp_path / "first")],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker, log = claude_worker(settings, api, claude_bin, tmp_path, "--roles", "cto")
     try:
         async def stalled_after_writing() -> bool:
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
