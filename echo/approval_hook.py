@@ -27,6 +27,7 @@ The answer (checked with the pinned CLI 2.1.197):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -98,8 +99,11 @@ async def decide(config: dict[str, Any], call: dict[str, Any]) -> str | None:
             tool_input=tool_input, session_id=call.get("session_id"),
             tool_use_id=call.get("tool_use_id"), expires_in=float(config["timeout"]))
     finally:
-        await database.close()
+        with contextlib.suppress(Exception):  # the decision stands: a close never overrides it
+            await database.close()
     request = got.approval
+    if request is None:
+        return answer("deny", got.reason)
     if got.decision == "allow":
         return answer("allow", f"approved by {request.decided_by} (request {request.id})")
     if got.decision == "deny":

@@ -26,7 +26,14 @@ HOOK_TIMEOUT = 60
 
 
 def hook_command(config: Path, python: str = sys.executable) -> str:
-    return f"{shlex.quote(python)} -m echo.approval_hook {shlex.quote(str(config))}"
+    """The hook as the CLI runs it (through a shell, in the run's working directory).
+
+    `-I`: isolated, so a package the run wrote into its worktree (`echo/approval_hook.py`
+    answering allow) is never imported instead of ECHO's, and no PYTHON* variable or
+    user site directory changes what runs. `|| exit 2`: the CLI treats any other failure
+    of a hook (it could not start, an import failed, it crashed) as no objection and
+    makes the call; exit 2 blocks it, so a hook that fails never lets a gated call run."""
+    return f"{shlex.quote(python)} -I -m echo.approval_hook {shlex.quote(str(config))} || exit 2"
 
 
 def _private_write(path: Path, data: object) -> None:

@@ -80,7 +80,7 @@ class CallAnswer:
     """The hook's answer to one gated call, and the request it concerns."""
 
     decision: Answer
-    approval: Approval
+    approval: Approval | None  # None: the call's own request was used up already
     reason: str = ""
 
 
@@ -129,7 +129,9 @@ class ApprovalStore:
                 if row is None:  # a concurrent hook of the same call inserted it
                     row = await conn.fetchrow(_Q["find_call"], task_id, tool_use_id,
                                               session_id, tool, digest)
-            assert row is not None
+            if row is None:  # this very call's request was approved and used up already
+                return CallAnswer("deny", None, "its approval was used already (the run "
+                                  "was interrupted after it); make the call again to ask anew")
             approval = Approval.of(row)
             if approval.state == "approved":
                 used = await conn.fetchval(_Q["use"], approval.id)

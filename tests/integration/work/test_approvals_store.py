@@ -36,6 +36,11 @@ async def test_a_request_defers_until_approved_then_allows_exactly_once(db: Data
     await store.decide(first.approval.id, approve=True, by="ops")
     allowed = await check(store, 1, "toolu_a")
     assert allowed.decision == "allow"
+    # The run was interrupted after the allow and asks for that very call again: the
+    # approval is spent, and the answer says so (it used to be an AssertionError).
+    spent = await check(store, 1, "toolu_a")
+    assert (spent.decision, spent.approval) == ("deny", None)
+    assert "used already" in spent.reason
     # The same call once more (a later, identical call: a new tool_use id) asks anew.
     later = await check(store, 1, "toolu_b")
     assert later.decision == "defer" and later.approval.id != first.approval.id
