@@ -332,8 +332,9 @@ class RoleAgent:
 
     def _new_answerer(self) -> Answerer:
         assert self.database is not None
-        decider = ClaudeDecider(self.settings, self.role, governor=self.governor(),
-                                mcp_config=self.mcp_config)
+        # No `echo` server for an answer's run: it could `ask` back, and two roles would
+        # then ask each other on and on, each answer paid for, after the asker gave up.
+        decider = ClaudeDecider(self.settings, self.role, governor=self.governor())
         self.answerer = Answerer(self.settings, self.database, self.role, decider=decider,
                                  listener=self.listener, reporter=self.health)
         return self.answerer

@@ -1616,6 +1616,12 @@ CREATE TRIGGER agent_tasks_update_audit AFTER UPDATE ON agent_tasks REFERENCING 
 CREATE TRIGGER approvals_audit AFTER INSERT OR UPDATE ON approvals FOR EACH ROW EXECUTE FUNCTION approvals_audit();
 
 --
+-- Name: approvals approvals_fence; Type: TRIGGER; Schema: -; Owner: -
+--
+
+CREATE TRIGGER approvals_fence BEFORE INSERT OR DELETE OR UPDATE ON approvals FOR EACH STATEMENT EXECUTE FUNCTION role_lease_fence();
+
+--
 -- Name: budgets budgets_audit; Type: TRIGGER; Schema: -; Owner: -
 --
 
@@ -1698,6 +1704,12 @@ CREATE TRIGGER workflow_participants_audit AFTER INSERT ON workflow_participants
 --
 
 CREATE TRIGGER workflow_participants_fence BEFORE INSERT OR DELETE OR UPDATE ON workflow_participants FOR EACH STATEMENT EXECUTE FUNCTION role_lease_fence();
+
+--
+-- Name: workflow_sessions workflow_sessions_fence; Type: TRIGGER; Schema: -; Owner: -
+--
+
+CREATE TRIGGER workflow_sessions_fence BEFORE INSERT OR DELETE OR UPDATE ON workflow_sessions FOR EACH STATEMENT EXECUTE FUNCTION role_lease_fence();
 
 --
 -- Name: workflows workflows_audit; Type: TRIGGER; Schema: -; Owner: -

@@ -63,29 +63,31 @@ async def test_a_late_migration_older_than_the_applied_ones_is_refused(
 ) -> None:
     """A migration numbered below the newest applied one would run out of order on
     databases migrated before it arrived: one line, and nothing of it is applied."""
-    every = db.migrations()
-    versions = [m.version for m in every]
-    held_back = versions[-2]
-    shared = _copy_sql(tmp_path, set(versions) - {held_back})
+    versions = [m.version for m in db.migrations()]
+    # A number the project skipped, below the newest: a migration that arrives late
+    # (made on a branch while others landed). Its own content, so nothing depends on it.
+    held_back = next(n for n in range(1, versions[-1]) if n not in versions)
+    shared = _copy_sql(tmp_path, set(versions))
     s = Settings(env="test", database_url=pg_dsn, namespace=namespace, redis_url=None)
     original = db.project_path
     monkeypatch.setattr(db, "project_path", lambda name: shared if name == "shared" else original(name))
     try:
         await db.migrate(s)
-        late = next(m for m in every if m.version == held_back)
-        shutil.copy(late.path, shared / "sql" / late.path.name)
+        late_name = f"{held_back:03d}_arrived_late.sql"
+        (shared / "sql" / late_name).write_text("CREATE TABLE arrived_late (id int);\n")
         with pytest.raises(MigrationError) as caught:
             await db.migrate(s)
         message = str(caught.value)
-        assert late.path.name in message and str(versions[-1]) in message
+        assert late_name in message and str(versions[-1]) in message
         assert "\n" not in message
         conn = await asyncpg.connect(pg_dsn)
         try:
             applied = await conn.fetchval(
                 f'SELECT count(*) FROM "{namespace}".schema_migrations WHERE version = $1', held_back)
+            made = await conn.fetchval("SELECT to_regclass($1)", f'"{namespace}".arrived_late')
         finally:
             await conn.close()
-        assert applied == 0
+        assert applied == 0 and made is None
     finally:
         await db.drop_namespace(s)
 

@@ -87,13 +87,15 @@ async def test_a_roles_server_with_a_stale_epoch_writes_nothing(
                 tasks = len(await client.tasks(limit=1000))
             for tool, arguments in (("send", {"to": "ceo", "subject": "After it"}),
                                     ("broadcast", {"subject": "After it"}),
-                                    ("submit_task", {"description": "late work"})):
+                                    ("submit_task", {"description": "late work"}),
+                                    ("request_budget", {"daily_usd": 9, "reason": "late"})):
                 assert "no longer held by this agent" in await refused(session, tool, **arguments)
             assert [m["id"] for m in await ok(session, "messages", role="ceo", after=first["db_id"] - 1)] \
                 == [first["db_id"]]  # reading still works; nothing was written
             async with Client(mcp_settings) as client:
                 assert await client.latest_message_id() == before
                 assert len(await client.tasks(limit=1000)) == tasks
+                assert [a for a in await client.approvals() if a.reason == "late"] == []
         finally:
             await newer.close()
 

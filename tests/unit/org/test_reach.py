@@ -7,10 +7,12 @@ import json
 import stat
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 from echo.config import Settings
 from echo.org import reach
-from echo.org.agent import role_executors
+from echo.org.agent import RoleAgent, role_executors
 from echo.org.roles import load_role
 from echo.work import ClaudeExecutor
 from tests.unit.work.test_claude_unit import _task
@@ -60,3 +62,14 @@ def test_a_run_gets_only_this_server_and_the_roles_echo_tools(tmp_path: Path) ->
     bare = role_executors(s, role)["claude"]  # no lease to act under: no server
     assert isinstance(bare, ClaudeExecutor)
     assert "--mcp-config" not in bare.argv("claude", bare.options_for(_task()))
+
+
+def test_an_answers_run_gets_no_echo_server_so_roles_never_ask_each_other_on(tmp_path: Path) -> None:
+    s = Settings(state_dir=tmp_path)
+    agent = RoleAgent(s, load_role(s.agents_dir, "cto"), fence="cto/1/h")
+    agent.database = cast(Any, SimpleNamespace(settings=s))  # no statement is run here
+    agent.mcp_config = reach.write_config(s, "cto", "cto/1/h")
+    assert agent._new_workflow().decider is not None
+    assert agent._new_workflow().decider.options.mcp_config == str(agent.mcp_config)
+    answerer = agent._new_answerer()
+    assert answerer.decider is not None and answerer.decider.options.mcp_config is None
