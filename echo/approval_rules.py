@@ -8,10 +8,13 @@ a file tool's `file_path` (or `notebook_path`, `path`), WebFetch's `url`, else t
 input's JSON. An MCP tool (`mcp__server__tool`) is matched by its name only.
 
 For Bash the rule is applied to every part of a compound command (split at `&&`,
-`||`, `;`, `|`, newlines, `$(`, backquotes), with and without a leading `VAR=value`,
-so `cd x && git push` is gated by `Bash(git push:*)` as the CLI's own permission
-check would. The split ignores quoting: it can only find more parts, which gates
-more calls, never fewer; for an approval gate that is the safe side.
+`||`, `;`, `|`, `&`, newlines, `$(`, backquotes, parentheses and braces), with and
+without what may lead the command itself (`VAR=value`, `then`, `do`, `!`, `time`,
+`env`, `nohup`, `sudo`, ...), so `cd x && git push` and `if ok; then git push; fi` are
+gated by `Bash(git push:*)`. The split ignores quoting: it can only find more parts,
+which gates more calls, never fewer. A command can still hide a prefix from any
+pattern (`bash -c "git push"`, `git -C . push`): prefix rules guard against mistakes;
+gate the bare `Bash` tool where every command must wait (docs/approvals.md).
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from echo.errors import ConfigError
 
 _TOOL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
 _RULE_RE = re.compile(r"^(?P<tool>[^()\s]+)(?:\((?P<content>.*)\))?$", re.DOTALL)
-_SPLIT_RE = re.compile(r"&&|\|\||;|\||\n|\$\(|`|\)")
-_ASSIGN_RE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)+")
+_SPLIT_RE = re.compile(r"&&|\|\||;|\||&|\n|\$\(|`|\(|\)|\{|\}")
+#: What may stand before the command itself: assignments, and the shell's keywords and
+#: wrappers that run the rest (`then git push`, `time git push`, `env git push`).
+_LEAD_RE = re.compile(r"^(?:(?:[A-Za-z_][A-Za-z0-9_]*=\S*|then|do|else|elif|if|while|until|"
+                      r"!|time|env|command|exec|nohup|builtin|sudo)\s+)+")
 _PATH_KEYS = ("file_path", "notebook_path", "path")
 
 
@@ -95,7 +101,7 @@ def _parts(command: str) -> list[str]:
     """Each part of a compound command, as written and without leading assignments
     (both: a rule matching either gates the call)."""
     parts = [p.strip() for p in _SPLIT_RE.split(command)]
-    parts += [_ASSIGN_RE.sub("", p).strip() for p in parts]
+    parts += [_LEAD_RE.sub("", p).strip() for p in parts]
     return [p for p in dict.fromkeys(parts) if p] or [command.strip()]
 
 
