@@ -101,6 +101,7 @@ def open_workspace(state_dir: Path, repo: Repository, task_id: int, role: str | 
         mirror = ensure_mirror(layout, repo)
         found = _existing(layout, task_id, branch)
         if found is not None:
+            _catch_up_with_push(found, mirror)
             return found
         if path.exists():  # a worktree git no longer knows (or half made): start clean
             shutil.rmtree(path)
@@ -123,6 +124,20 @@ def open_workspace(state_dir: Path, repo: Repository, task_id: int, role: str | 
                    datetime.now(UTC).isoformat())
     layout.meta(task_id).write_text(json.dumps(ws.meta(), indent=2))
     return ws
+
+
+def _catch_up_with_push(ws: Workspace, mirror: Path) -> None:
+    """A worktree reused on this machine after a retry ran (and pushed) elsewhere: move
+    it on to the pushed branch when that only adds to it and nothing here is
+    uncommitted; otherwise leave it, and its push will be refused, not overwrite."""
+    pushed = f"refs/remotes/origin/{ws.branch}"
+    if not ok(["rev-parse", "--verify", "--quiet", pushed], cwd=mirror):
+        return
+    if ok(["merge-base", "--is-ancestor", pushed, "HEAD"], cwd=ws.path):
+        return  # nothing new there
+    clean = not out(["status", "--porcelain"], cwd=ws.path)
+    if clean and ok(["merge-base", "--is-ancestor", "HEAD", pushed], cwd=ws.path):
+        git(["merge", "--quiet", "--ff-only", pushed], cwd=ws.path)
 
 
 def _existing(layout: Layout, task_id: int, branch: str) -> Workspace | None:
@@ -214,9 +229,12 @@ def push_branch(ws: Workspace, state_dir: Path) -> str | None:
     only that ref). None when it went, else git's reason in one line (the task goes
     on: it can still continue on this machine)."""
     mirror = Layout.of(state_dir, ws.repo).mirror
-    ref = f"refs/heads/{ws.branch}"
-    done = git(["push", "--quiet", "origin", f"+{ref}:{ref}"], cwd=mirror, check=False,
-               timeout=300)
+    ref, theirs = f"refs/heads/{ws.branch}", f"refs/remotes/origin/{ws.branch}"
+    # Forced only over what this machine last saw of it: if another machine pushed the
+    # branch since (a retry ran there), the push is refused rather than its work lost.
+    seen = git(["rev-parse", "--verify", "--quiet", theirs], cwd=mirror, check=False).stdout.strip()
+    done = git(["push", "--quiet", f"--force-with-lease={ref}:{seen}", "origin",
+                f"{ref}:{ref}"], cwd=mirror, check=False, timeout=300)
     if done.returncode != 0:
         return (done.stderr.strip().splitlines() or [f"git push exited {done.returncode}"])[-1]
     # what the other machines' mirrors will fetch: the same ref as the repository has it

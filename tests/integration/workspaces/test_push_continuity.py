@@ -77,3 +77,36 @@ async def test_a_retry_on_another_machine_continues_from_the_pushed_branch(
         assert task["status"] == "dead"
         assert (there / "progress.txt").read_text() == "step 1\n"
     assert run_git(source, "status", "--porcelain") == ""  # the user's files untouched
+
+
+#: Each attempt adds one step; the task is done at its third.
+THREE = ("import os, pathlib, sys\n"
+         "p = pathlib.Path('progress.txt')\n"
+         "lines = p.read_text().splitlines() if p.exists() else []\n"
+         "lines.append(f'step {len(lines) + 1} in ' + os.getcwd())\n"
+         "p.write_text('\\n'.join(lines) + '\\n')\n"
+         "sys.exit(0 if len(lines) == 3 else 3)\n")
+
+
+async def test_back_on_the_first_machine_it_goes_on_from_the_second_ones_push(
+        settings: Settings, db: Database, tmp_path: Path) -> None:
+    # A, then B, then A again (found in review: A reused its stale worktree and its
+    # forced push overwrote what B had pushed).
+    source = user_repo(tmp_path / "user-app")
+    a = settings.model_copy(update={"state_dir": tmp_path / "machine-a"})
+    b = settings.model_copy(update={"state_dir": tmp_path / "machine-b"})
+    async with Client(settings, database=db) as client:
+        async with client.repos() as repos:
+            await repos.add("app", str(source), push=True)
+        task_id = await submit(client, [sys.executable, "-c", THREE], max_retries=0)
+        for machine in (a, b):
+            assert (await run_on(machine, db, task_id))["status"] == "dead"
+            await client.retry_task(task_id)
+        task = await run_on(a, db, task_id)
+    assert task["status"] == "completed", task["error"]
+    ws = task["result"]["workspace"]
+    steps = run_git(source, "show", f"{ws['head']}:progress.txt").splitlines()
+    assert steps == [f"step 1 in {Layout.of(a.state_dir, 'app').worktree(task_id)}",
+                     f"step 2 in {Layout.of(b.state_dir, 'app').worktree(task_id)}",
+                     f"step 3 in {Layout.of(a.state_dir, 'app').worktree(task_id)}"]
+    assert run_git(source, "rev-parse", f"echo/cto/task-{task_id}") == ws["head"]
