@@ -96,3 +96,19 @@ def stop_org(s: Settings) -> None:
     echoctl(s, "down", "--timeout", "30")
     for proc in org_processes(s):
         proc.kill()
+
+
+def claude_children() -> list[psutil.Process]:
+    """This test process's `claude` descendants (a CLI run, a kept session) still running."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "claude" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue  # it ended while we looked
+    return found
+
+
+def no_claude_left() -> None:
+    assert claude_children() == []

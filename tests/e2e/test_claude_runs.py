@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import IO
 
 import anyio
-import psutil
 import pytest
 
 from echo.config import Settings
@@ -28,7 +27,7 @@ from echo.work.governor import Governor
 from echo.work.runs.sessions import transcript_path
 from tests.e2e import test_claude_executor as executor_tests
 from tests.fakes.anthropic import FakeAnthropic, stall, text, tool_use
-from tests.helpers import run_cli, wait_until
+from tests.helpers import no_claude_left, run_cli, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -80,10 +79,6 @@ def claude_worker(settings: Settings, api: FakeAnthropic, claude_bin: str, tmp_p
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     return worker, log
 
-
-def no_claude_left() -> None:
-    me = psutil.Process()
-    assert [c for c in me.children(recursive=True) if "claude" in " ".join(c.cmdline())] == []
 
 
 async def test_a_runs_events_are_in_tasks_show(

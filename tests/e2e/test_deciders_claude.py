@@ -12,7 +12,6 @@ import json
 import logging
 from pathlib import Path
 
-import psutil
 import pytest
 
 from echo.config import Settings
@@ -23,7 +22,7 @@ from echo.org.roles import load_roles
 from echo.org.workflow import WorkflowStore
 from tests.e2e import test_claude_executor as executor_tests
 from tests.fakes.anthropic import FakeAnthropic, Request, text
-from tests.helpers import wait_until
+from tests.helpers import claude_children, no_claude_left, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -182,8 +181,12 @@ async def test_kept_one_process_answers_every_question_of_the_workflow(
     # within that moment loses is still in the thread the next prompt shows.)
     session = await store.conversation(wf, "cto")
     assert session is not None
-    transcript = next((tmp_path / "home" / ".claude" / "projects").rglob(f"{session}.jsonl"))
-    await wait_until(lambda: "approve" in transcript.read_text(), timeout=30)  # its answer
+    projects = tmp_path / "home" / ".claude" / "projects"
+
+    def answered() -> bool:  # the CLI writes its transcript a moment after it answers
+        return any("approve" in t.read_text() for t in projects.rglob(f"{session}.jsonl"))
+
+    await wait_until(answered, timeout=30, interval=0.05)
     [child] = claude_children()
     child.kill()
     await wait_until(lambda: d.kept == 0, timeout=30)
@@ -208,11 +211,3 @@ async def test_with_the_setting_off_every_question_is_a_fresh_process(
     assert all(r.assistant_turns == 0 for r in api.message_requests())
     assert await store.conversation(wf, "cto") is None
 
-
-def claude_children() -> list[psutil.Process]:
-    me = psutil.Process()
-    return [c for c in me.children(recursive=True) if "claude" in " ".join(c.cmdline())]
-
-
-def no_claude_left() -> None:
-    assert claude_children() == []

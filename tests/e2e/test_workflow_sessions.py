@@ -20,10 +20,10 @@ from echo.org.deciders import ClaudeDecider
 from echo.org.roles import load_roles
 from echo.org.workflow import Phase, WorkflowAgent, WorkflowStore
 from tests.e2e import test_claude_executor as executor_tests
-from tests.e2e.test_deciders_claude import asked, no_claude_left, said
+from tests.e2e.test_deciders_claude import asked, said
 from tests.e2e.test_workflow_traces import route_workflow
 from tests.fakes.anthropic import FakeAnthropic, text
-from tests.helpers import wait_until
+from tests.helpers import no_claude_left, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

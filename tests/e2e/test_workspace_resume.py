@@ -19,9 +19,9 @@ from echo.org.client import Client
 from echo.work import ClaudeRunOptions, ExecutorPool, TaskQueue
 from echo.work.workspaces import Layout, WorkspaceExecutor
 from tests.e2e import test_claude_executor as executor_tests
-from tests.e2e.test_claude_runs import FAST, claude_worker, no_claude_left
+from tests.e2e.test_claude_runs import FAST, claude_worker
 from tests.fakes.anthropic import FakeAnthropic, stall, text, tool_use
-from tests.helpers import wait_until
+from tests.helpers import no_claude_left, wait_until
 from tests.integration.workspaces.gitrepo import run_git, snapshot, user_repo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
