@@ -24,7 +24,7 @@ from echo.org.client import Client
 from echo.org.deciders import FALLBACK_MARK
 from echo.org.roles import load_role, load_roles
 from echo.org.workflow import WorkflowStore
-from tests.helpers import cli_env
+from tests.helpers import cli_env, wait_until
 
 #: Every tool of the operator's server.
 TOOLS = {"broadcast", "send", "ask", "messages", "thread", "submit_task", "task",
@@ -222,19 +222,21 @@ async def requests_a_budget(session: mcp.Client, client: Client, role: str) -> N
 
 async def answered_after_asking(session: mcp.Client, s: Settings, database: dbmod.Database,
                                 got: list[Any]) -> None:
+    answered = anyio.Event()
     async with anyio.create_task_group() as tg:
         async def asking() -> None:
             got.append(await ok(session, "ask", role="senior_architect",
                                 question="Which queue should the API use?", timeout=30))
+            answered.set()
 
         tg.start_soon(asking)
         store = MessageStore(database)
-        while not await store.open_questions("senior_architect", within=60):
-            await anyio.sleep(0.05)
+        await wait_until(lambda: store.open_questions("senior_architect", within=60),
+                         timeout=30, interval=0.05)
         answerer = Answerer(s, database, load_role(s.agents_dir, "senior_architect"))
         await tg.start(answerer.run)
-        while not got:
-            await anyio.sleep(0.05)
+        with anyio.fail_after(30):
+            await answered.wait()
         tg.cancel_scope.cancel()
 
 

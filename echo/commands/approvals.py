@@ -9,7 +9,6 @@ The decider in the audit trail is the operating-system user who ran the command.
 
 from __future__ import annotations
 
-import getpass
 import json
 
 import typer
@@ -25,18 +24,11 @@ from echo.commands._common import (
     settings,
     with_client,
 )
+from echo.org.client import decider_name
 from echo.work.approvals import STATES, Approval
 
 approvals_app = typer.Typer(help="Approval requests: list, show, approve, deny.",
                             no_args_is_help=True)
-
-
-def operator() -> str:
-    """Who decides at this terminal: the OS user (`cli:<user>` in the audit trail)."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
 
 
 def _line(a: Approval) -> str:
@@ -100,7 +92,7 @@ def approve(ctx: typer.Context, approval_id: int = typer.Argument(...),
             json_out: bool = JsonOpt) -> None:
     """Approve a pending request: its task runs again and makes the call, once."""
     s = settings(ctx)
-    done = with_client(s, lambda c: c.approve(approval_id, by=operator()))
+    done = with_client(s, lambda c: c.approve(approval_id, by=decider_name("cli")))
     if json_out:
         emit_json(done)
     else:
@@ -113,7 +105,7 @@ def deny(ctx: typer.Context, approval_id: int = typer.Argument(...),
          json_out: bool = JsonOpt) -> None:
     """Deny a pending request: the call is refused and the run goes on with the reason."""
     s = settings(ctx)
-    done = with_client(s, lambda c: c.deny(approval_id, reason, by=operator()))
+    done = with_client(s, lambda c: c.deny(approval_id, reason, by=decider_name("cli")))
     if json_out:
         emit_json(done)
     else:

@@ -20,7 +20,6 @@ the operator's (a request the role makes, such as a budget raise). `read_only=Tr
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from echo.bus import ALL
 from echo.config import Settings
 from echo.errors import UsageError
 from echo.mcp.scope import Scope
-from echo.org.client import Client, SendKind
+from echo.org.client import Client, SendKind, decider_name
 
 
 @dataclass(frozen=True)
@@ -212,14 +211,6 @@ async def spend(org: Org) -> Any:
 # ---------------------------------------------------------------- approvals
 
 
-def decider() -> str:
-    """Who decides through this server: its OS user (`mcp:<user>` in the audit trail)."""
-    try:
-        return f"mcp:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "mcp"
-
-
 @tool(operator_only=True, read_only=True)
 async def approvals(org: Org, state: Annotated[str | None, Field(
         description="pending, approved, denied, expired or used")] = None) -> Any:
@@ -231,13 +222,13 @@ async def approvals(org: Org, state: Annotated[str | None, Field(
 @tool(operator_only=True)
 async def approve(org: Org, id: int) -> Any:
     """Approve a pending request: its task resumes and the call is made once."""
-    return await org.client.approve(id, by=decider())
+    return await org.client.approve(id, by=decider_name("mcp"))
 
 
 @tool(operator_only=True)
 async def deny(org: Org, id: int, reason: str) -> Any:
     """Deny a pending request with a reason, which the resumed run is told."""
-    return await org.client.deny(id, reason, by=decider())
+    return await org.client.deny(id, reason, by=decider_name("mcp"))
 
 
 @tool(role_only=True)

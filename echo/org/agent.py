@@ -44,7 +44,7 @@ from echo.org import reach
 from echo.org.asks import Answerer
 from echo.org.deciders import ClaudeDecider
 from echo.org.health import HealthMonitor
-from echo.org.leases import Predecessor
+from echo.org.leases import Lease, Predecessor
 from echo.org.roles import Role
 from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent, WorkflowStore
 from echo.runtime import SHUTDOWN, Actor, Backoff, ChildSpec, Registry, Service, Supervisor
@@ -213,7 +213,7 @@ class RoleAgent:
         `fence` (the role's lease), every write it makes is checked against the lease."""
         self.database = await db.Database.open(self.settings, min_size=0, max_size=1, fence=self.fence)
         if self.fence and self.role.claude.echo_tools != []:  # its runs act under this lease
-            self.mcp_config = reach.write_config(self.settings, self.role.name, self.fence)
+            self.mcp_config = reach.write_config(self.settings, Lease.parse(self.fence))
         self.health = HealthMonitor(
             self.settings,
             self.database,
@@ -395,7 +395,7 @@ class RoleAgent:
             out["workflow_error"] = self.workflow.last_error
         out["listener_connected"] = self.listener.connected
         if self.fence:  # the lease epoch it acts under: its supervisor passes it on a restart
-            out["epoch"] = int(self.fence.split("/")[1])
+            out["epoch"] = Lease.parse(self.fence).epoch
         return out
 
 
@@ -442,7 +442,7 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str | None,
     import os
     import sys
 
-    from echo.org.leases import Lease, LeaseKeeper, Owner
+    from echo.org.leases import LeaseKeeper, Owner
     from echo.org.organisation import install_stop_signals
     from echo.org.standby import announce_standby, exit_with_parent
     from echo.runtime import gave_up

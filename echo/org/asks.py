@@ -27,6 +27,7 @@ the question waits.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from typing import Any
 
@@ -147,6 +148,7 @@ class Answerer:
             task_status.started()
             while True:
                 self._wake = anyio.Event()
+                retry_after = math.inf  # idle: only a kick (a new question) wakes it
                 try:
                     for asked, left in await self.store.open_questions(
                             self.role.name, within=MAX_ASK_SECONDS):
@@ -156,9 +158,14 @@ class Answerer:
                     self.condition.ok()
                 except StoreUnavailable as exc:
                     self.condition.trouble(str(exc))
-                # A kick brings a new question; the tick retries after an outage.
-                with anyio.move_on_after(self.settings.poll_interval * 10):
+                    retry_after = self.retry_interval
+                with anyio.move_on_after(retry_after):
                     await self._wake.wait()
+
+    @property
+    def retry_interval(self) -> float:
+        """How soon a scan or an answer that met an outage is tried again."""
+        return self.settings.poll_interval * 10
 
     async def _answer(self, pub: Publisher, limiter: anyio.CapacityLimiter,
                       asked: StoredMessage, left: float) -> None:
@@ -179,7 +186,10 @@ class Answerer:
                          asked.from_role, said.source,
                          extra=fields(role=self.role.name, question=asked.id))
         except (StoreUnavailable, StoreRejected) as exc:
-            # The next scan (a kick or the tick) tries again while the asker still waits.
+            # A scan a moment later tries again while the asker still waits.
             log.warning("%s could not answer question %s: %s", self.role.name, asked.id, exc)
+            self._busy.discard(asked.id)
+            await anyio.sleep(self.retry_interval)
+            self.kick()
         finally:
             self._busy.discard(asked.id)

@@ -21,6 +21,7 @@ Input is checked before anything is written; bad input raises a `UsageError` lea
 from __future__ import annotations
 
 import contextlib
+import getpass
 import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -219,6 +220,15 @@ class ApprovalDetail(BaseModel):
 
     approval: Approval
     history: list[TaskEvent]
+
+
+def decider_name(via: str) -> str:
+    """Who decides through `via` (the CLI, the MCP server): the OS user, as `via:<user>`
+    in the audit trail, so a decision names the person at that terminal."""
+    try:
+        return f"{via}:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return via
 
 
 def check_decider(by: str) -> str:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from echo.config import Settings
+from echo.org.leases import Lease
 from echo.org.roles import Role
 
 #: The server's name in a run: its tools are `mcp__echo__<tool>`.
@@ -55,18 +56,18 @@ def allowed_rules(tools: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(f"mcp__{SERVER}__{t}" for t in tools)
 
 
-def write_config(settings: Settings, role: str, fence: str) -> Path:
-    """The `--mcp-config` file for this role's runs under `fence` (written atomically:
-    a run never reads half of one); the files of the role's older leases go."""
+def write_config(settings: Settings, lease: Lease) -> Path:
+    """The `--mcp-config` file for the runs of the role that `lease` holds (written
+    atomically: a run never reads half of one); the files of its older leases go."""
     folder = settings.state_dir / "mcp"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    epoch = int(fence.split("/")[1])
+    role, epoch = lease.role, lease.epoch
     for old in folder.glob(f"{role}-*.json"):
         held = old.stem.removeprefix(f"{role}-")
         if held.isdigit() and int(held) < epoch:
             old.unlink(missing_ok=True)
     path = folder / f"{role}-{epoch}.json"
-    argv = server_argv(role, fence)
+    argv = server_argv(role, lease.fence)
     config = {"mcpServers": {SERVER: {"type": "stdio", "command": argv[0], "args": argv[1:],
                                       "env": settings.child_env()}}}
     partial = folder / f".{role}.json.{os.getpid()}"

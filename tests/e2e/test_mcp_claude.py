@@ -61,7 +61,7 @@ def slow_start(config: Path, tmp_path: Path, seconds: int) -> None:
 async def cto_task(settings: Settings, db: Database, lease: Lease, claude_bin: str,
                    api: FakeAnthropic, tmp_path: Path, *, slow: int = 0) -> str:
     """Run one cto task whose first turn sends to the CEO; the tool result the model got."""
-    config = reach.write_config(settings, "cto", lease.fence)
+    config = reach.write_config(settings, lease)
     if slow:
         slow_start(config, tmp_path, slow)
     options = ClaudeRunOptions(model="sonnet", **reach.run_options(load_role(settings.agents_dir, "cto"),

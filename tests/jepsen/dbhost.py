@@ -49,7 +49,7 @@ async def main(root: Path, password: str, host_indexes: list[int], control: Path
             links.append(proxy.Link(str(index), (hosts.DB_ADDR, hosts.redis_port(index)),
                                     ("127.0.0.1", REDIS_LOCAL)))
         async with anyio.create_task_group() as tg:
-            await tg.start(proxy.serve, links, control)
+            await tg.start(proxy.serve, links, proxy.Delays(control))
             print("ready", flush=True)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:

@@ -87,10 +87,10 @@ async def _handle(client: SocketStream, link: Link, delays: Delays) -> None:
             tg.start_soon(_pipe, upstream, client, link.key, delays)
 
 
-async def serve(links: list[Link], control: Path,
+async def serve(links: list[Link], delays: Delays,
                 *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Listen on every link until cancelled."""
-    delays = Delays(control)
+    """Listen on every link until cancelled, holding chunks back as `delays` (its control
+    file, re-read every half second) says."""
     delays.read()
     async with anyio.create_task_group() as tg:
         for link in links:

@@ -12,6 +12,7 @@ import anyio
 from anyio.abc import SocketStream
 
 from echo.embedded import free_port
+from tests.helpers import wait_until
 from tests.jepsen import proxy
 
 
@@ -42,15 +43,16 @@ async def test_the_proxy_forwards_in_order_and_delays_on_demand(tmp_path: Path) 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=upstream)
     async with anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, _echo)
+        delays = proxy.Delays(control)
         await tg.start(proxy.serve, [proxy.Link("1", ("127.0.0.1", front), ("127.0.0.1", upstream))],
-                       control)
+                       delays)
         payload = bytes(range(256)) * 40
         got, _ = await _round_trip(front, payload)
         assert got == payload
 
         control.write_text(json.dumps({"1": {"delay_ms": 150}}))
-        proxy_reads_every_s = 0.5
-        await anyio.sleep(proxy_reads_every_s * 2)  # the proxy polls its control file
+        await wait_until(lambda: delays.current == {"1": {"delay_ms": 150}}, timeout=10,
+                         interval=0.05)  # the proxy re-reads its control file
         got, took = await _round_trip(front, payload)
         assert got == payload
         assert took >= 0.3  # 150 ms each way: a floor, which load can only raise

@@ -13,7 +13,7 @@ from echo import db as dbmod
 from echo.config import Settings
 from echo.org.client import Client
 from echo.org.leases import Lease, LeaseKeeper
-from tests.helpers import echoctl
+from tests.helpers import run_cli
 from tests.mcp_checks import (
     bad_input_is_one_error_result,
     every_tool_acts,
@@ -104,10 +104,10 @@ async def test_a_roles_server_with_a_stale_epoch_writes_nothing(
     (["--role", "janitor", "--fence", "janitor/1/abc"], "unknown role 'janitor'"),
     (["--role", "cto", "--fence", "cto/one/abc"], "is not a fence"),
 ])
-def test_a_bad_command_line_is_one_line_and_exit_2_before_serving(
+async def test_a_bad_command_line_is_one_line_and_exit_2_before_serving(
     mcp_settings: Settings, args: list[str], says: str
-) -> None:
-    done = echoctl(mcp_settings, "mcp", *args)
+) -> None:  # async: the module's async fixture is set up for it alone too (xdist)
+    done = await run_cli(mcp_settings, "mcp", *args)
     assert done.returncode == 2, done
     assert done.stdout == ""  # stdout is the protocol: nothing but it, ever
     assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1

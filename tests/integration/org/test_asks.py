@@ -6,27 +6,21 @@ say so; the real CLI answering through MCP is tests/e2e/test_mcp_runs.py."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
 
 from echo import db as dbmod
-from echo.bus import Kind, MessageStore
+from echo.bus import Kind, MessageStore, Publisher
 from echo.config import Settings
-from echo.errors import EchoError, UnknownRole, UsageError
+from echo.errors import EchoError, StoreUnavailable, UnknownRole, UsageError
 from echo.org.asks import Answerer, answer_message, question
 from echo.org.client import Client, NoAgentsUp
 from echo.org.deciders import FALLBACK_MARK, Answer
 from echo.org.roles import load_role
-
-
-async def up(db: dbmod.Database, *roles: str) -> None:
-    """What a running agent's HealthMonitor writes (the agents are not started here)."""
-    async with db.acquire() as conn:
-        for role in roles:
-            await conn.execute(
-                "INSERT INTO agent_health (role, host, pid, state, started_at, details)"
-                " VALUES ($1, 'here', 4242, 'healthy', now(), '{}')", role)
+from tests.helpers import wait_until
+from tests.integration.org.test_client import heartbeat
 
 
 async def count(db: dbmod.Database, kind: str) -> int:
@@ -44,12 +38,11 @@ async def client(settings: Settings) -> AsyncIterator[Client]:
 async def test_a_question_is_answered_by_the_role_on_its_thread(
     settings: Settings, client: Client, db: dbmod.Database
 ) -> None:
-    await up(db, "senior_architect")
+    await heartbeat(db, "senior_architect")
     architect = Answerer(settings, db, load_role(settings.agents_dir, "senior_architect"))
 
     async def kick_when_asked() -> None:  # what the architect's participant does
-        while not await count(db, "question"):
-            await anyio.sleep(0.05)
+        await wait_until(lambda: count(db, "question"), timeout=20, interval=0.05)
         architect.kick()
 
     async with anyio.create_task_group() as tg:
@@ -73,28 +66,68 @@ async def test_a_question_is_answered_by_the_role_on_its_thread(
 async def test_a_question_asked_while_the_role_was_down_is_answered_when_it_starts(
     settings: Settings, client: Client, db: dbmod.Database
 ) -> None:
-    await up(db, "senior_architect")
+    await heartbeat(db, "senior_architect")
     role = load_role(settings.agents_dir, "senior_architect")
-    got: list[object] = []
+    answered = anyio.Event()
 
     async def asker() -> None:
-        got.append(await client.ask("senior_architect", "Which database?", within=30))
+        await client.ask("senior_architect", "Which database?", within=30)
+        answered.set()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(asker)
-        while not await count(db, "question"):  # asked, and nobody is answering yet
-            await anyio.sleep(0.05)
+        tg.start_soon(asker)  # asked, and nobody is answering yet
+        await wait_until(lambda: count(db, "question"), timeout=30, interval=0.05)
         answerer = Answerer(settings, db, role)
         await tg.start(answerer.run)  # its first scan finds the open question
-        while not got:
-            await anyio.sleep(0.05)
+        with anyio.fail_after(30):
+            await answered.wait()
         tg.cancel_scope.cancel()
+    assert await count(db, "answer") == 1
+
+
+async def test_an_outage_while_answering_is_tried_again_without_a_kick(
+    settings: Settings, client: Client, db: dbmod.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle, the answerer waits only for a kick; a scan or an answer that met an outage
+    is retried on its own, while the asker still waits."""
+    await heartbeat(db, "senior_architect")
+    answerer = Answerer(settings, db, load_role(settings.agents_dir, "senior_architect"))
+    scans, publishes = [], []
+    real_scan, real_publish = answerer.store.open_questions, Publisher.publish
+
+    async def scan_failing_first(*args: Any, **kw: Any) -> Any:
+        scans.append(1)
+        if len(scans) == 2:  # the scan the question's kick starts
+            raise StoreUnavailable("the database is down")
+        return await real_scan(*args, **kw)
+
+    async def publish_failing_first(self: Publisher, message: Any, **kw: Any) -> Any:
+        if message.kind == Kind.ANSWER:
+            publishes.append(1)
+            if len(publishes) == 1:
+                raise StoreUnavailable("the database is down")
+        return await real_publish(self, message, **kw)
+
+    monkeypatch.setattr(answerer.store, "open_questions", scan_failing_first)
+    monkeypatch.setattr(Publisher, "publish", publish_failing_first)
+
+    async def kick_once_asked() -> None:
+        await wait_until(lambda: count(db, "question"), timeout=20, interval=0.05)
+        answerer.kick()  # the one kick: every later scan is the answerer's own retry
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(answerer.run)
+        tg.start_soon(kick_once_asked)
+        got = await client.ask("senior_architect", "Which database?", within=30)
+        tg.cancel_scope.cancel()
+    assert got.role == "senior_architect" and answerer.answered == 1
+    assert len(scans) >= 4 and len(publishes) == 2  # failed scan, retry, failed answer, retry
     assert await count(db, "answer") == 1
 
 
 async def test_an_answer_posted_twice_is_one_row(settings: Settings, db: dbmod.Database,
                                                  client: Client) -> None:
-    await up(db, "senior_architect")
+    await heartbeat(db, "senior_architect")
     sent = await client._publish(question("operator", "senior_architect", "twice?", 30,
                                           max_body_bytes=settings.max_body_bytes))
     asked = await MessageStore(db).get(sent.db_id)
@@ -117,7 +150,7 @@ async def test_an_expired_question_is_not_answered(settings: Settings, db: dbmod
 
 
 async def test_nobody_answering_is_one_clear_error(client: Client, db: dbmod.Database) -> None:
-    await up(db, "cto")
+    await heartbeat(db, "cto")
     with pytest.raises(EchoError, match=r"cto did not answer within 1s \(question \d+\)"):
         await client.ask("cto", "anyone?", within=1)
 

@@ -13,6 +13,7 @@ from typing import Any, cast
 from echo.config import Settings
 from echo.org import reach
 from echo.org.agent import RoleAgent, role_executors
+from echo.org.leases import Lease
 from echo.org.roles import load_role
 from echo.work import ClaudeExecutor
 from tests.unit.work.test_claude_unit import _task
@@ -20,7 +21,7 @@ from tests.unit.work.test_claude_unit import _task
 
 def test_the_config_file_runs_the_server_as_the_role_under_its_fence(tmp_path: Path) -> None:
     s = Settings(state_dir=tmp_path / "state", database_url="postgresql://u:secret@h/db")
-    path = reach.write_config(s, "cto", "cto/7/vm:123:abc")
+    path = reach.write_config(s, Lease.parse("cto/7/vm:123:abc"))
     server = json.loads(path.read_text())["mcpServers"]["echo"]
     assert [server["command"], *server["args"]] == [
         sys.executable, "-P", "-m", "echo", "mcp", "--role", "cto", "--fence", "cto/7/vm:123:abc"]
@@ -31,7 +32,7 @@ def test_the_config_file_runs_the_server_as_the_role_under_its_fence(tmp_path: P
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert path.name == "cto-7.json"
     (path.parent / "ceo-3.json").write_text("{}")  # another role's: kept
-    again = reach.write_config(s, "cto", "cto/8/vm:124:def")  # a new lease: the old file goes
+    again = reach.write_config(s, Lease.parse("cto/8/vm:124:def"))  # a new lease: the old file goes
     assert "cto/8/vm:124:def" in again.read_text()
     assert sorted(p.name for p in path.parent.iterdir()) == ["ceo-3.json", "cto-8.json"]
     reach.remove_config(again)  # the agent stopped: no secret left in the state directory
@@ -41,7 +42,7 @@ def test_the_config_file_runs_the_server_as_the_role_under_its_fence(tmp_path: P
 def test_a_run_gets_only_this_server_and_the_roles_echo_tools(tmp_path: Path) -> None:
     s = Settings(state_dir=tmp_path)
     role = load_role(s.agents_dir, "cto")
-    config = reach.write_config(s, "cto", "cto/1/h")
+    config = reach.write_config(s, Lease.parse("cto/1/h"))
     claude = role_executors(s, role, mcp_config=config)["claude"]
     assert isinstance(claude, ClaudeExecutor)
     argv = claude.argv("claude", claude.options_for(_task()))
@@ -68,7 +69,7 @@ def test_an_answers_run_gets_no_echo_server_so_roles_never_ask_each_other_on(tmp
     s = Settings(state_dir=tmp_path)
     agent = RoleAgent(s, load_role(s.agents_dir, "cto"), fence="cto/1/h")
     agent.database = cast(Any, SimpleNamespace(settings=s))  # no statement is run here
-    agent.mcp_config = reach.write_config(s, "cto", "cto/1/h")
+    agent.mcp_config = reach.write_config(s, Lease.parse("cto/1/h"))
     assert agent._new_workflow().decider is not None
     assert agent._new_workflow().decider.options.mcp_config == str(agent.mcp_config)
     answerer = agent._new_answerer()
