@@ -207,11 +207,16 @@ def cancel(ctx: typer.Context, task_id: int = typer.Argument(...)) -> None:
 
 
 @tasks_app.command()
-def retry(ctx: typer.Context, task_id: int = typer.Argument(...)) -> None:
+def retry(ctx: typer.Context, task_id: int = typer.Argument(...),
+          anywhere: bool = typer.Option(
+              False, "--anywhere", help="Let any worker take it, not only the one whose "
+              "machine has its worktree (a repository without --push): it starts over "
+              "from the base. Also lets go of a pending task waiting for that machine.")
+          ) -> None:
     """Queue a failed, dead or cancelled task again, with its retries reset."""
     s = settings(ctx)
-    with_client(s, lambda c: c.retry_task(task_id))
-    console.print(f"task {task_id} queued again")
+    with_client(s, lambda c: c.retry_task(task_id, anywhere=anywhere))
+    console.print(f"task {task_id} queued again" + (" for any worker" if anywhere else ""))
 
 
 # --------------------------------------------------------------------------- worker

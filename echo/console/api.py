@@ -165,11 +165,13 @@ async def cancel_task(task_id: int, request: Request) -> dict[str, Any]:
 
 
 @router.post("/tasks/{task_id}/retry", summary="Queue a failed, dead or cancelled task again")
-async def retry_task(task_id: int, request: Request) -> dict[str, Any]:
+async def retry_task(task_id: int, request: Request, anywhere: bool = Query(
+        False, description="Any worker may take it, not only the one with its worktree "
+                           "(it starts over from the base); a pending task too")) -> dict[str, Any]:
     data = _data(request)
     await data.show_task(task_id)
     try:
-        await data.retry(task_id)
+        await data.retry(task_id, anywhere=anywhere)
     except UsageError as exc:
         raise Conflict(str(exc)) from None
     return {"task_id": task_id, "status": "pending"}

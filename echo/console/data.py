@@ -96,8 +96,8 @@ class ConsoleData:
     async def cancel(self, task_id: int) -> str:
         return await self.client.cancel_task(task_id)
 
-    async def retry(self, task_id: int) -> None:
-        await self.client.retry_task(task_id)
+    async def retry(self, task_id: int, *, anywhere: bool = False) -> None:
+        await self.client.retry_task(task_id, anywhere=anywhere)
 
     async def task_counts(self) -> dict[str, int]:
         return await self.client.task_counts()

@@ -133,6 +133,7 @@ class TaskSummary(BaseModel):
     duration_sec: float | None = None
     attempt: int = 0
     workflow: str | None = None
+    workspace_at: str | None = None  # where its worktree is, when only there may it go on
     waiting: str | None = None  # why the governor holds it back (`budget — ...`)
 
     @computed_field  # type: ignore[prop-decorator]
@@ -535,11 +536,14 @@ class Client:
         async with self._queue() as q:
             return await q.cancel(task_id, actor="operator")
 
-    async def retry_task(self, task_id: int) -> None:
-        """Queue a failed, dead or cancelled task again, with its retries reset."""
+    async def retry_task(self, task_id: int, *, anywhere: bool = False) -> None:
+        """Queue a failed, dead or cancelled task again, with its retries reset. With
+        `anywhere`, any worker may take it, not only the one with its worktree (a
+        repository without a push): it starts over from the base; a pending task
+        waiting for that worker is let go too."""
         check_id(task_id)
         async with self._queue() as q:
-            await q.requeue(task_id, actor="operator")
+            await q.requeue(task_id, actor="operator", anywhere=anywhere)
 
     async def task_counts(self) -> dict[str, int]:
         """How many tasks have each outcome (`TaskSummary.outcome`: skipped apart from

@@ -61,9 +61,9 @@ async def unclaimed_tasks(database: Database) -> list[dict[str, Any]]:
     reason `tasks list` gives each (what `status` shows)."""
     serving = await live_claimers(database)
     out = []
-    for role, task_type, n in await WorkerRegistry(database).pending_kinds():
-        why = unserved({"status": "pending", "assigned_role": role, "task_type": task_type},
-                       serving)
+    for role, task_type, at, n in await WorkerRegistry(database).pending_kinds():
+        why = unserved({"status": "pending", "assigned_role": role, "task_type": task_type,
+                        "workspace_at": at}, serving)
         if why:
             out.append({"role": role, "task_type": task_type, "count": n, "text": why})
     return out

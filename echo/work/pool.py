@@ -80,6 +80,7 @@ from echo.work.queue import (
     TaskQueue,
 )
 from echo.work.workers import WorkerRegistry
+from echo.work.workspaces.repository import workspace_place
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,8 @@ class ExecutorPool:
         self.grace_seconds = grace_seconds
         self.backoff = backoff
         self.worker_prefix = worker_prefix or default_worker_prefix()
+        #: Where its worktrees are: a task whose worktree is elsewhere is not its to claim.
+        self.place = workspace_place(settings)
         #: The governor's part of every claim: budgets, account pauses, the breaker.
         self.gate = gate or ClaimGate.from_settings(settings)
         self.condition = Condition("work", reporter, log)
@@ -250,7 +253,7 @@ class ExecutorPool:
                 tg.start_soon(self._rescues)
                 # presence, so a task nobody claims can say why (echo.work.workers)
                 tg.start_soon(partial(WorkerRegistry(self.queue.db).keep, self.worker_prefix,
-                                      self.roles, list(self.executors),
+                                      self.roles, list(self.executors), place=self.place,
                                       halted=lambda: self._halted))
                 task_status.started()
                 await self._claim_loop(tg)
@@ -304,7 +307,7 @@ class ExecutorPool:
                 applied, tasks = await self.queue.complete_and_claim(
                     [outcome for _, outcome in done if isinstance(outcome, Completion)],
                     [self.worker_id(s) for s in slots], task_types=types, roles=self.roles,
-                    lease_seconds=self.lease_seconds, gate=self.gate)
+                    lease_seconds=self.lease_seconds, gate=self.gate, place=self.place)
                 self._claim_rounds += 1
                 self.condition.ok()
                 retry.reset()
@@ -347,7 +350,7 @@ class ExecutorPool:
         if self.listener is None or not self.listener.connected:
             return None
         try:
-            due = await self.queue.next_due(types, self.roles)
+            due = await self.queue.next_due(types, self.roles, self.place)
         except (StoreUnavailable, StoreRejected):
             return None
         idle = self.settings.worker_check_interval * IDLE_POLL_FACTOR

@@ -291,13 +291,14 @@ class TaskQueue:
         roles: Sequence[str] | None = None,
         lease_seconds: float = 30.0,
         gate: ClaimGate = UNGOVERNED,
+        place: str | None = None,
     ) -> list[Task]:
         """At most one task per id in `worker_ids` (the free slots), highest priority
         first, then oldest. Committed before it returns. The same statement as
         `complete_and_claim`, storing no result."""
         _, tasks = await self.complete_and_claim([], worker_ids, task_types=task_types,
                                                  roles=roles, lease_seconds=lease_seconds,
-                                                 gate=gate)
+                                                 gate=gate, place=place)
         return tasks
 
     async def complete_and_claim(
@@ -309,6 +310,7 @@ class TaskQueue:
         roles: Sequence[str] | None = None,
         lease_seconds: float = 30.0,
         gate: ClaimGate = UNGOVERNED,
+        place: str | None = None,
     ) -> tuple[set[int], list[Task]]:
         """`complete(done)` and `claim(worker_ids)` in one statement (one round trip,
         one commit): the ids that were still owned, and the tasks claimed. A slot may be
@@ -316,7 +318,10 @@ class TaskQueue:
         names the old task and attempt, the claim a new task.
 
         The ledger rows of the finished runs are written in the same statement, and
-        `gate` (the governor) decides which governed tasks may start, counting them."""
+        `gate` (the governor) decides which governed tasks may start, counting them.
+        `place` is where this worker keeps worktrees (`workspace_place`): a task whose
+        worktree is at another place is not claimed, and one of a repository without
+        a push is pinned here when claimed (029). None claims only unpinned tasks."""
         if not done and not worker_ids:
             return set(), []
         runs = ledger_rows([d.run for d in done if d.run is not None])
@@ -324,7 +329,7 @@ class TaskQueue:
             rows = await conn.fetch(
                 _Q["complete_and_claim"], *_completion_columns(done), list(worker_ids),
                 list(task_types), None if roles is None else list(roles), lease_seconds,
-                runs, *gate.params())
+                runs, *gate.params(), place)
         applied = {r["task_id"] for r in rows if r["completed"]}
         return applied, [Task.from_row(r) for r in rows if not r["completed"]]
 
@@ -371,12 +376,14 @@ class TaskQueue:
         return {r["task_id"] for r in rows}
 
     async def next_due(self, task_types: Sequence[str],
-                       roles: Sequence[str] | None = None) -> float | None:
-        """Seconds until the earliest pending task of `task_types` (and `roles`) is due:
-        <= 0 when one is due now, None when none is pending."""
+                       roles: Sequence[str] | None = None,
+                       place: str | None = None) -> float | None:
+        """Seconds until the earliest pending task of `task_types` (and `roles`) that a
+        worker at `place` may claim is due: <= 0 when one is due now, None when none is
+        pending."""
         async with self.db.acquire() as conn:
             due = await conn.fetchval(_Q["next_due"], list(task_types),
-                                      None if roles is None else list(roles))
+                                      None if roles is None else list(roles), place)
         return None if due is None else float(due)
 
     async def rescue(self, *, actor: str, backoff: Backoff = DEFAULT_BACKOFF,
@@ -404,12 +411,14 @@ class TaskQueue:
         raise UsageError(f"task {task_id} is already {status}; only pending, running or "
                          "awaiting_approval tasks can be cancelled")
 
-    async def requeue(self, task_id: int, *, actor: str = "cli") -> None:
-        """Run a failed, dead or cancelled task again, with its retries reset."""
+    async def requeue(self, task_id: int, *, actor: str = "cli", anywhere: bool = False) -> None:
+        """Run a failed, dead or cancelled task again, with its retries reset; with
+        `anywhere`, by any worker, not only the one with its worktree (029), and a
+        pending task waiting for that worker is let go too."""
         try:
             async with self.db.transaction() as conn:
                 await conn.fetchval(_Q["set_actor"], actor)
-                done = await conn.fetchval(_Q["requeue"], task_id)
+                done = await conn.fetchval(_Q["requeue"], task_id, anywhere)
                 status = None if done else await conn.fetchval(_Q["status_of"], task_id)
         except StoreRejected as exc:
             if exc.sqlstate != UNIQUE_VIOLATION:
@@ -421,7 +430,7 @@ class TaskQueue:
         if status is None:
             raise NotFound(f"no task {task_id}; `echoctl tasks list` shows the tasks")
         raise UsageError(f"task {task_id} is {status}; only failed, dead or cancelled tasks "
-                         "can be retried")
+                         "(with --anywhere, pending ones too) can be retried")
 
     async def get(self, task_id: int) -> dict[str, Any]:
         async with self.db.acquire() as conn:

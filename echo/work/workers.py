@@ -36,15 +36,19 @@ _Q = load_queries("workers")
 
 @dataclass(frozen=True)
 class Serving:
-    """One live pool: `roles` None serves every role and the tasks without one."""
+    """One live pool: `roles` None serves every role and the tasks without one; `place`
+    is where it keeps worktrees (`workspace_place`)."""
 
     worker: str
     roles: tuple[str, ...] | None
     task_types: tuple[str, ...]
+    place: str | None = None
 
-    def takes(self, task_type: str, role: str | None) -> bool:
+    def takes(self, task_type: str, role: str | None, at: str | None = None) -> bool:
+        """Whether it claims such a task (pinned to the place `at`, if not None)."""
         return (task_type in self.task_types
-                and (self.roles is None or (role is not None and role in self.roles)))
+                and (self.roles is None or (role is not None and role in self.roles))
+                and (at is None or at == self.place))
 
 
 def unserved(row: Mapping[str, Any], serving: Sequence[Serving]) -> str | None:
@@ -52,8 +56,14 @@ def unserved(row: Mapping[str, Any], serving: Sequence[Serving]) -> str | None:
     if row.get("status") != "pending":
         return None
     task_type, role = str(row.get("task_type") or ""), row.get("assigned_role")
-    if any(s.takes(task_type, role) for s in serving):
+    at = row.get("workspace_at")
+    if any(s.takes(task_type, role, at) for s in serving):
         return None
+    if at is not None and any(s.takes(task_type, role) for s in serving):
+        task = f" {row['task_id']}" if row.get("task_id") is not None else " ID"
+        return (f"waiting: its worktree is at {at} (the repository is not pushed), where no "
+                f"worker runs; start one there, or `echoctl tasks retry{task} --anywhere` to "
+                "start it over from the base on any machine")
     if role is None:
         if any(s.roles is None for s in serving):  # such a worker runs, not this type
             return (f"waiting: no worker runs {task_type} tasks; "
@@ -69,17 +79,18 @@ class WorkerRegistry:
         self.db = database
 
     async def register(self, worker: str, roles: Sequence[str] | None,
-                       task_types: Sequence[str]) -> None:
+                       task_types: Sequence[str], place: str | None = None) -> None:
         async with self.db.acquire() as conn:
             await conn.execute(_Q["register"], worker,
-                               None if roles is None else list(roles), sorted(task_types))
+                               None if roles is None else list(roles), sorted(task_types),
+                               place)
 
     async def forget(self, worker: str) -> None:
         async with self.db.acquire() as conn:
             await conn.execute(_Q["forget"], worker)
 
     async def keep(self, worker: str, roles: Sequence[str] | None,
-                   task_types: Sequence[str], *,
+                   task_types: Sequence[str], *, place: str | None = None,
                    halted: Callable[[], bool] = lambda: False) -> None:
         """Keep `worker`'s row fresh until cancelled, then delete it. An outage only
         skips beats: the row is a hint, and the worker goes on without it. A pool that
@@ -87,7 +98,7 @@ class WorkerRegistry:
         try:
             while True:
                 with contextlib.suppress(EchoError, OSError):  # a hint never stops a worker
-                    await self.register(worker, roles, task_types)
+                    await self.register(worker, roles, task_types, place)
                 await anyio.sleep(BEAT_INTERVAL)
         finally:
             if not halted():
@@ -96,15 +107,16 @@ class WorkerRegistry:
                       contextlib.suppress(EchoError, OSError)):
                     await self.forget(worker)
 
-    async def pending_kinds(self) -> list[tuple[str | None, str, int]]:
-        """(role, task type, how many) of the pending tasks."""
+    async def pending_kinds(self) -> list[tuple[str | None, str, str | None, int]]:
+        """(role, task type, the place its worktree is at, how many) of the pending
+        tasks."""
         async with self.db.acquire() as conn:
             rows = await conn.fetch(_Q["pending_kinds"])
-        return [(r["assigned_role"], r["task_type"], r["n"]) for r in rows]
+        return [(r["assigned_role"], r["task_type"], r["workspace_at"], r["n"]) for r in rows]
 
     async def serving(self, fresh: float = FRESH_WITHIN) -> list[Serving]:
         """The pools seen within `fresh` seconds."""
         async with self.db.acquire() as conn:
             rows = await conn.fetch(_Q["live"], fresh)
         return [Serving(r["worker"], None if r["roles"] is None else tuple(r["roles"]),
-                        tuple(r["task_types"])) for r in rows]
+                        tuple(r["task_types"]), r["place"]) for r in rows]

@@ -47,10 +47,10 @@ CREATE FUNCTION agent_tasks_actor(worker text) RETURNS text
 $$;
 
 --
--- Name: agent_tasks_claimable(text[], text[], integer, text[], jsonb, text[], text, jsonb); Type: FUNCTION; Schema: -; Owner: -
+-- Name: agent_tasks_claimable(text[], text[], integer, text[], jsonb, text[], text, jsonb, text); Type: FUNCTION; Schema: -; Owner: -
 --
 
-CREATE FUNCTION agent_tasks_claimable(types text[], roles text[], n integer, governed text[], lefts jsonb, paused text[], account text, role_accounts jsonb) RETURNS SETOF bigint
+CREATE FUNCTION agent_tasks_claimable(types text[], roles text[], n integer, governed text[], lefts jsonb, paused text[], account text, role_accounts jsonb, here text) RETURNS SETOF bigint
     LANGUAGE sql
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -59,6 +59,7 @@ CREATE FUNCTION agent_tasks_claimable(types text[], roles text[], n integer, gov
     WHERE status = 'pending' AND run_after <= now()
       AND task_type = ANY(types)
       AND (roles IS NULL OR assigned_role = ANY(roles))
+      AND (workspace_at IS NULL OR workspace_at = here)
       AND (task_type <> ALL(governed)
            OR claude_may_start(lefts, paused, assigned_role, payload ->> 'workflow',
                                coalesce(role_accounts ->> assigned_role, account)))
@@ -724,6 +725,7 @@ CREATE TABLE agent_tasks (
     started_at timestamp with time zone,
     completed_at timestamp with time zone,
     duration_sec double precision,
+    workspace_at text,
     CONSTRAINT agent_tasks_max_retries_check CHECK ((max_retries >= 0)),
     CONSTRAINT agent_tasks_retry_count_check CHECK ((retry_count >= 0)),
     CONSTRAINT agent_tasks_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text, 'dead'::text, 'awaiting_approval'::text]))),
@@ -1095,7 +1097,8 @@ CREATE TABLE task_workers (
     roles text[],
     task_types text[] NOT NULL,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
-    seen_at timestamp with time zone DEFAULT now() NOT NULL
+    seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    place text
 );
 
 --

@@ -25,6 +25,7 @@ from echo.work.workspaces.repository import (
     check_source,
     disk_usage,
     ensure_mirror,
+    workspace_place,
 )
 from echo.work.workspaces.store import RepositoryStore
 from echo.work.workspaces.workspace import (
@@ -64,4 +65,5 @@ __all__ = [
     "task_ids",
     "task_repository",
     "workspace_for",
+    "workspace_place",
 ]

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from echo.config import Settings
 from echo.errors import BadRepository, WorkspaceError
 from echo.work.workspaces.git import git, ok, out
 
@@ -119,6 +120,13 @@ def check_source(name: str, source: str, base: str | None) -> Repository:
 
 
 # ------------------------------------------------------------------ the mirror
+
+
+def workspace_place(settings: Settings) -> str:
+    """Where a worker keeps its worktrees: its node and state directory. A task of a
+    repository without a push is claimed again only at this place (029), since its
+    work is in a worktree here and nowhere else."""
+    return f"{settings.node}:{Path(settings.state_dir).resolve()}"
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ RETURNING t.task_id;
 -- the worker's Claude account, $16 {role: account}. A governed task starts only while
 -- no budget of its own is spent and its account is not paused; `budget_left_usd` is
 -- what is left of the smallest budget that applies (the run's --max-budget-usd).
+-- $17 the worker's place (029): it claims only tasks not pinned elsewhere, and pins the
+-- task of a repository without `--push` it claims, as its worktree will be here.
 WITH ledger AS (
     INSERT INTO claude_runs SELECT * FROM claude_runs_rows($11::jsonb, coalesce($12::timestamptz, now()), $13::text)
 ), gate AS MATERIALIZED (
@@ -73,14 +75,19 @@ WITH ledger AS (
     FROM (SELECT 1) AS one LEFT JOIN gate ON true,
          agent_tasks_claimable($8::text[], $9::text[], cardinality($7::text[]),
                                CASE WHEN gate.lefts IS NULL THEN '{}'::text[] ELSE $14::text[] END,
-                               gate.lefts, gate.paused, $15::text, $16::jsonb) AS c
+                               gate.lefts, gate.paused, $15::text, $16::jsonb,
+                               $17::text) AS c
 ), claimed AS (
     UPDATE agent_tasks AS t
     SET status = 'running',
         assigned_worker_id = ($7::text[])[array_position(locked.ids, t.task_id)],
         attempt = t.attempt + 1, started_at = now(), heartbeat_at = now(),
         lease_expires_at = now() + make_interval(secs => $10::float8),
-        completed_at = NULL, duration_sec = NULL
+        completed_at = NULL, duration_sec = NULL,
+        workspace_at = CASE WHEN t.workspace_at IS NULL
+                             AND jsonb_typeof(t.payload -> 'repo') = 'object'
+                             AND NOT coalesce((t.payload #>> '{repo,push}')::boolean, false)
+                            THEN $17::text ELSE t.workspace_at END
     FROM locked
     WHERE t.task_id = ANY(locked.ids)
     RETURNING t.task_id, t.task_type, t.task_description, t.task_priority, t.assigned_role,
@@ -204,20 +211,26 @@ WHERE t.task_id = old.task_id AND old.status IN ('pending', 'running', 'awaiting
 RETURNING old.status AS previous;
 
 -- name: requeue
+-- $2 anywhere: forget where its worktree is (029), so any worker may take it (from
+-- the base, where that machine has no branch of it); a pending task pinned to a place
+-- where no worker runs any more is let go the same way.
 UPDATE agent_tasks
 SET status = 'pending', retry_count = 0, run_after = now(), assigned_worker_id = NULL,
-    lease_expires_at = NULL, heartbeat_at = NULL, completed_at = NULL, duration_sec = NULL
-WHERE task_id = $1 AND status IN ('failed', 'dead', 'cancelled')
+    lease_expires_at = NULL, heartbeat_at = NULL, completed_at = NULL, duration_sec = NULL,
+    workspace_at = CASE WHEN $2::boolean THEN NULL ELSE workspace_at END
+WHERE task_id = $1 AND (status IN ('failed', 'dead', 'cancelled')
+                        OR ($2::boolean AND status = 'pending'))
 RETURNING task_id;
 
 -- name: next_due
 -- Seconds until the earliest pending task of these types ($1) and roles ($2 NULL: any)
 -- is due (<= 0: one is due now, yet was not claimed: locked, or held by the governor);
 -- NULL when none is pending. An idle pool sleeps that long, as no NOTIFY says when a
--- delayed task becomes due.
+-- delayed task becomes due. A task pinned to another place ($3, 029) is not its own.
 SELECT extract(epoch FROM min(run_after) - now())::float8 FROM agent_tasks
  WHERE status = 'pending' AND task_type = ANY($1::text[])
-   AND ($2::text[] IS NULL OR assigned_role = ANY($2::text[]));
+   AND ($2::text[] IS NULL OR assigned_role = ANY($2::text[]))
+   AND (workspace_at IS NULL OR workspace_at = $3::text);
 
 -- name: get
 SELECT * FROM agent_tasks WHERE task_id = $1;
@@ -228,7 +241,7 @@ SELECT status FROM agent_tasks WHERE task_id = $1;
 -- name: list
 SELECT task_id, task_type, task_description, task_priority, status, assigned_role,
        assigned_worker_id, attempt, retry_count, max_retries, error, cost_usd, created_at,
-       started_at, completed_at, duration_sec, payload ->> 'workflow' AS workflow
+       started_at, completed_at, duration_sec, payload ->> 'workflow' AS workflow, workspace_at
 FROM agent_tasks
 WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR assigned_role = $2)
   -- $4: only the skipped (true), none of them (false), either (NULL); $5 the error's prefix

@@ -115,6 +115,11 @@ async def test_tasks_submit_list_show_cancel_retry_with_the_right_statuses(org: 
         cancelled = await c.post(f"/api/v1/tasks/{parked_id}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
         assert (await c.post(f"/api/v1/tasks/{parked_id}/cancel")).status_code == 409
+        bad = await c.post(f"/api/v1/tasks/{parked_id}/retry", params={"anywhere": "maybe"})
+        assert bad.status_code == 400, bad.text
+        again = await c.post(f"/api/v1/tasks/{parked_id}/retry", params={"anywhere": "true"})
+        assert again.status_code == 200, again.text
+        assert (await c.post(f"/api/v1/tasks/{parked_id}/cancel")).status_code == 200
         assert (await c.post("/api/v1/tasks/999999999/retry")).status_code == 404
         assert (await c.get("/api/v1/tasks/999999999")).json()["error"].startswith("no task 999999999")
         assert (await c.post("/api/v1/tasks", json={"description": ""})).status_code == 400

@@ -32,3 +32,19 @@ def test_a_roles_task_needs_its_agent_or_a_worker_for_it() -> None:
 def test_only_pending_tasks_wait() -> None:
     for status in ("running", "completed", "failed", "cancelled", "dead"):
         assert unserved(row(status=status), []) is None
+
+
+def test_a_task_pinned_to_its_worktree_waits_for_a_worker_of_that_place() -> None:
+    pinned = {**row("cto"), "task_id": 12, "workspace_at": "vm:/home/me/.local/state/echo"}
+    there = Serving("vm:1", ("cto",), ("claude",), "vm:/home/me/.local/state/echo")
+    elsewhere = Serving("other:1", ("cto",), ("claude",), "other:/srv/echo")
+    assert unserved(pinned, [there]) is None
+    assert unserved(pinned, [elsewhere, there]) is None
+    waiting = unserved(pinned, [elsewhere])
+    assert waiting == ("waiting: its worktree is at vm:/home/me/.local/state/echo (the "
+                       "repository is not pushed), where no worker runs; start one there, or "
+                       "`echoctl tasks retry 12 --anywhere` to start it over from the base on "
+                       "any machine")
+    # with no worker for its role anywhere, that is the first thing to fix
+    assert unserved(pinned, []) == "waiting: the cto agent is not running; run `echoctl up`"
+    assert unserved({**pinned, "workspace_at": None}, [elsewhere]) is None  # not pinned
