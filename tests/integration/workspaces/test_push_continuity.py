@@ -52,11 +52,16 @@ async def run_on(machine: Settings, db: Database, task_id: int) -> dict[str, Any
     return await q.get(task_id)
 
 
+def two_machines(settings: Settings, tmp_path: Path) -> tuple[Path, Settings, Settings]:
+    """The user's repository, and two machines: two state directories, one database."""
+    return (user_repo(tmp_path / "user-app"),
+            settings.model_copy(update={"state_dir": tmp_path / "machine-a"}),
+            settings.model_copy(update={"state_dir": tmp_path / "machine-b"}))
+
+
 async def test_a_retry_on_another_machine_continues_from_the_pushed_branch(
         settings: Settings, db: Database, tmp_path: Path) -> None:
-    source = user_repo(tmp_path / "user-app")
-    first = settings.model_copy(update={"state_dir": tmp_path / "machine-a"})
-    second = settings.model_copy(update={"state_dir": tmp_path / "machine-b"})
+    source, first, second = two_machines(settings, tmp_path)
     async with Client(settings, database=db) as client:
         async with client.repos() as repos:
             await repos.add("app", str(source), push=True)
@@ -81,9 +86,7 @@ async def test_a_retry_on_another_machine_continues_from_the_pushed_branch(
 
 async def test_without_a_push_the_task_stays_with_the_machine_that_has_its_worktree(
         settings: Settings, db: Database, tmp_path: Path) -> None:
-    source = user_repo(tmp_path / "user-app")
-    first = settings.model_copy(update={"state_dir": tmp_path / "machine-a"})
-    second = settings.model_copy(update={"state_dir": tmp_path / "machine-b"})
+    source, first, second = two_machines(settings, tmp_path)
     async with Client(settings, database=db) as client:
         async with client.repos() as repos:
             await repos.add("app", str(source))
@@ -141,9 +144,7 @@ async def test_back_on_the_first_machine_it_goes_on_from_the_second_ones_push(
         settings: Settings, db: Database, tmp_path: Path) -> None:
     # A, then B, then A again (found in review: A reused its stale worktree and its
     # forced push overwrote what B had pushed).
-    source = user_repo(tmp_path / "user-app")
-    a = settings.model_copy(update={"state_dir": tmp_path / "machine-a"})
-    b = settings.model_copy(update={"state_dir": tmp_path / "machine-b"})
+    source, a, b = two_machines(settings, tmp_path)
     async with Client(settings, database=db) as client:
         async with client.repos() as repos:
             await repos.add("app", str(source), push=True)
