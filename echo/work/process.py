@@ -31,6 +31,7 @@ is out of reach on every path, as before.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -118,15 +119,21 @@ async def _feed(process: Process, data: bytes | None) -> None:
         await process.stdin.aclose()
 
 
+@functools.cache
 def _open_with_death_signal() -> Callable[..., Awaitable[Process]] | None:
     """anyio's backend `open_process`, which passes extra keyword arguments such as
-    `preexec_fn` through to the event loop; `anyio.open_process` takes none."""
+    `preexec_fn` through to the event loop; `anyio.open_process` takes none. It lives
+    in a private module (anyio has no public way to a preexec_fn): an anyio that moved
+    it is one warning, naming what is lost, not a silent change."""
     try:
         from anyio._core._eventloop import get_async_backend
 
         opener: Callable[..., Awaitable[Process]] = get_async_backend().open_process
         return opener
-    except Exception:  # an anyio without it: start children as before
+    except (ImportError, AttributeError) as exc:
+        log.warning("children will not die with this worker (anyio has no backend "
+                    "open_process here: %s); a killed worker leaves its runs to their "
+                    "time limits", exc)
         return None
 
 
