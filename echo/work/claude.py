@@ -39,7 +39,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -66,7 +65,7 @@ from echo.errors import (
     StoreUnavailable,
 )
 from echo.work.approvals import ApprovalStore, Rule, parse_rules
-from echo.work.approvals.install import hook_settings
+from echo.work.approvals.install import hook_folder, hook_settings
 from echo.work.approvals.store import decision_note
 from echo.work.executors import Result
 from echo.work.governor.ledger import RunRecord, usage
@@ -446,7 +445,7 @@ class ClaudeExecutor:
         rules = self.rules_for(self.options_for(task))
         if not rules:
             return await self._execute(task, None, None)
-        folder = Path(tempfile.mkdtemp(prefix="echo-approval-"))  # 0700: the run's own
+        folder = hook_folder(self.settings, task.task_id)  # 0700: the run's own
         try:
             hook = hook_settings(self.settings, folder, task_id=task.task_id, role=task.role,
                                  rules=rules)

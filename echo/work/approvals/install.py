@@ -14,9 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+import psutil
 
 from echo.approval_rules import Rule, hook_matcher
 from echo.config import Settings
@@ -40,6 +44,20 @@ def _private_write(path: Path, data: object) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle)
+
+
+def hook_folder(settings: Settings, task_id: int) -> Path:
+    """A private folder (0700) for one run's hook files, under the state directory and
+    named after this worker's pid. A worker killed mid-run cannot remove its folder, so
+    each new one first removes the folders of workers that are gone: ECHO's files stay
+    in ECHO's own directory, never strewn over /tmp."""
+    root = settings.state_dir / "approval-hooks"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for old in root.iterdir():
+        pid = old.name.partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-task-{task_id}-", dir=root))
 
 
 def hook_settings(settings: Settings, folder: Path, *, task_id: int, role: str | None,

@@ -4,6 +4,8 @@ matched purely; the hook's answer for calls no rule gates and for a batch of cal
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +16,9 @@ from hypothesis import strategies as st
 
 from echo.approval_hook import answer, batch_size
 from echo.approval_rules import Rule, gated, hook_matcher, parse_rule, parse_rules
+from echo.config import Settings
 from echo.errors import ConfigError
-from echo.work.approvals.install import hook_command
+from echo.work.approvals.install import hook_command, hook_folder
 
 PUSH = parse_rules(["Bash(git push:*)"])
 
@@ -197,3 +200,26 @@ def test_a_hook_that_cannot_even_start_blocks_the_call(tmp_path: Path) -> None:
     command = hook_command(tmp_path / "hook.json", python=str(tmp_path / "no-such-python"))
     done = as_the_cli_runs_it(command, tmp_path, {"tool_name": "Bash"})
     assert done.returncode == 2
+
+
+def test_a_runs_hook_folder_is_private_in_the_state_dir_and_a_dead_workers_is_removed(
+        tmp_path: Path) -> None:
+    s = Settings(state_dir=tmp_path / "state", database_url="", redis_url="")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a worker killed mid-run: its folder outlived it
+    first = hook_folder(s, 6)
+    root = tmp_path / "state" / "approval-hooks"
+    assert first.parent == root and first.name.startswith(f"{os.getpid()}-task-6-")
+    assert stat.S_IMODE(root.stat().st_mode) == stat.S_IMODE(first.stat().st_mode) == 0o700
+    first.rmdir()  # the run ended
+    (root / f"{dead.pid}-task-7-abc").mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (root / f"{live.pid}-task-8-def").mkdir()  # another worker's run, still going
+        folder = hook_folder(s, 9)
+        assert folder.name.startswith(f"{os.getpid()}-task-9-")
+        assert sorted(p.name.split("-task-")[0] for p in root.iterdir()) == sorted(
+            [str(live.pid), str(os.getpid())])  # the dead worker's folder is gone
+    finally:
+        live.kill()
+        live.wait()
