@@ -366,7 +366,7 @@ class ClaudeDecider:
             kept = None
         if kept is None:
             argv = self.executor.argv(binary, self.options, resume=resume, stream_input=True)
-            kept = KeptSession(argv, env={**env, **mcp_waits(argv)}, cwd=self.executor.cwd,
+            kept = KeptSession(argv, env={**env, **mcp_waits(argv, env)}, cwd=self.executor.cwd,
                                kill_grace=2.0)
         self._kept[workflow] = kept
         while len(self._kept) > MAX_KEPT:

@@ -91,20 +91,27 @@ log = logging.getLogger(__name__)
 #: The project-local CLI that `make setup` installs from tools/claude/package.json.
 LOCAL_CLAUDE = project_path("tools") / "claude" / "node_modules" / ".bin" / "claude"
 _ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDE_CONFIG_DIR", "DISABLE_",
-                 "MAX_THINKING_TOKENS", "MCP_TIMEOUT", "MCP_TOOL_TIMEOUT", "BASH_")
+                 "MAX_THINKING_TOKENS", "MCP_TIMEOUT", "MCP_TOOL_TIMEOUT",
+                 "MCP_CONNECT_TIMEOUT_MS", "BASH_")
 _CLOUD_PREFIXES = ("AWS_", "CLOUD_ML_", "GOOGLE_", "VERTEX_", "ANTHROPIC_VERTEX_")
 _SECRET_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
 #: For a run given MCP servers (`--mcp-config`): the pinned CLI (2.1.x) connects them in
 #: the background in `-p` mode, so a first turn that calls an `echo` tool before the
 #: server is up is told "the MCP server 'echo' is still connecting" and the call is lost
 #: (a race: seen with a direct `claude -p`); with this the CLI waits for its servers
-#: before the first request.
-MCP_WAIT = {"MCP_CONNECTION_NONBLOCKING": "0"}
+#: before the first request. It waits `MCP_CONNECT_TIMEOUT_MS` at most (5,000 by
+#: default), then proceeds without them ("not ready after 5000ms — proceeding"): on a
+#: loaded machine the `echo` server's Python start alone passed that (CI, 2026-12-02),
+#: so the wait is as long as the CLI's own server start-up timeout (MCP_TIMEOUT, 30 s).
+MCP_WAIT = {"MCP_CONNECTION_NONBLOCKING": "0", "MCP_CONNECT_TIMEOUT_MS": "30000"}
 
 
-def mcp_waits(argv: Sequence[str]) -> dict[str, str]:
-    """What a run's environment adds for its argv: `MCP_WAIT` when it has MCP servers."""
-    return dict(MCP_WAIT) if "--mcp-config" in argv else {}
+def mcp_waits(argv: Sequence[str], env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a run's environment adds for its argv: `MCP_WAIT` when it has MCP servers
+    (a wait the user set in `env` is kept)."""
+    if "--mcp-config" not in argv:
+        return {}
+    return {k: v for k, v in MCP_WAIT.items() if k not in (env or {})}
 
 
 @dataclass(frozen=True)
@@ -298,7 +305,7 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
             streamed = await kept.ask(prompt, time_limit=time_limit, watch=watch, on_event=seen)
         else:
             streamed = await run_streaming(argv, stdin=prompt.encode(),
-                                           env={**env, **mcp_waits(argv), **spans.env()},
+                                           env={**env, **mcp_waits(argv, env), **spans.env()},
                                            cwd=cwd, time_limit=time_limit,
                                            kill_grace=kill_grace, watch=watch, on_event=seen)
     except BaseException as exc:

@@ -19,7 +19,7 @@ from echo.errors import (
     EchoError,
 )
 from echo.work import ClaudeExecutor, ClaudeRunOptions, NewTask, Task
-from echo.work.claude import classify, claude_env, redact
+from echo.work.claude import MCP_WAIT, classify, claude_env, mcp_waits, redact
 from echo.work.limits import usage_limit_reset
 from echo.work.process import ProcessResult
 from echo.work.queue import DEFAULT_BACKOFF
@@ -172,3 +172,14 @@ def test_claude_command_says_which_mode_and_why(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
     info = json.loads(done.stdout)
     assert info["mode"] == "fallback" and "ECHO_CLAUDE_BIN" in info["reason"]
+
+
+def test_a_run_with_mcp_servers_waits_for_them_as_long_as_they_may_take_to_start() -> None:
+    assert mcp_waits(["claude", "-p"]) == {}
+    waits = mcp_waits(["claude", "-p", "--mcp-config", "/s/mcp/cto-1.json"])
+    assert waits == MCP_WAIT and waits["MCP_CONNECTION_NONBLOCKING"] == "0"
+    assert int(waits["MCP_CONNECT_TIMEOUT_MS"]) >= 30_000  # the CLI's default is 5,000
+    mine = mcp_waits(["claude", "--mcp-config", "x"], {"MCP_CONNECT_TIMEOUT_MS": "90000"})
+    assert "MCP_CONNECT_TIMEOUT_MS" not in mine  # a wait the user set is theirs
+    env = claude_env(source={"MCP_CONNECT_TIMEOUT_MS": "90000", "DATABASE_URL": "postgresql://x"})
+    assert env.get("MCP_CONNECT_TIMEOUT_MS") == "90000" and "DATABASE_URL" not in env
