@@ -93,10 +93,16 @@ async def test_a_killed_workers_task_resumes_in_the_same_worktree_and_branch(
     assert run_git(mirror, "show", f"{ws['head']}:plan.md") == "step 1"
     assert run_git(mirror, "show", f"{ws['head']}:notes.md") == "step 2"
     assert run_git(mirror, "rev-list", "--count", f"{ws['base_commit']}..{ws['head']}") == "1"
-    # the resumed session carried the first attempt's Write (made once, not again)
+    # attempt 2 resumed attempt 1's session and did not make the first Write again. (The
+    # pinned CLI, resuming a session killed mid-stream, usually carries turn 1's Write in
+    # the resumed request; once on CI under load it rebuilt the conversation from the
+    # partial turn alone, so the request is not asserted to hold it.)
+    async with Client(settings, database=db) as client:
+        runs = (await client.task(task_id)).runs
+    assert [r.resumed_attempt for r in runs if r.attempt == 2] == [1]
     made = [c["input"]["file_path"] for m in api.session_requests()[-1].body["messages"]
             if m["role"] == "assistant" and isinstance(m["content"], list)
             for c in m["content"] if isinstance(c, dict) and c.get("type") == "tool_use"]
-    assert made.count(str(worktree / "plan.md")) == 1 and str(worktree / "notes.md") in made
+    assert made.count(str(worktree / "plan.md")) <= 1 and str(worktree / "notes.md") in made
     assert snapshot(source) == before
     no_claude_left()
