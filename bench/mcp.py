@@ -43,8 +43,9 @@ from echo.config import Settings
 from echo.console.auth import token_path
 from echo.db import Database
 from echo.org import reach
-from echo.org.client import Client, SendKind
+from echo.org.client import Client
 from echo.org.roles import load_role
+from echo.org.views import SendKind
 from echo.work import ClaudeExecutor, ClaudeRunOptions, TaskQueue
 from echo.work.claude import LOCAL_CLAUDE
 from tests.fakes.anthropic import FakeAnthropic, text

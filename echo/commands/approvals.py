@@ -24,7 +24,7 @@ from echo.commands._common import (
     settings,
     with_client,
 )
-from echo.org.client import decider_name
+from echo.org.inputs import decider_name
 from echo.work.approvals import STATES, Approval
 
 approvals_app = typer.Typer(help="Approval requests: list, show, approve, deny.",

@@ -26,7 +26,7 @@ from echo.commands._common import (
     with_client,
 )
 from echo.errors import InvalidMessage, UsageError
-from echo.org.client import SendKind, Sent
+from echo.org.views import SendKind, Sent
 
 
 def _read_body(body: str | None, body_file: Path | None, max_bytes: int) -> str | None:

@@ -36,8 +36,8 @@ from echo.config import Settings, private_dir
 from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control, lifecycle
-from echo.org.client import check_seconds
 from echo.org.console_address import read_listening
+from echo.org.inputs import check_seconds
 from echo.org.nodes import NodeSeat, claim_node, keep_node
 from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals, last_error_line
 from echo.org.roles import Role, load_role, load_roles

@@ -34,8 +34,13 @@ from echo.commands._common import (
 )
 from echo.commands.budget import governor_lines
 from echo.errors import ConfigError, UsageError
-from echo.org.client import Client, RunEventRow, check_seconds, claude_mode, run_worker, worker_executors
+from echo.org.client import Client
+from echo.org.inputs import check_seconds
 from echo.org.repos import workspace_lines
+from echo.org.status import claude_mode
+from echo.org.views import RunEventRow
+from echo.org.worker import executors as worker_executors
+from echo.org.worker import run_worker
 from echo.work import AWAITING_APPROVAL, FINAL_STATUSES, OUTCOMES, TASK_TYPES
 
 tasks_app = typer.Typer(help="The work queue: submit, list, show, cancel, retry.",

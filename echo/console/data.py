@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from echo.config import Settings
-from echo.org.client import Client, normalise_workflow_id
+from echo.org.client import Client
+from echo.org.inputs import normalise_workflow_id
 from echo.work import NewTask
 
 

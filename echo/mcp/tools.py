@@ -32,7 +32,9 @@ from echo.bus import ALL
 from echo.config import Settings
 from echo.errors import UsageError
 from echo.mcp.scope import Scope
-from echo.org.client import Client, SendKind, decider_name
+from echo.org.client import Client
+from echo.org.inputs import decider_name
+from echo.org.views import SendKind
 
 
 @dataclass(frozen=True)

@@ -21,41 +21,43 @@ Input is checked before anything is written; bad input raises a `UsageError` lea
 from __future__ import annotations
 
 import contextlib
-import getpass
-import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from datetime import datetime
-from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, computed_field
 
 from echo import db
 from echo.bus import ALL, Kind, Message, MessageStore, Published, Publisher, StoredMessage
-from echo.bus.channels import TOPIC_ID_RE
 from echo.config import Settings
 from echo.errors import EchoError, NotFound, UsageError
 from echo.org import asks, control
 from echo.org.charts import FinishedChart, SpendChart, check_minutes, finished_chart, spend_chart
 from echo.org.governance import annotate_waiting, governor_for, governor_summary, synced_governor
 from echo.org.health import read_health_file
+from echo.org.inputs import check_decider, check_id, check_seconds, normalise_workflow_id
 from echo.org.overview import RoleOverview, role_overview
 from echo.org.repos import RepoService
 from echo.org.roles import NON_AGENT_SENDERS, check_role, load_role, role_names
 from echo.org.status import (
     STALE_AFTER,
-    AgentStatus,
-    ClaudeMode,
-    OrgInfo,
     OrgStatus,
-    claude_mode,
     collect_status,
 )
-from echo.org.worker import executors as worker_executors
-from echo.org.worker import run_worker
+from echo.org.views import (
+    ApprovalDetail,
+    DoingNow,
+    Inbox,
+    RunEventRow,
+    SendKind,
+    Sent,
+    Submitted,
+    TaskDetail,
+    TaskEvent,
+    TaskRun,
+    TaskSummary,
+)
 from echo.org.workflow import (
     QUORUMS,
     Decision,
@@ -74,222 +76,8 @@ from echo.work.runs import PgRunStore
 from echo.work.workspaces import RESERVED_KEYS
 
 
-class SendKind(StrEnum):
-    """The kinds a person may send; the others (vote, decision, health, system) are
-    what the agents write themselves."""
-
-    BROADCAST = "broadcast"
-    DIRECT = "direct"
-    PROPOSAL = "proposal"
-    DISCUSSION = "discussion"
-    TASK = "task"
-    STATUS = "status"
-
-
-
-
 class NoAgentsUp(EchoError):
     """A workflow needs running agents, and none is up."""
-
-
-# ---------------------------------------------------------------- results
-
-
-class Sent(BaseModel):
-    """A message stored (`db_id`) and how its announcement went. `receivers` is how
-    many subscribers Redis reached; None over NOTIFY, which cannot count them."""
-
-    db_id: int
-    channel: str
-    receivers: int | None
-    published: bool
-    transport: str
-
-
-class Submitted(BaseModel):
-    """A task in the queue; `created` is False when its dedupe key was already held."""
-
-    task_id: int
-    created: bool
-
-
-class TaskSummary(BaseModel):
-    """One task as `tasks list` shows it. `attempt` counts the runs that started."""
-
-    task_id: int
-    task_type: str
-    task_description: str
-    task_priority: int
-    status: str
-    assigned_role: str | None = None
-    assigned_worker_id: str | None = None
-    retry_count: int
-    max_retries: int
-    error: str | None = None
-    cost_usd: float | None = None
-    created_at: datetime
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    duration_sec: float | None = None
-    attempt: int = 0
-    workflow: str | None = None
-    workspace_at: str | None = None  # where its worktree is, when only there may it go on
-    waiting: str | None = None  # why the governor holds it back (`budget — ...`)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def outcome(self) -> str:
-        """The status a person reads (one of `echo.work.OUTCOMES`): a task that failed
-        because Claude was unavailable is `skipped`, as `workflow show` says. The CLI,
-        the dashboard, the status filter, the summary and the metrics use these words."""
-        return task_outcome(self.status, self.error)
-
-
-class TaskEvent(BaseModel):
-    at: datetime
-    actor: str
-    action: str
-    details: Any = None
-
-
-class RunEventRow(BaseModel):
-    """One event of a Claude run of the task (echo.work.runs): what it did, at which
-    attempt, turn and running cost."""
-
-    attempt: int
-    seq: int
-    at: datetime
-    kind: str
-    turn: int | None = None
-    cost_usd: float | None = None
-    summary: str
-    session_id: str | None = None
-
-
-class DoingNow(BaseModel):
-    """What one running Claude task is doing: "cto: Edit src/api.py, turn 3, $0.12"."""
-
-    task_id: int
-    role: str | None = None
-    attempt: int
-    kind: str
-    turn: int | None = None
-    cost_usd: float | None = None
-    summary: str
-    at: datetime
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def line(self) -> str:
-        parts = [self.summary]
-        if self.turn:
-            parts.append(f"turn {self.turn}")
-        if self.cost_usd is not None:
-            parts.append(f"${self.cost_usd:.2f}")
-        return f"{self.role or f'task {self.task_id}'}: {', '.join(parts)}"
-
-
-class TaskRun(BaseModel):
-    """One Claude run of the task as the ledger has it: the attempt and how it ended."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    attempt: int | None = None
-    at: datetime
-    outcome: str
-    cost_usd: float = 0.0
-    turns: int | None = None
-    duration_ms: int | None = None
-    model: str | None = None
-    session_id: str | None = None
-    resumed_attempt: int | None = None
-
-
-class TaskDetail(BaseModel):
-    """Every column of one task, its audit trail, its Claude runs' events (oldest
-    first) and the ledger's row of each run (`runs`, one per attempt that ended)."""
-
-    task: dict[str, Any]
-    history: list[TaskEvent]
-    events: list[RunEventRow] = []
-    runs: list[TaskRun] = []
-    approvals: list[Approval] = []  # its approval requests, oldest first
-
-
-class ApprovalDetail(BaseModel):
-    """One approval request and its audit trail (who asked, who decided, when)."""
-
-    approval: Approval
-    history: list[TaskEvent]
-
-
-def decider_name(via: str) -> str:
-    """Who decides through `via` (the CLI, the MCP server): the OS user, as `via:<user>`
-    in the audit trail, so a decision names the person at that terminal."""
-    try:
-        return f"{via}:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return via
-
-
-def check_decider(by: str) -> str:
-    """`by` if it can name a decider in the audit trail (1-100 printable characters)."""
-    name = by.strip()
-    if not name or len(name) > 100 or not name.isprintable():
-        raise UsageError("the decider's name must be 1-100 printable characters")
-    return name
-
-
-class Inbox(BaseModel):
-    """One role's cursor and what it has not read yet."""
-
-    role: str
-    title: str
-    state: str
-    cursor: int
-    unread: list[StoredMessage]
-
-
-__all__ = [
-    "AgentStatus", "Approval", "ApprovalDetail",
-    "ClaudeMode", "Client", "Inbox", "NoAgentsUp", "OrgInfo", "OrgStatus", "RoleOverview",
-    "SendKind", "Sent", "Submitted", "TaskDetail", "TaskEvent", "TaskSummary", "check_id",
-    "check_seconds", "claude_mode",
-    "normalise_workflow_id", "run_worker", "worker_executors",
-]
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def normalise_workflow_id(value: str) -> str:
-    """`12` and `wf-12` name the same workflow; what no workflow id can be (empty, a
-    NUL, spaces, 65 characters) is a `UsageError`, not a question for the database."""
-    if not TOPIC_ID_RE.match(value):
-        raise UsageError(f"{value[:70]!r} is not a workflow id (wf-12, or 12); "
-                         "`echoctl workflow list` lists them")
-    return f"wf-{value}" if value.isdigit() else value
-
-
-#: The largest id Postgres's bigint holds: a larger number is no id.
-MAX_ID = 2**63 - 1
-
-
-def check_id(value: int, what: str = "task id", *, least: int = 1) -> int:
-    """`value` if it can be an id (`least` to `MAX_ID`), else a `UsageError` naming it."""
-    if not least <= value <= MAX_ID:
-        raise UsageError(f"{what} {value} is out of range; an id is a whole number from "
-                         f"{least} to {MAX_ID}")
-    return value
-
-
-def check_seconds(value: float, what: str, *, least: float = 0.0,
-                  most: float = 7 * 24 * 3600.0) -> float:
-    """`value` if it is a number of seconds from `least` to `most` (NaN and infinity are
-    not), else a `UsageError` naming `what`."""
-    if not (math.isfinite(value) and least <= value <= most):
-        raise UsageError(f"{what} must be between {least:g} and {most:g} seconds, not {value:g}")
-    return value
 
 
 class Client:

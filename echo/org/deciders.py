@@ -303,7 +303,7 @@ class ClaudeDecider:
             return None
         try:
             return await self.conversations.conversation(workflow, self.role_name)
-        except (StoreUnavailable, StoreRejected, OSError) as exc:
+        except (StoreUnavailable, StoreRejected) as exc:
             log.warning("%s: the session of workflow %s cannot be looked up (%s); asking "
                         "afresh", self.role_name, workflow, exc)
             return None
@@ -316,7 +316,7 @@ class ClaudeDecider:
             try:
                 await self.conversations.record_conversation(workflow, self.role_name,
                                                               result.session_id)
-            except (StoreUnavailable, StoreRejected, OSError) as exc:
+            except (StoreUnavailable, StoreRejected) as exc:
                 log.warning("%s: the session of workflow %s is not recorded (%s); its next "
                             "question starts afresh", self.role_name, workflow, exc)
         return parse_json_object(str((result.output or {}).get("result") or ""))

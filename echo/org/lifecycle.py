@@ -210,7 +210,9 @@ def release_embedded() -> None:
 
         try:
             line = anyio.run(one)
-        except Exception as exc:  # never turn a command's result into a failure here
+        # Never turn a command's result into a failure here. Database.acquire has already
+        # translated driver errors into EchoError; OSError is a pg_ctl that cannot start.
+        except (EchoError, OSError) as exc:
             log.warning("could not stop the embedded Postgres: %s", exc)
             continue
         if line:

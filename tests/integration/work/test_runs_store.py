@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from echo.db import Database
-from echo.org.client import DoingNow
+from echo.org.views import DoingNow
 from echo.work import Failure, TaskQueue
 from echo.work.runs import PgRunStore, RunEvent
 

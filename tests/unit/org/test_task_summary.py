@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from echo.org.client import TaskSummary
+from echo.org.views import TaskSummary
 from echo.org.workflow import SKIPPED
 
 
