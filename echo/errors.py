@@ -18,21 +18,22 @@ what to do about it.
     ├── MigrationError        the schema could not be brought up to date
     ├── NotFound              a task, message or decision id that does not exist
     ├── AlreadyDecided        an approval request that is no longer pending (HTTP 409)
-    ├── CommandFailed         a `command` task exited non-zero, timed out or was killed
-    ├── WorkspaceError        git failed setting up, committing or merging a task's workspace
-    └── ClaudeError           the Claude CLI failed
-        ├── ClaudeNotInstalled   no `claude` binary (ECHO_CLAUDE_BIN, @anthropic-ai/claude-code)
-        ├── ClaudeAuthError      not logged in, or an invalid API key (never retried)
-        ├── ClaudeCreditError    the credit balance is too low (never retried)
-        ├── ClaudeUsageLimit     the plan's usage limit; retried after its reset time
-        ├── ClaudeApiError       another API error: 429 and 5xx/529 retried, others not
-        ├── ClaudeCrashed        no JSON result: a crash or a signal (retried)
-        ├── ClaudeTimeout        the wall-clock timeout passed; its process group was killed
-        ├── ClaudeDeferred       the run stopped at a tool call awaiting approval (the task waits)
-        ├── ClaudeHung           no event for `claude_idle_timeout` s: the watchdog killed it (retried)
-        ├── ClaudeLoop           the same tool call over and over: stopped, never retried blindly
-        └── ClaudeHeld           the governor holds Claude runs back: a budget is spent, the
-                                 account is paused (plan window) or the burn-rate breaker tripped
+    └── TaskError             an executor's error: whether and when its task runs again
+        ├── CommandFailed         a `command` task exited non-zero, timed out or was killed
+        ├── WorkspaceError        git failed setting up, committing or merging a task's workspace
+        └── ClaudeError           the Claude CLI failed
+            ├── ClaudeNotInstalled   no `claude` binary (ECHO_CLAUDE_BIN, @anthropic-ai/claude-code)
+            ├── ClaudeAuthError      not logged in, or an invalid API key (never retried)
+            ├── ClaudeCreditError    the credit balance is too low (never retried)
+            ├── ClaudeUsageLimit     the plan's usage limit; retried after its reset time
+            ├── ClaudeApiError       another API error: 429 and 5xx/529 retried, others not
+            ├── ClaudeCrashed        no JSON result: a crash or a signal (retried)
+            ├── ClaudeTimeout        the wall-clock timeout passed; its process group was killed
+            ├── ClaudeDeferred       the run stopped at a tool call awaiting approval (the task waits)
+            ├── ClaudeHung           no event for `claude_idle_timeout` s: the watchdog killed it (retried)
+            ├── ClaudeLoop           the same tool call over and over: stopped, never retried blindly
+            └── ClaudeHeld           the governor holds Claude runs back: a budget is spent, the
+                                     account is paused (plan window) or the burn-rate breaker tripped
 
 The two store errors are the failure model of every component: `echo.db.Database`
 classifies each driver error once (`echo.db.TRANSIENT_SQLSTATES`). On
@@ -40,8 +41,9 @@ classifies each driver error once (`echo.db.TRANSIENT_SQLSTATES`). On
 `StoreRejected` it fails the one item the statement was about (a task, a workflow),
 logs it with the reason, and goes on with the others: retrying cannot help.
 
-A task's executor raises the Claude and command errors; `retryable` (and `retry_at`) tell the work queue
-whether and when the task runs again.
+A task's executor raises `TaskError`s (the Claude, command and workspace errors): their
+typed `retryable`, `retry_at` and `run` tell the work pool whether and when the task runs
+again (`echo.work.pool.retry`); any other error is retried unless it is a `UsageError`.
 
 The runtime (`echo.runtime`) has its own hierarchy because it imports nothing from
 the rest of ECHO.
@@ -127,7 +129,18 @@ class AlreadyDecided(EchoError):
     again is refused, in one line naming its state and who decided it."""
 
 
-class CommandFailed(EchoError):
+class TaskError(EchoError):
+    """An error a task's executor raises on purpose. Whether the task runs again is part
+    of it, typed: `retryable`; `retry_at`, when the next attempt may start (a plan's
+    announced reset); `run`, the Claude run's ledger row (a `RunRecord`) when the CLI
+    was started, stored with the failure."""
+
+    retryable: bool = True
+    retry_at: datetime | None = None
+    run: Any = None
+
+
+class CommandFailed(TaskError):
     """A `command` task failed; a timeout or a kill by signal may succeed next time."""
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
@@ -135,7 +148,7 @@ class CommandFailed(EchoError):
         self.retryable = retryable
 
 
-class WorkspaceError(EchoError):
+class WorkspaceError(TaskError):
     """git failed on a task's workspace (a mirror, a worktree, a commit); retried, since
     a lock or a fetch may work next time."""
 
@@ -147,13 +160,8 @@ class BadRepository(UsageError):
     HEAD or uncommitted changes on the base checkout, a bad name."""
 
 
-class ClaudeError(EchoError):
-    """The Claude CLI failed. `run` is the run's ledger row (a `RunRecord`) when the CLI
-    was started."""
-
-    retryable = True
-    retry_at: datetime | None = None
-    run: Any = None
+class ClaudeError(TaskError):
+    """The Claude CLI failed (retried unless a subclass says otherwise)."""
 
 
 class ClaudeNotInstalled(ClaudeError):
