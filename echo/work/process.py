@@ -13,16 +13,25 @@ every child gets the same guarantees:
   two, since whoever cancels is on a deadline; the child is always reaped: no zombie,
   no orphaned grandchild;
 - output is captured up to a limit, so a chatty child cannot exhaust memory;
-- on Linux the child dies with its worker: it asks the kernel (prctl
-  PR_SET_PDEATHSIG) for SIGKILL when its parent goes, so a worker killed with
-  SIGKILL (or by the OOM killer) leaves no `claude` running on, spending tokens.
-  Elsewhere, and should the hook be unavailable, children are started as before.
+- on Linux the child dies with its worker: it is started through util-linux's
+  `setpriv --pdeathsig KILL`, which asks the kernel (prctl PR_SET_PDEATHSIG) for
+  SIGKILL when its parent goes and then execs the program in its place (no process
+  in between), so a worker killed with SIGKILL (or by the OOM killer) leaves no
+  `claude` running on, spending tokens. anyio's `open_process` takes no
+  `preexec_fn`, and its backend's one is private: `setpriv` is the public way. As
+  `setpriv` would report a missing program as its own exit status, the program is
+  looked up first (`_program`), so a missing one is still a `FileNotFoundError`.
+  Without `setpriv` (not Linux, or util-linux absent) children are started as
+  before, and the first start says once what is lost.
 
 The death signal is tied to the *thread* that forked the child, not the process.
 With asyncio that is the thread running the event loop (`subprocess.Popen` runs
 there), so the signal fires when that loop's thread ends: for a worker, when the
 process dies. A loop run in a thread of its own has reaped its children before the
-thread can end, since `run_process` always waits for its child.
+thread can end, since `run_process` always waits for its child. A worker that dies
+in the microseconds between the fork and setpriv's prctl leaves that one child
+unwatched (the prctl hook of `echo.runtime.deathsig` closes that gap for the agents,
+which `echo.runtime` starts with a `preexec_fn` of the standard library's own).
 
 Only the direct child is covered: a grandchild that left the child's process group
 is out of reach on every path, as before.
@@ -31,20 +40,21 @@ is out of reach on every path, as before.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 from anyio.abc import ByteReceiveStream, Process
-
-from echo.runtime.deathsig import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -120,28 +130,39 @@ async def _feed(process: Process, data: bytes | None) -> None:
 
 
 @functools.cache
-def _open_with_death_signal() -> Callable[..., Awaitable[Process]] | None:
-    """anyio's backend `open_process`, which passes extra keyword arguments such as
-    `preexec_fn` through to the event loop; `anyio.open_process` takes none. It lives
-    in a private module (anyio has no public way to a preexec_fn): an anyio that moved
-    it is one warning, naming what is lost, not a silent change."""
-    try:
-        from anyio._core._eventloop import get_async_backend
-
-        opener: Callable[..., Awaitable[Process]] = get_async_backend().open_process
-        return opener
-    except (ImportError, AttributeError) as exc:
-        log.warning("children will not die with this worker (anyio has no backend "
-                    "open_process here: %s); a killed worker leaves its runs to their "
-                    "time limits", exc)
+def _setpriv() -> str | None:
+    """util-linux's `setpriv`, on Linux; None (said once) where it is missing."""
+    if not sys.platform.startswith("linux"):
         return None
+    found = shutil.which("setpriv")
+    if found is None:
+        log.warning("children will not die with this worker (no `setpriv`: install "
+                    "util-linux); a killed worker leaves its runs to their time limits")
+    return found
+
+
+def _program(name: str, env: Mapping[str, str] | None, cwd: str | Path | None) -> str:
+    """The file exec would run for `name`, searched as `subprocess` does (the child's
+    PATH; a name with a slash relative to `cwd`); `FileNotFoundError` if there is none."""
+    if os.sep in name:
+        path = Path(cwd or ".") / name
+        if path.is_file() and os.access(path, os.X_OK):
+            return name
+    else:
+        search = os.get_exec_path(dict(env) if env is not None else None)
+        found = shutil.which(name, path=os.pathsep.join(search))
+        if found is not None:
+            return found
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
 async def _open(argv: list[str], **kwargs: object) -> Process:
-    hook = die_with_parent(os.getpid())
-    backend_open = _open_with_death_signal() if hook is not None else None
-    if backend_open is not None:
-        return await backend_open(argv, preexec_fn=hook, **kwargs)
+    setpriv = _setpriv()
+    if setpriv is not None:
+        env, cwd = kwargs.get("env"), kwargs.get("cwd")
+        program = _program(argv[0], env if isinstance(env, Mapping) else None,
+                           cwd if isinstance(cwd, str | Path) else None)
+        argv = [setpriv, "--pdeathsig", "KILL", "--", program, *argv[1:]]
     return await anyio.open_process(argv, **kwargs)  # type: ignore[arg-type]
 
 
