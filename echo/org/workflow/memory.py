@@ -143,6 +143,7 @@ class MemoryWorkflowStore:
         return self.sessions.get((workflow_id, role))
 
     async def record_conversation(self, workflow_id: str, role: str, session_id: str) -> None:
+        self.check_fault("record_conversation")
         self.sessions[(workflow_id, role)] = session_id
 
     async def up_roles(self, *, fresh: float = LIVE_WITHIN) -> set[str]:
