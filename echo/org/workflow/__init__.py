@@ -1,6 +1,8 @@
 """The collaborative workflow: self-selection, discussion, consensus, CEO synthesis.
 
+    ports.py        WorkflowPort, TaskPort, Publish: what the parts ask of the stores
     store.py        WorkflowStore: every workflow query, typed models, the Phase enum
+    memory.py       MemoryWorkflowStore, MemoryTasks: the in-memory adapters (unit tests)
     participant.py  RolePart: one role's own part (select, discuss, vote, report work)
     driver.py       Driver: the CEO's part (phase transitions, the decision, the work)
     agent.py        WorkflowAgent: the loop over open workflows; failures stay in one
@@ -11,7 +13,9 @@ Import from here: `from echo.org.workflow import WorkflowStore, Phase, WorkflowA
 
 from echo.org.workflow.agent import SkipWhenUnavailable, WorkflowAgent
 from echo.org.workflow.driver import DRIVER, QUORUMS, Driver, consensus
+from echo.org.workflow.memory import MemoryTask, MemoryTasks, MemoryWorkflowStore
 from echo.org.workflow.participant import RolePart, post_uuid
+from echo.org.workflow.ports import Publish, TaskPort, WorkflowPort
 from echo.org.workflow.store import (
     LIVE_WITHIN,
     Action,
@@ -35,14 +39,20 @@ __all__ = [
     "Decision",
     "Delivery",
     "Driver",
+    "MemoryTask",
+    "MemoryTasks",
+    "MemoryWorkflowStore",
     "Participant",
     "Phase",
+    "Publish",
     "RolePart",
     "SkipWhenUnavailable",
     "TaskOutcome",
+    "TaskPort",
     "Workflow",
     "WorkflowAgent",
     "WorkflowDetail",
+    "WorkflowPort",
     "WorkflowStore",
     "consensus",
     "post_uuid",

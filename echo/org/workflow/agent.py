@@ -39,7 +39,8 @@ from echo.logs import fields
 from echo.org import deciders
 from echo.org.roles import Role, load_roles
 from echo.org.workflow.driver import DRIVER, Driver
-from echo.org.workflow.participant import Publish, RolePart
+from echo.org.workflow.participant import RolePart
+from echo.org.workflow.ports import Publish, WorkflowPort
 from echo.org.workflow.store import Workflow, WorkflowStore
 from echo.work import SKIPPED, TaskQueue
 from echo.work.executors import Executor, Result
@@ -89,7 +90,7 @@ class WorkflowAgent:
         self.decider = decider
         self.listener = listener
         self.tick = tick if tick is not None else settings.poll_interval
-        self.store = WorkflowStore(database)
+        self.store: WorkflowPort = WorkflowStore(database)  # mypy: the Postgres adapter is the port
         self.part: RolePart | None = None
         self.condition = Condition("workflow", reporter, log)
         self._failed: str | None = None  # a workflow's step failed (a bug) this tick

@@ -13,9 +13,9 @@ are written once (a unique decision per workflow, a dedupe key per task). So:
 - a role whose agent is gone when the executing deadline passes cannot hold the
   workflow: the driver cancels that role's tasks still pending and reports them.
 
-The driver takes its `WorkflowStore`, its `publish` function and its `TaskQueue`
-as arguments, so the state machine is unit-tested with in-memory fakes
-(tests/unit/org/workflow/) besides the end-to-end tests with real agents.
+The driver takes its store, its `publish` function and its task queue as ports
+(ports.py), so the state machine is unit-tested on the in-memory adapters (memory.py,
+tests/unit/org/workflow/) besides the integration tests with Postgres and real agents.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from echo.errors import UsageError
 from echo.logs import fields
 from echo.org import deciders
 from echo.org.roles import Role
-from echo.org.workflow.participant import Publish, RolePart, post_uuid, render_thread
-from echo.org.workflow.store import Decision, Phase, TaskOutcome, Workflow, WorkflowStore
-from echo.work import NewTask, TaskQueue
+from echo.org.workflow.participant import RolePart, post_uuid, render_thread
+from echo.org.workflow.ports import Publish, TaskPort, WorkflowPort
+from echo.org.workflow.store import Decision, Phase, TaskOutcome, Workflow
+from echo.work import NewTask
 
 log = logging.getLogger(__name__)
 #: The role whose agent drives every workflow.
@@ -53,10 +54,10 @@ def consensus(votes: dict[str, str], participants: Sequence[str], quorum: str) -
 class Driver(RolePart):
     """The CEO's part: its own (as a participant) plus moving every workflow on."""
 
-    def __init__(self, role: Role, store: WorkflowStore, publish: Publish, queue: TaskQueue, *,
+    def __init__(self, role: Role, store: WorkflowPort, publish: Publish, queue: TaskPort, *,
                  roles: dict[str, Role], decider: deciders.ClaudeDecider | None = None) -> None:
         super().__init__(role, store, publish, decider=decider)
-        self.queue = queue
+        self.queue: TaskPort = queue
         self.roles = roles
 
     async def advance(self, wf: Workflow, phase: Phase, round_no: int = 0,

@@ -13,27 +13,24 @@ participant row has a primary key, a post's uuid is derived from workflow, role
 and step (`post_uuid`). A participant that crashed and was restarted reads the
 state again and does what it had not done.
 
-Everything goes through a `WorkflowStore` and a `publish` function, so the unit
-tests run this against an in-memory store (tests/unit/org/workflow/).
+Everything goes through a `WorkflowPort` and a `Publish` function (ports.py), so the
+unit tests run this on the in-memory adapters (memory.py), without Postgres.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from echo.bus import Kind, Message, StoredMessage, workflow_channel
 from echo.logs import fields
 from echo.org import deciders
 from echo.org.roles import Role
-from echo.org.workflow.store import Phase, Workflow, WorkflowStore
+from echo.org.workflow.ports import Publish, WorkflowPort
+from echo.org.workflow.store import Phase, Workflow
 
 log = logging.getLogger(__name__)
-
-#: How a part posts to the bus (the agent's `Publisher.publish`).
-Publish = Callable[[Message], Awaitable[object]]
 
 
 def post_uuid(workflow_id: str, *step: object) -> uuid.UUID:
@@ -56,11 +53,11 @@ def render_thread(thread: list[StoredMessage]) -> str:
 class RolePart:
     """One role's part in every open workflow."""
 
-    def __init__(self, role: Role, store: WorkflowStore, publish: Publish, *,
+    def __init__(self, role: Role, store: WorkflowPort, publish: Publish, *,
                  decider: deciders.ClaudeDecider | None = None) -> None:
         self.role = role
-        self.store = store
-        self.publish = publish
+        self.store: WorkflowPort = store
+        self.publish: Publish = publish
         self.decider = decider
 
     async def post(self, wf_id: str, key: uuid.UUID, kind: Kind, subject: str,

@@ -4,9 +4,9 @@ The state machine lives in Postgres (`workflows`, shared/sql/006_workflow.sql an
 011_workflow_store.sql); this module is the only one that talks to those tables.
 It returns pydantic models (`Workflow`, `Participant`, `Decision`, `TaskOutcome`,
 `Action`, `WorkflowDetail`) and a `Phase` enum, so the participant, the driver, the
-client and the console read one shape. The driver's state machine depends only on
-the methods of this class, so its tests swap in an in-memory fake
-(tests/unit/org/workflow/fake_store.py) and run without a server.
+client and the console read one shape. This class is the Postgres adapter of the
+workflow's `WorkflowPort` (ports.py); the state machine's unit tests run on the
+in-memory adapter (memory.py) instead, without a server.
 """
 
 from __future__ import annotations
