@@ -19,7 +19,7 @@ that comes and goes, so the agent runs degraded and recovers on its own. The pro
 around the tree (the lease or a standby, the exit status) is echo/org/agent_process.py.
 
 Connection budget: one pooled connection plus the LISTEN connection for the tree, and
-the lease keeper's own connection (echo/org/leases.py: renewals must never queue
+the lease keeper's own connection (echo/org/lease_keeper.py: renewals must never queue
 behind the role's writes), so at most 3 Postgres connections per agent; a standby
 holds only the keeper's.
 """

@@ -3,7 +3,7 @@ the lease, and the exit status.
 
 `python -m echo.org ROLE` (echo/org/__main__.py) runs `run_agent`. The process waits
 for the schema first (the database may be away: it stands by, degraded, meanwhile),
-then its `LeaseKeeper` (echo/org/leases.py) decides when the `RoleAgent` tree
+then its `LeaseKeeper` (echo/org/lease_keeper.py) decides when the `RoleAgent` tree
 (echo/org/agent.py) runs and when it is halted.
 """
 
@@ -69,7 +69,8 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str | None,
     import os
     import sys
 
-    from echo.org.leases import LeaseKeeper, Owner
+    from echo.org.lease_keeper import LeaseKeeper
+    from echo.org.leases import Owner
     from echo.org.organisation import install_stop_signals
     from echo.org.standby import announce_standby, exit_with_parent
     from echo.runtime import gave_up

@@ -14,7 +14,8 @@ import pytest
 from echo import db as dbmod
 from echo.config import Settings
 from echo.errors import LeaseLost, UsageError
-from echo.org.leases import Lease, LeaseKeeper, Predecessor, agent_processes
+from echo.org.lease_keeper import LeaseKeeper
+from echo.org.leases import Lease, Predecessor, agent_processes
 from echo.org.nodes import claim_node, keep_node
 from tests.conftest import make_settings
 from tests.helpers import wait_until
