@@ -35,7 +35,8 @@ from bench._common import bench_settings, emit, percentile
 from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.config import Settings
-from echo.org.leases import LeaseKeeper, Predecessor, agent_processes
+from echo.org.lease_keeper import LeaseKeeper
+from echo.org.leases import Predecessor, agent_processes
 from echo.org.organisation import agent_argv
 from echo.work import NewTask, TaskQueue
 

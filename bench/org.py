@@ -60,7 +60,7 @@ def bare_start() -> tuple[float, int]:
         [
             sys.executable,
             "-c",
-            "import echo.org.agent, sys; print('up', flush=True); sys.stdin.read()",
+            "import echo.org.agent_process, sys; print('up', flush=True); sys.stdin.read()",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

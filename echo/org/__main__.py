@@ -25,7 +25,7 @@ def serve(settings: Settings, role: Role, *, ready_line: str | None = None,
     person at a terminal: `./cto --autonomous` prints no protocol lines). `predecessor`
     is the dead process this one replaces, from its supervisor (echo/org/leases.py)."""
     from echo import logs
-    from echo.org.agent import run_agent
+    from echo.org.agent_process import run_agent
 
     logs.configure(settings.log_level)
     return anyio.run(lambda: run_agent(settings, role, ready_line=ready_line,

@@ -41,11 +41,13 @@ from echo.runtime._exceptions import (
 )
 from echo.runtime.actor import Actor
 from echo.runtime.backoff import Attempts, Backoff
+from echo.runtime.child_spec import ChildInfo, ChildSpec
 from echo.runtime.dynamic import DynamicSupervisor
 from echo.runtime.process import OSProcess
 from echo.runtime.registry import Registry
 from echo.runtime.service import Service
-from echo.runtime.supervisor import ChildInfo, ChildSpec, Supervisor, SupervisorBase, gave_up
+from echo.runtime.supervisor import Supervisor, gave_up
+from echo.runtime.supervisor_base import SupervisorBase
 from echo.runtime.task import Task
 
 __all__ = [

@@ -27,7 +27,8 @@ from typing import Any
 
 from echo.runtime._core import Process
 from echo.runtime._exceptions import MaxChildrenReached, StartError
-from echo.runtime.supervisor import ChildSpec, SupervisorBase, _Child, _Failed
+from echo.runtime.child_spec import ChildSpec
+from echo.runtime.supervisor_base import SupervisorBase, _Child, _Failed
 
 __all__ = ["DynamicSupervisor"]
 

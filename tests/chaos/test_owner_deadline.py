@@ -63,7 +63,8 @@ def events(log: Path) -> list[dict[str, Any]]:
 
 
 def field(log: Path, outcome: str) -> list[dict[str, Any]]:
-    """The keeper's and the agent's lines with `event=outcome` (echo/org/leases.py)."""
+    """The keeper's and the agent's lines with `event=outcome` (echo/org/lease_keeper.py,
+    echo/org/agent_process.py)."""
     return [e for e in events(log) if e["fields"].get("event") == outcome]
 
 

@@ -19,7 +19,8 @@ from echo.config import Settings
 from echo.db import Database
 from echo.org import reach
 from echo.org.client import Client
-from echo.org.leases import Lease, LeaseKeeper
+from echo.org.lease_keeper import LeaseKeeper
+from echo.org.leases import Lease
 from echo.org.roles import load_role
 from echo.work import ClaudeRunOptions, TaskQueue
 from tests.e2e import test_claude_executor as executor_tests
