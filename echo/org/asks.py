@@ -41,7 +41,7 @@ from echo.config import Settings
 from echo.degradation import Condition, Reporter
 from echo.errors import StoreRejected, StoreUnavailable, UsageError
 from echo.logs import fields
-from echo.org import deciders
+from echo.org import answers, deciders
 from echo.org.roles import Role
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def answer_uuid(question_uuid: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"echo-ask-answer:{question_uuid}")
 
 
-def answer_message(asked: StoredMessage, role: str, said: deciders.Answer) -> Message:
+def answer_message(asked: StoredMessage, role: str, said: answers.Answer) -> Message:
     body: dict[str, Any] = {"text": said.data["answer"], "source": said.source,
                             "reply_to": asked.id}
     if said.fallback_reason:
@@ -110,12 +110,12 @@ def answered(question_id: int, reply: StoredMessage) -> Answered:
 
 
 def check_answer(data: dict[str, Any]) -> dict[str, Any]:
-    return {"answer": deciders._text(data, "answer", 4000)}
+    return {"answer": answers.checked_text(data, "answer", 4000)}
 
 
 def template_answer(role: Role, asker: str) -> dict[str, Any]:
     duties = "; ".join(role.responsibilities)
-    return {"answer": f"{deciders.FALLBACK_MARK} The {role.title} cannot answer {asker} with "
+    return {"answer": f"{answers.FALLBACK_MARK} The {role.title} cannot answer {asker} with "
                       f"a model right now. This role is responsible for: {duties}. Ask again "
                       "later, or start a workflow if it needs a decision."}
 
@@ -172,7 +172,7 @@ class Answerer:
         try:
             async with limiter:
                 body = asked.body if isinstance(asked.body, dict) else {}
-                prompt = deciders.render(
+                prompt = answers.render(
                     "answer", title=self.role.title, asker=asked.from_role,
                     question=str(body.get("text", "")),
                     responsibilities="\n".join(f"- {r}" for r in self.role.responsibilities))

@@ -28,7 +28,7 @@ from typing import Any
 from echo.bus import Kind, broadcast_channel, decision_channel
 from echo.errors import UsageError
 from echo.logs import fields
-from echo.org import deciders
+from echo.org import answers, deciders
 from echo.org.roles import Role
 from echo.org.workflow.participant import RolePart, post_uuid, render_thread
 from echo.org.workflow.ports import Publish, TaskPort, WorkflowPort
@@ -113,14 +113,14 @@ class Driver(RolePart):
                      "reject": sum(v == "reject" for v in votes.values())}
             names = [r for r in self.roles if r in wf.roles] or list(self.roles)
             agreed = wf.consensus or "escalated"
-            prompt = deciders.render("decide", **self.values(
+            prompt = answers.render("decide", **self.values(
                 wf, consensus=agreed, tally=f"{tally['approve']} approve, {tally['reject']} reject",
                 thread=render_thread(thread), roles=", ".join(names)))
             approvers = [self.roles[r] for r in taking if r in self.roles and votes.get(r) != "reject"]
             got = await deciders.answer(
                 self.decider, prompt, wf.decider_timeout,
-                lambda d: deciders.check_decision(d, names),
-                lambda: deciders.template_decision(wf.subject, agreed, tally, approvers),
+                lambda d: answers.check_decision(d, names),
+                lambda: answers.template_decision(wf.subject, agreed, tally, approvers),
                 workflow=wf.id, step="decide")
             decision = await self.store.decide(
                 wf.id, actor=self.role.name, outcome=got.data["outcome"], consensus=agreed,

@@ -25,7 +25,7 @@ from typing import Any
 
 from echo.bus import Kind, Message, StoredMessage, workflow_channel
 from echo.logs import fields
-from echo.org import deciders
+from echo.org import answers, deciders
 from echo.org.roles import Role
 from echo.org.workflow.ports import Publish, WorkflowPort
 from echo.org.workflow.store import Phase, Workflow
@@ -95,8 +95,8 @@ class RolePart:
 
     async def select(self, wf: Workflow) -> None:
         got = await deciders.answer(
-            self.decider, deciders.render("select", **self.values(wf)), wf.decider_timeout,
-            deciders.check_select, lambda: deciders.keyword_select(self.role, wf.subject, wf.body),
+            self.decider, answers.render("select", **self.values(wf)), wf.decider_timeout,
+            answers.check_select, lambda: answers.keyword_select(self.role, wf.subject, wf.body),
             workflow=wf.id, step="select")
         await self.store.record_participant(
             wf.id, self.role.name, participate=got.data["participate"],
@@ -111,11 +111,11 @@ class RolePart:
         thread = await self.store.thread(wf.id)
         others = sorted({m.from_role for m in thread
                          if m.kind == Kind.DISCUSSION and m.from_role != self.role.name})
-        prompt = deciders.render("position", **self.values(
+        prompt = answers.render("position", **self.values(
             wf, round=wf.round, thread=render_thread(thread)))
         got = await deciders.answer(
-            self.decider, prompt, wf.decider_timeout, deciders.check_position,
-            lambda: deciders.template_position(self.role, wf.subject, wf.round, others),
+            self.decider, prompt, wf.decider_timeout, answers.check_position,
+            lambda: answers.template_position(self.role, wf.subject, wf.round, others),
             workflow=wf.id, step="position")
         await self.post(wf.id, key, Kind.DISCUSSION, f"{self.role.title}, round {wf.round}",
                         {"round": wf.round, **got.data, "source": got.source,
@@ -126,10 +126,10 @@ class RolePart:
 
     async def vote(self, wf: Workflow, key: uuid.UUID) -> None:
         thread = await self.store.thread(wf.id)
-        prompt = deciders.render("vote", **self.values(wf, thread=render_thread(thread)))
+        prompt = answers.render("vote", **self.values(wf, thread=render_thread(thread)))
         got = await deciders.answer(
-            self.decider, prompt, wf.decider_timeout, deciders.check_vote,
-            lambda: deciders.template_vote(self.role, wf.subject, wf.body),
+            self.decider, prompt, wf.decider_timeout, answers.check_vote,
+            lambda: answers.template_vote(self.role, wf.subject, wf.body),
             workflow=wf.id, step="vote")
         await self.post(wf.id, key, Kind.VOTE, f"{self.role.title} votes {got.data['vote']}",
                         {**got.data, "source": got.source, "fallback_reason": got.fallback_reason})
