@@ -32,7 +32,7 @@ from echo.work.pool.ports import PoolStores
 from echo.work.pool.rescue import Rescuer
 from echo.work.pool.retry import failure_of
 from echo.work.pool.running import PoolMetrics, Running, Tally, default_worker_prefix
-from echo.work.pool.writer import DB_BACKOFF, NOT_STORABLE, ResultWriter, log_outcome
+from echo.work.pool.writer import DB_BACKOFF, NOT_STORABLE, Outbox, ResultWriter, log_outcome
 from echo.work.process import stop_margin
 from echo.work.queue import DEFAULT_BACKOFF, Completion, Failure
 from echo.work.workspaces.repository import workspace_place
@@ -95,8 +95,7 @@ class ExecutorPool:
         self._held: dict[int, Running] = {}
         self._assigned: dict[int, Running] = {}  # slot -> task its runner is to run next
         self._slot_ready: dict[int, anyio.Event] = {}  # slot -> its runner's wake-up
-        self._outbox: list[tuple[Running, Completion | Failure]] = []
-        self._outbox_ready = anyio.Event()
+        self._outbox = Outbox()
         self._wake = anyio.Event()
         self._slot_freed = anyio.Event()
         self._poked = False  # the claimer was woken for results it has not taken yet
@@ -132,7 +131,7 @@ class ExecutorPool:
         self._stopping.set()
         self._wake.set()
         self._slot_freed.set()
-        self._outbox_ready.set()  # the writer now stores completions too
+        self._outbox.kick()  # the writer now stores completions too
 
     def halt(self) -> None:
         """Stop every run now and write nothing more (the role's lease is ending or
@@ -185,18 +184,12 @@ class ExecutorPool:
         self.tally.db_errors += 1
         self.condition.trouble(f"cannot {doing}: {exc}")
 
-    def _take_completions(self) -> list[tuple[Running, Completion | Failure]]:
-        done = [item for item in self._outbox if isinstance(item[1], Completion)]
-        if done:
-            self._outbox = [item for item in self._outbox if not isinstance(item[1], Completion)]
-        return done
-
     async def _claim_loop(self, tg: TaskGroup) -> None:
         retry = DB_BACKOFF.attempts()
         types = sorted(self.executors)
         while not self._stopping.is_set():
             self._poked = False
-            done = self._take_completions()
+            done = self._outbox.completions()
             slots = self._free + [running.slot for running, _ in done]
             if not slots:
                 await self._slot_freed.wait()
@@ -222,8 +215,7 @@ class ExecutorPool:
                 continue
             except StoreUnavailable as exc:
                 # The results stay in memory, their slots held, until a write lands.
-                self._outbox[:0] = done
-                self._outbox_ready.set()  # the writer's, should the pool be stopping
+                self._outbox.put_back(done)  # the writer's, should the pool be stopping
                 self._trouble(exc, "claim tasks")
                 with anyio.move_on_after(retry.next_delay()):
                     await self._stopping.wait()
@@ -320,14 +312,12 @@ class ExecutorPool:
             outcome = failure_of(task, exc, backoff=self.backoff, now=self.clock())
         running.writing = True
         self.tally.durations_ms += (time.monotonic() - running.started) * 1000
-        self._outbox.append((running, outcome))
-        if isinstance(outcome, Completion) and not self._stopping.is_set():
-            if not self._poked:  # the claimer stores it with its next claim
-                self._poked = True
-                self._wake.set()
-                self._slot_freed.set()
-        else:
-            self._outbox_ready.set()
+        for_claimer = isinstance(outcome, Completion) and not self._stopping.is_set()
+        self._outbox.put(running, outcome, for_writer=not for_claimer)
+        if for_claimer and not self._poked:  # the claimer stores it with its next claim
+            self._poked = True
+            self._wake.set()
+            self._slot_freed.set()
 
     def _free_slot(self, running: Running) -> None:
         if self._held.pop(running.task.task_id, None) is None:
@@ -341,13 +331,7 @@ class ExecutorPool:
     # ----------------------------------------------------------------- writing
     async def _writer(self) -> None:
         while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready = anyio.Event()
-            if self._stopping.is_set():
-                batch, self._outbox = self._outbox, []
-            else:  # the claimer stores completions with its next claim
-                batch = [item for item in self._outbox if isinstance(item[1], Failure)]
-                self._outbox = [item for item in self._outbox if isinstance(item[1], Completion)]
+            batch = await self._outbox.for_writer(self._stopping.is_set)
             if batch:
                 await self._write(batch)
 
@@ -415,7 +399,7 @@ class ExecutorPool:
     async def _abandon(self) -> None:
         """`run` is ending (cancelled, or after a drain): one last try to store finished
         results and to release unfinished work; what fails here is rescued later."""
-        batch, self._outbox = self._outbox, []
+        batch = self._outbox.take_all()
         if batch:
             with contextlib.suppress(StoreUnavailable, StoreRejected):
                 await self._write(batch, retry=False)

@@ -21,6 +21,7 @@ from echo.logs import fields
 from echo.runtime import Backoff
 from echo.work.governor.gate import ClaimGate
 from echo.work.pool.ports import PoolTasks
+from echo.work.pool.running import Running
 from echo.work.queue import AWAITING_APPROVAL, Completion, Failure, Task
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,55 @@ log = logging.getLogger(__name__)
 DB_BACKOFF = Backoff(initial=0.1, max=5.0)
 #: The error of a task whose result (or error) Postgres refused to store.
 NOT_STORABLE = "result not storable"
+
+
+Finished = tuple[Running, Completion | Failure]
+
+
+class Outbox:
+    """Finished results not yet stored, each with the run that made it. Completions
+    wait for the claimer, which stores them with its next claim (one statement frees
+    and refills their slots); failures, and everything once the pool is stopping (or
+    put back after an outage), are the writer's."""
+
+    def __init__(self) -> None:
+        self.items: list[Finished] = []
+        self._ready = anyio.Event()
+
+    def put(self, running: Running, outcome: Completion | Failure, *, for_writer: bool) -> None:
+        self.items.append((running, outcome))
+        if for_writer:
+            self._ready.set()
+
+    def put_back(self, items: list[Finished]) -> None:
+        """Results a claim could not store (the database is down): first in line."""
+        self.items[:0] = items
+        self._ready.set()
+
+    def kick(self) -> None:
+        """Wake the writer (the pool is stopping: it stores completions too)."""
+        self._ready.set()
+
+    def completions(self) -> list[Finished]:
+        done = [item for item in self.items if isinstance(item[1], Completion)]
+        if done:
+            self.items = [item for item in self.items if not isinstance(item[1], Completion)]
+        return done
+
+    def take_all(self) -> list[Finished]:
+        items, self.items = self.items, []
+        return items
+
+    async def for_writer(self, stopping: Callable[[], bool]) -> list[Finished]:
+        """Wait until there is work for the writer; the failures (everything when
+        `stopping()`), taken out of the box."""
+        await self._ready.wait()
+        self._ready = anyio.Event()
+        if stopping():
+            return self.take_all()
+        batch = [item for item in self.items if isinstance(item[1], Failure)]
+        self.items = [item for item in self.items if isinstance(item[1], Completion)]
+        return batch
 
 
 class ResultWriter:
