@@ -16,7 +16,8 @@ from echo.bus import Kind, MessageStore, Publisher
 from echo.config import Settings
 from echo.errors import EchoError, StoreUnavailable, UnknownRole, UsageError
 from echo.org.asks import Answerer, answer_message, question
-from echo.org.client import Client, NoAgentsUp
+from echo.org.client import Client
+from echo.org.client_base import NoAgentsUp
 from echo.org.deciders import FALLBACK_MARK, Answer
 from echo.org.roles import load_role
 from tests.helpers import wait_until
