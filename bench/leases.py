@@ -36,7 +36,7 @@ from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.config import Settings
 from echo.org.leases import LeaseKeeper, Predecessor, agent_processes
-from echo.org.organisation import agent_argv
+from echo.org.predecessors import agent_argv
 from echo.work import NewTask, TaskQueue
 
 ROUNDS = int(os.environ.get("ECHO_BENCH_ROUNDS", "8"))

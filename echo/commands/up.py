@@ -23,9 +23,11 @@ from echo.config import Settings, private_dir
 from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org import control
+from echo.org.children import last_error_line
 from echo.org.console_address import read_listening
+from echo.org.console_keeper import ConsoleOptions
 from echo.org.nodes import NodeSeat, claim_node, keep_node
-from echo.org.organisation import ConsoleOptions, Organisation, install_stop_signals, last_error_line
+from echo.org.organisation import Organisation, install_stop_signals
 from echo.org.roles import Role, load_role, load_roles
 from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
 from echo.org.status import wait_settled
