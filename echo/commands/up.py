@@ -3,7 +3,7 @@
 In the foreground it runs the organisation (echo.org.organisation) with its control
 socket (echo.org.control) and this node's seat (echo.org.nodes), printing each
 agent's start and exit; with --detach it starts itself in the background and returns
-once every agent settled and the console answers. `echoctl down` stops either."""
+once its agents settled, saying where the console answers. `echoctl down` stops either."""
 
 from __future__ import annotations
 
