@@ -37,8 +37,8 @@ import asyncpg
 from bench._common import bench_settings, emit
 from echo import db as dbmod
 from echo.bus import Message, Publisher, StoredMessage, Subscriber
-from echo.commands.org import collect_status
 from echo.config import Settings
+from echo.org.status import collect_status
 from tests.servers import postgres_pair, sentinel_group
 
 ROLES = ["ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head"]

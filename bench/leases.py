@@ -37,7 +37,7 @@ from echo.bus import Message, Publisher
 from echo.config import Settings
 from echo.org.lease_keeper import LeaseKeeper
 from echo.org.leases import Predecessor, agent_processes
-from echo.org.organisation import agent_argv
+from echo.org.predecessors import agent_argv
 from echo.work import NewTask, TaskQueue
 
 ROUNDS = int(os.environ.get("ECHO_BENCH_ROUNDS", "8"))

@@ -16,15 +16,20 @@ from typing import Any
 import typer
 
 from echo import __version__
+from echo.commands import agent as agent_commands
 from echo.commands import approvals as approval_commands
 from echo.commands import budget as budget_commands
 from echo.commands import bus as bus_commands
 from echo.commands import console as console_commands
 from echo.commands import db as db_commands
+from echo.commands import down as down_commands
+from echo.commands import logs as logs_commands
 from echo.commands import mcp as mcp_commands
-from echo.commands import org as org_commands
 from echo.commands import repo as repo_commands
+from echo.commands import scaffold as scaffold_commands
+from echo.commands import status as status_commands
 from echo.commands import tasks as task_commands
+from echo.commands import up as up_commands
 from echo.commands import workflow as workflow_commands
 from echo.config import check_log_level
 from echo.errors import one_line, sole_error
@@ -60,7 +65,12 @@ app = typer.Typer(
 app.add_typer(db_commands.app, name="db")
 bus_commands.register(app)
 task_commands.register(app)
-org_commands.register(app)
+scaffold_commands.register(app)
+up_commands.register(app)
+down_commands.register(app)
+status_commands.register(app)
+logs_commands.register(app)
+agent_commands.register(app)
 workflow_commands.register(app)
 budget_commands.register(app)
 console_commands.register(app)

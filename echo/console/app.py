@@ -34,7 +34,8 @@ from echo.console.metrics import CONTENT_TYPE, Metrics
 from echo.errors import AlreadyDecided, EchoError, NotFound, StoreUnavailable, UsageError
 from echo.mcp import Scope as MCPScope
 from echo.mcp import build_server
-from echo.org.client import Client, NoAgentsUp
+from echo.org.client import Client
+from echo.org.client_base import NoAgentsUp
 from echo.org.control import ControlUnavailable
 
 log = logging.getLogger(__name__)

@@ -24,54 +24,35 @@ spawned and they come up together.
 Other terminals see the organisation through the state directory (echo.org.state)
 and talk to it over its control socket (echo.org.control).
 
-The operator console (`python -m echo.console`, an OS process) runs beside the
-agents under a supervisor of its own, with a restart backoff: it is restarted like
-any child, but its failures never count against the agents' restart intensity, so
-a console that cannot start (its port is taken) or crashes in a loop never takes
-the organisation down. It starts after the agents and stops before them.
+The operator console runs beside the agents under a supervisor of its own
+(echo/org/console_keeper.py), started after them and stopped before them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import signal
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import anyio
 
 from echo.config import Settings, private_dir
 from echo.db import describe
-from echo.org.health import read_health_file
+from echo.org.children import AgentProcess, Pause, describe_exit, last_error_line
+from echo.org.console_keeper import ConsoleKeeper, ConsoleOptions
 from echo.org.heart import Heart
-from echo.org.leases import PREDECESSOR_FLAG, Predecessor
+from echo.org.predecessors import agent_argv, left_by_a_dead_up, reaped_predecessor
 from echo.org.roles import Role
-from echo.org.state import (
-    READY_FLAG,
-    READY_LINE,
-    AgentRecord,
-    OrgRecord,
-    log_file,
-    now_iso,
-    pid_alive,
-    read_org,
-    write_org,
-)
+from echo.org.state import READY_LINE, AgentRecord, OrgRecord, log_file, now_iso, write_org
 from echo.runtime import (
-    NORMAL,
-    Backoff,
     ChildSpec,
     Down,
     ExitReason,
     OSProcess,
     Process,
-    ProcessExited,
     Supervisor,
     SupervisorEscalation,
     gave_up,
@@ -80,103 +61,6 @@ from echo.runtime import (
 )
 
 log = logging.getLogger(__name__)
-
-#: The console's restarts: 1 s, 2 s, 4 s ... at most 30 s apart.
-CONSOLE_BACKOFF = Backoff(initial=1.0, factor=2.0, max=30.0)
-
-
-@dataclass(frozen=True)
-class ConsoleOptions:
-    """Where the organisation's console listens."""
-
-    host: str = "127.0.0.1"
-    port: int = 8765
-
-
-def agent_argv(role: str, *, announce_ready: bool = False,
-               predecessor: Predecessor | None = None) -> list[str]:
-    """The agent process: `python -m echo.org ROLE` (what `echoctl agent ROLE
-    --autonomous` runs, minus the CLI's imports), told which dead process it replaces."""
-    return [sys.executable, "-m", "echo.org", *([READY_FLAG] if announce_ready else []),
-            *([PREDECESSOR_FLAG, predecessor.arg()] if predecessor else []), role]
-
-
-def reaped_predecessor(settings: Settings, role: str, previous: OSProcess | None) -> Predecessor | None:
-    """The agent process this supervisor started last for `role`, once reaped: it is
-    dead, so its restart may take over a lease that still names it (echo/org/leases.py)."""
-    if previous is None or previous.pid is None or previous.returncode is None:
-        return None
-    return dead_predecessor(settings, role, previous.pid)
-
-
-def dead_predecessor(settings: Settings, role: str, pid: int) -> Predecessor:
-    """A dead agent process of this node as its successor is told it. Its epoch comes
-    from its own heartbeat file, when it lived long enough to write one."""
-    health = read_health_file(settings, role, stale_after=float("inf"))
-    epoch = health.details.get("epoch") if health and health.pid == pid else None
-    return Predecessor(pid, epoch if isinstance(epoch, int) and epoch > 0 else None)
-
-
-def left_by_a_dead_up(settings: Settings) -> dict[str, Predecessor]:
-    """The agents a previous `up` of this state directory left when it was killed: they
-    died with it (the kernel's death signal), so no one reaped them here, but a pid that
-    no longer exists on this host is as dead as a reaped one, and the first start of
-    each role may take over the lease that still names it."""
-    record = read_org(settings)
-    if record is None or pid_alive(record.pid):
-        return {}
-    return {role: dead_predecessor(settings, role, rec.pid)
-            for role, rec in record.agents.items() if rec.pid and not pid_alive(rec.pid)}
-
-
-class AgentProcess(OSProcess):
-    """An agent's OS process, reporting its readiness to the organisation's record."""
-
-    def __init__(self, on_ready: Callable[[AgentProcess], None], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._on_ready = on_ready
-
-    def _ready(self) -> None:
-        super()._ready()
-        self._on_ready(self)
-
-
-class Pause(Process):
-    """A temporary child that is 'started' after `delay` seconds: the stagger delay."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__(name="stagger-delay")
-        self.delay = delay
-
-    async def _main(self) -> str:
-        await anyio.sleep(self.delay)
-        self._ready()
-        return NORMAL
-
-
-def last_error_line(path: os.PathLike[str] | str) -> str:
-    """The last line of an agent's log that reports an error, if any."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(fh.tell() - 16384, 0))
-            lines = fh.read().decode(errors="replace").splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        if re.search(r"\b(error|exception|traceback)\b", line, re.IGNORECASE):
-            return line.strip()
-    return ""
-
-
-def describe_exit(reason: object) -> str:
-    """An exit reason as a person reads it: a signal by name, a status by number."""
-    if isinstance(reason, ProcessExited):
-        if reason.returncode < 0:
-            with contextlib.suppress(ValueError):
-                return f"killed by {signal.Signals(-reason.returncode).name}"
-        return f"exit status {reason.returncode}"
-    return reason if isinstance(reason, str) else repr(reason)
 
 
 class Organisation:
@@ -227,6 +111,10 @@ class Organisation:
         self.console = console
         if console is not None:
             self.record.console = AgentRecord(role="console")
+        #: The console beside the agents (echo/org/console_keeper.py), when it runs.
+        self.console_keeper = None if console is None else ConsoleKeeper(
+            settings=settings, console=console, record=self.record, env=self.env,
+            start_timeout=start_timeout, save=self.save, on_event=self.on_event)
 
     def _top(self) -> Supervisor:
         """The node's top supervisor: it restarts nothing itself (max_restarts=0), so
@@ -308,75 +196,6 @@ class Organisation:
     def save(self) -> None:
         write_org(self.settings, self.record)
 
-    # ------------------------------------------------------------------ console
-    def _console_process(self) -> Process:
-        assert self.console is not None and self.record.console is not None
-        rec = self.record.console
-        if rec.started_at is not None:
-            rec.restarts += 1
-        rec.state = "restarting" if rec.started_at else "starting"
-        self.save()
-        argv = [sys.executable, "-m", "echo.console",
-                "--host", self.console.host, "--port", str(self.console.port)]
-        proc = AgentProcess(
-            self._console_ready,
-            argv=argv,
-            ready=re.compile(r"^ECHO-READY console (\S+)"),
-            start_timeout=self.start_timeout,
-            env=self.env,
-            log_path=log_file(self.settings, "console"),
-            name="console",
-            die_with_parent=True,
-        )
-        monitor(proc, self._console_exit)
-        return proc
-
-    def _console_ready(self, proc: AgentProcess) -> None:
-        from echo.org.console_address import read_listening  # the console's own record of its URL
-
-        rec = self.record.console
-        assert rec is not None
-        rec.pid, rec.started_at, rec.state = proc.pid, now_iso(), "running"
-        here = read_listening(self.settings)
-        self.record.console_url = here.url if here and here.pid == proc.pid else None
-        self.save()
-        self.on_event("ready", rec)
-
-    def _console_exit(self, down: Down) -> None:
-        rec = self.record.console
-        assert rec is not None
-        rec.last_exit = describe_exit(down.reason)
-        rec.state = "stopped" if is_normal(down.reason) else "exited"
-        if not is_normal(down.reason):
-            logged = last_error_line(log_file(self.settings, "console"))
-            rec.last_error = f"{rec.last_exit}: {logged}" if logged else rec.last_exit
-        self.record.console_url = None
-        self.save()
-        self.on_event(rec.state, rec)
-
-    async def _run_console(self) -> None:
-        """Keep the console up beside the agents until cancelled (see the module doc)."""
-        retry = CONSOLE_BACKOFF.attempts()
-        while True:
-            sup = Supervisor(
-                [ChildSpec("console", self._console_process, backoff=CONSOLE_BACKOFF, shutdown=10.0)],
-                strategy="one_for_one",
-                name="console",
-            )
-            try:
-                await sup.start()
-            except Exception as exc:  # its first start failed: say so, try again later
-                log.warning("the console could not start: %s", exc)
-                await retry.wait()
-                continue
-            try:
-                reason = await sup.wait()
-                log.warning("the console's supervisor gave up (%s); starting it again", reason)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await sup.stop()
-            await retry.wait()
-
     def failure_line(self, exc: SupervisorEscalation) -> str:
         """Which agent gave up, how often it failed within which window, and why: the
         agent subtree's own escalation, inside the top supervisor's."""
@@ -457,16 +276,16 @@ class Organisation:
             on_started()
         console_scope, console_done = anyio.CancelScope(), anyio.Event()
 
-        async def run_console() -> None:
+        async def run_console(keeper: ConsoleKeeper) -> None:
             try:
                 with console_scope:
-                    await self._run_console()
+                    await keeper.run()
             finally:
                 console_done.set()
 
         async with anyio.create_task_group() as tg:
-            if self.console is not None:
-                tg.start_soon(run_console)
+            if self.console_keeper is not None:
+                tg.start_soon(run_console, self.console_keeper)
 
             async def watch_supervisor() -> None:
                 nonlocal failure

@@ -17,7 +17,8 @@ from echo.config import Settings
 from echo.errors import EchoError, StoreUnavailable, UnknownRole, UsageError
 from echo.org.answers import FALLBACK_MARK, Answer
 from echo.org.asks import Answerer, answer_message, question
-from echo.org.client import Client, NoAgentsUp
+from echo.org.client import Client
+from echo.org.client_base import NoAgentsUp
 from echo.org.roles import load_role
 from tests.helpers import wait_until
 from tests.integration.org.test_client import heartbeat

@@ -11,7 +11,8 @@ import pytest
 from echo import db as dbmod
 from echo.config import Settings
 from echo.errors import InvalidMessage, MigrationError, NotFound, UnknownRole, UsageError
-from echo.org.client import Client, NoAgentsUp
+from echo.org.client import Client
+from echo.org.client_base import NoAgentsUp
 from echo.org.control import ControlUnavailable
 from echo.org.workflow import Phase
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from echo.commands.org import _print_console_url
+from echo.commands.up import _print_console_url
 from echo.config import Settings
 from echo.errors import EchoError
 from echo.org.state import AgentRecord, OrgRecord, write_org
