@@ -17,7 +17,8 @@ import pytest
 from echo.config import Settings
 from echo.db import Database
 from echo.errors import ClaudeAuthError
-from echo.org.deciders import ClaudeDecider, answer, keyword_select
+from echo.org.answers import keyword_select
+from echo.org.deciders import ClaudeDecider, answer
 from echo.org.roles import load_roles
 from echo.org.workflow import WorkflowStore
 from tests.e2e import test_claude_executor as executor_tests
