@@ -12,7 +12,8 @@ Guarantees: a task is completed at most once (writes are guarded by its lease) a
 executed at least once (a dead worker's lease expires and the task is rescued).
 """
 
-from echo.work.claude import ClaudeExecutor, ClaudeRunOptions, resolve_claude_bin
+from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
+from echo.work.claude_cli import resolve_claude_bin
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor, Result
 from echo.work.pool import ExecutorPool, PoolMetrics
 from echo.work.process import ProcessResult, run_process
