@@ -23,16 +23,11 @@ from echo.work.queue import (
     OUTCOMES,
     SKIPPED,
     STATUSES,
-    TASK_TYPES,
-    Completion,
-    Enqueued,
-    Failure,
-    NewTask,
-    Task,
     TaskQueue,
     check_outcome,
     task_outcome,
 )
+from echo.work.tasks import TASK_TYPES, Completion, Enqueued, Failure, NewTask, Task
 
 __all__ = [
     "AWAITING_APPROVAL",

@@ -57,7 +57,6 @@ from echo.work.claude_cli import LOCAL_CLAUDE, claude_env, mcp_waits, resolve_cl
 from echo.work.claude_outcome import classify
 from echo.work.executors import Result
 from echo.work.governor.ledger import RunRecord, usage
-from echo.work.queue import Task
 from echo.work.runs import (
     PgRunStore,
     RunEvent,
@@ -70,6 +69,7 @@ from echo.work.runs import (
 from echo.work.runs.attempt import run_attempt
 from echo.work.runs.kept import KeptSession
 from echo.work.runs.traces import RunSpans, tracer
+from echo.work.tasks import Task
 from echo.work.workspaces.tools import in_workspace
 
 log = logging.getLogger(__name__)

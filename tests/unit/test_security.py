@@ -78,7 +78,7 @@ def _role(skip: bool):  # type: ignore[no-untyped-def]
 def _argv(executor: ClaudeExecutor, payload: dict[str, object] | None = None) -> list[str]:
     from datetime import UTC, datetime
 
-    from echo.work.queue import Task
+    from echo.work.tasks import Task
 
     task = Task(task_id=1, task_type="claude", description="x", priority=0, role=None,
                 worker_id="w:1:0", attempt=1, timeout_seconds=5, max_retries=0, retry_count=0,
