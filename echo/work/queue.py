@@ -30,13 +30,7 @@ from echo.errors import NotFound, StoreRejected, UsageError
 from echo.runtime import Backoff
 from echo.work.governor.gate import ClaimGate
 from echo.work.governor.ledger import ledger_rows
-from echo.work.tasks import TASK_TYPES, Enqueued, NewTask
-
-# For one commit: echo/work/pool/ still imports these three from here (mypy wants them
-# exported); their home is echo.work.tasks, and the next commit points the pool there.
-from echo.work.tasks import Completion as Completion
-from echo.work.tasks import Failure as Failure
-from echo.work.tasks import Task as Task
+from echo.work.tasks import TASK_TYPES, Completion, Enqueued, Failure, NewTask, Task
 
 #: SQLSTATE unique_violation: requeueing a task whose dedupe key a live task now holds.
 UNIQUE_VIOLATION = "23505"
