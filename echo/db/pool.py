@@ -21,10 +21,11 @@ from typing import Any, cast
 import anyio
 import asyncpg
 
-from echo.config import Settings, redact_url
+from echo.config import Settings
 from echo.db.classification import DRIVER_ERRORS, READ_ONLY, classify, sqlstate
 from echo.embedded import EmbeddedPostgres
 from echo.errors import LeaseLost, StoreUnavailable
+from echo.urls import redact_url
 
 #: The driver's types, for the stores' signatures: only echo.db, the LISTEN connection
 #: (echo.listener) and the stores import the driver (an import-linter contract).

@@ -11,10 +11,11 @@ import pytest
 
 import echo
 from echo.bus import RedisTransport
-from echo.config import Settings, load_settings, project_path, redact_url
+from echo.config import Settings, load_settings, project_path
 from echo.errors import ConfigError
 from echo.org.agent import role_executors
 from echo.org.roles import load_roles
+from echo.urls import redact_url
 from echo.work.claude import ClaudeExecutor
 
 ECHO = Path(echo.__file__).parent

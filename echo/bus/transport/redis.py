@@ -25,10 +25,11 @@ from echo.bus.redis_client import redis_client
 from echo.bus.store import MessageStore
 from echo.bus.transport.interface import BUFFER, Received, Subscription, Transport, background
 from echo.bus.wire import Notice
-from echo.config import Settings, redact_url
+from echo.config import Settings
 from echo.db import Database
 from echo.errors import StoreUnavailable, TransportUnavailable
 from echo.runtime import Backoff
+from echo.urls import redact_url
 
 log = logging.getLogger(__name__)
 
