@@ -70,7 +70,7 @@ async def test_a_late_migration_older_than_the_applied_ones_is_refused(
     held_back = next(n for n in range(1, versions[-1]) if n not in versions)
     shared = _copy_sql(tmp_path, set(versions))
     s = Settings(env="test", database_url=pg_dsn, namespace=namespace, redis_url=None)
-    original = schema.project_path
+    original = project_path
     monkeypatch.setattr(schema, "project_path", lambda name: shared if name == "shared" else original(name))
     try:
         await db.migrate(s)
