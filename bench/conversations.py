@@ -45,7 +45,7 @@ from echo.db import Database  # noqa: E402
 from echo.org.deciders import ClaudeDecider  # noqa: E402
 from echo.org.roles import load_roles  # noqa: E402
 from echo.org.workflow import WorkflowAgent, WorkflowStore  # noqa: E402
-from echo.work.claude import LOCAL_CLAUDE  # noqa: E402
+from echo.work.claude_cli import LOCAL_CLAUDE  # noqa: E402
 from tests.fakes.anthropic import FakeAnthropic, Request, text  # noqa: E402
 
 RUNS = int(os.environ.get("ECHO_BENCH_RUNS", "3"))

@@ -47,7 +47,7 @@ from echo.org.client import Client
 from echo.org.roles import load_role
 from echo.org.views import SendKind
 from echo.work import ClaudeExecutor, ClaudeRunOptions, TaskQueue
-from echo.work.claude import LOCAL_CLAUDE
+from echo.work.claude_cli import LOCAL_CLAUDE
 from tests.fakes.anthropic import FakeAnthropic, text
 
 CALLS = 200

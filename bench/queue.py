@@ -41,7 +41,7 @@ import asyncpg  # noqa: E402
 from echo.config import Settings  # noqa: E402
 from echo.db import Database, drop_namespace, migrate, resolve_dsn  # noqa: E402
 from echo.work import ClaudeExecutor, NewTask, Task, TaskQueue  # noqa: E402
-from echo.work.claude import LOCAL_CLAUDE  # noqa: E402
+from echo.work.claude_cli import LOCAL_CLAUDE  # noqa: E402
 
 NOOP_TASKS = int(os.environ.get("ECHO_BENCH_TASKS", "20000"))
 #: Comma-separated figures to measure (default: all), e.g. `claim_rate,noop_throughput`.

@@ -35,9 +35,9 @@ from bench._common import bench_settings, emit  # noqa: E402
 from echo.config import Settings  # noqa: E402
 from echo.db import Database  # noqa: E402
 from echo.work import ClaudeExecutor, ClaudeRunOptions, TaskQueue  # noqa: E402
-from echo.work.claude import LOCAL_CLAUDE  # noqa: E402
-from echo.work.queue import Task  # noqa: E402
+from echo.work.claude_cli import LOCAL_CLAUDE  # noqa: E402
 from echo.work.runs import PgRunStore, RunEvent, RunRecorder  # noqa: E402
+from echo.work.tasks import Task  # noqa: E402
 from tests.fakes.anthropic import FakeAnthropic, Request, stall, text, tool_use  # noqa: E402
 
 RUNS = int(os.environ.get("ECHO_BENCH_RUNS", "7"))

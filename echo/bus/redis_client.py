@@ -18,7 +18,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
-from echo.config import Settings, is_sentinel_url, parse_sentinel_url
+from echo.config import Settings
+from echo.urls import is_sentinel_url, parse_sentinel_url
 
 
 class SentinelRedis(aioredis.Redis):

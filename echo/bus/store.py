@@ -52,7 +52,7 @@ def _columns(messages: Sequence[Message]) -> list[list[object]]:
 
 async def notify_in(conn: asyncpg.Connection, channels: Sequence[str], payloads: Sequence[str]) -> None:
     """NOTIFY mode's announcements, on the caller's connection: inside its transaction
-    they go out exactly when (and only if) it commits (echo/bus/transport.py)."""
+    they go out exactly when (and only if) it commits (echo/bus/transport/notify.py)."""
     await conn.execute(Q["notify_many"], list(channels), list(payloads))
 
 

@@ -48,14 +48,8 @@ from echo.errors import (
 from echo.org import reach
 from echo.org.answers import Answer, parse_json_object
 from echo.org.roles import Role
-from echo.work.claude import (
-    LOCAL_CLAUDE,
-    ClaudeExecutor,
-    ClaudeRunOptions,
-    claude_env,
-    mcp_waits,
-    run_claude,
-)
+from echo.work.claude import ClaudeExecutor, ClaudeRunOptions, run_claude
+from echo.work.claude_cli import LOCAL_CLAUDE, claude_env, mcp_waits
 from echo.work.executors import Result
 from echo.work.governor import Governor, RunRecord
 from echo.work.runs.attempt import refused

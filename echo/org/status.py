@@ -121,7 +121,7 @@ class ClaudeMode(BaseModel):
 
 def claude_mode(settings: Settings) -> ClaudeMode:
     """Whether deciders and work will use the real Claude CLI, and if not, why."""
-    from echo.work.claude import login_hint, resolve_claude_bin
+    from echo.work.claude_cli import login_hint, resolve_claude_bin
 
     try:
         binary: str | None = resolve_claude_bin(settings)

@@ -12,7 +12,8 @@ Guarantees: a task is completed at most once (writes are guarded by its lease) a
 executed at least once (a dead worker's lease expires and the task is rescued).
 """
 
-from echo.work.claude import ClaudeExecutor, ClaudeRunOptions, resolve_claude_bin
+from echo.work.claude import ClaudeExecutor, ClaudeRunOptions
+from echo.work.claude_cli import resolve_claude_bin
 from echo.work.executors import CommandExecutor, Executor, NoopExecutor, Result
 from echo.work.pool import ExecutorPool, PoolMetrics
 from echo.work.process import ProcessResult, run_process
@@ -22,16 +23,11 @@ from echo.work.queue import (
     OUTCOMES,
     SKIPPED,
     STATUSES,
-    TASK_TYPES,
-    Completion,
-    Enqueued,
-    Failure,
-    NewTask,
-    Task,
     TaskQueue,
     check_outcome,
     task_outcome,
 )
+from echo.work.tasks import TASK_TYPES, Completion, Enqueued, Failure, NewTask, Task
 
 __all__ = [
     "AWAITING_APPROVAL",

@@ -10,8 +10,8 @@ How a run is made (facts measured with @anthropic-ai/claude-code 2.1.197):
 - the child runs in its own process group under the task's wall-clock timeout
   (`echo.work.process`), with a scrubbed environment: PATH, HOME, locale, proxies,
   ANTHROPIC_*, CLAUDE_CODE_*, DISABLE_*; never CLAUDECODE, the database URL or
-  unrelated secrets; optionally its own CLAUDE_CONFIG_DIR, because concurrent
-  sessions sharing ~/.claude.json can corrupt it;
+  unrelated secrets (`echo.work.claude_cli`); optionally its own CLAUDE_CONFIG_DIR,
+  because concurrent sessions sharing ~/.claude.json can corrupt it;
 - `CLAUDE_CODE_MAX_RETRIES` is kept low: the CLI otherwise retries a 401 or a 429
   for minutes while holding a worker slot, and the queue retries with backoff anyway.
 
@@ -22,21 +22,13 @@ watchdog (`echo.work.runs.watch`): no event for the idle timeout is `ClaudeHung`
 as it goes, and a retry resumes the earlier attempt's session (`--resume`, the
 transcript restored from Postgres first) instead of starting over.
 
-How the outcome is read (from the stream's last line, `result`, which is what the
-json format printed): exit status 0 and `is_error: false` is success (the JSON,
-its `total_cost_usd` and `session_id` are stored). Otherwise `result` names the
-failure: "Not logged in" and "Invalid API key" raise `ClaudeAuthError`, "Credit
-balance is too low" `ClaudeCreditError` (never retried); "You've hit your [session|
-weekly|Opus|usage] limit · resets …" `ClaudeUsageLimit` (retried at the reset; the CLI
-prints it only for a claude.ai subscriber, from the 429's unified rate-limit headers);
-`api_error_status` 429, 529 or 5xx `ClaudeApiError` (retried); no JSON at all `ClaudeCrashed` (retried).
+The outcome is read by `echo.work.claude_outcome`: success, or the `ClaudeError` the
+run's last line names (auth, credit, usage limit, API status, a crash).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -46,32 +38,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from echo.config import Settings, project_path
+from echo.config import Settings
 from echo.db import Database
 from echo.errors import (
     ClaudeApiError,
-    ClaudeAuthError,
-    ClaudeCrashed,
-    ClaudeCreditError,
-    ClaudeDeferred,
     ClaudeError,
     ClaudeHeld,
     ClaudeHung,
     ClaudeLoop,
     ClaudeNotInstalled,
-    ClaudeTimeout,
-    ClaudeUsageLimit,
     StoreRejected,
     StoreUnavailable,
 )
 from echo.work.approvals import ApprovalStore, Rule, parse_rules
 from echo.work.approvals.install import hook_folder, hook_settings
 from echo.work.approvals.store import decision_note
+from echo.work.claude_cli import LOCAL_CLAUDE, claude_env, mcp_waits, resolve_claude_bin
+from echo.work.claude_outcome import classify
 from echo.work.executors import Result
 from echo.work.governor.ledger import RunRecord, usage
-from echo.work.limits import usage_limit_reset
-from echo.work.process import ProcessResult, scrubbed_env
-from echo.work.queue import Task
 from echo.work.runs import (
     PgRunStore,
     RunEvent,
@@ -84,34 +69,10 @@ from echo.work.runs import (
 from echo.work.runs.attempt import run_attempt
 from echo.work.runs.kept import KeptSession
 from echo.work.runs.traces import RunSpans, tracer
+from echo.work.tasks import Task
 from echo.work.workspaces.tools import in_workspace
 
 log = logging.getLogger(__name__)
-
-#: The project-local CLI that `make setup` installs from tools/claude/package.json.
-LOCAL_CLAUDE = project_path("tools") / "claude" / "node_modules" / ".bin" / "claude"
-_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDE_CONFIG_DIR", "DISABLE_",
-                 "MAX_THINKING_TOKENS", "MCP_TIMEOUT", "MCP_TOOL_TIMEOUT",
-                 "MCP_CONNECT_TIMEOUT_MS", "BASH_")
-_CLOUD_PREFIXES = ("AWS_", "CLOUD_ML_", "GOOGLE_", "VERTEX_", "ANTHROPIC_VERTEX_")
-_SECRET_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
-#: For a run given MCP servers (`--mcp-config`): the pinned CLI (2.1.x) connects them in
-#: the background in `-p` mode, so a first turn that calls an `echo` tool before the
-#: server is up is told "the MCP server 'echo' is still connecting" and the call is lost
-#: (a race: seen with a direct `claude -p`); with this the CLI waits for its servers
-#: before the first request. It waits `MCP_CONNECT_TIMEOUT_MS` at most (5,000 by
-#: default), then proceeds without them ("not ready after 5000ms — proceeding"): on a
-#: loaded machine the `echo` server's Python start alone passed that (CI, 2026-12-02),
-#: so the wait is as long as the CLI's own server start-up timeout (MCP_TIMEOUT, 30 s).
-MCP_WAIT = {"MCP_CONNECTION_NONBLOCKING": "0", "MCP_CONNECT_TIMEOUT_MS": "30000"}
-
-
-def mcp_waits(argv: Sequence[str], env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """What a run's environment adds for its argv: `MCP_WAIT` when it has MCP servers
-    (a wait the user set in `env` is kept)."""
-    if "--mcp-config" not in argv:
-        return {}
-    return {k: v for k, v in MCP_WAIT.items() if k not in (env or {})}
 
 
 @dataclass(frozen=True)
@@ -140,124 +101,6 @@ class ClaudeRunOptions:
 #: What a task's payload may override under "claude"; never permissions or tools.
 PAYLOAD_OPTIONS = frozenset({"model", "max_turns", "max_budget_usd"})
 
-
-def resolve_claude_bin(settings: Settings, *, local: Path | None = LOCAL_CLAUDE) -> str:
-    """`settings.claude_bin` (ECHO_CLAUDE_BIN) if it is a path or on PATH, else the
-    project-local CLI; otherwise one clear `ClaudeNotInstalled`."""
-    wanted = settings.claude_bin
-    if os.sep in wanted:
-        if os.access(wanted, os.X_OK) and Path(wanted).is_file():
-            return wanted
-    else:
-        found = shutil.which(wanted)
-        if found:
-            return found
-        if local is not None and os.access(local, os.X_OK):
-            return str(local)
-    raise ClaudeNotInstalled(
-        f"the Claude CLI {wanted!r} was not found; install it with "
-        "`npm install -g @anthropic-ai/claude-code` (or `make setup` for the project-local "
-        "copy) or point ECHO_CLAUDE_BIN at the `claude` binary"
-    )
-
-
-def claude_env(extra: Mapping[str, str] | None = None,
-               source: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: what the CLI needs and nothing else."""
-    source = os.environ if source is None else source
-    prefixes: tuple[str, ...] = _ENV_PREFIXES
-    if source.get("CLAUDE_CODE_USE_BEDROCK") or source.get("CLAUDE_CODE_USE_VERTEX"):
-        prefixes += _CLOUD_PREFIXES
-    env = scrubbed_env(extra, prefixes=prefixes, source=source)
-    env.pop("CLAUDECODE", None)
-    return env
-
-
-def redact(text: str, env: Mapping[str, str]) -> str:
-    """Remove API keys and tokens from text that may end up in an error or a log."""
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"):
-        secret = env.get(name)
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, "***")
-    return _SECRET_RE.sub("sk-ant-***", text)
-
-
-#: "You've hit your limit", "… your session limit", "… weekly limit", "… Opus limit",
-#: "… usage limit", "… org's monthly usage limit" (2.1.197 names the plan's window);
-#: "You're out of usage credits · resets …".
-_USAGE_LIMIT_RE = re.compile(
-    r"\bhit your\b[^·\n]{0,40}?\blimit\b|\busage limit\b|\bout of usage credits\b",
-    re.IGNORECASE)
-
-
-def _last_json(stdout: bytes) -> dict[str, Any] | None:
-    for line in reversed(stdout.decode(errors="replace").strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                return data
-    return None
-
-
-def deferred_call(result: Mapping[str, Any]) -> str:
-    """The tool call a deferred run stopped at, in a few words: `Bash: git push`."""
-    call = result.get("deferred_tool_use") or {}
-    tool_input = call.get("input") if isinstance(call, dict) else None
-    shown = ""
-    if isinstance(tool_input, dict):
-        shown = str(tool_input.get("command") or tool_input.get("file_path") or "")
-    name = call.get("name", "a tool") if isinstance(call, dict) else "a tool"
-    return f"{name}: {shown[:200]}" if shown else str(name)
-
-
-def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str],
-             now: datetime | None = None) -> Result:
-    """Turn a finished CLI run into a `Result`, or raise the `ClaudeError` leaf it is
-    (`now`, the wall clock by default, dates a usage limit's reset)."""
-    if done.timed_out:
-        raise ClaudeTimeout(f"claude did not finish within {timeout:g}s; "
-                            "its process group was killed")
-    data = _last_json(done.stdout)
-    if data is None:
-        how = f"was killed by signal {done.signal}" if done.signal else \
-              f"exited with status {done.returncode}"
-        tail = redact(done.stderr.decode(errors="replace").strip()[-300:], env)
-        raise ClaudeCrashed(f"claude {how} without a JSON result" + (f": {tail}" if tail else ""))
-    if done.returncode == 0 and not data.get("is_error") \
-            and data.get("terminal_reason") == "tool_deferred":
-        raise ClaudeDeferred(f"awaiting approval: {deferred_call(data)}; "
-                             "`echoctl approvals list` shows the request")
-    if done.returncode == 0 and not data.get("is_error"):
-        cost = data.get("total_cost_usd")
-        return Result(data, float(cost) if isinstance(cost, int | float) else None,
-                      data.get("session_id"))
-    errors = data.get("errors")
-    said = data.get("result") or ("; ".join(map(str, errors)) if isinstance(errors, list) else "")
-    text = redact(str(said or data.get("subtype") or "unknown error"), env)[:500]
-    status = data.get("api_error_status")
-    lowered = text.lower()
-    if "not logged in" in lowered or "invalid api key" in lowered or status in (401, 403):
-        raise ClaudeAuthError(f"claude is not authenticated ({text}); set ANTHROPIC_API_KEY "
-                              "or run `claude /login` as the worker's user")
-    if "credit balance is too low" in lowered:
-        raise ClaudeCreditError(f"the Anthropic account is out of credit ({text}); "
-                                "add credit, then `echoctl tasks retry ID`")
-    if _USAGE_LIMIT_RE.search(text):
-        reset = usage_limit_reset(text, now)
-        raise ClaudeUsageLimit(f"usage limit reached ({text}); retrying after "
-                               f"{reset:%Y-%m-%d %H:%M} UTC", reset)
-    if isinstance(status, int):
-        retryable = status in (408, 409, 429) or status >= 500
-        raise ClaudeApiError(f"the Anthropic API answered {status}: {text}", status,
-                             retryable=retryable)
-    subtype = str(data.get("subtype") or "")
-    if subtype.startswith("error_max"):
-        raise ClaudeApiError(f"claude stopped: {subtype} ({text})", None, retryable=False)
-    raise ClaudeApiError(f"claude failed: {text}", None, retryable=True)
 
 
 def _watched(streamed: Streamed, *, timeout: float, watch: Watch,
@@ -526,20 +369,3 @@ class ClaudeExecutor:
             await store.purge(self.settings.claude_events_retention_days * 86400)
         except (StoreUnavailable, StoreRejected) as exc:
             log.warning("cannot purge old run events: %s", exc)
-
-
-def login_hint(env: Mapping[str, str] | None = None) -> str | None:
-    """Where the CLI would find credentials, without calling the API; None if nowhere.
-
-    Used to say up front which mode a run is in. It is a hint: only a real run can
-    tell that a key is valid, and every run classifies that failure on its own.
-    """
-    env = os.environ if env is None else env
-    if env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_AUTH_TOKEN"):
-        return "ANTHROPIC_API_KEY"
-    if env.get("CLAUDE_CODE_USE_BEDROCK") or env.get("CLAUDE_CODE_USE_VERTEX"):
-        return "cloud provider (Bedrock/Vertex)"
-    config = Path(env.get("CLAUDE_CONFIG_DIR") or Path(env.get("HOME", "~")).expanduser() / ".claude")
-    if (config / ".credentials.json").is_file():
-        return f"login in {config}"
-    return None

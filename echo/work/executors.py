@@ -18,7 +18,7 @@ import anyio
 from echo.errors import CommandFailed
 from echo.work.governor.ledger import RunRecord
 from echo.work.process import run_process, scrubbed_env
-from echo.work.queue import Task
+from echo.work.tasks import Task
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from echo.work import (
     Task,
     TaskQueue,
 )
-from echo.work.claude import LOCAL_CLAUDE
+from echo.work.claude_cli import LOCAL_CLAUDE
 from echo.work.governor import Governor
 from tests.conftest import unavailable
 from tests.fakes.anthropic import HANG, FakeAnthropic, error, text, usage_limit

@@ -18,7 +18,7 @@ from echo.db import Database
 from echo.org.client import Client
 from echo.runtime import Backoff
 from echo.work import ClaudeExecutor, ClaudeRunOptions, ExecutorPool, TaskQueue
-from echo.work.claude import LOCAL_CLAUDE
+from echo.work.claude_cli import LOCAL_CLAUDE
 from echo.work.workspaces import Layout, WorkspaceExecutor
 from tests.conftest import unavailable
 from tests.fakes.anthropic import FakeAnthropic, text

@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from echo import db
-from echo.config import Settings
+from echo.config import Settings, project_path
+from echo.db import schema
 from echo.errors import MigrationError
 from tests.schema import SCHEMA_FILE, fingerprint, load
 
@@ -51,7 +52,7 @@ async def test_the_fingerprint_sees_a_difference(settings: Settings, pg_dsn: str
 def _copy_sql(tmp_path: Path, keep: set[int]) -> Path:
     shared = tmp_path / "shared"
     (shared / "sql").mkdir(parents=True)
-    shutil.copytree(db.project_path("shared") / "sql" / "queries", shared / "sql" / "queries")
+    shutil.copytree(project_path("shared") / "sql" / "queries", shared / "sql" / "queries")
     for m in db.migrations():
         if m.version in keep:
             shutil.copy(m.path, shared / "sql" / m.path.name)
@@ -69,8 +70,8 @@ async def test_a_late_migration_older_than_the_applied_ones_is_refused(
     held_back = next(n for n in range(1, versions[-1]) if n not in versions)
     shared = _copy_sql(tmp_path, set(versions))
     s = Settings(env="test", database_url=pg_dsn, namespace=namespace, redis_url=None)
-    original = db.project_path
-    monkeypatch.setattr(db, "project_path", lambda name: shared if name == "shared" else original(name))
+    original = project_path
+    monkeypatch.setattr(schema, "project_path", lambda name: shared if name == "shared" else original(name))
     try:
         await db.migrate(s)
         late_name = f"{held_back:03d}_arrived_late.sql"

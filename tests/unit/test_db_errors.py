@@ -10,6 +10,7 @@ import pytest
 
 from echo import db
 from echo.config import Settings
+from echo.db.classification import classify, is_transient
 from echo.errors import EchoError, MigrationError, StoreRejected, StoreUnavailable
 
 TRANSIENT = [
@@ -56,7 +57,7 @@ PERMANENT = [
 
 @pytest.mark.parametrize("exc", TRANSIENT, ids=lambda e: type(e).__name__)
 def test_transient_errors_become_store_unavailable(exc: BaseException) -> None:
-    got = db.classify(exc, "claim tasks", "postgresql://h/db")
+    got = classify(exc, "claim tasks", "postgresql://h/db")
     assert isinstance(got, StoreUnavailable), got
     assert str(got).startswith("cannot claim tasks: database postgresql://h/db is unavailable")
     assert "\n" not in str(got)
@@ -64,7 +65,7 @@ def test_transient_errors_become_store_unavailable(exc: BaseException) -> None:
 
 @pytest.mark.parametrize("exc", PERMANENT, ids=lambda e: type(e).__name__)
 def test_permanent_errors_become_store_rejected(exc: BaseException) -> None:
-    got = db.classify(exc, "claim tasks", "postgresql://h/db")
+    got = classify(exc, "claim tasks", "postgresql://h/db")
     assert isinstance(got, StoreRejected), got
     assert got.sqlstate == exc.sqlstate  # type: ignore[attr-defined]
     assert got.reason == str(exc) and got.sqlstate in str(got)
@@ -72,18 +73,18 @@ def test_permanent_errors_become_store_rejected(exc: BaseException) -> None:
 
 def test_the_table_decides_by_code_before_class() -> None:
     # 25 (invalid transaction state) is permanent as a class, 25006 (read-only) is not.
-    assert not db.is_transient("25P02") and db.is_transient("25006")
+    assert not is_transient("25P02") and is_transient("25006")
     # 55 (object not in prerequisite state): only "lock not available" and "in use" pass.
-    assert db.is_transient("55P03") and not db.is_transient("55000")
-    assert db.is_transient("08006") and db.is_transient("57P01") and db.is_transient("53300")
+    assert is_transient("55P03") and not is_transient("55000")
+    assert is_transient("08006") and is_transient("57P01") and is_transient("53300")
     for code in ("22P05", "23505", "42P01", "42704", "42601", "P0001", "XX000"):
-        assert not db.is_transient(code), code
+        assert not is_transient(code), code
 
 
 @pytest.mark.parametrize("exc", [ValueError("x"), KeyError("k"), RuntimeError("r"),
                                  EchoError("already ours")])
 def test_anything_else_is_left_alone(exc: BaseException) -> None:
-    assert db.classify(exc, "x", "y") is None
+    assert classify(exc, "x", "y") is None
     with pytest.raises(type(exc)), db.translate_errors(Settings(), "do it"):
         raise exc
 

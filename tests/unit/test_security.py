@@ -11,10 +11,11 @@ import pytest
 
 import echo
 from echo.bus import RedisTransport
-from echo.config import Settings, load_settings, project_path, redact_url
+from echo.config import Settings, load_settings, project_path
 from echo.errors import ConfigError
 from echo.org.agent import role_executors
 from echo.org.roles import load_roles
+from echo.urls import redact_url
 from echo.work.claude import ClaudeExecutor
 
 ECHO = Path(echo.__file__).parent
@@ -78,7 +79,7 @@ def _role(skip: bool):  # type: ignore[no-untyped-def]
 def _argv(executor: ClaudeExecutor, payload: dict[str, object] | None = None) -> list[str]:
     from datetime import UTC, datetime
 
-    from echo.work.queue import Task
+    from echo.work.tasks import Task
 
     task = Task(task_id=1, task_type="claude", description="x", priority=0, role=None,
                 worker_id="w:1:0", attempt=1, timeout_seconds=5, max_retries=0, retry_count=0,

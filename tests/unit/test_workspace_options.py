@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from echo.work.claude import ClaudeRunOptions
-from echo.work.queue import Task
+from echo.work.tasks import Task
 from echo.work.workspaces.executor import sent_back_prompt
 from echo.work.workspaces.tools import DEFAULT_TOOLS, in_workspace
 

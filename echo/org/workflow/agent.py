@@ -44,8 +44,8 @@ from echo.org.workflow.ports import Publish, WorkflowPort
 from echo.org.workflow.store import Workflow, WorkflowStore
 from echo.work import SKIPPED, TaskQueue
 from echo.work.executors import Executor, Result
-from echo.work.queue import Task
 from echo.work.runs.traces import WorkflowSpans, tracer
+from echo.work.tasks import Task
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from echo.bus import Message, StoredMessage
 from echo.org.workflow.store import Decision, Participant, Phase, TaskOutcome, Workflow
 from echo.work import NewTask
-from echo.work.queue import Enqueued
+from echo.work.tasks import Enqueued
 
 #: How a part posts to the bus (the agent's `Publisher.publish`): the message is
 #: committed when it returns, and a post whose uuid is stored already adds nothing.

@@ -34,7 +34,8 @@ from echo.work.pool.retry import failure_of
 from echo.work.pool.running import PoolMetrics, Running, Tally, default_worker_prefix
 from echo.work.pool.writer import DB_BACKOFF, NOT_STORABLE, Outbox, ResultWriter, log_outcome
 from echo.work.process import stop_margin
-from echo.work.queue import DEFAULT_BACKOFF, Completion, Failure
+from echo.work.queue import DEFAULT_BACKOFF
+from echo.work.tasks import Completion, Failure
 from echo.work.workspaces.repository import workspace_place
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ from echo.errors import StoreRejected, StoreUnavailable
 from echo.runtime import Backoff
 from echo.work.governor.gate import ClaimGate
 from echo.work.pool.ports import PoolStores
-from echo.work.queue import AWAITING_APPROVAL, Completion, Failure, Task
+from echo.work.queue import AWAITING_APPROVAL
+from echo.work.tasks import Completion, Failure, Task
 
 
 @dataclass

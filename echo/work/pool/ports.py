@@ -19,7 +19,8 @@ from echo.db import Database
 from echo.runtime import Backoff
 from echo.work.approvals.store import ApprovalStore
 from echo.work.governor.gate import ClaimGate
-from echo.work.queue import Completion, Failure, Task, TaskQueue
+from echo.work.queue import TaskQueue
+from echo.work.tasks import Completion, Failure, Task
 from echo.work.workers import WorkerRegistry
 
 

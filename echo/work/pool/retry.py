@@ -14,7 +14,7 @@ from datetime import datetime
 
 from echo.errors import ClaudeDeferred, EchoError, TaskError, UsageError
 from echo.runtime import Backoff
-from echo.work.queue import Failure, Task
+from echo.work.tasks import Failure, Task
 
 log = logging.getLogger(__name__)
 

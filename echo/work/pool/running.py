@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from echo.degradation import Condition
-from echo.work.queue import Task
+from echo.work.tasks import Task
 
 _pool_numbers = itertools.count(1)
 

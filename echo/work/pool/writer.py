@@ -22,7 +22,8 @@ from echo.runtime import Backoff
 from echo.work.governor.gate import ClaimGate
 from echo.work.pool.ports import PoolTasks
 from echo.work.pool.running import Running
-from echo.work.queue import AWAITING_APPROVAL, Completion, Failure, Task
+from echo.work.queue import AWAITING_APPROVAL
+from echo.work.tasks import Completion, Failure, Task
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ import anyio
 
 from echo.errors import ClaudeApiError, ClaudeCrashed, ClaudeError, StoreRejected, StoreUnavailable
 from echo.work.executors import Result
-from echo.work.queue import Task
 from echo.work.runs.recorder import RunRecorder
 from echo.work.runs.sessions import config_dir_of, restore, resume_prompt
 from echo.work.runs.store import PriorSession, RunStore
 from echo.work.runs.stream import RunEvent
+from echo.work.tasks import Task
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import anyio
 from anyio.abc import TaskStatus
 
 from echo.errors import StoreRejected, StoreUnavailable
-from echo.work.queue import Task
 from echo.work.runs.sessions import TranscriptMirror
 from echo.work.runs.store import RunStore
 from echo.work.runs.stream import RunEvent
+from echo.work.tasks import Task
 
 log = logging.getLogger(__name__)
 

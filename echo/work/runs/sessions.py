@@ -22,8 +22,8 @@ from pathlib import Path
 
 import anyio
 
-from echo.work.queue import Task
 from echo.work.runs.store import PriorSession, RunStore
+from echo.work.tasks import Task
 
 log = logging.getLogger(__name__)
 

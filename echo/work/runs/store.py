@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from echo.db import Database, load_queries
-from echo.work.queue import Task
 from echo.work.runs.stream import RunEvent
+from echo.work.tasks import Task
 
 _Q = load_queries("runs")
 

@@ -14,7 +14,7 @@ and reads its stream-json stdout as it comes. It ends the run itself when:
 Each stopping is the process group's TERM then KILL (`echo.work.process.stop_group`).
 Every parsed `RunEvent` goes to `on_event` (synchronous, must not block: the recorder
 queues it). stdout is not kept: the `result` line is (as `ProcessResult.stdout`, so the
-classification of `echo.work.claude` reads it as it read the json format).
+classification of `echo.work.claude_outcome` reads it as it read the json format).
 """
 
 from __future__ import annotations

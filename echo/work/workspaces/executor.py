@@ -28,7 +28,7 @@ import anyio
 from echo.config import load_settings
 from echo.errors import WorkspaceError
 from echo.work.executors import Executor, Result
-from echo.work.queue import Task
+from echo.work.tasks import Task
 from echo.work.workspaces.repository import Layout, Repository
 from echo.work.workspaces.workspace import (
     Workspace,

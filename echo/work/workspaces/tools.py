@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from echo.work.queue import Task
+from echo.work.tasks import Task
 
 if TYPE_CHECKING:
     from echo.work.claude import ClaudeRunOptions

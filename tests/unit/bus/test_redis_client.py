@@ -12,14 +12,9 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 
 from echo.bus.redis_client import SentinelRedis, redis_client
 from echo.bus.transport import RedisTransport
-from echo.config import (
-    SentinelTarget,
-    Settings,
-    load_settings,
-    parse_sentinel_url,
-    redact_url,
-)
+from echo.config import Settings, load_settings
 from echo.errors import ConfigError
+from echo.urls import SentinelTarget, parse_sentinel_url, redact_url
 
 
 def test_a_sentinel_url_names_sentinels_service_db_and_credentials() -> None:

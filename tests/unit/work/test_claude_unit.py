@@ -19,7 +19,8 @@ from echo.errors import (
     EchoError,
 )
 from echo.work import ClaudeExecutor, ClaudeRunOptions, NewTask, Task
-from echo.work.claude import MCP_WAIT, classify, claude_env, mcp_waits, redact
+from echo.work.claude_cli import MCP_WAIT, claude_env, mcp_waits
+from echo.work.claude_outcome import classify, redact
 from echo.work.limits import usage_limit_reset
 from echo.work.process import ProcessResult
 from echo.work.queue import DEFAULT_BACKOFF
@@ -152,7 +153,7 @@ def test_new_task_rejects_bad_input(bad: dict[str, object]) -> None:
 
 
 def test_login_hint_names_where_credentials_are_without_calling_the_api(tmp_path: Path) -> None:
-    from echo.work.claude import login_hint
+    from echo.work.claude_cli import login_hint
 
     assert login_hint({"HOME": str(tmp_path)}) is None
     assert login_hint({"HOME": str(tmp_path), "ANTHROPIC_API_KEY": "k"}) == "ANTHROPIC_API_KEY"

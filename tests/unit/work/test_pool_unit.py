@@ -24,7 +24,7 @@ from echo.runtime import Backoff
 from echo.work.executors import Result
 from echo.work.pool import ExecutorPool, PoolStores
 from echo.work.pool.memory import MemoryPresence, MemoryTasks, memory_stores
-from echo.work.queue import Task
+from echo.work.tasks import Task
 
 NO_WAIT = Backoff(initial=0.0, max=0.0)
 

@@ -22,7 +22,7 @@ from echo.errors import (
 from echo.runtime import Backoff
 from echo.work.governor import RunRecord
 from echo.work.pool.retry import failure_of
-from echo.work.queue import Task
+from echo.work.tasks import Task
 
 NOW = datetime(2026, 12, 31, 23, 30, tzinfo=UTC)  # injected; never the wall clock
 STEPS = Backoff(initial=2.0, factor=2.0, max=300.0)  # no jitter: delays are exact

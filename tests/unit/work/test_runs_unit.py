@@ -12,12 +12,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from echo.work.queue import Task
 from echo.work.runs import MemoryRunStore, RunEvent, RunRecorder, StreamState, Watch, restore
 from echo.work.runs.sessions import TranscriptMirror, project_name, transcript_path
 from echo.work.runs.store import _join
 from echo.work.runs.stream import estimate_cost, tool_summary
 from echo.work.runs.watch import run_streaming
+from echo.work.tasks import Task
 
 pytestmark = pytest.mark.anyio
 
