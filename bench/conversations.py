@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench._common import bench_settings, emit  # noqa: E402
 from echo.config import Settings  # noqa: E402
 from echo.db import Database  # noqa: E402
-from echo.org.deciders import ClaudeDecider  # noqa: E402
+from echo.org.agent.deciders import ClaudeDecider  # noqa: E402
 from echo.org.roles import load_roles  # noqa: E402
 from echo.org.workflow import WorkflowAgent, WorkflowStore  # noqa: E402
 from echo.work.claude_cli import LOCAL_CLAUDE  # noqa: E402

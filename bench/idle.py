@@ -31,7 +31,7 @@ import psutil
 from bench._common import bench_settings, emit
 from echo import db as dbmod
 from echo.config import Settings
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 
 ROLES = ["ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head"]
 WINDOW = float(os.environ.get("ECHO_BENCH_IDLE_SECONDS", "60"))

@@ -35,9 +35,9 @@ from bench._common import bench_settings, emit, percentile
 from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.config import Settings
-from echo.org.lease_keeper import LeaseKeeper
+from echo.org.agent.lease_keeper import LeaseKeeper
 from echo.org.leases import Predecessor, agent_processes
-from echo.org.predecessors import agent_argv
+from echo.org.node.predecessors import agent_argv
 from echo.work import NewTask, TaskQueue
 
 ROUNDS = int(os.environ.get("ECHO_BENCH_ROUNDS", "8"))

@@ -13,7 +13,7 @@
   every Claude run given the server waits for), beside `python -m echo --version`
   (the interpreter and the CLI's imports alone).
 - **A run given the server**: one Claude task run (the real CLI against the fake API,
-  one text turn) through the executor with the role's `echo` server (echo/org/reach.py,
+  one text turn) through the executor with the role's `echo` server (echo/org/agent/reach.py,
   as every run of a role gets it), beside the same run without it: what the server
   adds to every run's wall time (the CLI waits for it before its first turn).
 
@@ -42,7 +42,7 @@ from bench.console import env_for, start_console
 from echo.config import Settings
 from echo.console.auth import token_path
 from echo.db import Database
-from echo.org import reach
+from echo.org.agent import reach
 from echo.org.client import Client
 from echo.org.roles import load_role
 from echo.org.views import SendKind

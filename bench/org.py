@@ -26,7 +26,7 @@ from bench._common import bench_settings, emit, percentile
 from echo import db as dbmod
 from echo.config import Settings
 from echo.org.client import Client
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 
 ROLES = ["ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head"]
 KILLS = 5
@@ -60,7 +60,7 @@ def bare_start() -> tuple[float, int]:
         [
             sys.executable,
             "-c",
-            "import echo.org.agent_process, sys; print('up', flush=True); sys.stdin.read()",
+            "import echo.org.agent.process, sys; print('up', flush=True); sys.stdin.read()",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

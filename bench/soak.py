@@ -42,7 +42,7 @@ from echo.bus import Message, Publisher
 from echo.config import Settings, project_path
 from echo.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from echo.errors import EchoError
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from echo.work import NewTask, TaskQueue
 
 ROLES = ["ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head"]

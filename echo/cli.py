@@ -137,8 +137,8 @@ def _fail(message: str, code: int) -> None:
 
 def main() -> None:
     """Entry point: run the command, then stop the embedded Postgres it used if nothing
-    else uses it (echo.org.lifecycle): what a command starts, it stops."""
-    from echo.org.lifecycle import release_embedded
+    else uses it (echo.org.node.lifecycle): what a command starts, it stops."""
+    from echo.org.node.lifecycle import release_embedded
 
     try:
         _main()

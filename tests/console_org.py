@@ -21,7 +21,7 @@ from echo.config import Settings
 from echo.console.auth import token_path
 from echo.db import drop_namespace, migrate
 from echo.org.console_address import read_listening
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from tests.helpers import ROLES, all_in, cli_env, org_processes, run_cli, stop_org, wait_until
 
 NO_CLAUDE = {"ECHO_CLAUDE_BIN": "/nonexistent/claude"}

@@ -19,8 +19,8 @@ from mcp import StdioServerParameters
 from echo import db as dbmod
 from echo.bus import MessageStore
 from echo.config import Settings
-from echo.org.answers import FALLBACK_MARK
-from echo.org.asks import Answerer
+from echo.org.agent.answers import FALLBACK_MARK
+from echo.org.agent.asks import Answerer
 from echo.org.client import Client
 from echo.org.roles import load_role, load_roles
 from echo.org.workflow import WorkflowStore

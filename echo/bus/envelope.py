@@ -62,7 +62,7 @@ class Kind(StrEnum):
     DECISION = "decision"
     TASK = "task"
     STATUS = "status"
-    QUESTION = "question"  # `ask`: a direct question its receiver answers (echo/org/asks.py)
+    QUESTION = "question"  # `ask`: a direct question its receiver answers (echo/org/agent/asks.py)
     ANSWER = "answer"  # the answer, on the question's thread
     HEALTH = "health"
     SYSTEM = "system"

@@ -171,7 +171,7 @@ class MessageStore:
         return [StoredMessage.from_row(r) for r in rows]
 
     async def answer_on(self, thread_id: str) -> StoredMessage | None:
-        """The answer posted on a question's thread (echo/org/asks.py), if any."""
+        """The answer posted on a question's thread (echo/org/agent/asks.py), if any."""
         async with self.db.acquire() as conn:
             with schema_guard(self.namespace):
                 row = await conn.fetchrow(Q["answer_on"], thread_id)

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from echo import db
 from echo.commands._common import JsonOpt, console, emit_json, run, settings
-from echo.org import lifecycle
+from echo.org.node import lifecycle
 
 app = typer.Typer(help="The Postgres database: migrations, status, the embedded server.",
                   no_args_is_help=True)

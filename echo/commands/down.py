@@ -1,8 +1,8 @@
 """`echoctl down`: stop the running organisation, then the embedded Postgres it ran on.
 
-It asks the organisation over its control socket (echo.org.control) and signals it;
+It asks the organisation over its control socket (echo.org.node.control) and signals it;
 agents that outlived their supervisor are stopped too. The embedded server is
-stopped only once nothing else of the state directory uses it (echo.org.lifecycle)."""
+stopped only once nothing else of the state directory uses it (echo.org.node.lifecycle)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import typer
 from echo.commands._common import console, run, settings
 from echo.config import Settings
 from echo.errors import EchoError
-from echo.org import control, lifecycle
 from echo.org.inputs import check_seconds
-from echo.org.state import live_agents, mark_stopped, pid_alive, read_org, running_org
+from echo.org.node import control, lifecycle
+from echo.org.node.state import live_agents, mark_stopped, pid_alive, read_org, running_org
 
 
 def register(app: typer.Typer) -> None:

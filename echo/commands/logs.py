@@ -14,8 +14,8 @@ import typer
 from echo import logs as echo_logs
 from echo.commands._common import settings
 from echo.errors import UsageError
+from echo.org.node.state import log_file
 from echo.org.roles import load_role
-from echo.org.state import log_file
 
 
 def register(app: typer.Typer) -> None:

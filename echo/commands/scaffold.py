@@ -1,6 +1,6 @@
 """`echoctl init`: an editable copy of the default organisation to start from.
 
-What it writes (roles, config, training scenarios) is echo.org.scaffold's; the
+What it writes (roles, config, training scenarios) is echo.org.node.scaffold's; the
 command says where, and how to run echoctl from there."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def init(
     force: bool = typer.Option(False, "--force", help="Write into existing folders (same names replaced)."),
 ) -> None:
     """Write an editable copy of the default organisation (roles, config, training scenarios)."""
-    from echo.org.scaffold import write_organisation
+    from echo.org.node.scaffold import write_organisation
 
     written = write_organisation(directory, force=force)
     console.print(f"wrote {', '.join(p.name + '/' for p in written)} in {written[0].parent}")

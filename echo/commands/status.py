@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from echo.commands._common import JsonOpt, console, emit_json, plain_table, role_column, settings, with_client
 from echo.commands.budget import governor_lines
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from echo.org.status import AgentProcessStatus
 
 

@@ -4,7 +4,7 @@ Input is checked before the database is touched (a usage error exits 2 and leave
 nothing behind). As with the bus, the schema is not migrated on the fly: an
 unmigrated namespace stops with "run `echoctl db migrate`".
 
-`echoctl worker` is a standalone worker (echo/org/worker.py): several of them, on
+`echoctl worker` is a standalone worker (echo/org/node/worker.py): several of them, on
 one machine or many, share one database. It runs until SIGTERM or SIGINT, then
 drains: running tasks get `--grace` seconds to finish and the rest go back to the
 queue. A second signal stops at once (what is held is still released).
@@ -36,11 +36,11 @@ from echo.commands.budget import governor_lines
 from echo.errors import ConfigError, UsageError
 from echo.org.client import Client
 from echo.org.inputs import check_seconds
+from echo.org.node.worker import executors as worker_executors
+from echo.org.node.worker import run_worker
 from echo.org.repos import workspace_lines
 from echo.org.status import claude_mode
 from echo.org.views import RunEventRow
-from echo.org.worker import executors as worker_executors
-from echo.org.worker import run_worker
 from echo.work import AWAITING_APPROVAL, FINAL_STATUSES, OUTCOMES, TASK_TYPES
 
 tasks_app = typer.Typer(help="The work queue: submit, list, show, cancel, retry.",

@@ -1,7 +1,7 @@
 """`echoctl up`: start the organisation's agents, in the foreground or detached.
 
-In the foreground it runs the organisation (echo.org.organisation) with its control
-socket (echo.org.control) and this node's seat (echo.org.nodes), printing each
+In the foreground it runs the organisation (echo.org.node.organisation) with its control
+socket (echo.org.node.control) and this node's seat (echo.org.node.nodes), printing each
 agent's start and exit; with --detach it starts itself in the background and returns
 once its agents settled, saying where the console answers. `echoctl down` stops either."""
 
@@ -22,14 +22,14 @@ from echo.commands._common import console, err_console, run, settings
 from echo.config import Settings, private_dir
 from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
-from echo.org import control
-from echo.org.children import last_error_line
 from echo.org.console_address import read_listening
-from echo.org.console_keeper import ConsoleOptions
-from echo.org.nodes import NodeSeat, claim_node, keep_node
-from echo.org.organisation import Organisation, install_stop_signals
+from echo.org.node import control
+from echo.org.node.children import last_error_line
+from echo.org.node.console_keeper import ConsoleOptions
+from echo.org.node.nodes import NodeSeat, claim_node, keep_node
+from echo.org.node.organisation import Organisation, install_stop_signals
+from echo.org.node.state import AgentRecord, log_file, pid_alive, read_org, running_org
 from echo.org.roles import Role, load_role, load_roles
-from echo.org.state import AgentRecord, log_file, pid_alive, read_org, running_org
 from echo.org.status import wait_settled
 
 

@@ -34,8 +34,8 @@ from echo.commands._common import (
 from echo.config import Settings
 from echo.errors import EchoError
 from echo.org.client import Client
+from echo.org.node.state import read_org, running_org
 from echo.org.roles import role_names
-from echo.org.state import read_org, running_org
 from echo.org.status import OrgStatus
 from echo.org.workflow import Phase, WorkflowDetail
 from echo.org.workflow.training import Check, Scenario, delivery_checks

@@ -36,7 +36,7 @@ from echo.mcp import Scope as MCPScope
 from echo.mcp import build_server
 from echo.org.client import Client
 from echo.org.client_base import NoAgentsUp
-from echo.org.control import ControlUnavailable
+from echo.org.node.control import ControlUnavailable
 
 log = logging.getLogger(__name__)
 

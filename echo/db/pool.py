@@ -40,7 +40,7 @@ def embedded_server(settings: Settings) -> EmbeddedPostgres:
 
 
 #: The state directories whose embedded server this process found stopped and started,
-#: so the CLI can stop it again when the command ends (echo.org.lifecycle.release_embedded).
+#: so the CLI can stop it again when the command ends (echo.org.node.lifecycle.release_embedded).
 _embedded_started: dict[Path, Settings] = {}
 
 

@@ -6,7 +6,7 @@ One server, built on the official `mcp` SDK, for two kinds of caller:
   organisation over stdio (`echoctl mcp`) or over streamable HTTP in the console
   (`/mcp`, behind the console's token); it acts as `operator`;
 - a **Claude run of a role** is given the server scoped to that role (`echoctl mcp
-  --role cto --fence cto/EPOCH/HOLDER`, echo/org/reach.py): its messages are sent as
+  --role cto --fence cto/EPOCH/HOLDER`, echo/org/agent/reach.py): its messages are sent as
   the role and every write goes through a pool fenced by the role's lease, so a run
   whose agent lost the lease writes nothing (`echo.org.leases`).
 

@@ -25,7 +25,7 @@ def serve(settings: Settings, role: Role, *, ready_line: str | None = None,
     person at a terminal: `./cto --autonomous` prints no protocol lines). `predecessor`
     is the dead process this one replaces, from its supervisor (echo/org/leases.py)."""
     from echo import logs
-    from echo.org.agent_process import run_agent
+    from echo.org.agent.process import run_agent
 
     logs.configure(settings.log_level)
     return anyio.run(lambda: run_agent(settings, role, ready_line=ready_line,
@@ -33,7 +33,7 @@ def serve(settings: Settings, role: Role, *, ready_line: str | None = None,
 
 
 def main(argv: list[str]) -> int:
-    from echo.org.state import READY_FLAG, READY_LINE
+    from echo.org.node.state import READY_FLAG, READY_LINE
 
     usage = f"usage: python -m echo.org [{READY_FLAG}] [{PREDECESSOR_FLAG} PID[:EPOCH]] ROLE\n"
     announce = READY_FLAG in argv

@@ -24,12 +24,12 @@ Input is checked before anything is written; bad input raises a `UsageError` lea
 
 from __future__ import annotations
 
-from echo.org import control
 from echo.org.client_approvals import ApprovalOps
 from echo.org.client_governor import GovernorOps
 from echo.org.client_messages import MessageOps
 from echo.org.client_tasks import TaskOps
 from echo.org.client_workflows import WorkflowOps
+from echo.org.node import control
 from echo.org.roles import load_role
 from echo.org.status import OrgStatus, collect_status
 

@@ -10,7 +10,7 @@ import anyio
 
 from echo.bus import ALL, Kind, Message, MessageStore, StoredMessage
 from echo.errors import EchoError, UsageError
-from echo.org import asks
+from echo.org.agent import asks
 from echo.org.client_base import ClientBase, NoAgentsUp
 from echo.org.health import read_health_file
 from echo.org.inputs import check_id
@@ -66,7 +66,7 @@ class MessageOps(ClientBase):
     async def ask(self, role: str, question: str, *, within: float = 60.0,
                   sender: str = "operator") -> asks.Answered:
         """Ask `role` a question and wait up to `within` seconds for its agent's answer
-        (its Claude's, or its fallback's, which says so): echo/org/asks.py.
+        (its Claude's, or its fallback's, which says so): echo/org/agent/asks.py.
 
         Refused before anything is written: an unknown role, asking oneself, an empty
         question, a timeout outside 1-600 s, a role whose agent is not up."""

@@ -49,7 +49,7 @@ current lease would expire, so a takeover after a SIGKILL comes about
 `lease_seconds` after the last renewal plus the tree's start.
 
 This module holds what a lease is (`Lease`, its fence; `Owner`; `Predecessor`) and the
-organisation's view of the lease rows; `LeaseKeeper` (echo/org/lease_keeper.py)
+organisation's view of the lease rows; `LeaseKeeper` (echo/org/agent/lease_keeper.py)
 carries out the rules above.
 """
 

@@ -50,7 +50,7 @@ class ClaudeOptions(BaseModel):
         description="the Claude credentials this role runs with (default: ECHO_CLAUDE_ACCOUNT)")
     echo_tools: list[str] | None = Field(
         None, description="the organisation's MCP tools this role's runs may call "
-        "(echo/org/reach.py); unset: all of the role's, [] for none")
+        "(echo/org/agent/reach.py); unset: all of the role's, [] for none")
     @field_validator("echo_tools")
     @classmethod
     def _known_tools(cls, value: list[str] | None) -> list[str] | None:

@@ -35,8 +35,8 @@ from echo.errors import EchoError, StoreRejected
 from echo.org.governance import governor_summary
 from echo.org.health import AgentHealth, read_health_file, row_to_health
 from echo.org.leases import STALE, STANDBY, agent_processes
+from echo.org.node.state import AgentRecord, OrgRecord, live_agents, pid_alive, read_org
 from echo.org.roles import role_names
-from echo.org.state import AgentRecord, OrgRecord, live_agents, pid_alive, read_org
 
 #: A heartbeat older than this (seconds) makes an agent `unresponsive`.
 STALE_AFTER = 5.0

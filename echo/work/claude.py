@@ -90,7 +90,7 @@ class ClaudeRunOptions:
     idle_timeout: float | None = None  # the watchdog's; None: settings.claude_idle_timeout
     permission_mode: str | None = None  # `--permission-mode` (acceptEdits in a workspace)
     workspace_tools: Sequence[str] | None = None  # the role's `[workspace] tools`
-    #: The `echo` MCP server of the run's role (echo/org/reach.py): `--mcp-config`, and
+    #: The `echo` MCP server of the run's role (echo/org/agent/reach.py): `--mcp-config`, and
     #: the permission rules of the tools it may call there.
     mcp_config: str | None = None
     mcp_tools: Sequence[str] = field(default_factory=tuple)

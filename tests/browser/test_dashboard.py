@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from tests.console_org import Console
 from tests.e2e import test_claude_executor as executor_tests
 from tests.fakes.anthropic import FakeAnthropic, held, text, tool_use

@@ -14,7 +14,7 @@ from collections import Counter
 from echo import db as dbmod
 from echo.config import Settings
 from echo.logs import parse_line
-from echo.org.state import log_file, read_org
+from echo.org.node.state import log_file, read_org
 from tests.helpers import run_cli
 
 
@@ -36,7 +36,7 @@ async def inbox_count(database: dbmod.Database, ids: list[int]) -> int:
             "SELECT count(*) FROM agent_inbox WHERE message_id = ANY($1)", ids))
 
 
-#: The line a participant logs as it handles a message (echo/org/participant.py), before the
+#: The line a participant logs as it handles a message (echo/org/agent/participant.py), before the
 #: commit of the inbox row, naming the attempt that the row names too.
 _PROCESSED = re.compile(r"^(\w+) processed message (\d+) from ")
 
@@ -64,7 +64,7 @@ def assert_processed_exactly_once(seen: Counter[Line], recorded: dict[tuple[str,
     """Each (role, message) of `roles` x `ids` was processed exactly once: its inbox row
     (`recorded`: the attempt each row names) has exactly one line of that attempt. The
     lines of other attempts are attempts that died or failed before their commit and
-    were handled again; they are not processings (echo/org/participant.py, Participant)."""
+    were handled again; they are not processings (echo/org/agent/participant.py, Participant)."""
     counts = Counter({(role, i): n for (role, i, attempt), n in seen.items()
                       if recorded.get((role, i)) == attempt})
     expected = [(role, i) for role in roles for i in ids]

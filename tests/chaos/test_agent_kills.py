@@ -16,7 +16,7 @@ import pytest
 from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.config import Settings
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from tests.chaos.conftest import (
     agent_restarts,
     assert_each_role_processed_each_once,

@@ -24,7 +24,7 @@ from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.config import Settings
 from echo.org.leases import agent_processes
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from tests.helpers import all_in, cli_env, org_processes, run_cli, stop_org, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]  # several organisations start

@@ -15,7 +15,7 @@ import signal
 import pytest
 
 from echo.config import Settings
-from echo.org.state import OrgRecord, pid_alive, read_org
+from echo.org.node.state import OrgRecord, pid_alive, read_org
 from tests.chaos.conftest import agent_pids, agent_restarts
 from tests.helpers import ROLES, all_in, run_cli, wait_until
 

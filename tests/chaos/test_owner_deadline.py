@@ -38,9 +38,9 @@ from tests.proxy import FreezableProxy, proxy_for, through
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
-#: The loggers of the role's tree (echo/org/agent.py): none may speak once it is down.
+#: The loggers of the role's tree (echo/org/agent/tree.py): none may speak once it is down.
 TREE_LOGGERS = ("echo.bus", "echo.work", "echo.listener", "echo.org.workflow",
-                "echo.org.health", "echo.org.deciders")
+                "echo.org.health", "echo.org.agent.deciders")
 
 
 @pytest.fixture
@@ -63,8 +63,8 @@ def events(log: Path) -> list[dict[str, Any]]:
 
 
 def field(log: Path, outcome: str) -> list[dict[str, Any]]:
-    """The keeper's and the agent's lines with `event=outcome` (echo/org/lease_keeper.py,
-    echo/org/agent_process.py)."""
+    """The keeper's and the agent's lines with `event=outcome` (echo/org/agent/lease_keeper.py,
+    echo/org/agent/process.py)."""
     return [e for e in events(log) if e["fields"].get("event") == outcome]
 
 

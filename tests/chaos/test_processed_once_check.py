@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from echo.config import Settings
-from echo.org.state import log_file
+from echo.org.node.state import log_file
 from tests.chaos.conftest import assert_processed_exactly_once, processed_in_logs
 
 LINE = ("2026-11-26 02:00:00,000 INFO echo.org.agent: {role} processed message {id} "

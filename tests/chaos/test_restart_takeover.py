@@ -22,7 +22,7 @@ from echo import db as dbmod
 from echo.config import Settings
 from echo.errors import LeaseLost
 from echo.org.leases import agent_processes
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from tests.helpers import all_in, cli_env, run_cli, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]

@@ -17,8 +17,8 @@ import pytest
 from echo.config import Settings
 from echo.db import Database
 from echo.errors import ClaudeAuthError
-from echo.org.answers import keyword_select
-from echo.org.deciders import ClaudeDecider, answer
+from echo.org.agent.answers import keyword_select
+from echo.org.agent.deciders import ClaudeDecider, answer
 from echo.org.roles import load_roles
 from echo.org.workflow import WorkflowStore
 from tests.e2e import test_claude_executor as executor_tests
@@ -151,7 +151,7 @@ async def test_a_session_that_cannot_be_resumed_is_asked_afresh_and_says_why(
     for transcript in (tmp_path / "home" / ".claude" / "projects").rglob(f"{gone}.jsonl"):
         transcript.unlink()  # as on another machine: the CLI has no such conversation
 
-    with caplog.at_level(logging.WARNING, logger="echo.org.deciders"):
+    with caplog.at_level(logging.WARNING, logger="echo.org.agent.deciders"):
         got = await d.ask("[echo:position] Your position?", 60, workflow=wf)
     await d.close()
     assert got == {"position": "migrate in two steps"}

@@ -19,8 +19,8 @@ import pytest
 
 from echo.config import Settings
 from echo.db import Database
-from echo.org.answers import check_select, keyword_select
-from echo.org.deciders import ClaudeDecider, answer
+from echo.org.agent.answers import check_select, keyword_select
+from echo.org.agent.deciders import ClaudeDecider, answer
 from echo.org.roles import load_roles
 from echo.work import ClaudeRunOptions, ExecutorPool, TaskQueue
 from echo.work.governor import Governor, spend_report

@@ -1,7 +1,7 @@
 """A role's Claude task run reaches the organisation through the `echo` MCP server,
 with the REAL `claude` CLI as the MCP client and the fake API scripting the turn that
 calls `mcp__echo__send`: the run is given the server as ECHO gives it to every run
-of the role (echo/org/reach.py: the 0600 `--mcp-config` file with the role's fence
+of the role (echo/org/agent/reach.py: the 0600 `--mcp-config` file with the role's fence
 and the organisation's settings, `--strict-mcp-config`, the role's `echo` tools).
 The message is in the store, from cto to ceo; once the role's lease has passed on, the
 same run writes nothing and its model is told why in one line."""
@@ -17,9 +17,9 @@ import pytest
 from echo import db as dbmod
 from echo.config import Settings
 from echo.db import Database
-from echo.org import reach
+from echo.org.agent import reach
+from echo.org.agent.lease_keeper import LeaseKeeper
 from echo.org.client import Client
-from echo.org.lease_keeper import LeaseKeeper
 from echo.org.leases import Lease
 from echo.org.roles import load_role
 from echo.work import ClaudeRunOptions, TaskQueue

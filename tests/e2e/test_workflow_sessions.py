@@ -16,7 +16,7 @@ import pytest
 
 from echo.config import Settings
 from echo.db import Database
-from echo.org.deciders import ClaudeDecider
+from echo.org.agent.deciders import ClaudeDecider
 from echo.org.roles import load_roles
 from echo.org.workflow import Phase, WorkflowAgent, WorkflowStore
 from tests.e2e import test_claude_executor as executor_tests

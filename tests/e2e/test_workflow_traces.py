@@ -16,7 +16,7 @@ import pytest
 
 from echo.config import Settings
 from echo.db import Database
-from echo.org.deciders import ClaudeDecider
+from echo.org.agent.deciders import ClaudeDecider
 from echo.org.roles import load_roles
 from echo.org.workflow import WorkflowAgent, WorkflowStore
 from echo.runtime import Backoff

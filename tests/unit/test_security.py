@@ -13,7 +13,7 @@ import echo
 from echo.bus import RedisTransport
 from echo.config import Settings, load_settings, project_path
 from echo.errors import ConfigError
-from echo.org.agent import role_executors
+from echo.org.agent.tree import role_executors
 from echo.org.roles import load_roles
 from echo.urls import redact_url
 from echo.work.claude import ClaudeExecutor

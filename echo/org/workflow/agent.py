@@ -36,7 +36,7 @@ from echo.config import Settings
 from echo.degradation import Condition, Reporter
 from echo.errors import StoreRejected, StoreUnavailable
 from echo.logs import fields
-from echo.org import deciders
+from echo.org.agent import deciders
 from echo.org.roles import Role, load_roles
 from echo.org.workflow.driver import DRIVER, Driver
 from echo.org.workflow.participant import RolePart

@@ -28,7 +28,7 @@ from typing import Any
 from echo.bus import Kind, broadcast_channel, decision_channel
 from echo.errors import UsageError
 from echo.logs import fields
-from echo.org import answers, deciders
+from echo.org.agent import answers, deciders
 from echo.org.roles import Role
 from echo.org.workflow.participant import RolePart, post_uuid, render_thread
 from echo.org.workflow.ports import Publish, TaskPort, WorkflowPort

@@ -25,7 +25,7 @@ from typing import Any
 
 from echo.bus import Kind, Message, StoredMessage, workflow_channel
 from echo.logs import fields
-from echo.org import answers, deciders
+from echo.org.agent import answers, deciders
 from echo.org.roles import Role
 from echo.org.workflow.ports import Publish, WorkflowPort
 from echo.org.workflow.store import Phase, Workflow

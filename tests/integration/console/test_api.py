@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import httpx
 
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from tests.console_org import Console
 from tests.helpers import ROLES, all_in, run_cli, wait_until
 

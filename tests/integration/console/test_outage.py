@@ -19,7 +19,7 @@ import httpx
 from echo.config import Settings
 from echo.console.auth import token_path
 from echo.db import migrate
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from tests.console_org import NO_CLAUDE
 from tests.helpers import all_in, cli_env, run_cli, wait_until
 

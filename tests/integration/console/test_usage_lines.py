@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from echo.config import Settings
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from tests.helpers import cli_env, org_processes, run_cli
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from echo import db as dbmod
 from echo.config import Settings
+from echo.org.agent.lease_keeper import LeaseKeeper
 from echo.org.client import Client
-from echo.org.lease_keeper import LeaseKeeper
 from echo.org.leases import Lease
 from tests.helpers import run_cli
 from tests.mcp_checks import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from echo import db
 from echo.config import Settings
-from echo.org.agent import RoleAgent
+from echo.org.agent.tree import RoleAgent
 from echo.org.roles import load_roles
 
 

@@ -1,5 +1,5 @@
 """`ask` against real Postgres and Redis: a question to one role, its Answerer's
-answer on the same thread, returned to the asker (echo/org/asks.py). The answerer
+answer on the same thread, returned to the asker (echo/org/agent/asks.py). The answerer
 runs in-process without a Claude decider, so its answers are the fallback's, which
 say so; the real CLI answering through MCP is tests/e2e/test_mcp_runs.py."""
 
@@ -15,8 +15,8 @@ from echo import db as dbmod
 from echo.bus import Kind, MessageStore, Publisher
 from echo.config import Settings
 from echo.errors import EchoError, StoreUnavailable, UnknownRole, UsageError
-from echo.org.answers import FALLBACK_MARK, Answer
-from echo.org.asks import Answerer, answer_message, question
+from echo.org.agent.answers import FALLBACK_MARK, Answer
+from echo.org.agent.asks import Answerer, answer_message, question
 from echo.org.client import Client
 from echo.org.client_base import NoAgentsUp
 from echo.org.roles import load_role

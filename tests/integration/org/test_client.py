@@ -13,7 +13,7 @@ from echo.config import Settings
 from echo.errors import InvalidMessage, MigrationError, NotFound, UnknownRole, UsageError
 from echo.org.client import Client
 from echo.org.client_base import NoAgentsUp
-from echo.org.control import ControlUnavailable
+from echo.org.node.control import ControlUnavailable
 from echo.org.workflow import Phase
 
 

@@ -14,9 +14,9 @@ import pytest
 from echo import db as dbmod
 from echo.config import Settings
 from echo.errors import LeaseLost, UsageError
-from echo.org.lease_keeper import LeaseKeeper
+from echo.org.agent.lease_keeper import LeaseKeeper
 from echo.org.leases import Lease, Predecessor, agent_processes
-from echo.org.nodes import claim_node, keep_node
+from echo.org.node.nodes import claim_node, keep_node
 from tests.conftest import make_settings
 from tests.helpers import wait_until
 
@@ -148,7 +148,7 @@ async def test_a_write_with_a_lost_epoch_is_refused_and_writes_nothing(settings:
 
 async def test_a_write_the_fence_refuses_halts_the_owner_at_once(settings: Settings) -> None:
     """The owner learns from the fence that its lease is gone, long before its next
-    renewal would say so: it halts its tree there and then (echo/org/agent_process.py wires
+    renewal would say so: it halts its tree there and then (echo/org/agent/process.py wires
     `Database.on_fenced` to `LeaseKeeper.lost`)."""
     s = settings.model_copy(update={"lease_seconds": 120.0, "lease_renew_interval": 60.0})
     a, b = await keeper(s), await keeper(s)

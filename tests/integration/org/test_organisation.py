@@ -21,7 +21,7 @@ import psutil
 from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.config import Settings
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from tests.helpers import ROLES, all_in, cli_env, echoctl, org_processes, run_cli, wait_until
 
 

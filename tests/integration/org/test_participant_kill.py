@@ -38,7 +38,7 @@ from echo import db
 from echo.bus import Subscriber
 from echo.config import Settings
 from echo.logs import configure
-from echo.org.participant import Participant
+from echo.org.agent.participant import Participant
 from echo.runtime import Registry
 
 kill_at, when, last, effect = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "effect"

@@ -14,7 +14,7 @@ from typing import Any
 
 from echo.config import Settings
 from echo.db import Database
-from echo.org.state import read_org
+from echo.org.node.state import read_org
 from echo.org.workflow import WorkflowStore
 from tests import helpers as org_tests
 from tests.helpers import run_cli, wait_until

@@ -12,7 +12,7 @@ import pytest
 from echo.commands.up import _print_console_url
 from echo.config import Settings
 from echo.errors import EchoError
-from echo.org.state import AgentRecord, OrgRecord, write_org
+from echo.org.node.state import AgentRecord, OrgRecord, write_org
 
 
 def test_a_console_that_exited_is_reported_with_its_reason(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from echo.config import project_path
-from echo.org import answers, deciders
+from echo.org.agent import answers, deciders
 from echo.org.roles import load_roles
 from echo.org.workflow import consensus, post_uuid
 from echo.org.workflow.training import Scenario

@@ -1,9 +1,9 @@
-"""The node's heart (echo/org/heart.py): each node restart waits longer, up to the
+"""The node's heart (echo/org/node/heart.py): each node restart waits longer, up to the
 cap, and the wait starts over once the node stayed up for the cap. Time is the test's."""
 
 from __future__ import annotations
 
-from echo.org.heart import HEART_BACKOFF, Heart
+from echo.org.node.heart import HEART_BACKOFF, Heart
 from echo.runtime import Backoff
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from echo.config import Settings
-from echo.org.state import AgentRecord, OrgRecord, write_org
+from echo.org.node.state import AgentRecord, OrgRecord, write_org
 from echo.org.status import collect_status
 from tests.helpers import echoctl
 

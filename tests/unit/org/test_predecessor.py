@@ -7,7 +7,7 @@ import pytest
 
 from echo.org.__main__ import main
 from echo.org.leases import PREDECESSOR_FLAG, Predecessor
-from echo.org.predecessors import agent_argv
+from echo.org.node.predecessors import agent_argv
 
 
 @pytest.mark.parametrize("told", [Predecessor(4321), Predecessor(4321, 7)])

@@ -1,4 +1,4 @@
-"""What a role's Claude runs are given to reach the organisation (echo/org/reach.py):
+"""What a role's Claude runs are given to reach the organisation (echo/org/agent/reach.py):
 the `echo` MCP server as the role, under its lease, with the role's tools only."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from echo.config import Settings
-from echo.org import reach
-from echo.org.agent import RoleAgent, role_executors
+from echo.org.agent import reach
+from echo.org.agent.tree import RoleAgent, role_executors
 from echo.org.leases import Lease
 from echo.org.roles import load_role
 from echo.work import ClaudeExecutor

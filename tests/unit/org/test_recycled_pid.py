@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from echo.config import Settings
-from echo.org.state import AgentRecord, OrgRecord, live_agents, read_org, running_org, write_org
+from echo.org.node.state import AgentRecord, OrgRecord, live_agents, read_org, running_org, write_org
 from tests.helpers import echoctl
 from tests.unit.org.test_orphans import dead_pid
 

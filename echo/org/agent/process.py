@@ -3,8 +3,8 @@ the lease, and the exit status.
 
 `python -m echo.org ROLE` (echo/org/__main__.py) runs `run_agent`. The process waits
 for the schema first (the database may be away: it stands by, degraded, meanwhile),
-then its `LeaseKeeper` (echo/org/lease_keeper.py) decides when the `RoleAgent` tree
-(echo/org/agent.py) runs and when it is halted.
+then its `LeaseKeeper` (echo/org/agent/lease_keeper.py) decides when the `RoleAgent` tree
+(echo/org/agent/tree.py) runs and when it is halted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from echo import db
 from echo.config import Settings
 from echo.errors import StoreUnavailable
 from echo.logs import fields
-from echo.org.agent import RoleAgent
+from echo.org.agent.tree import RoleAgent
 from echo.org.leases import Lease, Predecessor
 from echo.org.roles import Role
 from echo.runtime import Backoff
@@ -69,10 +69,10 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str | None,
     import os
     import sys
 
-    from echo.org.lease_keeper import LeaseKeeper
+    from echo.org.agent.lease_keeper import LeaseKeeper
+    from echo.org.agent.standby import announce_standby, exit_with_parent
     from echo.org.leases import Owner
-    from echo.org.organisation import install_stop_signals
-    from echo.org.standby import announce_standby, exit_with_parent
+    from echo.org.node.organisation import install_stop_signals
     from echo.runtime import gave_up
 
     db.set_application_name(f"echo-agent:{settings.namespace}:{role.name}")

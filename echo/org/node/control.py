@@ -19,7 +19,7 @@ from anyio.abc import SocketStream, TaskStatus
 
 from echo.config import Settings
 from echo.errors import EchoError, UnknownRole
-from echo.org.state import control_socket
+from echo.org.node.state import control_socket
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from echo.config import Settings
 from echo.degradation import Condition, Reporter
 from echo.errors import StoreRejected, StoreUnavailable, UsageError
 from echo.logs import fields
-from echo.org import answers, deciders
+from echo.org.agent import answers, deciders
 from echo.org.roles import Role
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ The console (`python -m echo.console`) runs under a supervisor of its own, with 
 restart backoff: it is restarted like any child, but its failures never count
 against the agents' restart intensity, so a console that cannot start (its port is
 taken) or crashes in a loop never takes the organisation down. It starts after the
-agents and stops before them (echo/org/organisation.py). Its state, address and
+agents and stops before them (echo/org/node/organisation.py). Its state, address and
 last error are in the organisation's record, where `echoctl status` reads them.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import anyio
 
 from echo.config import Settings
-from echo.org.children import AgentProcess, describe_exit, last_error_line
-from echo.org.state import AgentRecord, OrgRecord, log_file, now_iso
+from echo.org.node.children import AgentProcess, describe_exit, last_error_line
+from echo.org.node.state import AgentRecord, OrgRecord, log_file, now_iso
 from echo.runtime import Backoff, ChildSpec, Down, Process, Supervisor, is_normal, monitor
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from its cursor (a restart takes its role's lease back at once: echo/org/leases.
 
 Intensity is each agent's: six agents killed at once are six single restarts. An
 agent that crashes in a loop past its own intensity stops its subtree, and with it
-the node's top supervisor; the node's heart (echo/org/heart.py) then starts every
+the node's top supervisor; the node's heart (echo/org/node/heart.py) then starts every
 agent anew after a backoff, unless `up --no-heart`, when the organisation stops.
 Either way the line says which agent failed, how often within which window, and
 its last error.
@@ -21,11 +21,11 @@ started only once it prints its ready line, so the next one starts after it (plu
 `stagger_delay`). Without staggering, every agent is started as soon as it is
 spawned and they come up together.
 
-Other terminals see the organisation through the state directory (echo.org.state)
-and talk to it over its control socket (echo.org.control).
+Other terminals see the organisation through the state directory (echo.org.node.state)
+and talk to it over its control socket (echo.org.node.control).
 
 The operator console runs beside the agents under a supervisor of its own
-(echo/org/console_keeper.py), started after them and stopped before them.
+(echo/org/node/console_keeper.py), started after them and stopped before them.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ import anyio
 
 from echo.config import Settings, private_dir
 from echo.db import describe
-from echo.org.children import AgentProcess, Pause, describe_exit, last_error_line
-from echo.org.console_keeper import ConsoleKeeper, ConsoleOptions
-from echo.org.heart import Heart
-from echo.org.predecessors import agent_argv, left_by_a_dead_up, reaped_predecessor
+from echo.org.node.children import AgentProcess, Pause, describe_exit, last_error_line
+from echo.org.node.console_keeper import ConsoleKeeper, ConsoleOptions
+from echo.org.node.heart import Heart
+from echo.org.node.predecessors import agent_argv, left_by_a_dead_up, reaped_predecessor
+from echo.org.node.state import READY_LINE, AgentRecord, OrgRecord, log_file, now_iso, write_org
 from echo.org.roles import Role
-from echo.org.state import READY_LINE, AgentRecord, OrgRecord, log_file, now_iso, write_org
 from echo.runtime import (
     ChildSpec,
     Down,
@@ -111,7 +111,7 @@ class Organisation:
         self.console = console
         if console is not None:
             self.record.console = AgentRecord(role="console")
-        #: The console beside the agents (echo/org/console_keeper.py), when it runs.
+        #: The console beside the agents (echo/org/node/console_keeper.py), when it runs.
         self.console_keeper = None if console is None else ConsoleKeeper(
             settings=settings, console=console, record=self.record, env=self.env,
             start_timeout=start_timeout, save=self.save, on_event=self.on_event)
@@ -217,7 +217,7 @@ class Organisation:
 
     async def _keep_up(self, stop: anyio.Event) -> str | None:
         """Wait for the top supervisor; when it gives up, restart the node with the
-        heart's backoff (echo/org/heart.py) or, without a heart, return the failure.
+        heart's backoff (echo/org/node/heart.py) or, without a heart, return the failure.
         Returns None once `stop` is set (a person stops the organisation)."""
         while True:
             reason = await self.supervisor.wait()

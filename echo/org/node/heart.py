@@ -2,7 +2,7 @@
 
 OTP's `heart` restarts a whole Erlang node whose VM died. `echoctl up` does the same
 for its organisation: an agent crashing past its own restart intensity stops its
-subtree, which stops the node's top supervisor (echo/org/organisation.py); the heart
+subtree, which stops the node's top supervisor (echo/org/node/organisation.py); the heart
 then starts every agent anew after a capped exponential backoff (1 s, 2 s, 4 s ...
 at most 60 s), so a fault that outlives restarts is retried ever more slowly rather
 than spun on or left down until someone runs `up`. The backoff starts over once the

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from echo.config import Settings
 from echo.org.health import DEGRADED, AgentHealth, read_health_file, write_health_file
 from echo.org.leases import STANDBY, Owner
+from echo.org.node.state import pid_alive
 from echo.org.roles import Role
-from echo.org.state import pid_alive
 from echo.runtime.deathsig import PARENT_FD_ENV, watch_parent
 
 log = logging.getLogger(__name__)

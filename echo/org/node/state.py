@@ -54,7 +54,7 @@ class OrgRecord:
     agents: dict[str, AgentRecord] = field(default_factory=dict)
     console: AgentRecord | None = None  # the operator console process, when it runs
     console_url: str | None = None
-    #: How often the node's heart restarted it (echo/org/heart.py), and the last line why.
+    #: How often the node's heart restarted it (echo/org/node/heart.py), and the last line why.
     node_restarts: int = 0
     last_node_restart: str | None = None
 

@@ -3,11 +3,11 @@
     RoleAgent (one_for_one, 3 restarts in 5 s)
     ├── listener      the process's one LISTEN connection (NOTIFY wake-ups)
     ├── health        HealthMonitor: heartbeats, degraded/healthy
-    ├── participant   where messages land; the workflow acts on them (echo/org/participant.py)
+    ├── participant   where messages land; the workflow acts on them (echo/org/agent/participant.py)
     ├── messages      Subscriber: catch-up from the cursor, then live delivery
     ├── relay         OutboxRelay (only with Redis): republishes unpublished rows
     ├── workflow      WorkflowAgent: this role's part in open workflows (echo/org/workflow/)
-    ├── answers       Answerer: answers the questions put to this role (echo/org/asks.py)
+    ├── answers       Answerer: answers the questions put to this role (echo/org/agent/asks.py)
     └── work          ExecutorPool: runs the tasks assigned to this role
 
 Order matters: the participant is up before the subscriber hands it anything, and
@@ -16,10 +16,10 @@ ending or gone (echo/org/leases.py): then `halt` cancels the whole tree at once,
 the child process groups of the running tasks and writes nothing more. The tree
 starts even when Postgres is down: every component treats the database as something
 that comes and goes, so the agent runs degraded and recovers on its own. The process
-around the tree (the lease or a standby, the exit status) is echo/org/agent_process.py.
+around the tree (the lease or a standby, the exit status) is echo/org/agent/process.py.
 
 Connection budget: one pooled connection plus the LISTEN connection for the tree, and
-the lease keeper's own connection (echo/org/lease_keeper.py: renewals must never queue
+the lease keeper's own connection (echo/org/agent/lease_keeper.py: renewals must never queue
 behind the role's writes), so at most 3 Postgres connections per agent; a standby
 holds only the keeper's.
 """
@@ -36,12 +36,12 @@ from echo.bus import OutboxRelay, StoredMessage, Subscriber, make_transport
 from echo.config import Settings
 from echo.errors import StoreUnavailable
 from echo.listener import Listener
-from echo.org import reach
-from echo.org.asks import Answerer
-from echo.org.deciders import ClaudeDecider
+from echo.org.agent import reach
+from echo.org.agent.asks import Answerer
+from echo.org.agent.deciders import ClaudeDecider
+from echo.org.agent.participant import Participant
 from echo.org.health import HealthMonitor
 from echo.org.leases import Lease
-from echo.org.participant import Participant
 from echo.org.roles import Role
 from echo.org.workflow import SkipWhenUnavailable, WorkflowAgent, WorkflowStore
 from echo.runtime import SHUTDOWN, ChildSpec, Registry, Service, Supervisor
@@ -56,7 +56,7 @@ def role_executors(settings: Settings, role: Role, *,
                    mcp_config: Path | None = None) -> dict[str, Executor]:
     """What this role's pool can run: Claude with the role's options, plain commands,
     and no-ops. Permission bypass reaches the CLI only if the role's file asks for it;
-    with `mcp_config`, each run reaches the organisation as the role (echo/org/reach.py)."""
+    with `mcp_config`, each run reaches the organisation as the role (echo/org/agent/reach.py)."""
     options = ClaudeRunOptions(
         model=role.claude.model,
         system_prompt=role.system_prompt,

@@ -3,7 +3,7 @@
 It carries out the rules that echo/org/leases.py sets out (acquire, restart, renew,
 the owner's rule, the deadline, release, hand-over) with its own small pool, unfenced,
 so that a renewal never queues behind the role's writes. `run_agent`
-(echo/org/agent_process.py) runs the role's tree inside `LeaseKeeper.run`.
+(echo/org/agent/process.py) runs the role's tree inside `LeaseKeeper.run`.
 """
 
 from __future__ import annotations

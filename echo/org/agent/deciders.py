@@ -45,8 +45,8 @@ from echo.errors import (
     StoreRejected,
     StoreUnavailable,
 )
-from echo.org import reach
-from echo.org.answers import Answer, parse_json_object
+from echo.org.agent import reach
+from echo.org.agent.answers import Answer, parse_json_object
 from echo.org.roles import Role
 from echo.work.claude import ClaudeExecutor, ClaudeRunOptions, run_claude
 from echo.work.claude_cli import LOCAL_CLAUDE, claude_env, mcp_waits

@@ -26,7 +26,7 @@ from echo import db
 from echo.config import Settings
 from echo.embedded import EmbeddedPostgres
 from echo.errors import EchoError, StoreRejected, StoreUnavailable
-from echo.org.state import running_org
+from echo.org.node.state import running_org
 
 log = logging.getLogger(__name__)
 Q = db.load_queries("server")

@@ -13,7 +13,7 @@ import sys
 from echo.config import Settings
 from echo.org.health import read_health_file
 from echo.org.leases import PREDECESSOR_FLAG, Predecessor
-from echo.org.state import READY_FLAG, pid_alive, read_org
+from echo.org.node.state import READY_FLAG, pid_alive, read_org
 from echo.runtime import OSProcess
 
 

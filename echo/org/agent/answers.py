@@ -4,7 +4,7 @@ JSON object each step asks for, trimmed to what Postgres stores), and the
 deterministic fallbacks (`keyword_select`, `template_*`) that answer when Claude
 cannot, marked `FALLBACK_MARK`, never dressed up as a model's words.
 
-Pure (no process, no database): echo.org.deciders puts the question to the Claude CLI
+Pure (no process, no database): echo.org.agent.deciders puts the question to the Claude CLI
 and falls back to these; the workflow's participant and driver check and fall back
 with the same functions, and their unit tests call them directly.
 """

@@ -1,7 +1,7 @@
 """Where an agent's messages land: each handled once per role, its handling committed
 with its inbox row.
 
-The agent's tree (echo/org/agent.py) starts the participant before the subscriber that
+The agent's tree (echo/org/agent/tree.py) starts the participant before the subscriber that
 delivers to it; what "handled once" means across a SIGKILL at any instant is the
 class's docstring, which the chaos checkers (tests/chaos/conftest.py) hold it to.
 """
