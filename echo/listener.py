@@ -33,6 +33,7 @@ from echo.config import Settings
 from echo.degradation import Condition
 from echo.errors import StoreUnavailable
 from echo.runtime import Backoff
+from echo.runtime.ticks import until_tick
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class Listener:
         both, and silent deaths."""
         assert self._conn is not None
         while True:
-            with anyio.move_on_after(self.keepalive):
+            with anyio.move_on_after(until_tick(self.keepalive)):  # with the other timers
                 await self._lost.wait()
                 return
             try:

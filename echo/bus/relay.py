@@ -22,6 +22,7 @@ from echo.bus.wire import Notice
 from echo.db import Database
 from echo.degradation import Condition, Reporter
 from echo.errors import StoreUnavailable, TransportUnavailable
+from echo.runtime.ticks import until_tick
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class OutboxRelay:
                 self.condition.ok()
             except (StoreUnavailable, TransportUnavailable) as exc:
                 self.condition.trouble(str(exc))
-            with anyio.move_on_after(max(0.0, self.interval - (time.monotonic() - started))):
+            wait = max(0.0, self.interval - (time.monotonic() - started))
+            with anyio.move_on_after(min(wait, until_tick(self.interval))):  # with the other timers
                 await self._kick.wait()
             self._kick = anyio.Event()

@@ -65,6 +65,7 @@ from echo.degradation import Condition, Reporter
 from echo.errors import InvalidMessage, StoreUnavailable
 from echo.listener import Listener
 from echo.runtime import Backoff
+from echo.runtime.ticks import until_tick
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,7 @@ class Subscriber:
         safety_every = 10
         ticks = 0
         while True:
-            await anyio.sleep(self.settings.poll_interval)
+            await anyio.sleep(until_tick(self.settings.poll_interval))  # with the other timers
             ticks += 1
             transport_away = self._sub is None or not self._sub.connected
             self._note_link(transport_away)

@@ -8,8 +8,9 @@ heartbeat is stale, and `down` when it stopped cleanly. Readers derive
 The monitor must never be what takes an agent down, so every query is guarded
 and the in-memory state is always served. A circuit breaker stops it from
 hammering a dead database: after a few failures it waits before trying again.
-Each beat is also written to a file in the state directory, so `echoctl status`
-on the same machine works while the database is away.
+Each beat the database did not take, or that changed what the agent says, and every
+second beat otherwise, is also written to a file in the state directory, so `echoctl
+status` on the same machine works while the database is away.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from anyio.abc import TaskStatus
 from echo import db
 from echo.config import Settings, private_dir
 from echo.errors import StoreRejected, StoreUnavailable
+from echo.runtime.ticks import until_tick
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,10 @@ def write_health_file(settings: Settings, health: AgentHealth) -> None:
 
 _Q = db.load_queries("health")
 
+#: While the database takes the beats and nothing changes, the health file is rewritten
+#: every this many beats (2 s at the agent's 1 s beat: its readers allow 5 s).
+FILE_EVERY = 2
+
 
 class HealthMonitor:
     """Heartbeats for one agent, and the organisation's health as last seen."""
@@ -155,6 +161,8 @@ class HealthMonitor:
         self._problems: dict[str, str] = {}
         self._org: dict[str, AgentHealth] = {}
         self.beats = 0
+        self._filed: tuple[str, str | None, dict[str, Any]] | None = None  # as last written
+        self._filed_at = 0  # the beat that wrote it
         self.became_healthy = anyio.Event()
 
     # What the agent's components say.
@@ -202,7 +210,11 @@ class HealthMonitor:
         write_health_file(self.settings, health)
 
     async def beat(self, state: str | None = None) -> None:
-        """One heartbeat: the file always, the database when the breaker allows."""
+        """One heartbeat: the database when the breaker allows; the file when the database
+        did not take it, when what it says changed, and otherwise every `FILE_EVERY` beats
+        (its readers call it stale after 5 s; a file write costs an idle agent as much as
+        the database's beat)."""
+        stored = False
         if self.breaker.allow():
             try:
                 with anyio.fail_after(self.settings.command_timeout):
@@ -220,14 +232,18 @@ class HealthMonitor:
                         )
                 self.breaker.success()
                 self.resolved("database")
+                stored = True
             except (StoreUnavailable, StoreRejected, TimeoutError) as exc:
                 self.breaker.failure()
                 self.problem("database", _short(exc))
         health = self.own()
         if state:
             health.state = state
-        with contextlib.suppress(OSError):
-            self._write_file(health)
+        said = (health.state, health.reason, health.details)
+        if not stored or said != self._filed or self.beats - self._filed_at >= FILE_EVERY:
+            with contextlib.suppress(OSError):
+                self._write_file(health)
+                self._filed, self._filed_at = said, self.beats
         self.beats += 1
         if self.state == HEALTHY:
             self.became_healthy.set()
@@ -238,7 +254,7 @@ class HealthMonitor:
         task_status.started()
         try:
             while True:
-                await anyio.sleep(self.interval)
+                await anyio.sleep(until_tick(self.interval))  # with the other timers
                 await self.beat()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):

@@ -17,7 +17,8 @@ or waits for it as a **standby**:
   late writes (a connection's buffered statement) stay fenced, and a lease that any
   other process took meanwhile is never touched.
 - **Renew**: the owner renews every `lease_renew_interval` (1 s); a renewal extends
-  the lease to `now() + lease_seconds` (5 s) in the database.
+  the lease to `now() + lease_seconds` (5 s) in the database, and refreshes the
+  process's row of the organisation's view in the same statement (`renew_beat`).
 - **The owner's rule**: it acts only while `monotonic() < t + lease_seconds`, where
   `t` is the moment, on its own monotonic clock, it *sent* the last renewal the
   database confirmed. The database set the expiry at a time no earlier than `t`,

@@ -29,6 +29,7 @@ from echo.config import Settings
 from echo.db import Database
 from echo.errors import StoreUnavailable, TransportUnavailable
 from echo.runtime import Backoff
+from echo.runtime.ticks import until_tick
 from echo.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ class RedisTransport(Transport):
         pinged: float | None = None  # when the unanswered PING went out
         live = False
         while True:
-            wait = self.keepalive if pinged is None else max(
+            wait = until_tick(self.keepalive) if pinged is None else max(
                 0.0, pinged + self.keepalive_timeout - time.monotonic())
             msg = await pubsub.get_message(timeout=wait)
             if msg is None:

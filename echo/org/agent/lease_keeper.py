@@ -23,6 +23,7 @@ from echo.config import Settings
 from echo.errors import StoreUnavailable
 from echo.logs import fields
 from echo.org.leases import ACTIVE, STANDBY, Lease, Owner, Predecessor
+from echo.runtime.ticks import until_tick
 from echo.work.process import stop_margin
 
 log = logging.getLogger(__name__)
@@ -104,11 +105,13 @@ class LeaseKeeper:
         return self._confirmed(Lease(self.role, self.holder, int(epoch)), sent)
 
     async def renew(self) -> tuple[bool, str | None]:
-        """(still held, the live standby asking for the role if any)."""
+        """(still held, the live standby asking for the role if any). The process's beat
+        (`beat`) goes in the same statement, only if the renewal matched: one round trip."""
         assert self.lease is not None
         sent = self.clock()
-        rows = await self._run("renew", self.role, self.holder, self.lease.epoch,
-                               self.settings.lease_seconds, fetch="fetch")
+        rows = await self._run("renew_beat", self.role, self.holder, self.lease.epoch,
+                               self.settings.lease_seconds, self.node, self.host, self.pid,
+                               self.state, fetch="fetch")
         if not rows:
             return False, None
         self._confirmed(self.lease, sent)
@@ -230,14 +233,16 @@ class LeaseKeeper:
             return default
 
     async def _keep(self, quit_: anyio.Event, stop: anyio.Event) -> None:
-        """While active: renew and beat; set `quit_` when asked for by a preferred node
-        or `stop` is set (and go on renewing while the tree stops in order), and halt
-        (echo/org/leases.py) when the lease is lost or the deadline comes unrenewed."""
+        """While active: renew and beat (one statement); set `quit_` when asked for by a
+        preferred node or `stop` is set (and go on renewing while the tree stops in order),
+        and halt (echo/org/leases.py) when the lease is lost or the deadline comes
+        unrenewed."""
         interval, lease = self.settings.lease_renew_interval, self.settings.lease_seconds
         unrenewed = f"no renewal confirmed for {lease - stop_margin(lease):g} s"
 
         while True:
-            with anyio.move_on_after(max(min(interval, self.deadline - self.clock()), 0)):
+            now = self.clock()  # in step with the process's other timers (echo.runtime.ticks)
+            with anyio.move_on_after(max(min(until_tick(interval, now), self.deadline - now), 0)):
                 if quit_.is_set():
                     await anyio.sleep_forever()
                 await stop.wait()
@@ -252,7 +257,6 @@ class LeaseKeeper:
                     if not held:
                         self._halt(quit_, "lost the lease to another agent")
                         return
-                    await self.beat()
                     self.last_error = None
                     if wanted_by and not self.preferred and not quit_.is_set():
                         self.quit_reason = "hand-over"

@@ -42,6 +42,7 @@ from echo.org.workflow.driver import DRIVER, Driver
 from echo.org.workflow.participant import RolePart
 from echo.org.workflow.ports import Publish, WorkflowPort
 from echo.org.workflow.store import Workflow, WorkflowStore
+from echo.runtime.ticks import until_tick
 from echo.work import SKIPPED, TaskQueue
 from echo.work.executors import Executor, Result
 from echo.work.runs.traces import WorkflowSpans, tracer
@@ -140,7 +141,8 @@ class WorkflowAgent:
             except (StoreUnavailable, StoreRejected) as exc:
                 self.condition.trouble(str(exc))  # the whole tick waits for the database
                 self._open = True  # unknown: retry at the short tick
-            with anyio.move_on_after(self.tick if self._open else self.tick * IDLE_TICKS):
+            tick = self.tick if self._open else self.tick * IDLE_TICKS
+            with anyio.move_on_after(until_tick(tick)):  # with the other timers
                 await self._wake.wait()
 
     async def step(self) -> None:

@@ -19,15 +19,28 @@ ON CONFLICT (role) DO UPDATE
         AND l.epoch = coalesce($7::bigint, l.epoch))
 RETURNING epoch;
 
--- name: renew
--- Extend a lease that is still held and unexpired. Returns who asks for it (if anyone
--- alive does), or no row when the lease was lost.
-UPDATE role_leases AS l
-   SET renewed_at = now(), expires_at = now() + make_interval(secs => $4)
- WHERE role = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
-RETURNING (SELECT a.holder FROM role_agents a
-            WHERE a.holder = l.wanted_by AND a.state = 'standby'
-              AND a.heartbeat_at > now() - make_interval(secs => $4)) AS wanted_by;
+-- name: renew_beat
+-- The owner's renewal and its process beat in one statement, one round trip (every
+-- `lease_renew_interval`): extend a lease that is still held and unexpired and, only if
+-- that matched, refresh this process's row as `beat` does ($5 node, $6 host, $7 pid,
+-- $8 state). Returns who asks for the role (if anyone alive does), or no row when the
+-- lease was lost (the process's row is then left as it was).
+WITH renewed AS (
+    UPDATE role_leases AS l
+       SET renewed_at = now(), expires_at = now() + make_interval(secs => $4)
+     WHERE role = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+    RETURNING (SELECT a.holder FROM role_agents a
+                WHERE a.holder = l.wanted_by AND a.state = 'standby'
+                  AND a.heartbeat_at > now() - make_interval(secs => $4)) AS wanted_by
+), gone AS (
+    DELETE FROM role_agents WHERE heartbeat_at < now() - interval '60 seconds' AND holder <> $2
+       AND EXISTS (SELECT 1 FROM renewed)
+), beat AS (
+    INSERT INTO role_agents (holder, role, node, host, pid, state)
+    SELECT $2, $1, $5::text, $6::text, $7::integer, $8::text WHERE EXISTS (SELECT 1 FROM renewed)
+    ON CONFLICT (holder) DO UPDATE SET state = excluded.state, heartbeat_at = now()
+)
+SELECT wanted_by FROM renewed;
 
 -- name: release
 -- Give the role up now, so a standby takes over without waiting for expiry.

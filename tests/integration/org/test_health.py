@@ -65,3 +65,18 @@ async def test_database_outage_degrades_never_raises_and_recovers(
         assert monitor.breaker.state == "closed"
     finally:
         await database.close()
+
+
+async def test_the_file_is_rewritten_every_other_beat_unless_something_changed(
+    settings: Settings, db: db.Database
+) -> None:
+    monitor = HealthMonitor(settings, db, "cto")
+    written: list[str] = []
+    monitor._write_file = lambda health: written.append(health.state)  # type: ignore[method-assign]
+    for _ in range(4):
+        await monitor.beat()
+    assert written == [HEALTHY, HEALTHY]  # beats 0 and 2: the database took them all
+    monitor.problem("redis", "unreachable")
+    await monitor.beat()  # what the file says changed: written at once
+    await monitor.beat(DOWN)
+    assert written == [HEALTHY, HEALTHY, DEGRADED, DOWN]

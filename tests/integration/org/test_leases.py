@@ -119,6 +119,29 @@ async def test_the_owners_rule_counts_from_the_last_confirmed_renewal(settings: 
         await a.close()
 
 
+async def test_a_renewal_beats_the_process_row_and_a_lost_one_leaves_it(settings: Settings) -> None:
+    """The owner's renewal and its process beat are one statement: the row is refreshed
+    only when the renewal matched."""
+    a, b = await keeper(settings), await keeper(settings)
+    try:
+        assert await a.try_acquire() is not None
+        beat = "SELECT state, heartbeat_at FROM role_agents WHERE holder = $1"
+        async with dbmod.connection(settings) as conn:
+            assert await conn.fetchrow(beat, a.holder) is None
+        held, _ = await a.renew()
+        async with dbmod.connection(settings) as conn:
+            row = await conn.fetchrow(beat, a.holder)
+            assert held and row is not None and row["state"] == "active"
+            await conn.execute("UPDATE role_leases SET expires_at = now() - interval '1 ms'")
+        assert await b.try_acquire() is not None  # taken over: a's renewal matches nothing
+        held, _ = await a.renew()
+        async with dbmod.connection(settings) as conn:
+            assert not held and await conn.fetchrow(beat, a.holder) == row
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_a_write_with_a_lost_epoch_is_refused_and_writes_nothing(settings: Settings) -> None:
     a, b = await keeper(settings), await keeper(settings)
     lease = await a.try_acquire()
