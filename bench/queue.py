@@ -2,6 +2,10 @@
 measured in the same run (a ratio from one run is the figure that counts):
 
 - `claim_rate`: raw SKIP LOCKED claims (the pool's claim query, 100 per transaction);
+- `governed_claim`: the same claim of Claude tasks through the governor's gate as an
+  agent's pool makes it, with nothing to govern (030: the gate answers no row), beside
+  the same claim while one budget exists that never binds (the gate computes every
+  budget's spend, the burst window and the pauses: what every claim paid before 030);
 - `noop_throughput`: no-op tasks per second through 1, 2 and 4 `echoctl worker`
   processes, at steady state (between 10% and 90% done, and only once every worker
   process is ready), beside the claim rate and beside pgqueuer's figure on the same
@@ -42,6 +46,7 @@ from echo.config import Settings  # noqa: E402
 from echo.db import Database, drop_namespace, migrate, resolve_dsn  # noqa: E402
 from echo.work import ClaudeExecutor, NewTask, Task, TaskQueue  # noqa: E402
 from echo.work.claude_cli import LOCAL_CLAUDE  # noqa: E402
+from echo.work.governor.gate import ClaimGate  # noqa: E402
 
 NOOP_TASKS = int(os.environ.get("ECHO_BENCH_TASKS", "20000"))
 #: Comma-separated figures to measure (default: all), e.g. `claim_rate,noop_throughput`.
@@ -61,10 +66,10 @@ def bench_settings() -> Settings:
     return Settings(database_url=url, namespace=f"bench_{os.getpid()}", pool_size=4)
 
 
-async def fill(db: Database, n: int, **kw: object) -> None:
+async def fill(db: Database, n: int, task_type: str = "noop", **kw: object) -> None:
     q = TaskQueue(db)
     for start in range(0, n, 5000):
-        await q.enqueue_many([NewTask(f"t{i}", task_type="noop", **kw)  # type: ignore[arg-type]
+        await q.enqueue_many([NewTask(f"t{i}", task_type=task_type, **kw)  # type: ignore[arg-type]
                               for i in range(start, min(n, start + 5000))])
 
 
@@ -86,21 +91,44 @@ WHERE t.task_id IN (SELECT task_id FROM agent_tasks
 RETURNING t.*"""
 
 
-async def claim_rate(db: Database, n: int = 10000, *, bare: bool = False) -> float:
+async def claim_rate(db: Database, n: int = 10000, *, bare: bool = False,
+                     governed: bool = False, batch_size: int = 100) -> float:
     await clear(db)
-    await fill(db, n)
+    await fill(db, n, "claude" if governed else "noop")
     q = TaskQueue(db)
-    ids = [f"bench:0:{i}" for i in range(100)]
+    ids = [f"bench:0:{i}" for i in range(batch_size)]
     started = time.perf_counter()
     claimed = 0
     if bare:
         async with db.acquire() as conn:
             while batch := await conn.fetch(BARE_CLAIM, "bench:0:0", ["noop"], len(ids)):
                 claimed += len(batch)
+    elif governed:  # an agent's pool: its gate governs Claude runs
+        while batch := await q.claim(ids, task_types=["claude"], gate=ClaimGate()):
+            claimed += len(batch)
     else:
         while batch := await q.claim(ids, task_types=["noop"]):
             claimed += len(batch)
     return claimed / (time.perf_counter() - started)
+
+
+async def governed_claim(db: Database) -> None:
+    """`governed_claim` (module doc): alternating rounds, gate off and gate on."""
+    for size, n in ((1, 2000), (100, 5000)):  # a pool with one free slot; a batch
+        off, on = [], []
+        for _ in range(3):
+            off.append(await claim_rate(db, n, governed=True, batch_size=size))
+            async with db.acquire() as conn:  # a budget no run comes near: all computed
+                await conn.execute("INSERT INTO budgets (scope, key, daily_usd, source) "
+                                   "VALUES ('org', '', 1000000, 'operator')")
+            on.append(await claim_rate(db, n, governed=True, batch_size=size))
+            async with db.acquire() as conn:
+                await conn.execute("DELETE FROM budgets")
+        rate, gated = statistics.median(off), statistics.median(on)
+        emit(figure="governed_claim", claims_per_s=round(rate), batch=size,
+             baseline="the same claim while a budget exists (the gate computed, as before 030)",
+             baseline_claims_per_s=round(gated), ratio=round(rate / gated, 3),
+             loadavg_1m=round(os.getloadavg()[0], 2))
 
 
 class Workers:
@@ -320,6 +348,8 @@ async def main() -> None:
         emit(figure="claim_rate", claims_per_s=round(rate), batch=100, connections=1,
              baseline="bare SKIP LOCKED claim, same triggers", baseline_claims_per_s=round(bare_rate),
              ratio=round(rate / bare_rate, 3), loadavg_1m=round(os.getloadavg()[0], 2))
+        if wanted("governed_claim"):
+            await governed_claim(db)
         pgq = {}
         for workers in (1, 2, 4) if wanted("noop_throughput") else ():
             got = await echo_throughput(db, s, dsn, workers)

@@ -199,6 +199,9 @@ CREATE FUNCTION claude_gate(at timestamp with time zone, tz text, fresh jsonb) R
                                     AS r(cost_usd numeric)))
                         FROM governor_config AS g WHERE g.burst_usd IS NOT NULL), '{}'::jsonb),
            array(SELECT p.account FROM claude_pauses AS p WHERE p.until > at)
+    WHERE EXISTS (SELECT 1 FROM budgets)
+       OR EXISTS (SELECT 1 FROM governor_config WHERE burst_usd IS NOT NULL)
+       OR EXISTS (SELECT 1 FROM claude_pauses WHERE until > at)
 $$;
 
 --

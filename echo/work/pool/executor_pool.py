@@ -9,6 +9,7 @@ error means for its task the retry decision's (`retry.py`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -87,8 +88,11 @@ class ExecutorPool:
         self.worker_prefix = worker_prefix or default_worker_prefix()
         #: Where its worktrees are: a task whose worktree is elsewhere is not its to claim.
         self.place = workspace_place(settings)
-        #: The governor's part of every claim: budgets, account pauses, the breaker.
-        self.gate = gate or ClaimGate.from_settings(settings)
+        #: The governor's part of every claim: budgets, account pauses, the breaker; for
+        #: the governed types this pool runs (none: the claim skips the gate).
+        gate = gate or ClaimGate.from_settings(settings)
+        self.gate = dataclasses.replace(
+            gate, governed=tuple(t for t in gate.governed if t in self.executors))
         self.condition = Condition("work", reporter, log)
         #: The wall clock of the retry decision (a plan's reset is a moment).
         self.clock = clock

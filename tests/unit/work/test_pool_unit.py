@@ -262,3 +262,11 @@ async def test_a_drain_gives_unfinished_work_back_uncounted(
     assert store.rows[task_id].history == ["pending", "running", "pending"]
     assert store.rows[task_id].retry_count == 0
     assert pool.metrics().released == 1
+
+
+def test_a_pool_that_runs_no_claude_task_claims_without_the_governors_gate(
+        stores: PoolStores, tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state", database_url="", redis_url="")
+    assert ExecutorPool(settings, stores, {"noop": Gate()}).gate.governed == ()
+    assert ExecutorPool(settings, stores, {"noop": Gate(), "claude": Gate()}).gate.governed == (
+        "claude",)
