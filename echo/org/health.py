@@ -8,9 +8,9 @@ heartbeat is stale, and `down` when it stopped cleanly. Readers derive
 The monitor must never be what takes an agent down, so every query is guarded
 and the in-memory state is always served. A circuit breaker stops it from
 hammering a dead database: after a few failures it waits before trying again.
-Each beat the database did not take, or that changed what the agent says, and every
-second beat otherwise, is also written to a file in the state directory, so `echoctl
-status` on the same machine works while the database is away.
+Each beat the database did not take, or that changed what the agent says, and one
+beat every `FILE_EVERY` (2) seconds otherwise, is also written to a file in the state
+directory, so `echoctl status` on the same machine works while the database is away.
 """
 
 from __future__ import annotations
@@ -131,8 +131,9 @@ def write_health_file(settings: Settings, health: AgentHealth) -> None:
 _Q = db.load_queries("health")
 
 #: While the database takes the beats and nothing changes, the health file is rewritten
-#: every this many beats (2 s at the agent's 1 s beat: its readers allow 5 s).
-FILE_EVERY = 2
+#: once this many seconds have passed since it was last written (its readers allow 5 s;
+#: counted in time, not beats, so a slow database's long beats cannot stretch it).
+FILE_EVERY = 2.0
 
 
 class HealthMonitor:
@@ -148,8 +149,10 @@ class HealthMonitor:
         stale_after: float | None = None,
         stats: Callable[[], dict[str, Any]] | None = None,
         breaker: CircuitBreaker | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # when the file was last written (FILE_EVERY)
         self.db = database
         self.role = role
         self.interval = interval
@@ -162,7 +165,7 @@ class HealthMonitor:
         self._org: dict[str, AgentHealth] = {}
         self.beats = 0
         self._filed: tuple[str, str | None, dict[str, Any]] | None = None  # as last written
-        self._filed_at = 0  # the beat that wrote it
+        self._filed_at = float("-inf")  # when (monotonic) it was written
         self.became_healthy = anyio.Event()
 
     # What the agent's components say.
@@ -211,7 +214,7 @@ class HealthMonitor:
 
     async def beat(self, state: str | None = None) -> None:
         """One heartbeat: the database when the breaker allows; the file when the database
-        did not take it, when what it says changed, and otherwise every `FILE_EVERY` beats
+        did not take it, when what it says changed, and otherwise every `FILE_EVERY` s
         (its readers call it stale after 5 s; a file write costs an idle agent as much as
         the database's beat)."""
         stored = False
@@ -240,10 +243,11 @@ class HealthMonitor:
         if state:
             health.state = state
         said = (health.state, health.reason, health.details)
-        if not stored or said != self._filed or self.beats - self._filed_at >= FILE_EVERY:
+        now = self.clock()
+        if not stored or said != self._filed or now - self._filed_at >= FILE_EVERY:
             with contextlib.suppress(OSError):
                 self._write_file(health)
-                self._filed, self._filed_at = said, self.beats
+                self._filed, self._filed_at = said, now
         self.beats += 1
         if self.state == HEALTHY:
             self.became_healthy.set()

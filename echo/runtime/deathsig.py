@@ -11,8 +11,10 @@ Two mechanisms, because each has a gap:
   parent holds; when the parent dies, for whatever reason and on any platform, the
   kernel closes it and the child reads EOF (`watch_parent`), and exits.
 
-The work queue uses the first for `claude` runs; `OSProcess(die_with_parent=True)`
-uses both for the agents of `echoctl up`.
+`OSProcess(die_with_parent=True)` uses both for the agents of `echoctl up`. The work
+queue's children (`claude` runs, `command` tasks) get the same death signal from
+util-linux's `setpriv --pdeathsig KILL` (echo.work.process), as anyio's `open_process`
+takes no `preexec_fn`.
 """
 
 from __future__ import annotations

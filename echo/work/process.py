@@ -131,29 +131,45 @@ async def _feed(process: Process, data: bytes | None) -> None:
 
 @functools.cache
 def _setpriv() -> str | None:
-    """util-linux's `setpriv`, on Linux; None (said once) where it is missing."""
+    """util-linux's `setpriv`, on Linux, if it takes `--pdeathsig` (util-linux 2.33 and
+    later; tried once, on a program that does nothing); None, said once, otherwise."""
     if not sys.platform.startswith("linux"):
         return None
     found = shutil.which("setpriv")
     if found is None:
         log.warning("children will not die with this worker (no `setpriv`: install "
                     "util-linux); a killed worker leaves its runs to their time limits")
+        return None
+    try:
+        tried = subprocess.run([found, "--pdeathsig", "KILL", "--", sys.executable, "-c", ""],
+                               capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        tried = subprocess.CompletedProcess([], 1, b"", str(exc).encode())
+    if tried.returncode != 0:
+        log.warning("children will not die with this worker (%s cannot set a death "
+                    "signal: %s); a killed worker leaves its runs to their time limits",
+                    found, tried.stderr.decode(errors="replace").strip()[:200])
+        return None
     return found
 
 
 def _program(name: str, env: Mapping[str, str] | None, cwd: str | Path | None) -> str:
     """The file exec would run for `name`, searched as `subprocess` does (the child's
-    PATH; a name with a slash relative to `cwd`); `FileNotFoundError` if there is none."""
+    PATH; a name with a slash relative to `cwd`). As exec says: `PermissionError` for a
+    file it may not run, `FileNotFoundError` when there is none."""
     if os.sep in name:
-        path = Path(cwd or ".") / name
-        if path.is_file() and os.access(path, os.X_OK):
-            return name
+        candidates = [Path(cwd or ".") / name]
     else:
-        search = os.get_exec_path(dict(env) if env is not None else None)
-        found = shutil.which(name, path=os.pathsep.join(search))
-        if found is not None:
-            return found
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+        candidates = [Path(folder) / name
+                      for folder in os.get_exec_path(dict(env) if env is not None else None)]
+    denied = False
+    for path in candidates:
+        if path.is_file():
+            if os.access(path, os.X_OK):
+                return name if os.sep in name else str(path)
+            denied = True
+    code = errno.EACCES if denied else errno.ENOENT
+    raise (PermissionError if denied else FileNotFoundError)(code, os.strerror(code), name)
 
 
 async def _open(argv: list[str], **kwargs: object) -> Process:

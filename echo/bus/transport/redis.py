@@ -200,9 +200,10 @@ class RedisTransport(Transport):
         """Forward messages until the connection fails.
 
         A partition that drops packets (no RST, no FIN) never closes the socket: the
-        only sign of it is silence. So whenever `keepalive` seconds pass without a
-        word from Redis, a PING goes out, and no word at all (a message or the PONG)
-        within `keepalive_timeout` of it ends the connection: a silent Redis is
+        only sign of it is silence. So when a tick of `keepalive` seconds (the
+        process's shared tick, echo.runtime.ticks) comes with no word from Redis since
+        the last, a PING goes out, and no word at all (a message or the PONG) within
+        `keepalive_timeout` of it ends the connection: a silent Redis is
         noticed within keepalive + keepalive_timeout seconds (2 s by default), and
         the subscriber polls Postgres from then on. The subscription counts as
         connected only once Redis has confirmed the SUBSCRIBE, so a TCP connection

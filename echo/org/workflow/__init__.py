@@ -2,7 +2,8 @@
 
     ports.py        WorkflowPort, TaskPort, Publish: what the parts ask of the stores
     store.py        WorkflowStore: every workflow query, typed models, the Phase enum
-    memory.py       MemoryWorkflowStore, MemoryTasks: the in-memory adapters (unit tests)
+    memory.py       MemoryWorkflowStore, MemoryTasks: the in-memory adapters (unit tests;
+                    imported from echo.org.workflow.memory, not part of the package's face)
     participant.py  RolePart: one role's own part (select, discuss, vote, report work)
     driver.py       Driver: the CEO's part (phase transitions, the decision, the work)
     agent.py        WorkflowAgent: the loop over open workflows; failures stay in one
@@ -13,7 +14,6 @@ Import from here: `from echo.org.workflow import WorkflowStore, Phase, WorkflowA
 
 from echo.org.workflow.agent import SkipWhenUnavailable, WorkflowAgent
 from echo.org.workflow.driver import DRIVER, QUORUMS, Driver, consensus
-from echo.org.workflow.memory import MemoryTask, MemoryTasks, MemoryWorkflowStore
 from echo.org.workflow.participant import RolePart, post_uuid
 from echo.org.workflow.ports import Publish, TaskPort, WorkflowPort
 from echo.org.workflow.store import (
@@ -39,9 +39,6 @@ __all__ = [
     "Decision",
     "Delivery",
     "Driver",
-    "MemoryTask",
-    "MemoryTasks",
-    "MemoryWorkflowStore",
     "Participant",
     "Phase",
     "Publish",

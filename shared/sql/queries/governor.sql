@@ -66,9 +66,6 @@ WITH ledger AS (
 )
 SELECT claude_pauses_record($1::jsonb);
 
--- name: gate
-SELECT lefts, paused FROM claude_gate(coalesce($1::timestamptz, now()), $2::text, NULL);
-
 -- name: today
 SELECT governor_day(coalesce($1::timestamptz, now()), $2::text) AS day;
 

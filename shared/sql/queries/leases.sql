@@ -1,4 +1,5 @@
--- Named queries of role leases (echo/org/leases.py). Each starts with `-- name: <name>`.
+-- Named queries of role leases (the rules: echo/org/leases.py; run by the keeper,
+-- echo/org/agent/lease_keeper.py). Each starts with `-- name: <name>`.
 -- Every expiry is decided by the database's clock: now(), never a node's time.
 
 -- name: acquire

@@ -86,7 +86,7 @@ ORDER BY id DESC
 LIMIT $2;
 
 -- name: answer_on
--- The answer on a question's thread (echo/org/asks.py), if it came.
+-- The answer on a question's thread (echo/org/agent/asks.py), if it came.
 SELECT id, uuid, channel, kind, from_role, to_role, thread_id, subject, body,
        created_at, published_at
 FROM messages
@@ -132,7 +132,7 @@ ON CONFLICT (role) DO UPDATE SET last_message_id = excluded.last_message_id,
 WHERE c.last_message_id < excluded.last_message_id;
 
 -- name: record_inbox
--- A role handles a message once (echo/org/agent.py Participant): the row commits with
+-- A role handles a message once (echo/org/agent/participant.py): the row commits with
 -- the handling's own writes; nothing is returned for a message recorded before.
 INSERT INTO agent_inbox (role, message_id, attempt) VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING RETURNING message_id;

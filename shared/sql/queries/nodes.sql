@@ -1,4 +1,4 @@
--- Named queries of the node seats (echo/org/nodes.py; 009_role_leases.sql's nodes table).
+-- Named queries of the node seats (echo/org/node/nodes.py; 009_role_leases.sql's nodes table).
 -- Tables are unqualified: the connection's search_path is the organisation's namespace.
 
 -- name: claim_node

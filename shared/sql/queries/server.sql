@@ -1,4 +1,4 @@
--- Named queries about the Postgres server itself (echo/org/lifecycle.py): who is
+-- Named queries about the Postgres server itself (echo/org/node/lifecycle.py): who is
 -- connected, so `echoctl down` stops the embedded server only once nothing uses it.
 
 -- name: clients

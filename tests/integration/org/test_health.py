@@ -67,16 +67,24 @@ async def test_database_outage_degrades_never_raises_and_recovers(
         await database.close()
 
 
-async def test_the_file_is_rewritten_every_other_beat_unless_something_changed(
+async def test_the_file_is_rewritten_every_two_seconds_unless_something_changed(
     settings: Settings, db: db.Database
 ) -> None:
-    monitor = HealthMonitor(settings, db, "cto")
+    now = [100.0]
+    monitor = HealthMonitor(settings, db, "cto", clock=lambda: now[0])
     written: list[str] = []
     monitor._write_file = lambda health: written.append(health.state)  # type: ignore[method-assign]
-    for _ in range(4):
+    for _ in range(4):  # four beats within 1.5 s (a fast database)
         await monitor.beat()
-    assert written == [HEALTHY, HEALTHY]  # beats 0 and 2: the database took them all
+        now[0] += 0.5
+    assert written == [HEALTHY]
+    now[0] += 0.5  # 2 s after the first write
+    await monitor.beat()
+    assert written == [HEALTHY, HEALTHY]
+    now[0] += 3.0  # one beat that took 3 s (a slow database): written at the next beat
+    await monitor.beat()
+    assert written == [HEALTHY, HEALTHY, HEALTHY]
     monitor.problem("redis", "unreachable")
     await monitor.beat()  # what the file says changed: written at once
     await monitor.beat(DOWN)
-    assert written == [HEALTHY, HEALTHY, DEGRADED, DOWN]
+    assert written == [HEALTHY, HEALTHY, HEALTHY, DEGRADED, DOWN]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import sys
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import psutil
 import pytest
 
+from echo.work import process
 from echo.work.process import run_process
 
 
@@ -85,3 +90,44 @@ async def test_the_child_is_set_to_die_with_its_parent() -> None:
 async def test_a_missing_program_is_still_an_oserror() -> None:
     with pytest.raises(FileNotFoundError):
         await run_process([f"/nonexistent/{uuid.uuid4().hex}"], time_limit=10)
+
+
+async def test_a_program_that_may_not_run_is_a_permission_error_as_exec_says(
+        tmp_path: Path) -> None:
+    script = tmp_path / "run.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)  # not executable
+    with pytest.raises(PermissionError):
+        await run_process(["./run.sh"], cwd=tmp_path, time_limit=10)
+    with pytest.raises(PermissionError):
+        await run_process(["run.sh"], env={"PATH": str(tmp_path)}, time_limit=10)
+    script.chmod(0o755)
+    done = await run_process(["run.sh"], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+                             time_limit=10)
+    assert done.stdout == b"hi\n"
+
+
+@pytest.fixture
+def old_setpriv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A `setpriv` that knows no --pdeathsig (util-linux before 2.33)."""
+    fake = tmp_path / "setpriv"
+    fake.write_text("#!/bin/sh\necho \"setpriv: unrecognized option '--pdeathsig'\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    real_which = shutil.which
+    monkeypatch.setattr(process.shutil, "which",
+                        lambda name, *a, **k: str(fake) if name == "setpriv" else real_which(name, *a, **k))
+    process._setpriv.cache_clear()
+    yield
+    process._setpriv.cache_clear()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="setpriv is Linux's")
+@pytest.mark.usefixtures("old_setpriv")
+async def test_a_setpriv_without_the_death_signal_is_said_once_and_children_still_run(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="echo.work.process"):
+        first = await run_process([sys.executable, "-c", "print('ran')"], time_limit=10)
+        second = await run_process([sys.executable, "-c", "print('ran')"], time_limit=10)
+    assert first.stdout == second.stdout == b"ran\n"
+    said = [r.getMessage() for r in caplog.records if "will not die" in r.getMessage()]
+    assert len(said) == 1 and "unrecognized option" in said[0]

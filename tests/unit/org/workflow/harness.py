@@ -14,14 +14,13 @@ from echo.config import Settings
 from echo.org.roles import load_roles
 from echo.org.workflow import (
     Driver,
-    MemoryTasks,
-    MemoryWorkflowStore,
     Phase,
     RolePart,
     Workflow,
     WorkflowAgent,
     post_uuid,
 )
+from echo.org.workflow.memory import MemoryTasks, MemoryWorkflowStore
 
 ROLES = load_roles(Settings().agents_dir)
 #: What the CEO's and the CTO's keywords select (budget, API) and the CHRO's do not.
