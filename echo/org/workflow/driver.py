@@ -59,24 +59,44 @@ class Driver(RolePart):
         super().__init__(role, store, publish, decider=decider)
         self.queue: TaskPort = queue
         self.roles = roles
+        #: Moves committed whose announcement (which wakes every agent) has not gone out
+        #: yet: workflow id -> (phase, round, consensus). The next drive makes it first.
+        self._unannounced: dict[str, tuple[Phase, int, str | None]] = {}
 
     async def advance(self, wf: Workflow, phase: Phase, round_no: int = 0,
                       agreed: str | None = None) -> bool:
         """Move `wf` on (once) and announce the new phase to every role."""
         moved = await self.store.advance(wf, phase, round_no, agreed, actor=self.role.name)
-        if moved and phase != Phase.DONE:
-            what = f"discussion round {round_no}" if phase == Phase.DISCUSSING else str(phase)
-            await self.post(wf.id, post_uuid(wf.id, "phase", str(phase), round_no), Kind.STATUS,
-                            what, {"phase": str(phase), "round": round_no, "consensus": agreed},
-                            channel=broadcast_channel())
         if moved:
             log.info("workflow %s: %s -> %s %s", wf.id, wf.phase, phase, round_no or "",
                      extra=fields(role=self.role.name, workflow=wf.id, step="advance", outcome=str(phase),
                                   round=round_no or None))
+            if phase != Phase.DONE:
+                self._unannounced[wf.id] = (phase, round_no, agreed)
+                await self.announce(wf.id)
         return moved
 
+    async def announce(self, wf_id: str) -> None:
+        """Post the announcement of `wf_id`'s last move, if it has not gone out: once (its
+        uuid is the phase's), however often an outage interrupted it."""
+        pending = self._unannounced.get(wf_id)
+        if pending is None:
+            return
+        phase, round_no, agreed = pending
+        what = f"discussion round {round_no}" if phase == Phase.DISCUSSING else str(phase)
+        await self.post(wf_id, post_uuid(wf_id, "phase", str(phase), round_no), Kind.STATUS,
+                        what, {"phase": str(phase), "round": round_no, "consensus": agreed},
+                        channel=broadcast_channel())
+        if self._unannounced.get(wf_id) == pending:
+            del self._unannounced[wf_id]
+
     async def drive(self, wf: Workflow) -> None:
-        """Move `wf` on if its current phase is complete or overdue."""
+        """Move `wf` on if its current phase is complete or overdue (announcing its last
+        move first, if an outage kept that from going out)."""
+        if self._unannounced.get(wf.id, (None,))[0] == wf.phase:
+            await self.announce(wf.id)
+        else:
+            self._unannounced.pop(wf.id, None)  # moved on since (or cancelled): obsolete
         rows = await self.store.participants(wf.id)
         taking = [p.role for p in rows if p.participate]
         if wf.phase == Phase.SELECTING:

@@ -106,6 +106,24 @@ async def test_an_outage_leaves_the_workflow_where_it_was_and_a_later_tick_moves
     assert await phase_posts(org, wf) == [("discussing", 1)]
 
 
+async def test_a_phase_announcement_lost_to_an_outage_is_made_at_the_next_tick_once() -> None:
+    """The phase moved (committed) but its announcement, which wakes every agent, met an
+    outage: the next tick announces it, once, before anything else."""
+    org = organisation(["ceo", "cto"])
+    ceo = agent_on(org, "ceo")
+    wf = await org.start(["ceo", "cto"])
+    await org.parts[0].my_part(await org.workflow(wf))  # the CTO has selected
+    org.store.fail_on["publish"] = StoreUnavailable("Postgres is unavailable")
+    with pytest.raises(StoreUnavailable):
+        await ceo.step()
+    assert await org.at(wf) == (Phase.DISCUSSING, 1)  # the move was committed
+    assert await phase_posts(org, wf) == []
+    await ceo.step()
+    assert await phase_posts(org, wf) == [("discussing", 1)]
+    await ceo.step()
+    assert await phase_posts(org, wf) == [("discussing", 1)]  # once
+
+
 @pytest.mark.parametrize("fails", ["decide", "enqueue_many", "set_decision_tasks", "publish"])
 async def test_an_outage_while_deciding_is_finished_by_the_next_tick_once(fails: str) -> None:
     """Down before the decision, before its tasks, before their ids are recorded or
