@@ -12,7 +12,7 @@ One package, four modules along the way a statement goes:
 The rest of ECHO imports from `echo.db`, whose names are these.
 """
 
-from echo.db.classification import TRANSIENT_SQLSTATES, nul_free, schema_guard
+from echo.db.classification import DB_BACKOFF, TRANSIENT_SQLSTATES, nul_free, schema_guard
 from echo.db.pool import (
     Connection,
     Database,
@@ -32,6 +32,7 @@ from echo.db.queries import load_queries
 from echo.db.schema import drop_namespace, migrate, migrations, schema_version
 
 __all__ = [
+    "DB_BACKOFF",
     "TRANSIENT_SQLSTATES",
     "Connection",
     "Database",

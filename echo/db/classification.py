@@ -16,6 +16,11 @@ from typing import Any
 import asyncpg
 
 from echo.errors import LeaseLost, MigrationError, StoreRejected, StoreUnavailable
+from echo.runtime import Backoff
+
+#: How a long-lived component waits out a database that does not answer (a transient
+#: error below): the participant's handling, the pool's claims and writes.
+DB_BACKOFF = Backoff(initial=0.1, max=5.0)
 
 #: The one table of what a database error means, by SQLSTATE: a code (five characters)
 #: or a class (its first two). What is listed here is transient: the database is

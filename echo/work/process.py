@@ -140,8 +140,10 @@ def _setpriv() -> str | None:
         log.warning("children will not die with this worker (no `setpriv`: install "
                     "util-linux); a killed worker leaves its runs to their time limits")
         return None
+    nothing = shutil.which("true") or sys.executable  # the cheapest program that exits 0
     try:
-        tried = subprocess.run([found, "--pdeathsig", "KILL", "--", sys.executable, "-c", ""],
+        tried = subprocess.run([found, "--pdeathsig", "KILL", "--", nothing, *(
+                                   ["-c", ""] if nothing == sys.executable else [])],
                                capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError) as exc:
         tried = subprocess.CompletedProcess([], 1, b"", str(exc).encode())

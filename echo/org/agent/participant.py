@@ -20,14 +20,13 @@ from echo.bus import Kind, StoredMessage
 from echo.bus.store import record_inbox
 from echo.errors import StoreUnavailable
 from echo.logs import fields
-from echo.runtime import Actor, Backoff, Registry
+from echo.runtime import Actor, Registry
 
 #: The agent's logger, as it was before the participant had a module of its own: the
 #: `processed` line is the record people and the log checkers read.
 log = logging.getLogger("echo.org.agent")
 
 #: How a participant waits out a database that cannot record a message.
-DB_BACKOFF = Backoff(initial=0.1, max=5.0)
 
 #: The handling's database effects: run on the connection whose transaction records
 #: the message, so they commit with its inbox row or not at all.
@@ -88,7 +87,7 @@ class Participant(Actor):
         return await self._process(message)
 
     async def _process(self, message: StoredMessage) -> bool:
-        retry = DB_BACKOFF.attempts()
+        retry = db.DB_BACKOFF.attempts()
         while True:
             attempt = secrets.token_hex(6)
             try:

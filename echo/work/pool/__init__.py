@@ -43,7 +43,7 @@ running is then cancelled and released back to pending: never lost. `halt()` is 
 role owner's deadline: every run stops at once and nothing more is written.
 
 The rooms: `executor_pool` (the pool: claiming, slots, runs, rescue, drain), `writer`
-(storing outcomes through outages and refusals), `leases` (the lease keeper), `retry`
+(storing outcomes through outages and refusals), `leases` (the task lease keeper), `retry`
 (the retry decision, pure), `running` (the record of a held task, the figures),
 `ports` (what the pool needs of its stores) and `memory` (in-memory adapters of those
 ports, for unit tests of the pool without Postgres).

@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from echo.config import Settings
-from echo.db import Database, nul_free
+from echo.db import DB_BACKOFF, Database, nul_free
 from echo.degradation import Condition, Reporter
 from echo.errors import StoreRejected, StoreUnavailable, UsageError
 from echo.listener import Listener, Registration
@@ -28,12 +28,12 @@ from echo.logs import fields
 from echo.runtime import Backoff
 from echo.work.executors import Executor, Result
 from echo.work.governor.gate import ClaimGate
-from echo.work.pool.leases import LeaseKeeper
+from echo.work.pool.leases import TaskLeaseKeeper
 from echo.work.pool.ports import PoolStores
 from echo.work.pool.rescue import Rescuer
 from echo.work.pool.retry import failure_of
 from echo.work.pool.running import PoolMetrics, Running, Tally, default_worker_prefix
-from echo.work.pool.writer import DB_BACKOFF, NOT_STORABLE, Outbox, ResultWriter, log_outcome
+from echo.work.pool.writer import NOT_STORABLE, Outbox, ResultWriter, log_outcome
 from echo.work.process import stop_margin
 from echo.work.queue import DEFAULT_BACKOFF
 from echo.work.tasks import Completion, Failure
@@ -112,9 +112,9 @@ class ExecutorPool:
         self.margin = stop_margin(lease_seconds)
         self.writer = ResultWriter(self.tasks, self.gate, trouble=self._trouble,
                                    ok=self.condition.ok)
-        self.leases = LeaseKeeper(self.tasks, lease_seconds, self.margin,
-                                  held=lambda: list(self._held.values()),
-                                  trouble=self._trouble, lost=self._lost)
+        self.leases = TaskLeaseKeeper(self.tasks, lease_seconds, self.margin,
+                                      held=lambda: list(self._held.values()),
+                                      trouble=self._trouble, lost=self._lost)
         self.rescuer = Rescuer(self.stores, f"{self.worker_prefix}:rescue", backoff,
                                max(settings.worker_check_interval, lease_seconds / 6),
                                trouble=self._trouble, wake=self.wake)

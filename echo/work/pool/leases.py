@@ -23,7 +23,9 @@ from echo.work.pool.running import Running
 log = logging.getLogger(__name__)
 
 
-class LeaseKeeper:
+class TaskLeaseKeeper:
+    """The task leases of one pool (the role's own lease has echo.org.agent.lease_keeper)."""
+
     def __init__(self, tasks: PoolTasks, lease_seconds: float, margin: float, *,
                  held: Callable[[], list[Running]],
                  trouble: Callable[[BaseException, str], None],

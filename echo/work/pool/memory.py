@@ -37,6 +37,22 @@ from echo.work.queue import AWAITING_APPROVAL
 from echo.work.tasks import Completion, Failure, Task
 
 
+class Changes:
+    """What a test awaits instead of sleeping: `until(condition)` returns once the
+    condition holds, checked again after every `touch()` (a change the holder made)."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def touch(self) -> None:
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            await self._event.wait()
+
+
 @dataclass
 class TaskRow:
     """One task as the table holds it (the columns the pool's statements read or write)."""
@@ -76,7 +92,7 @@ class MemoryTasks:
         self.refuse: set[int] = set()
         self.calls: Counter[str] = Counter()
         self._ids = itertools.count(1)
-        self._changed = anyio.Event()
+        self.changes = Changes()
 
     # ------------------------------------------------------------ a test's hands
     def add(self, description: str = "a task", *, delay: float = 0.0, **columns: Any) -> int:
@@ -92,25 +108,20 @@ class MemoryTasks:
         if row.status in ("pending", "running", AWAITING_APPROVAL):
             row.set("cancelled")
             row.lease_until = None
-            self._touched()
+            self.changes.touch()
 
     def status(self, task_id: int) -> str:
         return self.rows[task_id].status
 
     async def until(self, condition: Callable[[], bool]) -> None:
         """Return once `condition()` holds, checking it after every call to the store."""
-        while not condition():
-            await self._changed.wait()
-
-    def _touched(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        await self.changes.until(condition)
 
     # ------------------------------------------------------------------ the port
     def _call(self, name: str) -> None:
         self.calls[name] += 1
         if self.down:
-            self._touched()
+            self.changes.touch()
             raise StoreUnavailable(f"{name}: the database does not answer (injected)")
 
     def _owned(self, task: Task) -> TaskRow | None:
@@ -129,7 +140,7 @@ class MemoryTasks:
         await anyio.lowlevel.checkpoint()
         refused = [d.task.task_id for d in done if d.task.task_id in self.refuse]
         if refused:  # one statement: nothing of it happens
-            self._touched()
+            self.changes.touch()
             raise StoreRejected(f"result of task {refused[0]} refused (injected)",
                                 sqlstate="22P05")
         applied = set()
@@ -155,7 +166,7 @@ class MemoryTasks:
                                 row.role, worker, row.attempt, row.timeout_seconds,
                                 row.max_retries, row.retry_count, dict(row.payload),
                                 datetime.now(UTC)))
-        self._touched()
+        self.changes.touch()
         return applied, claimed
 
     async def complete(self, done: Sequence[Completion], *, gate: ClaimGate) -> set[int]:
@@ -185,7 +196,7 @@ class MemoryTasks:
                 row.worker = None
             row.error, row.lease_until = f.error, None
             statuses[row.task_id] = row.status
-        self._touched()
+        self.changes.touch()
         return statuses
 
     async def heartbeat(self, tasks: Sequence[Task], lease_seconds: float) -> set[int]:
@@ -197,7 +208,7 @@ class MemoryTasks:
             if row is not None:
                 row.lease_until = self.clock() + lease_seconds
                 owned.add(row.task_id)
-        self._touched()
+        self.changes.touch()
         return owned
 
     async def release(self, tasks: Sequence[Task]) -> set[int]:
@@ -210,7 +221,7 @@ class MemoryTasks:
                 row.set("pending")
                 row.worker, row.lease_until, row.run_after = None, None, self.clock()
                 released.add(row.task_id)
-        self._touched()
+        self.changes.touch()
         return released
 
     async def next_due(self, task_types: Sequence[str], roles: Sequence[str] | None = None,
@@ -239,7 +250,7 @@ class MemoryTasks:
                 row.worker = None
             row.lease_until = None
             statuses[row.task_id] = row.status
-        self._touched()
+        self.changes.touch()
         return statuses
 
 

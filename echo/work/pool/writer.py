@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
+from echo.db import DB_BACKOFF
 from echo.errors import StoreRejected, StoreUnavailable
 from echo.logs import fields
-from echo.runtime import Backoff
 from echo.work.governor.gate import ClaimGate
 from echo.work.pool.ports import PoolTasks
 from echo.work.pool.running import Running
@@ -27,8 +27,6 @@ from echo.work.tasks import Completion, Failure, Task
 
 log = logging.getLogger(__name__)
 
-#: How the pool waits out a database that does not answer (claims, writes).
-DB_BACKOFF = Backoff(initial=0.1, max=5.0)
 #: The error of a task whose result (or error) Postgres refused to store.
 NOT_STORABLE = "result not storable"
 

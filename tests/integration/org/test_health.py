@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import pytest
 
 from echo import db
 from echo.config import Settings
@@ -68,12 +69,12 @@ async def test_database_outage_degrades_never_raises_and_recovers(
 
 
 async def test_the_file_is_rewritten_every_two_seconds_unless_something_changed(
-    settings: Settings, db: db.Database
+    settings: Settings, db: db.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [100.0]
     monitor = HealthMonitor(settings, db, "cto", clock=lambda: now[0])
     written: list[str] = []
-    monitor._write_file = lambda health: written.append(health.state)  # type: ignore[method-assign]
+    monkeypatch.setattr(monitor, "_write_file", lambda health: written.append(health.state))
     for _ in range(4):  # four beats within 1.5 s (a fast database)
         await monitor.beat()
         now[0] += 0.5

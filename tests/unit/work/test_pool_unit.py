@@ -10,8 +10,10 @@ store's `until`, the executor's own events), never a sleep.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from echo.errors import CommandFailed, UsageError
 from echo.runtime import Backoff
 from echo.work.executors import Result
 from echo.work.pool import ExecutorPool, PoolStores
-from echo.work.pool.memory import MemoryPresence, MemoryTasks, memory_stores
+from echo.work.pool.memory import Changes, MemoryPresence, MemoryTasks, memory_stores
 from echo.work.tasks import Task
 
 NO_WAIT = Backoff(initial=0.0, max=0.0)
@@ -49,16 +51,9 @@ class Gate:
         self.ran: list[int] = []
         self.cancelled: list[tuple[int, float, float | None]] = []  # id, clock, lease end
         self.go: dict[int, anyio.Event] = {}
-        self.changed = anyio.Event()
+        self.changes = Changes()
+        self.until = self.changes.until
         self.store: MemoryTasks | None = None
-
-    async def until(self, condition: Callable[[], bool]) -> None:
-        while not condition():
-            await self.changed.wait()
-
-    def _touch(self) -> None:
-        self.changed.set()
-        self.changed = anyio.Event()
 
     def release(self, task_id: int) -> None:
         self.go.setdefault(task_id, anyio.Event()).set()
@@ -67,7 +62,7 @@ class Gate:
         self.running.add(task.task_id)
         self.most = max(self.most, len(self.running))
         self.ran.append(task.task_id)
-        self._touch()
+        self.changes.touch()
         try:
             await self.go.setdefault(task.task_id, anyio.Event()).wait()
         except anyio.get_cancelled_exc_class():
@@ -77,7 +72,7 @@ class Gate:
             raise
         finally:
             self.running.discard(task.task_id)
-            self._touch()
+            self.changes.touch()
         self.go.pop(task.task_id)  # a second attempt waits again
         error = self.fail(task)
         if error is not None:
@@ -124,7 +119,7 @@ async def test_a_pool_runs_at_most_its_slots_and_completes_each_task_once(
         assert isinstance(stores.presence, MemoryPresence)
         assert list(stores.presence.serving.values()) == [(None, ("noop",))]
         for task_id in ids:
-            await gate.until(lambda t=task_id: t in gate.running)  # type: ignore[misc]
+            await gate.until(partial(operator.contains, gate.running, task_id))
             gate.release(task_id)
         await store.until(lambda: all(r.status == "completed" for r in store.rows.values()))
         assert pool.metrics().succeeded == 5
