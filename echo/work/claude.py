@@ -112,7 +112,8 @@ def _watched(streamed: Streamed, *, timeout: float, watch: Watch,
     if streamed.stopped == "loop":
         raise ClaudeLoop(f"claude made the same tool call {watch.loop_repeats} times in a row "
                          f"({streamed.state.looping}); stopped, not retried")
-    return classify(streamed.done, timeout=timeout, env=env)
+    return classify(streamed.done, timeout=timeout, env=env,
+                    resets_at=streamed.state.limit_resets_at)
 
 
 def _ignore(event: RunEvent) -> None:

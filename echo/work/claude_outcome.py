@@ -5,8 +5,9 @@ json format printed): exit status 0 and `is_error: false` is success (the JSON,
 its `total_cost_usd` and `session_id` are stored). Otherwise `result` names the
 failure: "Not logged in" and "Invalid API key" raise `ClaudeAuthError`, "Credit
 balance is too low" `ClaudeCreditError` (never retried); "You've hit your [session|
-weekly|Opus|usage] limit · resets …" `ClaudeUsageLimit` (retried at the reset; the CLI
-prints it only for a claude.ai subscriber, from the 429's unified rate-limit headers);
+weekly|Opus|usage] limit · resets …" `ClaudeUsageLimit` (retried at the reset, to the
+second when the stream's `rate_limit_event` carried it; the CLI prints the text only
+for a claude.ai subscriber, from the 429's unified rate-limit headers);
 `api_error_status` 429, 529 or 5xx `ClaudeApiError` (retried); no JSON at all `ClaudeCrashed` (retried).
 """
 
@@ -28,7 +29,7 @@ from echo.errors import (
     ClaudeUsageLimit,
 )
 from echo.work.executors import Result
-from echo.work.limits import usage_limit_reset
+from echo.work.limits import announced_reset, usage_limit_reset
 from echo.work.process import ProcessResult
 
 _SECRET_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]+")
@@ -76,9 +77,12 @@ def deferred_call(result: Mapping[str, Any]) -> str:
 
 
 def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str],
-             now: datetime | None = None) -> Result:
-    """Turn a finished CLI run into a `Result`, or raise the `ClaudeError` leaf it is
-    (`now`, the wall clock by default, dates a usage limit's reset)."""
+             now: datetime | None = None, resets_at: datetime | None = None) -> Result:
+    """Turn a finished CLI run into a `Result`, or raise the `ClaudeError` leaf it is.
+
+    `resets_at` is the reset a refused `rate_limit_event` streamed, to the second; a
+    usage limit waits for it, or, without one, for the reset its text shows (read
+    against `now`, the wall clock by default)."""
     if done.timed_out:
         raise ClaudeTimeout(f"claude did not finish within {timeout:g}s; "
                             "its process group was killed")
@@ -107,10 +111,10 @@ def classify(done: ProcessResult, *, timeout: float, env: Mapping[str, str],
     if "credit balance is too low" in lowered:
         raise ClaudeCreditError(f"the Anthropic account is out of credit ({text}); "
                                 "add credit, then `echoctl tasks retry ID`")
-    if _USAGE_LIMIT_RE.search(text):
-        reset = usage_limit_reset(text, now)
+    if _USAGE_LIMIT_RE.search(text) or (resets_at is not None and status == 429):
+        reset = announced_reset(resets_at, now) or usage_limit_reset(text, now)
         raise ClaudeUsageLimit(f"usage limit reached ({text}); retrying after "
-                               f"{reset:%Y-%m-%d %H:%M} UTC", reset)
+                               f"{reset:%Y-%m-%d %H:%M:%S} UTC", reset)
     if isinstance(status, int):
         retryable = status in (408, 409, 429) or status >= 500
         raise ClaudeApiError(f"the Anthropic API answered {status}: {text}", status,

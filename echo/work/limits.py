@@ -11,6 +11,10 @@ makes a reset shown in late December lie in the past and retries at once.
 The clock is a parameter (`now`), so the rule is tested on any day of any year. A text
 that names no reset the CLI could show (no time, Feb 30, a moment outside the coming
 year) waits an hour, the same as an unreadable one.
+
+The text is the fallback: in stream-json the CLI first streams a `rate_limit_event`
+whose `resetsAt` is the 429's `anthropic-ratelimit-unified-reset`, to the second
+(`announced_reset`), so a run need not wait out the rest of the shown minute.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import re
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["UNREADABLE_WAIT", "usage_limit_reset"]
+__all__ = ["UNREADABLE_WAIT", "announced_reset", "usage_limit_reset"]
 
 #: How long to wait when the text names no reset the CLI could have shown.
 UNREADABLE_WAIT = timedelta(hours=1)
@@ -30,6 +34,16 @@ _RESET_RE = re.compile(
     r"resets\s+(?:at\s+)?(?:([a-z]{3})[a-z]*\.?\s+(\d{1,2}),?\s+(?:(\d{4}),?\s+)?)?"
     r"(\d{1,2})(?::(\d{2}))?\s*([ap]m)?(?:\s*\(([^)]+)\))?", re.IGNORECASE)
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def announced_reset(resets_at: datetime | None, now: datetime | None = None) -> datetime | None:
+    """The streamed reset when it is one to wait for: after `now` (the wall clock by
+    default) and within the coming year; else None, and the text decides. A reset already
+    past means the clocks disagree: the shown minute, read as the next such, is safer."""
+    if resets_at is None:
+        return None
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return resets_at if now < resets_at <= now + timedelta(days=366) else None
 
 
 def usage_limit_reset(message: str, now: datetime | None = None,

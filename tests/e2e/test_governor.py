@@ -24,6 +24,7 @@ from echo.org.agent.deciders import ClaudeDecider, answer
 from echo.org.roles import load_roles
 from echo.work import ClaudeRunOptions, ExecutorPool, TaskQueue
 from echo.work.governor import Governor, spend_report
+from echo.work.governor.ledger import MIN_PAUSE, PAUSE_MARGIN
 from tests.e2e import test_claude_executor as executor_tests
 from tests.fakes.anthropic import FakeAnthropic, Reply
 from tests.helpers import run_cli, wait_until
@@ -316,6 +317,14 @@ async def test_two_workers_on_one_account_stop_at_a_usage_limit_until_the_reset(
     reset = api.limit_reset
     assert reset is not None
     requests = api.message_requests()
+    # The pause ends at the reset the API announced (to the second, from the stream), plus
+    # the margin, or after the shortest pause from a refused run (one per worker at most),
+    # whichever is later: not at the end of the minute the CLI's text shows.
+    refused = [r.at for r in requests if r.at < reset]
+    margin, shortest = PAUSE_MARGIN.total_seconds(), MIN_PAUSE.total_seconds()
+    earliest = max(reset + margin, min(refused) + shortest) - 1
+    latest = max(reset + margin, max(refused) + shortest) + 5
+    assert earliest <= pause.until.timestamp() <= latest, (pause, reset, refused)
     # Before the pause ends, each worker made at most the one run it had started.
     assert len([r for r in requests if r.at < pause.until.timestamp()]) <= 2
     assert len([r for r in requests if r.at >= reset]) == 4  # then every task ran once

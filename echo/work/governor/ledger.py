@@ -35,9 +35,10 @@ from echo.errors import (
 Outcome = Literal["ok", "auth", "credit", "usage_limit", "rate_limited", "overloaded",
                   "api_error", "max_budget", "timeout", "crash", "hung", "loop", "deferred"]
 
-#: After the reset the CLI announces (already rounded up to the next whole minute), a
-#: margin for clocks that disagree; and the shortest pause, so a limit that is still
-#: there after its reset never turns into a busy loop.
+#: After the reset the CLI announces (to the second from the stream; from its text,
+#: already rounded up to the next whole minute), a margin for clocks that disagree;
+#: and the shortest pause, so a limit that is still there after its reset never turns
+#: into a busy loop.
 PAUSE_MARGIN = timedelta(seconds=5)
 MIN_PAUSE = timedelta(seconds=30)
 

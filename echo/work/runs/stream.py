@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 #: List prices per million tokens (input, output) by model family, for the running cost
@@ -84,6 +85,9 @@ class StreamState:
     cost_usd: float = 0.0
     result: dict[str, Any] | None = None
     looping: str | None = None  # the tool call repeated, once it is a loop
+    #: When a plan's refused limit lifts, to the second: the CLI's `rate_limit_event`
+    #: carries the 429's reset header, while the result's text shows only the minute.
+    limit_resets_at: datetime | None = None
     lines: int = 0
     _messages: set[str] = field(default_factory=set)
     _tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -110,6 +114,13 @@ class StreamState:
             return self._assistant(data.get("message") or {})
         if kind == "user":
             return self._user(data.get("message") or {})
+        if kind == "rate_limit_event":
+            info = data.get("rate_limit_info")
+            info = info if isinstance(info, dict) else {}
+            resets = info.get("resetsAt")
+            if info.get("status") == "rejected" and isinstance(resets, int | float):
+                self.limit_resets_at = datetime.fromtimestamp(resets, UTC)
+            return []
         if kind == "result":
             self.result = data
             cost = data.get("total_cost_usd")

@@ -73,6 +73,27 @@ def test_reported_failures_map_to_leaves(fields: dict[str, object], leaf: type[E
         assert now < retry_at <= now + timedelta(days=366)
 
 
+def test_a_usage_limit_waits_for_the_streamed_reset_to_the_second() -> None:
+    now = datetime(2026, 12, 31, 23, 50, tzinfo=UTC)
+    shown = "You've hit your session limit · resets 1:19am (UTC)"
+    exact = datetime(2027, 1, 1, 1, 19, 37, tzinfo=UTC)
+    with pytest.raises(ClaudeUsageLimit) as info:
+        classify(_out(1, result=shown, api_error_status=429), timeout=5, env={}, now=now,
+                 resets_at=exact)
+    assert info.value.retry_at == exact  # not the shown minute's end (1:20)
+    # a refused 429 whose text a later CLI words differently is still the plan's limit
+    with pytest.raises(ClaudeUsageLimit) as info:
+        classify(_out(1, result="API Error: 429", api_error_status=429), timeout=5, env={},
+                 now=now, resets_at=exact)
+    assert info.value.retry_at == exact
+    # a streamed reset already past (clocks that disagree) or beyond a year: the text decides
+    for odd in (now - timedelta(seconds=1), now + timedelta(days=400)):
+        with pytest.raises(ClaudeUsageLimit) as info:
+            classify(_out(1, result=shown, api_error_status=429), timeout=5, env={}, now=now,
+                     resets_at=odd)
+        assert info.value.retry_at == datetime(2027, 1, 1, 1, 20, tzinfo=UTC)
+
+
 def test_crash_signal_and_timeout_are_retryable() -> None:
     env = {"ANTHROPIC_API_KEY": "sk-ant-secret-value-123"}
     crash = ProcessResult(1, b"TypeError: boom", b"key sk-ant-secret-value-123 leaked", 0.1, False)

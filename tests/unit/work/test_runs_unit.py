@@ -59,6 +59,20 @@ def test_the_stream_gives_session_turns_tools_results_and_cost() -> None:
     assert state.result is not None and state.feed(b"not json") == []
 
 
+def test_a_refused_rate_limit_event_gives_the_exact_reset() -> None:
+    # What the 2.1.197 CLI streams before a subscriber's usage-limit result: the 429's
+    # `anthropic-ratelimit-unified-reset` to the second (the result's text has only the minute).
+    state = StreamState()
+    info = {"status": "allowed_warning", "resetsAt": 1796351253, "rateLimitType": "five_hour"}
+    assert state.feed(_line({"type": "rate_limit_event", "rate_limit_info": info})) == []
+    assert state.limit_resets_at is None  # a warning is no refusal
+    state.feed(_line({"type": "rate_limit_event", "rate_limit_info": {**info, "status": "rejected"}}))
+    assert state.limit_resets_at == datetime.fromtimestamp(1796351253, UTC)
+    state.feed(_line({"type": "rate_limit_event", "rate_limit_info": {"status": "rejected",
+                                                                      "resetsAt": "soon"}}))
+    assert state.limit_resets_at == datetime.fromtimestamp(1796351253, UTC)  # unreadable: kept
+
+
 def test_the_same_call_n_times_in_a_row_is_a_loop_and_another_call_resets_it() -> None:
     state = StreamState(loop_repeats=3)
     state.feed(_call("Read", {"file_path": "a"}, "m1"))
