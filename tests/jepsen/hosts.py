@@ -190,10 +190,7 @@ class Cluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.1, deadline - time.monotonic()))
         for ns in self.made:
-            for pid in self.pids_in(ns):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
-                    os.kill(pid, signal.SIGKILL)
+            self._kill_everything_in(ns)
         for proc in self.processes:
             with contextlib.suppress(ProcessLookupError, OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -206,6 +203,18 @@ class Cluster:
             _ip("netns", "del", ns)
         self.made.clear()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _kill_everything_in(self, ns: str, within: float = 10.0) -> None:
+        """SIGKILL every process inside `ns` until none is left. One listing is a
+        snapshot: a supervisor still alive when it was taken (a node restarting an
+        agent) can start a process after it, which one round of kills would miss."""
+        deadline = time.monotonic() + within
+        while (pids := self.pids_in(ns)) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)  # for the killed to leave the namespace (no event says so)
 
     @staticmethod
     def pids_in(ns: str) -> list[int]:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.conftest import unavailable
@@ -108,10 +109,21 @@ def test_ctrl_c_tears_everything_down(runnable: None, tmp_path: Path) -> None:
     for ns in hosts.leftover_namespaces(up["id"]):
         pids += hosts.Cluster.pids_in(ns)
     assert pids  # Postgres, Redis, the nodes' agents and workers, the workload
+    started = {pid: _started_at(pid) for pid in pids}
     proc.send_signal(signal.SIGINT)
     _stdout, rest = proc.communicate(timeout=120)
     assert proc.returncode == 1, seen + rest
     assert hosts.leftover_namespaces(up["id"]) == []
     assert not Path(up["root"]).exists()
-    alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+    # the same processes, not others that got a freed pid (the suite starts many)
+    alive = [p for p in pids if started[p] is not None and _started_at(p) == started[p]]
     assert alive == [], f"left running: {alive}"
+
+
+def _started_at(pid: int) -> float | None:
+    """When process `pid` started, which tells it from a later one with its pid; None
+    once it is gone."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
