@@ -146,10 +146,13 @@ async def test_a_sigkilled_workers_child_dies_with_it(
     made = await q.enqueue("sleep 1000", task_type="command", max_retries=0)
     victim = workers.start("--executor", "command")
 
+    seen: list[psutil.Process] = []
+
     def task_child() -> psutil.Process | None:
         for child in psutil.Process(victim.pid).children():
             with contextlib.suppress(psutil.Error):
                 if child.environ().get("ECHO_TASK_ID") == str(made.task_id):
+                    seen.append(child)
                     return child
         return None
 
@@ -163,18 +166,17 @@ async def test_a_sigkilled_workers_child_dies_with_it(
         # the child now, and it must, or `claude` would keep spending tokens.
         await wait_until(lambda: _gone(child.pid), timeout=10)
     finally:
-        _kill_orphans(made.task_id)
+        _kill_orphans(seen)
 
 
-def _kill_orphans(task_id: int) -> None:
-    """A SIGKILLed worker cannot kill its child; the test cleans up after it."""
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            env = proc.environ()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        if env.get("ECHO_TASK_ID") == str(task_id):
-            proc.kill()
+def _kill_orphans(children: list[psutil.Process]) -> None:
+    """A SIGKILLed worker cannot kill its child; the test cleans up after it. Only the
+    children it saw: every namespace numbers its tasks from 1, so another test's task
+    child has the same ECHO_TASK_ID (killing by it once killed a neighbour's run).
+    psutil refuses a pid that another process took since."""
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 async def test_worker_rejects_bad_input_and_a_dead_database_in_one_line(
