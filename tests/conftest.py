@@ -28,6 +28,7 @@ from echo.config import Settings, project_path
 from echo.db import Database, drop_namespace, migrate
 from echo.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from echo.errors import EchoError
+from tests import lanes
 
 STALE_AFTER_S = 3600
 
@@ -39,7 +40,7 @@ def unavailable(reason: str) -> None:
 
 
 #: Markers of the tests that run apart (`alone`), after the parallel phase of `make test`
-#: (tests/suite.py), in its two lanes (ALONE_BESIDE): they kill, stop or fail servers
+#: (tests/suite.py), in their lanes (tests/lanes.py): they kill, stop or fail servers
 #: over and wait for the recovery, load both cores for a minute (a wheel build, the
 #: claude CLI, Chromium), or wait on a clock (a decider's timeout, a usage limit's reset,
 #: a page's 30 s), so a neighbour of the parallel phase would make them late, or they it.
@@ -47,15 +48,6 @@ ALONE_MARKERS = ("chaos", "package", "e2e", "browser", "alone")
 #: Their hang guard: an organisation started, a server failed over and 100 tasks run
 #: took 212 s on a 2-core machine at load 15-30 (the failover test hit the default 120 s).
 ALONE_TIMEOUT_S = 300
-#: The alone phase has two lanes (xdist groups on two workers, tests/suite.py), each one
-#: test after another. The second holds the alone tests that break nothing shared and
-#: spend their time waiting on processes and clocks: the Jepsen harness (its own hosts,
-#: servers and faults inside network namespaces, about 105 s of waiting on its run) and
-#: the e2e tests (the claude CLI against a fake API on a port of their own; a usage
-#: limit's reset alone is a minute of waiting). The first lane holds everything that
-#: kills, stops, partitions or pauses servers and agents (the chaos tests), Chromium, the
-#: wheel build and the embedded lifecycle, one after another as before.
-ALONE_BESIDE = ("tests/jepsen/", "tests/e2e/")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -76,7 +68,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     module-scoped fixture (an organisation, a browser, an installed wheel) runs on one
     worker with the rest of its module, so that fixture is built once, not once per
     worker. Tests of ALONE_MARKERS are marked `alone`, with a longer hang guard, and
-    put in their lane of the alone phase (ALONE_BESIDE): a lane is one xdist group, so
+    put in their lane of the alone phase (tests/lanes.py): a lane is one xdist group, so
     its module-scoped fixtures stay on its one worker too. First of the hooks: xdist's
     own turns the groups into node ids (`...@group`) in a worker's session, and a test
     marked after it ran is in no group. (Both that and pytest 9.2, whose node ids ignore
@@ -88,8 +80,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.alone)
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(ALONE_TIMEOUT_S))
-            beside = item.nodeid.startswith(ALONE_BESIDE)
-            item.add_marker(pytest.mark.xdist_group("alone-beside" if beside else "alone"))
+            item.add_marker(pytest.mark.xdist_group(lanes.lane_of(item.nodeid)))
             continue
         fixtures = getattr(item, "_fixtureinfo", None)
         if fixtures is not None and any(
