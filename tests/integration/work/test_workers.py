@@ -116,13 +116,15 @@ async def test_a_worker_killed_mid_task_has_its_task_rescued_by_another(
     await wait_until(running, timeout=20, interval=0.05)
     row = await q.get(made.task_id)
     assert f":{victim.pid}:" in row["assigned_worker_id"]
+    await wait_until(lambda: bool(_task_children(victim.pid, made.task_id)), timeout=20)
+    orphans = _task_children(victim.pid, made.task_id)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
     workers.start("--executor", "command", "--lease", "1")
     try:
         await until(q, lambda c: c["completed"] == 1, timeout=30)
     finally:
-        _kill_orphans(made.task_id)
+        _kill_orphans(orphans)
     row = await q.get(made.task_id)
     assert row["retry_count"] == 1 and row["result"]["stdout"].strip() == "done on attempt 2"
     actions = [h["action"] for h in await q.history(made.task_id)]
@@ -149,12 +151,9 @@ async def test_a_sigkilled_workers_child_dies_with_it(
     seen: list[psutil.Process] = []
 
     def task_child() -> psutil.Process | None:
-        for child in psutil.Process(victim.pid).children():
-            with contextlib.suppress(psutil.Error):
-                if child.environ().get("ECHO_TASK_ID") == str(made.task_id):
-                    seen.append(child)
-                    return child
-        return None
+        found = _task_children(victim.pid, made.task_id)
+        seen.extend(found)
+        return found[0] if found else None
 
     try:
         await wait_until(lambda: task_child() is not None, timeout=20)
@@ -167,6 +166,16 @@ async def test_a_sigkilled_workers_child_dies_with_it(
         await wait_until(lambda: _gone(child.pid), timeout=10)
     finally:
         _kill_orphans(seen)
+
+
+def _task_children(worker_pid: int, task_id: int) -> list[psutil.Process]:
+    """The children worker `worker_pid` runs for task `task_id`."""
+    found = []
+    for child in psutil.Process(worker_pid).children():
+        with contextlib.suppress(psutil.Error):
+            if child.environ().get("ECHO_TASK_ID") == str(task_id):
+                found.append(child)
+    return found
 
 
 def _kill_orphans(children: list[psutil.Process]) -> None:
