@@ -44,7 +44,7 @@ async def main() -> None:
         folder = Path(tempfile.mkdtemp(prefix="echo-bench-approval-"))
         hook_settings(s, folder, task_id=1, role="cto", rules=parse_rules(["Bash(git push:*)"]))
         hook = [sys.executable, "-m", "echo.approval_hook", str(folder / "hook.json")]
-        database = await Database.open(s, max_size=1)
+        database = await Database.open(s.database, max_size=1)
         try:
             await ApprovalStore(database).check_call(
                 task_id=1, role="cto", tool="Bash", tool_input={"command": "git push"},

@@ -146,7 +146,7 @@ async def run_with_server(s: Settings) -> None:
         async with Client(s) as client:
             ids = [(await client.submit_task(f"bench {i}", role="cto")).task_id
                    for i in range(2 * RUNS + 2)]
-        db = await Database.open(s, min_size=0, max_size=2)
+        db = await Database.open(s.database, min_size=0, max_size=2)
         try:
             tasks = await TaskQueue(db).claim([f"bench:1:{i}" for i in range(len(ids))],
                                               task_types=["claude"], roles=["cto"],

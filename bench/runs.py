@@ -168,7 +168,7 @@ async def main() -> None:
         print(json.dumps({"bench": "runs", "skipped": f"no CLI at {LOCAL_CLAUDE}"}))
         return
     async with bench_settings("runs", redis=False) as s:
-        db = await Database.open(s, max_size=4)
+        db = await Database.open(s.database, max_size=4)
         try:
             await run_overhead(s, db)
             await events_written(s, db)

@@ -92,7 +92,7 @@ async def decide(config: dict[str, Any], call: dict[str, Any]) -> str | None:
     from echo.work.approvals.store import ApprovalStore
 
     settings = Settings(**config["settings"])
-    database = await Database.open(settings, min_size=1, max_size=1)
+    database = await Database.open(settings.database, min_size=1, max_size=1)
     try:
         got = await ApprovalStore(database).check_call(
             task_id=int(config["task_id"]), role=config.get("role"), tool=tool,

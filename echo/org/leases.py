@@ -163,7 +163,7 @@ async def agent_processes(settings: Settings, stale_after: float) -> list[dict[s
     `stale` (the owner missed `STALE_RENEWALS` renewals: its lease still stands, but it
     is not renewing it), or `unresponsive` when its heartbeat is older than `stale_after`.
     """
-    async with db.connection(settings) as conn:
+    async with db.connection(settings.database) as conn:
         rows = await conn.fetch(_Q["view"])
     out = []
     for r in rows:

@@ -14,8 +14,9 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from echo.config import Settings, project_path
+from echo.config import Settings
 from echo.errors import ClaudeNotInstalled
+from echo.paths import project_path
 from echo.work.process import scrubbed_env
 
 #: The project-local CLI that `make setup` installs from tools/claude/package.json.

@@ -95,7 +95,7 @@ async def test_a_run_whose_role_was_taken_over_writes_nothing_through_mcp(
     settings: Settings, db: Database, cto_lease: Lease, claude_bin: str, api: FakeAnthropic,
     tmp_path: Path
 ) -> None:
-    async with dbmod.connection(settings) as conn:  # another agent takes the role: epoch + 1
+    async with dbmod.connection(settings.database) as conn:  # another agent takes the role: epoch + 1
         await conn.execute("UPDATE role_leases SET expires_at = now() WHERE role = 'cto'")
     newer = LeaseKeeper(settings, "cto")
     await newer.open()

@@ -55,7 +55,7 @@ class LeaseKeeper:
         self.pid = os.getpid()
         self.holder = uuid.uuid4().hex
         self.clock = clock
-        self.preferred = role in settings.preferred_roles
+        self.preferred = role in settings.leases.preferred_roles
         self.db: db.Database | None = None
         self.state = STANDBY
         self.lease: Lease | None = None
@@ -69,7 +69,7 @@ class LeaseKeeper:
     async def open(self) -> None:
         """Its own small pool, unfenced, so a slow write of the tree never holds up a
         renewal (a lazy pool: opening works with the database down)."""
-        self.db = await db.Database.open(self.settings, min_size=0, max_size=1)
+        self.db = await db.Database.open(self.settings.database, min_size=0, max_size=1)
 
     async def close(self) -> None:
         if self.db is not None:

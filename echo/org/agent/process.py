@@ -33,7 +33,7 @@ async def ensure_schema(settings: Settings, *, attempts: int | None = None,
     retry = Backoff(initial=0.2, max=5.0).attempts()
     while attempts is None or retry.failures < attempts:
         try:
-            await db.migrate(settings)
+            await db.migrate(settings.database)
             if then is not None:
                 await then()
             return True

@@ -101,7 +101,7 @@ class RoleAgent:
         self.fence = fence
         self.registry = Registry()
         self.database: db.Database | None = None
-        self.listener = Listener(settings)
+        self.listener = Listener(settings.database)
         self.subscriber: Subscriber | None = None
         self.pool: ExecutorPool | None = None
         self.health: HealthMonitor | None = None
@@ -113,7 +113,8 @@ class RoleAgent:
     async def open(self) -> None:
         """The pool is lazy (min_size=0), so opening it works with Postgres down. With a
         `fence` (the role's lease), every write it makes is checked against the lease."""
-        self.database = await db.Database.open(self.settings, min_size=0, max_size=1, fence=self.fence)
+        self.database = await db.Database.open(self.settings.database, min_size=0, max_size=1,
+                                               fence=self.fence)
         if self.fence and self.role.claude.echo_tools != []:  # its runs act under this lease
             self.mcp_config = reach.write_config(self.settings, Lease.parse(self.fence))
         self.health = HealthMonitor(
@@ -201,14 +202,15 @@ class RoleAgent:
 
     def _new_subscriber(self) -> Subscriber:
         assert self.database is not None
-        self.subscriber = Subscriber(self.database, self.role.name, self._deliver,
+        self.subscriber = Subscriber(self.settings.bus, self.database, self.role.name, self._deliver,
                                      listener=self.listener, reporter=self.health)
         return self.subscriber
 
     def _new_relay(self) -> OutboxRelay:
         assert self.database is not None
-        transport = make_transport(self.settings, self.database, listener=self.listener)
-        return OutboxRelay(self.database, transport, reporter=self.health)
+        bus = self.settings.bus
+        transport = make_transport(bus, self.database, listener=self.listener)
+        return OutboxRelay(bus, self.database, transport, reporter=self.health)
 
     def _role_accounts(self) -> dict[str, str]:
         return {self.role.name: self.role.claude.account} if self.role.claude.account else {}

@@ -96,11 +96,11 @@ async def run_worker(s: Settings, served: dict[str, Executor], *, concurrency: i
     `merge_every`, it also runs the merge queue's pass that often (echo.org.repos)."""
     for role in roles or []:
         check_role(role, s.agents_dir)
-    database = await Database.open(s, min_size=0, max_size=4)  # no floor to restore in an outage
+    database = await Database.open(s.database, min_size=0, max_size=4)  # no floor to restore in an outage
     try:
         if not await TaskQueue(database).installed():
             raise MigrationError(f"schema {s.namespace!r} has no work queue; run `echoctl db migrate`")
-        listener = Listener(s)
+        listener = Listener(s.database)
         governor = await synced_governor(s, database)  # the configured budgets, as agents do
         served = {name: WorkspaceExecutor(e, s.state_dir) for name, e in served.items()}
         pool = ExecutorPool(s, database, served, concurrency=concurrency, roles=roles,

@@ -69,7 +69,7 @@ async def test_notify_wakes_an_idle_pool_long_before_its_poll(
     settings: Settings, db: Database
 ) -> None:
     slow_poll = settings.model_copy(update={"worker_check_interval": 30.0})
-    listener = Listener(slow_poll)
+    listener = Listener(slow_poll.database)
     pool = ExecutorPool(slow_poll, db, {"noop": NoopExecutor()}, listener=listener)
     q = TaskQueue(db)
     async with anyio.create_task_group() as tg:
@@ -91,7 +91,7 @@ async def test_an_idle_pool_sleeps_until_a_delayed_task_comes_due_not_until_its_
     one is due and sleeps that long, instead of polling every second (or, idle, far
     less often)."""
     slow_poll = settings.model_copy(update={"worker_check_interval": 30.0})
-    listener = Listener(slow_poll)
+    listener = Listener(slow_poll.database)
     pool = ExecutorPool(slow_poll, db, {"noop": NoopExecutor()}, listener=listener)
     q = TaskQueue(db)
     async with anyio.create_task_group() as tg:
@@ -106,7 +106,7 @@ async def test_an_idle_pool_sleeps_until_a_delayed_task_comes_due_not_until_its_
 
 
 async def test_cancelling_a_running_task_stops_its_work(settings: Settings, db: Database) -> None:
-    listener = Listener(settings)
+    listener = Listener(settings.database)
     gate = Gate()
     pool = ExecutorPool(settings, db, {"noop": gate}, listener=listener, lease_seconds=30)
     q = TaskQueue(db)
@@ -199,11 +199,11 @@ async def test_no_claim_is_lost_to_an_uncommitted_transaction(
     back to the pool inside a transaction (the `db` fixture fails the test if one does)."""
     q = TaskQueue(db)
     await q.enqueue_many([NewTask(f"t{i}", task_type="noop") for i in range(300)])
-    one_conn = await Database.open(settings, max_size=1)  # every claim shares one connection
+    one_conn = await Database.open(settings.database, max_size=1)  # every claim shares one connection
     try:
         claimed = await TaskQueue(one_conn).claim([f"w:{i}" for i in range(50)],
                                                   lease_seconds=0.5)
-        async with dbmod.connection(settings) as observer:  # another session sees them at once
+        async with dbmod.connection(settings.database) as observer:  # another session sees them at once
             running = await observer.fetchval(
                 "SELECT count(*) FROM agent_tasks WHERE status = 'running'")
             assert running == len(claimed) == 50
@@ -226,7 +226,7 @@ async def test_no_claim_is_lost_to_an_uncommitted_transaction(
 
     # And the failure mode itself: a claim left in an open transaction is rolled back
     # when the connection is released (counted as a leak), so the task is not stuck.
-    leaky = await Database.open(settings, max_size=1)
+    leaky = await Database.open(settings.database, max_size=1)
     try:
         made = await q.enqueue("victim", task_type="noop")
         async with leaky.acquire() as conn:
