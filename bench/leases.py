@@ -58,7 +58,7 @@ def start_agent(s: Settings, node: str, predecessor: Predecessor | None = None) 
 
 async def owner(s: Settings) -> tuple[int | None, set[int]]:
     """(pid of the healthy active cto, pids of live standbys)."""
-    rows = await agent_processes(s, stale_after=s.lease_seconds)
+    rows = await agent_processes(s.database, s.leases, stale_after=s.lease_seconds)
     active = [r["pid"] for r in rows if r["active"] and r["state"] == "healthy"]
     standby = {r["pid"] for r in rows if r["state"] == "standby"}
     return (active[0] if len(active) == 1 else None), standby
@@ -149,7 +149,7 @@ async def fencing_cost() -> None:
     and each side's rate is its total over all its batches: on a loaded machine, drift
     then falls on both sides alike."""
     async with bench_settings("fence", redis=False, lease_seconds=600.0) as s:
-        keeper = LeaseKeeper(s, "cto")
+        keeper = LeaseKeeper(s.leases, s.database, "cto")
         await keeper.open()
         lease = await keeper.try_acquire()
         assert lease is not None

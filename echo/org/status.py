@@ -252,9 +252,10 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
 
 
 async def _processes(settings: Settings) -> list[AgentProcessStatus] | None:
-    quick = settings.model_copy(update={"connect_timeout": 1.5})
+    quick = settings.database.model_copy(update={"connect_timeout": 1.5})
     with anyio.move_on_after(2):
-        rows = [AgentProcessStatus(**p) for p in await agent_processes(quick, STALE_AFTER)]
+        rows = [AgentProcessStatus(**p)
+                for p in await agent_processes(quick, settings.leases, STALE_AFTER)]
         return mark_gone(rows, socket.gethostname(), pid_alive)
     return None
 

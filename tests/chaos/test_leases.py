@@ -49,7 +49,7 @@ def nodes(org_settings: Settings) -> Iterator[dict[str, Settings]]:
 
 
 async def view(s: Settings) -> list[dict[str, object]]:
-    return await agent_processes(s, stale_after=s.lease_seconds)
+    return await agent_processes(s.database, s.leases, stale_after=s.lease_seconds)
 
 
 def active_on(entries: list[dict[str, object]]) -> dict[str, tuple[object, object]]:

@@ -139,4 +139,4 @@ async def _standby_pid(s: Settings, pid: int) -> bool:
     from echo.org.leases import agent_processes
 
     return any(e["pid"] == pid and e["state"] == "standby"
-               for e in await agent_processes(s, stale_after=s.lease_seconds))
+               for e in await agent_processes(s.database, s.leases, stale_after=s.lease_seconds))

@@ -43,7 +43,7 @@ async def test_a_killed_agent_takes_its_role_back_before_its_old_lease_expires(
     os.kill(old["pid"], signal.SIGKILL)
 
     async def new_owner_healthy() -> bool:
-        rows = await agent_processes(s, stale_after=s.lease_seconds)
+        rows = await agent_processes(s.database, s.leases, stale_after=s.lease_seconds)
         return any(r["role"] == "cto" and r["active"] and r["state"] == "healthy"
                    and r["pid"] != old["pid"] for r in rows)
 

@@ -78,7 +78,7 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str | None,
     db.set_application_name(f"echo-agent:{settings.namespace}:{role.name}")
     stop = anyio.Event()
     undo = install_stop_signals(stop)
-    keeper = LeaseKeeper(settings, role.name, predecessor=predecessor)
+    keeper = LeaseKeeper(settings.leases, settings.database, role.name, predecessor=predecessor)
     await keeper.open()
     settled = anyio.Event()
 

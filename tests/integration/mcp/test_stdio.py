@@ -28,7 +28,8 @@ from tests.mcp_checks import (
 @pytest.fixture
 async def cto_lease(mcp_settings: Settings) -> AsyncIterator[tuple[Lease, LeaseKeeper]]:
     """The cto role's lease, held here (for a minute: no renewals) as its agent would."""
-    keeper = LeaseKeeper(mcp_settings.model_copy(update={"lease_seconds": 60.0}), "cto")
+    keeper = LeaseKeeper(mcp_settings.leases.model_copy(update={"lease_seconds": 60.0}),
+                         mcp_settings.database, "cto")
     await keeper.open()
     try:
         async with dbmod.connection(mcp_settings.database) as conn:  # the previous test's holder, gone
@@ -78,7 +79,7 @@ async def test_a_roles_server_with_a_stale_epoch_writes_nothing(
         # Another agent takes the role over: a newer epoch.
         async with dbmod.connection(mcp_settings.database) as conn:
             await conn.execute("UPDATE role_leases SET expires_at = now() WHERE role = 'cto'")
-        newer = LeaseKeeper(mcp_settings, "cto")
+        newer = LeaseKeeper(mcp_settings.leases, mcp_settings.database, "cto")
         await newer.open()
         try:
             taken = await newer.try_acquire()

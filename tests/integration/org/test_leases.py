@@ -27,7 +27,7 @@ def short(s: Settings, **extra: object) -> Settings:
 
 
 async def keeper(s: Settings, role: str = "cto", **kwargs: object) -> LeaseKeeper:
-    k = LeaseKeeper(s, role, **kwargs)  # type: ignore[arg-type]
+    k = LeaseKeeper(s.leases, s.database, role, **kwargs)  # type: ignore[arg-type]
     await k.open()
     return k
 
@@ -253,7 +253,7 @@ async def test_a_preferred_node_takes_the_role_back_with_no_gap(settings: Settin
             tg.start_soon(run_keeper, preferred, stop, acts)
             await wait_until(lambda: len(acts) == 2, timeout=20)
             assert acts == [(owner.holder, 1), (preferred.holder, 2)]
-            view = await agent_processes(s, stale_after=5)
+            view = await agent_processes(s.database, s.leases, stale_after=5)
             assert sorted((p["active"], p["epoch"]) for p in view) == [(False, None), (True, 2)]
             stop.set()
         assert gaps == []
