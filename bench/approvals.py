@@ -42,7 +42,8 @@ def timed(argv: list[str], stdin: str = "") -> float:
 async def main() -> None:
     async with bench_settings("approvals") as s:
         folder = Path(tempfile.mkdtemp(prefix="echo-bench-approval-"))
-        hook_settings(s, folder, task_id=1, role="cto", rules=parse_rules(["Bash(git push:*)"]))
+        hook_settings(s.database, folder, task_id=1, role="cto", rules=parse_rules(["Bash(git push:*)"]),
+                      timeout=s.approval_timeout)
         hook = [sys.executable, "-m", "echo.approval_hook", str(folder / "hook.json")]
         database = await Database.open(s.database, max_size=1)
         try:

@@ -312,7 +312,7 @@ async def claude_overhead(s: Settings) -> dict[str, float] | None:
     with FakeAnthropic() as api, tempfile.TemporaryDirectory() as home:
         env = {**api.env(), "HOME": home, "CLAUDE_CONFIG_DIR": f"{home}/cfg"}
         bare_env = {"PATH": os.environ["PATH"], **env}
-        executor = ClaudeExecutor(s.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)}),
+        executor = ClaudeExecutor(s.claude.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)}), s.database,
                                   env=env, cwd=Path(home))
         bare, wrapped = [], []
         for i in range(5):

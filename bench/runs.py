@@ -59,7 +59,7 @@ async def run_overhead(s: Settings, db: Database) -> None:
         (work / "notes.txt").write_text("42\n")
         api.conversation(tool_use("Read", {"file_path": str(work / "notes.txt")}), text("42"))
         env = {**api.env(), "HOME": home, "CLAUDE_CONFIG_DIR": f"{home}/cfg"}
-        executor = ClaudeExecutor(s.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)}),
+        executor = ClaudeExecutor(s.claude.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)}), s.database,
                                   env=env, cwd=work, store=PgRunStore(db),
                                   options=ClaudeRunOptions(allowed_tools=("Read",)))
         argv = [str(LOCAL_CLAUDE), "-p", "--output-format", "stream-json", "--verbose",

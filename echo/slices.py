@@ -73,11 +73,14 @@ class LeaseSettings(_Slice):
 
 
 class WorkSettings(_Slice):
-    """The task queue and the executor pool (`echo.work`)."""
+    """The task queue and the executor pool (`echo.work`); `node` and `state_dir` are
+    where a worker keeps its worktrees (`workspace_place`)."""
 
     worker_check_interval: float
     max_task_bytes: int
     task_lease_seconds: float
+    node: str
+    state_dir: Path
 
 
 class ClaudeSettings(_Slice):

@@ -21,7 +21,7 @@ from echo.work.workers import Serving, WorkerRegistry, unserved
 def governor_for(s: Settings, database: Database) -> Governor:
     """The organisation's governor as configured: each role's account from its file."""
     roles = load_roles(s.agents_dir)
-    return Governor(s, database, role_accounts={
+    return Governor(s.governor, database, role_accounts={
         name: r.claude.account for name, r in roles.items() if r.claude.account})
 
 

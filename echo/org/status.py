@@ -124,7 +124,7 @@ def claude_mode(settings: Settings) -> ClaudeMode:
     from echo.work.claude_cli import login_hint, resolve_claude_bin
 
     try:
-        binary: str | None = resolve_claude_bin(settings)
+        binary: str | None = resolve_claude_bin(settings.claude)
         not_installed = None
     except EchoError as exc:
         binary, not_installed = None, str(exc)

@@ -394,7 +394,7 @@ async def test_a_real_claude_run_is_watched_live_from_the_page(
     try:
         await governor.set_budget("role", "cto", 0.0, known_roles=ROLES)  # the CTO agent waits
         made = await q.enqueue("read the notes and the plan", task_type="claude", role="cto")
-        pool = ExecutorPool(org.settings, db, {"claude": executor}, concurrency=1, roles=["cto"],
+        pool = ExecutorPool(org.settings.work, db, {"claude": executor}, concurrency=1, roles=["cto"],
                             gate=UNGOVERNED, backoff=Backoff(initial=0.05, max=0.1),
                             lease_seconds=60)
         async with anyio.create_task_group() as tg:

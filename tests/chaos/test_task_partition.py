@@ -79,7 +79,7 @@ def started(record: Path, attempt: int) -> bool:
 
 
 def pool(s: Settings, database: Database, name: str) -> ExecutorPool:
-    return ExecutorPool(s, database, {"command": CommandExecutor()}, concurrency=1,
+    return ExecutorPool(s.work, database, {"command": CommandExecutor()}, concurrency=1,
                         lease_seconds=LEASE, worker_prefix=name, grace_seconds=1.0,
                         backoff=Backoff(initial=0.01, max=0.01, jitter=0.0))
 

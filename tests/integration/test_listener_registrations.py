@@ -50,7 +50,7 @@ async def test_a_restarted_work_pool_leaves_no_handlers_behind(
     listener = Listener(notify_settings.database)
 
     async def run_once(baseline: int) -> weakref.ref[object]:
-        pool = ExecutorPool(notify_settings, db, {"noop": NoopExecutor()},
+        pool = ExecutorPool(notify_settings.work, db, {"noop": NoopExecutor()},
                             concurrency=1, listener=listener)
         async with anyio.create_task_group() as inner:
             await inner.start(pool.run)

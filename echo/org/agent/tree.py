@@ -72,7 +72,8 @@ def role_executors(settings: Settings, role: Role, *,
     )
     return {
         "claude": ClaudeExecutor(
-            settings,
+            settings.claude,
+            settings.database,
             options=options,
             config_dir=settings.state_dir / "claude" / role.name if role.claude.isolate_config else None,
             config_dir_per_slot=role.claude.isolate_config,
@@ -217,7 +218,7 @@ class RoleAgent:
 
     def governor(self) -> Governor:
         assert self.database is not None
-        return Governor(self.settings, self.database, role_accounts=self._role_accounts())
+        return Governor(self.settings.governor, self.database, role_accounts=self._role_accounts())
 
     async def sync_governor(self) -> None:
         """Write the configured budgets (the organisation's, this role's) and the
@@ -263,14 +264,14 @@ class RoleAgent:
         # A task with a repository runs in its own worktree (echo.work.workspaces).
         executors = {n: WorkspaceExecutor(e, self.settings.state_dir) for n, e in executors.items()}
         self.pool = ExecutorPool(
-            self.settings,
+            self.settings.work,
             self.database,
             executors,
             concurrency=self.role.work.concurrency,
             roles=[self.role.name],
             listener=self.listener,
             grace_seconds=self._new_pool_grace(),
-            gate=ClaimGate.from_settings(self.settings, role_accounts=self._role_accounts()),
+            gate=ClaimGate.from_settings(self.settings.governor, role_accounts=self._role_accounts()),
             lease_seconds=self.settings.task_lease_seconds,
             reporter=self.health,
         )

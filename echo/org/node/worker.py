@@ -74,7 +74,7 @@ def executors(s: Settings, wanted: Sequence[str], *, explicit: bool, config_dir:
         elif name == "command":
             out[name] = CommandExecutor()
         elif name == "claude":
-            claude = ClaudeExecutor(s, options=role_options(s), config_dir=config_dir,
+            claude = ClaudeExecutor(s.claude, s.database, options=role_options(s), config_dir=config_dir,
                                     config_dir_per_slot=config_dir is not None)
             try:
                 claude.binary()
@@ -103,7 +103,7 @@ async def run_worker(s: Settings, served: dict[str, Executor], *, concurrency: i
         listener = Listener(s.database)
         governor = await synced_governor(s, database)  # the configured budgets, as agents do
         served = {name: WorkspaceExecutor(e, s.state_dir) for name, e in served.items()}
-        pool = ExecutorPool(s, database, served, concurrency=concurrency, roles=roles,
+        pool = ExecutorPool(s.work, database, served, concurrency=concurrency, roles=roles,
                             listener=listener, lease_seconds=lease, grace_seconds=grace,
                             gate=governor.gate)
         async with anyio.create_task_group() as tg:
