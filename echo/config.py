@@ -35,7 +35,6 @@ from echo.paths import project_path
 from echo.slices import (
     BusSettings,
     ClaudeSettings,
-    ConsoleSettings,
     DatabaseSettings,
     GovernorSettings,
     LeaseSettings,
@@ -274,11 +273,6 @@ class Settings(BaseSettings):
     def governor(self) -> GovernorSettings:
         """What the budgets read."""
         return self._slice(GovernorSettings)
-
-    @property
-    def console_slice(self) -> ConsoleSettings:
-        """The console's three settings (`console`, the field, is whether `up` starts it)."""
-        return self._slice(ConsoleSettings)
 
     @property
     def log_dir(self) -> Path:

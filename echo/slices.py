@@ -9,8 +9,13 @@ transports and publisher, ...), as an OTP child spec carries its own arguments:
   reader sees at once that the pool never looks at Claude's budget;
 - a test or a bench builds the one slice it needs, with the values it means, without
   the environment or a TOML file that could change them behind its back;
-- `echo.db`, `echo.listener` and `echo.bus` no longer import the loader (an
-  import-linter contract keeps it so).
+- `echo.db`, `echo.listener`, `echo.bus` and `echo.work` no longer import the
+  loader (an import-linter contract keeps it so).
+
+The layers above (the agent's tree, the node, the commands, the console) read many
+slices and keep taking `Settings`; they hand each component below them its slice.
+The console's host and port reach its keeper as `ConsoleOptions`
+(echo.org.node.console_keeper), which is that slice already.
 
 The slices are assembled in one place, the properties of `Settings`
 (`settings.database`, `settings.bus`, ...), from settings already validated there.
@@ -78,7 +83,6 @@ class WorkSettings(_Slice):
 
     worker_check_interval: float
     max_task_bytes: int
-    task_lease_seconds: float
     node: str
     state_dir: Path
 
@@ -108,11 +112,3 @@ class GovernorSettings(_Slice):
     budget_burst_minutes: float
     claude_account: str
     claude_billing: Literal["api", "subscription"]
-
-
-class ConsoleSettings(_Slice):
-    """The operator console: whether `echoctl up` starts it, and where it listens."""
-
-    console: bool
-    console_host: str
-    console_port: int

@@ -82,9 +82,8 @@ class Gate:
 
 def work_settings(tmp_path: Path, **update: Any) -> WorkSettings:
     """The pool's slice, built here: no environment or TOML file can change it."""
-    return WorkSettings(worker_check_interval=0.05, max_task_bytes=64 * 1024,
-                        task_lease_seconds=30.0, node="unit", state_dir=tmp_path / "state",
-                        **update)
+    return WorkSettings(worker_check_interval=0.05, max_task_bytes=64 * 1024, node="unit",
+                        state_dir=tmp_path / "state", **update)
 
 
 @asynccontextmanager
