@@ -64,12 +64,12 @@ async def bench_settings(prefix: str, *, redis: bool = True, **overrides: Any) -
         state_dir=tmp / "state",
         **overrides,
     )
-    await dbmod.migrate(s)
+    await dbmod.migrate(s.database)
     try:
         yield s
     finally:
         with contextlib.suppress(Exception):
-            await dbmod.drop_namespace(s)
+            await dbmod.drop_namespace(s.database)
         if rd is not None:
             rd.stop()
         if pg is not None:

@@ -42,9 +42,10 @@ def timed(argv: list[str], stdin: str = "") -> float:
 async def main() -> None:
     async with bench_settings("approvals") as s:
         folder = Path(tempfile.mkdtemp(prefix="echo-bench-approval-"))
-        hook_settings(s, folder, task_id=1, role="cto", rules=parse_rules(["Bash(git push:*)"]))
+        hook_settings(s.database, folder, task_id=1, role="cto", rules=parse_rules(["Bash(git push:*)"]),
+                      timeout=s.approval_timeout)
         hook = [sys.executable, "-m", "echo.approval_hook", str(folder / "hook.json")]
-        database = await Database.open(s, max_size=1)
+        database = await Database.open(s.database, max_size=1)
         try:
             await ApprovalStore(database).check_call(
                 task_id=1, role="cto", tool="Bash", tool_input={"command": "git push"},

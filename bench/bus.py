@@ -150,12 +150,12 @@ async def child(mode: str, role: str) -> None:
         await ps.aclose()
         await client.aclose()
     else:
-        database = await dbmod.Database.open(s, min_size=1, max_size=2)
+        database = await dbmod.Database.open(s.database, min_size=1, max_size=2)
 
         async def handler(message: StoredMessage) -> None:
             got(message.body["t"])
 
-        sub = Subscriber(database, role, handler)
+        sub = Subscriber(s.bus, database, role, handler)
         async with anyio.create_task_group() as tg:
             await tg.start(sub.run)
             while sub.state != "live":
@@ -243,7 +243,7 @@ async def echo_latency(
     for role in ROLES[:SUBSCRIBERS]:  # only this phase's messages: skip the earlier ones
         await store.advance_cursor(role, start)
     procs = await receivers(s, "echo")
-    async with Publisher(database) as pub:
+    async with Publisher(s.bus, database) as pub:
         async def send(_i: int) -> None:
             await pub.publish(Message.build(from_role="ceo", subject="bench",
                                             body={"t": time.monotonic()}))
@@ -252,7 +252,7 @@ async def echo_latency(
     return await collect(procs)
 
 
-async def echo_latency_one_process(database: dbmod.Database) -> list[float]:
+async def echo_latency_one_process(s: Settings, database: dbmod.Database) -> list[float]:
     """The 6 subscribers as tasks of the publisher's own process (the previous layout,
     kept for comparison: one interpreter, one pool, no CPU contention between them)."""
     latencies: list[float] = []
@@ -267,8 +267,8 @@ async def echo_latency_one_process(database: dbmod.Database) -> list[float]:
     start = await store.max_id()
     for role in ROLES[:SUBSCRIBERS]:
         await store.advance_cursor(role, start)
-    subs = [Subscriber(database, role, handler) for role in ROLES[:SUBSCRIBERS]]
-    async with anyio.create_task_group() as tg, Publisher(database) as pub:
+    subs = [Subscriber(s.bus, database, role, handler) for role in ROLES[:SUBSCRIBERS]]
+    async with anyio.create_task_group() as tg, Publisher(s.bus, database) as pub:
         for sub in subs:
             await tg.start(sub.run)
 
@@ -300,8 +300,8 @@ async def main() -> None:
     ns = f"bench_{secrets.token_hex(4)}"
     s = Settings(database_url=dsn, redis_url=redis_url, namespace=ns, state_dir=tmp / "state",
                  catchup_timeout=5.0, poll_interval=1.0)
-    await dbmod.migrate(s)
-    database = await dbmod.Database.open(s, min_size=2, max_size=CONCURRENCY + 4)
+    await dbmod.migrate(s.database)
+    database = await dbmod.Database.open(s.database, min_size=2, max_size=CONCURRENCY + 4)
     try:
         async with database.acquire() as conn:
             await conn.execute(
@@ -324,7 +324,7 @@ async def main() -> None:
         def message() -> Message:
             return Message.build(from_role="cto", subject="bench", body={"a": 1})
 
-        async with Publisher(database) as pub:
+        async with Publisher(s.bus, database) as pub:
             async def one() -> int:
                 await pub.publish(message())
                 return 1
@@ -372,13 +372,13 @@ async def main() -> None:
         emit("latency_p99_ms", pct(ours, 0.99), baseline, pct(raw, 0.99), rate=RATE,
              subscribers=SUBSCRIBERS, deployment=DEPLOYMENT, target_ms=10,
              mean_ms=round(statistics.fmean(ours) * 1000, 3), **cpu, **how)
-        inproc = await echo_latency_one_process(database)
+        inproc = await echo_latency_one_process(s, database)
         emit("latency_p99_ms_one_process", pct(inproc, 0.99), baseline, pct(raw, 0.99),
              rate=RATE, subscribers=SUBSCRIBERS, p50_ms=round(pct(inproc, 0.5), 3),
              deployment=f"{SUBSCRIBERS} subscribers as tasks in the publisher's process")
         # No Redis (the embedded default): the same signed notices over NOTIFY.
-        notify = dbmod.Database(s.model_copy(update={"redis_url": None}), database.pool)
-        by_notify, notify_cpu, _ = await echo_latency(notify, notify.settings)
+        notify = s.model_copy(update={"redis_url": None})  # same pool
+        by_notify, notify_cpu, _ = await echo_latency(database, notify)
         emit("latency_p99_ms_notify", pct(by_notify, 0.99), baseline, pct(raw, 0.99),
              rate=RATE, subscribers=SUBSCRIBERS, p50_ms=round(pct(by_notify, 0.5), 3),
              receiver_cpu_ms_per_msg=round(notify_cpu, 3),
@@ -386,7 +386,7 @@ async def main() -> None:
     finally:
         leaks = database.leaks
         await database.close()
-        await dbmod.drop_namespace(s)
+        await dbmod.drop_namespace(s.database)
         if pg is not None:
             await anyio.to_thread.run_sync(pg.destroy)
         if rd is not None:

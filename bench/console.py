@@ -76,10 +76,10 @@ async def sse_latency(s: Settings, url: str, token: str, clients: int) -> list[f
                     if len(arrived[i]) >= EVENTS:
                         return
 
-    database = await dbmod.Database.open(s, max_size=2)
+    database = await dbmod.Database.open(s.database, max_size=2)
     try:
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as http, \
-                Publisher(database) as pub, anyio.create_task_group() as tg:
+                Publisher(s.bus, database) as pub, anyio.create_task_group() as tg:
             for i in range(clients):
                 tg.start_soon(follow, i, http)
             for event in ready:
@@ -155,7 +155,7 @@ def cli_rate(s: Settings, *args: str, runs: int = 5) -> float:
 
 
 async def console_connections(s: Settings) -> int:
-    async with dbmod.connection(s) as conn:
+    async with dbmod.connection(s.database) as conn:
         return int(await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
             f"echo-console:{s.namespace}"))

@@ -123,7 +123,7 @@ async def main() -> None:
         print(json.dumps({"bench": "conversations", "skipped": f"no CLI at {LOCAL_CLAUDE}"}))
         return
     async with bench_settings("conversations", redis=False, poll_interval=0.05) as s:
-        db = await Database.open(s, max_size=6)
+        db = await Database.open(s.database, max_size=6)
         try:
             await one_workflow(s, db, "kept")  # warm-up (first CLI start, caches)
             seen: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}

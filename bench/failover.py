@@ -82,7 +82,7 @@ async def postgres_round(tmp: Path) -> tuple[float, float]:
     async with postgres_pair(tmp / "pair") as pair:
         s = Settings(database_url=pair.dsn, redis_url=None,
                      namespace=f"bench_failover_{secrets.token_hex(3)}", state_dir=tmp / "state")
-        await dbmod.migrate(s)
+        await dbmod.migrate(s.database)
         env = env_for(s)
         subprocess.run([sys.executable, "-m", "echo", "up", "--detach"], env=env, check=True,
                        capture_output=True)
@@ -112,7 +112,7 @@ async def sentinel_round(base: Settings, tmp: Path) -> tuple[float, float]:
     with sentinel_group(tmp / "sentinel", down_after_ms=DOWN_AFTER_MS) as group:
         await group.wait_ready()
         s = base.model_copy(update={"redis_url": group.url})
-        database = await dbmod.Database.open(s, max_size=4)
+        database = await dbmod.Database.open(s.database, max_size=4)
         subs: list[Subscriber] = []
 
         async def drop(_message: StoredMessage) -> None:
@@ -121,13 +121,13 @@ async def sentinel_round(base: Settings, tmp: Path) -> tuple[float, float]:
         try:
             async with anyio.create_task_group() as tg:
                 for role in ROLES[:3]:
-                    sub = Subscriber(database, role, drop)
+                    sub = Subscriber(s.bus, database, role, drop)
                     await tg.start(sub.run)
                     subs.append(sub)
                 with anyio.fail_after(30):
                     while not all(sub.state == "live" for sub in subs):
                         await anyio.sleep(0.01)
-                async with Publisher(database) as pub:
+                async with Publisher(s.bus, database) as pub:
 
                     async def stream() -> None:
                         while True:

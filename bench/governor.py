@@ -83,9 +83,9 @@ async def complete_one_by_one(db: Database, n: int, with_run: bool, gate: ClaimG
 
 async def main() -> None:
     async with bench_settings("governor", redis=False) as s:
-        db = await Database.open(s, max_size=2)
+        db = await Database.open(s.database, max_size=2)
         try:
-            governor = Governor(s.model_copy(update={"budget_daily_usd": 1_000_000.0}), db)
+            governor = Governor(s.governor.model_copy(update={"budget_daily_usd": 1_000_000.0}), db)
             await governor.sync({r: 100_000.0 for r in ROLES})
             # An account paused (another one): the pause list is read and compared too.
             async with db.acquire() as conn:

@@ -77,7 +77,7 @@ def wakeups(procs: list[psutil.Process]) -> int:
 
 
 async def table_stats(s: Settings) -> dict[str, int]:
-    database = await dbmod.Database.open(s, max_size=1)
+    database = await dbmod.Database.open(s.database, max_size=1)
     try:
         async with database.acquire() as conn:
             # The statistics collector flushes each backend's counters lazily; a fresh

@@ -58,7 +58,7 @@ def start_agent(s: Settings, node: str, predecessor: Predecessor | None = None) 
 
 async def owner(s: Settings) -> tuple[int | None, set[int]]:
     """(pid of the healthy active cto, pids of live standbys)."""
-    rows = await agent_processes(s, stale_after=s.lease_seconds)
+    rows = await agent_processes(s.database, s.leases, stale_after=s.lease_seconds)
     active = [r["pid"] for r in rows if r["active"] and r["state"] == "healthy"]
     standby = {r["pid"] for r in rows if r["state"] == "standby"}
     return (active[0] if len(active) == 1 else None), standby
@@ -111,7 +111,7 @@ async def restart_rounds(s: Settings, rounds: int, *, told: bool) -> tuple[list[
                 if active == proc.pid:
                     break
                 await anyio.sleep(0.02)
-            async with dbmod.connection(s) as conn:
+            async with dbmod.connection(s.database) as conn:
                 epoch = await conn.fetchval("SELECT epoch FROM role_leases WHERE role = 'cto'")
             os.kill(proc.pid, signal.SIGKILL)
             killed = time.monotonic()
@@ -149,18 +149,18 @@ async def fencing_cost() -> None:
     and each side's rate is its total over all its batches: on a loaded machine, drift
     then falls on both sides alike."""
     async with bench_settings("fence", redis=False, lease_seconds=600.0) as s:
-        keeper = LeaseKeeper(s, "cto")
+        keeper = LeaseKeeper(s.leases, s.database, "cto")
         await keeper.open()
         lease = await keeper.try_acquire()
         assert lease is not None
-        plain = await dbmod.Database.open(s, max_size=1)
-        fenced = await dbmod.Database.open(s, max_size=1, fence=lease.fence)
+        plain = await dbmod.Database.open(s.database, max_size=1)
+        fenced = await dbmod.Database.open(s.database, max_size=1, fence=lease.fence)
         sides = {"plain": plain, "fenced": fenced}
         spent = {(f, k): 0.0 for f in ("publish", "claim") for k in sides}
         try:
             await TaskQueue(plain).enqueue_many(
                 [NewTask(f"bench {i}", task_type="noop", role="cto") for i in range(2 * BATCHES * BATCH)])
-            async with Publisher(plain) as pub_plain, Publisher(fenced) as pub_fenced:
+            async with Publisher(s.bus, plain) as pub_plain, Publisher(s.bus, fenced) as pub_fenced:
                 publishers = {"plain": pub_plain, "fenced": pub_fenced}
                 for round_ in range(BATCHES):
                     order = list(sides) if round_ % 2 == 0 else list(reversed(sides))

@@ -140,13 +140,13 @@ async def run_with_server(s: Settings) -> None:
         local = s.model_copy(update={"claude_bin": str(LOCAL_CLAUDE), "state_dir": Path(home)})
         role = load_role(s.agents_dir, "cto")
         config = reach.write_config(local, "cto", "cto/1/bench")  # writes are never tried
-        plain = ClaudeExecutor(local, env=env, cwd=home, options=ClaudeRunOptions())
-        served = ClaudeExecutor(local, env=env, cwd=home,
+        plain = ClaudeExecutor(local.claude, local.database, env=env, cwd=home, options=ClaudeRunOptions())
+        served = ClaudeExecutor(local.claude, local.database, env=env, cwd=home,
                                 options=ClaudeRunOptions(**reach.run_options(role, config)))
         async with Client(s) as client:
             ids = [(await client.submit_task(f"bench {i}", role="cto")).task_id
                    for i in range(2 * RUNS + 2)]
-        db = await Database.open(s, min_size=0, max_size=2)
+        db = await Database.open(s.database, min_size=0, max_size=2)
         try:
             tasks = await TaskQueue(db).claim([f"bench:1:{i}" for i in range(len(ids))],
                                               task_types=["claude"], roles=["cto"],

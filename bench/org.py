@@ -119,7 +119,7 @@ async def main() -> None:
                 baseline_value=bare_rss / 2**20,
                 max_mb=round(max(rss) / 2**20, 1),
             )
-            database = await dbmod.Database.open(s, max_size=1)
+            database = await dbmod.Database.open(s.database, max_size=1)
             try:
                 async with database.acquire() as conn:
                     rows = await conn.fetch(

@@ -44,21 +44,21 @@ async def until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
 async def one_round(s: Settings, database: dbmod.Database, redis: EmbeddedRedis,
                     keepalive: dict[str, float]) -> tuple[float, float]:
     proxy = FreezableProxy("127.0.0.1", redis.port)
-    behind = s.model_copy(update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0"})
-    direct = dbmod.Database(s.model_copy(update={"redis_url": redis.url}), database.pool)
+    behind = s.bus.model_copy(update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0"})
+    direct = s.bus.model_copy(update={"redis_url": redis.url})
     got: list[int] = []
 
     async def handler(message: StoredMessage) -> None:
         got.append(message.id)
 
     transport = RedisTransport(behind, database=database, **keepalive)
-    sub = Subscriber(dbmod.Database(behind, database.pool), "cto", handler, transport=transport)
+    sub = Subscriber(behind, database, "cto", handler, transport=transport)
     try:
         with proxy:
             async with anyio.create_task_group() as tg:
                 await tg.start(sub.run)
                 await until(lambda: sub.state == "live")
-                async with Publisher(direct) as pub:
+                async with Publisher(direct, database) as pub:
                     proxy.freeze()
                     cut = time.monotonic()
                     sent = (await pub.publish(Message.build(from_role="operator", subject="cut"))).db_id
@@ -80,7 +80,7 @@ async def one_round(s: Settings, database: dbmod.Database, redis: EmbeddedRedis,
 
 async def main() -> None:
     async with bench_settings("partition") as s:
-        database = await dbmod.Database.open(s, max_size=4)
+        database = await dbmod.Database.open(s.database, max_size=4)
         redis = EmbeddedRedis()
         await anyio.to_thread.run_sync(redis.start)
         try:

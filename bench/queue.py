@@ -312,7 +312,7 @@ async def claude_overhead(s: Settings) -> dict[str, float] | None:
     with FakeAnthropic() as api, tempfile.TemporaryDirectory() as home:
         env = {**api.env(), "HOME": home, "CLAUDE_CONFIG_DIR": f"{home}/cfg"}
         bare_env = {"PATH": os.environ["PATH"], **env}
-        executor = ClaudeExecutor(s.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)}),
+        executor = ClaudeExecutor(s.claude.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)}), s.database,
                                   env=env, cwd=Path(home))
         bare, wrapped = [], []
         for i in range(5):
@@ -335,10 +335,10 @@ async def claude_overhead(s: Settings) -> dict[str, float] | None:
 
 async def main() -> None:
     s = bench_settings()
-    dsn = await resolve_dsn(s)
+    dsn = await resolve_dsn(s.database)
     s = s.model_copy(update={"database_url": dsn})
-    await migrate(s)
-    db = await Database.open(s, max_size=4)
+    await migrate(s.database)
+    db = await Database.open(s.database, max_size=4)
     try:
         ours, bare = [], []
         for _ in range(3):  # alternating rounds: the machine's load hits both alike
@@ -375,7 +375,7 @@ async def main() -> None:
                  claim_rate=round(rate))
     finally:
         await db.close()
-        await drop_namespace(s)
+        await drop_namespace(s.database)
 
 
 if __name__ == "__main__":

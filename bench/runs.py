@@ -59,7 +59,7 @@ async def run_overhead(s: Settings, db: Database) -> None:
         (work / "notes.txt").write_text("42\n")
         api.conversation(tool_use("Read", {"file_path": str(work / "notes.txt")}), text("42"))
         env = {**api.env(), "HOME": home, "CLAUDE_CONFIG_DIR": f"{home}/cfg"}
-        executor = ClaudeExecutor(s.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)}),
+        executor = ClaudeExecutor(s.claude.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)}), s.database,
                                   env=env, cwd=work, store=PgRunStore(db),
                                   options=ClaudeRunOptions(allowed_tools=("Read",)))
         argv = [str(LOCAL_CLAUDE), "-p", "--output-format", "stream-json", "--verbose",
@@ -168,7 +168,7 @@ async def main() -> None:
         print(json.dumps({"bench": "runs", "skipped": f"no CLI at {LOCAL_CLAUDE}"}))
         return
     async with bench_settings("runs", redis=False) as s:
-        db = await Database.open(s, max_size=4)
+        db = await Database.open(s.database, max_size=4)
         try:
             await run_overhead(s, db)
             await events_written(s, db)

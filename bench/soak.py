@@ -39,10 +39,11 @@ import psutil
 from bench._common import percentile
 from echo import db as dbmod
 from echo.bus import Message, Publisher
-from echo.config import Settings, project_path
+from echo.config import Settings
 from echo.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from echo.errors import EchoError
 from echo.org.node.state import read_org
+from echo.paths import project_path
 from echo.work import NewTask, TaskQueue
 
 ROLES = ["ceo", "cto", "chro", "product_manager", "senior_architect", "operations_head"]
@@ -82,7 +83,7 @@ class Soak:
     async def load(self, database: dbmod.Database, until: float) -> None:
         queue = TaskQueue(database)
         tick, n = 0.2, 0
-        async with Publisher(database) as pub:
+        async with Publisher(self.s.bus, database) as pub:
             while time.monotonic() < until:
                 started = time.monotonic()
                 n += 1
@@ -190,12 +191,12 @@ async def main(args: argparse.Namespace) -> int:
         await anyio.to_thread.run_sync(redis.start)
         s = Settings(database_url=dsn, redis_url=redis.url, namespace="soak", state_dir=tmp / "state",
                      agents_dir=agents, connect_timeout=1.0, command_timeout=3.0, log_level="WARNING")
-        await dbmod.migrate(s)
+        await dbmod.migrate(s.database)
         up = await anyio.to_thread.run_sync(lambda: echoctl(s, "up", "--detach", "--max-restarts", "100000"))
         if up.returncode != 0:
             print(up.stderr, file=sys.stderr)
             return 1
-        database = await dbmod.Database.open(s, min_size=0, max_size=2)  # no floor to restore
+        database = await dbmod.Database.open(s.database, min_size=0, max_size=2)  # no floor to restore
         soak = Soak(s, pg, redis, args)
         rss_start = agent_rss_mb(s)
         total = args.minutes * 60

@@ -7,9 +7,9 @@ a call no rule gates costs the interpreter's start and no more: importing `echo.
 The Claude CLI runs this command (through its shell, every path quoted) before each
 call of a tool the role gates, with the call as JSON on stdin (`tool_name`,
 `tool_input`, `tool_use_id`, `session_id`, `transcript_path`). CONFIG is a JSON
-file, readable by its owner only, in the run's private directory: the settings that
-reach the organisation's database and namespace, the task, the role, the rules and
-the request timeout (`echo.approval_hooks.install`).
+file, readable by its owner only, in the run's private directory: the database's slice
+of the settings (the organisation's database and namespace, `echo.slices`), the task,
+the role, the rules and the request timeout (`echo.approval_hooks.install`).
 
 The answer (checked with the pinned CLI 2.1.197):
 
@@ -87,11 +87,11 @@ async def decide(config: dict[str, Any], call: dict[str, Any]) -> str | None:
     if batch_size(call.get("transcript_path"), call.get("tool_use_id")) > 1:
         return answer("deny", f"{tool} needs an operator's approval ({rule}); make this call "
                       "alone, in a message with no other tool call, to ask for it")
-    from echo.config import Settings
     from echo.db import Database
+    from echo.slices import DatabaseSettings
     from echo.work.approvals.store import ApprovalStore
 
-    settings = Settings(**config["settings"])
+    settings = DatabaseSettings.model_validate(config["database"])
     database = await Database.open(settings, min_size=1, max_size=1)
     try:
         got = await ApprovalStore(database).check_call(

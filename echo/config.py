@@ -18,10 +18,10 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -31,9 +31,18 @@ from pydantic_settings import (
 )
 
 from echo.errors import ConfigError, one_line
+from echo.paths import project_path
+from echo.slices import (
+    BusSettings,
+    ClaudeSettings,
+    DatabaseSettings,
+    GovernorSettings,
+    LeaseSettings,
+    WorkSettings,
+)
 from echo.urls import check_postgres_url, check_redis_url, redact_url
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_S = TypeVar("_S", bound=BaseModel)
 _NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 #: A comma outside parentheses: where ECHO_APPROVAL_TOOLS separates its rules.
 _TOP_LEVEL_COMMA = re.compile(r",(?![^()]*\))")
@@ -44,34 +53,6 @@ def _default_node() -> str:
     """The host name, shortened to a valid node name."""
     name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63].lstrip("._-")
     return name or "node"
-
-
-#: The folders `echoctl init` copies: a user's own organisation, editable.
-ORG_FOLDERS = ("agents", "config", "training")
-
-
-def organisation_dir() -> Path | None:
-    """The current directory if it holds an organisation (`agents/` and
-    `config/echo.toml`, as `echoctl init` writes them), else None."""
-    here = Path.cwd()
-    if (here / "agents").is_dir() and (here / "config" / "echo.toml").is_file():
-        return here
-    return None
-
-
-def project_path(name: str) -> Path:
-    """Find a project folder (`config`, `agents`, `training`, `shared`).
-
-    In order: the organisation in the current directory (`echoctl init`), the
-    checkout this package runs from, and the copy shipped inside the wheel
-    (`echo/_<name>`), so an installed ECHO has its default organisation too."""
-    own = organisation_dir()
-    if own is not None and name in ORG_FOLDERS:
-        return own / name
-    checkout = _PACKAGE_DIR.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / name).exists():
-        return checkout / name
-    return _PACKAGE_DIR / f"_{name}"
 
 
 def _default_state_dir() -> Path:
@@ -194,11 +175,6 @@ class Settings(BaseSettings):
             )
         return value
 
-    @property
-    def preferred_roles(self) -> set[str]:
-        """The roles this node takes back from another node (`--prefer`, ECHO_PREFER)."""
-        return {name.strip() for name in self.prefer.split(",") if name.strip()}
-
     @field_validator("budget_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -258,6 +234,45 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FlatToml(settings_cls, config_files()))
+
+    # ------------------------------------------------------------ slices
+    # The one place the slices (echo.slices) are assembled. Each is built on every
+    # read, not cached: `model_copy(update=...)` copies a cached value along, so a
+    # copy with another redis_url would keep the old bus slice. A slice is a handful
+    # of fields; building one costs microseconds, and components take it once.
+
+    def _slice(self, kind: type[_S]) -> _S:
+        return kind.model_validate({name: getattr(self, name) for name in kind.model_fields})
+
+    @property
+    def database(self) -> DatabaseSettings:
+        """What `echo.db` and `echo.listener` read."""
+        return self._slice(DatabaseSettings)
+
+    @property
+    def bus(self) -> BusSettings:
+        """What the bus's transports, publisher and subscriber read."""
+        return self._slice(BusSettings)
+
+    @property
+    def leases(self) -> LeaseSettings:
+        """What the role leases read (this node, the lease's length, `prefer`)."""
+        return self._slice(LeaseSettings)
+
+    @property
+    def work(self) -> WorkSettings:
+        """What the task queue and the executor pool read."""
+        return self._slice(WorkSettings)
+
+    @property
+    def claude(self) -> ClaudeSettings:
+        """What a Claude run reads."""
+        return self._slice(ClaudeSettings)
+
+    @property
+    def governor(self) -> GovernorSettings:
+        """What the budgets read."""
+        return self._slice(GovernorSettings)
 
     @property
     def log_dir(self) -> Path:
@@ -331,10 +346,3 @@ def load_settings(**overrides: Any) -> Settings:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file is not valid TOML ({exc}); fix {config_files()}") from None
-
-
-def private_dir(path: Path) -> Path:
-    """Create a directory only its owner can read (state, logs, pid files)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-    return path

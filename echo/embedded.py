@@ -32,8 +32,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from echo.config import private_dir
 from echo.errors import StoreUnavailable, TransportUnavailable
+from echo.paths import private_dir
 
 _PG_USER = "echo-pg"
 _SOCKET_PATH_MAX = 100

@@ -29,11 +29,11 @@ import asyncpg
 from anyio.abc import TaskStatus
 
 from echo import db
-from echo.config import Settings
 from echo.degradation import Condition
 from echo.errors import StoreUnavailable
 from echo.runtime import Backoff
 from echo.runtime.ticks import until_tick
+from echo.slices import BusSettings, DatabaseSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Registration:
         self.close()
 
 
-def notify_channel(settings: Settings, name: str) -> str:
+def notify_channel(settings: DatabaseSettings | BusSettings, name: str) -> str:
     """The NOTIFY channel for `name` in this organisation."""
     return f"{settings.namespace}:{name}"
 
@@ -79,7 +79,7 @@ class Listener:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DatabaseSettings,
         *,
         keepalive: float = 5.0,
         backoff_initial: float = 0.1,

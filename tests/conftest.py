@@ -24,10 +24,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from echo.config import Settings, project_path
+from echo.config import Settings
 from echo.db import Database, drop_namespace, migrate
 from echo.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from echo.errors import EchoError
+from echo.paths import project_path
+from echo.slices import BusSettings
 from tests import lanes
 
 STALE_AFTER_S = 3600
@@ -192,9 +194,9 @@ async def settings(
 ) -> AsyncIterator[Settings]:
     """Settings for one isolated organisation, schema migrated, on Postgres and Redis."""
     s = make_settings(pg_dsn, redis_url, namespace, tmp_path / "state")
-    await migrate(s)
+    await migrate(s.database)
     yield s
-    await drop_namespace(s)
+    await drop_namespace(s.database)
 
 
 @pytest.fixture
@@ -206,11 +208,17 @@ async def notify_settings(settings: Settings) -> Settings:
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[Database]:
     """A pool that fails the test if any connection came back inside a transaction."""
-    database = await Database.open(settings, max_size=4)
+    database = await Database.open(settings.database, max_size=4)
     yield database
     leaks = database.leaks
     await database.close()
     assert leaks == 0, f"{leaks} connection(s) were released inside an open transaction"
+
+
+@pytest.fixture
+def bus(settings: Settings) -> BusSettings:
+    """The bus's slice of the test's settings (a publisher's, a subscriber's)."""
+    return settings.bus
 
 
 @pytest.fixture

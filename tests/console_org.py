@@ -66,13 +66,13 @@ async def organisation_with_console(
     namespace = f"t_{int(time.time())}_{secrets.token_hex(4)}"
     s = make_settings(pg_dsn, redis_url, namespace, base / "state")
     s = s.model_copy(update={"agents_dir": agents_dir, "console": True})
-    await migrate(s)
+    await migrate(s.database)
     try:
         yield await up_with_console(s)
     finally:
         stop_org(s)
         assert org_processes(s) == []
-        await drop_namespace(s)
+        await drop_namespace(s.database)
 
 
 @contextlib.asynccontextmanager

@@ -71,7 +71,7 @@ async def resource(session: mcp.Client, uri: str) -> Any:
 async def heartbeat(s: Settings, *roles: str) -> None:
     """A fresh heartbeat of `roles`, as their running agents write: a workflow asks the
     agents that are up."""
-    async with dbmod.connection(s) as conn:
+    async with dbmod.connection(s.database) as conn:
         for role in roles:
             await conn.execute(
                 "INSERT INTO agent_health (role, host, pid, state, started_at) VALUES "
@@ -81,7 +81,7 @@ async def heartbeat(s: Settings, *roles: str) -> None:
 
 async def decided_workflow(s: Settings, subject: str) -> str:
     """A workflow the CEO decided (written as its agent would), for `decisions`."""
-    db = await dbmod.Database.open(s, min_size=0, max_size=1)
+    db = await dbmod.Database.open(s.database, min_size=0, max_size=1)
     try:
         store = WorkflowStore(db)
         workflow_id = await store.create(subject=subject, body="", started_by="operator",
@@ -174,7 +174,7 @@ async def asks_and_gets_the_answer(session: mcp.Client, s: Settings, *, sender: 
     is stored, as an agent that was down would find it at its first look."""
     await heartbeat(s, "senior_architect")
     got: list[Any] = []
-    database = await dbmod.Database.open(s, min_size=0, max_size=2)
+    database = await dbmod.Database.open(s.database, min_size=0, max_size=2)
     try:
         await answered_after_asking(session, s, database, got)
     finally:

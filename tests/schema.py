@@ -29,7 +29,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from echo.config import Settings, project_path
+from echo.config import Settings
+from echo.paths import project_path
 
 SCHEMA_FILE = project_path("shared") / "sql" / "schema.sql"
 BOOKKEEPING_TABLE = "schema_migrations"
@@ -179,10 +180,10 @@ async def _write(dsn: str) -> None:
     namespace = f"schema_dump_{secrets.token_hex(4)}"
     settings = Settings(env="test", database_url=dsn, namespace=namespace, redis_url=None)
     try:
-        await migrate(settings)
+        await migrate(settings.database)
         text = dump(dsn, namespace)
     finally:
-        await drop_namespace(settings)
+        await drop_namespace(settings.database)
     SCHEMA_FILE.write_text(text)
     print(f"wrote {SCHEMA_FILE} ({len(text.splitlines())} lines)")
 

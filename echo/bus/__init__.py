@@ -7,14 +7,14 @@ the chain buffer); relay announces what a publisher left unannounced, and channe
 names where everything goes. Import from here: the modules behind it may move.
 
     async with anyio.create_task_group() as tg:
-        pub = Publisher(database)
-        await tg.start(pub.run)                  # or: async with Publisher(database) as pub
+        pub = Publisher(settings.bus, database)  # the bus's slice of the settings (echo.slices)
+        await tg.start(pub.run)                  # or: async with Publisher(...) as pub
         result = await pub.publish(Message.build(from_role="cto", subject="Plan"))
         result.db_id                             # committed; announced behind the return
         confirmed = await pub.publish(message, confirm=True)
         confirmed.receivers                      # how many subscribers Redis reached
 
-    sub = Subscriber(database, "ceo", handler)   # handler(StoredMessage) -> Awaitable
+    sub = Subscriber(settings.bus, database, "ceo", handler)  # handler(StoredMessage) -> Awaitable
     await task_group.start(sub.run)
 """
 

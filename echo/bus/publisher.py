@@ -54,6 +54,7 @@ from echo.bus.wire import Notice
 from echo.db import Database
 from echo.errors import StoreUnavailable, TransportUnavailable
 from echo.listener import Listener
+from echo.slices import BusSettings
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ _Job = Job[Message, Published]
 
 class Publisher:
     """Publishes messages. Run it as a service (`run`), or use it as
-    `async with Publisher(database) as pub`.
+    `async with Publisher(settings.bus, database) as pub`.
 
     Starting it starts the background announcer and marker; stopping announces what
     is still queued, flushes the marks and closes a transport the publisher created
@@ -99,12 +100,12 @@ class Publisher:
     """
 
     def __init__(
-        self, database: Database, transport: Transport | None = None, *,
+        self, settings: BusSettings, database: Database, transport: Transport | None = None, *,
         listener: Listener | None = None, mark_interval: float = 0.05,
         relay: OutboxRelay | None = None,
     ) -> None:
         self.db = database
-        self.settings = database.settings
+        self.settings = settings
         self.store = MessageStore(database)
         self._own_transport = transport is None
         self.transport = transport or make_transport(self.settings, database, listener=listener)

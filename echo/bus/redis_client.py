@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
-from echo.config import Settings
+from echo.slices import BusSettings
 from echo.urls import is_sentinel_url, parse_sentinel_url
 
 
@@ -36,7 +36,7 @@ class SentinelRedis(aioredis.Redis):
                 await self.sentinels.aclose()
 
 
-def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
+def redis_client(settings: BusSettings, **options: Any) -> aioredis.Redis:
     """A client for `settings.redis_url`; `options` are redis-py connection options
     (timeouts, retry) applied to the master's connections and, for timeouts, to the
     Sentinels' too."""

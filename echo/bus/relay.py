@@ -23,6 +23,7 @@ from echo.db import Database
 from echo.degradation import Condition, Reporter
 from echo.errors import StoreUnavailable, TransportUnavailable
 from echo.runtime.ticks import until_tick
+from echo.slices import BusSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class OutboxRelay:
     """
 
     def __init__(
-        self, database: Database, transport: Transport, *, grace: float = 2.0,
+        self, settings: BusSettings, database: Database, transport: Transport, *, grace: float = 2.0,
         interval: float | None = None, batch: int = 500, reporter: Reporter | None = None,
     ) -> None:
         self.db = database
@@ -50,7 +51,7 @@ class OutboxRelay:
         self.transport = transport
         self.grace = grace
         self.interval = (interval if interval is not None
-                         else database.settings.poll_interval * IDLE_INTERVAL_FACTOR)
+                         else settings.poll_interval * IDLE_INTERVAL_FACTOR)
         self.batch = batch
         self.relayed = 0
         self.condition = Condition("relay", reporter, log)

@@ -66,6 +66,7 @@ from echo.errors import InvalidMessage, StoreUnavailable
 from echo.listener import Listener
 from echo.runtime import Backoff
 from echo.runtime.ticks import until_tick
+from echo.slices import BusSettings
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +97,14 @@ class Subscriber:
     """Delivers a role's messages to `handler`. Run it with `await tg.start(sub.run)`."""
 
     def __init__(
-        self, database: Database, role: str, handler: Handler, *,
+        self, settings: BusSettings, database: Database, role: str, handler: Handler, *,
         channels: Sequence[str] = (), transport: Transport | None = None,
         listener: Listener | None = None, batch: int = 500,
         cursor_flush_interval: float = 0.1, backoff_max: float = 5.0, gap_grace: float = 0.02,
         reporter: Reporter | None = None,
     ) -> None:
         self.db = database
-        self.settings = database.settings
+        self.settings = settings
         self.role = role
         self.handler = handler
         self.channels = list(dict.fromkeys([broadcast_channel(), role_channel(role), *channels]))

@@ -20,7 +20,7 @@ def migrate(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
 
     async def body() -> list[str]:
         with console.status("migrating…") if not json_out else _nullcontext():
-            return [m.path.name for m in await db.migrate(s)]
+            return [m.path.name for m in await db.migrate(s.database)]
 
     applied = run(body)
     if json_out:
@@ -49,8 +49,8 @@ def status(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     s = settings(ctx)
     server = run(lambda: lifecycle.server_state(s))
     if server is not None and server.pid is None:
-        _print_server({"database": db.describe(s), "embedded": True, "namespace": s.namespace}, server,
-                      json_out)
+        shown = {"database": db.describe(s.database), "embedded": True, "namespace": s.namespace}
+        _print_server(shown, server, json_out)
         return
 
     info = run(lambda: lifecycle.database_status(s))

@@ -69,6 +69,6 @@ def down(
 
 
 def _stop_server(s: Settings, was: int | None = None) -> None:
-    line = run(lambda: lifecycle.stop_if_unused(s, was=was))
+    line = run(lambda: lifecycle.stop_if_unused(s.database, was=was))
     if line:
         console.print(line)

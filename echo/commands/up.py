@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from echo import db
 from echo.commands._common import console, err_console, run, settings
-from echo.config import Settings, private_dir
+from echo.config import Settings
 from echo.console.auth import exposure_warning, token_path
 from echo.errors import EchoError, StoreUnavailable, UsageError
 from echo.org.console_address import read_listening
@@ -31,6 +31,7 @@ from echo.org.node.organisation import Organisation, install_stop_signals
 from echo.org.node.state import AgentRecord, log_file, pid_alive, read_org, running_org
 from echo.org.roles import Role, load_role, load_roles
 from echo.org.status import wait_settled
+from echo.paths import private_dir
 
 
 def _roles(s: Settings, names: list[str] | None) -> list[Role]:
@@ -139,7 +140,7 @@ def up(
         nonlocal seat
         with anyio.move_on_after(10):
             try:
-                await db.migrate(s)
+                await db.migrate(s.database)
                 seat = await claim_node(s, pid_alive)
             except StoreUnavailable as exc:
                 err_console.print(f"[yellow]warning:[/] {exc}; agents start degraded and recover")

@@ -76,7 +76,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.set_application_name(f"echo-console:{settings.namespace}")
-        database = await db.Database.open(settings, min_size=0, max_size=4)
+        database = await db.Database.open(settings.database, min_size=0, max_size=4)
         try:
             async with Client(settings, database=database) as client:
                 # Opened here, before the task group it must outlive, not in a request's task.

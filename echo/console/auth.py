@@ -21,7 +21,8 @@ import os
 import secrets
 from pathlib import Path
 
-from echo.config import Settings, private_dir
+from echo.config import Settings
+from echo.paths import private_dir
 
 COOKIE = "echo_console"
 TOKEN_FILE = "console.token"  # noqa: S105 - a file name, not a secret

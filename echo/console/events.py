@@ -135,7 +135,7 @@ class EventHub:
         self.status_interval = status_interval
         self.gap_wait = gap_wait
         self.client_buffer = client_buffer
-        self.listener = Listener(settings)
+        self.listener = Listener(settings.database)
         self.feed: Feed | None = None
         self.status: dict[str, Any] | None = None
         self.doing: dict[str, Any] | None = None  # the last `doing` event sent

@@ -21,10 +21,10 @@ from typing import Any, cast
 import anyio
 import asyncpg
 
-from echo.config import Settings
 from echo.db.classification import DRIVER_ERRORS, READ_ONLY, classify, sqlstate
 from echo.embedded import EmbeddedPostgres
 from echo.errors import LeaseLost, StoreUnavailable
+from echo.slices import DatabaseSettings
 from echo.urls import redact_url
 
 #: The driver's types, for the stores' signatures: only echo.db, the LISTEN connection
@@ -35,20 +35,20 @@ Record = asyncpg.Record
 log = logging.getLogger(__name__)
 
 
-def embedded_server(settings: Settings) -> EmbeddedPostgres:
+def embedded_server(settings: DatabaseSettings) -> EmbeddedPostgres:
     return EmbeddedPostgres(settings.state_dir / "postgres")
 
 
 #: The state directories whose embedded server this process found stopped and started,
 #: so the CLI can stop it again when the command ends (echo.org.node.lifecycle.release_embedded).
-_embedded_started: dict[Path, Settings] = {}
+_embedded_started: dict[Path, DatabaseSettings] = {}
 
 
-def embedded_started() -> list[Settings]:
+def embedded_started() -> list[DatabaseSettings]:
     return list(_embedded_started.values())
 
 
-async def resolve_dsn(settings: Settings) -> str:
+async def resolve_dsn(settings: DatabaseSettings) -> str:
     """The configured DSN, or the embedded server's (started if it is not running)."""
     if settings.database_url:
         return settings.database_url
@@ -58,7 +58,7 @@ async def resolve_dsn(settings: Settings) -> str:
     return await anyio.to_thread.run_sync(server.start)
 
 
-def describe(settings: Settings) -> str:
+def describe(settings: DatabaseSettings) -> str:
     """Which database is in use, safe to print."""
     if settings.database_url:
         return redact_url(settings.database_url)
@@ -66,7 +66,7 @@ def describe(settings: Settings) -> str:
 
 
 @contextlib.contextmanager
-def translate_errors(settings: Settings, doing: str) -> Iterator[None]:
+def translate_errors(settings: DatabaseSettings, doing: str) -> Iterator[None]:
     """Turn driver errors into `StoreUnavailable` (transient) or `StoreRejected`
     (permanent), by `classify`. Errors of ECHO and of the caller pass through."""
     try:
@@ -101,7 +101,7 @@ def set_application_name(name: str) -> None:
     _application_name = name[:63]
 
 
-def connect_kwargs(settings: Settings, *, fence: str | None = None) -> dict[str, Any]:
+def connect_kwargs(settings: DatabaseSettings, *, fence: str | None = None) -> dict[str, Any]:
     """`fence` ('role/epoch/holder') makes every write of these connections checked
     against the role's lease in the database (009_role_leases.sql). It is a startup
     parameter, so it costs no round trip and survives the pool's resets."""
@@ -140,7 +140,7 @@ class Database:
     the pool's others with it, so the next acquire reaches the new primary.
     """
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(self, settings: DatabaseSettings, pool: asyncpg.Pool) -> None:
         self.settings = settings
         self.pool = pool
         self.leaks = 0
@@ -149,7 +149,8 @@ class Database:
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, min_size: int = 1, max_size: int | None = None, fence: str | None = None
+        cls, settings: DatabaseSettings, *, min_size: int = 1, max_size: int | None = None,
+        fence: str | None = None,
     ) -> Database:
         """A pool for this process: `settings.pool_size` connections unless told otherwise.
         With `fence`, every write checks the role's lease (see `connect_kwargs`)."""
@@ -223,7 +224,7 @@ class Database:
         self.pool.terminate()
 
 
-async def connect(settings: Settings) -> asyncpg.Connection:
+async def connect(settings: DatabaseSettings) -> asyncpg.Connection:
     """One connection outside any pool: the LISTEN connection, migrations, the CLI."""
     dsn = await resolve_dsn(settings)
     with translate_errors(settings, "connect"):
@@ -266,7 +267,7 @@ _READ_ONLY = "SELECT current_setting('transaction_read_only') = 'on'"
 
 
 @contextlib.asynccontextmanager
-async def connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+async def connection(settings: DatabaseSettings) -> AsyncIterator[asyncpg.Connection]:
     """`connect`, closed on exit; what the statements inside raise is classified as in
     `Database.acquire`."""
     conn = await connect(settings)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import asyncpg
 
-from echo.config import Settings, project_path
 from echo.db.classification import is_transient, sqlstate
 from echo.db.pool import connection, translate_errors
 from echo.errors import MigrationError
+from echo.paths import project_path
+from echo.slices import DatabaseSettings
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def _check_in_order(migration: Migration, newest_applied: int) -> None:
         )
 
 
-async def migrate(settings: Settings) -> list[Migration]:
+async def migrate(settings: DatabaseSettings) -> list[Migration]:
     """Bring the namespace's schema up to date; return the migrations applied now."""
     schema = settings.namespace
     applied: list[Migration] = []
@@ -142,7 +143,7 @@ async def schema_version(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
 
-async def drop_namespace(settings: Settings) -> None:
+async def drop_namespace(settings: DatabaseSettings) -> None:
     """Remove an organisation's schema and everything in it (the tests, the benchmarks)."""
     async with connection(settings) as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.namespace}" CASCADE')

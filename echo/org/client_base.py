@@ -69,7 +69,8 @@ class ClientBase:
     async def database(self) -> db.Database:
         """The client's pool, opened on first use."""
         if self._db is None:
-            self._db = await db.Database.open(self.settings, min_size=0, max_size=2, fence=self.fence)
+            self._db = await db.Database.open(self.settings.database, min_size=0, max_size=2,
+                                              fence=self.fence)
         return self._db
 
     async def open_publisher(self) -> None:
@@ -77,7 +78,8 @@ class ClientBase:
         task that opens it, so a server (the console) calls this at start, not from
         inside one request; a command line client lets the first send open it."""
         if self._publisher is None:
-            self._publisher = await self._stack.enter_async_context(Publisher(await self.database()))
+            publisher = Publisher(self.settings.bus, await self.database())
+            self._publisher = await self._stack.enter_async_context(publisher)
 
     async def _publish(self, message: Message, *, confirm: bool = False) -> Published:
         await self.open_publisher()
@@ -98,7 +100,7 @@ class ClientBase:
     @contextlib.asynccontextmanager
     async def _queue(self) -> AsyncIterator[TaskQueue]:
         with self._migrated():
-            yield TaskQueue(await self.database())
+            yield TaskQueue(await self.database(), max_task_bytes=self.settings.work.max_task_bytes)
 
     @contextlib.asynccontextmanager
     async def repos(self) -> AsyncIterator[RepoService]:

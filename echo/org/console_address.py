@@ -10,7 +10,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from echo.config import Settings, private_dir
+from echo.config import Settings
+from echo.paths import private_dir
 
 
 @dataclass

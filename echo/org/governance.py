@@ -21,7 +21,7 @@ from echo.work.workers import Serving, WorkerRegistry, unserved
 def governor_for(s: Settings, database: Database) -> Governor:
     """The organisation's governor as configured: each role's account from its file."""
     roles = load_roles(s.agents_dir)
-    return Governor(s, database, role_accounts={
+    return Governor(s.governor, database, role_accounts={
         name: r.claude.account for name, r in roles.items() if r.claude.account})
 
 
@@ -38,9 +38,9 @@ async def governor_summary(s: Settings, roles: list[str]) -> dict[str, Any] | No
     """What `status` and `echoctl claude` say about the governor: the pauses in force
     and, per role, why its Claude runs wait. Database errors reach the caller; None
     when the embedded database is not running (looking must not start it)."""
-    if not s.database_url and embedded_server(s).running_pid() is None:
+    if not s.database_url and embedded_server(s.database).running_pid() is None:
         return None
-    database = await Database.open(s.model_copy(update={"connect_timeout": 1.5}),
+    database = await Database.open(s.database.model_copy(update={"connect_timeout": 1.5}),
                                    min_size=0, max_size=1)
     try:
         with anyio.fail_after(3):

@@ -31,8 +31,9 @@ import anyio
 from anyio.abc import TaskStatus
 
 from echo import db
-from echo.config import Settings, private_dir
+from echo.config import Settings
 from echo.errors import StoreRejected, StoreUnavailable
+from echo.paths import private_dir
 from echo.runtime.ticks import until_tick
 
 log = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ from typing import Any
 
 from echo import db
 from echo.bus.channels import ROLE_RE
-from echo.config import Settings
+from echo.slices import DatabaseSettings, LeaseSettings
 
 _Q = db.load_queries("leases")
 
@@ -154,7 +154,9 @@ def owner_state(active: bool, health_state: str | None, heartbeat_age: float,
     return (health_state or "starting") if active else STANDBY
 
 
-async def agent_processes(settings: Settings, stale_after: float) -> list[dict[str, Any]]:
+async def agent_processes(
+    database: DatabaseSettings, leases: LeaseSettings, stale_after: float
+) -> list[dict[str, Any]]:
     """One entry per agent process of the organisation (every node), from the database:
     role, node, host, pid, state, heartbeat age, lease epoch, whether it is active and,
     for the owner, `renewed_age`: seconds since its last renewal the database confirmed.
@@ -163,7 +165,7 @@ async def agent_processes(settings: Settings, stale_after: float) -> list[dict[s
     `stale` (the owner missed `STALE_RENEWALS` renewals: its lease still stands, but it
     is not renewing it), or `unresponsive` when its heartbeat is older than `stale_after`.
     """
-    async with db.connection(settings) as conn:
+    async with db.connection(database) as conn:
         rows = await conn.fetch(_Q["view"])
     out = []
     for r in rows:
@@ -172,7 +174,7 @@ async def agent_processes(settings: Settings, stale_after: float) -> list[dict[s
             "role": r["role"], "node": r["node"], "host": r["host"], "pid": r["pid"],
             "state": owner_state(bool(r["active"]), r["health_state"], r["heartbeat_age"], renewed,
                                  stale_after=stale_after,
-                                 renew_interval=settings.lease_renew_interval),
+                                 renew_interval=leases.lease_renew_interval),
             "active": bool(r["active"]), "epoch": r["epoch"],
             "heartbeat_age": round(float(r["heartbeat_age"]), 3),
             "renewed_age": renewed if r["active"] else None,

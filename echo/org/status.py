@@ -124,7 +124,7 @@ def claude_mode(settings: Settings) -> ClaudeMode:
     from echo.work.claude_cli import login_hint, resolve_claude_bin
 
     try:
-        binary: str | None = resolve_claude_bin(settings)
+        binary: str | None = resolve_claude_bin(settings.claude)
         not_installed = None
     except EchoError as exc:
         binary, not_installed = None, str(exc)
@@ -211,13 +211,13 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
             rec and rec.pid in orphans)
         agents[role] = _agent(role, rec, read_health_file(s, role, STALE_AFTER), alive)
 
-    database = (record.database if record and record.database else None) or db.describe(s)
+    database = (record.database if record and record.database else None) or db.describe(s.database)
     reachable: bool | None = None
     error: str | None = None
     processes: list[AgentProcessStatus] | None = None
     # Only ask Postgres when it should answer: a stopped embedded server is not started
     # just to say that nothing runs.
-    embedded_idle = (not s.database_url and db.embedded_server(s).running_pid() is None
+    embedded_idle = (not s.database_url and db.embedded_server(s.database).running_pid() is None
                      and not org_alive and not orphans)
     if remote and not embedded_idle:
         reachable, error = await _merge_database(s, agents)
@@ -252,9 +252,10 @@ async def collect_status(s: Settings, *, remote: bool = True) -> OrgStatus:
 
 
 async def _processes(settings: Settings) -> list[AgentProcessStatus] | None:
-    quick = settings.model_copy(update={"connect_timeout": 1.5})
+    quick = settings.database.model_copy(update={"connect_timeout": 1.5})
     with anyio.move_on_after(2):
-        rows = [AgentProcessStatus(**p) for p in await agent_processes(quick, STALE_AFTER)]
+        rows = [AgentProcessStatus(**p)
+                for p in await agent_processes(quick, settings.leases, STALE_AFTER)]
         return mark_gone(rows, socket.gethostname(), pid_alive)
     return None
 
@@ -290,7 +291,7 @@ def mark_gone(
 async def _merge_database(s: Settings, agents: dict[str, AgentStatus]) -> tuple[bool, str | None]:
     """Add the agents that run elsewhere (other nodes) from `agent_health`; whether the
     database answered, and why not."""
-    quick = s.model_copy(update={"connect_timeout": 1.5})
+    quick = s.database.model_copy(update={"connect_timeout": 1.5})
     try:
         with anyio.fail_after(3):
             async with db.connection(quick) as conn:

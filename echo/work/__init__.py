@@ -3,7 +3,8 @@
     queue = TaskQueue(database)
     await queue.enqueue("review the design", role="cto", task_type="claude")
 
-    pool = ExecutorPool(settings, database, {"claude": ClaudeExecutor(settings)},
+    claude = ClaudeExecutor(settings.claude, settings.database)  # each takes its slice
+    pool = ExecutorPool(settings.work, database, {"claude": claude},
                         concurrency=2, roles=["cto"], listener=listener)
     await tg.start(pool.run)      # claims, runs, heartbeats, rescues
     pool.stop()                   # graceful drain: finish or release, never lose

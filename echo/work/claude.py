@@ -38,7 +38,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from echo.config import Settings
 from echo.db import Database
 from echo.errors import (
     ClaudeApiError,
@@ -50,6 +49,7 @@ from echo.errors import (
     StoreRejected,
     StoreUnavailable,
 )
+from echo.slices import ClaudeSettings, DatabaseSettings
 from echo.work.approvals import ApprovalStore, Rule, parse_rules
 from echo.work.approvals.install import hook_folder, hook_settings
 from echo.work.approvals.store import decision_note
@@ -176,11 +176,14 @@ async def run_claude(argv: list[str], *, prompt: str, env: Mapping[str, str], cw
 class ClaudeExecutor:
     """Runs `claude` for `claude` tasks. `options` gives a task's run options (usually
     from its role); `config_dir` becomes CLAUDE_CONFIG_DIR, one subfolder per slot
-    when `config_dir_per_slot`; `env` is added to the scrubbed environment."""
+    when `config_dir_per_slot`; `env` is added to the scrubbed environment.
+    `settings` is Claude's slice; `database` is where a gated run's approval hook
+    connects, and its state directory holds the hook's files."""
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ClaudeSettings,
+        database: DatabaseSettings,
         *,
         options: Callable[[Task], ClaudeRunOptions] | ClaudeRunOptions | None = None,
         config_dir: Path | None = None,
@@ -194,6 +197,7 @@ class ClaudeExecutor:
         otel: Any = None,
     ) -> None:
         self.settings = settings
+        self.database = database
         self._options = options or ClaudeRunOptions()
         self.config_dir = config_dir
         self.config_dir_per_slot = config_dir_per_slot
@@ -296,10 +300,10 @@ class ClaudeExecutor:
         rules = self.rules_for(self.options_for(task))
         if not rules:
             return await self._execute(task, None, None)
-        folder = hook_folder(self.settings, task.task_id)  # 0700: the run's own
+        folder = hook_folder(self.database.state_dir, task.task_id)  # 0700: the run's own
         try:
-            hook = hook_settings(self.settings, folder, task_id=task.task_id, role=task.role,
-                                 rules=rules)
+            hook = hook_settings(self.database, folder, task_id=task.task_id, role=task.role,
+                                 rules=rules, timeout=self.settings.approval_timeout)
             return await self._execute(task, str(hook), await self._decided(task))
         finally:
             shutil.rmtree(folder, ignore_errors=True)

@@ -14,8 +14,9 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from echo.config import Settings, project_path
 from echo.errors import ClaudeNotInstalled
+from echo.paths import project_path
+from echo.slices import ClaudeSettings
 from echo.work.process import scrubbed_env
 
 #: The project-local CLI that `make setup` installs from tools/claude/package.json.
@@ -43,7 +44,7 @@ def mcp_waits(argv: Sequence[str], env: Mapping[str, str] | None = None) -> dict
     return {k: v for k, v in MCP_WAIT.items() if k not in (env or {})}
 
 
-def resolve_claude_bin(settings: Settings, *, local: Path | None = LOCAL_CLAUDE) -> str:
+def resolve_claude_bin(settings: ClaudeSettings, *, local: Path | None = LOCAL_CLAUDE) -> str:
     """`settings.claude_bin` (ECHO_CLAUDE_BIN) if it is a path or on PATH, else the
     project-local CLI; otherwise one clear `ClaudeNotInstalled`."""
     wanted = settings.claude_bin

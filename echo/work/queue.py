@@ -100,8 +100,11 @@ class TaskQueue:
     COMMIT around them would only add two round trips.
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, max_task_bytes: int | None = None) -> None:
+        """`max_task_bytes` is `settings.work.max_task_bytes`, the limit `enqueue` holds
+        a task to; None (a consumer, a bench) holds it to `HARD_MAX_TASK_BYTES` only."""
         self.db = database
+        self.max_task_bytes = max_task_bytes
 
     # ------------------------------------------------------------------ producers
     async def enqueue(self, description: str, **options: Any) -> Enqueued:
@@ -111,7 +114,7 @@ class TaskQueue:
     async def enqueue_many(self, tasks: Sequence[NewTask]) -> list[Enqueued]:
         """Many tasks in one statement (one transaction, one audit INSERT, one NOTIFY).
         A task whose dedupe key a live task holds is not added; its entry names that task."""
-        limit = self.db.settings.max_task_bytes
+        limit = self.max_task_bytes
         payloads = [task.check(limit) for task in tasks]
         if not tasks:
             return []

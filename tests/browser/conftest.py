@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from echo.config import project_path
+from echo.paths import project_path
 from tests.conftest import unavailable
 from tests.console_org import Console, organisation_with_console
 

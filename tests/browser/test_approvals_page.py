@@ -14,7 +14,7 @@ from tests.console_org import Console
 
 
 async def test_approve_a_waiting_tool_call_from_the_page(browser: Any, org: Console) -> None:
-    database = await Database.open(org.settings, max_size=1)
+    database = await Database.open(org.settings.database, max_size=1)
     try:
         task = await TaskQueue(database).enqueue("push the release", task_type="noop", delay=3600)
         made = await ApprovalStore(database).check_call(

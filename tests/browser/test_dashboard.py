@@ -212,7 +212,7 @@ async def test_a_runs_doing_now_line_feed_and_timeline_are_live(browser: Any, or
     from echo.work.runs import PgRunStore, RunEvent
 
     page = await open_dashboard(browser, org)
-    db = await Database.open(org.settings, max_size=2)
+    db = await Database.open(org.settings.database, max_size=2)
     governor = governor_for(org.settings, db)
     before = {b["key"]: b["daily_usd"] for b in await governor.budgets() if b["scope"] == "role"}
     try:
@@ -293,7 +293,7 @@ async def test_the_charts_draw_the_spend_and_the_finished_tasks_the_test_made(
 
     page = await open_dashboard(browser, org)
     await page.wait_for_selector("#spend-chart svg", timeout=30_000)
-    db = await Database.open(org.settings, max_size=2)
+    db = await Database.open(org.settings.database, max_size=2)
     try:
         governor = governor_for(org.settings, db)
         await governor.set_budget("role", "cto", 4.0, known_roles=ROLES)
@@ -387,14 +387,14 @@ async def test_a_real_claude_run_is_watched_live_from_the_page(
     executor.cwd = work
 
     page = await open_dashboard(browser, org)
-    db = await Database.open(org.settings, max_size=4)
+    db = await Database.open(org.settings.database, max_size=4)
     governor = governor_for(org.settings, db)
     before = {b["key"]: b["daily_usd"] for b in await governor.budgets() if b["scope"] == "role"}
     q = TaskQueue(db)
     try:
         await governor.set_budget("role", "cto", 0.0, known_roles=ROLES)  # the CTO agent waits
         made = await q.enqueue("read the notes and the plan", task_type="claude", role="cto")
-        pool = ExecutorPool(org.settings, db, {"claude": executor}, concurrency=1, roles=["cto"],
+        pool = ExecutorPool(org.settings.work, db, {"claude": executor}, concurrency=1, roles=["cto"],
                             gate=UNGOVERNED, backoff=Backoff(initial=0.05, max=0.1),
                             lease_seconds=60)
         async with anyio.create_task_group() as tg:

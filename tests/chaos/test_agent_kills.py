@@ -17,6 +17,7 @@ from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.config import Settings
 from echo.org.node.state import read_org
+from echo.slices import BusSettings
 from tests.chaos.conftest import (
     agent_restarts,
     assert_each_role_processed_each_once,
@@ -31,7 +32,7 @@ BATCH = 25
 
 
 async def test_random_sigkills_during_a_storm_lose_nothing_and_repeat_nothing(
-    org_settings: Settings, db: dbmod.Database
+    org_settings: Settings, bus: BusSettings, db: dbmod.Database
 ) -> None:
     s = org_settings
     started = await run_cli(s, "up", "--detach", "--max-restarts", "100", timeout=120)
@@ -41,7 +42,7 @@ async def test_random_sigkills_during_a_storm_lose_nothing_and_repeat_nothing(
     rng = random.Random(7)
     killed: list[int] = []
     sent: list[int] = []
-    async with Publisher(db) as pub:
+    async with Publisher(bus, db) as pub:
         for batch in range(MESSAGES // BATCH):
             messages = [Message.build(from_role="operator", subject=f"storm {batch}.{i}")
                         for i in range(BATCH)]

@@ -78,7 +78,7 @@ async def test_a_crashing_claude_is_retried_and_leaves_no_process(
     fake.chmod(0o755)
     marker = uuid.uuid4().hex
     executor = ClaudeExecutor(
-        settings.model_copy(update={"claude_bin": str(fake)}),
+        settings.claude.model_copy(update={"claude_bin": str(fake)}), settings.database,
         env={"FAKE_CLAUDE_STATE": str(tmp_path / "ran-once"), "ECHO_TEST_MARKER": marker},
         cwd=tmp_path, kill_grace=1.0,
     )

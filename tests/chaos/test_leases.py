@@ -25,6 +25,7 @@ from echo.bus import Message, Publisher
 from echo.config import Settings
 from echo.org.leases import agent_processes
 from echo.org.node.state import read_org
+from echo.slices import BusSettings
 from tests.helpers import all_in, cli_env, org_processes, run_cli, stop_org, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]  # several organisations start
@@ -48,7 +49,7 @@ def nodes(org_settings: Settings) -> Iterator[dict[str, Settings]]:
 
 
 async def view(s: Settings) -> list[dict[str, object]]:
-    return await agent_processes(s, stale_after=s.lease_seconds)
+    return await agent_processes(s.database, s.leases, stale_after=s.lease_seconds)
 
 
 def active_on(entries: list[dict[str, object]]) -> dict[str, tuple[object, object]]:
@@ -90,7 +91,7 @@ _FENCED_TABLES = ["agent_inbox", "agent_cursors", "agent_health", "messages", "a
 
 
 async def test_a_paused_owner_writes_nothing_after_its_lease_passed_on(
-    org_settings: Settings, db: dbmod.Database
+    org_settings: Settings, bus: BusSettings, db: dbmod.Database
 ) -> None:
     s = org_settings.model_copy(update={"lease_seconds": 2.0, "lease_renew_interval": 0.4})
     async with db.acquire() as conn:  # every committed statement of an agent, with its fence
@@ -108,7 +109,7 @@ async def test_a_paused_owner_writes_nothing_after_its_lease_passed_on(
             old_epoch = await conn.fetchval("SELECT epoch FROM role_leases WHERE role = 'cto'")
 
         os.kill(first.pid, signal.SIGSTOP)  # past its lease: the standby takes over
-        async with Publisher(db) as pub:
+        async with Publisher(bus, db) as pub:
             during = (await pub.publish_many(
                 [Message.build(from_role="operator", subject=f"paused {i}") for i in range(5)])).db_ids
         await wait_until(lambda: _one_active(s, "cto", "b", "healthy"), timeout=60, interval=0.1)
@@ -120,7 +121,7 @@ async def test_a_paused_owner_writes_nothing_after_its_lease_passed_on(
 
         os.kill(first.pid, signal.SIGCONT)  # it resumes believing it is the CTO...
         await wait_until(lambda: _standby_since(s, "cto", "a", first.pid), timeout=60, interval=0.1)
-        async with Publisher(db) as pub:
+        async with Publisher(bus, db) as pub:
             after = (await pub.publish_many(
                 [Message.build(from_role="operator", subject=f"after {i}") for i in range(3)])).db_ids
         await wait_until(lambda: _processed(db, "cto", after), timeout=60, interval=0.1)
@@ -257,7 +258,7 @@ async def test_a_preferred_node_takes_its_role_back(nodes: dict[str, Settings]) 
 
     await wait_until(taken_back, timeout=60, interval=0.1)
     await wait_until(all_in(b, "healthy", ["cto"]), timeout=60, interval=0.1)
-    async with dbmod.connection(a) as conn:
+    async with dbmod.connection(a.database) as conn:
         assert await conn.fetchval("SELECT epoch FROM role_leases WHERE role = 'cto'") == 2
 
     bad = await run_cli(b, "up", "--roles", "ceo", "--prefer", "cto", timeout=60)

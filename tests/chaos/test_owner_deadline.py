@@ -82,7 +82,7 @@ async def test_a_partitioned_owner_is_stopped_by_its_deadline_before_the_takeove
         await wait_until(lambda: _one_active(s, "cto", "a", "healthy"), timeout=90, interval=0.1)
         b = agent(s, "b", log_b)
         await wait_until(lambda: _has(s, "cto", "b", "standby"), timeout=90, interval=0.1)
-        queue_db = await dbmod.Database.open(s)
+        queue_db = await dbmod.Database.open(s.database)
         try:
             task = await TaskQueue(queue_db).enqueue(
                 "sleeper", task_type="command", role="cto", max_retries=3,
@@ -139,4 +139,4 @@ async def _standby_pid(s: Settings, pid: int) -> bool:
     from echo.org.leases import agent_processes
 
     return any(e["pid"] == pid and e["state"] == "standby"
-               for e in await agent_processes(s, stale_after=s.lease_seconds))
+               for e in await agent_processes(s.database, s.leases, stale_after=s.lease_seconds))

@@ -83,7 +83,7 @@ async def test_failover_degrades_recovers_on_the_new_primary_and_loses_nothing(
     pair: PostgresPair, namespace: str, tmp_path: Path, agents_dir: Path
 ) -> None:
     s = pair_settings(pair, namespace, tmp_path, agents_dir=agents_dir, poll_interval=POLL_S)
-    await dbmod.migrate(s)
+    await dbmod.migrate(s.database)
     workers = Workers(s, tmp_path)
     sent: list[int] = []
     tasks: list[int] = []
@@ -95,10 +95,10 @@ async def test_failover_degrades_recovers_on_the_new_primary_and_loses_nothing(
         await wait_until(all_in(s, "healthy"), timeout=60, interval=0.1)
         pids, restarts = agent_pids(s, ROLES), agent_restarts(s, ROLES)
 
-        database = await dbmod.Database.open(s, max_size=2)
+        database = await dbmod.Database.open(s.database, max_size=2)
         queue = TaskQueue(database)
         try:
-            async with Publisher(database) as pub:
+            async with Publisher(s.bus, database) as pub:
                 sent.extend((await pub.publish_many(
                     [Message.build(from_role="operator", subject=f"before {i}") for i in range(50)]
                 )).db_ids)
@@ -123,7 +123,7 @@ async def test_failover_degrades_recovers_on_the_new_primary_and_loses_nothing(
         await wait_until(lambda: listening_everywhere(s), timeout=60, interval=0.1)
         assert agent_pids(s, ROLES) == pids and agent_restarts(s, ROLES) == restarts
 
-        database = await dbmod.Database.open(s, max_size=2)
+        database = await dbmod.Database.open(s.database, max_size=2)
         queue = TaskQueue(database)
         try:
             async with database.acquire() as conn:
@@ -134,7 +134,7 @@ async def test_failover_degrades_recovers_on_the_new_primary_and_loses_nothing(
             assert {r["application_name"].rsplit(":", 1)[1] for r in on_new} == set(ROLES)
             # Sent now, delivered within seconds: by NOTIFY on the re-established LISTEN
             # connections, since no agent polls for another POLL_S * 10 seconds.
-            async with Publisher(database) as pub:
+            async with Publisher(s.bus, database) as pub:
                 sent.extend((await pub.publish_many(
                     [Message.build(from_role="operator", subject=f"after {i}") for i in range(50)]
                 )).db_ids)
@@ -179,9 +179,9 @@ async def test_a_read_only_server_is_unavailable_and_its_connections_are_replace
     pair: PostgresPair, namespace: str, tmp_path: Path
 ) -> None:
     s = pair_settings(pair, namespace, tmp_path)
-    await dbmod.migrate(s)
-    database = await dbmod.Database.open(s, max_size=1)
-    listener = Listener(s, keepalive=0.2, backoff_max=0.5)
+    await dbmod.migrate(s.database)
+    database = await dbmod.Database.open(s.database, max_size=1)
+    listener = Listener(s.database, keepalive=0.2, backoff_max=0.5)
     heard: list[str] = []
     heard_event = anyio.Event()
 
@@ -197,7 +197,7 @@ async def test_a_read_only_server_is_unavailable_and_its_connections_are_replace
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(listener.run)
-            async with Publisher(database) as pub:
+            async with Publisher(s.bus, database) as pub:
                 await pub.publish(Message.build(from_role="operator", subject="on the primary"))
             async with database.acquire() as conn:
                 assert await server_port(conn) == pair.primary.port
@@ -208,13 +208,13 @@ async def test_a_read_only_server_is_unavailable_and_its_connections_are_replace
             await sql(pair.primary, "SELECT pg_reload_conf()")
             for attempt in ("on the open connection (25006)", "on a fresh one (no writable host)"):
                 with pytest.raises(StoreUnavailable) as info:
-                    async with Publisher(database) as pub:
+                    async with Publisher(s.bus, database) as pub:
                         await pub.publish(Message.build(from_role="operator", subject=attempt))
                 assert pair.password not in str(info.value)
             await wait_until(lambda: not listener.connected, timeout=30, interval=0.02)
 
             await pair.promote()
-            async with Publisher(database) as pub:
+            async with Publisher(s.bus, database) as pub:
                 await pub.publish(Message.build(from_role="operator", subject="on the new primary"))
             async with database.acquire() as conn:
                 assert await server_port(conn) == pair.standby.port

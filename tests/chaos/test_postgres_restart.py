@@ -36,14 +36,14 @@ async def test_postgres_restart_degrades_recovers_and_an_outage_broadcast_writes
     s = make_settings(own_postgres.dsn, redis_url, namespace, tmp_path / "state")
     s = s.model_copy(update={"agents_dir": agents_dir, "connect_timeout": 1.0,
                              "command_timeout": 2.0})
-    await dbmod.migrate(s)
-    database = await dbmod.Database.open(s, max_size=2)
+    await dbmod.migrate(s.database)
+    database = await dbmod.Database.open(s.database, max_size=2)
     raw = RawRedis(redis_url, await wire_prefix(database))
     await raw.start()
     sent: list[int] = []
 
     async def publish(label: str, count: int) -> None:
-        async with Publisher(database) as pub:
+        async with Publisher(s.bus, database) as pub:
             sent.extend((await pub.publish_many(
                 [Message.build(from_role="operator", subject=f"{label} {i}") for i in range(count)]
             )).db_ids)

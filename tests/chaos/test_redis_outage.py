@@ -19,6 +19,7 @@ from echo.bus import Message, Publisher
 from echo.config import Settings
 from echo.embedded import EmbeddedRedis
 from echo.org.health import read_health_file
+from echo.slices import BusSettings
 from tests.chaos.conftest import (
     agent_pids,
     agent_restarts,
@@ -54,7 +55,7 @@ def redis_org(org_settings: Settings, own_redis: EmbeddedRedis) -> Iterator[Sett
 
 
 async def test_redis_down_mid_storm_loses_nothing_and_restarts_no_agent(
-    redis_org: Settings, own_redis: EmbeddedRedis, db: dbmod.Database
+    redis_org: Settings, own_redis: EmbeddedRedis, bus: BusSettings, db: dbmod.Database
 ) -> None:
     s = redis_org
     started = await run_cli(s, "up", "--detach", timeout=120)
@@ -63,11 +64,11 @@ async def test_redis_down_mid_storm_loses_nothing_and_restarts_no_agent(
     await wait_until(messages_state_is(s, "live"), timeout=30, interval=0.1)
     pids, restarts = agent_pids(s, ROLES), agent_restarts(s, ROLES)
 
-    database = dbmod.Database(db.settings.model_copy(update={"redis_url": own_redis.url}), db.pool)
+    other = bus.model_copy(update={"redis_url": own_redis.url})
     sent: list[int] = []
 
     async def storm(label: str, batches: int, pace: float = 0.0) -> None:
-        async with Publisher(database) as pub:
+        async with Publisher(other, db) as pub:
             for b in range(batches):
                 sent.extend((await pub.publish_many(
                     [Message.build(from_role="operator", subject=f"{label} {b}.{i}")

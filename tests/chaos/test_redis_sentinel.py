@@ -51,14 +51,14 @@ async def test_sentinel_failover_delivers_everything_once_and_moves_everyone_to_
     group = sentinels
     await group.wait_ready()
     s = settings.model_copy(update={"redis_url": group.url})
-    database = await dbmod.Database.open(s, max_size=4)
+    database = await dbmod.Database.open(s.database, max_size=4)
     sent: list[int] = []
     try:
         async with (
-            live(database, ROLES[0]) as (sub0, rec0),
-            live(database, ROLES[1]) as (sub1, rec1),
-            live(database, ROLES[2]) as (sub2, rec2),
-            Publisher(database) as pub,
+            live(s.bus, database, ROLES[0]) as (sub0, rec0),
+            live(s.bus, database, ROLES[1]) as (sub1, rec1),
+            live(s.bus, database, ROLES[2]) as (sub2, rec2),
+            Publisher(s.bus, database) as pub,
         ):
             subs, recs = [sub0, sub1, sub2], [rec0, rec1, rec2]
             old = await group.master_port()

@@ -43,7 +43,7 @@ async def test_a_killed_agent_takes_its_role_back_before_its_old_lease_expires(
     os.kill(old["pid"], signal.SIGKILL)
 
     async def new_owner_healthy() -> bool:
-        rows = await agent_processes(s, stale_after=s.lease_seconds)
+        rows = await agent_processes(s.database, s.leases, stale_after=s.lease_seconds)
         return any(r["role"] == "cto" and r["active"] and r["state"] == "healthy"
                    and r["pid"] != old["pid"] for r in rows)
 
@@ -58,7 +58,7 @@ async def test_a_killed_agent_takes_its_role_back_before_its_old_lease_expires(
     assert now_row["old_lease_unexpired"], "the restart waited for the dead agent's lease to expire"
 
     # The dead owner's epoch is fenced: a late write under it is refused and writes nothing.
-    fenced = await dbmod.Database.open(s, max_size=1, fence=f"cto/{old['epoch']}/{old['holder']}")
+    fenced = await dbmod.Database.open(s.database, max_size=1, fence=f"cto/{old['epoch']}/{old['holder']}")
     try:
         with pytest.raises(LeaseLost, match="no longer held by this agent"):
             async with fenced.transaction() as conn:

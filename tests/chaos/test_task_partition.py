@@ -79,7 +79,7 @@ def started(record: Path, attempt: int) -> bool:
 
 
 def pool(s: Settings, database: Database, name: str) -> ExecutorPool:
-    return ExecutorPool(s, database, {"command": CommandExecutor()}, concurrency=1,
+    return ExecutorPool(s.work, database, {"command": CommandExecutor()}, concurrency=1,
                         lease_seconds=LEASE, worker_prefix=name, grace_seconds=1.0,
                         backoff=Backoff(initial=0.01, max=0.01, jitter=0.0))
 
@@ -99,8 +99,8 @@ async def test_a_partitioned_worker_stops_its_run_before_another_claims_the_task
     queue = TaskQueue(db)
     task = await queue.enqueue("sleeper", task_type="command", max_retries=3, payload={
         "argv": [sys.executable, "-c", CHILD, str(record)]})
-    far = await Database.open(s.model_copy(update={"database_url": through(s.database_url or "", proxy)}),
-                              min_size=1, max_size=2)
+    behind = s.database.model_copy(update={"database_url": through(s.database_url or "", proxy)})
+    far = await Database.open(behind, min_size=1, max_size=2)
     a, b = pool(s, far, "a"), pool(s, db, "b")
     caplog.set_level(logging.INFO, logger="echo.work.pool")
     try:
@@ -140,8 +140,8 @@ async def test_a_result_it_could_not_store_is_not_reported_completed(
     queue = TaskQueue(db)
     task = await queue.enqueue("quick", task_type="command", max_retries=3, payload={
         "argv": [sys.executable, "-c", CHILD, str(record)], "env": {"RELEASE": str(go)}})
-    far = await Database.open(s.model_copy(update={"database_url": through(s.database_url or "", proxy)}),
-                              min_size=1, max_size=2)
+    behind = s.database.model_copy(update={"database_url": through(s.database_url or "", proxy)})
+    far = await Database.open(behind, min_size=1, max_size=2)
     a, b = pool(s, far, "a"), pool(s, db, "b")
     caplog.set_level(logging.INFO, logger="echo.work.pool")
     try:

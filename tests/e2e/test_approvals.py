@@ -63,7 +63,7 @@ async def status(db: Database, task_id: int) -> str:
 async def run_pool(settings: Settings, db: Database, claude: object, task_ids: Sequence[int],
                    wanted: Sequence[str]) -> None:
     """Run a one-slot pool until every task in `task_ids` has one of the `wanted` statuses."""
-    pool = ExecutorPool(settings, db, {"claude": claude, "noop": NoopExecutor()},  # type: ignore[dict-item]
+    pool = ExecutorPool(settings.work, db, {"claude": claude, "noop": NoopExecutor()},  # type: ignore[dict-item]
                         concurrency=1, backoff=FAST)
 
     async def reached() -> bool:
@@ -119,7 +119,7 @@ async def test_a_gated_call_waits_for_approval_then_runs_exactly_once(
     assert row["status"] == "completed", row["error"]
     assert marker_lines(tmp_path) == ["hi"]  # exactly once
     assert (await ApprovalStore(db).get(request["id"])).state == "used"
-    runs = await Governor(settings, db).runs_of_task(task_id)
+    runs = await Governor(settings.governor, db).runs_of_task(task_id)
     assert [(r["outcome"], r["resumed_attempt"]) for r in runs] == [("deferred", None), ("ok", 1)]
     assert runs[0]["session_id"] == runs[1]["session_id"]
     detail = await run_cli(settings, "approvals", "show", str(request["id"]), "--json")

@@ -28,7 +28,7 @@ from echo.work import (
     TaskQueue,
 )
 from echo.work.claude_cli import LOCAL_CLAUDE
-from echo.work.governor import Governor
+from echo.work.governor import ClaimGate, Governor
 from echo.work.governor.ledger import PAUSE_MARGIN
 from tests.conftest import unavailable
 from tests.fakes.anthropic import HANG, FakeAnthropic, error, text, usage_limit
@@ -62,7 +62,8 @@ def make_executor(settings: Settings, claude_bin: str, api: FakeAnthropic, tmp_p
     home.mkdir(exist_ok=True)
     env = {**api.env(api_key, oauth_token=oauth_token), "HOME": str(home), "TZ": tz,
            "ECHO_TEST_MARKER": kw.pop("marker", "x")}
-    return ClaudeExecutor(settings.model_copy(update={"claude_bin": claude_bin}), env=env,
+    return ClaudeExecutor(settings.claude.model_copy(update={"claude_bin": claude_bin}),
+                          settings.database, env=env,
                           config_dir=tmp_path / "claude-config", cwd=tmp_path,
                           **kw)  # type: ignore[arg-type]
 
@@ -73,7 +74,7 @@ async def run_one(settings: Settings, db: Database, executor: ClaudeExecutor,
     q = TaskQueue(db)
     made = await q.enqueue(str(task.pop("description", "say hello")), task_type="claude",
                            **task)
-    pool = ExecutorPool(settings, db, {"claude": executor}, concurrency=1, backoff=FAST)
+    pool = ExecutorPool(settings.work, db, {"claude": executor}, concurrency=1, backoff=FAST)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         async def final() -> bool:
@@ -162,7 +163,8 @@ async def test_a_subscribers_usage_limit_waits_for_the_announced_reset(
         reset = (int(time.time()) // 60) * 60 + int(ahead.total_seconds())
         api.script(usage_limit(reset + 17, claim))  # 17 s past the minute the CLI shows
         made = await q.enqueue(f"say hello ({claim})", task_type="claude", max_retries=0)
-        pool = ExecutorPool(account, db, {"claude": executor}, concurrency=1, backoff=FAST)
+        pool = ExecutorPool(account.work, db, {"claude": executor}, concurrency=1, backoff=FAST,
+                            gate=ClaimGate.from_settings(account.governor))
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)
             await wait_until(lambda task_id=made.task_id: _has_error(q, task_id), timeout=60)
@@ -178,9 +180,9 @@ async def test_a_subscribers_usage_limit_waits_for_the_announced_reset(
         late = expected + PAUSE_MARGIN + timedelta(seconds=1)  # the margin, then the statement's
         assert expected <= row["run_after"] <= late, (row, expected)
         # The account is paused until then, for every worker: the governor's record.
-        [pause] = [p for p in await Governor(account, db).pauses() if p.account == f"plan-{n}"]
+        [pause] = [p for p in await Governor(account.governor, db).pauses() if p.account == f"plan-{n}"]
         assert pause.reason == window and expected <= pause.until <= late, (pause, expected)
-        [run] = await Governor(account, db).runs_of_task(made.task_id)
+        [run] = await Governor(account.governor, db).runs_of_task(made.task_id)
         assert run["outcome"] == "usage_limit" and float(run["cost_usd"]) == 0
         history = await q.history(made.task_id)
         assert [h["action"] for h in history] == [
@@ -220,13 +222,13 @@ async def test_claude_not_installed_is_one_clear_error(
 ) -> None:
     missing = settings.model_copy(update={"claude_bin": "/nonexistent/bin/claude"})
     with pytest.raises(ClaudeNotInstalled) as info:
-        await ClaudeExecutor(missing).execute(_task(timeout=5))
+        await ClaudeExecutor(missing.claude, missing.database).execute(_task(timeout=5))
     message = str(info.value)
     assert "ECHO_CLAUDE_BIN" in message and "@anthropic-ai/claude-code" in message
     assert "\n" not in message
     not_on_path = settings.model_copy(update={"claude_bin": f"claude-{uuid.uuid4().hex}"})
     with pytest.raises(ClaudeNotInstalled):
-        ClaudeExecutor(not_on_path, local_bin=None).binary()
+        ClaudeExecutor(not_on_path.claude, not_on_path.database, local_bin=None).binary()
 
 
 def _task(*, timeout: int) -> Task:

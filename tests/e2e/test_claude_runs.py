@@ -49,7 +49,7 @@ async def run_task(settings: Settings, db: Database, executor: object, **task: o
     """Enqueue one claude task and run a pool until it is final; its id."""
     q = TaskQueue(db)
     made = await q.enqueue("read the notes", task_type="claude", **task)
-    pool = ExecutorPool(settings, db, {"claude": executor}, concurrency=1,  # type: ignore[dict-item]
+    pool = ExecutorPool(settings.work, db, {"claude": executor}, concurrency=1,  # type: ignore[dict-item]
                         backoff=FAST)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
@@ -122,7 +122,7 @@ async def test_a_stall_is_killed_by_the_watchdog_and_the_retry_resumes_the_sessi
     row = await TaskQueue(db).get(task_id)
     assert row["status"] == "completed", row["error"]
     assert row["result"]["result"] == "All done: 42." and row["retry_count"] == 1
-    runs = await Governor(settings, db).runs_of_task(task_id)
+    runs = await Governor(settings.governor, db).runs_of_task(task_id)
     assert [(r["attempt"], r["outcome"], r["resumed_attempt"]) for r in runs] == [
         (1, "hung", None), (2, "ok", 1)]
     assert runs[0]["session_id"] == runs[1]["session_id"] == row["session_id"]
@@ -150,7 +150,7 @@ async def test_the_same_tool_call_over_and_over_is_a_loop_stopped_and_not_retrie
     row = await TaskQueue(db).get(task_id)
     assert row["status"] == "failed" and row["retry_count"] == 0
     assert "same tool call 3 times in a row" in row["error"]
-    [run] = await Governor(settings, db).runs_of_task(task_id)
+    [run] = await Governor(settings.governor, db).runs_of_task(task_id)
     assert run["outcome"] == "loop" and run["turns"] == 3
     assert len(api.session_requests()) == 3
     no_claude_left()
@@ -186,7 +186,7 @@ async def test_a_worker_killed_mid_run_is_resumed_by_another_from_the_mirrored_t
     second = executor_tests.make_executor(settings, claude_bin, api, tmp_path / "second",
                                           options=ClaudeRunOptions(allowed_tools=("Read",)))
     second.cwd = None  # the task's own working directory, as the first worker had it
-    pool = ExecutorPool(settings, db, {"claude": second}, concurrency=1, backoff=FAST,
+    pool = ExecutorPool(settings.work, db, {"claude": second}, concurrency=1, backoff=FAST,
                         lease_seconds=3)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
@@ -198,7 +198,7 @@ async def test_a_worker_killed_mid_run_is_resumed_by_another_from_the_mirrored_t
         pool.stop()
     row = await q.get(made.task_id)
     assert row["result"]["result"] == "Resumed: 42." and row["session_id"] == session_id
-    [run] = await Governor(settings, db).runs_of_task(made.task_id)  # the killed one wrote none
+    [run] = await Governor(settings.governor, db).runs_of_task(made.task_id)  # the killed one wrote none
     assert run["outcome"] == "ok" and run["resumed_attempt"] == 1 and run["attempt"] == 2
     restored = transcript_path(tmp_path / "second" / "claude-config", notes.parent, session_id)
     assert restored.is_file()  # restored from Postgres into a config dir it never saw
@@ -219,13 +219,13 @@ async def test_a_run_cut_at_its_budget_resumes_its_session_once_the_budget_is_ra
                      tool_use("Read", {"file_path": str(notes)}, input_tokens=200_000,
                               output_tokens=100_000),
                      text("All done: 42."))
-    governor = Governor(settings, db)
+    governor = Governor(settings.governor, db)
     await governor.set_budget("role", "cto", 1.0, known_roles=["cto"])
     executor = executor_tests.make_executor(settings, claude_bin, api, tmp_path, options=READ)
     executor.cwd = notes.parent
     q = TaskQueue(db)
     made = await q.enqueue("read the notes", task_type="claude", role="cto", max_retries=0)
-    pool = ExecutorPool(settings, db, {"claude": executor}, concurrency=1, backoff=FAST)
+    pool = ExecutorPool(settings.work, db, {"claude": executor}, concurrency=1, backoff=FAST)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
 

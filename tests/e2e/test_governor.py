@@ -75,12 +75,12 @@ async def test_a_roles_budget_stops_its_runs_and_raising_it_resumes_them(
     settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
 ) -> None:
     api.script(COSTLY)
-    governor = Governor(settings, db)
+    governor = Governor(settings.governor, db)
     await governor.set_budget("role", "cto", 5.0, known_roles=["cto"])
     q = TaskQueue(db)
     ids = [(await q.enqueue(f"task {i}", role="cto")).task_id for i in range(5)]
     executor = executor_tests.make_executor(settings, claude_bin, api, tmp_path, options=SONNET)
-    pool = ExecutorPool(settings, db, {"claude": executor}, concurrency=1)
+    pool = ExecutorPool(settings.work, db, {"claude": executor}, concurrency=1)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         # $2.10, $4.20, then a run capped at the $0.80 left (--max-budget-usd): the CLI
@@ -128,14 +128,14 @@ async def test_the_organisation_budget_holds_across_two_roles(
     api.script(COSTLY)
     # A subscription: no --max-budget-usd, the costs are estimates, the budget still holds.
     org = settings.model_copy(update={"budget_daily_usd": 5.0, "claude_billing": "subscription"})
-    governor = Governor(org, db)
+    governor = Governor(org.governor, db)
     await governor.sync({"cto": None, "ceo": None})  # the configured default, as at start
     q = TaskQueue(db)
     for i in range(2):
         for role in ("cto", "ceo"):
             await q.enqueue(f"{role} task {i}", role=role)
     executor = executor_tests.make_executor(org, claude_bin, api, tmp_path, options=SONNET)
-    pool = ExecutorPool(org, db, {"claude": executor}, concurrency=1)
+    pool = ExecutorPool(org.work, db, {"claude": executor}, concurrency=1)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         await settle(pool, completed(q, 3))
@@ -154,13 +154,13 @@ async def test_the_burn_rate_breaker_pauses_everything_alerts_once_and_waits_for
 ) -> None:
     api.script(COSTLY)
     burst = settings.model_copy(update={"budget_burst_usd": 3.0, "budget_burst_minutes": 10})
-    governor = Governor(burst, db)
+    governor = Governor(burst.governor, db)
     await governor.sync({})
     q = TaskQueue(db)
     for i in range(3):
         await q.enqueue(f"task {i}", role="cto")
     executor = executor_tests.make_executor(burst, claude_bin, api, tmp_path, options=SONNET)
-    pool = ExecutorPool(burst, db, {"claude": executor}, concurrency=1)
+    pool = ExecutorPool(burst.work, db, {"claude": executor}, concurrency=1)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         await settle(pool, completed(q, 2))  # $4.20 within 10 minutes > $3.00
@@ -188,7 +188,7 @@ async def test_workflow_questions_fall_back_with_reason_budget_and_runs_are_ledg
     home = tmp_path / "home"
     home.mkdir()
     role = load_roles(settings.agents_dir)["cto"]
-    governor = Governor(settings, db)
+    governor = Governor(settings.governor, db)
     s = settings.model_copy(update={"claude_bin": claude_bin})
     decider = ClaudeDecider(s, role, env={**api.env(), "HOME": str(home)}, governor=governor)
     api.script(Reply(text='{"participate": true, "confidence": 0.9, "reason": "a database"}',
@@ -239,13 +239,13 @@ async def test_a_new_day_in_the_organisations_zone_lets_the_work_go_on(
     zoned = settings.model_copy(update={"budget_timezone": "Europe/Paris",
                                         "claude_billing": "subscription"})
     clock = Clock(datetime(2026, 3, 1, 23, 58, tzinfo=paris))
-    governor = Governor(zoned, db, clock=clock)
+    governor = Governor(zoned.governor, db, clock=clock)
     await governor.set_budget("role", "cto", 3.0, known_roles=["cto"])
     q = TaskQueue(db)
     for i in range(3):
         await q.enqueue(f"task {i}", role="cto")
     executor = executor_tests.make_executor(zoned, claude_bin, api, tmp_path, options=SONNET)
-    pool = ExecutorPool(zoned, db, {"claude": executor}, concurrency=1, gate=governor.gate)
+    pool = ExecutorPool(zoned.work, db, {"claude": executor}, concurrency=1, gate=governor.gate)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         await settle(pool, completed(q, 2))  # $4.20 of $3.00 on March 1st
@@ -299,7 +299,7 @@ async def test_two_workers_on_one_account_stop_at_a_usage_limit_until_the_reset(
             [sys.executable, "-m", "echo", "worker", "--executor", "claude", "--concurrency", "1"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
     account = settings.model_copy(update={"claude_account": "team-plan"})
-    governor = Governor(account, db)
+    governor = Governor(account.governor, db)
 
     async def paused() -> bool:
         return bool(await governor.pauses())

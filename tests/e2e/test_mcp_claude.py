@@ -37,7 +37,8 @@ SEND = {"to": "ceo", "subject": "API plan", "body": "ready for review"}
 @pytest.fixture
 async def cto_lease(settings: Settings) -> AsyncIterator[Lease]:
     """The cto's lease, as its agent holds it (for two minutes: nothing renews it here)."""
-    keeper = LeaseKeeper(settings.model_copy(update={"lease_seconds": 120.0}), "cto")
+    keeper = LeaseKeeper(settings.leases.model_copy(update={"lease_seconds": 120.0}),
+                         settings.database, "cto")
     await keeper.open()
     try:
         lease = await keeper.try_acquire()
@@ -95,9 +96,9 @@ async def test_a_run_whose_role_was_taken_over_writes_nothing_through_mcp(
     settings: Settings, db: Database, cto_lease: Lease, claude_bin: str, api: FakeAnthropic,
     tmp_path: Path
 ) -> None:
-    async with dbmod.connection(settings) as conn:  # another agent takes the role: epoch + 1
+    async with dbmod.connection(settings.database) as conn:  # another agent takes the role: epoch + 1
         await conn.execute("UPDATE role_leases SET expires_at = now() WHERE role = 'cto'")
-    newer = LeaseKeeper(settings, "cto")
+    newer = LeaseKeeper(settings.leases, settings.database, "cto")
     await newer.open()
     try:
         assert await newer.try_acquire() is not None

@@ -63,7 +63,7 @@ async def test_each_roles_part_is_an_invoke_workflow_span_over_its_runs(
     roles, store = load_roles(s.agents_dir), WorkflowStore(db)
     agents = [WorkflowAgent(s, db, roles[r], tick=0.05, otel=otel, decider=ClaudeDecider(
         s, roles[r], env=env, conversations=store, otel=otel)) for r in ROLES]
-    pool = ExecutorPool(s, db, {"claude": ClaudeExecutor(s, env=env, otel=otel)},
+    pool = ExecutorPool(s.work, db, {"claude": ClaudeExecutor(s.claude, s.database, env=env, otel=otel)},
                         concurrency=1, roles=["cto"], backoff=Backoff(initial=0.05, max=0.1))
 
     def finished(prefix: str) -> list[Any]:

@@ -47,7 +47,7 @@ async def test_claude_runs_in_the_task_worktree_and_an_unchanged_run_says_so(
     home.mkdir()
     api.script(text("Nothing needs to change."))
     s = settings.model_copy(update={"claude_bin": str(LOCAL_CLAUDE)})
-    claude = ClaudeExecutor(s, options=ClaudeRunOptions(max_turns=2),
+    claude = ClaudeExecutor(s.claude, s.database, options=ClaudeRunOptions(max_turns=2),
                             env={**api.env("sk-ant-test-0123456789"), "HOME": str(home)},
                             config_dir=tmp_path / "claude-config", cwd=tmp_path)
     seen: list[list[str]] = []
@@ -64,7 +64,7 @@ async def test_claude_runs_in_the_task_worktree_and_an_unchanged_run_says_so(
         task_id = (await client.submit_task("Look at the README", role="cto",
                                             repo="app")).task_id
     q = TaskQueue(db)
-    pool = ExecutorPool(s, db, {"claude": WorkspaceExecutor(claude, s.state_dir)},
+    pool = ExecutorPool(s.work, db, {"claude": WorkspaceExecutor(claude, s.state_dir)},
                         concurrency=1, roles=["cto"], backoff=Backoff(initial=0.01, max=0.05))
 
     async def final() -> bool:

@@ -45,7 +45,7 @@ async def test_two_claude_tasks_at_once_end_on_their_own_branches_then_the_queue
                                               options=ClaudeRunOptions(max_turns=4),
                                               config_dir_per_slot=True)
         claude.cwd = None
-        pool = ExecutorPool(settings, db, {"claude": WorkspaceExecutor(claude, settings.state_dir)},
+        pool = ExecutorPool(settings.work, db, {"claude": WorkspaceExecutor(claude, settings.state_dir)},
                             concurrency=2, roles=["cto", "ceo"], backoff=FAST)
         q = TaskQueue(db)
         running_together = False

@@ -74,7 +74,7 @@ async def test_a_killed_workers_task_resumes_in_the_same_worktree_and_branch(
     claude = executor_tests.make_executor(settings, claude_bin, api, tmp_path / "second",
                                           options=ClaudeRunOptions(max_turns=6))
     claude.cwd = None  # the task's worktree, as the first worker had it
-    pool = ExecutorPool(settings, db, {"claude": WorkspaceExecutor(claude, settings.state_dir)},
+    pool = ExecutorPool(settings.work, db, {"claude": WorkspaceExecutor(claude, settings.state_dir)},
                         concurrency=1, roles=["cto"], backoff=FAST, lease_seconds=3)
     q = TaskQueue(db)
     async with anyio.create_task_group() as tg:

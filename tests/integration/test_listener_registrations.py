@@ -47,10 +47,10 @@ async def assert_restarts_leave_nothing(
 async def test_a_restarted_work_pool_leaves_no_handlers_behind(
     notify_settings: Settings, db: Database
 ) -> None:
-    listener = Listener(notify_settings)
+    listener = Listener(notify_settings.database)
 
     async def run_once(baseline: int) -> weakref.ref[object]:
-        pool = ExecutorPool(notify_settings, db, {"noop": NoopExecutor()},
+        pool = ExecutorPool(notify_settings.work, db, {"noop": NoopExecutor()},
                             concurrency=1, listener=listener)
         async with anyio.create_task_group() as inner:
             await inner.start(pool.run)
@@ -64,14 +64,14 @@ async def test_a_restarted_work_pool_leaves_no_handlers_behind(
 async def test_a_restarted_subscriber_leaves_no_handlers_behind(
     notify_settings: Settings,
 ) -> None:
-    db = await Database.open(notify_settings, max_size=4)  # NOTIFY, the listener's transport
-    listener = Listener(notify_settings)
+    db = await Database.open(notify_settings.database, max_size=4)  # NOTIFY, the listener's transport
+    listener = Listener(notify_settings.database)
 
     async def handler(message: object) -> None:
         pass
 
     async def run_once(baseline: int) -> weakref.ref[object]:
-        sub = Subscriber(db, "cto", handler, listener=listener)
+        sub = Subscriber(notify_settings.bus, db, "cto", handler, listener=listener)
         async with anyio.create_task_group() as inner:
             await inner.start(sub.run)
             await sub.wait_caught_up()

@@ -10,9 +10,10 @@ import asyncpg
 import pytest
 
 from echo import db
-from echo.config import Settings, project_path
+from echo.config import Settings
 from echo.db import schema
 from echo.errors import MigrationError
+from echo.paths import project_path
 from tests.schema import SCHEMA_FILE, fingerprint, load
 
 
@@ -73,11 +74,11 @@ async def test_a_late_migration_older_than_the_applied_ones_is_refused(
     original = project_path
     monkeypatch.setattr(schema, "project_path", lambda name: shared if name == "shared" else original(name))
     try:
-        await db.migrate(s)
+        await db.migrate(s.database)
         late_name = f"{held_back:03d}_arrived_late.sql"
         (shared / "sql" / late_name).write_text("CREATE TABLE arrived_late (id int);\n")
         with pytest.raises(MigrationError) as caught:
-            await db.migrate(s)
+            await db.migrate(s.database)
         message = str(caught.value)
         assert late_name in message and str(versions[-1]) in message
         assert "\n" not in message
@@ -90,5 +91,5 @@ async def test_a_late_migration_older_than_the_applied_ones_is_refused(
             await conn.close()
         assert applied == 0 and made is None
     finally:
-        await db.drop_namespace(s)
+        await db.drop_namespace(s.database)
 

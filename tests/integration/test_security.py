@@ -16,8 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from echo import db as dbmod
-from echo.config import Settings, project_path
+from echo.config import Settings
 from echo.embedded import EmbeddedRedis
+from echo.paths import project_path
 from tests.conftest import running_redis
 from tests.helpers import all_in, org_processes, run_cli, stop_org, wait_until
 
@@ -139,7 +140,7 @@ async def test_postgres_sslmode_is_passed_through(settings: Settings, db: dbmod.
     async with db.acquire() as conn:
         server_ssl = await conn.fetchval("SHOW ssl")
     plain = settings.model_copy(update={"database_url": f"{dsn}{sep}sslmode=disable"})
-    database = await dbmod.Database.open(plain, max_size=1)
+    database = await dbmod.Database.open(plain.database, max_size=1)
     try:
         async with database.acquire() as conn:
             assert await conn.fetchval(

@@ -85,16 +85,16 @@ def test_the_table_decides_by_code_before_class() -> None:
                                  EchoError("already ours")])
 def test_anything_else_is_left_alone(exc: BaseException) -> None:
     assert classify(exc, "x", "y") is None
-    with pytest.raises(type(exc)), db.translate_errors(Settings(), "do it"):
+    with pytest.raises(type(exc)), db.translate_errors(Settings().database, "do it"):
         raise exc
 
 
 def test_translate_errors_keeps_the_driver_error_as_the_cause() -> None:
     cause = pgx.UniqueViolationError("duplicate key")
-    with pytest.raises(StoreRejected) as got, db.translate_errors(Settings(), "do it"):
+    with pytest.raises(StoreRejected) as got, db.translate_errors(Settings().database, "do it"):
         raise cause
     assert got.value.__cause__ is cause and got.value.sqlstate == "23505"
-    with pytest.raises(StoreUnavailable) as down, db.translate_errors(Settings(), "do it"):
+    with pytest.raises(StoreUnavailable) as down, db.translate_errors(Settings().database, "do it"):
         raise pgx.AdminShutdownError("terminating connection")
     assert down.value.sqlstate == "57P01"
 

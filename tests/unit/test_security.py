@@ -11,10 +11,11 @@ import pytest
 
 import echo
 from echo.bus import RedisTransport
-from echo.config import Settings, load_settings, project_path
+from echo.config import Settings, load_settings
 from echo.errors import ConfigError
 from echo.org.agent.tree import role_executors
 from echo.org.roles import load_roles
+from echo.paths import project_path
 from echo.urls import redact_url
 from echo.work.claude import ClaudeExecutor
 
@@ -134,12 +135,12 @@ def test_redis_urls_reach_redis_py_unchanged_tls_and_auth(tmp_path: Path) -> Non
     from redis.asyncio.connection import SSLConnection
 
     s = Settings(state_dir=tmp_path, redis_url="rediss://alice:pa55word@cache.example:6380/3")
-    transport = RedisTransport(s)
+    transport = RedisTransport(s.bus)
     pool = transport.client.connection_pool
     assert transport.url == s.redis_url == "rediss://alice:pa55word@cache.example:6380/3"
     assert issubclass(pool.connection_class, SSLConnection)
     kwargs = pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("cache.example", 6380, 3)
     assert (kwargs["username"], kwargs["password"]) == ("alice", "pa55word")
-    plain = RedisTransport(Settings(state_dir=tmp_path, redis_url="redis://:pw@127.0.0.1:6379/0"))
+    plain = RedisTransport(Settings(state_dir=tmp_path, redis_url="redis://:pw@127.0.0.1:6379/0").bus)
     assert not issubclass(plain.client.connection_pool.connection_class, SSLConnection)

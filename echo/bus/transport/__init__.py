@@ -29,17 +29,17 @@ from __future__ import annotations
 from echo.bus.transport.interface import Received, Subscription, Transport
 from echo.bus.transport.notify import NotifyTransport
 from echo.bus.transport.redis import RedisTransport
-from echo.config import Settings
 from echo.db import Database
 from echo.listener import Listener
+from echo.slices import BusSettings
 
 __all__ = ["NotifyTransport", "Received", "RedisTransport", "Subscription", "Transport", "make_transport"]
 
 
 def make_transport(
-    settings: Settings, database: Database, *, listener: Listener | None = None
+    settings: BusSettings, database: Database, *, listener: Listener | None = None
 ) -> Transport:
     """Redis when `settings.redis_url` is set, else NOTIFY on `database`."""
     if settings.redis_url:
         return RedisTransport(settings, database=database)
-    return NotifyTransport(settings, database, listener=listener)
+    return NotifyTransport(database, listener=listener)

@@ -18,7 +18,6 @@ import anyio
 from echo.bus.store import notify_in
 from echo.bus.transport.interface import BUFFER, Received, Subscription, Transport, background
 from echo.bus.wire import Notice
-from echo.config import Settings
 from echo.db import Connection, Database
 from echo.listener import Listener, notify_channel
 
@@ -35,10 +34,8 @@ class NotifyTransport(Transport):
     #: subscriber that follows the chain must see the notices of every channel.
     EVERY = "bus:every"
 
-    def __init__(
-        self, settings: Settings, database: Database, *, listener: Listener | None = None
-    ) -> None:
-        self.settings = settings
+    def __init__(self, database: Database, *, listener: Listener | None = None) -> None:
+        self.settings = database.settings  # the namespace of the channels and the LISTEN
         self.db = database
         self.listener = listener
 

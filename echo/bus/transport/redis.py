@@ -25,11 +25,11 @@ from echo.bus.redis_client import redis_client
 from echo.bus.store import MessageStore
 from echo.bus.transport.interface import BUFFER, Received, Subscription, Transport, background
 from echo.bus.wire import Notice
-from echo.config import Settings
 from echo.db import Database
 from echo.errors import StoreUnavailable, TransportUnavailable
 from echo.runtime import Backoff
 from echo.runtime.ticks import until_tick
+from echo.slices import BusSettings
 from echo.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class RedisTransport(Transport):
     component = "redis"
 
     def __init__(
-        self, settings: Settings, *, database: Database | None = None,
+        self, settings: BusSettings, *, database: Database | None = None,
         keepalive: float = 1.0, keepalive_timeout: float = 1.0,
         backoff_initial: float = 0.05, backoff_max: float = 2.0,
     ) -> None:

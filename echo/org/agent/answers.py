@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from string import Template
 from typing import Any
 
-from echo.config import project_path
 from echo.org.roles import Role
+from echo.paths import project_path
 
 FALLBACK_MARK = "[fallback, no LLM]"
 

@@ -143,7 +143,7 @@ class Answerer:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         limiter = anyio.CapacityLimiter(CONCURRENT_ANSWERS)
-        async with Publisher(self.db, listener=self.listener) as pub, \
+        async with Publisher(self.settings.bus, self.db, listener=self.listener) as pub, \
                 anyio.create_task_group() as tg:
             task_status.started()
             while True:

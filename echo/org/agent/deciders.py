@@ -109,7 +109,8 @@ class ClaudeDecider:
         self.options = ClaudeRunOptions(model=role.claude.model, system_prompt=role.system_prompt,
                                         max_turns=2, **reach.run_options(role, mcp_config))
         isolated = settings.state_dir / "claude" / role.name / "decider"
-        self.executor = ClaudeExecutor(settings, options=self.options, env=env, cli_max_retries=0,
+        self.executor = ClaudeExecutor(settings.claude, settings.database, options=self.options,
+                                       env=env, cli_max_retries=0,
                                        config_dir=isolated if role.claude.isolate_config else None,
                                        local_bin=local_bin, otel=otel)
 

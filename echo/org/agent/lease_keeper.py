@@ -19,11 +19,11 @@ from typing import Any
 import anyio
 
 from echo import db
-from echo.config import Settings
 from echo.errors import StoreUnavailable
 from echo.logs import fields
 from echo.org.leases import ACTIVE, STANDBY, Lease, Owner, Predecessor
 from echo.runtime.ticks import until_tick
+from echo.slices import DatabaseSettings, LeaseSettings
 from echo.work.process import stop_margin
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,15 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: LeaseSettings,
+        database: DatabaseSettings,
         role: str,
         *,
         clock: Callable[[], float] = time.monotonic,
         predecessor: Predecessor | None = None,
     ) -> None:
         self.settings = settings
+        self.database = database  # its own pool's; `command_timeout` bounds each statement
         self.predecessor = predecessor
         self.role = role
         self.node = settings.node
@@ -69,7 +71,7 @@ class LeaseKeeper:
     async def open(self) -> None:
         """Its own small pool, unfenced, so a slow write of the tree never holds up a
         renewal (a lazy pool: opening works with the database down)."""
-        self.db = await db.Database.open(self.settings, min_size=0, max_size=1)
+        self.db = await db.Database.open(self.database, min_size=0, max_size=1)
 
     async def close(self) -> None:
         if self.db is not None:
@@ -80,12 +82,12 @@ class LeaseKeeper:
     async def _run(self, name: str, *args: Any, fetch: str = "execute") -> Any:
         assert self.db is not None, "call open() first"
         try:
-            with anyio.fail_after(self.settings.command_timeout):
+            with anyio.fail_after(self.database.command_timeout):
                 async with self.db.acquire() as conn:
                     return await getattr(conn, fetch)(_Q[name], *args)
         except TimeoutError:
             raise StoreUnavailable(
-                f"the database did not answer within {self.settings.command_timeout:g} s"
+                f"the database did not answer within {self.database.command_timeout:g} s"
             ) from None
 
     async def try_acquire(self) -> Lease | None:

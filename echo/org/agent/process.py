@@ -33,7 +33,7 @@ async def ensure_schema(settings: Settings, *, attempts: int | None = None,
     retry = Backoff(initial=0.2, max=5.0).attempts()
     while attempts is None or retry.failures < attempts:
         try:
-            await db.migrate(settings)
+            await db.migrate(settings.database)
             if then is not None:
                 await then()
             return True
@@ -78,7 +78,7 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str | None,
     db.set_application_name(f"echo-agent:{settings.namespace}:{role.name}")
     stop = anyio.Event()
     undo = install_stop_signals(stop)
-    keeper = LeaseKeeper(settings, role.name, predecessor=predecessor)
+    keeper = LeaseKeeper(settings.leases, settings.database, role.name, predecessor=predecessor)
     await keeper.open()
     settled = anyio.Event()
 

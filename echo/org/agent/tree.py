@@ -72,7 +72,8 @@ def role_executors(settings: Settings, role: Role, *,
     )
     return {
         "claude": ClaudeExecutor(
-            settings,
+            settings.claude,
+            settings.database,
             options=options,
             config_dir=settings.state_dir / "claude" / role.name if role.claude.isolate_config else None,
             config_dir_per_slot=role.claude.isolate_config,
@@ -101,7 +102,7 @@ class RoleAgent:
         self.fence = fence
         self.registry = Registry()
         self.database: db.Database | None = None
-        self.listener = Listener(settings)
+        self.listener = Listener(settings.database)
         self.subscriber: Subscriber | None = None
         self.pool: ExecutorPool | None = None
         self.health: HealthMonitor | None = None
@@ -113,7 +114,8 @@ class RoleAgent:
     async def open(self) -> None:
         """The pool is lazy (min_size=0), so opening it works with Postgres down. With a
         `fence` (the role's lease), every write it makes is checked against the lease."""
-        self.database = await db.Database.open(self.settings, min_size=0, max_size=1, fence=self.fence)
+        self.database = await db.Database.open(self.settings.database, min_size=0, max_size=1,
+                                               fence=self.fence)
         if self.fence and self.role.claude.echo_tools != []:  # its runs act under this lease
             self.mcp_config = reach.write_config(self.settings, Lease.parse(self.fence))
         self.health = HealthMonitor(
@@ -201,21 +203,22 @@ class RoleAgent:
 
     def _new_subscriber(self) -> Subscriber:
         assert self.database is not None
-        self.subscriber = Subscriber(self.database, self.role.name, self._deliver,
+        self.subscriber = Subscriber(self.settings.bus, self.database, self.role.name, self._deliver,
                                      listener=self.listener, reporter=self.health)
         return self.subscriber
 
     def _new_relay(self) -> OutboxRelay:
         assert self.database is not None
-        transport = make_transport(self.settings, self.database, listener=self.listener)
-        return OutboxRelay(self.database, transport, reporter=self.health)
+        bus = self.settings.bus
+        transport = make_transport(bus, self.database, listener=self.listener)
+        return OutboxRelay(bus, self.database, transport, reporter=self.health)
 
     def _role_accounts(self) -> dict[str, str]:
         return {self.role.name: self.role.claude.account} if self.role.claude.account else {}
 
     def governor(self) -> Governor:
         assert self.database is not None
-        return Governor(self.settings, self.database, role_accounts=self._role_accounts())
+        return Governor(self.settings.governor, self.database, role_accounts=self._role_accounts())
 
     async def sync_governor(self) -> None:
         """Write the configured budgets (the organisation's, this role's) and the
@@ -261,14 +264,14 @@ class RoleAgent:
         # A task with a repository runs in its own worktree (echo.work.workspaces).
         executors = {n: WorkspaceExecutor(e, self.settings.state_dir) for n, e in executors.items()}
         self.pool = ExecutorPool(
-            self.settings,
+            self.settings.work,
             self.database,
             executors,
             concurrency=self.role.work.concurrency,
             roles=[self.role.name],
             listener=self.listener,
             grace_seconds=self._new_pool_grace(),
-            gate=ClaimGate.from_settings(self.settings, role_accounts=self._role_accounts()),
+            gate=ClaimGate.from_settings(self.settings.governor, role_accounts=self._role_accounts()),
             lease_seconds=self.settings.task_lease_seconds,
             reporter=self.health,
         )

@@ -27,6 +27,7 @@ from echo.config import Settings
 from echo.embedded import EmbeddedPostgres
 from echo.errors import EchoError, StoreRejected, StoreUnavailable
 from echo.org.node.state import running_org
+from echo.slices import DatabaseSettings
 
 log = logging.getLogger(__name__)
 Q = db.load_queries("server")
@@ -63,7 +64,7 @@ class ServerState:
         }
 
 
-def embedded(settings: Settings) -> EmbeddedPostgres | None:
+def embedded(settings: DatabaseSettings) -> EmbeddedPostgres | None:
     """The embedded server of these settings, or None when a database URL is configured."""
     return None if settings.database_url else db.embedded_server(settings)
 
@@ -84,13 +85,13 @@ async def clients(server: EmbeddedPostgres) -> list[dict[str, Any]]:
 async def database_status(settings: Settings) -> dict[str, object]:
     """Which database is in use (password hidden), its server version and the schema
     version against the latest migration: what `echoctl db status` prints."""
-    async with db.connection(settings) as conn:
-        with db.translate_errors(settings, "read the database status"):
+    async with db.connection(settings.database) as conn:
+        with db.translate_errors(settings.database, "read the database status"):
             version_of_server = await conn.fetchval(Q["version"])
             version = await db.schema_version(conn)
     latest = max((m.version for m in db.migrations()), default=0)
     return {
-        "database": db.describe(settings),
+        "database": db.describe(settings.database),
         "embedded": settings.database_url is None,
         "namespace": settings.namespace,
         "server_version": version_of_server,
@@ -102,7 +103,7 @@ async def database_status(settings: Settings) -> dict[str, object]:
 
 async def server_state(settings: Settings) -> ServerState | None:
     """What runs where for this state directory, or None when a URL is configured."""
-    server = embedded(settings)
+    server = embedded(settings.database)
     if server is None:
         return None
     org = running_org(settings)
@@ -138,12 +139,12 @@ async def _clients_gone(server: EmbeddedPostgres, within: float) -> list[dict[st
 
 def running_pid(settings: Settings) -> int | None:
     """The embedded server's postmaster pid, if these settings use one and it runs."""
-    server = embedded(settings)
+    server = embedded(settings.database)
     return server.running_pid() if server is not None else None
 
 
 async def stop_if_unused(
-    settings: Settings, *, grace: float = CLIENTS_GRACE, was: int | None = None
+    settings: DatabaseSettings, *, grace: float = CLIENTS_GRACE, was: int | None = None
 ) -> str | None:
     """Stop the embedded server unless its organisation runs or a client is connected.
 
@@ -173,7 +174,7 @@ async def stop(settings: Settings, *, purge: bool = False) -> list[str]:
     """`echoctl db stop`: stop the embedded server whoever is connected (`fast`: their
     transactions roll back), and with `purge` delete its data. Refused while the
     organisation of this state directory runs: `echoctl down` stops both."""
-    server = embedded(settings)
+    server = embedded(settings.database)
     if server is None:
         raise EchoError(
             "no embedded Postgres: ECHO_DATABASE_URL names the database, which ECHO does not manage"
@@ -205,7 +206,7 @@ def release_embedded() -> None:
     A server the command found running is left as it was."""
     for settings in db.embedded_started():
 
-        async def one(s: Settings = settings) -> str | None:
+        async def one(s: DatabaseSettings = settings) -> str | None:
             return await stop_if_unused(s)
 
         try:

@@ -42,7 +42,7 @@ async def claim_node(settings: Settings, is_alive: Callable[[int], bool]) -> Nod
     left by a dead `up` on this same host is taken at once (`is_alive` checks its pid).
     """
     seat = NodeSeat(settings.node, socket.gethostname(), os.getpid())
-    async with db.connection(settings) as conn:
+    async with db.connection(settings.database) as conn:
         row = await conn.fetchrow(_Q["node"], seat.name, settings.lease_seconds)
         if row is not None and row["fresh"] and not (
             row["host"] == seat.host and (row["pid"] == seat.pid or not is_alive(row["pid"]))
@@ -66,14 +66,14 @@ async def keep_node(settings: Settings, seat: NodeSeat) -> None:
         while True:
             await anyio.sleep(settings.lease_renew_interval)
             try:
-                async with db.connection(settings) as conn:
+                async with db.connection(settings.database) as conn:
                     await conn.execute(_Q["node_beat"], seat.name, seat.host, seat.pid)
             except StoreUnavailable as exc:
                 log.warning("cannot renew node %s: %s", seat.name, exc)
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(2):
             try:
-                async with db.connection(settings) as conn:
+                async with db.connection(settings.database) as conn:
                     await conn.execute(_Q["node_leave"], seat.name, seat.host, seat.pid)
             except StoreUnavailable:
                 pass

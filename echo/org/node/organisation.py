@@ -39,7 +39,7 @@ from functools import partial
 
 import anyio
 
-from echo.config import Settings, private_dir
+from echo.config import Settings
 from echo.db import describe
 from echo.org.node.children import AgentProcess, Pause, describe_exit, last_error_line
 from echo.org.node.console_keeper import ConsoleKeeper, ConsoleOptions
@@ -47,6 +47,7 @@ from echo.org.node.heart import Heart
 from echo.org.node.predecessors import agent_argv, left_by_a_dead_up, reaped_predecessor
 from echo.org.node.state import READY_LINE, AgentRecord, OrgRecord, log_file, now_iso, write_org
 from echo.org.roles import Role
+from echo.paths import private_dir
 from echo.runtime import (
     ChildSpec,
     Down,
@@ -102,7 +103,7 @@ class Organisation:
         self.record = OrgRecord(
             pid=os.getpid(),
             namespace=settings.namespace,
-            database=describe(settings),
+            database=describe(settings.database),
             agents={r.name: AgentRecord(role=r.name) for r in roles},
         )
         self.supervisor = self._top()

@@ -4,7 +4,7 @@ ECHO ships its default organisation inside the package (roles in `agents/`, conf
 defaults in `config/`, training scenarios in `training/`; `echo/_agents` and so on
 in a wheel), so an installed `echoctl up` works from any folder. To change a role,
 a prompt budget or a scenario, a user writes a copy with `echoctl init DIR` and
-runs `echoctl` from DIR: `echo.config.project_path` prefers the organisation in
+runs `echoctl` from DIR: `echo.paths.project_path` prefers the organisation in
 the current directory over the packaged one.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from echo.config import ORG_FOLDERS, project_path
 from echo.errors import UsageError
+from echo.paths import ORG_FOLDERS, project_path
 
 
 def write_organisation(target: Path, *, force: bool = False) -> list[Path]:

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from echo.config import Settings, private_dir
+from echo.config import Settings
+from echo.paths import private_dir
+from echo.slices import DatabaseSettings
 
 #: What an agent prints on stdout once its supervision tree is up, when started with
 #: READY_FLAG (a staggered start waits for it). The organisation keeps it out of the
@@ -70,7 +72,9 @@ class OrgRecord:
         )
 
 
-def org_file(settings: Settings) -> Path:
+def org_file(settings: Settings | DatabaseSettings) -> Path:
+    """The record of the organisation of this state directory (the database's slice
+    has the state directory too: the embedded servers a command started are told by it)."""
     return settings.state_dir / "org.json"
 
 
@@ -91,7 +95,7 @@ def write_org(settings: Settings, record: OrgRecord) -> None:
     tmp.replace(path)
 
 
-def read_org(settings: Settings) -> OrgRecord | None:
+def read_org(settings: Settings | DatabaseSettings) -> OrgRecord | None:
     try:
         return OrgRecord.from_json(json.loads(org_file(settings).read_text()))
     except (OSError, ValueError, TypeError):
@@ -145,7 +149,7 @@ def started_by(pid: int, recorded_at: str) -> bool:
     return created <= recorded + _START_SLACK_S
 
 
-def running_org(settings: Settings) -> OrgRecord | None:
+def running_org(settings: Settings | DatabaseSettings) -> OrgRecord | None:
     """The organisation running from this state directory, if its process is alive and
     is the process that wrote the record (not a later one that got its pid)."""
     record = read_org(settings)

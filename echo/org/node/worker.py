@@ -74,7 +74,7 @@ def executors(s: Settings, wanted: Sequence[str], *, explicit: bool, config_dir:
         elif name == "command":
             out[name] = CommandExecutor()
         elif name == "claude":
-            claude = ClaudeExecutor(s, options=role_options(s), config_dir=config_dir,
+            claude = ClaudeExecutor(s.claude, s.database, options=role_options(s), config_dir=config_dir,
                                     config_dir_per_slot=config_dir is not None)
             try:
                 claude.binary()
@@ -96,14 +96,14 @@ async def run_worker(s: Settings, served: dict[str, Executor], *, concurrency: i
     `merge_every`, it also runs the merge queue's pass that often (echo.org.repos)."""
     for role in roles or []:
         check_role(role, s.agents_dir)
-    database = await Database.open(s, min_size=0, max_size=4)  # no floor to restore in an outage
+    database = await Database.open(s.database, min_size=0, max_size=4)  # no floor to restore in an outage
     try:
         if not await TaskQueue(database).installed():
             raise MigrationError(f"schema {s.namespace!r} has no work queue; run `echoctl db migrate`")
-        listener = Listener(s)
+        listener = Listener(s.database)
         governor = await synced_governor(s, database)  # the configured budgets, as agents do
         served = {name: WorkspaceExecutor(e, s.state_dir) for name, e in served.items()}
-        pool = ExecutorPool(s, database, served, concurrency=concurrency, roles=roles,
+        pool = ExecutorPool(s.work, database, served, concurrency=concurrency, roles=roles,
                             listener=listener, lease_seconds=lease, grace_seconds=grace,
                             gate=governor.gate)
         async with anyio.create_task_group() as tg:

@@ -112,12 +112,13 @@ class WorkflowAgent:
     def make_part(self, publish: Publish) -> RolePart:
         """This role's part: the driver for the CEO, a participant for the others."""
         if self.role.name == DRIVER:
-            return Driver(self.role, self.store, publish, TaskQueue(self.db),
+            return Driver(self.role, self.store, publish,
+                          TaskQueue(self.db, max_task_bytes=self.settings.work.max_task_bytes),
                           roles=load_roles(self.settings.agents_dir), decider=self.decider)
         return RolePart(self.role, self.store, publish, decider=self.decider)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with Publisher(self.db, listener=self.listener) as pub:
+        async with Publisher(self.settings.bus, self.db, listener=self.listener) as pub:
             self.part = self.make_part(pub.publish)
             task_status.started()
             try:

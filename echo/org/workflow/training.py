@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from echo.config import project_path
 from echo.errors import ConfigError, UsageError, one_line
 from echo.org.workflow.store import Delivery, Phase, WorkflowDetail
+from echo.paths import project_path
 
 
 class Check(BaseModel):

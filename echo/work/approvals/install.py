@@ -2,11 +2,11 @@
 
 `hook_settings` writes two files into a folder only the worker's user can read (the
 run's private directory, removed after the run): `hook.json`, what the hook needs
-to reach the same database and namespace (the settings), the task, the role, the
-rules and the timeout; and `settings.json`, the CLI's settings with one PreToolUse
-hook whose matcher names only the gated tools. The hook's command line is run by
-the CLI's shell, so every part of it is quoted (`shlex.quote`); ECHO itself never
-runs a shell.
+to reach the same database and namespace (the database's slice of the settings,
+echo.slices), the task, the role, the rules and the timeout; and `settings.json`,
+the CLI's settings with one PreToolUse hook whose matcher names only the gated tools.
+The hook's command line is run by the CLI's shell, so every part of it is quoted
+(`shlex.quote`); ECHO itself never runs a shell.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from echo.approval_rules import Rule, hook_matcher
-from echo.config import Settings
+from echo.slices import DatabaseSettings
 
 #: The seconds the CLI waits for the hook before it gives up on it.
 HOOK_TIMEOUT = 60
@@ -46,12 +46,12 @@ def _private_write(path: Path, data: object) -> None:
         json.dump(data, handle)
 
 
-def hook_folder(settings: Settings, task_id: int) -> Path:
+def hook_folder(state_dir: Path, task_id: int) -> Path:
     """A private folder (0700) for one run's hook files, under the state directory and
     named after this worker's pid. A worker killed mid-run cannot remove its folder, so
     each new one first removes the folders of workers that are gone: ECHO's files stay
     in ECHO's own directory, never strewn over /tmp."""
-    root = settings.state_dir / "approval-hooks"
+    root = state_dir / "approval-hooks"
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     for old in root.iterdir():
         pid = old.name.partition("-")[0]
@@ -60,15 +60,17 @@ def hook_folder(settings: Settings, task_id: int) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-task-{task_id}-", dir=root))
 
 
-def hook_settings(settings: Settings, folder: Path, *, task_id: int, role: str | None,
-                  rules: Sequence[Rule]) -> Path:
-    """Write the hook's files into `folder` (created 0700); the `--settings` file's path."""
+def hook_settings(database: DatabaseSettings, folder: Path, *, task_id: int, role: str | None,
+                  rules: Sequence[Rule], timeout: float) -> Path:
+    """Write the hook's files into `folder` (created 0700); the `--settings` file's path.
+    The hook is given the database's slice (where to reach the approvals), nothing else
+    of the settings, and `timeout`, how long a request it makes waits for a decision."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     config = folder / "hook.json"
     _private_write(config, {
-        "settings": settings.model_dump(mode="json", exclude_none=True),
+        "database": database.model_dump(mode="json"),
         "task_id": task_id, "role": role, "rules": [str(r) for r in rules],
-        "timeout": settings.approval_timeout,
+        "timeout": timeout,
     })
     cli = folder / "settings.json"
     _private_write(cli, {"hooks": {"PreToolUse": [{

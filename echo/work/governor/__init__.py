@@ -3,7 +3,7 @@ across workers and machines, plan windows that pause a whole account, and a
 burn-rate breaker. Postgres holds all of it (shared/sql/010_governor.sql); the
 claim statement consults it, so no worker can start a run the governor refuses.
 
-    governor = Governor(settings, database)
+    governor = Governor(settings.governor, database)
     await governor.sync({"cto": 5.0})              # configured defaults, at start
     await governor.set_budget("role", "cto", 8.0, known_roles=["cto"])
     report = await spend_report(governor)          # what `echoctl spend` prints

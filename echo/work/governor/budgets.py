@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from echo.config import Settings
 from echo.db import Database, load_queries
 from echo.errors import ClaudeHeld, UsageError
+from echo.slices import GovernorSettings
 from echo.work.governor.gate import ClaimGate, Clock, GateView, Pause, Spent
 from echo.work.governor.ledger import RunRecord, ledger_rows
 
@@ -45,7 +45,7 @@ class Governor:
     database's clock for the budget day and the pauses.
     """
 
-    def __init__(self, settings: Settings, database: Database, *,
+    def __init__(self, settings: GovernorSettings, database: Database, *,
                  role_accounts: Mapping[str, str] | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
         self.db = database

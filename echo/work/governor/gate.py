@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from echo.config import Settings
+from echo.slices import GovernorSettings
 
 #: Task types whose runs cost money: the gate holds them; the others never wait.
 GOVERNED = ("claude",)
@@ -35,7 +35,7 @@ class ClaimGate:
     governed: tuple[str, ...] = GOVERNED
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, role_accounts: Mapping[str, str] | None = None,
+    def from_settings(cls, settings: GovernorSettings, *, role_accounts: Mapping[str, str] | None = None,
                       clock: Clock | None = None) -> ClaimGate:
         return cls(settings.budget_timezone, settings.claude_account, dict(role_accounts or {}),
                    clock)

@@ -19,13 +19,13 @@ from functools import partial
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from echo.config import Settings
 from echo.db import DB_BACKOFF, Database, nul_free
 from echo.degradation import Condition, Reporter
 from echo.errors import StoreRejected, StoreUnavailable, UsageError
 from echo.listener import Listener, Registration
 from echo.logs import fields
 from echo.runtime import Backoff
+from echo.slices import WorkSettings
 from echo.work.executors import Executor, Result
 from echo.work.governor.gate import ClaimGate
 from echo.work.pool.leases import TaskLeaseKeeper
@@ -47,11 +47,16 @@ IDLE_POLL_FACTOR = 10
 
 
 class ExecutorPool:
-    """Claims and runs tasks of the types in `executors`, for `roles` (None: any role)."""
+    """Claims and runs tasks of the types in `executors`, for `roles` (None: any role).
+
+    `settings` is the work's slice: its polls, and this worker's node and state directory
+    (where its worktrees are). `gate` is the governor's part of every claim, made by
+    `ClaimGate.from_settings(settings.governor)`; None: `ClaimGate()`, the default
+    account and UTC days (a test, a bench)."""
 
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkSettings,
         stores: Database | PoolStores,
         executors: Mapping[str, Executor],
         *,
@@ -90,7 +95,7 @@ class ExecutorPool:
         self.place = workspace_place(settings)
         #: The governor's part of every claim: budgets, account pauses, the breaker; for
         #: the governed types this pool runs (none: the claim skips the gate).
-        gate = gate or ClaimGate.from_settings(settings)
+        gate = gate or ClaimGate()
         self.gate = dataclasses.replace(
             gate, governed=tuple(t for t in gate.governed if t in self.executors))
         self.condition = Condition("work", reporter, log)

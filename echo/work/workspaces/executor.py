@@ -25,7 +25,6 @@ from pathlib import Path
 
 import anyio
 
-from echo.config import load_settings
 from echo.errors import WorkspaceError
 from echo.work.executors import Executor, Result
 from echo.work.tasks import Task
@@ -52,14 +51,12 @@ def task_repository(task: Task) -> Repository | None:
     return Repository.from_payload(spec) if isinstance(spec, dict) else None
 
 
-def workspace_for(task: Task, state_dir: Path | None = None) -> Path | None:
+def workspace_for(task: Task, state_dir: Path) -> Path | None:
     """The worktree of `task` on this machine, if it has one (a resumed run continues
     there); None for a task without a repository or a worktree here."""
     repo = task_repository(task)
     if repo is None:
         return None
-    if state_dir is None:
-        state_dir = load_settings().state_dir
     layout = Layout.of(state_dir, repo.name)
     path = layout.worktree(task.task_id)
     return path if (path / ".git").exists() and read_meta(layout, task.task_id) else None

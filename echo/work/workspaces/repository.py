@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from echo.config import Settings
 from echo.errors import BadRepository, WorkspaceError
+from echo.slices import WorkSettings
 from echo.work.workspaces.git import git, ok, out
 
 #: A repository's name: it is a directory name and part of branch names.
@@ -122,7 +122,7 @@ def check_source(name: str, source: str, base: str | None) -> Repository:
 # ------------------------------------------------------------------ the mirror
 
 
-def workspace_place(settings: Settings) -> str:
+def workspace_place(settings: WorkSettings) -> str:
     """Where a worker keeps its worktrees: its node and state directory. A task of a
     repository without a push is claimed again only at this place (029), since its
     work is in a worktree here and nowhere else."""

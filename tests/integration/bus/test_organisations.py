@@ -20,6 +20,7 @@ import asyncpg
 from echo import db as dbmod
 from echo.bus import Message, Publisher, Subscriber
 from echo.config import Settings
+from echo.slices import BusSettings
 from tests.integration.bus.conftest import Recorder, wait_until
 
 ROLES = ["ceo", "cto", "chro"]
@@ -37,8 +38,8 @@ async def organisation(settings: Settings, name: str) -> AsyncIterator[dbmod.Dat
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         s = settings.model_copy(update={"database_url": with_database(settings.database_url, name)})
-        await dbmod.migrate(s)
-        database = await dbmod.Database.open(s, max_size=4)
+        await dbmod.migrate(s.database)
+        database = await dbmod.Database.open(s.database, max_size=4)
         try:
             yield database
         finally:
@@ -49,9 +50,11 @@ async def organisation(settings: Settings, name: str) -> AsyncIterator[dbmod.Dat
 
 
 @contextlib.asynccontextmanager
-async def subscribers(database: dbmod.Database) -> AsyncIterator[list[tuple[Subscriber, Recorder]]]:
+async def subscribers(
+    bus: BusSettings, database: dbmod.Database
+) -> AsyncIterator[list[tuple[Subscriber, Recorder]]]:
     """One live subscriber per role of ROLES, each with its own Redis subscription."""
-    subs = [(Subscriber(database, role, rec), rec) for role in ROLES for rec in [Recorder()]]
+    subs = [(Subscriber(bus, database, role, rec), rec) for role in ROLES for rec in [Recorder()]]
     async with anyio.create_task_group() as tg:
         for sub, _ in subs:
             await tg.start(sub.run)
@@ -65,11 +68,12 @@ async def test_a_broadcast_reaches_only_its_own_organisation_on_a_shared_redis(
     settings: Settings,
 ) -> None:
     assert settings.redis_url  # one Redis, one namespace, two organisations
+    bus = settings.bus
     tag = secrets.token_hex(4)
     async with organisation(settings, f"t_org_a_{tag}") as a, \
             organisation(settings, f"t_org_b_{tag}") as b, \
-            subscribers(a) as subs_a, subscribers(b) as subs_b, \
-            Publisher(a) as pub_a, Publisher(b) as pub_b:
+            subscribers(bus, a) as subs_a, subscribers(bus, b) as subs_b, \
+            Publisher(bus, a) as pub_a, Publisher(bus, b) as pub_b:
         sent_a = await pub_a.publish(Message.build(from_role="operator", subject="for A"),
                                      confirm=True)
         assert sent_a.published and sent_a.receivers == len(ROLES)  # not 2 x len(ROLES)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from echo import db as dbmod
 from echo.bus import Message, Publisher, Subscriber, parse_notice
 from echo.errors import InvalidMessage
+from echo.slices import BusSettings
 from tests.helpers import wait_until
 from tests.integration.bus.conftest import RawRedis, Recorder
 from tests.unit.fuzz.strategies import wire_payloads
@@ -32,13 +33,13 @@ def malformed(payload: bytes | str) -> bool:
     wire_payloads.map(lambda p: p if isinstance(p, bytes) else p.encode("utf-8", "surrogatepass")),
     min_size=20, max_size=40))
 async def test_random_payloads_are_dropped_and_the_subscriber_keeps_delivering(
-    db: dbmod.Database, raw_redis: RawRedis, payloads: list[bytes]
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis, payloads: list[bytes]
 ) -> None:
     async with db.acquire() as conn:
         rows_before = await conn.fetchval("SELECT count(*) FROM messages")
     rec = Recorder()
-    sub = Subscriber(db, "cto", rec)
-    async with anyio.create_task_group() as tg, Publisher(db) as pub:
+    sub = Subscriber(bus, db, "cto", rec)
+    async with anyio.create_task_group() as tg, Publisher(bus, db) as pub:
         await tg.start(sub.run)
         await wait_until(lambda: sub.state == "live")
         for payload in payloads:

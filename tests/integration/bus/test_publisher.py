@@ -15,6 +15,7 @@ from echo.config import Settings
 from echo.embedded import EmbeddedRedis
 from echo.errors import TransportUnavailable
 from echo.listener import notify_channel
+from echo.slices import BusSettings
 from tests.conftest import running_redis
 from tests.integration.bus.conftest import RawRedis, wait_until, wire_prefix
 
@@ -29,9 +30,9 @@ async def published_at(db: dbmod.Database, db_id: int) -> object:
 
 
 async def test_publish_commits_announces_and_marks(
-    db: dbmod.Database, raw_redis: RawRedis
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
-    async with Publisher(db) as pub:
+    async with Publisher(bus, db) as pub:
         result = await pub.publish(msg(body={"detail": "x"}), confirm=True)
         second = await pub.publish(msg("Next"), confirm=True)
     assert result.published and result.receivers == 1 and result.transport == "redis"
@@ -52,8 +53,8 @@ async def test_publish_commits_announces_and_marks(
     assert audit["action"] == "message.published" and audit["actor"] == "cto"
 
 
-async def test_publish_many_is_one_batch(db: dbmod.Database, raw_redis: RawRedis) -> None:
-    async with Publisher(db) as pub:
+async def test_publish_many_is_one_batch(bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis) -> None:
+    async with Publisher(bus, db) as pub:
         result = await pub.publish_many([msg(f"m{i}") for i in range(50)], confirm=True)
         assert result.receivers == 50
     assert result.db_ids == list(range(result.db_ids[0], result.db_ids[0] + 50))
@@ -73,14 +74,14 @@ class CrashAfterCommit(RedisTransport):
 
 
 async def test_relay_delivers_what_a_crash_left_unpublished(
-    db: dbmod.Database, raw_redis: RawRedis
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
-    async with Publisher(db, CrashAfterCommit(db.settings, database=db)) as pub:
+    async with Publisher(bus, db, CrashAfterCommit(bus, database=db)) as pub:
         lost = await pub.publish(msg("lost"), confirm=True)
     assert not lost.published and lost.receivers == 0
     assert await published_at(db, lost.db_id) is None
-    transport = RedisTransport(db.settings, database=db)
-    relay = OutboxRelay(db, transport, grace=0.0, interval=0.05)
+    transport = RedisTransport(bus, database=db)
+    relay = OutboxRelay(bus, db, transport, grace=0.0, interval=0.05)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(relay.run)
@@ -94,23 +95,22 @@ async def test_relay_delivers_what_a_crash_left_unpublished(
 
 
 async def test_redis_down_the_publish_still_succeeds_and_relay_catches_up(
-    db: dbmod.Database, own_redis: EmbeddedRedis
+    bus: BusSettings, db: dbmod.Database, own_redis: EmbeddedRedis
 ) -> None:
-    s = db.settings.model_copy(update={"redis_url": own_redis.url})
-    database = dbmod.Database(s, db.pool)  # same pool, other Redis
+    s = bus.model_copy(update={"redis_url": own_redis.url})  # same pool, other Redis
     await anyio.to_thread.run_sync(own_redis.stop)
-    async with Publisher(database) as pub:
+    async with Publisher(s, db) as pub:
         with anyio.fail_after(5):
             stored = await pub.publish(msg("while redis was down"), confirm=True)
     assert not stored.published and stored.receivers == 0
     assert await published_at(db, stored.db_id) is None
 
     await anyio.to_thread.run_sync(own_redis.start)
-    raw = RawRedis(own_redis.url, await wire_prefix(database))
+    raw = RawRedis(own_redis.url, await wire_prefix(db))
     await raw.start()
-    transport = RedisTransport(s, database=database)
+    transport = RedisTransport(s, database=db)
     try:
-        relay = OutboxRelay(database, transport, grace=0.0)
+        relay = OutboxRelay(s, db, transport, grace=0.0)
         assert await relay.relay_once() == 1
         _, payload = await raw.next()
         assert payload["db_id"] == stored.db_id
@@ -122,8 +122,8 @@ async def test_redis_down_the_publish_still_succeeds_and_relay_catches_up(
 
 
 async def test_notify_mode_announces_at_commit(notify_settings: Settings, tmp_path: Path) -> None:
-    database = await dbmod.Database.open(notify_settings, max_size=2)
-    conn = await dbmod.connect(notify_settings)
+    database = await dbmod.Database.open(notify_settings.database, max_size=2)
+    conn = await dbmod.connect(notify_settings.database)
     got: list[dict] = []
     arrived = anyio.Event()
 
@@ -132,8 +132,8 @@ async def test_notify_mode_announces_at_commit(notify_settings: Settings, tmp_pa
         arrived.set()
 
     try:
-        await conn.add_listener(notify_channel(notify_settings, "messages:all"), on_notify)
-        async with Publisher(database) as pub:
+        await conn.add_listener(notify_channel(notify_settings.database, "messages:all"), on_notify)
+        async with Publisher(notify_settings.bus, database) as pub:
             result = await pub.publish(msg("over NOTIFY"))
         assert result.transport == "notify" and result.receivers == 0 and result.published
         with anyio.fail_after(5):
@@ -146,10 +146,12 @@ async def test_notify_mode_announces_at_commit(notify_settings: Settings, tmp_pa
         await database.close()
 
 
-async def test_unreachable_redis_fails_fast_without_the_password(db: dbmod.Database) -> None:
+async def test_unreachable_redis_fails_fast_without_the_password(
+    bus: BusSettings, db: dbmod.Database
+) -> None:
     from echo.embedded import free_port
 
-    s = db.settings.model_copy(
+    s = bus.model_copy(
         update={"redis_url": f"redis://:hunter2@127.0.0.1:{free_port()}/0"}
     )
     transport = RedisTransport(s, database=db)
@@ -166,10 +168,10 @@ async def test_unreachable_redis_fails_fast_without_the_password(db: dbmod.Datab
 
 
 async def test_password_protected_redis_with_the_password_in_the_url(
-    db: dbmod.Database,
+    bus: BusSettings, db: dbmod.Database,
 ) -> None:
     with running_redis("s3cret") as server:
-        transport = RedisTransport(db.settings.model_copy(update={"redis_url": server.url}),
+        transport = RedisTransport(bus.model_copy(update={"redis_url": server.url}),
                                    database=db)
         try:
             assert await transport.publish([Notice.of(msg(), 1)]) == 0
@@ -177,12 +179,12 @@ async def test_password_protected_redis_with_the_password_in_the_url(
             await transport.aclose()
 
 
-async def test_a_failed_relay_rolls_back_and_leaks_nothing(db: dbmod.Database) -> None:
+async def test_a_failed_relay_rolls_back_and_leaks_nothing(bus: BusSettings, db: dbmod.Database) -> None:
     """The relay holds its rows locked in a transaction while it publishes; a failed
     publish must roll back (rows stay unpublished) and the `db` fixture asserts at
     teardown that no connection went back to the pool inside that transaction."""
-    relay = OutboxRelay(db, CrashAfterCommit(db.settings, database=db), grace=0.0)
-    async with Publisher(db, CrashAfterCommit(db.settings, database=db)) as pub:
+    relay = OutboxRelay(bus, db, CrashAfterCommit(bus, database=db), grace=0.0)
+    async with Publisher(bus, db, CrashAfterCommit(bus, database=db)) as pub:
         await pub.publish(msg())
     with contextlib.suppress(TransportUnavailable):
         await relay.relay_once()
@@ -192,20 +194,20 @@ async def test_a_failed_relay_rolls_back_and_leaks_nothing(db: dbmod.Database) -
 
 
 async def test_the_relay_of_an_agent_announces_on_a_pool_of_one_connection(
-    db: dbmod.Database, raw_redis: RawRedis
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
     """An agent's pool has one connection and its relay a transport of its own, which
     reads the organisation's id before its first PUBLISH. Read inside the relay's
     transaction, that read waited for the connection the transaction held: the relay,
     and with it every message of the agent, stalled for good at the first unannounced
     row (what the Redis outage chaos test met)."""
-    async with Publisher(db, CrashAfterCommit(db.settings, database=db)) as pub:
+    async with Publisher(bus, db, CrashAfterCommit(bus, database=db)) as pub:
         lost = await pub.publish(msg("left for the relay"), confirm=True)
     one = await dbmod.Database.open(db.settings, min_size=0, max_size=1)
-    transport = RedisTransport(db.settings, database=one)
+    transport = RedisTransport(bus, database=one)
     try:
         with anyio.fail_after(10):
-            assert await OutboxRelay(one, transport, grace=0.0).relay_once() == 1
+            assert await OutboxRelay(bus, one, transport, grace=0.0).relay_once() == 1
         _, payload = await raw_redis.next()
         assert payload["db_id"] == lost.db_id
     finally:
@@ -214,9 +216,9 @@ async def test_the_relay_of_an_agent_announces_on_a_pool_of_one_connection(
 
 
 async def test_concurrent_publishes_are_combined_each_with_its_own_result(
-    db: dbmod.Database, raw_redis: RawRedis
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
-    async with Publisher(db) as pub:
+    async with Publisher(bus, db) as pub:
         statements = 0
         insert = pub.store.insert
 
@@ -247,13 +249,13 @@ async def test_concurrent_publishes_are_combined_each_with_its_own_result(
 
 
 async def test_a_publish_returns_at_its_commit_and_is_announced_behind_it(
-    db: dbmod.Database, raw_redis: RawRedis
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
     """Unconfirmed publishes do not wait for Redis: with the PUBLISH held back they all
     return, committed; once it is released every one goes out once, in id order."""
-    transport = Gated(db.settings, database=db)
+    transport = Gated(bus, database=db)
     try:
-        async with Publisher(db, transport) as pub:
+        async with Publisher(bus, db, transport) as pub:
             results = [await pub.publish(msg(f"p{i}")) for i in range(5)]
             assert all(r.published is None and r.receivers is None for r in results)
             async with db.acquire() as conn:
@@ -271,7 +273,7 @@ async def test_a_publish_returns_at_its_commit_and_is_announced_behind_it(
 class Gated(RedisTransport):
     """Holds the first PUBLISH until `gate` is set."""
 
-    def __init__(self, settings: Settings, *, database: dbmod.Database) -> None:
+    def __init__(self, settings: BusSettings, *, database: dbmod.Database) -> None:
         super().__init__(settings, database=database)
         self.gate = anyio.Event()
         self.calls = 0
@@ -285,11 +287,13 @@ class Gated(RedisTransport):
         return await super().publish_counts(notices, key=key)
 
 
-async def test_a_cancelled_waiter_neither_stalls_nor_is_written(db: dbmod.Database) -> None:
+async def test_a_cancelled_waiter_neither_stalls_nor_is_written(
+    bus: BusSettings, db: dbmod.Database
+) -> None:
     results: dict[str, Published] = {}
     gate = anyio.Event()
     inserts = 0
-    async with Publisher(db) as pub:
+    async with Publisher(bus, db) as pub:
         insert = pub.store.insert
 
         async def held(messages: Sequence[Message], **kw: object) -> list[Inserted]:
@@ -326,12 +330,14 @@ async def test_a_cancelled_waiter_neither_stalls_nor_is_written(db: dbmod.Databa
                 ] == ["first", "third"]
 
 
-async def test_publisher_runs_as_a_supervised_service(db: dbmod.Database, raw_redis: RawRedis) -> None:
+async def test_publisher_runs_as_a_supervised_service(
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
+) -> None:
     """`run(task_status)`: the publisher is a child like every other component; stopping
     it announces and marks what it committed."""
     from echo.runtime import Service
 
-    pub = Publisher(db)
+    pub = Publisher(bus, db)
     async with Service(pub.run, name="publisher") as service:
         result = await pub.publish(msg("As a service"))
         assert result.published is None  # returned at its commit

@@ -48,16 +48,15 @@ async def test_a_silent_partition_is_noticed_polled_through_and_healed(
     settings: Settings, own_redis: EmbeddedRedis, db: dbmod.Database
 ) -> None:
     proxy = FreezableProxy("127.0.0.1", own_redis.port)
-    behind = dbmod.Database(
-        settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0"}), db.pool)
-    direct = dbmod.Database(settings.model_copy(update={"redis_url": own_redis.url}), db.pool)
+    behind = settings.bus.model_copy(update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0"})
+    direct = settings.bus.model_copy(update={"redis_url": own_redis.url})
     conditions, rec = Conditions(), Recorder()
-    sub = Subscriber(behind, "cto", rec, reporter=conditions)
+    sub = Subscriber(behind, db, "cto", rec, reporter=conditions)
     with proxy:
         async with anyio.create_task_group() as tg:
             await tg.start(sub.run)
             await wait_until(lambda: sub.state == "live")
-            async with Publisher(direct) as pub:
+            async with Publisher(direct, db) as pub:
                 before = await pub.publish(msg("before"), confirm=True)
                 assert before.receivers == 1  # the subscriber, through the proxy
                 await rec.wait_for(1)

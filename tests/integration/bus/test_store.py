@@ -115,7 +115,7 @@ async def test_relay_batches_do_not_overlap(db: dbmod.Database) -> None:
 
 async def test_unmigrated_schema_says_what_to_run(settings: Settings) -> None:
     bare = settings.model_copy(update={"namespace": settings.namespace + "_none"})
-    database = await dbmod.Database.open(bare, max_size=1)
+    database = await dbmod.Database.open(bare.database, max_size=1)
     try:
         with pytest.raises(MigrationError, match="echoctl db migrate"):
             await MessageStore(database).insert([msg()])

@@ -18,6 +18,7 @@ from echo.bus import MAX_NOTICE_BYTES, Message, Notice, Publisher, RedisTranspor
 from echo.config import Settings
 from echo.embedded import EmbeddedPostgres, EmbeddedRedis
 from echo.errors import TransportUnavailable
+from echo.slices import BusSettings
 from tests.conftest import make_settings
 from tests.integration.bus.conftest import RawRedis, Recorder, wait_until
 
@@ -28,11 +29,11 @@ def msg(subject: str, to: str = "all") -> Message:
 
 @contextlib.asynccontextmanager
 async def live(
-    database: dbmod.Database, role: str, **kw: Any
+    bus: BusSettings, database: dbmod.Database, role: str, **kw: Any
 ) -> AsyncIterator[tuple[Subscriber, Recorder]]:
     """A running subscriber of `role` that records what it gets, once it is live."""
     rec = Recorder()
-    sub = Subscriber(database, role, rec, **kw)
+    sub = Subscriber(bus, database, role, rec, **kw)
     async with anyio.create_task_group() as tg:
         await tg.start(sub.run)
         await wait_until(lambda: sub.state == "live")
@@ -41,9 +42,9 @@ async def live(
 
 
 async def test_live_delivery_filters_roles_and_counts_duplicates(
-    db: dbmod.Database, raw_redis: RawRedis
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
-    async with live(db, "ceo") as (sub, rec), Publisher(db) as pub:
+    async with live(bus, db, "ceo") as (sub, rec), Publisher(bus, db) as pub:
         first = await pub.publish(msg("to all"))
         await pub.publish(msg("to cto only", to="cto"))
         last = await pub.publish(msg("to ceo", to="ceo"))
@@ -60,9 +61,9 @@ async def test_live_delivery_filters_roles_and_counts_duplicates(
 
 
 async def test_malformed_and_oversized_notices_are_dropped(
-    db: dbmod.Database, raw_redis: RawRedis
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
-    async with live(db, "cto") as (sub, rec), Publisher(db) as pub:
+    async with live(bus, db, "cto") as (sub, rec), Publisher(bus, db) as pub:
         oversized = b"x" * (MAX_NOTICE_BYTES + 1)
         for bad in (b"not json", b"\xff\xfe", b'{"db_id": "x"}', b"[]", oversized):
             await raw_redis.send("messages:cto", bad)
@@ -72,17 +73,19 @@ async def test_malformed_and_oversized_notices_are_dropped(
     assert rec.ids == [ok.db_id]
 
 
-async def test_a_subscriber_that_was_down_gets_everything_once(db: dbmod.Database) -> None:
-    async with Publisher(db) as pub:
+async def test_a_subscriber_that_was_down_gets_everything_once(
+    bus: BusSettings, db: dbmod.Database
+) -> None:
+    async with Publisher(bus, db) as pub:
         before = (await pub.publish_many([msg(f"b{i}") for i in range(5)])).db_ids
         first = Recorder()
         async with anyio.create_task_group() as tg:
-            await tg.start(Subscriber(db, "cto", first).run)
+            await tg.start(Subscriber(bus, db, "cto", first).run)
             assert first.ids == before  # caught up before `started`
             tg.cancel_scope.cancel()
         during = (await pub.publish_many([msg(f"d{i}", to="cto") for i in range(5)])).db_ids
     second = Recorder()
-    sub = Subscriber(db, "cto", second)
+    sub = Subscriber(bus, db, "cto", second)
     async with anyio.create_task_group() as tg:
         await tg.start(sub.run)
         assert sub.stats.caught_up
@@ -91,8 +94,8 @@ async def test_a_subscriber_that_was_down_gets_everything_once(db: dbmod.Databas
     assert await sub.store.read_cursor("cto") == during[-1]
 
 
-async def test_catch_up_is_bounded_by_the_timeout(settings: Settings, db: dbmod.Database) -> None:
-    async with Publisher(db) as pub:
+async def test_catch_up_is_bounded_by_the_timeout(bus: BusSettings, db: dbmod.Database) -> None:
+    async with Publisher(bus, db) as pub:
         await pub.publish_many([msg(f"m{i}") for i in range(3)])
     release = anyio.Event()
     got: list[int] = []
@@ -101,8 +104,7 @@ async def test_catch_up_is_bounded_by_the_timeout(settings: Settings, db: dbmod.
         await release.wait()
         got.append(message.id)  # type: ignore[attr-defined]
 
-    quick = dbmod.Database(settings.model_copy(update={"catchup_timeout": 0.2}), db.pool)
-    sub = Subscriber(quick, "ceo", slow)
+    sub = Subscriber(bus.model_copy(update={"catchup_timeout": 0.2}), db, "ceo", slow)
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(3):
             await tg.start(sub.run)
@@ -115,12 +117,11 @@ async def test_catch_up_is_bounded_by_the_timeout(settings: Settings, db: dbmod.
 
 
 async def test_redis_restart_mid_stream_loses_nothing(
-    db: dbmod.Database, own_redis: EmbeddedRedis
+    bus: BusSettings, db: dbmod.Database, own_redis: EmbeddedRedis
 ) -> None:
-    s = db.settings.model_copy(update={"redis_url": own_redis.url})
-    database = dbmod.Database(s, db.pool)
+    other = bus.model_copy(update={"redis_url": own_redis.url})
     sent: list[int] = []
-    async with live(database, "cto") as (sub, rec), Publisher(database) as pub:
+    async with live(other, db, "cto") as (sub, rec), Publisher(other, db) as pub:
         for i in range(10):
             sent.append((await pub.publish(msg(f"a{i}"))).db_id)
         await anyio.to_thread.run_sync(own_redis.stop)
@@ -141,14 +142,14 @@ async def test_postgres_outage_degrades_and_recovers(
 ) -> None:
     s = make_settings(own_postgres.dsn, redis_url, namespace, tmp_path / "state")
     s = s.model_copy(update={"connect_timeout": 1.0, "command_timeout": 2.0})
-    await dbmod.migrate(s)
-    database = await dbmod.Database.open(s, max_size=2)
+    await dbmod.migrate(s.database)
+    database = await dbmod.Database.open(s.database, max_size=2)
     rec = Recorder()
-    sub = Subscriber(database, "ceo", rec)
+    sub = Subscriber(s.bus, database, "ceo", rec)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(sub.run)
-            async with Publisher(database) as pub:
+            async with Publisher(s.bus, database) as pub:
                 await pub.publish(msg("before"))
             await rec.wait_for(1)
 
@@ -162,7 +163,7 @@ async def test_postgres_outage_degrades_and_recovers(
             assert sub.last_error and "unavailable" in sub.last_error
 
             await anyio.to_thread.run_sync(own_postgres.start)
-            async with Publisher(database) as pub:
+            async with Publisher(s.bus, database) as pub:
                 after = await pub.publish(msg("after"))
             await rec.wait_for(2, timeout=20)
             await wait_until(lambda: sub.state == "live")
@@ -183,9 +184,11 @@ def broadcast_cli(s: Settings, subject: str) -> subprocess.CompletedProcess[str]
 
 
 async def test_notify_mode_end_to_end(notify_settings: Settings) -> None:
-    database = await dbmod.Database.open(notify_settings, max_size=3)
+    database = await dbmod.Database.open(notify_settings.database, max_size=3)
     try:
-        async with live(database, "cto", channels=["decisions:7"]) as (sub, rec), Publisher(database) as pub:
+        bus = notify_settings.bus
+        async with live(bus, database, "cto", channels=["decisions:7"]) as (sub, rec), \
+                Publisher(bus, database) as pub:
             a = await pub.publish(msg("notified"))
             b = await pub.publish(Message.build(
                 from_role="ceo", subject="decided", channel="decisions:7", kind="decision"))
@@ -200,15 +203,15 @@ async def test_notify_mode_end_to_end(notify_settings: Settings) -> None:
 
 
 async def test_a_notice_that_arrives_after_the_read_still_prompts_the_next_read(
-    db: dbmod.Database,
+    bus: BusSettings, db: dbmod.Database,
 ) -> None:
     """The handler of the first message publishes a second: its notice arrives after
     the read that returned the first. It must prompt a read at once, not wait for
     the safety poll (10 x poll_interval = 50 s here)."""
-    slow_poll = dbmod.Database(db.settings.model_copy(update={"poll_interval": 5.0}), db.pool)
+    slow_poll = bus.model_copy(update={"poll_interval": 5.0})
     got: list[str] = []
     second = anyio.Event()
-    async with anyio.create_task_group() as tg, Publisher(slow_poll) as pub:
+    async with anyio.create_task_group() as tg, Publisher(slow_poll, db) as pub:
         async def handler(message: StoredMessage) -> None:
             got.append(message.subject)
             if message.subject == "first":
@@ -217,7 +220,7 @@ async def test_a_notice_that_arrives_after_the_read_still_prompts_the_next_read(
             else:
                 second.set()
 
-        sub = Subscriber(slow_poll, "cto", handler)
+        sub = Subscriber(slow_poll, db, "cto", handler)
         await tg.start(sub.run)
         await wait_until(lambda: sub.state == "live")
         await pub.publish(msg("first"))
@@ -228,9 +231,9 @@ async def test_a_notice_that_arrives_after_the_read_still_prompts_the_next_read(
 
 
 async def test_a_notice_for_a_row_that_does_not_exist_leaves_no_phantom_lag(
-    db: dbmod.Database, raw_redis: RawRedis
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
-    async with live(db, "cto") as (sub, rec), Publisher(db) as pub:
+    async with live(bus, db, "cto") as (sub, rec), Publisher(bus, db) as pub:
         forged = json.dumps({"db_id": 10**12, "channel": "messages:cto", "kind": "direct",
                              "from_role": "ceo", "to_role": "cto", "subject": "forged"})
         await raw_redis.send("messages:cto", forged)
@@ -241,17 +244,17 @@ async def test_a_notice_for_a_row_that_does_not_exist_leaves_no_phantom_lag(
     assert rec.ids == [real.db_id] and sub.cursor == real.db_id
 
 
-def quiet(db: dbmod.Database) -> dbmod.Database:
-    """The same pool with a slow safety poll, so every table read in a test is one the
+def quiet(bus: BusSettings) -> BusSettings:
+    """The same bus with a slow safety poll, so every table read in a test is one the
     subscriber chose to make."""
-    return dbmod.Database(db.settings.model_copy(update={"poll_interval": 30.0}), db.pool)
+    return bus.model_copy(update={"poll_interval": 30.0})
 
 
 async def test_live_messages_come_from_their_notices_without_a_read(
-    db: dbmod.Database,
+    bus: BusSettings, db: dbmod.Database,
 ) -> None:
-    database = quiet(db)
-    async with live(database, "ceo") as (sub, rec), Publisher(database) as pub:
+    slow = quiet(bus)
+    async with live(slow, db, "ceo") as (sub, rec), Publisher(slow, db) as pub:
         sent = []
         for i in range(10):
             sent.append((await pub.publish(msg(f"all {i}"))).db_id)
@@ -266,8 +269,8 @@ async def test_live_messages_come_from_their_notices_without_a_read(
 class HeldTransport(RedisTransport):
     """Holds every PUBLISH until `release` is set; `fail` makes it fail instead."""
 
-    def __init__(self, database: dbmod.Database, *, fail: bool = False) -> None:
-        super().__init__(database.settings, database=database)
+    def __init__(self, bus: BusSettings, database: dbmod.Database, *, fail: bool = False) -> None:
+        super().__init__(bus, database=database)
         self.release = anyio.Event()
         self.held = 0
         self.fail = fail
@@ -282,14 +285,16 @@ class HeldTransport(RedisTransport):
         return await super().publish_counts(notices, key=key)
 
 
-async def test_notices_out_of_order_are_handed_over_in_id_order(db: dbmod.Database) -> None:
+async def test_notices_out_of_order_are_handed_over_in_id_order(
+    bus: BusSettings, db: dbmod.Database
+) -> None:
     """Two publishers: the first one's notice is late. The second one's waits in the
     chain (no read: the grace is long) until the first arrives."""
-    database = quiet(db)
-    slow = HeldTransport(database)
+    still = quiet(bus)
+    slow = HeldTransport(still, db)
     try:
-        async with live(database, "cto", gap_grace=30.0) as (sub, rec), \
-                Publisher(database, slow) as late, Publisher(database) as prompt:
+        async with live(still, db, "cto", gap_grace=30.0) as (sub, rec), \
+                Publisher(still, db, slow) as late, Publisher(still, db) as prompt:
             first = await late.publish(msg("first"))
             await wait_until(lambda: slow.held == 1)
             second = await prompt.publish(msg("second"))
@@ -303,15 +308,17 @@ async def test_notices_out_of_order_are_handed_over_in_id_order(db: dbmod.Databa
     assert sub.stats.live == 2 and sub.stats.gaps == 0  # the chain ordered them, no read
 
 
-async def test_a_gap_that_outlasts_its_grace_is_read_from_the_table(db: dbmod.Database) -> None:
+async def test_a_gap_that_outlasts_its_grace_is_read_from_the_table(
+    bus: BusSettings, db: dbmod.Database
+) -> None:
     """The first publisher dies between its commit and its PUBLISH: the chain of the
     next notice points at a message nobody announced. The subscriber reads it."""
-    database = quiet(db)
-    dead = HeldTransport(database, fail=True)
+    still = quiet(bus)
+    dead = HeldTransport(still, db, fail=True)
     try:
-        async with live(database, "cto", gap_grace=0.05) as (sub, rec), \
-                Publisher(database) as pub:
-            async with Publisher(database, dead) as crashed:
+        async with live(still, db, "cto", gap_grace=0.05) as (sub, rec), \
+                Publisher(still, db) as pub:
+            async with Publisher(still, db, dead) as crashed:
                 lost = await crashed.publish(msg("never announced"))
             after = await pub.publish(msg("after"))
             await rec.wait_for(2)
@@ -322,14 +329,14 @@ async def test_a_gap_that_outlasts_its_grace_is_read_from_the_table(db: dbmod.Da
 
 
 async def test_a_forged_notice_is_never_handed_over(
-    db: dbmod.Database, raw_redis: RawRedis
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
 ) -> None:
     """Whoever can PUBLISH on Redis without the namespace's key can at most make a
     subscriber read the table: a notice signed with another key is not believed."""
     from datetime import UTC, datetime
 
-    database = quiet(db)
-    async with live(database, "cto") as (sub, rec), Publisher(database) as pub:
+    still = quiet(bus)
+    async with live(still, db, "cto") as (sub, rec), Publisher(still, db) as pub:
         fake = Message.build(from_role="ceo", to_role="cto", subject="wire the money")
         forged = Notice.of(fake, sub.cursor + 1, prev=sub.cursor, created_at=datetime.now(UTC))
         await raw_redis.send("messages:cto", forged.encode(b"not the key"))

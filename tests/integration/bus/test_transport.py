@@ -27,7 +27,7 @@ async def next_received(sub: Subscription) -> Received:
 async def test_redis_pattern_subscription_and_reconnect(
     settings: Settings, own_redis: EmbeddedRedis, db: dbmod.Database
 ) -> None:
-    s = settings.model_copy(update={"redis_url": own_redis.url})
+    s = settings.bus.model_copy(update={"redis_url": own_redis.url})
     transport = RedisTransport(s, database=db, backoff_initial=0.02, backoff_max=0.1)
     connected = anyio.Event()
     try:
@@ -54,10 +54,8 @@ async def test_redis_pattern_subscription_and_reconnect(
         await transport.aclose()
 
 
-async def test_notify_transport_round_trip_and_long_names(
-    notify_settings: Settings, db: dbmod.Database
-) -> None:
-    transport = NotifyTransport(notify_settings, db)
+async def test_notify_transport_round_trip_and_long_names(db: dbmod.Database) -> None:
+    transport = NotifyTransport(db)
     long_role = "r" * 60
     assert transport.listen_name("messages:all") == "messages:all"
     assert transport.listen_name(f"messages:{long_role}").startswith("h:")

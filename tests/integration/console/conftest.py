@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from echo.config import project_path
+from echo.paths import project_path
 from tests.console_org import Console, organisation_with_console
 
 

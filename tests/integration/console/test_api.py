@@ -308,7 +308,7 @@ async def _messages(response: httpx.Response) -> Any:
 async def _console_connections(org: Console) -> int:
     from echo.db import connection
 
-    async with connection(org.settings) as conn:
+    async with connection(org.settings.database) as conn:
         return int(await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
             f"echo-console:{org.settings.namespace}"))
@@ -360,7 +360,7 @@ async def test_skipped_tasks_are_counted_and_listed_apart_from_failed(org: Conso
             return {t["task_id"] for t in rows if t["status"] == "failed"} >= set(ids)
 
         await wait_until(both_failed, timeout=60, interval=0.2)
-        database = await dbmod.Database.open(org.settings, min_size=1, max_size=1)
+        database = await dbmod.Database.open(org.settings.database, min_size=1, max_size=1)
         try:
             async with database.acquire() as conn:  # what the workflow's agent leaves without Claude
                 await conn.execute("UPDATE agent_tasks SET error = $2 WHERE task_id = $1",

@@ -32,14 +32,14 @@ async def console_settings(pg_dsn: str, redis_url: str,
 
     s = make_settings(pg_dsn, redis_url, f"t_{int(time.time())}_{secrets.token_hex(4)}",
                       tmp_path_factory.mktemp("console-input") / "state")
-    await migrate(s)
+    await migrate(s.database)
     yield s
-    await drop_namespace(s)
+    await drop_namespace(s.database)
 
 
 @pytest.fixture
 async def db(console_settings: Settings) -> AsyncIterator[dbmod.Database]:
-    database = await dbmod.Database.open(console_settings, max_size=1)
+    database = await dbmod.Database.open(console_settings.database, max_size=1)
     yield database
     await database.close()
 

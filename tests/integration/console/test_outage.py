@@ -34,7 +34,7 @@ async def test_database_down_answers_503_then_recovers_with_live_events(
     assert "sekret-pw" in dsn
     s = make_settings(dsn, None, namespace, tmp_path / "state")
     s = s.model_copy(update={"connect_timeout": 1.0, "command_timeout": 2.0})
-    await migrate(s)
+    await migrate(s.database)
     proc = subprocess.Popen([sys.executable, "-m", "echo.console", "--port", "0"], env=cli_env(s),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:

@@ -19,6 +19,6 @@ async def mcp_settings(pg_dsn: str, redis_url: str,
 
     s = make_settings(pg_dsn, redis_url, f"t_{int(time.time())}_{secrets.token_hex(4)}",
                       tmp_path_factory.mktemp("mcp") / "state")
-    await migrate(s)
+    await migrate(s.database)
     yield s
-    await drop_namespace(s)
+    await drop_namespace(s.database)

@@ -28,10 +28,11 @@ from tests.mcp_checks import (
 @pytest.fixture
 async def cto_lease(mcp_settings: Settings) -> AsyncIterator[tuple[Lease, LeaseKeeper]]:
     """The cto role's lease, held here (for a minute: no renewals) as its agent would."""
-    keeper = LeaseKeeper(mcp_settings.model_copy(update={"lease_seconds": 60.0}), "cto")
+    keeper = LeaseKeeper(mcp_settings.leases.model_copy(update={"lease_seconds": 60.0}),
+                         mcp_settings.database, "cto")
     await keeper.open()
     try:
-        async with dbmod.connection(mcp_settings) as conn:  # the previous test's holder, gone
+        async with dbmod.connection(mcp_settings.database) as conn:  # the previous test's holder, gone
             await conn.execute("UPDATE role_leases SET expires_at = now() WHERE role = 'cto'")
         lease = await keeper.try_acquire()
         assert lease is not None
@@ -76,9 +77,9 @@ async def test_a_roles_server_with_a_stale_epoch_writes_nothing(
     async with stdio(mcp_settings, "--role", "cto", "--fence", lease.fence) as session:
         first = await ok(session, "send", to="ceo", subject="Before the takeover")
         # Another agent takes the role over: a newer epoch.
-        async with dbmod.connection(mcp_settings) as conn:
+        async with dbmod.connection(mcp_settings.database) as conn:
             await conn.execute("UPDATE role_leases SET expires_at = now() WHERE role = 'cto'")
-        newer = LeaseKeeper(mcp_settings, "cto")
+        newer = LeaseKeeper(mcp_settings.leases, mcp_settings.database, "cto")
         await newer.open()
         try:
             taken = await newer.try_acquire()

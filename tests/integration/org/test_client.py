@@ -138,7 +138,7 @@ async def test_an_unmigrated_namespace_is_one_line_for_every_operation(settings:
                      c.broadcast("x")):
             with pytest.raises(MigrationError, match=r"run `echoctl db migrate`"):
                 await call
-    await dbmod.drop_namespace(bare)
+    await dbmod.drop_namespace(bare.database)
 
 
 async def test_status_reads_the_state_dir_and_postgres(client: Client, db: dbmod.Database) -> None:

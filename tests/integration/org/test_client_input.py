@@ -72,10 +72,11 @@ async def test_bad_input_is_a_usage_error_naming_the_field_and_writes_nothing(
 async def test_the_queue_applies_the_organisations_limit_too(settings: Settings) -> None:
     # What agents enqueue (a decision's tasks) meets the same limit as a person's submit.
     small = settings.model_copy(update={"max_task_bytes": 2048})
-    database = await dbmod.Database.open(small, max_size=1)
+    database = await dbmod.Database.open(small.database, max_size=1)
     try:
+        queue = TaskQueue(database, max_task_bytes=small.work.max_task_bytes)
         with pytest.raises(UsageError, match="max_task_bytes=2048"):
-            await TaskQueue(database).enqueue_many([NewTask("x" * 3000)])
+            await queue.enqueue_many([NewTask("x" * 3000)])
         with pytest.raises(UsageError, match="delay"):
             await TaskQueue(database).enqueue("x", delay=math.nan)
         made = await TaskQueue(database).enqueue("x" * 2000, payload={"n": 1})

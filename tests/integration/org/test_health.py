@@ -44,8 +44,8 @@ async def test_database_outage_degrades_never_raises_and_recovers(
 ) -> None:
     s = make_settings(own_postgres.dsn, None, namespace, tmp_path / "state")
     s = s.model_copy(update={"command_timeout": 2.0, "connect_timeout": 1.0})
-    await db.migrate(s)
-    database = await db.Database.open(s, max_size=1)
+    await db.migrate(s.database)
+    database = await db.Database.open(s.database, max_size=1)
     try:
         monitor = HealthMonitor(s, database, "cto", interval=0.05)
         await monitor.beat()

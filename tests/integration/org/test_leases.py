@@ -27,7 +27,7 @@ def short(s: Settings, **extra: object) -> Settings:
 
 
 async def keeper(s: Settings, role: str = "cto", **kwargs: object) -> LeaseKeeper:
-    k = LeaseKeeper(s, role, **kwargs)  # type: ignore[arg-type]
+    k = LeaseKeeper(s.leases, s.database, role, **kwargs)  # type: ignore[arg-type]
     await k.open()
     return k
 
@@ -95,7 +95,7 @@ async def test_expiry_is_the_databases_clock_not_a_nodes(settings: Settings) -> 
     try:
         assert await a.try_acquire() is not None
         assert await skewed.try_acquire() is None
-        async with dbmod.connection(settings) as conn:  # the database says it expired
+        async with dbmod.connection(settings.database) as conn:  # the database says it expired
             await conn.execute("UPDATE role_leases SET expires_at = now() - interval '1 ms'")
         taken = await skewed.try_acquire()
         assert taken is not None and taken.epoch == 2
@@ -126,16 +126,16 @@ async def test_a_renewal_beats_the_process_row_and_a_lost_one_leaves_it(settings
     try:
         assert await a.try_acquire() is not None
         beat = "SELECT state, heartbeat_at FROM role_agents WHERE holder = $1"
-        async with dbmod.connection(settings) as conn:
+        async with dbmod.connection(settings.database) as conn:
             assert await conn.fetchrow(beat, a.holder) is None
         held, _ = await a.renew()
-        async with dbmod.connection(settings) as conn:
+        async with dbmod.connection(settings.database) as conn:
             row = await conn.fetchrow(beat, a.holder)
             assert held and row is not None and row["state"] == "active"
             await conn.execute("UPDATE role_leases SET expires_at = now() - interval '1 ms'")
         assert await b.try_acquire() is not None  # taken over: a's renewal matches nothing
         held, _ = await a.renew()
-        async with dbmod.connection(settings) as conn:
+        async with dbmod.connection(settings.database) as conn:
             assert not held and await conn.fetchrow(beat, a.holder) == row
     finally:
         await a.close()
@@ -146,11 +146,11 @@ async def test_a_write_with_a_lost_epoch_is_refused_and_writes_nothing(settings:
     a, b = await keeper(settings), await keeper(settings)
     lease = await a.try_acquire()
     assert lease is not None
-    fenced = await dbmod.Database.open(settings, max_size=1, fence=lease.fence)
+    fenced = await dbmod.Database.open(settings.database, max_size=1, fence=lease.fence)
     try:
         async with fenced.transaction() as conn:  # the owner writes as the role
             await conn.execute("INSERT INTO agent_cursors (role, last_message_id) VALUES ('cto', 1)")
-        async with dbmod.connection(settings) as conn:
+        async with dbmod.connection(settings.database) as conn:
             await conn.execute("UPDATE role_leases SET expires_at = now()")
         assert await b.try_acquire() is not None
         for statement in ("UPDATE agent_cursors SET last_message_id = 2 WHERE role = 'cto'",
@@ -159,7 +159,7 @@ async def test_a_write_with_a_lost_epoch_is_refused_and_writes_nothing(settings:
             with pytest.raises(LeaseLost, match="no longer held by this agent"):
                 async with fenced.transaction() as conn:
                     await conn.execute(statement)
-        async with dbmod.connection(settings) as conn:
+        async with dbmod.connection(settings.database) as conn:
             assert await conn.fetchval("SELECT last_message_id FROM agent_cursors") == 1
             # An unfenced connection (the CLI, another process) is not affected.
             await conn.execute("UPDATE agent_cursors SET last_message_id = 3 WHERE role = 'cto'")
@@ -179,10 +179,10 @@ async def test_a_write_the_fence_refuses_halts_the_owner_at_once(settings: Setti
     seen: list[tuple[bool, bool, str | None]] = []
 
     async def act(lease: Lease, quit_: anyio.Event) -> object:
-        fenced = await dbmod.Database.open(s, max_size=1, fence=lease.fence)
+        fenced = await dbmod.Database.open(s.database, max_size=1, fence=lease.fence)
         fenced.on_fenced = lambda exc: a.lost(f"the fence refused a write ({exc})")
         try:
-            async with dbmod.connection(s) as conn:  # the lease passes on meanwhile
+            async with dbmod.connection(s.database) as conn:  # the lease passes on meanwhile
                 await conn.execute("UPDATE role_leases SET expires_at = now()")
             assert await b.try_acquire() is not None
             with pytest.raises(LeaseLost):
@@ -208,9 +208,9 @@ async def test_an_expired_lease_fences_even_before_anyone_takes_over(settings: S
     a = await keeper(settings)
     lease = await a.try_acquire()
     assert lease is not None
-    fenced = await dbmod.Database.open(settings, max_size=1, fence=lease.fence)
+    fenced = await dbmod.Database.open(settings.database, max_size=1, fence=lease.fence)
     try:
-        async with dbmod.connection(settings) as conn:
+        async with dbmod.connection(settings.database) as conn:
             await conn.execute("UPDATE role_leases SET expires_at = now()")
         with pytest.raises(LeaseLost):
             async with fenced.acquire() as conn:
@@ -242,7 +242,7 @@ async def test_a_preferred_node_takes_the_role_back_with_no_gap(settings: Settin
             await wait_until(lambda: len(acts) == 1, timeout=10)
 
             async def watch() -> None:  # the role never lacks a holder by the database
-                async with dbmod.connection(s) as conn:
+                async with dbmod.connection(s.database) as conn:
                     while not stop.is_set():
                         if not await conn.fetchval(
                                 "SELECT holder IS NOT NULL AND expires_at > now() FROM role_leases"):
@@ -253,7 +253,7 @@ async def test_a_preferred_node_takes_the_role_back_with_no_gap(settings: Settin
             tg.start_soon(run_keeper, preferred, stop, acts)
             await wait_until(lambda: len(acts) == 2, timeout=20)
             assert acts == [(owner.holder, 1), (preferred.holder, 2)]
-            view = await agent_processes(s, stale_after=5)
+            view = await agent_processes(s.database, s.leases, stale_after=5)
             assert sorted((p["active"], p["epoch"]) for p in view) == [(False, None), (True, 2)]
             stop.set()
         assert gaps == []
@@ -267,7 +267,7 @@ async def test_with_the_database_down_the_owner_stops_acting_within_the_lease(
 ) -> None:
     s = short(make_settings(own_postgres.dsn, None, namespace, tmp_path / "state"),
               connect_timeout=0.5, command_timeout=0.5)
-    await dbmod.migrate(s)
+    await dbmod.migrate(s.database)
     k = await keeper(s)
     stop, acting, stopped = anyio.Event(), anyio.Event(), anyio.Event()
 
@@ -299,7 +299,7 @@ async def test_with_the_database_down_the_owner_stops_acting_within_the_lease(
 async def test_a_node_name_is_held_by_one_up_at_a_time(settings: Settings) -> None:
     s = settings.model_copy(update={"node": "alpha"})
     await claim_node(s, lambda pid: True)
-    async with dbmod.connection(s) as conn:  # as if another `up` (pid 1) held it
+    async with dbmod.connection(s.database) as conn:  # as if another `up` (pid 1) held it
         await conn.execute("UPDATE echo_nodes SET pid = 1")
     other = s.model_copy(update={"state_dir": settings.state_dir / "elsewhere"})
     with pytest.raises(UsageError, match=r"node 'alpha' is already up .* --node NAME"):
@@ -311,5 +311,5 @@ async def test_a_node_name_is_held_by_one_up_at_a_time(settings: Settings) -> No
         tg.start_soon(keep_node, s, seat)
         await anyio.sleep(0)
         tg.cancel_scope.cancel()
-    async with dbmod.connection(s) as conn:
+    async with dbmod.connection(s.database) as conn:
         assert await conn.fetchval("SELECT count(*) FROM echo_nodes") == 0

@@ -22,6 +22,7 @@ from echo import db as dbmod
 from echo.bus import Message, Publisher
 from echo.config import Settings
 from echo.org.node.state import read_org
+from echo.slices import BusSettings
 from tests.helpers import ROLES, all_in, cli_env, echoctl, org_processes, run_cli, wait_until
 
 
@@ -83,7 +84,7 @@ async def test_up_staggered_six_healthy_in_order_then_down_leaves_nothing(
 
 
 async def test_sigkilled_agent_restarts_and_catches_up_exactly_once(
-    org_settings: Settings, db: dbmod.Database
+    org_settings: Settings, bus: BusSettings, db: dbmod.Database
 ) -> None:
     s = org_settings
     assert (await run_cli(s, "up", "--staggered", "--detach", timeout=120)).returncode == 0
@@ -94,7 +95,7 @@ async def test_sigkilled_agent_restarts_and_catches_up_exactly_once(
     assert victim
 
     os.kill(victim, signal.SIGKILL)
-    async with Publisher(db) as pub:
+    async with Publisher(bus, db) as pub:
         sent = await pub.publish_many(
             [Message.build(from_role="ceo", to_role=to, subject=f"while down {i}")
              for i, to in enumerate(["all", "cto"] * 10)]
@@ -135,7 +136,7 @@ async def test_database_down_at_start_agents_degraded_then_healthy(
 
     s = make_settings(own_postgres.dsn, None, namespace, tmp_path / "state")
     s = s.model_copy(update={"agents_dir": agents_dir, "connect_timeout": 1.0})
-    await dbmod.migrate(s)
+    await dbmod.migrate(s.database)
     roles = ["ceo", "cto"]
     await anyio.to_thread.run_sync(own_postgres.stop, "immediate")
     try:

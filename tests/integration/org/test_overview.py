@@ -13,7 +13,7 @@ from tests.helpers import run_cli
 
 
 async def test_agent_once_shows_recent_messages_and_work(settings: Settings, db: Database) -> None:
-    async with Publisher(db) as pub:
+    async with Publisher(settings.bus, db) as pub:
         sent = await pub.publish_many([
             Message.build(from_role="ceo", to_role="all", subject="Quarterly plan"),
             Message.build(from_role="ceo", to_role="cto", subject="Review the API migration"),

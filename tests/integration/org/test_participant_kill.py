@@ -64,14 +64,15 @@ async def main():
         root.handlers.insert(0, KillPoint())
     elif when == "after-line":
         root.handlers.append(KillPoint())
-    database = await db.Database.open(Settings(), max_size=2)
+    settings = Settings()
+    database = await db.Database.open(settings.database, max_size=2)
     participant = await Participant(database, "cto", Registry(),
                                     **({"handle": write_effect} if effect else {})).start()
 
     async def deliver(message):
         await participant.call(("message", message), timeout=None)
 
-    sub = Subscriber(database, "cto", deliver)
+    sub = Subscriber(settings.bus, database, "cto", deliver)
     async with anyio.create_task_group() as tg:
         await tg.start(sub.run)
         while participant.last_message_id < last:
@@ -83,8 +84,8 @@ anyio.run(main)
 """
 
 
-async def burst(db: dbmod.Database) -> list[int]:
-    async with Publisher(db) as pub:
+async def burst(settings: Settings, db: dbmod.Database) -> list[int]:
+    async with Publisher(settings.bus, db) as pub:
         return (await pub.publish_many(
             [Message.build(from_role="operator", subject=f"burst {i}") for i in range(BURST)])).db_ids
 
@@ -125,7 +126,7 @@ async def test_a_kill_after_the_line_is_written_leaves_one_processing_per_messag
 
 async def kill_and_take_over(settings: Settings, db: dbmod.Database, tmp_path: Path,
                              when: str) -> None:
-    ids = await burst(db)
+    ids = await burst(settings, db)
     log = tmp_path / "cto.log"
     assert run_child(settings, log, ids[KILL_AT], when, ids[-1], effect=False) == -9
     assert run_child(settings, log, ids[KILL_AT], "never", ids[-1], effect=False) == 0
@@ -152,7 +153,7 @@ async def test_the_handlings_writes_commit_with_the_record_exactly_once(
     write and before the commit leaves neither, and the successor does both."""
     async with db.acquire() as conn:
         await conn.execute("CREATE TABLE handled (role text, message_id bigint)")  # no key
-    ids = await burst(db)
+    ids = await burst(settings, db)
     log = tmp_path / "cto.log"
     assert run_child(settings, log, ids[KILL_AT], "in-handle", ids[-1], effect=True) == -9
     assert run_child(settings, log, ids[KILL_AT], "never", ids[-1], effect=True) == 0

@@ -24,7 +24,7 @@ async def test_an_unmigrated_namespace_is_one_line(settings: Settings) -> None:
             assert out.stderr.count("\n") == 1 and "is not migrated" in out.stderr, out.stderr
             assert "run `echoctl db migrate`" in out.stderr and "Traceback" not in out.stderr
     finally:
-        await dbmod.drop_namespace(bare)
+        await dbmod.drop_namespace(bare.database)
 
 
 async def test_start_with_no_agent_up_says_how_to_start_them(settings: Settings,
@@ -41,7 +41,7 @@ async def fallback_workflow(settings: Settings, db: dbmod.Database) -> str:
     async with Client(settings) as c:
         wf = await c.start_workflow("Plan the quarterly roadmap and its architecture", roles=roles)
     store = WorkflowStore(db)
-    async with Publisher(db) as pub:
+    async with Publisher(settings.bus, db) as pub:
         for role in roles:
             await store.record_participant(wf.id, role, participate=True, confidence=0.7,
                                            reason=f"keywords of the {role} matched: roadmap",

@@ -19,7 +19,7 @@ async def test_a_data_error_in_one_workflow_marks_it_error_and_the_others_go_on(
     org_settings: Settings,
 ) -> None:
     s = org_settings
-    database = await Database.open(s, max_size=2)
+    database = await Database.open(s.database, max_size=2)
     try:
         async with Client(s, database=database) as client:
             broken = (await client.start_workflow("Move the API", roles=["cto"])).id
@@ -30,7 +30,7 @@ async def test_a_data_error_in_one_workflow_marks_it_error_and_the_others_go_on(
                 "ALTER TABLE workflow_participants ADD CONSTRAINT no_broken_wf "
                 f"CHECK (workflow_id <> '{broken}') NOT VALID")
         cto = workflow.WorkflowAgent(s, database, load_roles(s.agents_dir)["cto"])
-        async with Publisher(database) as publisher:
+        async with Publisher(s.bus, database) as publisher:
             cto.part = cto.make_part(publisher.publish)
 
             await cto.step()  # must not raise: the error belongs to one workflow

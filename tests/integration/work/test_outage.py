@@ -21,11 +21,11 @@ async def test_pool_survives_an_outage_and_writes_the_result_afterwards(
 ) -> None:
     s = make_settings(own_postgres.dsn, None, namespace, tmp_path)
     s = s.model_copy(update={"connect_timeout": 1.0, "command_timeout": 2.0})
-    await migrate(s)
-    database = await Database.open(s, max_size=4)
+    await migrate(s.database)
+    database = await Database.open(s.database, max_size=4)
     q = TaskQueue(database)
     made = await q.enqueue("outlives the outage", task_type="noop", payload={"sleep": 1.0})
-    pool = ExecutorPool(s, database, {"noop": NoopExecutor()}, lease_seconds=60,
+    pool = ExecutorPool(s.work, database, {"noop": NoopExecutor()}, lease_seconds=60,
                         backoff=Backoff(initial=0.05, max=0.1))
     try:
         async with anyio.create_task_group() as tg:

@@ -70,7 +70,7 @@ async def test_a_rejected_batch_is_stored_item_by_item_so_only_the_bad_result_fa
     ids = [e.task_id for e in await q.enqueue_many(
         [NewTask(d, task_type="noop") for d in ("ok-1", "nan", "ok-2", "ok-3")])]
     executor = Mixed()
-    pool = ExecutorPool(settings, db, {"noop": executor}, concurrency=4)
+    pool = ExecutorPool(settings.work, db, {"noop": executor}, concurrency=4)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         await wait_until(lambda: executor.started == 4)

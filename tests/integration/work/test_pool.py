@@ -48,7 +48,7 @@ async def test_pool_runs_tasks_within_its_capacity_and_reports_metrics(
     q = TaskQueue(db)
     await q.enqueue_many([NewTask(f"t{i}", task_type="noop") for i in range(10)])
     gate = Gate()
-    pool = ExecutorPool(settings, db, {"noop": gate}, concurrency=3, backoff=FAST)
+    pool = ExecutorPool(settings.work, db, {"noop": gate}, concurrency=3, backoff=FAST)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         await wait_until(lambda: gate.running == 3)
@@ -69,8 +69,8 @@ async def test_notify_wakes_an_idle_pool_long_before_its_poll(
     settings: Settings, db: Database
 ) -> None:
     slow_poll = settings.model_copy(update={"worker_check_interval": 30.0})
-    listener = Listener(slow_poll)
-    pool = ExecutorPool(slow_poll, db, {"noop": NoopExecutor()}, listener=listener)
+    listener = Listener(slow_poll.database)
+    pool = ExecutorPool(slow_poll.work, db, {"noop": NoopExecutor()}, listener=listener)
     q = TaskQueue(db)
     async with anyio.create_task_group() as tg:
         await tg.start(listener.run)
@@ -91,8 +91,8 @@ async def test_an_idle_pool_sleeps_until_a_delayed_task_comes_due_not_until_its_
     one is due and sleeps that long, instead of polling every second (or, idle, far
     less often)."""
     slow_poll = settings.model_copy(update={"worker_check_interval": 30.0})
-    listener = Listener(slow_poll)
-    pool = ExecutorPool(slow_poll, db, {"noop": NoopExecutor()}, listener=listener)
+    listener = Listener(slow_poll.database)
+    pool = ExecutorPool(slow_poll.work, db, {"noop": NoopExecutor()}, listener=listener)
     q = TaskQueue(db)
     async with anyio.create_task_group() as tg:
         await tg.start(listener.run)
@@ -106,9 +106,9 @@ async def test_an_idle_pool_sleeps_until_a_delayed_task_comes_due_not_until_its_
 
 
 async def test_cancelling_a_running_task_stops_its_work(settings: Settings, db: Database) -> None:
-    listener = Listener(settings)
+    listener = Listener(settings.database)
     gate = Gate()
-    pool = ExecutorPool(settings, db, {"noop": gate}, listener=listener, lease_seconds=30)
+    pool = ExecutorPool(settings.work, db, {"noop": gate}, listener=listener, lease_seconds=30)
     q = TaskQueue(db)
     made = await q.enqueue("long", task_type="noop")
     async with anyio.create_task_group() as tg:
@@ -129,7 +129,7 @@ async def test_drain_finishes_quick_work_and_releases_the_rest(
     q = TaskQueue(db)
     quick = await q.enqueue("quick", task_type="noop", payload={"sleep": 0.2}, priority=1)
     slow = await q.enqueue("slow", task_type="noop", payload={"sleep": 60})
-    pool = ExecutorPool(settings, db, {"noop": NoopExecutor()}, concurrency=2,
+    pool = ExecutorPool(settings.work, db, {"noop": NoopExecutor()}, concurrency=2,
                         grace_seconds=1.0)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
@@ -145,7 +145,7 @@ async def test_drain_finishes_quick_work_and_releases_the_rest(
 async def test_cancelling_run_releases_what_it_holds(settings: Settings, db: Database) -> None:
     q = TaskQueue(db)
     made = await q.enqueue("held", task_type="noop", payload={"sleep": 60})
-    pool = ExecutorPool(settings, db, {"noop": NoopExecutor()})
+    pool = ExecutorPool(settings.work, db, {"noop": NoopExecutor()})
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         await wait_until(lambda: pool.metrics().active == 1)
@@ -174,7 +174,7 @@ async def test_failures_are_classified_and_retried_with_backoff(
     q = TaskQueue(db)
     auth = await q.enqueue("auth", task_type="noop")
     flaky = await q.enqueue("flaky", task_type="noop", max_retries=3)
-    pool = ExecutorPool(settings, db, {"noop": Flaky()}, backoff=FAST)
+    pool = ExecutorPool(settings.work, db, {"noop": Flaky()}, backoff=FAST)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         await wait_until(lambda: pool.metrics().total_processed == 4)
@@ -199,11 +199,11 @@ async def test_no_claim_is_lost_to_an_uncommitted_transaction(
     back to the pool inside a transaction (the `db` fixture fails the test if one does)."""
     q = TaskQueue(db)
     await q.enqueue_many([NewTask(f"t{i}", task_type="noop") for i in range(300)])
-    one_conn = await Database.open(settings, max_size=1)  # every claim shares one connection
+    one_conn = await Database.open(settings.database, max_size=1)  # every claim shares one connection
     try:
         claimed = await TaskQueue(one_conn).claim([f"w:{i}" for i in range(50)],
                                                   lease_seconds=0.5)
-        async with dbmod.connection(settings) as observer:  # another session sees them at once
+        async with dbmod.connection(settings.database) as observer:  # another session sees them at once
             running = await observer.fetchval(
                 "SELECT count(*) FROM agent_tasks WHERE status = 'running'")
             assert running == len(claimed) == 50
@@ -213,7 +213,7 @@ async def test_no_claim_is_lost_to_an_uncommitted_transaction(
             state = await observer.fetchval(
                 "SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
             assert state == "idle"
-        pool = ExecutorPool(settings, one_conn, {"noop": NoopExecutor()}, concurrency=16,
+        pool = ExecutorPool(settings.work, one_conn, {"noop": NoopExecutor()}, concurrency=16,
                             backoff=FAST, lease_seconds=2.0)
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)
@@ -226,7 +226,7 @@ async def test_no_claim_is_lost_to_an_uncommitted_transaction(
 
     # And the failure mode itself: a claim left in an open transaction is rolled back
     # when the connection is released (counted as a leak), so the task is not stuck.
-    leaky = await Database.open(settings, max_size=1)
+    leaky = await Database.open(settings.database, max_size=1)
     try:
         made = await q.enqueue("victim", task_type="noop")
         async with leaky.acquire() as conn:

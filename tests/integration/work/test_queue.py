@@ -163,7 +163,7 @@ async def test_cancel_and_requeue_errors_are_one_clear_line(db: Database) -> Non
 
 
 async def test_enqueue_and_cancel_of_running_task_notify(settings: Settings, db: Database) -> None:
-    listener = Listener(settings)
+    listener = Listener(settings.database)
     got: list[str] = []
     arrived = anyio.Event()
 
@@ -225,7 +225,7 @@ async def test_a_claim_that_finds_nothing_does_not_wake_the_console(
     enqueue after it writes one and sends exactly one."""
     from echo import db as dbmod
 
-    conn = await dbmod.connect(settings)
+    conn = await dbmod.connect(settings.database)
     got: list[str] = []
     arrived = anyio.Event()
 

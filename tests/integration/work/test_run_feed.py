@@ -46,7 +46,7 @@ async def test_a_runs_start_and_end_are_in_the_feed(settings: Settings, db: Data
                    attempt=again.attempt, cost_usd=0.05, turns=5, session_id="s-1",
                    resumed_attempt=1)
     await q.complete([Completion(again, "done", 0.05, "s-1", run=ok)])
-    await Governor(settings, db).record([RunRecord(kind="question", outcome="ok", role="cto",
+    await Governor(settings.governor, db).record([RunRecord(kind="question", outcome="ok", role="cto",
                                                    workflow_id="wf-1", step="select")])
 
     events = await run_events(db)
@@ -72,7 +72,7 @@ async def test_a_runs_start_and_end_are_in_the_feed(settings: Settings, db: Data
 
 
 async def test_the_charts_add_up_what_was_spent_and_finished(settings: Settings, db: Database) -> None:
-    governor = Governor(settings, db)
+    governor = Governor(settings.governor, db)
     await governor.set_budget("role", "cto", 2.0, known_roles=["cto", "ceo"])
     await governor.record([
         RunRecord(kind="question", outcome="ok", role="cto", workflow_id="wf-1", cost_usd=0.4),

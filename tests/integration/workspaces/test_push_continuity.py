@@ -38,7 +38,7 @@ STEPS = ("import os, pathlib, sys\n"
 async def run_on(machine: Settings, db: Database, task_id: int) -> dict[str, Any]:
     """One machine's pool (its own state directory) until the task is final."""
     q = TaskQueue(db)
-    pool = ExecutorPool(machine, db, {"command": WorkspaceExecutor(CommandExecutor(),
+    pool = ExecutorPool(machine.work, db, {"command": WorkspaceExecutor(CommandExecutor(),
                                                                    machine.state_dir)},
                         concurrency=1, roles=["cto"], backoff=FAST)
 
@@ -93,18 +93,18 @@ async def test_without_a_push_the_task_stays_with_the_machine_that_has_its_workt
         task_id = await submit(client, [sys.executable, "-c", STEPS], max_retries=0)
         failed = await run_on(first, db, task_id)
         assert failed["status"] == "dead"
-        assert failed["workspace_at"] == workspace_place(first)
+        assert failed["workspace_at"] == workspace_place(first.work)
         assert run_git(source, "branch", "--list", f"echo/cto/task-{task_id}") == ""  # no push
         await client.retry_task(task_id)
 
         q = TaskQueue(db)  # machine B's claim passes it by; the task says where it waits
-        assert await q.claim(["b:1:0"], roles=["cto"], place=workspace_place(second)) == []
-        await WorkerRegistry(db).register("b:1", ["cto"], ["command"], workspace_place(second))
+        assert await q.claim(["b:1:0"], roles=["cto"], place=workspace_place(second.work)) == []
+        await WorkerRegistry(db).register("b:1", ["cto"], ["command"], workspace_place(second.work))
         waiting = (await client.task(task_id)).task["waiting"]
-        assert waiting is not None and workspace_place(first) in waiting
+        assert waiting is not None and workspace_place(first.work) in waiting
         assert f"echoctl tasks retry {task_id} --anywhere" in waiting
         [listed] = [t for t in await client.tasks() if t.task_id == task_id]
-        assert listed.waiting == waiting and listed.workspace_at == workspace_place(first)
+        assert listed.waiting == waiting and listed.workspace_at == workspace_place(first.work)
         await WorkerRegistry(db).forget("b:1")
 
         task = await run_on(first, db, task_id)  # machine A goes on from step 1
@@ -125,7 +125,7 @@ async def test_without_a_push_the_task_stays_with_the_machine_that_has_its_workt
         assert (await q.get(second_task))["workspace_at"] is None
         elsewhere = await run_on(second, db, second_task)
     assert elsewhere["status"] == "dead"  # found no step 1 on machine B: from the base
-    assert elsewhere["workspace_at"] == workspace_place(second)
+    assert elsewhere["workspace_at"] == workspace_place(second.work)
     assert (Layout.of(second.state_dir, "app").worktree(second_task) / "progress.txt"
             ).read_text() == "step 1\n"
     assert run_git(source, "status", "--porcelain") == ""

@@ -44,7 +44,7 @@ async def run_tasks(settings: Settings, db: Database, ids: list[int], *,
                     concurrency: int = 2) -> dict[int, dict[str, Any]]:
     """Run the queue with a workspace-wrapped command executor until `ids` are final."""
     q = TaskQueue(db)
-    pool = ExecutorPool(settings, db, {"command": WorkspaceExecutor(CommandExecutor(),
+    pool = ExecutorPool(settings.work, db, {"command": WorkspaceExecutor(CommandExecutor(),
                                                                     settings.state_dir)},
                         concurrency=concurrency, roles=["cto", "ceo"], backoff=FAST)
 

@@ -62,7 +62,7 @@ def test_sentinel_passwords_are_redacted(url: str, tmp_path: Path) -> None:
 
 async def test_the_transport_builds_a_client_of_the_sentinels_master(tmp_path: Path) -> None:
     s = Settings(state_dir=tmp_path, redis_url="rediss+sentinel://:pw@s1:26379,s2:26380/mymaster/3")
-    transport = RedisTransport(s)
+    transport = RedisTransport(s.bus)
     client = transport.client
     assert isinstance(client, SentinelRedis)
     pool = client.connection_pool
@@ -76,5 +76,5 @@ async def test_the_transport_builds_a_client_of_the_sentinels_master(tmp_path: P
 
 
 def test_a_plain_url_still_makes_a_plain_client(tmp_path: Path) -> None:
-    client = redis_client(Settings(state_dir=tmp_path, redis_url="redis://127.0.0.1:6379/0"))
+    client = redis_client(Settings(state_dir=tmp_path, redis_url="redis://127.0.0.1:6379/0").bus)
     assert not isinstance(client, SentinelRedis)

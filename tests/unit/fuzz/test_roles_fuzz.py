@@ -9,9 +9,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from echo.config import project_path
 from echo.errors import ConfigError
 from echo.org.roles import Role, load_role_file
+from echo.paths import project_path
 from tests.unit.fuzz.strategies import INJECTIONS
 
 KEYS = ["name", "title", "start_order", "responsibilities", "keywords", "system_prompt",

@@ -12,13 +12,14 @@ from typing import Any
 import mcp
 import pytest
 
-from echo.config import Settings, project_path
+from echo.config import Settings
 from echo.errors import ConfigError, UsageError
 from echo.mcp import Scope, build_server
 from echo.mcp.tools import TOOLS, Org, tool, tools_for
 from echo.org.client import Client
 from echo.org.leases import Lease
 from echo.org.roles import ROLE_ECHO_TOOLS, load_role
+from echo.paths import project_path
 
 FENCE = "cto/3/0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 

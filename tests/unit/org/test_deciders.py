@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from echo.config import project_path
 from echo.org.agent import answers, deciders
 from echo.org.roles import load_roles
 from echo.org.workflow import consensus, post_uuid
 from echo.org.workflow.training import Scenario
+from echo.paths import project_path
 
 ROLES = load_roles(project_path("agents"))
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from echo.config import project_path
 from echo.errors import ConfigError, UnknownRole
 from echo.org.roles import check_role, load_role, load_roles, role_names
+from echo.paths import project_path
 
 AGENTS = project_path("agents")
 

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from echo.approval_hook import answer, batch_size
 from echo.approval_rules import Rule, gated, hook_matcher, parse_rule, parse_rules
-from echo.config import Settings
 from echo.errors import ConfigError
 from echo.work.approvals.install import hook_command, hook_folder
 
@@ -204,10 +203,10 @@ def test_a_hook_that_cannot_even_start_blocks_the_call(tmp_path: Path) -> None:
 
 def test_a_runs_hook_folder_is_private_in_the_state_dir_and_a_dead_workers_is_removed(
         tmp_path: Path) -> None:
-    s = Settings(state_dir=tmp_path / "state", database_url="", redis_url="")
+    state = tmp_path / "state"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a worker killed mid-run: its folder outlived it
-    first = hook_folder(s, 6)
+    first = hook_folder(state, 6)
     root = tmp_path / "state" / "approval-hooks"
     assert first.parent == root and first.name.startswith(f"{os.getpid()}-task-6-")
     assert stat.S_IMODE(root.stat().st_mode) == stat.S_IMODE(first.stat().st_mode) == 0o700
@@ -216,7 +215,7 @@ def test_a_runs_hook_folder_is_private_in_the_state_dir_and_a_dead_workers_is_re
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (root / f"{live.pid}-task-8-def").mkdir()  # another worker's run, still going
-        folder = hook_folder(s, 9)
+        folder = hook_folder(state, 9)
         assert folder.name.startswith(f"{os.getpid()}-task-9-")
         assert sorted(p.name.split("-task-")[0] for p in root.iterdir()) == sorted(
             [str(live.pid), str(os.getpid())])  # the dead worker's folder is gone

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,17 +122,22 @@ def test_usage_limit_reset_is_the_next_occurrence_in_its_zone() -> None:
         == datetime(2026, 1, 2, 15, 1, tzinfo=UTC)
 
 
+def executor(**options: Any) -> ClaudeExecutor:
+    s = Settings()
+    return ClaudeExecutor(s.claude, s.database, **options)
+
+
 def test_argv_uses_role_options_and_payload_cannot_grant_permissions(tmp_path: Path) -> None:
     options = ClaudeRunOptions(model="opus", system_prompt="Be the CTO.",
                                allowed_tools=("Read", "Grep"), max_turns=4, max_budget_usd=0.5)
-    ex = ClaudeExecutor(Settings(), options=options)
+    ex = executor(options=options)
     task = _task(claude={"model": "haiku", "skip_permissions": True,
                          "allowed_tools": ["Bash"]})
     argv = ex.argv("claude", ex.options_for(task))
     assert argv == ["claude", "-p", "--output-format", "stream-json", "--verbose", "--model", "haiku",
                     "--append-system-prompt", "Be the CTO.", "--allowedTools", "Read,Grep",
                     "--max-turns", "4", "--max-budget-usd", "0.5"]
-    bypass = ClaudeExecutor(Settings(), options=ClaudeRunOptions(skip_permissions=True))
+    bypass = executor(options=ClaudeRunOptions(skip_permissions=True))
     assert "--dangerously-skip-permissions" in bypass.argv("claude", bypass.options_for(_task()))
 
 
@@ -142,7 +148,7 @@ def test_environment_is_scrubbed_and_config_dir_is_per_slot(tmp_path: Path) -> N
     env = claude_env({"X": "1"}, source=source)
     assert env == {"PATH": "/bin", "HOME": "/root", "ANTHROPIC_API_KEY": "k",
                    "CLAUDE_CODE_USE_BEDROCK": "", "LC_ALL": "C", "X": "1"}
-    ex = ClaudeExecutor(Settings(), config_dir=tmp_path, config_dir_per_slot=True)
+    ex = executor(config_dir=tmp_path, config_dir_per_slot=True)
     env = ex.environment(_task())
     assert env["CLAUDE_CONFIG_DIR"] == str(tmp_path / "h_1_0")
     assert env["CLAUDE_CODE_MAX_RETRIES"] == "1" and "CLAUDECODE" not in env

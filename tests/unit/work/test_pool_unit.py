@@ -20,9 +20,9 @@ from typing import Any
 import anyio
 import pytest
 
-from echo.config import Settings
 from echo.errors import CommandFailed, UsageError
 from echo.runtime import Backoff
+from echo.slices import WorkSettings
 from echo.work.executors import Result
 from echo.work.pool import ExecutorPool, PoolStores
 from echo.work.pool.memory import Changes, MemoryPresence, MemoryTasks, memory_stores
@@ -80,14 +80,18 @@ class Gate:
         return Result({"task": task.task_id, "attempt": task.attempt})
 
 
+def work_settings(tmp_path: Path, **update: Any) -> WorkSettings:
+    """The pool's slice, built here: no environment or TOML file can change it."""
+    return WorkSettings(worker_check_interval=0.05, max_task_bytes=64 * 1024, node="unit",
+                        state_dir=tmp_path / "state", **update)
+
+
 @asynccontextmanager
 async def running_pool(stores: PoolStores, gate: Gate, tmp_path: Path,
                        **options: Any) -> AsyncIterator[ExecutorPool]:
     assert isinstance(stores.tasks, MemoryTasks)
     gate.store = stores.tasks
-    settings = Settings(state_dir=tmp_path / "state", database_url="", redis_url="",
-                        worker_check_interval=0.05)
-    pool = ExecutorPool(settings, stores, {"noop": gate}, **options)
+    pool = ExecutorPool(work_settings(tmp_path), stores, {"noop": gate}, **options)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         yield pool
@@ -261,7 +265,7 @@ async def test_a_drain_gives_unfinished_work_back_uncounted(
 
 def test_a_pool_that_runs_no_claude_task_claims_without_the_governors_gate(
         stores: PoolStores, tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path / "state", database_url="", redis_url="")
+    settings = work_settings(tmp_path)
     assert ExecutorPool(settings, stores, {"noop": Gate()}).gate.governed == ()
     assert ExecutorPool(settings, stores, {"noop": Gate(), "claude": Gate()}).gate.governed == (
         "claude",)
