@@ -206,6 +206,15 @@ async def test_a_read_only_server_is_unavailable_and_its_connections_are_replace
             # open sessions too), and nothing else is writable yet.
             await sql(pair.primary, "ALTER SYSTEM SET default_transaction_read_only = on")
             await sql(pair.primary, "SELECT pg_reload_conf()")
+            # pg_reload_conf() only signals the postmaster, which then signals each
+            # session; a busy machine can run the next statement first. The open session
+            # (max_size=1: the publisher's) reads the file before its next command once
+            # signalled, and the postmaster has by then, so fresh sessions read it too.
+            async def read_only_now() -> bool:
+                async with database.acquire() as conn:
+                    return bool(await conn.fetchval("SHOW default_transaction_read_only") == "on")
+
+            await wait_until(read_only_now, timeout=30, interval=0.02)
             for attempt in ("on the open connection (25006)", "on a fresh one (no writable host)"):
                 with pytest.raises(StoreUnavailable) as info:
                     async with Publisher(s.bus, database) as pub:
