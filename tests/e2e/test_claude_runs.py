@@ -26,7 +26,7 @@ from echo.work import ClaudeRunOptions, ExecutorPool, TaskQueue
 from echo.work.governor import Governor
 from echo.work.runs.sessions import transcript_path
 from tests.e2e import test_claude_executor as executor_tests
-from tests.fakes.anthropic import FakeAnthropic, stall, text, tool_use
+from tests.fakes.anthropic import FakeAnthropic, held, stall, text, tool_use
 from tests.helpers import no_claude_left, run_cli, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -142,7 +142,10 @@ async def test_the_same_tool_call_over_and_over_is_a_loop_stopped_and_not_retrie
     settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
 ) -> None:
     notes = workdir(tmp_path) / "notes.txt"
-    api.conversation(tool_use("Read", {"file_path": str(notes)}))  # the last turn repeats
+    # Three turns make the same call; a fourth turn is never answered, so the CLI can
+    # only ever make the call three times, however late the watchdog's kill lands.
+    read = tool_use("Read", {"file_path": str(notes)})
+    api.conversation(read, read, read, held("a fourth call", read))
     looping = settings.model_copy(update={"claude_loop_repeats": 3})
     executor = executor_tests.make_executor(looping, claude_bin, api, tmp_path, options=READ)
     executor.cwd = notes.parent
@@ -152,7 +155,9 @@ async def test_the_same_tool_call_over_and_over_is_a_loop_stopped_and_not_retrie
     assert "same tool call 3 times in a row" in row["error"]
     [run] = await Governor(settings.governor, db).runs_of_task(task_id)
     assert run["outcome"] == "loop" and run["turns"] == 3
-    assert len(api.session_requests()) == 3
+    # The kill follows the third call's event; the CLI may have sent its next request
+    # by then (a busy machine), never more than that one.
+    assert len(api.session_requests()) in (3, 4)
     no_claude_left()
 
 
