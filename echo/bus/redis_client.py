@@ -51,7 +51,7 @@ def redis_client(settings: BusSettings, **options: Any) -> aioredis.Redis:
         sentinel_options["password"] = target.sentinel_password
     if target.ssl:
         sentinel_options["ssl"] = True
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
         list(target.sentinels),
         sentinel_kwargs=sentinel_options,
         db=target.db,

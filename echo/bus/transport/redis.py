@@ -190,7 +190,7 @@ class RedisTransport(Transport):
                 finally:
                     state["connected"] = False
                     with anyio.CancelScope(shield=True), contextlib.suppress(*REDIS_ERRORS):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
                 await retry.wait()
 
     async def _read(
