@@ -74,9 +74,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy echo
 	$(VENV)/bin/lint-imports
 
-# The suite in two phases (tests/suite.py): the unit and integration tests on
-# ECHO_TEST_WORKERS (2) parallel workers, then the `alone` ones (chaos, e2e, browser,
-# package, the Jepsen run) in two lanes of one test at a time; one closing line adds them up.
+# The suite in two phases at once (tests/suite.py): the unit and integration tests on
+# ECHO_TEST_WORKERS (2) parallel workers at nice 10, beside the `alone` ones (chaos, e2e,
+# browser, package, the Jepsen run) in four lanes of one test at a time (tests/lanes.py);
+# one closing line adds them up.
 test: setup setup-browser jepsen-setup lint
 	$(PY) -m tests.suite $(PYTEST_ARGS)
 

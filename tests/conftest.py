@@ -41,11 +41,12 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-#: Markers of the tests that run apart (`alone`), after the parallel phase of `make test`
-#: (tests/suite.py), in their lanes (tests/lanes.py): they kill, stop or fail servers
+#: Markers of the tests that run apart (`alone`): in the alone phase of `make test`
+#: (tests/suite.py), one at a time in each of their lanes (tests/lanes.py), beside the
+#: parallel phase, which runs at a lower CPU priority. They kill, stop or fail servers
 #: over and wait for the recovery, load both cores for a minute (a wheel build, the
 #: claude CLI, Chromium), or wait on a clock (a decider's timeout, a usage limit's reset,
-#: a page's 30 s), so a neighbour of the parallel phase would make them late, or they it.
+#: a page's 30 s), so among the parallel phase's tests they would be late, or make others late.
 ALONE_MARKERS = ("chaos", "package", "e2e", "browser", "alone")
 #: Their hang guard: an organisation started, a server failed over and 100 tasks run
 #: took 212 s on a 2-core machine at load 15-30 (the failover test hit the default 120 s).

@@ -5,7 +5,8 @@
 
     claude = ClaudeExecutor(settings.claude, settings.database)  # each takes its slice
     pool = ExecutorPool(settings.work, database, {"claude": claude},
-                        concurrency=2, roles=["cto"], listener=listener)
+                        concurrency=2, roles=["cto"], listener=listener,
+                        gate=ClaimGate.from_settings(settings.governor))  # budgets, pauses
     await tg.start(pool.run)      # claims, runs, heartbeats, rescues
     pool.stop()                   # graceful drain: finish or release, never lose
 
