@@ -65,7 +65,10 @@ class OutboxRelay:
         self._kick.set()
 
     async def relay_once(self) -> int:
-        """Announce one batch of old unpublished rows; return how many."""
+        """Announce one batch of old unpublished rows; return how many. An idle round
+        is one read (`any_unpublished`): six agents each run a relay."""
+        if not await self.store.any_unpublished(older_than=self.grace):
+            return 0
         # Outside the transaction: with a pool of one connection (an agent's), a read
         # the transport made inside it would wait for the connection it holds.
         await self.transport.prepare()

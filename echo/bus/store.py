@@ -121,6 +121,13 @@ class MessageStore:
         async with self.db.acquire() as own:
             await own.execute(Q["mark_published"], list(ids))
 
+    async def any_unpublished(self, *, older_than: float) -> bool:
+        """Whether any row waits for the relay: one read, so an idle round of the relay
+        costs no transaction."""
+        async with self.db.acquire() as conn:
+            with schema_guard(self.namespace):
+                return bool(await conn.fetchval(Q["any_unpublished"], older_than))
+
     async def lock_unpublished(
         self, conn: asyncpg.Connection, *, older_than: float, limit: int
     ) -> list[asyncpg.Record]:

@@ -8,9 +8,17 @@ heartbeat is stale, and `down` when it stopped cleanly. Readers derive
 The monitor must never be what takes an agent down, so every query is guarded
 and the in-memory state is always served. A circuit breaker stops it from
 hammering a dead database: after a few failures it waits before trying again.
-Each beat the database did not take, or that changed what the agent says, and one
-beat every `FILE_EVERY` (2) seconds otherwise, is also written to a file in the state
-directory, so `echoctl status` on the same machine works while the database is away.
+Each beat the database did not take, or that changed what the agent says, is also
+written to a file in the state directory, so `echoctl status` on the same machine works
+while the database is away; otherwise the file is touched every `FILE_EVERY` (2)
+seconds, and its readers take its modification time as the heartbeat.
+
+An agent that holds its role's lease renews it every second, and that statement also
+refreshes the heartbeat of the agent's row (leases.sql `renew_beat`, only while the row
+is this process's and not `down`). So while nothing the agent says changes and the
+renewal carried its row lately (`carrier`), a beat writes nothing to the database: an
+idle owner makes one statement a second, not two. Any change is written at once, and
+the monitor writes its own beat whenever no renewal carried the row within two beats.
 """
 
 from __future__ import annotations
@@ -109,12 +117,17 @@ def health_file(settings: Settings, role: str) -> Path:
 
 
 def read_health_file(settings: Settings, role: str, stale_after: float) -> AgentHealth | None:
-    """What an agent on this machine last wrote about itself."""
+    """What an agent on this machine last wrote about itself, as of its last beat: the
+    file's time, since a beat that changed nothing only touches it."""
     try:
-        data = json.loads(health_file(settings, role).read_text())
+        with health_file(settings, role).open() as f:
+            touched = datetime.fromtimestamp(os.fstat(f.fileno()).st_mtime, UTC)
+            data = json.load(f)
     except (OSError, ValueError):
         return None
-    beat = datetime.fromisoformat(data["last_heartbeat"]) if data.get("last_heartbeat") else None
+    said = datetime.fromisoformat(data["last_heartbeat"]) if data.get("last_heartbeat") else None
+    beat = max(said, touched) if said is not None else None
+    data["last_heartbeat"] = beat.isoformat() if beat is not None else None
     data["state"] = classify(data.get("state", UNRESPONSIVE), beat, stale_after)
     return AgentHealth(**{k: data.get(k) for k in AgentHealth.__dataclass_fields__ if k in data})
 
@@ -129,12 +142,22 @@ def write_health_file(settings: Settings, health: AgentHealth) -> None:
     tmp.replace(path)
 
 
+def touch_health_file(settings: Settings, role: str) -> None:
+    """A beat that changed nothing: the file's time moves, its words stay."""
+    os.utime(health_file(settings, role))
+
+
 _Q = db.load_queries("health")
 
-#: While the database takes the beats and nothing changes, the health file is rewritten
-#: once this many seconds have passed since it was last written (its readers allow 5 s;
-#: counted in time, not beats, so a slow database's long beats cannot stretch it).
+#: While the database takes the beats and nothing changes, the health file is touched
+#: once this many seconds have passed since it was last written or touched (its readers
+#: allow 5 s; counted in time, not beats, so a slow database's long beats cannot stretch
+#: it).
 FILE_EVERY = 2.0
+
+#: A renewal carried the heartbeat lately enough when it was sent within this many beat
+#: intervals: the row's heartbeat is then never older than two beats (readers allow five).
+CARRIED_WITHIN = 2.0
 
 
 class HealthMonitor:
@@ -151,9 +174,13 @@ class HealthMonitor:
         stats: Callable[[], dict[str, Any]] | None = None,
         breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.monotonic,
+        carrier: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
-        self.clock = clock  # when the file was last written (FILE_EVERY)
+        self.clock = clock  # when the file was last written (FILE_EVERY), on `carrier`'s clock
+        #: When (`clock`) the role's lease renewal last refreshed this agent's row's
+        #: heartbeat (LeaseKeeper.heartbeat_at); None: every beat goes to the database.
+        self.carrier = carrier
         self.db = database
         self.role = role
         self.interval = interval
@@ -165,6 +192,8 @@ class HealthMonitor:
         self._problems: dict[str, str] = {}
         self._org: dict[str, AgentHealth] = {}
         self.beats = 0
+        self.writes = 0  # beats this monitor wrote to the database itself
+        self._stored: tuple[str, str | None, dict[str, Any]] | None = None  # as last written there
         self._filed: tuple[str, str | None, dict[str, Any]] | None = None  # as last written
         self._filed_at = float("-inf")  # when (monotonic) it was written
         self.became_healthy = anyio.Event()
@@ -213,42 +242,69 @@ class HealthMonitor:
     def _write_file(self, health: AgentHealth) -> None:
         write_health_file(self.settings, health)
 
+    def _touch_file(self) -> None:
+        touch_health_file(self.settings, self.role)
+
+    def _carried(self, said: tuple[str, str | None, dict[str, Any]]) -> bool:
+        """The database row already says `said`, and a renewal refreshed its heartbeat
+        within CARRIED_WITHIN beats: this beat need not be written there."""
+        if self.carrier is None or said != self._stored:
+            return False
+        return self.clock() - self.carrier() <= CARRIED_WITHIN * self.interval
+
     async def beat(self, state: str | None = None) -> None:
-        """One heartbeat: the database when the breaker allows; the file when the database
-        did not take it, when what it says changed, and otherwise every `FILE_EVERY` s
-        (its readers call it stale after 5 s; a file write costs an idle agent as much as
-        the database's beat)."""
-        stored = False
-        if self.breaker.allow():
+        """One heartbeat: the database when the breaker allows (unless the lease renewal
+        carried it, see the module's docstring); the file when the database did not take
+        it or when what it says changed, and otherwise a touch every `FILE_EVERY` s (its
+        readers call it stale after 5 s; a rewrite costs an idle agent more than a
+        statement)."""
+        health = self.own()
+        if state:
+            health.state = state
+        said = (health.state, health.reason, health.details)
+        stored = self._carried(said)
+        tried = not stored and self.breaker.allow()
+        if tried:
             try:
                 with anyio.fail_after(self.settings.command_timeout):
                     async with self.db.acquire() as conn:
-                        health = self.own()
                         await conn.execute(
                             _Q["beat"],
                             self.role,
                             self.host,
                             os.getpid(),
-                            state or self.state,
-                            self.reason,
+                            health.state,
+                            health.reason,
                             self.started_at,
                             health.details,
                         )
+                self._stored = said
+                self.writes += 1
                 self.breaker.success()
                 self.resolved("database")
                 stored = True
             except (StoreUnavailable, StoreRejected, TimeoutError) as exc:
+                self._stored = None
                 self.breaker.failure()
                 self.problem("database", _short(exc))
-        health = self.own()
-        if state:
-            health.state = state
-        said = (health.state, health.reason, health.details)
+        if tried:  # what it says may have changed: the database problem came or went
+            health = self.own()
+            if state:
+                health.state = state
+            said = (health.state, health.reason, health.details)
         now = self.clock()
-        if not stored or said != self._filed or now - self._filed_at >= FILE_EVERY:
+        if not stored or said != self._filed:
             with contextlib.suppress(OSError):
                 self._write_file(health)
                 self._filed, self._filed_at = said, now
+        elif now - self._filed_at >= FILE_EVERY:
+            try:
+                self._touch_file()
+                self._filed_at = now
+            except OSError:  # gone (or never there): write it whole
+                with contextlib.suppress(OSError):
+                    self._write_file(health)
+                    self._filed, self._filed_at = said, now
         self.beats += 1
         if self.state == HEALTHY:
             self.became_healthy.set()

@@ -24,6 +24,7 @@ import anyio
 
 from echo.db import Database, load_queries
 from echo.errors import EchoError
+from echo.runtime.ticks import until_tick
 
 __all__ = ["BEAT_INTERVAL", "FRESH_WITHIN", "Serving", "WorkerRegistry", "unserved"]
 
@@ -99,7 +100,7 @@ class WorkerRegistry:
             while True:
                 with contextlib.suppress(EchoError, OSError):  # a hint never stops a worker
                     await self.register(worker, roles, task_types, place)
-                await anyio.sleep(BEAT_INTERVAL)
+                await anyio.sleep(until_tick(BEAT_INTERVAL))  # with the process's other timers
         finally:
             if not halted():
                 # shielded and brief; with no database the row just goes stale

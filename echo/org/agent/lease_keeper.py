@@ -62,6 +62,9 @@ class LeaseKeeper:
         self.state = STANDBY
         self.lease: Lease | None = None
         self.valid_until = 0.0
+        #: When (`clock`) the last renewal that refreshed the agent's heartbeat row was
+        #: sent (echo/org/health.py: a renewal carries an unchanged agent's heartbeat).
+        self.heartbeat_at = float("-inf")
         self.last_error: str | None = None
         self.quit_reason: str | None = None
         #: Set when the tree must stop at once (see echo/org/leases.py), per tenure.
@@ -108,7 +111,8 @@ class LeaseKeeper:
 
     async def renew(self) -> tuple[bool, str | None]:
         """(still held, the live standby asking for the role if any). The process's beat
-        (`beat`) goes in the same statement, only if the renewal matched: one round trip."""
+        (`beat`) and the agent's heartbeat go in the same statement, only if the renewal
+        matched: one round trip."""
         assert self.lease is not None
         sent = self.clock()
         rows = await self._run("renew_beat", self.role, self.holder, self.lease.epoch,
@@ -117,6 +121,9 @@ class LeaseKeeper:
         if not rows:
             return False, None
         self._confirmed(self.lease, sent)
+        # Not carried (the row is another process's, `down`, or not written yet): the
+        # agent's monitor writes its next beat itself.
+        self.heartbeat_at = sent if rows[0]["heartbeat"] else float("-inf")
         return True, rows[0]["wanted_by"]
 
     async def release(self) -> None:

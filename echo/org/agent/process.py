@@ -94,7 +94,9 @@ async def run_agent(settings: Settings, role: Role, *, ready_line: str | None,
         ready()
 
     async def act(lease: Lease, quit_: anyio.Event) -> object:
-        agent = RoleAgent(settings, role, fence=lease.fence)
+        # The keeper's renewals carry the agent's heartbeat while it says nothing new.
+        agent = RoleAgent(settings, role, fence=lease.fence,
+                          heartbeat_carrier=lambda: keeper.heartbeat_at)
         await agent.open()
         assert agent.database is not None
         # A write the fence refused: the lease is gone, whatever the keeper knows yet.

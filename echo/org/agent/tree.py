@@ -26,6 +26,7 @@ holds only the keeper's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +95,14 @@ class RoleAgent:
         executors: dict[str, Executor] | None = None,
         heartbeat_interval: float = 1.0,
         fence: str | None = None,
+        heartbeat_carrier: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.role = role
         self.executors = executors
         self.heartbeat_interval = heartbeat_interval
         self.fence = fence
+        self.heartbeat_carrier = heartbeat_carrier  # the lease keeper's (HealthMonitor `carrier`)
         self.registry = Registry()
         self.database: db.Database | None = None
         self.listener = Listener(settings.database)
@@ -124,6 +127,7 @@ class RoleAgent:
             self.role.name,
             interval=self.heartbeat_interval,
             stats=self.stats,
+            carrier=self.heartbeat_carrier,
         )
         self.listener.condition.reporter = self.health
 

@@ -25,6 +25,7 @@ from echo.errors import StoreRejected, StoreUnavailable, UsageError
 from echo.listener import Listener, Registration
 from echo.logs import fields
 from echo.runtime import Backoff
+from echo.runtime.ticks import until_tick
 from echo.slices import WorkSettings
 from echo.work.executors import Executor, Result
 from echo.work.governor.gate import ClaimGate
@@ -258,7 +259,7 @@ class ExecutorPool:
             return None
         idle = self.settings.worker_check_interval * IDLE_POLL_FACTOR
         if due is None:
-            return idle
+            return until_tick(idle)  # a safety poll: with the process's other timers
         return None if due <= 0 else min(max(due, 0.01), idle)
 
     def _dispatch(self, tg: TaskGroup, running: Running) -> None:

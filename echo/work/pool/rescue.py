@@ -16,6 +16,7 @@ import anyio
 
 from echo.errors import StoreRejected, StoreUnavailable
 from echo.runtime import Backoff
+from echo.runtime.ticks import until_tick
 from echo.work.pool.ports import PoolStores
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class Rescuer:
     async def run(self) -> None:
         while True:
             await self.sweep()
-            await anyio.sleep(self.interval)
+            await anyio.sleep(until_tick(self.interval))  # with the process's other timers
 
     async def sweep(self) -> None:
         """One round: expired leases, then expired approval requests."""

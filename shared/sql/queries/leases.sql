@@ -21,11 +21,14 @@ ON CONFLICT (role) DO UPDATE
 RETURNING epoch;
 
 -- name: renew_beat
--- The owner's renewal and its process beat in one statement, one round trip (every
--- `lease_renew_interval`): extend a lease that is still held and unexpired and, only if
--- that matched, refresh this process's row as `beat` does ($5 node, $6 host, $7 pid,
--- $8 state). Returns who asks for the role (if anyone alive does), or no row when the
--- lease was lost (the process's row is then left as it was).
+-- The owner's renewal, its process beat and its agent's heartbeat in one statement, one
+-- round trip (every `lease_renew_interval`): extend a lease that is still held and
+-- unexpired and, only if that matched, refresh this process's row as `beat` does ($5
+-- node, $6 host, $7 pid, $8 state) and the heartbeat of the role's `agent_health` row
+-- while it is this process's and not `down` (echo/org/health.py writes the rest of it,
+-- when it changes). Returns who asks for the role (if anyone alive does) and whether
+-- the heartbeat was refreshed, or no row when the lease was lost (both rows are then
+-- left as they were).
 WITH renewed AS (
     UPDATE role_leases AS l
        SET renewed_at = now(), expires_at = now() + make_interval(secs => $4)
@@ -40,8 +43,13 @@ WITH renewed AS (
     INSERT INTO role_agents (holder, role, node, host, pid, state)
     SELECT $2, $1, $5::text, $6::text, $7::integer, $8::text WHERE EXISTS (SELECT 1 FROM renewed)
     ON CONFLICT (holder) DO UPDATE SET state = excluded.state, heartbeat_at = now()
+), health AS (
+    UPDATE agent_health SET last_heartbeat = now()
+     WHERE role = $1 AND host = $6::text AND pid = $7::integer AND state <> 'down'
+       AND EXISTS (SELECT 1 FROM renewed)
+    RETURNING 1
 )
-SELECT wanted_by FROM renewed;
+SELECT wanted_by, EXISTS (SELECT 1 FROM health) AS heartbeat FROM renewed;
 
 -- name: release
 -- Give the role up now, so a standby takes over without waiting for expiry.

@@ -33,6 +33,14 @@ SELECT id, uuid, created_at FROM messages WHERE uuid = ANY($1::uuid[]);
 UPDATE messages SET published_at = now()
 WHERE id = ANY($1::bigint[]) AND published_at IS NULL;
 
+-- name: any_unpublished
+-- The relay's idle check, outside any transaction: is there anything to lock? (The
+-- partial index messages_unpublished_idx holds only unannounced rows.)
+SELECT EXISTS (
+    SELECT 1 FROM messages
+     WHERE published_at IS NULL AND created_at < now() - make_interval(secs => $1)
+);
+
 -- name: lock_unpublished
 -- The outbox relay's batch. SKIP LOCKED: several relays share the work instead of
 -- waiting on each other; the grace leaves publishers time to mark their own rows.

@@ -345,3 +345,28 @@ async def test_publisher_runs_as_a_supervised_service(
     _, payload = await raw_redis.next()
     assert payload["db_id"] == result.db_id
     assert await published_at(db, result.db_id) is not None
+
+
+async def test_an_idle_relay_round_is_one_statement_and_no_transaction(
+    bus: BusSettings, db: dbmod.Database, raw_redis: RawRedis
+) -> None:
+    """Six agents each run a relay every few seconds; with nothing left unannounced a
+    round must cost one read, not a transaction of three statements (issue 20: the idle
+    hot path), and it must still find what a crash left once there is some."""
+    one = await dbmod.Database.open(db.settings, min_size=0, max_size=1)
+    transport = RedisTransport(bus, database=one)
+    said: list[str] = []
+    try:
+        async with one.acquire() as conn:  # the pool's only connection, reused below
+            conn.add_query_logger(lambda q: said.append(q.query))
+        relay = OutboxRelay(bus, one, transport, grace=0.0)
+        assert await relay.relay_once() == 0
+        assert len(said) == 1 and "BEGIN" not in said[0].upper(), said
+        async with Publisher(bus, db, CrashAfterCommit(bus, database=db)) as pub:
+            lost = await pub.publish(msg("left for the relay"), confirm=True)
+        assert await relay.relay_once() == 1
+        _, payload = await raw_redis.next()
+        assert payload["db_id"] == lost.db_id
+    finally:
+        await transport.aclose()
+        await one.close()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -9,7 +13,16 @@ import pytest
 
 from echo import db
 from echo.config import Settings
-from echo.org.health import DEGRADED, DOWN, HEALTHY, HealthMonitor, read_health_file
+from echo.org.agent.lease_keeper import LeaseKeeper
+from echo.org.health import (
+    DEGRADED,
+    DOWN,
+    HEALTHY,
+    UNRESPONSIVE,
+    HealthMonitor,
+    health_file,
+    read_health_file,
+)
 from tests.conftest import make_settings
 
 
@@ -68,24 +81,118 @@ async def test_database_outage_degrades_never_raises_and_recovers(
         await database.close()
 
 
-async def test_the_file_is_rewritten_every_two_seconds_unless_something_changed(
+async def test_the_file_is_rewritten_when_it_changes_and_touched_every_two_seconds(
     settings: Settings, db: db.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [100.0]
     monitor = HealthMonitor(settings, db, "cto", clock=lambda: now[0])
     written: list[str] = []
+    touched: list[float] = []
     monkeypatch.setattr(monitor, "_write_file", lambda health: written.append(health.state))
+    monkeypatch.setattr(monitor, "_touch_file", lambda: touched.append(now[0]))
     for _ in range(4):  # four beats within 1.5 s (a fast database)
         await monitor.beat()
         now[0] += 0.5
-    assert written == [HEALTHY]
-    now[0] += 0.5  # 2 s after the first write
+    assert written == [HEALTHY] and touched == []
+    now[0] += 0.5  # 2.5 s after the first write: the same words, a new time
     await monitor.beat()
-    assert written == [HEALTHY, HEALTHY]
-    now[0] += 3.0  # one beat that took 3 s (a slow database): written at the next beat
+    assert written == [HEALTHY] and touched == [102.5]
+    now[0] += 3.0  # one beat that took 3 s (a slow database): touched at the next beat
     await monitor.beat()
-    assert written == [HEALTHY, HEALTHY, HEALTHY]
+    assert touched == [102.5, 105.5]
     monitor.problem("redis", "unreachable")
     await monitor.beat()  # what the file says changed: written at once
     await monitor.beat(DOWN)
-    assert written == [HEALTHY, HEALTHY, HEALTHY, DEGRADED, DOWN]
+    assert written == [HEALTHY, DEGRADED, DOWN] and touched == [102.5, 105.5]
+
+
+async def test_a_touched_file_reads_as_a_fresh_heartbeat(settings: Settings, db: db.Database) -> None:
+    now = [100.0]
+    monitor = HealthMonitor(settings, db, "cto", clock=lambda: now[0])
+    await monitor.beat()
+    path = health_file(settings, "cto")
+    long_ago = time.time() - 60
+    said = json.loads(path.read_text())  # as if the agent had been silent for a minute
+    said["last_heartbeat"] = datetime.fromtimestamp(long_ago, UTC).isoformat()
+    path.write_text(json.dumps(said))
+    os.utime(path, (long_ago, long_ago))
+    written = path.read_text()
+    stale = read_health_file(settings, "cto", stale_after=5)
+    assert stale is not None and stale.state == UNRESPONSIVE
+    now[0] += 2.0
+    await monitor.beat()  # nothing changed: the file is touched, not rewritten
+    assert path.read_text() == written
+    fresh = read_health_file(settings, "cto", stale_after=5)
+    assert fresh is not None and fresh.state == HEALTHY
+    assert fresh.last_heartbeat is not None
+    age = time.time() - datetime.fromisoformat(fresh.last_heartbeat).timestamp()
+    assert 0 <= age < 5
+
+
+async def _heartbeat(database: db.Database, role: str) -> tuple[float, int]:
+    async with database.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT extract(epoch FROM last_heartbeat)::float8 AS at, pid FROM agent_health "
+            "WHERE role = $1", role)
+    assert row is not None
+    return row["at"], row["pid"]
+
+
+async def test_the_lease_renewal_carries_an_unchanged_agents_heartbeat(
+    settings: Settings, db: db.Database
+) -> None:
+    """One statement a second for an idle owner: the renewal refreshes the row's heartbeat,
+    the monitor writes only what changed, and writes itself whenever the renewal did not
+    carry its row (another process's row, or no renewal lately)."""
+    now = [100.0]
+    keeper = LeaseKeeper(settings.leases, settings.database, "cto", clock=lambda: now[0])
+    await keeper.open()
+    try:
+        assert await keeper.try_acquire() is not None
+        monitor = HealthMonitor(settings, db, "cto", clock=lambda: now[0],
+                                carrier=lambda: keeper.heartbeat_at)
+        await monitor.beat()
+        assert monitor.writes == 1
+        first, pid = await _heartbeat(db, "cto")
+        assert pid == os.getpid()
+
+        now[0] += 1.0
+        assert (await keeper.renew())[0]
+        carried, _ = await _heartbeat(db, "cto")
+        assert carried > first  # the renewal refreshed the heartbeat
+        await monitor.beat()
+        assert monitor.writes == 1  # nothing changed and the renewal carried it
+
+        monitor.problem("redis", "unreachable")
+        await monitor.beat()  # a change is written at once
+        assert monitor.writes == 2
+        async with db.acquire() as conn:
+            assert await conn.fetchval(
+                "SELECT state FROM agent_health WHERE role = 'cto'") == DEGRADED
+        monitor.resolved("redis")
+        await monitor.beat()
+        assert monitor.writes == 3
+
+        now[0] += 1.0
+        async with db.acquire() as conn:  # another process of the role wrote the row
+            await conn.execute("UPDATE agent_health SET pid = pid + 1 WHERE role = 'cto'")
+        assert (await keeper.renew())[0]
+        await monitor.beat()  # the renewal did not carry this agent's row: written
+        assert monitor.writes == 4
+        assert (await _heartbeat(db, "cto"))[1] == os.getpid()
+
+        now[0] += 1.0
+        assert (await keeper.renew())[0]
+        await monitor.beat()
+        assert monitor.writes == 4
+        now[0] += 2.5  # no renewal for 2.5 s (the database is slow): the monitor writes
+        await monitor.beat()
+        assert monitor.writes == 5
+
+        await monitor.beat(DOWN)
+        down_at, _ = await _heartbeat(db, "cto")
+        now[0] += 1.0
+        assert (await keeper.renew())[0]  # renewals go on while the tree stops
+        assert (await _heartbeat(db, "cto"))[0] == down_at  # a `down` row is left as it was
+    finally:
+        await keeper.close()
