@@ -27,7 +27,30 @@ import anyio.lowlevel
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["GroupCommit", "Job"]
+__all__ = ["GroupCommit", "Job", "Signal"]
+
+
+class Signal:
+    """A one-way flag with an event made only when someone waits for it. A lone caller
+    leads its own round and never waits, and the anyio Events made for each message
+    were a measurable part of a single publisher's Python time (docs/hot-path.md)."""
+
+    __slots__ = ("_event", "is_set")
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        self.is_set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if not self.is_set:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
 
 
 class Job(Generic[T, R]):
@@ -42,8 +65,8 @@ class Job(Generic[T, R]):
         self.items = items
         self.confirm = confirm
         self.written: list[Any] = []
-        self.wake = anyio.Event()  # settled, or handed the lead
-        self.done = anyio.Event()  # settled
+        self.wake = Signal()  # settled, or handed the lead
+        self.done = Signal()  # settled
         self.lead = False
         self.outcome: R | BaseException | None = None
 
@@ -70,6 +93,9 @@ class GroupCommit(Generic[T, R]):
         self._queue: list[Job[T, R]] = []
         self._leading = False
         self.rounds = 0
+        #: The task that led the last round when that round held its job alone: had it
+        #: returned to nobody else, no one else can be about to join the next round.
+        self._alone: int | None = None
 
     async def submit(self, items: Sequence[T], *, confirm: bool = False) -> R:
         """Queue `items` as one job, wait for the round that writes it and for its
@@ -97,8 +123,14 @@ class GroupCommit(Generic[T, R]):
                 # One turn of the event loop first, so that callers made ready by the
                 # last round (it just returned to all of them) join this one: without
                 # it, rounds alternate between this caller alone and everyone else.
-                await anyio.lowlevel.cancel_shielded_checkpoint()
+                # Not when the last round was this caller's alone: then nobody is about
+                # to join, and the turn would run the announcer of its last message
+                # before this write instead of during it.
+                me = anyio.get_current_task().id
+                if self._alone != me:
+                    await anyio.lowlevel.cancel_shielded_checkpoint()
                 jobs, self._queue = self._queue, []
+                self._alone = me if len(jobs) == 1 else None
                 self.rounds += 1
                 try:
                     await self._write(jobs)

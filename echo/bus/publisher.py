@@ -45,7 +45,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
-from echo.bus.batcher import GroupCommit, Job
+from echo.bus.batcher import GroupCommit, Job, Signal
 from echo.bus.envelope import Message
 from echo.bus.relay import OutboxRelay
 from echo.bus.store import Inserted, MessageStore
@@ -120,7 +120,7 @@ class Publisher:
         self._announcer_done = anyio.Event()
         self._rounds_queued = 0
         self._rounds_announced = 0
-        self._announced = anyio.Event()
+        self._announced = Signal()  # only `drain` waits for it
         self._key: bytes | None = None
         self._tg: TaskGroup | None = None
         self._transport_down = False
@@ -252,7 +252,7 @@ class Publisher:
                 await self._announce(batch)
                 self._rounds_announced += len(batch)
                 self._announced.set()
-                self._announced = anyio.Event()
+                self._announced = Signal()
         finally:
             self._announcer_done.set()
 

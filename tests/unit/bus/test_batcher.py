@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from echo.bus import GroupCommit, Job
+from echo.bus.batcher import Signal
 
 
 class Writer:
@@ -147,3 +149,75 @@ def test_every_item_is_written_once_and_each_caller_gets_its_own(sizes: list[int
         assert batcher.rounds <= len(sizes)
 
     anyio.run(main)
+
+
+async def test_a_signal_wakes_its_waiter_and_a_set_one_does_not_block() -> None:
+    signal = Signal()
+    woke: list[str] = []
+
+    async def waiter() -> None:
+        await signal.wait()
+        woke.append("woke")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert woke == []  # waiting, not done
+        signal.set()
+    assert woke == ["woke"]
+    with anyio.fail_after(1):
+        await signal.wait()  # already set: returns at once
+
+
+class SlowWriter(Writer):
+    """A round that takes one turn of the event loop, as a round trip does."""
+
+    async def __call__(self, jobs: list[Job[Any, list[Any]]]) -> None:
+        await anyio.lowlevel.checkpoint()
+        await super().__call__(jobs)
+
+
+@pytest.mark.parametrize("callers", [2, 8])
+async def test_callers_publishing_in_loops_share_rounds_rather_than_alternate(callers: int) -> None:
+    """Callers the last round just returned to must join the next round: without that,
+    rounds alternate between one caller alone and all the others."""
+    writer = SlowWriter()
+    batcher: GroupCommit[Any, list[Any]] = GroupCommit(writer)
+    each = 50
+
+    async def loop(c: int) -> None:
+        for i in range(each):
+            assert await batcher.submit([(c, i)]) == [(c, i)]
+
+    async with anyio.create_task_group() as tg:
+        for c in range(callers):
+            tg.start_soon(loop, c)
+    assert sorted(item for r in writer.rounds for item in r) == sorted(
+        (c, i) for c in range(callers) for i in range(each))
+    assert batcher.rounds <= each + 2, batcher.rounds  # alternating would take about 2 * each
+
+
+async def test_a_lone_caller_writes_without_first_yielding_a_turn_of_the_loop() -> None:
+    """A single publisher in a loop: a turn of the loop before its write lets the
+    announcement of its last message run first, in the path of every message (issue 20:
+    the single-publisher figure)."""
+    writer = SlowWriter()
+    batcher: GroupCommit[Any, list[Any]] = GroupCommit(writer)
+    turns = 0
+    done = anyio.Event()
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while not done.is_set():
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(count_turns)
+        await anyio.lowlevel.checkpoint()
+        start = turns
+        for i in range(100):
+            await batcher.submit([i])
+        done.set()
+    assert batcher.rounds == 100
+    assert turns - start <= 110, turns - start  # one turn per write (its round trip), not two
