@@ -125,7 +125,9 @@ class GroupCommit(Generic[T, R]):
                 # it, rounds alternate between this caller alone and everyone else.
                 # Not when the last round was this caller's alone: then nobody is about
                 # to join, and the turn would run the announcer of its last message
-                # before this write instead of during it.
+                # before this write instead of during it. (So a `write` must await: one
+                # that never did would let a lone caller in a loop starve the loop. The
+                # publisher's INSERT always does.)
                 me = anyio.get_current_task().id
                 if self._alone != me:
                     await anyio.lowlevel.cancel_shielded_checkpoint()

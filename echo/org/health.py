@@ -132,19 +132,29 @@ def read_health_file(settings: Settings, role: str, stale_after: float) -> Agent
     return AgentHealth(**{k: data.get(k) for k in AgentHealth.__dataclass_fields__ if k in data})
 
 
-def write_health_file(settings: Settings, health: AgentHealth) -> None:
-    """Replace the role's health file atomically (mode 0600)."""
+def write_health_file(settings: Settings, health: AgentHealth) -> int:
+    """Replace the role's health file atomically (mode 0600); returns the new file's
+    inode, by which `touch_health_file` knows it is still the one written."""
     path = health_file(settings, health.role)
     private_dir(path.parent)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(health.__dict__, default=str))
     tmp.chmod(0o600)
+    inode = tmp.stat().st_ino
     tmp.replace(path)
+    return inode
 
 
-def touch_health_file(settings: Settings, role: str) -> None:
-    """A beat that changed nothing: the file's time moves, its words stay."""
-    os.utime(health_file(settings, role))
+def touch_health_file(settings: Settings, role: str, inode: int) -> bool:
+    """A beat that changed nothing: the file's time moves, its words stay. False (and
+    nothing touched) when the file is not the one this writer wrote (`inode`): another
+    process of the role replaced it (a standby says so in the same file), so the caller
+    writes its own again rather than make another's words look fresh."""
+    path = health_file(settings, role)
+    if os.stat(path).st_ino != inode:
+        return False
+    os.utime(path)
+    return True
 
 
 _Q = db.load_queries("health")
@@ -195,7 +205,8 @@ class HealthMonitor:
         self.writes = 0  # beats this monitor wrote to the database itself
         self._stored: tuple[str, str | None, dict[str, Any]] | None = None  # as last written there
         self._filed: tuple[str, str | None, dict[str, Any]] | None = None  # as last written
-        self._filed_at = float("-inf")  # when (monotonic) it was written
+        self._filed_at = float("-inf")  # when (monotonic) it was written or touched
+        self._inode: int | None = None  # the file it wrote (touch_health_file)
         self.became_healthy = anyio.Event()
 
     # What the agent's components say.
@@ -240,10 +251,10 @@ class HealthMonitor:
     # Writing.
 
     def _write_file(self, health: AgentHealth) -> None:
-        write_health_file(self.settings, health)
+        self._inode = write_health_file(self.settings, health)
 
-    def _touch_file(self) -> None:
-        touch_health_file(self.settings, self.role)
+    def _touch_file(self) -> bool:
+        return self._inode is not None and touch_health_file(self.settings, self.role, self._inode)
 
     def _carried(self, said: tuple[str, str | None, dict[str, Any]]) -> bool:
         """The database row already says `said`, and a renewal refreshed its heartbeat
@@ -265,6 +276,7 @@ class HealthMonitor:
         stored = self._carried(said)
         tried = not stored and self.breaker.allow()
         if tried:
+            self._stored = None  # until this write is known to have landed (a cancel)
             try:
                 with anyio.fail_after(self.settings.command_timeout):
                     async with self.db.acquire() as conn:
@@ -284,7 +296,6 @@ class HealthMonitor:
                 self.resolved("database")
                 stored = True
             except (StoreUnavailable, StoreRejected, TimeoutError) as exc:
-                self._stored = None
                 self.breaker.failure()
                 self.problem("database", _short(exc))
         if tried:  # what it says may have changed: the database problem came or went
@@ -299,9 +310,12 @@ class HealthMonitor:
                 self._filed, self._filed_at = said, now
         elif now - self._filed_at >= FILE_EVERY:
             try:
-                self._touch_file()
-                self._filed_at = now
+                touched = self._touch_file()
             except OSError:  # gone (or never there): write it whole
+                touched = False
+            if touched:
+                self._filed_at = now
+            else:  # replaced by another process of the role, or gone
                 with contextlib.suppress(OSError):
                     self._write_file(health)
                     self._filed, self._filed_at = said, now

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from echo import db
@@ -19,9 +23,11 @@ from echo.org.health import (
     DOWN,
     HEALTHY,
     UNRESPONSIVE,
+    AgentHealth,
     HealthMonitor,
     health_file,
     read_health_file,
+    write_health_file,
 )
 from tests.conftest import make_settings
 
@@ -89,7 +95,7 @@ async def test_the_file_is_rewritten_when_it_changes_and_touched_every_two_secon
     written: list[str] = []
     touched: list[float] = []
     monkeypatch.setattr(monitor, "_write_file", lambda health: written.append(health.state))
-    monkeypatch.setattr(monitor, "_touch_file", lambda: touched.append(now[0]))
+    monkeypatch.setattr(monitor, "_touch_file", lambda: touched.append(now[0]) or True)
     for _ in range(4):  # four beats within 1.5 s (a fast database)
         await monitor.beat()
         now[0] += 0.5
@@ -196,3 +202,64 @@ async def test_the_lease_renewal_carries_an_unchanged_agents_heartbeat(
         assert (await _heartbeat(db, "cto"))[0] == down_at  # a `down` row is left as it was
     finally:
         await keeper.close()
+
+
+async def test_a_file_another_process_replaced_is_written_again_not_touched(
+    settings: Settings, db: db.Database
+) -> None:
+    """A standby of the role writes the same file (echo/org/agent/standby.py); the owner
+    must not keep that content looking fresh by touching it."""
+    now = [100.0]
+    monitor = HealthMonitor(settings, db, "cto", clock=lambda: now[0])
+    await monitor.beat()
+    other = AgentHealth(role="cto", state=DEGRADED, pid=os.getpid() + 1, host="elsewhere",
+                        reason="standby: another agent holds the role")
+    write_health_file(settings, other)
+    now[0] += 2.0
+    await monitor.beat()  # nothing the owner says changed, but the file is not its own
+    mine = read_health_file(settings, "cto", stale_after=5)
+    assert mine is not None and mine.pid == os.getpid() and mine.state == HEALTHY
+
+
+class _CancelledAfterWrite:
+    """A database whose statement lands and whose caller is then cancelled (a supervisor
+    stopping the monitor at that moment), once `armed`."""
+
+    def __init__(self, real: db.Database) -> None:
+        self.real = real
+        self.scope: anyio.CancelScope | None = None
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        async with self.real.acquire() as conn:
+            yield self if self.scope is not None else conn
+
+    async def execute(self, *args: Any) -> Any:
+        async with self.real.acquire() as conn:
+            done = await conn.execute(*args)
+        assert self.scope is not None
+        self.scope.cancel()
+        self.scope = None
+        await anyio.lowlevel.checkpoint()
+        return done
+
+
+async def test_a_beat_cancelled_after_its_write_is_not_counted_as_stored(
+    settings: Settings, db: db.Database
+) -> None:
+    """A beat cancelled once its write had landed: the monitor cannot know what the row
+    says, so its next beat writes it, even while a renewal carries the heartbeat."""
+    now = [100.0]
+    database = _CancelledAfterWrite(db)
+    monitor = HealthMonitor(settings, database, "cto",  # type: ignore[arg-type]
+                            clock=lambda: now[0], carrier=lambda: now[0])
+    await monitor.beat()  # healthy, stored
+    monitor.problem("redis", "unreachable")
+    with anyio.CancelScope() as scope:
+        database.scope = scope
+        await monitor.beat()  # `degraded` lands, then the monitor is cancelled
+    assert scope.cancel_called
+    monitor.resolved("redis")
+    await monitor.beat()  # healthy again, as first stored: but the row says degraded
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT state FROM agent_health WHERE role = 'cto'") == HEALTHY
