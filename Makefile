@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) $(CLAUDE)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
 # The real CLI for the executor and the e2e tests. Without npm the e2e tests say so
@@ -44,8 +44,8 @@ setup-browser:
 # matplotlib for its timeline plot (the `jepsen` extra). Elsewhere the harness says in
 # one line why it cannot run, and its test skips.
 JEPSEN_STAMP := $(VENV)/.jepsen-installed
-$(JEPSEN_STAMP): pyproject.toml $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,jepsen]'
+$(JEPSEN_STAMP): pyproject.toml constraints.txt $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,jepsen]'
 	@touch $@
 
 jepsen-setup: $(JEPSEN_STAMP)
