@@ -216,12 +216,15 @@ async def test_a_run_cut_at_its_budget_resumes_its_session_once_the_budget_is_ra
     settings: Settings, db: Database, claude_bin: str, api: FakeAnthropic, tmp_path: Path
 ) -> None:
     notes = workdir(tmp_path) / "notes.txt"
-    # Turn 0 reads the notes (cheap); turn 1 costs $2.10, over the $1 left of the CTO's
-    # budget: the CLI (--max-budget-usd 1) stops there. The CLI drops that cut turn's
-    # unfinished tool call from the session (2.1.197), so the resumed session holds the
-    # prompt and turn 0, and its next turn answers.
+    # Turn 0 reads the notes (cheap); turn 1 costs $1.53 (10k tokens in, 100k out, with
+    # sonnet), over the $1 left of the CTO's budget: the CLI (--max-budget-usd 1) stops
+    # there. The CLI drops that cut turn's unfinished tool call from the session (2.1.197),
+    # so the resumed session holds the prompt and turn 0, and its next turn answers. (On a
+    # busy machine the CLI may read the whole turn first and keep it: the resumed session
+    # then runs that Read and answers. With 200k tokens in, that kept turn filled the
+    # context and the resume was refused, "Prompt is too long": a fresh-clone run failed.)
     api.conversation(tool_use("Read", {"file_path": str(notes)}),
-                     tool_use("Read", {"file_path": str(notes)}, input_tokens=200_000,
+                     tool_use("Read", {"file_path": str(notes)}, input_tokens=10_000,
                               output_tokens=100_000),
                      text("All done: 42."))
     governor = Governor(settings.governor, db)
