@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -74,3 +75,4 @@ async def bench_settings(prefix: str, *, redis: bool = True, **overrides: Any) -
             rd.stop()
         if pg is not None:
             await anyio.to_thread.run_sync(pg.destroy)
+        shutil.rmtree(tmp, ignore_errors=True)  # the run's state directory: nothing left behind

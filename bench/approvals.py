@@ -16,7 +16,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +40,8 @@ def timed(argv: list[str], stdin: str = "") -> float:
 
 async def main() -> None:
     async with bench_settings("approvals") as s:
-        folder = Path(tempfile.mkdtemp(prefix="echo-bench-approval-"))
+        folder = s.state_dir.parent / "approval"  # inside the run's directory, removed with it
+        folder.mkdir(mode=0o700)
         hook_settings(s.database, folder, task_id=1, role="cto", rules=parse_rules(["Bash(git push:*)"]),
                       timeout=s.approval_timeout)
         hook = [sys.executable, "-m", "echo.approval_hook", str(folder / "hook.json")]

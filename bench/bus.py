@@ -46,6 +46,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import statistics
 import tempfile
 import time
@@ -404,6 +405,7 @@ async def main() -> None:
             await anyio.to_thread.run_sync(pg.destroy)
         if rd is not None:
             rd.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the run's state directory
     if leaks:
         raise SystemExit(f"{leaks} connection(s) released inside a transaction")
 
