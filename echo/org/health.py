@@ -254,7 +254,12 @@ class HealthMonitor:
         self._inode = write_health_file(self.settings, health)
 
     def _touch_file(self) -> bool:
-        return self._inode is not None and touch_health_file(self.settings, self.role, self._inode)
+        """True if the file this monitor wrote was touched."""
+        try:
+            return self._inode is not None and touch_health_file(self.settings, self.role,
+                                                                 self._inode)
+        except OSError:
+            return False
 
     def _carried(self, said: tuple[str, str | None, dict[str, Any]]) -> bool:
         """The database row already says `said`, and a renewal refreshed its heartbeat
@@ -304,21 +309,17 @@ class HealthMonitor:
                 health.state = state
             said = (health.state, health.reason, health.details)
         now = self.clock()
-        if not stored or said != self._filed:
+        rewrite = not stored or said != self._filed
+        if not rewrite and now - self._filed_at >= FILE_EVERY:
+            # Written whole instead when it was replaced by another process of the role
+            # (a standby writes the same file) or is gone.
+            rewrite = not self._touch_file()
+            if not rewrite:
+                self._filed_at = now
+        if rewrite:
             with contextlib.suppress(OSError):
                 self._write_file(health)
                 self._filed, self._filed_at = said, now
-        elif now - self._filed_at >= FILE_EVERY:
-            try:
-                touched = self._touch_file()
-            except OSError:  # gone (or never there): write it whole
-                touched = False
-            if touched:
-                self._filed_at = now
-            else:  # replaced by another process of the role, or gone
-                with contextlib.suppress(OSError):
-                    self._write_file(health)
-                    self._filed, self._filed_at = said, now
         self.beats += 1
         if self.state == HEALTHY:
             self.became_healthy.set()

@@ -95,7 +95,12 @@ async def test_the_file_is_rewritten_when_it_changes_and_touched_every_two_secon
     written: list[str] = []
     touched: list[float] = []
     monkeypatch.setattr(monitor, "_write_file", lambda health: written.append(health.state))
-    monkeypatch.setattr(monitor, "_touch_file", lambda: touched.append(now[0]) or True)
+
+    def touch() -> bool:
+        touched.append(now[0])
+        return True
+
+    monkeypatch.setattr(monitor, "_touch_file", touch)
     for _ in range(4):  # four beats within 1.5 s (a fast database)
         await monitor.beat()
         now[0] += 0.5
@@ -221,21 +226,21 @@ async def test_a_file_another_process_replaced_is_written_again_not_touched(
     assert mine is not None and mine.pid == os.getpid() and mine.state == HEALTHY
 
 
-class _CancelledAfterWrite:
-    """A database whose statement lands and whose caller is then cancelled (a supervisor
-    stopping the monitor at that moment), once `armed`."""
+class _CancelledAfterWrite(db.Database):
+    """The test's pool, whose statement lands and whose caller is then cancelled (a
+    supervisor stopping the monitor at that moment), once `scope` is set."""
 
     def __init__(self, real: db.Database) -> None:
-        self.real = real
+        super().__init__(real.settings, real.pool)
         self.scope: anyio.CancelScope | None = None
 
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Any]:
-        async with self.real.acquire() as conn:
+        async with super().acquire() as conn:
             yield self if self.scope is not None else conn
 
     async def execute(self, *args: Any) -> Any:
-        async with self.real.acquire() as conn:
+        async with super().acquire() as conn:
             done = await conn.execute(*args)
         assert self.scope is not None
         self.scope.cancel()
@@ -251,8 +256,8 @@ async def test_a_beat_cancelled_after_its_write_is_not_counted_as_stored(
     says, so its next beat writes it, even while a renewal carries the heartbeat."""
     now = [100.0]
     database = _CancelledAfterWrite(db)
-    monitor = HealthMonitor(settings, database, "cto",  # type: ignore[arg-type]
-                            clock=lambda: now[0], carrier=lambda: now[0])
+    monitor = HealthMonitor(settings, database, "cto", clock=lambda: now[0],
+                            carrier=lambda: now[0])
     await monitor.beat()  # healthy, stored
     monitor.problem("redis", "unreachable")
     with anyio.CancelScope() as scope:
